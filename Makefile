@@ -1,0 +1,19 @@
+.PHONY: up test test-fast lint format
+
+## Bring the whole system up (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set).
+up:
+	./bin/atrium up
+
+## Lint and run every suite on real PostgreSQL and Redis. Extra pytest args: make test ARGS="-k token"
+test:
+	./bin/atrium test $(ARGS)
+
+## Same, skipping tests marked slow (fault and load tests).
+test-fast:
+	ATRIUM_SKIP_SLOW=1 ./bin/atrium test $(ARGS)
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format:
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

@@ -1,0 +1,35 @@
+"""Gunicorn settings for every Atrium web process (read from the working directory)."""
+
+import os
+
+_service = os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings").split(".")[-2]
+
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+# Recycle workers now and then so a slow leak never becomes an outage.
+max_requests = 5000
+max_requests_jitter = 500
+accesslog = None  # each request is logged as JSON by the kit's middleware
+errorlog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "services.kit.logs.ContextFilter", "service": _service}},
+    "formatters": {"json": {"()": "services.kit.logs.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": "INFO"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}

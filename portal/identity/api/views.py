@@ -1,0 +1,181 @@
+"""Identity API: OAuth token endpoint, JWKS, machine clients, and who-am-i."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import unquote_plus
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.identity import services
+from portal.identity.api.serializers import (
+    MachineClientCreateSerializer,
+    MachineClientSerializer,
+    MachineClientWithSecretSerializer,
+    TokenRequestSerializer,
+    TokenResponseSerializer,
+)
+from portal.identity.errors import InvalidClient
+from portal.identity.keys import jwks
+from portal.identity.models import MachineClient
+from portal.identity.roles import user_roles
+from services.kit.auth import ClientPrincipal
+from services.kit.ids import id_is_valid
+from services.kit.parsers import StrictJSONParser
+
+
+@require_GET
+@cache_control(public=True, max_age=300)
+def jwks_view(request: HttpRequest) -> HttpResponse:
+    """``/.well-known/jwks.json``: the public keys services verify tokens with."""
+    return HttpResponse(json.dumps(jwks()), content_type="application/jwk-set+json")
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidClient("Malformed Basic credentials.") from exc
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient("Malformed Basic credentials.")
+    # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+class TokenView(APIView):
+    """OAuth 2.0 client-credentials grant (RFC 6749 §4.4), JSON or form body, secret in body or Basic."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [StrictJSONParser, FormParser]
+
+    @extend_schema(
+        request=TokenRequestSerializer,
+        responses={
+            200: TokenResponseSerializer,
+            400: OpenApiResponse(description="Malformed request or unsupported grant type"),
+            401: OpenApiResponse(description="invalid_client"),
+            403: OpenApiResponse(description="audience_not_allowed / scope_not_allowed"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        if hasattr(data, "dict"):
+            data = data.dict()
+        serializer = TokenRequestSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        values = serializer.validated_data
+        basic = _basic_credentials(request)
+        client_id, client_secret = basic or (values.get("client_id"), values.get("client_secret"))
+        if not client_id or not client_secret:
+            raise InvalidClient("Send client_id and client_secret in the body or as HTTP Basic credentials.")
+        issued = services.token_issue(
+            grant_type=values["grant_type"],
+            client_id=client_id,
+            client_secret=client_secret,
+            audience=values["audience"],
+            scope=values.get("scope") or None,
+        )
+        return Response(issued.as_response(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Machine clients: list, read, create (secret shown once), rotate secret, revoke."""
+
+    queryset = MachineClient.objects.all()
+    serializer_class = MachineClientSerializer
+    filterset_fields = ["is_active", "name"]
+    lookup_value_regex = "[^/]+"
+    required_scopes = {"GET": {"portal:read"}, "*": {"portal:write"}}
+
+    def get_object(self) -> MachineClient:
+        if not id_is_valid(self.kwargs.get(self.lookup_field or "pk"), "cli"):
+            from services.kit.errors import NotFound
+
+            raise NotFound("No machine client with that id.")
+        return super().get_object()
+
+    @extend_schema(request=MachineClientCreateSerializer, responses={201: MachineClientWithSecretSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = MachineClientCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        values = serializer.validated_data
+        client, secret = services.client_create(
+            name=values["name"],
+            description=values["description"],
+            audiences=values["allowed_audiences"],
+            scopes=values["allowed_scopes"],
+            token_ttl_seconds=values["token_ttl_seconds"],
+            created_by=request.user if not isinstance(request.user, ClientPrincipal) else None,
+        )
+        body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+    @extend_schema(request=None, responses={200: MachineClientWithSecretSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
+        client = self.get_object()
+        secret = services.client_rotate_secret(client=client)
+        body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
+        return Response(body, headers={"Cache-Control": "no-store"})
+
+    @extend_schema(request=None, responses={200: MachineClientSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        client = services.client_revoke(client=self.get_object())
+        return Response(MachineClientSerializer(client).data)
+
+    def get_permissions(self) -> list[Any]:
+        # Writes need change/add permission; POST actions map to "change".
+        if self.action in ("rotate_secret", "revoke"):
+            self.required_user_permissions = ["identity.change_machineclient"]
+        return super().get_permissions()
+
+
+class MeView(APIView):
+    """Who is calling: a portal user (with roles) or a machine client (with scopes)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Me",
+            {
+                "kind": serializers.ChoiceField(choices=["user", "client"]),
+                "id": serializers.CharField(),
+                "name": serializers.CharField(),
+                "roles": serializers.ListField(child=serializers.CharField()),
+                "scopes": serializers.ListField(child=serializers.CharField()),
+            },
+        )
+    )
+    def get(self, request: Request) -> Response:
+        user = request.user
+        if isinstance(user, ClientPrincipal):
+            body: dict[str, Any] = {
+                "kind": "client",
+                "id": user.client_id,
+                "name": user.claims.get("client_name", ""),
+                "roles": [],
+                "scopes": sorted(user.scopes),
+            }
+        else:
+            body = {"kind": "user", "id": str(user.pk), "name": user.get_username(), "roles": user_roles(user), "scopes": []}
+        return Response(body)

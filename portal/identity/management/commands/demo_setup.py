@@ -1,0 +1,71 @@
+"""Create (or confirm) the demo admin user and demo machine client; write var/dev-credentials.json."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from portal.identity import services
+from portal.identity.models import MachineClient
+
+DEMO_ADMIN = "admin"
+DEMO_CLIENT = "demo-client"
+
+
+class Command(BaseCommand):
+    help = "Idempotently ensure the demo admin user and an all-audience demo machine client exist."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--credentials", required=True, help="JSON file to read and write credentials")
+        parser.add_argument("--url", action="append", default=[], help="name=url, repeated")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if settings.ATRIUM_ENV == "production":
+            raise CommandError("demo_setup creates well-known demo credentials; it refuses to run in production.")
+        path = Path(options["credentials"])
+        saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+        User = get_user_model()
+        password = saved.get("admin", {}).get("password") or secrets.token_urlsafe(12)
+        user = User.objects.filter(username=DEMO_ADMIN).first()
+        if user is None:
+            User.objects.create_superuser(DEMO_ADMIN, email="admin@atrium.invalid", password=password)
+        elif not user.check_password(password):
+            user.set_password(password)
+            user.save(update_fields=["password"])
+
+        audiences = list(settings.ATRIUM_AUDIENCE_SCOPES)
+        scopes = sorted({s for values in settings.ATRIUM_AUDIENCE_SCOPES.values() for s in values})
+        client = MachineClient.objects.filter(name=DEMO_CLIENT).first()
+        secret = saved.get("client", {}).get("client_secret", "")
+        if client is None:
+            client, secret = services.client_create(
+                name=DEMO_CLIENT,
+                description="Demo client for local development: every audience and scope.",
+                audiences=audiences,
+                scopes=scopes,
+                secret=secret or None,
+            )
+        else:
+            client.allowed_audiences, client.allowed_scopes = audiences, scopes
+            client.is_active, client.revoked_at = True, None
+            client.save(update_fields=["allowed_audiences", "allowed_scopes", "is_active", "revoked_at", "updated_at"])
+            if not secret or services.secret_hash(secret) != client.secret_hash:
+                secret = services.client_rotate_secret(client=client)
+
+        urls = dict(item.split("=", 1) for item in options["url"])
+        payload = {
+            "admin": {"username": DEMO_ADMIN, "password": password},
+            "client": {"client_id": client.id, "client_secret": secret},
+            "urls": urls or saved.get("urls", {}),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        path.chmod(0o600)
+        self.stdout.write(f"demo credentials written to {path}")

@@ -1,0 +1,165 @@
+"""Identity writes: machine clients and token issuance."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from portal.identity.errors import (
+    AudienceNotAllowed,
+    InvalidClient,
+    InvalidClientConfiguration,
+    ScopeNotAllowed,
+    UnsupportedGrantType,
+)
+from portal.identity.keys import signing_key
+from portal.identity.models import MachineClient
+from services.kit.ids import id_new
+from services.kit.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _secret_new() -> str:
+    return f"cs_{secrets.token_urlsafe(32)}"
+
+
+def client_validate_grants(*, audiences: list[str], scopes: list[str]) -> None:
+    """Refuse audiences or scopes the platform does not know, or scopes of audiences not granted."""
+    known: dict[str, list[str]] = settings.ATRIUM_AUDIENCE_SCOPES
+    if not audiences:
+        raise InvalidClientConfiguration("A client needs at least one audience.")
+    unknown = sorted(set(audiences) - set(known))
+    if unknown:
+        raise InvalidClientConfiguration(f"Unknown audience(s): {', '.join(unknown)}.")
+    grantable = {scope for audience in audiences for scope in known[audience]}
+    stray = sorted(set(scopes) - grantable)
+    if stray:
+        raise InvalidClientConfiguration(f"Scope(s) not offered by the allowed audiences: {', '.join(stray)}.")
+
+
+@transaction.atomic
+def client_create(
+    *,
+    name: str,
+    audiences: list[str],
+    scopes: list[str],
+    description: str = "",
+    token_ttl_seconds: int = 900,
+    created_by: AbstractBaseUser | None = None,
+    secret: str | None = None,
+) -> tuple[MachineClient, str]:
+    """Create a machine client; return it and its secret (the only time the secret is seen)."""
+    client_validate_grants(audiences=audiences, scopes=scopes)
+    secret = secret or _secret_new()
+    client = MachineClient(
+        name=name,
+        description=description,
+        allowed_audiences=sorted(set(audiences)),
+        allowed_scopes=sorted(set(scopes)),
+        token_ttl_seconds=token_ttl_seconds,
+        created_by=created_by,
+        secret_hash=secret_hash(secret),
+        secret_last4=secret[-4:],
+    )
+    client.full_clean()
+    client.save()
+    log.info("identity.client_created", client_id=client.id, client_name=name)
+    return client, secret
+
+
+@transaction.atomic
+def client_rotate_secret(*, client: MachineClient, secret: str | None = None) -> str:
+    """Replace a client's secret; return the new one (shown once)."""
+    secret = secret or _secret_new()
+    client.secret_hash = secret_hash(secret)
+    client.secret_last4 = secret[-4:]
+    client.secret_rotated_at = timezone.now()
+    client.save(update_fields=["secret_hash", "secret_last4", "secret_rotated_at", "updated_at"])
+    log.info("identity.client_secret_rotated", client_id=client.id)
+    return secret
+
+
+@transaction.atomic
+def client_revoke(*, client: MachineClient) -> MachineClient:
+    """Stop a client from obtaining new tokens (tokens already issued expire on their own)."""
+    client.is_active = False
+    client.revoked_at = timezone.now()
+    client.save(update_fields=["is_active", "revoked_at", "updated_at"])
+    log.info("identity.client_revoked", client_id=client.id)
+    return client
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+    audience: str
+
+    def as_response(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        }
+
+
+def token_issue(
+    *, grant_type: str, client_id: str, client_secret: str, audience: str, scope: str | None = None
+) -> IssuedToken:
+    """OAuth 2.0 client-credentials grant: verify the client, narrow the scopes, sign a JWT."""
+    if grant_type != "client_credentials":
+        raise UnsupportedGrantType(f"Only grant_type=client_credentials is supported, not {grant_type!r}.")
+    client = MachineClient.objects.filter(pk=client_id).first()
+    # Hash even for unknown clients so response time does not reveal which ids exist.
+    presented = secret_hash(client_secret)
+    if client is None or not hmac.compare_digest(presented, client.secret_hash) or not client.is_active:
+        log.warning("identity.token_refused", client_id=client_id, reason="invalid_client", audience=audience)
+        raise InvalidClient()
+    if audience not in client.allowed_audiences:
+        log.warning("identity.token_refused", client_id=client_id, reason="audience_not_allowed", audience=audience)
+        raise AudienceNotAllowed(f"Client {client.id} may not request tokens for audience {audience!r}.")
+    offered = [s for s in client.allowed_scopes if s in settings.ATRIUM_AUDIENCE_SCOPES.get(audience, [])]
+    if scope:
+        requested = scope.split()
+        refused = sorted(set(requested) - set(offered))
+        if refused:
+            log.warning("identity.token_refused", client_id=client_id, reason="scope_not_allowed", scopes=refused)
+            raise ScopeNotAllowed(f"Scope(s) not allowed for this client and audience: {' '.join(refused)}.")
+        granted = sorted(set(requested))
+    else:
+        granted = sorted(offered)
+    key = signing_key()
+    now = int(time.time())
+    claims = {
+        "iss": settings.JWT_ISSUER,
+        "sub": client.id,
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + client.token_ttl_seconds,
+        "jti": id_new("tok"),
+        "scope": " ".join(granted),
+        "client_id": client.id,
+        "client_name": client.name,
+    }
+    token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
+    MachineClient.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
+    log.info("identity.token_issued", client_id=client.id, audience=audience, scope=claims["scope"])
+    return IssuedToken(access_token=token, expires_in=client.token_ttl_seconds, scope=claims["scope"], audience=audience)

@@ -1,0 +1,52 @@
+"""Settings for the portal: catalog, audit trail, job dashboard and identity provider."""
+
+from pathlib import Path
+
+from services.kit.conf import env, kit_settings
+
+BASE_DIR = Path(__file__).resolve().parent
+
+globals().update(
+    kit_settings(
+        service="portal",
+        base_dir=BASE_DIR,
+        root_urlconf="portal.urls",
+        wsgi_application="portal.wsgi.application",
+        apps=["django.contrib.postgres", "portal.identity"],
+        celery_imports=["workers.portal"],
+    )
+)
+
+# Users use the admin session; machine clients use portal-issued JWTs (audience "portal").
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [  # noqa: F821
+    "services.kit.auth.JWTAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] = ["portal.identity.permissions.RoleOrScope"]  # noqa: F821
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [  # noqa: F821
+    "services.kit.parsers.StrictJSONParser",
+    "rest_framework.parsers.FormParser",
+]
+
+# The portal verifies its own tokens through the same JWKS path as every service.
+JWT_JWKS_URL = env.str("JWT_JWKS_URL", default="http://127.0.0.1:8000/.well-known/jwks.json")
+
+# Token signing (identity provider). PEM from the environment, or a file; dev and
+# test generate an Ed25519 key once under var/keys/.
+JWT_PRIVATE_KEY = env.str("JWT_PRIVATE_KEY", default="", multiline=True)
+JWT_PRIVATE_KEY_FILE = env.str("JWT_PRIVATE_KEY_FILE", default="")
+# Public keys of retired signing keys, still published in the JWKS during rotation.
+JWT_RETIRED_PUBLIC_KEY_FILES = env.list("JWT_RETIRED_PUBLIC_KEY_FILES", default=[])
+JWT_ACCESS_TOKEN_TTL_SECONDS = env.int("JWT_ACCESS_TOKEN_TTL_SECONDS", default=900)
+
+# What a machine client may be granted: audience → the scopes that audience knows.
+ATRIUM_AUDIENCE_SCOPES = {
+    "portal": ["portal:read", "portal:write", "catalog:register", "audit:read", "jobs:read", "jobs:write"],
+    "ledger": ["ledger:read", "ledger:write"],
+    "payments": ["payments:read", "payments:write"],
+    "webhooks": ["webhooks:read", "webhooks:write"],
+}
+
+LOGIN_URL = "admin:login"
+# Secrets shown once must never ride in a (signed, not encrypted) cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"

@@ -1,0 +1,37 @@
+"""Portal URLs: admin, identity (token endpoint, JWKS), portal API, health, metrics, docs."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from rest_framework.routers import SimpleRouter
+
+from portal.diagnostics import PingView
+from portal.identity.api.views import MachineClientViewSet, MeView, TokenView, jwks_view
+from services.kit.urls import kit_urlpatterns
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("identity/clients", MachineClientViewSet, basename="machine-client")
+
+api_v1 = [
+    path("auth/token", TokenView.as_view(), name="auth-token"),
+    path("me", MeView.as_view(), name="me"),
+    path("diagnostics/ping", PingView.as_view(), name="diagnostics-ping"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path(".well-known/jwks.json", jwks_view, name="jwks"),
+    path("api/v1/", include(api_v1)),
+    *kit_urlpatterns(),
+]
+
+admin.site.site_header = "Atrium portal"
+admin.site.site_title = "Atrium"
+admin.site.index_title = "Payments back office"
+
+handler400 = "services.kit.errors.handler400"
+handler403 = "services.kit.errors.handler403"
+handler404 = "services.kit.errors.handler404"
+handler500 = "services.kit.errors.handler500"

@@ -1,0 +1,217 @@
+"""JWT authentication for every service: portal-issued tokens verified locally.
+
+A service never calls the portal per request: it verifies the token's EdDSA/RS256
+signature against the portal's JSON Web Key Set, fetched once and cached
+(``JWT_JWKS_CACHE_SECONDS``), refetched early when a token names an unknown ``kid``
+(key rotation), and keeps serving from the cached set if the portal is briefly away.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+from services.kit.logs import get_logger
+
+log = get_logger(__name__)
+
+ALGORITHMS = ["EdDSA", "RS256"]
+# An unknown kid triggers a refetch at most this often, so junk tokens cannot
+# turn a service into a JWKS-fetching amplifier against the portal.
+UNKNOWN_KID_REFETCH_SECONDS = 5.0
+
+
+class JWKSUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "The token signing keys could not be fetched; try again shortly."
+    default_code = "jwks_unavailable"
+
+
+@dataclass(frozen=True)
+class ClientPrincipal:
+    """The machine client a verified token speaks for (DRF's ``request.user``)."""
+
+    client_id: str
+    scopes: frozenset[str]
+    audience: str
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+
+    @property
+    def pk(self) -> str:
+        return self.client_id
+
+    def __str__(self) -> str:
+        return self.client_id
+
+
+class JWKSCache:
+    """A thread-safe, time-bounded cache of one JWKS URL's keys, by ``kid``."""
+
+    def __init__(self, url: str, ttl: float, timeout: float = 2.0) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.timeout = timeout
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._last_attempt = 0.0
+        self._lock = threading.Lock()
+
+    def _fetch(self) -> None:
+        self._last_attempt = time.monotonic()
+        response = httpx.get(self.url, timeout=self.timeout, headers={"Accept": "application/json"})
+        response.raise_for_status()
+        keys: dict[str, jwt.PyJWK] = {}
+        for data in response.json().get("keys", []):
+            if data.get("use", "sig") != "sig" or "kid" not in data:
+                continue
+            try:
+                keys[data["kid"]] = jwt.PyJWK(data)
+            except jwt.PyJWTError as exc:
+                log.warning("jwks.key_skipped", kid=data.get("kid"), error=str(exc))
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        log.info("jwks.fetched", url=self.url, kids=sorted(keys))
+
+    def get(self, kid: str) -> jwt.PyJWK | None:
+        """Return the key for ``kid``, fetching or refetching the set when needed."""
+        with self._lock:
+            now = time.monotonic()
+            expired = now - self._fetched_at > self.ttl
+            unknown = kid not in self._keys
+            may_refetch = now - self._last_attempt > UNKNOWN_KID_REFETCH_SECONDS
+            if expired or (unknown and may_refetch):
+                try:
+                    self._fetch()
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.warning("jwks.fetch_failed", url=self.url, error=str(exc))
+                    if not self._keys:
+                        raise JWKSUnavailable() from exc
+                    # Serve from the stale set; try again after the refetch interval.
+            return self._keys.get(kid)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys = {}
+            self._fetched_at = 0.0
+            self._last_attempt = 0.0
+
+
+_caches: dict[str, JWKSCache] = {}
+_caches_lock = threading.Lock()
+
+
+def jwks_cache() -> JWKSCache:
+    """The process-wide JWKS cache for ``settings.JWT_JWKS_URL``."""
+    url = settings.JWT_JWKS_URL
+    with _caches_lock:
+        cache = _caches.get(url)
+        if cache is None:
+            cache = _caches[url] = JWKSCache(url, ttl=settings.JWT_JWKS_CACHE_SECONDS)
+        return cache
+
+
+def token_verify(token: str, *, audience: str | None = None) -> dict[str, Any]:
+    """Verify a portal-issued JWT (signature, expiry, issuer, audience) and return its claims.
+
+    Raises ``AuthenticationFailed`` (401) for a bad/expired/foreign token and
+    ``PermissionDenied`` (403) for a valid token minted for another audience.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise exceptions.AuthenticationFailed("Malformed bearer token.", code="invalid_token") from exc
+    kid = header.get("kid")
+    if not isinstance(kid, str) or header.get("alg") not in ALGORITHMS:
+        raise exceptions.AuthenticationFailed("Token has no usable key id or algorithm.", code="invalid_token")
+    key = jwks_cache().get(kid)
+    if key is None:
+        raise exceptions.AuthenticationFailed("Token signed by an unknown key.", code="invalid_token")
+    try:
+        return jwt.decode(
+            token,
+            key=key.key,
+            algorithms=[key.algorithm_name] if key.algorithm_name in ALGORITHMS else ALGORITHMS,
+            audience=audience or settings.JWT_AUDIENCE,
+            issuer=settings.JWT_ISSUER,
+            leeway=settings.JWT_LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise exceptions.AuthenticationFailed("Token has expired.", code="token_expired") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise exceptions.PermissionDenied(
+            f"Token is not valid for the '{audience or settings.JWT_AUDIENCE}' service.", code="invalid_audience"
+        ) from exc
+    except jwt.PyJWTError as exc:
+        raise exceptions.AuthenticationFailed(f"Invalid token: {exc}", code="invalid_token") from exc
+
+
+class JWTAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <jwt>`` issued by the portal for this service's audience."""
+
+    keyword = b"bearer"
+
+    def authenticate(self, request: Request) -> tuple[ClientPrincipal, dict[str, Any]] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.", code="invalid_token")
+        try:
+            token = parts[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Malformed bearer token.", code="invalid_token") from exc
+        claims = token_verify(token)
+        principal = ClientPrincipal(
+            client_id=str(claims["sub"]),
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            audience=settings.JWT_AUDIENCE,
+            claims=claims,
+        )
+        return principal, claims
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'Bearer realm="{settings.JWT_AUDIENCE}"'
+
+
+def required_scopes(view: Any, method: str) -> set[str]:
+    """The scopes ``view`` requires for ``method``.
+
+    A view may declare ``required_scopes = {"GET": {"ledger:read"}, "POST": {...}}``;
+    otherwise reads need ``<audience>:read`` and writes ``<audience>:write``.
+    """
+    declared = getattr(view, "required_scopes", None)
+    if declared is not None:
+        value = declared.get(method, declared.get("*", set()))
+        return {value} if isinstance(value, str) else set(value)
+    action = "read" if method in SAFE_METHODS else "write"
+    return {f"{settings.JWT_AUDIENCE}:{action}"}
+
+
+class HasScope(BasePermission):
+    """Machine clients need the view's scopes; anything else is refused (401 if anonymous)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not isinstance(user, ClientPrincipal):
+            return False
+        missing = required_scopes(view, request.method) - user.scopes
+        if missing:
+            raise exceptions.PermissionDenied(
+                f"Token lacks the scope(s): {', '.join(sorted(missing))}.", code="insufficient_scope"
+            )
+        return True

@@ -1,0 +1,283 @@
+"""Settings shared by every Atrium Django project, read from the environment.
+
+Each project's ``settings.py`` calls :func:`kit_settings` and then states only
+what is particular to it. Environment (12-factor):
+
+``ATRIUM_ENV``
+    ``production`` (default), ``dev`` or ``test``. Production refuses to start
+    without real secrets; dev and test get safe local defaults.
+``<SERVICE>_DATABASE_URL`` / ``DATABASE_URL``
+    The process's own PostgreSQL database (the service-specific name wins).
+``REDIS_URL``
+    Celery broker and result backend.
+``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DEBUG``, ``LOG_LEVEL``
+    As in Django; ``DEBUG`` is off unless ``ATRIUM_ENV=dev``.
+``JWT_ISSUER``, ``JWT_JWKS_URL``
+    Where services fetch the portal's public keys from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+ENVIRONMENTS = ("production", "dev", "test")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+env = environ.Env()
+
+# A dev/test-only key: long and random-looking so `check --deploy` judges the
+# production path, never this one (production has no default at all).
+_LOCAL_SECRET_KEY = "dev-only-insecure-7b1f0c9e4a2d8f6b3e5c1a9d7f2b4e6c8a0d2f4b6e8c0a2d4f6b8e0c2a4d6f8b"
+
+
+def atrium_env() -> str:
+    """Return the deployment environment name, validated."""
+    value = env.str("ATRIUM_ENV", default="production")
+    if value not in ENVIRONMENTS:
+        raise ImproperlyConfigured(f"ATRIUM_ENV must be one of {ENVIRONMENTS}, got {value!r}")
+    return value
+
+
+def database_url_for(service: str) -> str:
+    """Return the database URL for ``service`` (``<SERVICE>_DATABASE_URL`` wins over ``DATABASE_URL``)."""
+    specific = f"{service.upper()}_DATABASE_URL"
+    url = env.str(specific, default="") or env.str("DATABASE_URL", default="")
+    if not url:
+        raise ImproperlyConfigured(
+            f"Set {specific} or DATABASE_URL to this process's PostgreSQL database "
+            "(`make up` and `make test` set it for you)."
+        )
+    if not url.startswith(("postgres://", "postgresql://", "pgsql://")):
+        raise ImproperlyConfigured(f"{specific}/DATABASE_URL must be a PostgreSQL URL")
+    return url
+
+
+def _database(service: str) -> dict[str, Any]:
+    config = env.db_url_config(database_url_for(service))
+    config["ENGINE"] = "django.db.backends.postgresql"
+    options = config.setdefault("OPTIONS", {})
+    options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+    options.setdefault("application_name", f"atrium-{service}")
+    config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    config["CONN_HEALTH_CHECKS"] = True
+    config["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
+    return config
+
+
+def kit_settings(
+    *,
+    service: str,
+    base_dir: Path,
+    root_urlconf: str,
+    wsgi_application: str,
+    apps: list[str],
+    with_admin: bool = True,
+    celery_imports: list[str] | None = None,
+) -> dict[str, Any]:
+    """Return the Django settings every Atrium process shares.
+
+    ``service`` names the process (``portal``, ``ledger``, ``payments``): it is
+    the JWT audience, the metrics label, the log field and the database prefix.
+    """
+    environment = atrium_env()
+    production = environment == "production"
+    debug = env.bool("DEBUG", default=environment == "dev")
+    if production and debug:
+        raise ImproperlyConfigured("DEBUG must be off when ATRIUM_ENV=production")
+
+    if production:
+        secret_key = env.str("SECRET_KEY", default="")
+        if not secret_key:
+            raise ImproperlyConfigured("SECRET_KEY is required when ATRIUM_ENV=production")
+        allowed_hosts = env.list("ALLOWED_HOSTS", default=[])
+        if not allowed_hosts:
+            raise ImproperlyConfigured("ALLOWED_HOSTS is required when ATRIUM_ENV=production")
+    else:
+        secret_key = env.str("SECRET_KEY", default=f"{_LOCAL_SECRET_KEY}-{service}")
+        allowed_hosts = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+    redis_url = env.str("REDIS_URL", default="")
+    if not redis_url and environment != "test":
+        raise ImproperlyConfigured("Set REDIS_URL (`make up` sets it for you); Celery never runs tasks eagerly")
+    broker_url = env.str("CELERY_BROKER_URL", default=redis_url)
+    var_dir = Path(env.str("ATRIUM_VAR_DIR", default=str(REPO_ROOT / "var")))
+
+    contrib = [
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+    ]
+    if with_admin:
+        contrib.insert(0, "django.contrib.admin")
+
+    settings: dict[str, Any] = {
+        "ATRIUM_SERVICE": service,
+        "ATRIUM_ENV": environment,
+        "ATRIUM_VAR_DIR": var_dir,
+        "BASE_DIR": base_dir,
+        "DEBUG": debug,
+        "SECRET_KEY": secret_key,
+        "ALLOWED_HOSTS": allowed_hosts,
+        "INSTALLED_APPS": [
+            *contrib,
+            "rest_framework",
+            "django_filters",
+            "drf_spectacular",
+            "drf_spectacular_sidecar",
+            "services.kit",
+            *apps,
+        ],
+        "MIDDLEWARE": [
+            "services.kit.middleware.RequestIdMiddleware",
+            "services.kit.middleware.MetricsMiddleware",
+            "django.middleware.security.SecurityMiddleware",
+            "whitenoise.middleware.WhiteNoiseMiddleware",
+            "services.kit.middleware.BodySizeLimitMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        ],
+        "ROOT_URLCONF": root_urlconf,
+        "WSGI_APPLICATION": wsgi_application,
+        "TEMPLATES": [
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [],
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ],
+                },
+            }
+        ],
+        "DATABASES": {"default": _database(service)},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "AUTH_PASSWORD_VALIDATORS": [
+            {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+            {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+            {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+            {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+        ],
+        "LANGUAGE_CODE": "en-us",
+        "TIME_ZONE": "UTC",
+        "USE_I18N": True,
+        "USE_TZ": True,
+        "STATIC_URL": "static/",
+        "STATIC_ROOT": var_dir / "static" / service,
+        "STORAGES": {
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {
+                "BACKEND": (
+                    "whitenoise.storage.CompressedManifestStaticFilesStorage"
+                    if production
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage"
+                )
+            },
+        },
+        # Dev and test serve static files straight from the apps (no collectstatic step).
+        "WHITENOISE_USE_FINDERS": not production,
+        "WHITENOISE_AUTOREFRESH": environment == "dev",
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": env.int("ATRIUM_MAX_BODY_BYTES", default=1024 * 1024),
+        "ATRIUM_MAX_BODY_BYTES": env.int("ATRIUM_MAX_BODY_BYTES", default=1024 * 1024),
+        "REST_FRAMEWORK": {
+            "DEFAULT_AUTHENTICATION_CLASSES": ["services.kit.auth.JWTAuthentication"],
+            "DEFAULT_PERMISSION_CLASSES": ["services.kit.auth.HasScope"],
+            "DEFAULT_PARSER_CLASSES": ["services.kit.parsers.StrictJSONParser"],
+            "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+            "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+            "DEFAULT_PAGINATION_CLASS": "services.kit.pagination.CursorPagination",
+            "PAGE_SIZE": 50,
+            "EXCEPTION_HANDLER": "services.kit.errors.problem_exception_handler",
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "UNAUTHENTICATED_USER": None,
+        },
+        "SPECTACULAR_SETTINGS": {
+            "TITLE": f"Atrium {service} API",
+            "VERSION": env.str("ATRIUM_VERSION", default="0.1.0"),
+            "SERVE_INCLUDE_SCHEMA": False,
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
+            "COMPONENT_SPLIT_REQUEST": True,
+            "SCHEMA_PATH_PREFIX": r"/api/v1",
+        },
+        # Identity: services verify portal-issued JWTs locally against the JWKS.
+        "JWT_ISSUER": env.str("JWT_ISSUER", default="atrium-portal"),
+        "JWT_AUDIENCE": service,
+        "JWT_JWKS_URL": env.str(
+            "JWT_JWKS_URL", default="" if production else "http://127.0.0.1:8000/.well-known/jwks.json"
+        ),
+        "JWT_JWKS_CACHE_SECONDS": env.int("JWT_JWKS_CACHE_SECONDS", default=300),
+        "JWT_LEEWAY_SECONDS": env.int("JWT_LEEWAY_SECONDS", default=30),
+        # Celery (namespace CELERY_ in workers/celery.py).
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_RESULT_BACKEND": env.str("CELERY_RESULT_BACKEND", default=redis_url),
+        "CELERY_IMPORTS": celery_imports or [],
+        "CELERY_TASK_TIME_LIMIT": env.int("CELERY_TASK_TIME_LIMIT", default=300),
+        "CELERY_TASK_SOFT_TIME_LIMIT": env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=270),
+        "CELERY_RESULT_EXPIRES": env.int("CELERY_RESULT_EXPIRES", default=86_400),
+        # With late acks, an unacknowledged task is redelivered after this long;
+        # it must exceed the longest task including its countdown/eta.
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)},
+        "CELERY_WORKER_CONCURRENCY": env.int("CELERY_WORKER_CONCURRENCY", default=2),
+        "REDIS_URL": redis_url,
+        "LOGGING": logging_config(service=service, level=env.str("LOG_LEVEL", default="INFO")),
+        "SECURE_CONTENT_TYPE_NOSNIFF": True,
+        "X_FRAME_OPTIONS": "DENY",
+        "SESSION_COOKIE_HTTPONLY": True,
+    }
+
+    if production:
+        # TLS terminates at the load balancer; health and metrics stay plain HTTP
+        # for in-cluster probes and scrapers.
+        settings.update(
+            SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"),
+            SECURE_SSL_REDIRECT=env.bool("SECURE_SSL_REDIRECT", default=True),
+            SECURE_REDIRECT_EXEMPT=[r"^health/", r"^metrics$"],
+            SECURE_HSTS_SECONDS=env.int("SECURE_HSTS_SECONDS", default=31_536_000),
+            SECURE_HSTS_INCLUDE_SUBDOMAINS=True,
+            SECURE_HSTS_PRELOAD=True,
+            SESSION_COOKIE_SECURE=True,
+            CSRF_COOKIE_SECURE=True,
+            CSRF_TRUSTED_ORIGINS=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
+        )
+    if environment == "test":
+        settings["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return settings
+
+
+def logging_config(*, service: str, level: str) -> dict[str, Any]:
+    """JSON lines on stdout for every logger, each line tagged with service, request and task id."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "services.kit.logs.ContextFilter", "service": service}},
+        "formatters": {"json": {"()": "services.kit.logs.JsonFormatter"}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "json",
+                "filters": ["context"],
+            }
+        },
+        "root": {"handlers": ["stdout"], "level": level},
+        "loggers": {
+            # Request errors are reported by our own middleware/handler as JSON.
+            "django.request": {"level": "ERROR"},
+            "django.server": {"level": "WARNING"},
+            "celery": {"level": level},
+        },
+    }

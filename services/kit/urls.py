@@ -1,0 +1,38 @@
+"""URL patterns every Atrium process exposes: health, metrics, OpenAPI schema and docs."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, re_path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from services.kit import health
+from services.kit.errors import handler404
+from services.kit.ids import PrefixedIdConverter
+from services.kit.metrics import metrics_view
+
+register_converter(PrefixedIdConverter, "pid")
+
+
+def kit_urlpatterns() -> list[URLPattern]:
+    """Health, metrics, ``/api/schema/`` and ``/api/docs/``, and a problem-details 404 for the rest.
+
+    Include them last: the final pattern answers every unknown path (even with
+    DEBUG on) so API clients never get an HTML error page.
+    """
+    return [
+        path("health/live", health.live, name="health-live"),
+        path("health/ready", health.ready, name="health-ready"),
+        path("metrics", metrics_view, name="metrics"),
+        path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+        path(
+            "api/docs/",
+            SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
+            name="api-docs",
+        ),
+        re_path(r"^.*$", _not_found, name="not-found"),
+    ]
+
+
+def _not_found(request: HttpRequest) -> HttpResponse:
+    return handler404(request)

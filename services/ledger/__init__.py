@@ -1,0 +1,1 @@
+"""The ledger service: double-entry accounts, transactions and holds (its own Django project)."""

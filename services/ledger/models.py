@@ -1,0 +1,1 @@
+"""Ledger data. Accounts, transactions and postings arrive with the ledger issue."""

@@ -1,0 +1,1 @@
+"""The payments service: idempotent payment orders processed by Celery (its own Django project)."""

@@ -1,0 +1,1 @@
+"""Payments data. Payment orders and screening rules arrive with the payments issue."""

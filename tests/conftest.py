@@ -1,0 +1,21 @@
+"""Fixtures shared by every suite (each suite runs under one process's settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.harness import ProcessHarness
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[ProcessHarness]:
+    """Start real Atrium processes (gunicorn services, Celery workers); all stopped afterwards."""
+    h = ProcessHarness(Path(settings.ATRIUM_VAR_DIR) / "logs" / tmp_path.name)
+    try:
+        yield h
+    finally:
+        h.close()

@@ -1,0 +1,58 @@
+"""Cross-process tests: the portal under gunicorn on this run's test database, services and
+workers on their own databases, all talking over real HTTP and the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from portal.identity import services as identity
+from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
+
+
+@pytest.fixture
+def live_portal(transactional_db: None, harness: ProcessHarness) -> AtriumProcess:
+    """The portal under gunicorn, sharing this test's (committed) database."""
+    return harness.web("portal", database_url=current_test_database_url())
+
+
+@pytest.fixture
+def jwks_env(live_portal: AtriumProcess) -> dict[str, str]:
+    """Environment that makes a service trust the live portal's keys."""
+    return {"JWT_JWKS_URL": f"{live_portal.url}/.well-known/jwks.json"}
+
+
+@pytest.fixture
+def all_access_client(transactional_db: None) -> tuple[str, str]:
+    """A machine client allowed every audience and scope: (client_id, secret)."""
+    from django.conf import settings
+
+    audiences = list(settings.ATRIUM_AUDIENCE_SCOPES)
+    scopes = sorted({s for v in settings.ATRIUM_AUDIENCE_SCOPES.values() for s in v})
+    client, secret = identity.client_create(name="e2e-all-access", audiences=audiences, scopes=scopes)
+    return client.id, secret
+
+
+@pytest.fixture
+def get_token(live_portal: AtriumProcess) -> Callable[..., str]:
+    """Obtain a token from the live portal over HTTP."""
+
+    def fetch(client_id: str, secret: str, audience: str, **extra: Any) -> str:
+        response = httpx.post(
+            f"{live_portal.url}/api/v1/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+                "audience": audience,
+                **extra,
+            },
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    return fetch

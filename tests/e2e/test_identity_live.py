@@ -1,0 +1,118 @@
+"""Tokens from the live portal, verified by a live ledger against the portal's JWKS over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import jwt
+import pytest
+from django.conf import settings
+
+from portal.identity.keys import signing_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def live_ledger(harness, jwks_env):
+    return harness.web("ledger", env=jwks_env)
+
+
+def _call(ledger, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(f"{ledger.url}/api/v1/whoami", headers=headers, timeout=10)
+
+
+def _assert_problem(response, status: int, code: str):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+def test_ledger_accepts_a_portal_token_minted_for_it(live_ledger, all_access_client, get_token):
+    # given a token from the portal for audience "ledger"
+    token = get_token(*all_access_client, audience="ledger")
+
+    # when the ledger is called with it
+    response = _call(live_ledger, token)
+
+    # then the ledger verified it locally and knows the caller and its scopes
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["service"] == "ledger"
+    assert body["client_id"] == all_access_client[0]
+    assert body["scopes"] == ["ledger:read", "ledger:write"]
+
+
+def test_ledger_refuses_a_call_without_a_token(live_ledger):
+    response = _call(live_ledger, None)
+
+    body = _assert_problem(response, 401, "not_authenticated")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert body["instance"] == "/api/v1/whoami"
+
+
+def test_ledger_refuses_a_token_minted_for_payments(live_ledger, all_access_client, get_token):
+    token = get_token(*all_access_client, audience="payments")
+
+    _assert_problem(_call(live_ledger, token), 403, "invalid_audience")
+
+
+def test_ledger_refuses_an_expired_token(live_ledger, all_access_client):
+    # given a token signed with the portal's real key that expired a minute ago
+    key = signing_key()
+    now = int(time.time())
+    claims = {
+        "iss": settings.JWT_ISSUER,
+        "sub": all_access_client[0],
+        "aud": "ledger",
+        "iat": now - 1000,
+        "nbf": now - 1000,
+        "exp": now - 60 - settings.JWT_LEEWAY_SECONDS,
+        "scope": "ledger:read",
+    }
+    token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
+
+    _assert_problem(_call(live_ledger, token), 401, "token_expired")
+
+
+def test_ledger_refuses_a_token_whose_signature_was_tampered_with(live_ledger, all_access_client, get_token):
+    # given a valid token with one byte of its signature changed
+    token = get_token(*all_access_client, audience="ledger")
+    header, payload, signature = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    raw[0] ^= 0x01
+    tampered = ".".join([header, payload, base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()])
+
+    _assert_problem(_call(live_ledger, tampered), 401, "invalid_token")
+
+
+def test_ledger_refuses_a_token_whose_claims_were_rewritten(live_ledger, all_access_client, get_token):
+    # given a ledger token whose payload was swapped for one granting more, signature kept
+    token = get_token(*all_access_client, audience="ledger", scope="ledger:read")
+    header, _payload, signature = token.split(".")
+    forged = jwt.decode(token, options={"verify_signature": False}) | {"scope": "ledger:read ledger:write"}
+    payload = base64.urlsafe_b64encode(jwt.api_jws.json.dumps(forged).encode()).rstrip(b"=").decode()
+
+    _assert_problem(_call(live_ledger, f"{header}.{payload}.{signature}"), 401, "invalid_token")
+
+
+def test_ledger_refuses_a_token_lacking_the_scope(live_ledger, transactional_db, get_token):
+    # given a client that may talk to the ledger but holds no ledger scope
+    from portal.identity import services as identity
+
+    client, secret = identity.client_create(name="no-scope", audiences=["ledger"], scopes=[])
+    token = get_token(client.id, secret, audience="ledger")
+
+    # when it calls an endpoint needing ledger:read, it is forbidden (whoami needs none)
+    assert _call(live_ledger, token).status_code == 200
+    response = httpx.get(
+        f"{live_ledger.url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.json()["scopes"] == []

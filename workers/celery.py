@@ -1,0 +1,61 @@
+"""The Celery application shared by every Atrium worker and beat."""
+
+from __future__ import annotations
+
+import logging.config
+import os
+from typing import Any
+
+from celery import Celery, signals
+
+from workers.beat import BEAT_SCHEDULE
+from workers.routing import TASK_QUEUES, route_task
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("atrium", task_cls="workers.base:AtriumTask")
+# Tunables (broker URL, time limits, imports) come from the process's Django settings.
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Policy that no environment may change: JSON only, late acks, explicit queues.
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_queues=TASK_QUEUES,
+    task_default_queue="portal",
+    task_default_exchange="portal",
+    task_default_routing_key="portal",
+    task_routes=(route_task,),
+    task_create_missing_queues=False,
+    task_track_started=True,
+    task_send_sent_event=True,
+    worker_send_task_events=True,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    enable_utc=True,
+    timezone="UTC",
+    beat_schedule=BEAT_SCHEDULE,
+)
+
+
+@signals.setup_logging.connect
+def _use_django_logging(**kwargs: Any) -> None:
+    """Workers log JSON lines through the same LOGGING config as the web processes."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+@signals.before_task_publish.connect
+def _propagate_request_id(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """Stamp every published task with the current request id (web request or parent task)."""
+    from services.kit.context import request_id_var
+
+    if headers is not None and not headers.get("request_id"):
+        request_id = request_id_var.get()
+        if request_id:
+            headers["request_id"] = request_id

@@ -1,0 +1,32 @@
+"""``<queue>.ping``: a task every service's worker answers, to prove the wiring end to end."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from celery import Task
+from django.conf import settings
+
+from services.kit.context import request_id_var
+from services.kit.logs import get_logger
+from workers.celery import app
+
+log = get_logger(__name__)
+
+
+def ping_task(queue: str) -> Task:
+    """Register and return the ``<queue>.ping`` task."""
+
+    @app.task(name=f"{queue}.ping", bind=True)
+    def ping(self: Any, message: str = "ping") -> dict[str, Any]:
+        log.info(f"{queue}.ping", message=message[:200])
+        return {
+            "message": message[:200],
+            "request_id": request_id_var.get(),
+            "task_id": self.request.id,
+            "hostname": self.request.hostname or socket.gethostname(),
+            "service": settings.ATRIUM_SERVICE,
+        }
+
+    return ping

@@ -1,0 +1,5 @@
+"""Portal tasks (queue ``portal``)."""
+
+from workers.diagnostics import ping_task
+
+ping = ping_task("portal")

@@ -1,0 +1,21 @@
+"""Queues and task routing: a task's name prefix is its queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+QUEUES = ("portal", "audit", "ledger", "payments")
+
+TASK_QUEUES = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES)
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **kw: Any) -> dict | None:
+    """Route ``<queue>.<task>`` to ``<queue>``; an explicit ``queue=`` option wins."""
+    if options.get("queue"):
+        return None
+    prefix = name.split(".", 1)[0]
+    if prefix in QUEUES:
+        return {"queue": prefix, "routing_key": prefix}
+    return None
