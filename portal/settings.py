@@ -28,8 +28,8 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [  # noqa: F821
     "rest_framework.parsers.FormParser",
 ]
 
-# The portal verifies its own tokens through the same JWKS path as every service.
-JWT_JWKS_URL = env.str("JWT_JWKS_URL", default="http://127.0.0.1:8000/.well-known/jwks.json")
+# The portal verifies its own tokens (audience "portal") against its own key set, in process.
+JWT_JWKS_PROVIDER = "portal.identity.keys.jwks"
 
 # Token signing (identity provider). PEM from the environment, or a file; dev and
 # test generate an Ed25519 key once under var/keys/.

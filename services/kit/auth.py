@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 from django.conf import settings
+from django.utils.module_loading import import_string
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -61,8 +63,11 @@ class ClientPrincipal:
 class JWKSCache:
     """A thread-safe, time-bounded cache of one JWKS URL's keys, by ``kid``."""
 
-    def __init__(self, url: str, ttl: float, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, ttl: float, timeout: float = 2.0, provider: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.url = url
+        self.provider = provider
         self.ttl = ttl
         self.timeout = timeout
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -72,10 +77,14 @@ class JWKSCache:
 
     def _fetch(self) -> None:
         self._last_attempt = time.monotonic()
-        response = httpx.get(self.url, timeout=self.timeout, headers={"Accept": "application/json"})
-        response.raise_for_status()
+        if self.provider is not None:
+            document = self.provider()
+        else:
+            response = httpx.get(self.url, timeout=self.timeout, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            document = response.json()
         keys: dict[str, jwt.PyJWK] = {}
-        for data in response.json().get("keys", []):
+        for data in document.get("keys", []):
             if data.get("use", "sig") != "sig" or "kid" not in data:
                 continue
             try:
@@ -115,12 +124,19 @@ _caches_lock = threading.Lock()
 
 
 def jwks_cache() -> JWKSCache:
-    """The process-wide JWKS cache for ``settings.JWT_JWKS_URL``."""
+    """The process-wide JWKS cache for ``settings.JWT_JWKS_URL``.
+
+    The identity provider itself sets ``JWT_JWKS_PROVIDER`` (a dotted path to a
+    function returning the key set) and so verifies its own tokens without HTTP.
+    """
+    provider_path = getattr(settings, "JWT_JWKS_PROVIDER", "")
     url = settings.JWT_JWKS_URL
+    cache_key = provider_path or url
     with _caches_lock:
-        cache = _caches.get(url)
+        cache = _caches.get(cache_key)
         if cache is None:
-            cache = _caches[url] = JWKSCache(url, ttl=settings.JWT_JWKS_CACHE_SECONDS)
+            provider = import_string(provider_path) if provider_path else None
+            cache = _caches[cache_key] = JWKSCache(url, ttl=settings.JWT_JWKS_CACHE_SECONDS, provider=provider)
         return cache
 
 

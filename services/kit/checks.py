@@ -35,7 +35,7 @@ def check_production_wiring(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 id="atrium.W001",
             )
         )
-    if settings.ATRIUM_SERVICE != "portal" and not settings.JWT_JWKS_URL:
+    if not settings.JWT_JWKS_URL and not getattr(settings, "JWT_JWKS_PROVIDER", ""):
         errors.append(
             checks.Error(
                 "JWT_JWKS_URL is not set: this service cannot verify tokens.",

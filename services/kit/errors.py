@@ -154,14 +154,15 @@ def _drf_problem(exc: exceptions.APIException, instance: str | None) -> tuple[di
             instance=instance,
             errors=errors,
         ), headers
-    code, title = "error", "Request failed"
+    code, title, generic = "error", "Request failed", "error"
     for cls in type(exc).__mro__:
         if cls in _DRF_CODES:
             code, title = _DRF_CODES[cls]
+            generic = cls.default_code
             break
-    # A view or parser may choose a more specific code than the class default.
-    specific = exc.get_codes() if hasattr(exc, "get_codes") else None
-    if isinstance(specific, str) and specific not in (exc.default_code, "invalid", "error"):
+    # A subclass, view or parser may name a more specific code than DRF's generic one.
+    specific = exc.get_codes()
+    if isinstance(specific, str) and specific not in (generic, "invalid", "error"):
         code = specific
     return problem_body(
         status_code=exc.status_code, code=code, title=title, detail=str(exc.detail), instance=instance
