@@ -48,10 +48,11 @@ def _wait_ready(urls: dict[str, str], deadline: float, proc: subprocess.Popen) -
 
 
 def main(argv: list[str]) -> int:
-    var_dir = REPO_ROOT / "var"
-    var_dir.mkdir(exist_ok=True)
+    var_dir = Path(os.environ.get("ATRIUM_VAR_DIR") or REPO_ROOT / "var").resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["ATRIUM_VAR_DIR"] = str(var_dir)
     print("atrium: starting infrastructure ...", flush=True)
-    infra = infra_start("dev")
+    infra = infra_start("dev", var_dir=var_dir)
     try:
         env = service_env(
             {
@@ -99,9 +100,9 @@ def main(argv: list[str]) -> int:
             f"            client_secret={creds['client']['client_secret']}",
             f"  token     curl -s {urls['portal']}/api/v1/auth/token -d grant_type=client_credentials \\",
             f"              -d client_id={creds['client']['client_id']} -d client_secret=... -d audience=ledger",
-            f"  postgres  {'embedded (var/dev/postgres)' if infra.embedded_postgres else 'external (DATABASE_URL)'}",
+            f"  postgres  {f'embedded ({var_dir}/dev/postgres)' if infra.embedded_postgres else 'external (DATABASE_URL)'}",
             f"  redis     {infra.redis_url}{' (embedded)' if infra.embedded_redis else ''}",
-            f"  saved to  {credentials.relative_to(REPO_ROOT)}",
+            f"  saved to  {credentials}",
             "Press Ctrl-C to stop every process.",
             "=" * 72,
             "",

@@ -175,7 +175,9 @@ def kit_settings(
         "USE_I18N": True,
         "USE_TZ": True,
         "STATIC_URL": "static/",
-        "STATIC_ROOT": var_dir / "static" / service,
+        # Production serves collected files (collectstatic at build time); dev and test
+        # serve straight from the apps through WhiteNoise's finders.
+        "STATIC_ROOT": env.str("STATIC_ROOT", default=str(var_dir / "static" / service)) if production else None,
         "STORAGES": {
             "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
             "staticfiles": {

@@ -1,0 +1,105 @@
+"""`make up` (python -m devtools up) on a fresh var/: embedded servers, migrations, demo
+credentials, every process ready, and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from devtools.infra import REPO_ROOT, free_port, venv_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path):
+    # given a fresh var directory, no DATABASE_URL/REDIS_URL (embedded servers) and free ports
+    env = venv_env(dict(os.environ))
+    for name in list(env):
+        if name.endswith("DATABASE_URL") or name in ("REDIS_URL", "DJANGO_SETTINGS_MODULE", "ATRIUM_ENV"):
+            env.pop(name)
+    ports = {"portal": free_port(), "ledger": free_port(), "payments": free_port()}
+    env.update(
+        ATRIUM_VAR_DIR=str(tmp_path / "var"),
+        PORTAL_PORT=str(ports["portal"]),
+        LEDGER_PORT=str(ports["ledger"]),
+        PAYMENTS_PORT=str(ports["payments"]),
+        WEB_CONCURRENCY="1",
+        CELERY_WORKER_CONCURRENCY="1",
+    )
+    log_path = tmp_path / "up.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "devtools", "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # when it has had time to start
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and "Atrium is up." not in log_path.read_text(errors="replace"):
+            assert runner.poll() is None, log_path.read_text(errors="replace")[-4000:]
+            time.sleep(1)
+        output = log_path.read_text(errors="replace")
+        assert "Atrium is up." in output, output[-4000:]
+        elapsed = time.monotonic() - started
+
+        # then every web process is ready and the banner names URLs and credentials
+        for name, port in ports.items():
+            response = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+            assert response.status_code == 200, (name, response.text)
+        creds = json.loads((tmp_path / "var" / "dev-credentials.json").read_text())
+        assert set(creds) == {"admin", "client", "urls"}
+        assert creds["urls"]["ledger"] == f"http://127.0.0.1:{ports['ledger']}"
+        assert creds["admin"]["password"] in output
+        assert creds["client"]["client_secret"] in output
+
+        # and the demo client can drive the ledger API with a portal token
+        token = httpx.post(
+            f"{creds['urls']['portal']}/api/v1/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": creds["client"]["client_id"],
+                "client_secret": creds["client"]["client_secret"],
+                "audience": "ledger",
+            },
+            timeout=10,
+        ).json()["access_token"]
+        whoami = httpx.get(
+            f"{creds['urls']['ledger']}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert whoami.status_code == 200, whoami.text
+        assert elapsed < 150
+        children = psutil.Process(runner.pid).children(recursive=True)
+        assert len(children) >= 8  # honcho + 3 web + 4 workers + beat (and their pools)
+    finally:
+        # when Ctrl-C reaches the runner's process group
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGINT)
+        try:
+            runner.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            raise
+
+    # then every process it started is gone, embedded servers included
+    time.sleep(1)
+    leftovers = [
+        p for p in psutil.process_iter(["pid", "cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not leftovers, [p.info for p in leftovers]
+    for port in ports.values():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)

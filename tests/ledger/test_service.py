@@ -1,0 +1,12 @@
+"""The ledger is its own Django project that passes the service contract."""
+
+from tests.service_contract import (  # noqa: F401  (pytest collects the imported tests)
+    test_admin_login_page_renders_with_its_styles,
+    test_api_docs_load_their_assets_from_this_service_not_a_cdn,
+    test_metrics_are_prometheus_text,
+    test_migrations_match_the_models,
+    test_openapi_schema_is_served,
+    test_readiness_checks_database_and_broker,
+    test_unknown_route_is_a_problem_document,
+    test_whoami_needs_a_token,
+)
