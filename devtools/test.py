@@ -51,7 +51,7 @@ def _counts(junit: Path) -> tuple[int, int, int]:
     if not junit.exists():
         return 0, 0, 0
     passed = failed = skipped = 0
-    for suite in ET.parse(junit).getroot().iter("testsuite"):
+    for suite in ET.parse(junit).getroot().iter("testsuite"):  # noqa: S314  (our own pytest output)
         tests = int(suite.get("tests", 0))
         bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
         skip = int(suite.get("skipped", 0))

@@ -72,7 +72,10 @@ def main(argv: list[str]) -> int:
         for name, (settings_module, manage, _, _) in WEB.items():
             database_create(infra.database_url, f"atrium_{name}")
             print(f"atrium: migrating {name} ...", flush=True)
-            _run([sys.executable, manage, "migrate", "--noinput", "-v", "0"], env | {"DJANGO_SETTINGS_MODULE": settings_module})
+            _run(
+                [sys.executable, manage, "migrate", "--noinput", "-v", "0"],
+                env | {"DJANGO_SETTINGS_MODULE": settings_module},
+            )
         credentials = var_dir / "dev-credentials.json"
         _run(
             [sys.executable, "manage.py", "demo_setup", "--credentials", str(credentials)]
@@ -88,6 +91,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
         ready = _wait_ready(urls, time.monotonic() + 120, honcho)
+        postgres_where = f"embedded ({var_dir}/dev/postgres)" if infra.embedded_postgres else "external (DATABASE_URL)"
         banner = [
             "",
             "=" * 72,
@@ -100,7 +104,7 @@ def main(argv: list[str]) -> int:
             f"            client_secret={creds['client']['client_secret']}",
             f"  token     curl -s {urls['portal']}/api/v1/auth/token -d grant_type=client_credentials \\",
             f"              -d client_id={creds['client']['client_id']} -d client_secret=... -d audience=ledger",
-            f"  postgres  {f'embedded ({var_dir}/dev/postgres)' if infra.embedded_postgres else 'external (DATABASE_URL)'}",
+            f"  postgres  {postgres_where}",
             f"  redis     {infra.redis_url}{' (embedded)' if infra.embedded_redis else ''}",
             f"  saved to  {credentials}",
             "Press Ctrl-C to stop every process.",

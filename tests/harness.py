@@ -193,7 +193,12 @@ class ProcessHarness:
         return process.start().wait_ready()
 
     def worker(
-        self, queue: str, *, service: str | None = None, database_url: str | None = None, env: dict[str, str] | None = None
+        self,
+        queue: str,
+        *,
+        service: str | None = None,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> AtriumProcess:
         """Run a Celery worker consuming ``queue`` with its service's settings; wait until it answers a ping."""
         service = service or ("portal" if queue in ("portal", "audit") else queue)

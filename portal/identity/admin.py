@@ -89,7 +89,9 @@ class MachineClientAdmin(admin.ModelAdmin):
         obj.pk = client.pk
         request._atrium_new_secret = (client, secret)  # type: ignore[attr-defined]
 
-    def response_add(self, request: HttpRequest, obj: MachineClient, post_url_continue: str | None = None) -> HttpResponse:
+    def response_add(
+        self, request: HttpRequest, obj: MachineClient, post_url_continue: str | None = None
+    ) -> HttpResponse:
         created = getattr(request, "_atrium_new_secret", None)
         if created is None:
             return super().response_add(request, obj, post_url_continue)

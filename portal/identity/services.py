@@ -162,4 +162,6 @@ def token_issue(
     token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
     MachineClient.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
     log.info("identity.token_issued", client_id=client.id, audience=audience, scope=claims["scope"])
-    return IssuedToken(access_token=token, expires_in=client.token_ttl_seconds, scope=claims["scope"], audience=audience)
+    return IssuedToken(
+        access_token=token, expires_in=client.token_ttl_seconds, scope=claims["scope"], audience=audience
+    )

@@ -9,4 +9,7 @@ class KitConfig(AppConfig):
     verbose_name = "Atrium service kit"
 
     def ready(self) -> None:
+        # Every process (web or worker) configures the one Celery app, so tasks sent
+        # from a request carry the request id and go through the same routing.
+        import workers.celery  # noqa: F401
         from services.kit import checks  # noqa: F401  (registers system checks)

@@ -186,7 +186,9 @@ class JWTAuthentication(BaseAuthentication):
         if not parts or parts[0].lower() != self.keyword:
             return None
         if len(parts) != 2:
-            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.", code="invalid_token")
+            raise exceptions.AuthenticationFailed(
+                "Authorization header must be 'Bearer <token>'.", code="invalid_token"
+            )
         try:
             token = parts[1].decode("ascii")
         except UnicodeDecodeError as exc:

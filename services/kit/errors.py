@@ -84,7 +84,9 @@ def problem_body(
     return body
 
 
-def problem_response(request: HttpRequest | None, *, status_code: int, code: str, title: str, **kw: Any) -> HttpResponse:
+def problem_response(
+    request: HttpRequest | None, *, status_code: int, code: str, title: str, **kw: Any
+) -> HttpResponse:
     """A plain Django response carrying problem details (for non-DRF code paths)."""
     body = problem_body(
         status_code=status_code, code=code, title=title, instance=request.path if request else None, **kw

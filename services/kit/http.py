@@ -191,7 +191,7 @@ class ServiceClient:
         self._client.close()
 
     def _sleep_before_retry(self, attempt: int, response: httpx.Response | None) -> None:
-        delay = random.uniform(0, min(self.backoff_max, self.backoff * (2**attempt)))  # full jitter
+        delay = random.uniform(0, min(self.backoff_max, self.backoff * (2**attempt)))  # noqa: S311  (jitter, not crypto)
         if response is not None and response.headers.get("Retry-After", "").isdigit():
             delay = min(self.backoff_max, float(response.headers["Retry-After"]))
         time.sleep(delay)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 REGISTRY = CollectorRegistry(auto_describe=True) if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
 

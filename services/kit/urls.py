@@ -24,7 +24,9 @@ def kit_urlpatterns() -> list[URLPattern]:
         path("health/live", health.live, name="health-live"),
         path("health/ready", health.ready, name="health-ready"),
         path("metrics", metrics_view, name="metrics"),
-        path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+        path(
+            "api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"
+        ),
         path(
             "api/docs/",
             SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),

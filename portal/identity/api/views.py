@@ -177,5 +177,11 @@ class MeView(APIView):
                 "scopes": sorted(user.scopes),
             }
         else:
-            body = {"kind": "user", "id": str(user.pk), "name": user.get_username(), "roles": user_roles(user), "scopes": []}
+            body = {
+                "kind": "user",
+                "id": str(user.pk),
+                "name": user.get_username(),
+                "roles": user_roles(user),
+                "scopes": [],
+            }
         return Response(body)

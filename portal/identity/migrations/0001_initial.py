@@ -3,13 +3,13 @@
 import django.contrib.postgres.fields
 import django.core.validators
 import django.db.models.deletion
-import portal.identity.models
 from django.conf import settings
 from django.db import migrations, models
 
+import portal.identity.models
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,28 +18,87 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='MachineClient',
+            name="MachineClient",
             fields=[
-                ('id', models.CharField(default=portal.identity.models._client_id, editable=False, max_length=40, primary_key=True, serialize=False, verbose_name='client id')),
-                ('name', models.CharField(help_text="Who this client is, e.g. 'payments-service'.", max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('secret_hash', models.CharField(editable=False, max_length=64)),
-                ('secret_last4', models.CharField(editable=False, help_text='Last characters, to tell secrets apart.', max_length=4)),
-                ('allowed_audiences', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=40), default=list, size=None)),
-                ('allowed_scopes', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=60), blank=True, default=list, size=None)),
-                ('token_ttl_seconds', models.PositiveIntegerField(default=900, help_text='Lifetime of issued tokens.', validators=[django.core.validators.MinValueValidator(60), django.core.validators.MaxValueValidator(3600)])),
-                ('is_active', models.BooleanField(default=True, help_text='Revoked clients cannot obtain tokens.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('secret_rotated_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.CharField(
+                        default=portal.identity.models._client_id,
+                        editable=False,
+                        max_length=40,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="client id",
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Who this client is, e.g. 'payments-service'.", max_length=100, unique=True
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("secret_hash", models.CharField(editable=False, max_length=64)),
+                (
+                    "secret_last4",
+                    models.CharField(editable=False, help_text="Last characters, to tell secrets apart.", max_length=4),
+                ),
+                (
+                    "allowed_audiences",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=40), default=list, size=None
+                    ),
+                ),
+                (
+                    "allowed_scopes",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=60), blank=True, default=list, size=None
+                    ),
+                ),
+                (
+                    "token_ttl_seconds",
+                    models.PositiveIntegerField(
+                        default=900,
+                        help_text="Lifetime of issued tokens.",
+                        validators=[
+                            django.core.validators.MinValueValidator(60),
+                            django.core.validators.MaxValueValidator(3600),
+                        ],
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True, help_text="Revoked clients cannot obtain tokens.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("secret_rotated_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'machine client',
-                'ordering': ['name'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('token_ttl_seconds__gte', 60), ('token_ttl_seconds__lte', 3600)), name='client_ttl_range'), models.CheckConstraint(condition=models.Q(('secret_hash', ''), _negated=True), name='client_secret_hash_set'), models.CheckConstraint(condition=models.Q(('is_active', True), ('revoked_at__isnull', False), _connector='OR'), name='client_revoked_has_time')],
+                "verbose_name": "machine client",
+                "ordering": ["name"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("token_ttl_seconds__gte", 60), ("token_ttl_seconds__lte", 3600)),
+                        name="client_ttl_range",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("secret_hash", ""), _negated=True), name="client_secret_hash_set"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("is_active", True), ("revoked_at__isnull", False), _connector="OR"),
+                        name="client_revoked_has_time",
+                    ),
+                ],
             },
         ),
     ]
