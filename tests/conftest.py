@@ -19,3 +19,13 @@ def harness(tmp_path: Path) -> Iterator[ProcessHarness]:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture(scope="module")
+def module_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessHarness]:
+    """Like ``harness``, for processes shared by every test of a module (stateless ones)."""
+    h = ProcessHarness(Path(settings.ATRIUM_VAR_DIR) / "logs" / tmp_path_factory.mktemp("module").name)
+    try:
+        yield h
+    finally:
+        h.close()

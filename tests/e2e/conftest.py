@@ -13,13 +13,15 @@ from portal.identity import services as identity
 from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
 
 
-@pytest.fixture
-def live_portal(transactional_db: None, harness: ProcessHarness) -> AtriumProcess:
-    """The portal under gunicorn, sharing this test's (committed) database."""
-    return harness.web("portal", database_url=current_test_database_url())
+@pytest.fixture(scope="module")
+def live_portal(django_db_setup: None, module_harness: ProcessHarness) -> AtriumProcess:
+    """The portal under gunicorn on this run's test database; tests using it commit their
+    data (``transactional_db``) so the portal sees it, and the flush after each test
+    leaves the next one a clean database."""
+    return module_harness.web("portal", database_url=current_test_database_url())
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def jwks_env(live_portal: AtriumProcess) -> dict[str, str]:
     """Environment that makes a service trust the live portal's keys."""
     return {"JWT_JWKS_URL": f"{live_portal.url}/.well-known/jwks.json"}
@@ -37,7 +39,7 @@ def all_access_client(transactional_db: None) -> tuple[str, str]:
 
 
 @pytest.fixture
-def get_token(live_portal: AtriumProcess) -> Callable[..., str]:
+def get_token(live_portal: AtriumProcess, transactional_db: None) -> Callable[..., str]:
     """Obtain a token from the live portal over HTTP."""
 
     def fetch(client_id: str, secret: str, audience: str, **extra: Any) -> str:

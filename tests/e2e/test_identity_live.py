@@ -15,9 +15,10 @@ from portal.identity.keys import signing_key
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def live_ledger(harness, jwks_env):
-    return harness.web("ledger", env=jwks_env)
+@pytest.fixture(scope="module")
+def live_ledger(module_harness, jwks_env):
+    """One ledger (own database) trusting the live portal's keys, shared by this module."""
+    return module_harness.web("ledger", env=jwks_env)
 
 
 def _call(ledger, token: str | None):
