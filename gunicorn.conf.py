@@ -12,6 +12,9 @@ keepalive = 5
 # Recycle workers now and then so a slow leak never becomes an outage.
 max_requests = 5000
 max_requests_jitter = 500
+# Processes are supervised from outside (honcho, Kubernetes); the control socket's
+# default path ($HOME/.gunicorn/gunicorn.ctl) would be shared by every service on a host.
+control_socket_disable = True
 accesslog = None  # each request is logged as JSON by the kit's middleware
 errorlog = "-"
 logconfig_dict = {

@@ -84,12 +84,24 @@ def main(argv: list[str]) -> int:
         )
         creds = json.loads(credentials.read_text())
 
+        # honcho gets its own session: a Ctrl-C (or SIGTERM) reaches only this runner,
+        # which asks honcho once to stop every process, then stops the embedded servers.
         honcho = subprocess.Popen(
-            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"], env=env, cwd=REPO_ROOT
+            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"],
+            env=env,
+            cwd=REPO_ROOT,
+            start_new_session=True,
         )
-        # Ctrl-C reaches honcho too (same process group); we only wait for it to finish.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
+        stopping = []
+
+        def stop(signum: int, frame: object) -> None:
+            if not stopping:
+                stopping.append(signum)
+                print("\natrium: stopping every process ...", flush=True)
+                honcho.terminate()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         ready = _wait_ready(urls, time.monotonic() + 120, honcho)
         postgres_where = f"embedded ({var_dir}/dev/postgres)" if infra.embedded_postgres else "external (DATABASE_URL)"
         banner = [
@@ -112,7 +124,8 @@ def main(argv: list[str]) -> int:
             "",
         ]
         print("\n".join(banner), flush=True)
-        return honcho.wait()
+        code = honcho.wait()
+        return 0 if stopping else code
     finally:
         print("atrium: stopping infrastructure ...", flush=True)
         infra.stop()

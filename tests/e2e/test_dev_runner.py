@@ -3,6 +3,7 @@ credentials, every process ready, and Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,14 +86,18 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         children = psutil.Process(runner.pid).children(recursive=True)
         assert len(children) >= 8  # honcho + 3 web + 4 workers + beat (and their pools)
     finally:
-        # when Ctrl-C reaches the runner's process group
+        # when Ctrl-C reaches the runner (the terminal's foreground process group)
+        started_children = psutil.Process(runner.pid).children(recursive=True) if runner.poll() is None else []
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGINT)
         try:
             runner.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
+            for child in [*started_children, psutil.Process(runner.pid)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
             raise
+    assert runner.returncode == 0, log_path.read_text(errors="replace")[-3000:]
 
     # then every process it started is gone, embedded servers included
     time.sleep(1)
