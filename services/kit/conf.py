@@ -223,6 +223,12 @@ def kit_settings(
         ),
         "JWT_JWKS_CACHE_SECONDS": env.int("JWT_JWKS_CACHE_SECONDS", default=300),
         "JWT_LEEWAY_SECONDS": env.int("JWT_LEEWAY_SECONDS", default=30),
+        # This process's own machine identity, for calls it makes to other services.
+        "ATRIUM_CLIENT_ID": env.str("ATRIUM_CLIENT_ID", default=""),
+        "ATRIUM_CLIENT_SECRET": env.str("ATRIUM_CLIENT_SECRET", default=""),
+        "ATRIUM_TOKEN_URL": env.str(
+            "ATRIUM_TOKEN_URL", default="" if production else "http://127.0.0.1:8000/api/v1/auth/token"
+        ),
         # Celery (namespace CELERY_ in workers/celery.py).
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": env.str("CELERY_RESULT_BACKEND", default=redis_url),

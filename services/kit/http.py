@@ -148,9 +148,7 @@ class ClientCredentials:
 
 def default_credentials() -> ClientCredentials | None:
     """This process's machine credentials from settings (``ATRIUM_CLIENT_ID`` / ``_SECRET`` / ``_TOKEN_URL``)."""
-    client_id = getattr(settings, "ATRIUM_CLIENT_ID", "")
-    secret = getattr(settings, "ATRIUM_CLIENT_SECRET", "")
-    token_url = getattr(settings, "ATRIUM_TOKEN_URL", "")
+    client_id, secret, token_url = settings.ATRIUM_CLIENT_ID, settings.ATRIUM_CLIENT_SECRET, settings.ATRIUM_TOKEN_URL
     if not (client_id and secret and token_url):
         return None
     return ClientCredentials(token_url=token_url, client_id=client_id, client_secret=secret)
