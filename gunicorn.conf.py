@@ -2,6 +2,8 @@
 
 import os
 
+from services.kit.conf import logging_config
+
 _service = os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings").split(".")[-2]
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -17,22 +19,10 @@ max_requests_jitter = 500
 control_socket_disable = True
 accesslog = None  # each request is logged as JSON by the kit's middleware
 errorlog = "-"
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "services.kit.logs.ContextFilter", "service": _service}},
-    "formatters": {"json": {"()": "services.kit.logs.JsonFormatter"}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "json",
-            "filters": ["context"],
-        }
-    },
-    "root": {"handlers": ["stdout"], "level": "INFO"},
-    "loggers": {
-        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
-        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
-    },
-}
+logconfig_dict = logging_config(service=_service, level=os.environ.get("LOG_LEVEL", "INFO"))
+logconfig_dict["loggers"].update(
+    {
+        "gunicorn.error": {"level": "INFO", "propagate": True},
+        "gunicorn.access": {"level": "INFO", "propagate": True},
+    }
+)

@@ -1,44 +1,46 @@
-"""Identity errors, with the OAuth 2.0 error name alongside Atrium's stable code."""
+"""Identity errors, each with the OAuth 2.0 error name alongside Atrium's stable code."""
 
 from __future__ import annotations
 
 from services.kit.errors import DomainError
 
 
-class InvalidClient(DomainError):
-    code = "invalid_client"
+class OAuthError(DomainError):
+    """A token-endpoint error; ``error`` carries the RFC 6749 name for OAuth client libraries."""
+
+    oauth_error = "invalid_request"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, extra={"error": self.oauth_error})
+
+
+class InvalidClient(OAuthError):
+    code = oauth_error = "invalid_client"
     status = 401
     title = "Client authentication failed"
 
     def __init__(self, detail: str = "Unknown client, wrong secret, or revoked client.") -> None:
-        super().__init__(detail, extra={"error": "invalid_client"})
+        super().__init__(detail)
 
 
-class UnsupportedGrantType(DomainError):
-    code = "unsupported_grant_type"
+class UnsupportedGrantType(OAuthError):
+    code = oauth_error = "unsupported_grant_type"
     status = 400
     title = "Unsupported grant type"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, extra={"error": "unsupported_grant_type"})
 
-
-class AudienceNotAllowed(DomainError):
+class AudienceNotAllowed(OAuthError):
     code = "audience_not_allowed"
+    oauth_error = "invalid_target"
     status = 403
     title = "Audience not allowed"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, extra={"error": "invalid_target"})
 
-
-class ScopeNotAllowed(DomainError):
+class ScopeNotAllowed(OAuthError):
     code = "scope_not_allowed"
+    oauth_error = "invalid_scope"
     status = 403
     title = "Scope not allowed"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, extra={"error": "invalid_scope"})
 
 
 class InvalidClientConfiguration(DomainError):

@@ -287,5 +287,8 @@ def logging_config(*, service: str, level: str) -> dict[str, Any]:
             "django.request": {"level": "ERROR"},
             "django.server": {"level": "WARNING"},
             "celery": {"level": level},
+            # One line per outgoing call is noise; the kit's client logs failures itself.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }

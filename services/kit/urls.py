@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, path, re_path, register_converter
+from django.urls import URLPattern, URLResolver, include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from services.kit import health
@@ -38,3 +39,12 @@ def kit_urlpatterns() -> list[URLPattern]:
 
 def _not_found(request: HttpRequest) -> HttpResponse:
     return handler404(request)
+
+
+def service_urlpatterns(*, api: str) -> list[URLPattern | URLResolver]:
+    """A service's whole URLconf: its admin, its ``/api/v1/`` module, then the kit's patterns."""
+    return [
+        path("admin/", admin.site.urls),
+        path("api/v1/", include(api)),
+        *kit_urlpatterns(),
+    ]

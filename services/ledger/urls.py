@@ -1,13 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
 
-from services.kit.urls import kit_urlpatterns
+from services.kit.urls import service_urlpatterns
 
-urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("api/v1/", include("services.ledger.api.urls")),
-    *kit_urlpatterns(),
-]
+urlpatterns = service_urlpatterns(api="services.ledger.api.urls")
 
 admin.site.site_header = "Atrium ledger"
 
