@@ -9,7 +9,10 @@ from portal.diagnostics import PingView
 from portal.identity.api.views import MachineClientViewSet, MeView, TokenView, jwks_view
 from services.kit.urls import kit_urlpatterns
 
-router = SimpleRouter(trailing_slash="/?")
+# Optional trailing slash, like the other API routes. SimpleRouter(trailing_slash=...) coerces its
+# argument to "/" or "", so "/?" has to be set on the instance after construction.
+router = SimpleRouter()
+router.trailing_slash = "/?"
 router.register("identity/clients", MachineClientViewSet, basename="machine-client")
 
 api_v1 = [

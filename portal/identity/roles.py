@@ -70,7 +70,11 @@ def roles_sync_after_migrate(sender: Any, **kwargs: Any) -> None:
     # repeating an additive sync is cheap.
     apps = kwargs.get("apps")
     if apps is None:
-        return
+        # ``flush`` (and so every TransactionTestCase) sends post_migrate without a
+        # migration state; it has just recreated the permissions, so recreate the roles too.
+        from django.apps import apps as installed_apps
+
+        apps = installed_apps
     try:
         apps.get_model("auth", "Group")
         apps.get_model("identity", "MachineClient")

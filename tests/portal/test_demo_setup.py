@@ -1,0 +1,113 @@
+"""``manage.py demo_setup``: idempotent demo admin and all-audience demo client, credentials on disk."""
+
+from __future__ import annotations
+
+import json
+import stat
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from portal.identity.models import MachineClient
+from tests.portal.factories import all_audiences, all_scopes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def credentials(tmp_path):
+    return tmp_path / "state" / "dev-credentials.json"
+
+
+def _demo_setup(path) -> dict:
+    call_command("demo_setup", credentials=str(path), url=["portal=http://x"], stdout=StringIO())
+    return json.loads(path.read_text())
+
+
+def _token_status(request_token, saved: dict, audience: str = "portal") -> int:
+    body = {"grant_type": "client_credentials", **saved["client"], "audience": audience}
+    return request_token(body).status_code
+
+
+def test_first_run_creates_the_admin_and_an_all_audience_client(credentials, request_token):
+    # when demo_setup runs on an empty database
+    saved = _demo_setup(credentials)
+
+    # then the credentials file (owner-only) names a superuser and a client with every audience and scope
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert saved["urls"] == {"portal": "http://x"}
+    assert saved["admin"]["username"] == "admin"
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser
+    assert admin.is_staff
+    assert admin.check_password(saved["admin"]["password"])
+    client = MachineClient.objects.get(name="demo-client")
+    assert saved["client"]["client_id"] == client.id
+    assert client.allowed_audiences == sorted(all_audiences())
+    assert client.allowed_scopes == all_scopes()
+    assert client.is_active
+    # and the client's secret works for every audience
+    for audience in all_audiences():
+        assert _token_status(request_token, saved, audience) == 200, audience
+
+
+def test_second_run_changes_nothing(credentials, request_token):
+    # given a first run
+    first = _demo_setup(credentials)
+    hash_before = MachineClient.objects.get(name="demo-client").secret_hash
+
+    # when it runs again with the file in place
+    second = _demo_setup(credentials)
+
+    # then the same client, secret and password are kept, and the secret still works
+    assert second == first
+    assert MachineClient.objects.filter(name="demo-client").count() == 1
+    assert get_user_model().objects.filter(username="admin").count() == 1
+    client = MachineClient.objects.get(name="demo-client")
+    assert client.secret_hash == hash_before
+    assert client.secret_rotated_at is None
+    assert _token_status(request_token, second) == 200
+
+
+def test_rerun_without_the_file_rotates_the_secret_and_writes_a_working_one(credentials, request_token):
+    # given a first run whose credentials file was then lost
+    first = _demo_setup(credentials)
+    credentials.unlink()
+
+    # when demo_setup runs again
+    second = _demo_setup(credentials)
+
+    # then the same client got a new secret, which works while the old one does not
+    assert second["client"]["client_id"] == first["client"]["client_id"]
+    assert second["client"]["client_secret"] != first["client"]["client_secret"]
+    assert MachineClient.objects.get(name="demo-client").secret_rotated_at is not None
+    assert _token_status(request_token, second) == 200
+    assert _token_status(request_token, first) == 401
+    # and the admin's new password is the one written down
+    assert get_user_model().objects.get(username="admin").check_password(second["admin"]["password"])
+
+
+def test_rerun_reactivates_a_revoked_demo_client(credentials, request_token):
+    saved = _demo_setup(credentials)
+    client = MachineClient.objects.get(name="demo-client")
+    MachineClient.objects.filter(pk=client.pk).update(is_active=False, revoked_at=client.created_at)
+    assert _token_status(request_token, saved) == 401
+
+    again = _demo_setup(credentials)
+
+    assert again == saved
+    assert _token_status(request_token, again) == 200
+
+
+def test_refuses_to_run_in_production(credentials, settings):
+    # given a production environment
+    settings.ATRIUM_ENV = "production"
+
+    # then no well-known demo credentials are created
+    with pytest.raises(CommandError, match="refuses to run in production"):
+        _demo_setup(credentials)
+    assert not credentials.exists()
+    assert not get_user_model().objects.filter(username="admin").exists()
+    assert not MachineClient.objects.filter(name="demo-client").exists()
