@@ -26,6 +26,8 @@ def test_openapi_schema_is_served(client):
     assert schema["openapi"].startswith("3.")
     assert schema["info"]["title"] == f"Atrium {settings.ATRIUM_SERVICE} API"
     assert any(path.startswith("/api/v1/") for path in schema["paths"])
+    # and documents the bearer-token scheme every service verifies
+    assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 
 def test_api_docs_load_their_assets_from_this_service_not_a_cdn(client):

@@ -10,8 +10,14 @@ class OAuthError(DomainError):
 
     oauth_error = "invalid_request"
 
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail, extra={"error": self.oauth_error})
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, extra={"error": self.oauth_error}, headers=headers)
+
+
+class InvalidRequest(OAuthError):
+    code = oauth_error = "invalid_request"
+    status = 400
+    title = "Invalid token request"
 
 
 class InvalidClient(OAuthError):
@@ -20,7 +26,8 @@ class InvalidClient(OAuthError):
     title = "Client authentication failed"
 
     def __init__(self, detail: str = "Unknown client, wrong secret, or revoked client.") -> None:
-        super().__init__(detail)
+        # RFC 6749 §5.2: a 401 for client authentication names the scheme to use.
+        super().__init__(detail, headers={"WWW-Authenticate": 'Basic realm="atrium"'})
 
 
 class UnsupportedGrantType(OAuthError):

@@ -35,11 +35,19 @@ class DomainError(Exception):
     status: int = status.HTTP_400_BAD_REQUEST
     title: str = "Request refused"
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None, extra: dict | None = None) -> None:
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        extra: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.detail = detail or self.title
         if code:
             self.code = code
         self.extra = extra or {}
+        self.headers = headers or {}
         super().__init__(self.detail)
 
 
@@ -180,6 +188,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         body = problem_body(
             status_code=exc.status, code=exc.code, title=exc.title, detail=exc.detail, instance=instance, **exc.extra
         )
+        headers = dict(exc.headers)
     elif isinstance(exc, Http404):
         body = problem_body(status_code=404, code="not_found", title="Not found", instance=instance)
     elif isinstance(exc, DjangoPermissionDenied):

@@ -74,6 +74,36 @@ def test_http_basic_client_authentication_works(client):
     _assert_token_response(response, scope="ledger:read")
 
 
+def test_basic_and_body_secret_together_get_400_invalid_request(client):
+    # given a client that sends its secret both as Basic credentials and in the body
+    machine = machine_client(audiences=["ledger"], scopes=["ledger:read"])
+    credentials = base64.b64encode(f"{quote_plus(machine.id)}:{quote_plus(machine.secret)}".encode()).decode()
+
+    # when it asks for a token
+    response = client.post(
+        TOKEN_URL,
+        urlencode({**machine.token_request("ledger")}),
+        content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=f"Basic {credentials}",
+    )
+
+    # then RFC 6749 §2.3's one-method rule is enforced
+    body = problem(response, 400, "invalid_request")
+    assert body["error"] == "invalid_request"
+
+
+def test_invalid_client_names_the_basic_scheme(request_token):
+    # given a wrong secret
+    machine = machine_client()
+
+    # when the token endpoint refuses it
+    response = request_token({**machine.token_request("ledger"), "client_secret": "cs_wrong"})
+
+    # then the 401 says how to authenticate (RFC 6749 §5.2)
+    problem(response, 401, "invalid_client")
+    assert response["WWW-Authenticate"] == 'Basic realm="atrium"'
+
+
 @pytest.mark.parametrize(
     "authorization",
     [

@@ -28,7 +28,7 @@ from portal.identity.api.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
-from portal.identity.errors import InvalidClient
+from portal.identity.errors import InvalidClient, InvalidRequest
 from portal.identity.keys import jwks
 from portal.identity.models import MachineClient
 from portal.identity.roles import user_roles
@@ -83,6 +83,9 @@ class TokenView(APIView):
         serializer.is_valid(raise_exception=True)
         values = serializer.validated_data
         basic = _basic_credentials(request)
+        if basic and values.get("client_secret"):
+            # RFC 6749 §2.3: a client must not use more than one authentication method per request.
+            raise InvalidRequest("Send the client secret either as HTTP Basic credentials or in the body, not both.")
         client_id, client_secret = basic or (values.get("client_id"), values.get("client_secret"))
         if not client_id or not client_secret:
             raise InvalidClient("Send client_id and client_secret in the body or as HTTP Basic credentials.")
