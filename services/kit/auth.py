@@ -102,7 +102,9 @@ class JWKSCache:
             expired = now - self._fetched_at > self.ttl
             unknown = kid not in self._keys
             may_refetch = now - self._last_attempt > UNKNOWN_KID_REFETCH_SECONDS
-            if expired or (unknown and may_refetch):
+            # After a failed fetch, stale keys are served until the refetch interval has passed.
+            backing_off = bool(self._keys) and self._last_attempt > self._fetched_at and not may_refetch
+            if (expired and not backing_off) or (unknown and may_refetch):
                 try:
                     self._fetch()
                 except (httpx.HTTPError, ValueError) as exc:

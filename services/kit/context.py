@@ -22,7 +22,7 @@ def request_id_new() -> str:
 
 def request_id_clean(value: str | None) -> str | None:
     """Return ``value`` if it is an acceptable request id, else ``None``."""
-    if value and _VALID_REQUEST_ID.match(value):
+    if value and _VALID_REQUEST_ID.fullmatch(value):
         return value
     return None
 

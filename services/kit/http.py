@@ -216,13 +216,16 @@ class ServiceClient:
         attempts = self.retries + 1 if retryable else 1
         last_error: Exception | None = None
         for attempt in range(attempts):
-            self.breaker.before_call()
+            # Token and request are made before the breaker admits the call: a token-endpoint failure
+            # or an unsendable body must not leave a half-open trial in flight forever.
             if self.audience and self.credentials:
                 send_headers["Authorization"] = f"Bearer {self.credentials.token_for(self.audience)}"
+            outgoing = self._client.build_request(method, path, json=json, params=params, headers=send_headers)
+            self.breaker.before_call()
             response: httpx.Response | None = None
             try:
-                response = self._client.request(method, path, json=json, params=params, headers=send_headers)
-            except httpx.TransportError as exc:
+                response = self._client.send(outgoing)
+            except httpx.RequestError as exc:  # transport failures and undecodable responses
                 last_error = exc
                 self.breaker.record_failure()
                 log.warning("http.call_failed", upstream=self.base_url, path=path, attempt=attempt, error=str(exc))

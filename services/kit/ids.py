@@ -26,7 +26,7 @@ def id_new(prefix: str) -> str:
 
     Ids sort by creation time (like ULIDs), which keeps B-tree inserts local.
     """
-    if not _PREFIX.match(prefix):
+    if not _PREFIX.fullmatch(prefix):
         raise ValueError(f"id prefix must be 2-8 lowercase letters, got {prefix!r}")
     millis = time.time_ns() // 1_000_000
     return f"{prefix}_{_encode(millis, 10)}{_encode(secrets.randbits(80), 16)}"
@@ -34,7 +34,7 @@ def id_new(prefix: str) -> str:
 
 def id_is_valid(value: object, prefix: str | None = None) -> bool:
     """Whether ``value`` is a well-formed id (optionally with the given prefix)."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         return False
     return prefix is None or value.startswith(prefix + "_")
 

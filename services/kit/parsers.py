@@ -20,6 +20,14 @@ def _check_strings(value: Any) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise ParseError("Strings must not contain NUL (\\u0000) characters.", code="invalid_characters")
+        # An unpaired surrogate (U+D800-U+DFFF) is not text: it cannot be stored, nor even echoed back in an error.
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ParseError(
+                    "Strings must not contain unpaired surrogates (\\ud800-\\udfff).", code="invalid_characters"
+                ) from exc
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_strings(key)
