@@ -83,9 +83,11 @@ class JWKSCache:
             response = httpx.get(self.url, timeout=self.timeout, headers={"Accept": "application/json"})
             response.raise_for_status()
             document = response.json()
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError("the key set is not a JSON object with a 'keys' list")
         keys: dict[str, jwt.PyJWK] = {}
-        for data in document.get("keys", []):
-            if data.get("use", "sig") != "sig" or "kid" not in data:
+        for data in document["keys"]:
+            if not isinstance(data, dict) or data.get("use", "sig") != "sig" or "kid" not in data:
                 continue
             try:
                 keys[data["kid"]] = jwt.PyJWK(data)

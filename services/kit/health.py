@@ -11,7 +11,8 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+
+from services.kit.errors import problem_response
 
 HEALTH_CONTENT_TYPE = "application/health+json"
 
@@ -63,15 +64,30 @@ def _respond(body: dict[str, Any], status: int) -> HttpResponse:
     return HttpResponse(json.dumps(body), status=status, content_type=HEALTH_CONTENT_TYPE)
 
 
+def require_get(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """GET/HEAD only; anything else is a 405 problem document, like every other route."""
+
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = problem_response(request, status_code=405, code="method_not_allowed", title="Method not allowed")
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request)
+
+    wrapped.__name__ = view.__name__
+    wrapped.__doc__ = view.__doc__
+    return wrapped
+
+
 @never_cache
-@require_GET
+@require_get
 def live(request: HttpRequest) -> HttpResponse:
     """The process is up and serving requests."""
     return _respond({"status": "pass", "service": settings.ATRIUM_SERVICE}, 200)
 
 
 @never_cache
-@require_GET
+@require_get
 def ready(request: HttpRequest) -> HttpResponse:
     """The process can do its work: database and broker answer. 503 with details otherwise."""
     checks = {name: _run(name, check) for name, check in CHECKS.items()}

@@ -230,7 +230,9 @@ class ServiceClient:
                 self.breaker.record_failure()
                 log.warning("http.call_failed", upstream=self.base_url, path=path, attempt=attempt, error=str(exc))
             else:
-                if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+                # 429 means the upstream is alive and asking us to slow down: retry, but
+                # do not count it towards opening the circuit.
+                if response.status_code >= 500:
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()

@@ -35,13 +35,17 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def _is_sensitive(key: str) -> bool:
+    return any(word in key.lower() for word in _SENSITIVE)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): "[redacted]" if _is_sensitive(str(k)) else _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
         return [_jsonable(v) for v in value]
     return repr(value)
@@ -61,11 +65,11 @@ class JsonFormatter(logging.Formatter):
             "task_id": getattr(record, "task_id", None),
         }
         for key, value in record.__dict__.items():
-            if key in _STANDARD_ATTRS or key in payload:
+            if key in _STANDARD_ATTRS or key in ("service", "request_id", "task_id"):
                 continue
-            if any(word in key.lower() for word in _SENSITIVE):
-                value = "[redacted]"
-            payload[key] = _jsonable(value)
+            if key in payload:
+                key = f"{key}_"  # a field named "ts", "level", "event" or "logger" must not vanish
+            payload[key] = "[redacted]" if _is_sensitive(key) else _jsonable(value)
         if record.exc_info:
             payload["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             payload["traceback"] = "".join(traceback.format_exception(*record.exc_info))

@@ -24,7 +24,7 @@ def kit_urlpatterns() -> list[URLPattern]:
     return [
         path("health/live", health.live, name="health-live"),
         path("health/ready", health.ready, name="health-ready"),
-        path("metrics", metrics_view, name="metrics"),
+        path("metrics", health.require_get(metrics_view), name="metrics"),
         path(
             "api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"
         ),

@@ -296,6 +296,20 @@ def test_jwks_answering_an_error_with_nothing_cached_gives_503(client, local_ser
     assert_problem(response, 503, "jwks_unavailable")
 
 
+def test_jwks_answering_json_that_is_not_a_key_set_gives_503(client, local_server, signing_key, settings):
+    # given a JWKS URL that answers valid JSON of the wrong shape
+    server = local_server(lambda seen: json_reply(200, ["not", "a", "key", "set"]))
+    settings.JWT_JWKS_URL = f"{server.url}/.well-known/jwks.json"
+    auth._caches.clear()
+
+    # when a token arrives
+    response = client.get(WHOAMI, **bearer(signing_key.mint()))
+    auth._caches.clear()
+
+    # then it is a 503, not a crash
+    assert_problem(response, 503, "jwks_unavailable")
+
+
 def test_cached_keys_keep_serving_when_the_jwks_goes_down(client, jwks_server, signing_key, settings):
     # given keys cached with a TTL that has already run out, then the portal goes down
     settings.JWT_JWKS_CACHE_SECONDS = 0

@@ -40,9 +40,18 @@ def test_liveness_refuses_writes(client):
     # when something POSTs to the probe
     response = client.post("/health/live")
 
-    # then it is not allowed
+    # then it is not allowed, as a problem document like every other route
     assert response.status_code == 405
-    assert response["Allow"] == "GET"
+    assert response["Allow"] == "GET, HEAD"
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_metrics_refuse_writes(client):
+    response = client.post("/metrics")
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
 
 
 @pytest.mark.django_db

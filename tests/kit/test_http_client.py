@@ -215,6 +215,21 @@ def test_circuit_opens_after_consecutive_failures_and_stops_calling(local_server
     assert len(server.calls()) == 3
 
 
+def test_rate_limiting_is_retried_but_does_not_open_the_circuit(local_server, make_client, breaker):
+    # given an upstream that answers 429 three times (the breaker's threshold), then 200
+    too_many = json_reply(429, {"code": "throttled"})
+    server = local_server(scripted(too_many, too_many, too_many, OK))
+    client = make_client(server.url, retries=3)
+
+    # when the client GETs
+    response = client.get("/api/v1/thing")
+
+    # then it waited it out, and a live-but-busy upstream never tripped the breaker
+    assert response.status_code == 200
+    assert len(server.calls()) == 4
+    assert breaker.state == "closed"
+
+
 def test_half_open_trial_that_succeeds_closes_the_circuit(local_server, make_client, breaker):
     # given an open circuit to an upstream that has since recovered
     state = {"healthy": False}

@@ -111,6 +111,28 @@ def test_sensitive_fields_are_redacted(captured, field):
     assert "hunter2" not in json.dumps(record)
 
 
+def test_secrets_nested_in_a_field_are_redacted(captured):
+    name, lines = captured
+    # when an event carries a dict holding a secret
+    get_logger(name).info(
+        "client.updated", data={"name": "payments", "client_secret": "hunter2", "nested": {"token": "t"}}
+    )
+
+    # then the secret values are replaced, the rest kept
+    (record,) = lines()
+    assert record["data"] == {"name": "payments", "client_secret": "[redacted]", "nested": {"token": "[redacted]"}}
+
+
+@pytest.mark.parametrize("field", ["ts", "event", "logger"])
+def test_field_named_like_a_json_key_is_kept_under_a_suffix(captured, field):
+    name, lines = captured
+    get_logger(name).info("thing.happened", **{field: "mine"})
+
+    (record,) = lines()
+    assert record[f"{field}_"] == "mine"
+    assert record["event"] == "thing.happened"
+
+
 @pytest.mark.parametrize("field", ["message", "name", "args", "levelname", "asctime"])
 def test_field_named_like_a_log_record_attribute_is_renamed_not_a_crash(captured, field):
     name, lines = captured
