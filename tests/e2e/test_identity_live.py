@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 
 from portal.identity.keys import signing_key
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,16 +25,6 @@ def live_ledger(module_harness, jwks_env):
 def _call(ledger, token: str | None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.get(f"{ledger.url}/api/v1/whoami", headers=headers, timeout=10)
-
-
-def _assert_problem(response, status: int, code: str):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
 
 
 def test_ledger_accepts_a_portal_token_minted_for_it(live_ledger, all_access_client, get_token):
@@ -54,7 +45,7 @@ def test_ledger_accepts_a_portal_token_minted_for_it(live_ledger, all_access_cli
 def test_ledger_refuses_a_call_without_a_token(live_ledger):
     response = _call(live_ledger, None)
 
-    body = _assert_problem(response, 401, "not_authenticated")
+    body = assert_problem(response, 401, "not_authenticated")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert body["instance"] == "/api/v1/whoami"
 
@@ -62,7 +53,7 @@ def test_ledger_refuses_a_call_without_a_token(live_ledger):
 def test_ledger_refuses_a_token_minted_for_payments(live_ledger, all_access_client, get_token):
     token = get_token(*all_access_client, audience="payments")
 
-    _assert_problem(_call(live_ledger, token), 403, "invalid_audience")
+    assert_problem(_call(live_ledger, token), 403, "invalid_audience")
 
 
 def test_ledger_refuses_an_expired_token(live_ledger, all_access_client):
@@ -80,7 +71,7 @@ def test_ledger_refuses_an_expired_token(live_ledger, all_access_client):
     }
     token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
 
-    _assert_problem(_call(live_ledger, token), 401, "token_expired")
+    assert_problem(_call(live_ledger, token), 401, "token_expired")
 
 
 def test_ledger_refuses_a_token_whose_signature_was_tampered_with(live_ledger, all_access_client, get_token):
@@ -91,7 +82,7 @@ def test_ledger_refuses_a_token_whose_signature_was_tampered_with(live_ledger, a
     raw[0] ^= 0x01
     tampered = ".".join([header, payload, base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()])
 
-    _assert_problem(_call(live_ledger, tampered), 401, "invalid_token")
+    assert_problem(_call(live_ledger, tampered), 401, "invalid_token")
 
 
 def test_ledger_refuses_a_token_whose_claims_were_rewritten(live_ledger, all_access_client, get_token):
@@ -101,7 +92,7 @@ def test_ledger_refuses_a_token_whose_claims_were_rewritten(live_ledger, all_acc
     forged = jwt.decode(token, options={"verify_signature": False}) | {"scope": "ledger:read ledger:write"}
     payload = base64.urlsafe_b64encode(jwt.api_jws.json.dumps(forged).encode()).rstrip(b"=").decode()
 
-    _assert_problem(_call(live_ledger, f"{header}.{payload}.{signature}"), 401, "invalid_token")
+    assert_problem(_call(live_ledger, f"{header}.{payload}.{signature}"), 401, "invalid_token")
 
 
 def test_ledger_sees_only_the_scopes_the_token_was_narrowed_to(live_ledger, all_access_client, get_token):

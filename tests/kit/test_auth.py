@@ -15,6 +15,7 @@ import pytest
 from services.kit import auth
 from tests.kit.conftest import SigningKey
 from tests.kit.servers import json_reply
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.urls("tests.kit.urls")
 
@@ -25,16 +26,6 @@ SCOPED = "/api/v1/scoped"
 
 def bearer(token: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content[:500]
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["request_id"] == response["X-Request-ID"]
-    return body
 
 
 def test_valid_token_identifies_the_client(client, jwks_server, signing_key):

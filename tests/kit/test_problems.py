@@ -11,25 +11,12 @@ from django.test import Client
 
 from devtools.infra import free_port
 from services.kit.ids import id_new
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.urls("tests.kit.urls")
 
 PROBLEM = "application/problem+json"
 ECHO = "/api/v1/echo"
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    """The response is a problem document with ``status`` and ``code``, tied to its request id."""
-    assert response.status_code == status, response.content[:500]
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == f"urn:atrium:problem:{code}"
-    assert body["title"]
-    assert body["detail"]
-    assert body["request_id"] == response["X-Request-ID"]
-    return body
 
 
 def test_valid_body_is_accepted_and_echoed(client):

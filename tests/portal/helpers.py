@@ -15,18 +15,6 @@ CLIENTS_URL = "/api/v1/identity/clients/"
 PORTAL_QUEUE = "portal"
 
 
-def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """Assert ``response`` is an RFC 9457 problem document with ``status`` and ``code``; return its body."""
-    assert response.status_code == status, response.content[:1000]
-    assert response["Content-Type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == f"urn:atrium:problem:{code}"
-    assert body["request_id"] == response["X-Request-ID"]
-    return body
-
-
 def queued_messages(conn: redis.Redis, queue: str = PORTAL_QUEUE) -> list[dict[str, Any]]:
     """The kombu envelopes waiting in ``queue`` (the Redis transport LPUSHes JSON)."""
     return [json.loads(raw) for raw in conn.lrange(queue, 0, -1)]

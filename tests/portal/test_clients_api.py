@@ -10,7 +10,8 @@ from django.test import Client
 from portal.identity.models import MachineClient
 from portal.identity.services import secret_hash
 from tests.portal.factories import machine_client, superuser, user_with_role
-from tests.portal.helpers import CLIENTS_URL, problem
+from tests.portal.helpers import CLIENTS_URL
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def test_viewer_cannot_create_a_machine_client(client):
     response = _post(client, CLIENTS_URL, NEW_CLIENT)
 
     # then their role does not allow it and nothing was created
-    problem(response, 403, "role_required")
+    assert_problem(response, 403, "role_required")
     assert not MachineClient.objects.filter(name="reconciler").exists()
 
 
@@ -61,8 +62,8 @@ def test_viewer_cannot_rotate_or_revoke(client):
     existing = machine_client()
     client.force_login(user_with_role("viewer"))
 
-    problem(_post(client, f"{CLIENTS_URL}{existing.id}/rotate-secret"), 403, "role_required")
-    problem(_post(client, f"{CLIENTS_URL}{existing.id}/revoke"), 403, "role_required")
+    assert_problem(_post(client, f"{CLIENTS_URL}{existing.id}/rotate-secret"), 403, "role_required")
+    assert_problem(_post(client, f"{CLIENTS_URL}{existing.id}/revoke"), 403, "role_required")
 
     assert MachineClient.objects.get(pk=existing.id).secret_hash == secret_hash(existing.secret)
     assert MachineClient.objects.get(pk=existing.id).is_active
@@ -109,7 +110,7 @@ def test_operator_create_with_a_scope_outside_the_audiences_is_refused(client):
 
     response = _post(client, CLIENTS_URL, {**NEW_CLIENT, "allowed_scopes": ["payments:read"]})
 
-    body = problem(response, 400, "invalid_client_configuration")
+    body = assert_problem(response, 400, "invalid_client_configuration")
     assert "payments:read" in body["detail"]
     assert not MachineClient.objects.filter(name="reconciler").exists()
 
@@ -119,7 +120,7 @@ def test_create_with_an_unknown_field_is_refused(client):
 
     response = _post(client, CLIENTS_URL, {**NEW_CLIENT, "secret_hash": "0" * 64})
 
-    body = problem(response, 400, "validation_error")
+    body = assert_problem(response, 400, "validation_error")
     assert [(e["field"], e["code"]) for e in body["errors"]] == [("secret_hash", "unknown_field")]
 
 
@@ -128,7 +129,7 @@ def test_anonymous_caller_gets_401_not_authenticated(client):
     response = client.get(CLIENTS_URL)
 
     # then it is 401 (the JWT authenticator comes first, so a Bearer challenge is offered)
-    problem(response, 401, "not_authenticated")
+    assert_problem(response, 401, "not_authenticated")
     assert response["WWW-Authenticate"] == 'Bearer realm="portal"'
 
 
@@ -149,7 +150,7 @@ def test_client_token_with_portal_read_lists_but_cannot_create(mint_token):
     created = _post(api, CLIENTS_URL, NEW_CLIENT)
 
     # then the token lacks portal:write
-    body = problem(created, 403, "insufficient_scope")
+    body = assert_problem(created, 403, "insufficient_scope")
     assert "portal:write" in body["detail"]
     assert not MachineClient.objects.filter(name="reconciler").exists()
 
@@ -170,11 +171,11 @@ def test_token_for_another_audience_is_refused_by_the_portal(mint_token):
     api = Client(HTTP_AUTHORIZATION=f"Bearer {mint_token(machine, 'ledger')}")
 
     # then the portal does not accept it
-    problem(api.get(CLIENTS_URL), 403, "invalid_audience")
+    assert_problem(api.get(CLIENTS_URL), 403, "invalid_audience")
 
 
 def test_garbage_bearer_token_gets_401_invalid_token():
-    problem(Client(HTTP_AUTHORIZATION="Bearer not-a-jwt").get(CLIENTS_URL), 401, "invalid_token")
+    assert_problem(Client(HTTP_AUTHORIZATION="Bearer not-a-jwt").get(CLIENTS_URL), 401, "invalid_token")
 
 
 def test_rotate_secret_replaces_the_old_secret(client, request_token):
@@ -194,7 +195,7 @@ def test_rotate_secret_replaces_the_old_secret(client, request_token):
     assert response.json()["secret_last4"] == new_secret[-4:]
     assert MachineClient.objects.get(pk=machine.id).secret_rotated_at is not None
     # and only the new secret works
-    problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
+    assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
     new = request_token({**machine.token_request("ledger"), "client_secret": new_secret})
     assert new.status_code == 200, new.content
 
@@ -214,7 +215,7 @@ def test_revoked_client_can_no_longer_get_tokens(client, request_token):
     row = MachineClient.objects.get(pk=machine.id)
     assert not row.is_active
     assert row.revoked_at is not None
-    problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
+    assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
 
 
 @pytest.mark.parametrize(
@@ -255,7 +256,7 @@ def test_unknown_or_malformed_client_id_is_404(client, client_id, detail):
     response = client.get(f"{CLIENTS_URL}{client_id}")
 
     # then the view (not the catch-all route) answers with a problem document
-    body = problem(response, 404, "not_found")
+    body = assert_problem(response, 404, "not_found")
     assert body["detail"] == detail
     assert body["instance"] == f"{CLIENTS_URL}{client_id}"
 
@@ -266,7 +267,7 @@ def test_machine_clients_cannot_be_deleted_through_the_api(client):
 
     response = client.delete(f"{CLIENTS_URL}{existing.id}")
 
-    problem(response, 405, "method_not_allowed")
+    assert_problem(response, 405, "method_not_allowed")
     assert MachineClient.objects.filter(pk=existing.id).exists()
 
 
@@ -303,4 +304,4 @@ def test_me_for_a_client_token_lists_its_scopes(mint_token):
 
 
 def test_me_for_nobody_is_401(client):
-    problem(client.get("/api/v1/me"), 401, "not_authenticated")
+    assert_problem(client.get("/api/v1/me"), 401, "not_authenticated")

@@ -9,7 +9,8 @@ import pytest
 from django.test import Client
 
 from tests.portal.factories import machine_client, superuser, user_with_role
-from tests.portal.helpers import problem, queued_messages
+from tests.portal.helpers import queued_messages
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,7 @@ def test_roles_without_operations_rights_cannot_ping(client, broker, role):
     response = _ping(client, {"timeout": 0.5})
 
     # then they are refused before anything is published
-    body = problem(response, 403, "role_required")
+    body = assert_problem(response, 403, "role_required")
     assert "admin, operator" in body["detail"]
     assert queued_messages(broker) == []
 
@@ -44,7 +45,7 @@ def test_no_worker_answering_is_504_worker_timeout(client, broker):
 
     # then the portal gives up after about that long with a problem document
     elapsed = time.monotonic() - started
-    body = problem(response, 504, "worker_timeout")
+    body = assert_problem(response, 504, "worker_timeout")
     assert body["detail"] == "No portal worker answered within 0.5 s."
     assert 0.4 < elapsed < 5
     # and the task it published waits on the portal queue, stamped with the request's id
@@ -59,7 +60,7 @@ def test_client_token_needs_portal_write_to_ping(broker, mint_token):
     api = Client(HTTP_AUTHORIZATION=f"Bearer {mint_token(machine, 'portal')}")
 
     # then it may not ping
-    problem(_ping(api, {"timeout": 0.5}), 403, "insufficient_scope")
+    assert_problem(_ping(api, {"timeout": 0.5}), 403, "insufficient_scope")
     assert queued_messages(broker) == []
 
 
@@ -77,6 +78,6 @@ def test_ping_request_is_validated(client, broker, body, field, code):
 
     response = _ping(client, body)
 
-    problem_body = problem(response, 400, "validation_error")
+    problem_body = assert_problem(response, 400, "validation_error")
     assert [(e["field"], e["code"]) for e in problem_body["errors"]] == [(field, code)]
     assert queued_messages(broker) == []

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from portal.identity.keys import dev_key_path
 from tests.portal.factories import machine_client
-from tests.portal.helpers import clear_key_caches, problem
+from tests.portal.helpers import clear_key_caches
+from tests.problems import assert_problem
 
 JWKS_URL = "/.well-known/jwks.json"
 
@@ -131,4 +132,4 @@ def test_portal_accepts_tokens_signed_by_a_retired_key_while_it_is_published(
     # and once the retired key is dropped from the key set, the same token is refused
     settings.JWT_RETIRED_PUBLIC_KEY_FILES = []
     clear_key_caches()
-    problem(client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {token}"), 401, "invalid_token")
+    assert_problem(client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {token}"), 401, "invalid_token")

@@ -12,7 +12,8 @@ from django.conf import settings
 
 from portal.identity.models import MachineClient
 from tests.portal.factories import machine_client
-from tests.portal.helpers import TOKEN_URL, problem
+from tests.portal.helpers import TOKEN_URL
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +89,7 @@ def test_basic_and_body_secret_together_get_400_invalid_request(client):
     )
 
     # then RFC 6749 §2.3's one-method rule is enforced
-    body = problem(response, 400, "invalid_request")
+    body = assert_problem(response, 400, "invalid_request")
     assert body["error"] == "invalid_request"
 
 
@@ -100,7 +101,7 @@ def test_invalid_client_names_the_basic_scheme(request_token):
     response = request_token({**machine.token_request("ledger"), "client_secret": "cs_wrong"})
 
     # then the 401 says how to authenticate (RFC 6749 §5.2)
-    problem(response, 401, "invalid_client")
+    assert_problem(response, 401, "invalid_client")
     assert response["WWW-Authenticate"] == 'Basic realm="atrium"'
 
 
@@ -119,14 +120,14 @@ def test_malformed_basic_credentials_get_401_invalid_client(client, authorizatio
         HTTP_AUTHORIZATION=authorization,
     )
 
-    body = problem(response, 401, "invalid_client")
+    body = assert_problem(response, 401, "invalid_client")
     assert body["detail"] == "Malformed Basic credentials."
 
 
 def test_missing_client_credentials_get_401_invalid_client(request_token):
     response = request_token({"grant_type": "client_credentials", "audience": "ledger"})
 
-    body = problem(response, 401, "invalid_client")
+    body = assert_problem(response, 401, "invalid_client")
     assert body["error"] == "invalid_client"
 
 
@@ -200,7 +201,7 @@ def test_wrong_secret_gets_401_invalid_client(request_token):
     response = request_token({**machine.token_request("ledger"), "client_secret": machine.secret + "x"})
 
     # then the OAuth error rides alongside Atrium's code, and nothing was recorded as used
-    body = problem(response, 401, "invalid_client")
+    body = assert_problem(response, 401, "invalid_client")
     assert body["error"] == "invalid_client"
     assert body["instance"] == TOKEN_URL
     assert "access_token" not in body
@@ -216,8 +217,8 @@ def test_unknown_client_gets_the_same_401_as_a_wrong_secret(request_token):
     unknown = request_token({**machine.token_request("ledger"), "client_id": "cli_00000000000000000000000000"})
 
     # then the answer is indistinguishable from a wrong secret (no client enumeration)
-    body = problem(unknown, 401, "invalid_client")
-    assert _without_request_id(body) == _without_request_id(problem(wrong_secret, 401, "invalid_client"))
+    body = assert_problem(unknown, 401, "invalid_client")
+    assert _without_request_id(body) == _without_request_id(assert_problem(wrong_secret, 401, "invalid_client"))
 
 
 def test_revoked_client_gets_401_invalid_client(request_token):
@@ -228,7 +229,7 @@ def test_revoked_client_gets_401_invalid_client(request_token):
     response = request_token(machine.token_request("ledger"))
 
     # then it is refused exactly like an unknown client
-    body = problem(response, 401, "invalid_client")
+    body = assert_problem(response, 401, "invalid_client")
     assert body["error"] == "invalid_client"
     assert body["detail"] == "Unknown client, wrong secret, or revoked client."
 
@@ -241,7 +242,7 @@ def test_audience_not_allowed_gets_403(request_token):
     response = request_token(machine.token_request("payments"))
 
     # then it is refused with the OAuth "invalid_target" error
-    body = problem(response, 403, "audience_not_allowed")
+    body = assert_problem(response, 403, "audience_not_allowed")
     assert body["error"] == "invalid_target"
 
 
@@ -261,7 +262,7 @@ def test_scope_not_allowed_gets_403(request_token, scope, refused):
     response = request_token(machine.token_request("ledger", scope=scope))
 
     # then it is refused and told which scope
-    body = problem(response, 403, "scope_not_allowed")
+    body = assert_problem(response, 403, "scope_not_allowed")
     assert body["error"] == "invalid_scope"
     assert refused in body["detail"]
 
@@ -271,7 +272,7 @@ def test_password_grant_gets_400_unsupported_grant_type(request_token):
 
     response = request_token({**machine.token_request("ledger"), "grant_type": "password"})
 
-    body = problem(response, 400, "unsupported_grant_type")
+    body = assert_problem(response, 400, "unsupported_grant_type")
     assert body["error"] == "unsupported_grant_type"
 
 
@@ -285,7 +286,7 @@ def test_missing_audience_gets_400_validation_error(request_token):
     response = request_token(body)
 
     # then the error names the field
-    problem_body = problem(response, 400, "validation_error")
+    problem_body = assert_problem(response, 400, "validation_error")
     assert problem_body["errors"] == [
         {"field": "audience", "pointer": "#/audience", "code": "required", "detail": "This field is required."}
     ]
@@ -296,20 +297,20 @@ def test_unknown_field_gets_400_unknown_field(request_token):
 
     response = request_token({**machine.token_request("ledger"), "redirect_uri": "https://evil.example"})
 
-    body = problem(response, 400, "validation_error")
+    body = assert_problem(response, 400, "validation_error")
     assert [(e["field"], e["code"]) for e in body["errors"]] == [("redirect_uri", "unknown_field")]
 
 
 def test_malformed_json_gets_400_malformed_json(client):
     response = client.post(TOKEN_URL, '{"grant_type": "client_credentials",', content_type="application/json")
 
-    problem(response, 400, "malformed_json")
+    assert_problem(response, 400, "malformed_json")
 
 
 def test_text_plain_body_gets_415(client):
     response = client.post(TOKEN_URL, "grant_type=client_credentials", content_type="text/plain")
 
-    problem(response, 415, "unsupported_media_type")
+    assert_problem(response, 415, "unsupported_media_type")
 
 
 def test_successful_token_request_records_last_use(request_token):
