@@ -10,6 +10,9 @@ from django.conf import settings
 
 from tests.harness import ProcessHarness
 
+# Local HTTP servers, signing keys and a JWKS server, for every suite.
+pytest_plugins = ["tests.tokens"]
+
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[ProcessHarness]:

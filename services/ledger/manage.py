@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    # Replace (not prepend) the script directory: its selectors.py would shadow the stdlib module.
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "services.ledger.settings")
     from django.core.management import execute_from_command_line
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.kit.conf import kit_settings
+from services.kit.conf import env, kit_settings
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -16,3 +16,6 @@ globals().update(
         celery_imports=["workers.ledger"],
     )
 )
+
+# A batch of 1,000 transactions is larger than the kit's 1 MiB default.
+ATRIUM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ATRIUM_MAX_BODY_BYTES", default=8 * 1024 * 1024)

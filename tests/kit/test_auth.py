@@ -13,8 +13,8 @@ import jwt
 import pytest
 
 from services.kit import auth
-from tests.kit.conftest import SigningKey
-from tests.kit.servers import json_reply
+from tests.tokens import SigningKey
+from tests.servers import json_reply
 from tests.problems import assert_problem
 
 pytestmark = pytest.mark.urls("tests.kit.urls")

@@ -12,7 +12,7 @@ import pytest
 from devtools.infra import free_port
 from services.kit.context import request_id_var
 from services.kit.http import CircuitBreaker, CircuitOpen, ClientCredentials, ServiceClient, UpstreamUnavailable
-from tests.kit.servers import LocalServer, Responder, json_reply
+from tests.servers import LocalServer, Responder, json_reply
 
 
 def scripted(*replies) -> Responder:

@@ -1,7 +1,16 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from services.kit.views import WhoAmIView
+from services.ledger.api.views import AccountViewSet, TransactionBatchView, TransactionViewSet
+
+router = SimpleRouter()
+router.trailing_slash = "/?"
+router.register("accounts", AccountViewSet, basename="account")
+router.register("transactions", TransactionViewSet, basename="transaction")
 
 urlpatterns = [
     path("whoami", WhoAmIView.as_view(), name="whoami"),
+    path("transactions/batch", TransactionBatchView.as_view(), name="transaction-batch"),
+    *router.urls,
 ]

@@ -1,4 +1,4 @@
-"""Fixtures for the kit suite: scripted local HTTP servers, signing keys and a JWKS server."""
+"""Fixtures for any suite: scripted local HTTP servers, signing keys and a JWKS server (a pytest plugin)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
 from services.kit import auth
-from tests.kit.servers import LocalServer, Responder, Seen, json_reply
+from tests.servers import LocalServer, Responder, Seen, json_reply
 
 
 @pytest.fixture

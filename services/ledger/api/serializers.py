@@ -1,0 +1,158 @@
+"""Ledger API shapes: input serializers check shape; the services decide meaning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from services.kit.serializers import StrictSerializer
+from services.ledger.models import MAX_AMOUNT, Account, AccountStatus, Direction, NormalBalance, Posting, Transaction
+from services.ledger.services import PostingInput, TransactionInput
+
+CURRENCY = r"^[A-Z]{3}$"
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    balance = serializers.IntegerField(read_only=True)
+    available = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Account
+        fields = [
+            "id",
+            "code",
+            "name",
+            "currency",
+            "normal_balance",
+            "status",
+            "overdraft_limit",
+            "allow_negative",
+            "debits_posted",
+            "credits_posted",
+            "debits_pending",
+            "credits_pending",
+            "balance",
+            "available",
+            "metadata",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class AccountCreateSerializer(StrictSerializer):
+    code = serializers.CharField(max_length=100, required=False, allow_null=True, allow_blank=True)
+    name = serializers.CharField(max_length=200)
+    currency = serializers.RegexField(CURRENCY, error_messages={"invalid": "Use an ISO 4217 code such as EUR."})
+    normal_balance = serializers.ChoiceField(choices=NormalBalance.choices)
+    overdraft_limit = serializers.IntegerField(min_value=0, max_value=MAX_AMOUNT, default=0)
+    allow_negative = serializers.BooleanField(default=False)
+    metadata = serializers.DictField(default=dict)
+
+
+class AccountUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200, required=False)
+    metadata = serializers.DictField(required=False)
+    status = serializers.ChoiceField(choices=AccountStatus.choices, required=False)
+
+
+class PostingSerializer(serializers.ModelSerializer):
+    account = serializers.CharField(source="account_id")
+
+    class Meta:
+        model = Posting
+        fields = ["account", "direction", "amount"]
+
+
+class AccountPostingSerializer(serializers.ModelSerializer):
+    transaction = serializers.CharField(source="transaction_id")
+    reference = serializers.CharField(source="transaction.reference")
+    status = serializers.CharField(source="transaction.status")
+
+    class Meta:
+        model = Posting
+        fields = ["id", "transaction", "reference", "status", "direction", "amount", "created_at"]
+
+
+class TransactionSerializer(serializers.ModelSerializer):
+    postings = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Transaction
+        fields = [
+            "id",
+            "reference",
+            "status",
+            "currency",
+            "postings",
+            "description",
+            "metadata",
+            "created_at",
+            "posted_at",
+            "voided_at",
+            "expires_at",
+        ]
+        read_only_fields = fields
+
+    def get_postings(self, obj: Transaction) -> list[dict[str, Any]]:
+        postings = getattr(obj, "postings_list", None)
+        if postings is None:
+            postings = sorted(obj.postings.all(), key=lambda p: p.id)
+        return PostingSerializer(postings, many=True).data
+
+
+class PostingInputSerializer(StrictSerializer):
+    account = serializers.CharField(max_length=40)
+    direction = serializers.ChoiceField(choices=Direction.choices)
+    # Any JSON value: the service refuses non-integers, ≤ 0 and > 2^63-1 with code invalid_amount.
+    amount = serializers.JSONField()
+
+
+class TransactionInputSerializer(StrictSerializer):
+    reference = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    pending = serializers.BooleanField(default=False)
+    currency = serializers.RegexField(CURRENCY, required=False)
+    postings = serializers.ListField(child=PostingInputSerializer(), allow_empty=True, max_length=100)
+    metadata = serializers.DictField(default=dict)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def to_input(self) -> TransactionInput:
+        data = self.validated_data
+        return transaction_input(data)
+
+
+def transaction_input(data: dict[str, Any]) -> TransactionInput:
+    return TransactionInput(
+        reference=data["reference"],
+        description=data.get("description", ""),
+        pending=data.get("pending", False),
+        currency=data.get("currency"),
+        metadata=data.get("metadata") or {},
+        expires_at=data.get("expires_at"),
+        postings=[PostingInput(p["account"], p["direction"], p["amount"]) for p in data["postings"]],
+    )
+
+
+class BatchInputSerializer(StrictSerializer):
+    transactions = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
+    atomic = serializers.BooleanField(default=False)
+
+
+class BatchResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "exists", "error"])
+    id = serializers.CharField(required=False)
+    code = serializers.CharField(required=False)
+    detail = serializers.CharField(required=False)
+
+
+class BalanceSerializer(serializers.Serializer):
+    account = serializers.CharField(source="account.id")
+    as_of = serializers.DateTimeField()
+    debits_posted = serializers.IntegerField()
+    credits_posted = serializers.IntegerField()
+    debits_pending = serializers.IntegerField()
+    credits_pending = serializers.IntegerField()
+    balance = serializers.IntegerField()
+    available = serializers.IntegerField()

@@ -1,0 +1,199 @@
+"""Ledger API: parse → call a service or selector → serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from services.kit.errors import DomainError
+from services.kit.pagination import CursorPagination
+from services.ledger import selectors, services
+from services.ledger.api.serializers import (
+    AccountCreateSerializer,
+    AccountPostingSerializer,
+    AccountSerializer,
+    AccountUpdateSerializer,
+    BalanceSerializer,
+    BatchInputSerializer,
+    BatchResultSerializer,
+    TransactionInputSerializer,
+    TransactionSerializer,
+)
+from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, TransactionFilterSet
+
+
+class NewestFirst(CursorPagination):
+    # Ids are time-ordered and unique: a stable cursor even under concurrent inserts.
+    ordering = "-id"
+
+
+class InvalidTimestamp(DomainError):
+    code = "invalid_timestamp"
+    status = 400
+    title = "Invalid timestamp"
+
+
+class AccountViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Accounts with their running balances."""
+
+    queryset = selectors.account_list()
+    serializer_class = AccountSerializer
+    filterset_class = AccountFilterSet
+    pagination_class = NewestFirst
+    lookup_value_regex = "[^/]+"
+
+    def get_object(self) -> Any:
+        return selectors.account_get(account_id=self.kwargs["pk"])
+
+    @extend_schema(request=AccountCreateSerializer, responses={201: AccountSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = AccountCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        account = services.account_create(**serializer.validated_data)
+        return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=AccountUpdateSerializer, responses={200: AccountSerializer})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        serializer = AccountUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        account = services.account_update(account_id=pk, **serializer.validated_data)
+        return Response(AccountSerializer(account).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("created_after", str, description="ISO 8601 instant (inclusive)"),
+            OpenApiParameter("created_before", str, description="ISO 8601 instant (exclusive)"),
+        ],
+        responses={200: AccountPostingSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def postings(self, request: Request, pk: str) -> Response:
+        filters = PostingFilterSet(request.query_params, queryset=selectors.posting_list(account_id=pk))
+        if not filters.is_valid():
+            raise InvalidTimestamp("; ".join(f"{k}: {' '.join(v)}" for k, v in filters.errors.items()))
+        page = self.paginate_queryset(filters.qs)
+        return self.get_paginated_response(AccountPostingSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("as_of", str, description="ISO 8601 instant; default now")],
+        responses={200: BalanceSerializer},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def balance(self, request: Request, pk: str) -> Response:
+        raw = request.query_params.get("as_of")
+        as_of = timezone.now()
+        if raw:
+            try:
+                as_of = parse_datetime(raw)
+            except ValueError:
+                as_of = None
+            if as_of is None:
+                raise InvalidTimestamp(f"as_of must be an ISO 8601 timestamp, got {raw!r}.")
+            if timezone.is_naive(as_of):
+                as_of = timezone.make_aware(as_of, timezone.UTC)
+        balance = selectors.account_balance_as_of(account_id=pk, as_of=as_of)
+        return Response(BalanceSerializer(balance).data)
+
+
+class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Balanced transactions: created posted or pending (a hold), then posted or voided."""
+
+    queryset = selectors.transaction_list()
+    serializer_class = TransactionSerializer
+    filterset_class = TransactionFilterSet
+    pagination_class = NewestFirst
+    lookup_value_regex = "[^/]+"
+
+    def get_object(self) -> Any:
+        return selectors.transaction_get(transaction_id=self.kwargs["pk"])
+
+    @extend_schema(
+        request=TransactionInputSerializer, responses={201: TransactionSerializer, 200: TransactionSerializer}
+    )
+    def create(self, request: Request) -> Response:
+        serializer = TransactionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        txn, created = services.transaction_create(item=serializer.to_input())
+        return Response(
+            TransactionSerializer(txn).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(request=None, responses={200: TransactionSerializer})
+    @action(detail=True, methods=["post"])
+    def post(self, request: Request, pk: str) -> Response:
+        return Response(TransactionSerializer(services.transaction_post(transaction_id=pk)).data)
+
+    @extend_schema(request=None, responses={200: TransactionSerializer})
+    @action(detail=True, methods=["post"])
+    def void(self, request: Request, pk: str) -> Response:
+        return Response(TransactionSerializer(services.transaction_void(transaction_id=pk)).data)
+
+
+class TransactionBatchView(APIView):
+    """Up to 1,000 transactions in one call, each with its own result; ``atomic`` for all or nothing."""
+
+    @extend_schema(
+        request=BatchInputSerializer,
+        responses={200: inline_serializer("BatchResults", {"results": BatchResultSerializer(many=True)})},
+    )
+    def post(self, request: Request) -> Response:
+        batch = BatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        items: list[Any] = []
+        shape_errors: dict[int, dict[str, Any]] = {}
+        for index, raw in enumerate(batch.validated_data["transactions"]):
+            serializer = TransactionInputSerializer(data=raw)
+            if serializer.is_valid():
+                items.append(serializer.to_input())
+            else:
+                shape_errors[index] = {
+                    "index": index,
+                    "status": "error",
+                    "code": "validation_error",
+                    "detail": _flatten(serializer.errors),
+                }
+        results = [services.result_as_dict(r) for r in _run(items, batch.validated_data["atomic"], shape_errors)]
+        return Response({"results": results})
+
+
+def _run(items: list[Any], atomic: bool, shape_errors: dict[int, dict[str, Any]]) -> list[Any]:
+    if atomic and shape_errors:
+        raise services.BatchRejected(
+            "At least one transaction is malformed, so none were applied.",
+            extra={"results": list(shape_errors.values())},
+        )
+    outcome = services.transactions_create(items=items, atomic=atomic) if items else []
+    # Re-number service results to the request's indices (malformed items were left out).
+    positions = [i for i in range(len(items) + len(shape_errors)) if i not in shape_errors]
+    merged: list[Any] = []
+    for result in outcome:
+        result.index = positions[result.index]
+        merged.append(result)
+    merged.extend(_ShapeError(**e) for e in shape_errors.values())
+    return sorted(merged, key=lambda r: r.index)
+
+
+class _ShapeError:
+    def __init__(self, index: int, status: str, code: str, detail: str) -> None:
+        self.index, self.status, self.transaction = index, status, None
+        self.error = DomainError(detail, code=code)
+
+
+def _flatten(errors: Any, prefix: str = "") -> str:
+    if isinstance(errors, dict):
+        return "; ".join(_flatten(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in errors.items())
+    if isinstance(errors, list):
+        if all(isinstance(e, str) for e in errors):
+            return f"{prefix}: {' '.join(errors)}" if prefix else " ".join(errors)
+        return "; ".join(_flatten(e, f"{prefix}[{i}]") for i, e in enumerate(errors) if e)
+    return f"{prefix}: {errors}"

@@ -1,0 +1,87 @@
+"""Ledger domain errors, each with a stable code."""
+
+from __future__ import annotations
+
+from services.kit.errors import DomainError
+
+
+class LedgerError(DomainError):
+    status = 422
+
+
+class AccountNotFound(LedgerError):
+    code = "account_not_found"
+    title = "Account not found"
+
+
+class CurrencyMismatch(LedgerError):
+    code = "currency_mismatch"
+    title = "Currency mismatch"
+
+
+class Unbalanced(LedgerError):
+    code = "unbalanced"
+    title = "Transaction does not balance"
+
+
+class TooFewPostings(LedgerError):
+    code = "too_few_postings"
+    title = "Too few postings"
+
+
+class InvalidAmount(LedgerError):
+    code = "invalid_amount"
+    title = "Invalid amount"
+
+
+class InvalidCurrency(LedgerError):
+    code = "invalid_currency"
+    title = "Invalid currency"
+
+
+class InsufficientFunds(LedgerError):
+    code = "insufficient_funds"
+    status = 409
+    title = "Insufficient funds"
+
+
+class AccountFrozen(LedgerError):
+    code = "account_frozen"
+    status = 409
+    title = "Account frozen"
+
+
+class AccountClosed(LedgerError):
+    code = "account_closed"
+    status = 409
+    title = "Account closed"
+
+
+class AccountNotEmpty(LedgerError):
+    code = "account_not_empty"
+    status = 409
+    title = "Account has balances"
+
+
+class ReferenceConflict(LedgerError):
+    code = "reference_conflict"
+    status = 409
+    title = "Reference already used with different content"
+
+
+class TransactionNotPending(LedgerError):
+    code = "transaction_not_pending"
+    status = 409
+    title = "Transaction is not pending"
+
+
+class TransactionNotFound(LedgerError):
+    code = "not_found"
+    status = 404
+    title = "Transaction not found"
+
+
+class DuplicateAccountCode(LedgerError):
+    code = "account_code_taken"
+    status = 409
+    title = "Account code already in use"

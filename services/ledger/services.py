@@ -1,0 +1,466 @@
+"""Ledger writes: accounts, transactions (single and batched), two-phase post/void, expiry.
+
+Every transaction write follows one path (:func:`transactions_create`): validate what
+needs no database, take an advisory lock per reference (so concurrent creations of
+one reference serialize), lock every account involved in id order (no deadlocks),
+check and apply the whole batch in memory, then write it with three statements
+(one UPDATE of the accounts, one INSERT of transactions, one of postings).
+PostgreSQL's constraints and triggers are the second line of defence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from services.kit.errors import NotFound
+from services.kit.logs import get_logger
+from services.ledger.errors import (
+    AccountClosed,
+    AccountFrozen,
+    AccountNotEmpty,
+    AccountNotFound,
+    CurrencyMismatch,
+    DuplicateAccountCode,
+    InsufficientFunds,
+    InvalidAmount,
+    LedgerError,
+    ReferenceConflict,
+    TooFewPostings,
+    TransactionNotFound,
+    TransactionNotPending,
+    Unbalanced,
+)
+from services.ledger.models import (
+    MAX_AMOUNT,
+    Account,
+    AccountStatus,
+    Direction,
+    Posting,
+    Transaction,
+    TransactionStatus,
+)
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+# PostgreSQL error classes that mean "try the whole transaction again".
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+
+
+def with_retry(fn: Callable[[], T], *, attempts: int = 5) -> T:
+    """Run ``fn`` (which opens its own atomic block); retry on deadlock or serialization failure."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+            if sqlstate not in RETRYABLE_SQLSTATES or connection.in_atomic_block or attempt + 1 == attempts:
+                raise
+            log.warning("ledger.retry", sqlstate=sqlstate, attempt=attempt)
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311  (jitter, not crypto)
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- accounts
+
+
+def account_create(
+    *,
+    name: str,
+    currency: str,
+    normal_balance: str,
+    code: str | None = None,
+    overdraft_limit: int = 0,
+    allow_negative: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> Account:
+    """Open an account."""
+    if not isinstance(overdraft_limit, int) or not 0 <= overdraft_limit <= MAX_AMOUNT:
+        raise InvalidAmount("overdraft_limit must be an integer from 0 to 2^63-1.")
+    try:
+        with transaction.atomic():
+            account = Account.objects.create(
+                code=code or None,
+                name=name,
+                currency=currency,
+                normal_balance=normal_balance,
+                overdraft_limit=overdraft_limit,
+                allow_negative=allow_negative,
+                metadata=metadata or {},
+            )
+    except IntegrityError as exc:
+        if code and Account.objects.filter(code=code).exists():
+            raise DuplicateAccountCode(f"An account with code {code!r} already exists.") from exc
+        raise
+    log.info("ledger.account_created", account_id=account.id, currency=currency)
+    return account
+
+
+def account_update(
+    *, account_id: str, name: str | None = None, metadata: dict[str, Any] | None = None, status: str | None = None
+) -> Account:
+    """Rename, re-tag, freeze, unfreeze or close an account (closing needs zero balances)."""
+
+    def run() -> Account:
+        with transaction.atomic():
+            account = Account.objects.select_for_update().filter(pk=account_id).first()
+            if account is None:
+                raise NotFound(f"No account {account_id}.")
+            if status is not None and status != account.status:
+                if account.status == AccountStatus.CLOSED:
+                    raise AccountClosed("A closed account cannot be reopened.")
+                if status == AccountStatus.CLOSED and (
+                    account.balance != 0 or account.debits_pending or account.credits_pending
+                ):
+                    raise AccountNotEmpty("Only an account with zero balance and no pending amounts can be closed.")
+                account.status = status
+            if name is not None:
+                account.name = name
+            if metadata is not None:
+                account.metadata = metadata
+            account.save(update_fields=["name", "metadata", "status", "updated_at"])
+            return account
+
+    account = with_retry(run)
+    log.info("ledger.account_updated", account_id=account.id, status=account.status)
+    return account
+
+
+# ------------------------------------------------------------------------- transactions
+
+
+@dataclass
+class PostingInput:
+    account: str
+    direction: str
+    amount: Any  # validated here, not by the serializer: invalid amounts have their own code
+
+
+@dataclass
+class TransactionInput:
+    reference: str
+    postings: list[PostingInput]
+    description: str = ""
+    pending: bool = False
+    currency: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    expires_at: datetime | None = None
+
+    def content_hash(self) -> str:
+        """Digest of everything that defines the transaction (not its reference)."""
+        canonical = {
+            "description": self.description,
+            "pending": self.pending,
+            "currency": self.currency,
+            "metadata": self.metadata,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "postings": [[p.account, p.direction, p.amount] for p in self.postings],
+        }
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class ItemResult:
+    index: int
+    status: str  # created | exists | error
+    transaction: Transaction | None = None
+    error: LedgerError | None = None
+
+
+class BatchRejected(LedgerError):
+    code = "batch_rejected"
+    status = 422
+    title = "Batch rejected; nothing was applied"
+
+
+def _check_shape(item: TransactionInput) -> None:
+    if len(item.postings) < 2:
+        raise TooFewPostings("A transaction needs at least two postings.")
+    debits = credits = 0
+    for index, posting in enumerate(item.postings):
+        amount = posting.amount
+        if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
+            raise InvalidAmount(f"postings[{index}].amount must be an integer from 1 to 2^63-1, got {amount!r}.")
+        if posting.direction == Direction.DEBIT:
+            debits += amount
+        else:
+            credits += amount
+    if debits > MAX_AMOUNT:
+        raise InvalidAmount("The transaction's total exceeds 2^63-1.")
+    if debits != credits:
+        raise Unbalanced(f"Debits ({debits}) do not equal credits ({credits}).")
+
+
+def _apply(account: Account, direction: str, amount: int, *, pending: bool, sign: int = 1) -> None:
+    column = f"{'debits' if direction == Direction.DEBIT else 'credits'}_{'pending' if pending else 'posted'}"
+    value = getattr(account, column) + sign * amount
+    if value > MAX_AMOUNT:
+        raise InvalidAmount(f"Account {account.id} would exceed the largest representable total.")
+    setattr(account, column, value)
+
+
+def _snapshot(account: Account) -> tuple[int, ...]:
+    return tuple(getattr(account, f) for f in BALANCE_FIELDS)
+
+
+def _restore(account: Account, values: tuple[int, ...]) -> None:
+    for name, value in zip(BALANCE_FIELDS, values, strict=True):
+        setattr(account, name, value)
+
+
+def _lock_references(references: list[str]) -> None:
+    if not references:
+        return
+    with connection.cursor() as cursor:
+        # Sorted lock keys: two batches sharing references always lock them in the same order.
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM "
+            "(SELECT DISTINCT hashtextextended(r, 42) AS k FROM unnest(%s::text[]) AS r ORDER BY k) AS keys",
+            [references],
+        )
+
+
+def _lock_accounts(ids: set[str]) -> dict[str, Account]:
+    return {a.id: a for a in Account.objects.select_for_update().filter(pk__in=ids).order_by("id")}
+
+
+def _write_accounts(accounts: list[Account], now: datetime) -> None:
+    if not accounts:
+        return
+    rows = ", ".join(["(%s, %s::bigint, %s::bigint, %s::bigint, %s::bigint)"] * len(accounts))
+    params: list[Any] = []
+    for a in accounts:
+        params.extend([a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending])
+    table = Account._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS a SET debits_posted = v.dp, credits_posted = v.cp, "  # noqa: S608  (no user input)
+            f"debits_pending = v.dpe, credits_pending = v.cpe, updated_at = %s "
+            f"FROM (VALUES {rows}) AS v(id, dp, cp, dpe, cpe) WHERE a.id = v.id",
+            [now, *params],
+        )
+
+
+def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
+    now = timezone.now()
+    results: list[ItemResult | None] = [None] * len(items)
+    hashes: dict[int, str] = {}
+    for index, item in enumerate(items):
+        try:
+            _check_shape(item)
+            hashes[index] = item.content_hash()
+        except LedgerError as exc:
+            results[index] = ItemResult(index, "error", error=exc)
+    valid = [i for i in range(len(items)) if results[i] is None]
+
+    with transaction.atomic():
+        references = sorted({items[i].reference for i in valid})
+        _lock_references(references)
+        existing = {
+            t.reference: t for t in Transaction.objects.filter(reference__in=references).prefetch_related("postings")
+        }
+        accounts = _lock_accounts({p.account for i in valid for p in items[i].postings})
+        new_transactions: list[Transaction] = []
+        new_postings: list[Posting] = []
+        created_here: dict[str, tuple[str, Transaction]] = {}
+        touched: dict[str, Account] = {}
+
+        for index in valid:
+            item = items[index]
+            try:
+                results[index] = _create_one(
+                    index, item, hashes[index], existing, created_here, accounts, touched, now, new_postings
+                )
+                if results[index].status == "created":
+                    new_transactions.append(results[index].transaction)
+            except LedgerError as exc:
+                results[index] = ItemResult(index, "error", error=exc)
+
+        final = [r for r in results if r is not None]
+        if atomic and any(r.status == "error" for r in final):
+            raise BatchRejected(
+                "At least one transaction was refused, so none were applied.",
+                extra={"results": [result_as_dict(r) for r in final]},
+            )
+        _write_accounts(list(touched.values()), now)
+        Transaction.objects.bulk_create(new_transactions)
+        Posting.objects.bulk_create(new_postings)
+    for txn in new_transactions:
+        log.info("ledger.transaction_created", transaction_id=txn.id, reference=txn.reference, status=txn.status)
+    return final
+
+
+def _create_one(
+    index: int,
+    item: TransactionInput,
+    content_hash: str,
+    existing: dict[str, Transaction],
+    created_here: dict[str, tuple[str, Transaction]],
+    accounts: dict[str, Account],
+    touched: dict[str, Account],
+    now: datetime,
+    new_postings: list[Posting],
+) -> ItemResult:
+    prior = existing.get(item.reference)
+    if prior is not None or item.reference in created_here:
+        prior_hash, prior_txn = (prior.content_hash, prior) if prior is not None else created_here[item.reference]
+        if prior_hash != content_hash:
+            raise ReferenceConflict(f"Reference {item.reference!r} was used for a different transaction.")
+        return ItemResult(index, "exists", transaction=prior_txn)
+
+    involved: list[Account] = []
+    for posting in item.postings:
+        account = accounts.get(posting.account)
+        if account is None:
+            raise AccountNotFound(f"No account {posting.account}.")
+        involved.append(account)
+    currencies = {a.currency for a in involved}
+    if len(currencies) > 1 or (item.currency and item.currency not in currencies):
+        found = ", ".join(sorted(currencies))
+        raise CurrencyMismatch(f"All postings must be in {item.currency or 'one currency'}; accounts are in {found}.")
+    for account in involved:
+        if account.status == AccountStatus.FROZEN:
+            raise AccountFrozen(f"Account {account.id} is frozen.")
+        if account.status == AccountStatus.CLOSED:
+            raise AccountClosed(f"Account {account.id} is closed.")
+
+    before = {a.id: _snapshot(a) for a in involved}
+    try:
+        for posting, account in zip(item.postings, involved, strict=True):
+            _apply(account, posting.direction, posting.amount, pending=item.pending)
+        for account in involved:
+            if not account.allow_negative and account.available < 0:
+                raise InsufficientFunds(
+                    f"Account {account.id} would have {account.available} available; "
+                    f"its overdraft limit is {account.overdraft_limit}."
+                )
+    except LedgerError:
+        for account in involved:
+            _restore(account, before[account.id])
+        raise
+
+    for account in involved:
+        touched[account.id] = account
+    txn = Transaction(
+        reference=item.reference,
+        description=item.description,
+        currency=involved[0].currency,
+        status=TransactionStatus.PENDING if item.pending else TransactionStatus.POSTED,
+        metadata=item.metadata,
+        content_hash=content_hash,
+        created_at=now,
+        posted_at=None if item.pending else now,
+        expires_at=item.expires_at if item.pending else None,
+    )
+    postings = [
+        Posting(transaction=txn, account=account, direction=p.direction, amount=p.amount, created_at=now)
+        for p, account in zip(item.postings, involved, strict=True)
+    ]
+    txn.postings_list = postings  # type: ignore[attr-defined]  (for the response, without a query)
+    new_postings.extend(postings)
+    created_here[item.reference] = (content_hash, txn)
+    return ItemResult(index, "created", transaction=txn)
+
+
+def transactions_create(*, items: list[TransactionInput], atomic: bool = False) -> list[ItemResult]:
+    """Create many transactions in one database transaction; each gets its own result.
+
+    With ``atomic=True`` one refusal rejects them all (``BatchRejected`` carries every result).
+    """
+    return with_retry(lambda: _create_batch(items, atomic))
+
+
+def transaction_create(*, item: TransactionInput) -> tuple[Transaction, bool]:
+    """Create one transaction; return it and whether it was new (False: an idempotent replay)."""
+    (result,) = transactions_create(items=[item], atomic=False)
+    if result.error is not None:
+        raise result.error
+    return result.transaction, result.status == "created"
+
+
+def result_as_dict(result: ItemResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"index": result.index, "status": result.status}
+    if result.transaction is not None:
+        body["id"] = result.transaction.id
+    if result.error is not None:
+        body["code"] = result.error.code
+        body["detail"] = result.error.detail
+    return body
+
+
+def _settle(transaction_id: str, *, post: bool, now: datetime | None = None) -> Transaction:
+    def run() -> Transaction:
+        with transaction.atomic():
+            txn = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
+            if txn is None:
+                raise TransactionNotFound(f"No transaction {transaction_id}.")
+            if txn.status != TransactionStatus.PENDING:
+                raise TransactionNotPending(f"Transaction {txn.id} is {txn.status}, not pending.")
+            postings = list(txn.postings.all())
+            accounts = _lock_accounts({p.account_id for p in postings})
+            if post:
+                for account in accounts.values():
+                    if account.status != AccountStatus.OPEN:
+                        raise (AccountFrozen if account.status == AccountStatus.FROZEN else AccountClosed)(
+                            f"Account {account.id} is {account.status}; the hold can only be voided."
+                        )
+            when = now or timezone.now()
+            for p in postings:
+                account = accounts[p.account_id]
+                _apply(account, p.direction, p.amount, pending=True, sign=-1)
+                if post:
+                    _apply(account, p.direction, p.amount, pending=False)
+            _write_accounts(list(accounts.values()), when)
+            txn.status = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
+            if post:
+                txn.posted_at = when
+            else:
+                txn.voided_at = when
+            txn.save(update_fields=["status", "posted_at", "voided_at"])
+            txn.postings_list = postings  # type: ignore[attr-defined]
+            return txn
+
+    txn = with_retry(run)
+    log.info("ledger.transaction_settled", transaction_id=txn.id, status=txn.status)
+    return txn
+
+
+def transaction_post(*, transaction_id: str) -> Transaction:
+    """Post a pending transaction (two-phase commit): its held amounts become posted."""
+    return _settle(transaction_id, post=True)
+
+
+def transaction_void(*, transaction_id: str) -> Transaction:
+    """Void a pending transaction: its held amounts are released."""
+    return _settle(transaction_id, post=False)
+
+
+def transactions_expire(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Void pending transactions whose ``expires_at`` has passed; return how many."""
+    now = now or timezone.now()
+    ids = list(
+        Transaction.objects.filter(status=TransactionStatus.PENDING, expires_at__lte=now)
+        .order_by("expires_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    voided = 0
+    for transaction_id in ids:
+        try:
+            _settle(transaction_id, post=False, now=now)
+            voided += 1
+        except TransactionNotPending:
+            continue  # posted or voided meanwhile
+    if voided:
+        log.info("ledger.transactions_expired", count=voided)
+    return voided
