@@ -13,9 +13,9 @@ import jwt
 import pytest
 
 from services.kit import auth
-from tests.tokens import SigningKey
-from tests.servers import json_reply
 from tests.problems import assert_problem
+from tests.servers import json_reply
+from tests.tokens import SigningKey
 
 pytestmark = pytest.mark.urls("tests.kit.urls")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_transfer_hold_post_and_void_move_balances(api, funded):
-    world, customer = funded
+    _, customer = funded
     shop = api.account(name="shop")
 
     # a posted transfer moves money at once
