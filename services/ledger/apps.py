@@ -6,3 +6,10 @@ class LedgerConfig(AppConfig):
     label = "ledger"
     verbose_name = "Ledger"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from services.kit.metrics import REGISTRY
+        from services.ledger.integrity import IntegrityCollector
+
+        if REGISTRY is not None:
+            REGISTRY.register(IntegrityCollector())
