@@ -45,6 +45,7 @@ from services.ledger.models import (
     Account,
     AccountStatus,
     Direction,
+    NormalBalance,
     Posting,
     Transaction,
     TransactionStatus,
@@ -210,6 +211,13 @@ def _apply(account: Account, direction: str, amount: int, *, pending: bool, sign
     setattr(account, column, value)
 
 
+def _checked_total(account: Account) -> int:
+    """The sum the overdraft check constraint computes (posted plus pending on the side that lowers the balance)."""
+    if account.normal_balance == NormalBalance.CREDIT:
+        return account.debits_posted + account.debits_pending
+    return account.credits_posted + account.credits_pending
+
+
 def _snapshot(account: Account) -> tuple[int, ...]:
     return tuple(getattr(account, f) for f in BALANCE_FIELDS)
 
@@ -345,6 +353,9 @@ def _create_one(
                     f"Account {account.id} would have {account.available} available; "
                     f"its overdraft limit is {account.overdraft_limit}."
                 )
+            if not account.allow_negative and _checked_total(account) > MAX_AMOUNT:
+                # PostgreSQL's account_available_within_limit adds these two bigints: keep it from overflowing.
+                raise InvalidAmount(f"Account {account.id} would exceed the largest representable total.")
     except LedgerError:
         for account in involved:
             _restore(account, before[account.id])

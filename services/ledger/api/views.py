@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.utils import timezone
@@ -100,7 +101,7 @@ class AccountViewSet(
             if as_of is None:
                 raise InvalidTimestamp(f"as_of must be an ISO 8601 timestamp, got {raw!r}.")
             if timezone.is_naive(as_of):
-                as_of = timezone.make_aware(as_of, timezone.UTC)
+                as_of = timezone.make_aware(as_of, dt.UTC)
         balance = selectors.account_balance_as_of(account_id=pk, as_of=as_of)
         return Response(BalanceSerializer(balance).data)
 
