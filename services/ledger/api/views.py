@@ -10,6 +10,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -27,6 +28,7 @@ from services.ledger.api.serializers import (
     BatchResultSerializer,
     TransactionInputSerializer,
     TransactionSerializer,
+    transaction_input,
 )
 from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, TransactionFilterSet
 
@@ -152,16 +154,17 @@ class TransactionBatchView(APIView):
         batch.is_valid(raise_exception=True)
         items: list[Any] = []
         shape_errors: dict[int, dict[str, Any]] = {}
+        # One serializer validates every item: building its field tree per item cost ~0.5 ms each.
+        serializer = TransactionInputSerializer()
         for index, raw in enumerate(batch.validated_data["transactions"]):
-            serializer = TransactionInputSerializer(data=raw)
-            if serializer.is_valid():
-                items.append(serializer.to_input())
-            else:
+            try:
+                items.append(transaction_input(serializer.run_validation(raw)))
+            except ValidationError as exc:
                 shape_errors[index] = {
                     "index": index,
                     "status": "error",
                     "code": "validation_error",
-                    "detail": _flatten(serializer.errors),
+                    "detail": _flatten(exc.detail),
                 }
         results = [services.result_as_dict(r) for r in _run(items, batch.validated_data["atomic"], shape_errors)]
         return Response({"results": results})
