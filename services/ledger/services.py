@@ -260,6 +260,43 @@ def _write_accounts(accounts: list[Account], now: datetime) -> None:
         )
 
 
+def _insert_transactions(transactions: list[Transaction], postings: list[Posting]) -> None:
+    """Two multi-row INSERTs (the ORM's bulk_create costs more CPU than the database does here)."""
+    if not transactions:
+        return
+    txn_rows = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * len(transactions))
+    txn_params: list[Any] = []
+    for t in transactions:
+        txn_params += [
+            t.id,
+            t.reference,
+            t.description,
+            t.currency,
+            t.status,
+            json.dumps(t.metadata),
+            t.content_hash,
+            t.created_at,
+            t.posted_at,
+            t.voided_at,
+            t.expires_at,
+        ]
+    posting_rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(postings))
+    posting_params: list[Any] = []
+    for p in postings:
+        posting_params += [p.transaction.id, p.account.id, p.direction, p.amount, p.created_at]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Transaction._meta.db_table} (id, reference, description, currency, status, metadata, "  # noqa: S608
+            f"content_hash, created_at, posted_at, voided_at, expires_at) VALUES {txn_rows}",
+            txn_params,
+        )
+        cursor.execute(
+            f"INSERT INTO {Posting._meta.db_table} (transaction_id, account_id, direction, amount, created_at) "  # noqa: S608
+            f"VALUES {posting_rows}",
+            posting_params,
+        )
+
+
 def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
     now = timezone.now()
     results: list[ItemResult | None] = [None] * len(items)
@@ -302,8 +339,7 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
                 extra={"results": [result_as_dict(r) for r in final]},
             )
         _write_accounts(list(touched.values()), now)
-        Transaction.objects.bulk_create(new_transactions)
-        Posting.objects.bulk_create(new_postings)
+        _insert_transactions(new_transactions, new_postings)
     for txn in new_transactions:
         log.info("ledger.transaction_created", transaction_id=txn.id, reference=txn.reference, status=txn.status)
     return final
