@@ -1,0 +1,53 @@
+"""The fast input path accepts exactly what the serializer accepts unchanged, and defers the rest."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.ledger.api.serializers import TransactionInputSerializer, transaction_input, transaction_input_fast
+
+LEGS = [
+    {"account": "acc_a", "direction": "debit", "amount": 5},
+    {"account": "acc_b", "direction": "credit", "amount": 5},
+]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"reference": "r1", "postings": LEGS},
+        {"reference": "r2", "postings": LEGS, "pending": True, "description": "rent", "metadata": {"k": [1]}},
+        {"reference": "r3", "postings": LEGS, "currency": "EUR", "description": ""},
+        {"reference": "r4", "postings": [{"account": "acc_a", "direction": "debit", "amount": "5"}, LEGS[1]]},
+        {"reference": "r5", "postings": []},
+    ],
+)
+def test_fast_path_matches_the_serializer_on_well_formed_input(raw):
+    # given input the serializer accepts
+    serializer = TransactionInputSerializer(data=raw)
+    assert serializer.is_valid(), serializer.errors
+
+    # then the fast path yields the very same transaction input
+    assert transaction_input_fast(raw) == transaction_input(serializer.validated_data)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"reference": " r1", "postings": LEGS},  # the serializer would trim it
+        {"reference": "", "postings": LEGS},
+        {"reference": 7, "postings": LEGS},
+        {"reference": "r", "postings": LEGS, "pending": "true"},
+        {"reference": "r", "postings": LEGS, "currency": "eur"},
+        {"reference": "r", "postings": LEGS, "currency": None},
+        {"reference": "r", "postings": LEGS, "expires_at": "2030-01-01T00:00:00Z"},
+        {"reference": "r", "postings": LEGS, "surprise": 1},
+        {"reference": "r", "postings": [{"account": "acc_a", "direction": "up", "amount": 5}]},
+        {"reference": "r", "postings": [{"account": "acc_a", "direction": "debit"}]},
+        {"reference": "r", "postings": "nope"},
+        {"reference": "r" * 201, "postings": LEGS},
+        ["not", "an", "object"],
+    ],
+)
+def test_fast_path_defers_anything_unusual_to_the_serializer(raw):
+    assert transaction_input_fast(raw) is None
