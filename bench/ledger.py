@@ -33,7 +33,6 @@ import platform
 import random
 import resource
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -60,6 +59,7 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
+from devtools.processes import process_group_stop
 from services.kit.ids import id_new
 
 ACCOUNTS = 10
@@ -514,16 +514,7 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        process_group_stop(self.proc, timeout)
 
 
 def api_client(base: str, token: str) -> httpx.Client:

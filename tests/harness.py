@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from django.conf import settings
 from django.db import connection
 
 from devtools.infra import REPO_ROOT, database_create, database_drop, database_url_with_name, free_port, venv_env
+from devtools.processes import process_group_stop
 
 SETTINGS = {
     "portal": "portal.settings",
@@ -121,16 +121,8 @@ class AtriumProcess:
         return True
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        if self.proc is not None:
+            process_group_stop(self.proc, timeout)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -28,6 +28,18 @@ class LedgerAPI:
     def patch(self, path: str, body: Any) -> Any:
         return self.client.patch(f"/api/v1/{path}", json.dumps(body), content_type="application/json", **self.headers)
 
+    def all(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a cursor-paginated list, following ``next`` links."""
+        response = self.get(path, **params)
+        items: list[dict[str, Any]] = []
+        while True:
+            assert response.status_code == 200, response.content
+            page = response.json()
+            items.extend(page["results"])
+            if not page["next"]:
+                return items
+            response = self.client.get(page["next"], **self.headers)
+
     def account(self, **fields: Any) -> dict[str, Any]:
         body = {"name": "account", "currency": "EUR", "normal_balance": "credit", **fields}
         response = self.post("accounts/", body)

@@ -14,19 +14,6 @@ from services.ledger.models import Account, Posting, Transaction
 from tests.problems import assert_problem
 
 
-def _follow(api: Any, first: Any) -> list[dict[str, Any]]:
-    """Every item of a cursor-paginated list, following ``next`` links from the first page."""
-    assert first.status_code == 200, first.content
-    page = first.json()
-    items = list(page["results"])
-    while page["next"]:
-        response = api.client.get(page["next"], **api.headers)
-        assert response.status_code == 200, response.content
-        page = response.json()
-        items.extend(page["results"])
-    return items
-
-
 def _stored(account_id: str) -> tuple[int, int, int, int]:
     a = Account.objects.get(pk=account_id)
     return a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending
@@ -382,7 +369,7 @@ def test_account_list_pages_with_a_cursor_newest_first(api):
     # when the list is read two at a time, following next
     first = api.get("accounts/", limit=2)
     assert len(first.json()["results"]) == 2
-    items = _follow(api, first)
+    items = api.all("accounts/", limit=2)
 
     # then every account appears exactly once, newest first
     assert [a["id"] for a in items] == sorted(created, reverse=True)
@@ -396,8 +383,7 @@ def test_postings_are_listed_newest_first_with_cursor_and_time_filters(api, fund
     payments = [api.transfer(customer["id"], shop["id"], 10 + i, reference=f"p{i}").json() for i in range(5)]
 
     # when its postings are read two at a time
-    first = api.get(f"accounts/{customer['id']}/postings/", limit=2)
-    items = _follow(api, first)
+    items = api.all(f"accounts/{customer['id']}/postings/", limit=2)
 
     # then they come newest first, each naming its transaction, six in all
     assert [p["reference"] for p in items] == ["p4", "p3", "p2", "p1", "p0", "fund-customer"]

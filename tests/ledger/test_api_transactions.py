@@ -398,19 +398,6 @@ def test_posting_a_transfer_created_posted_is_409_transaction_not_pending(api, f
 # ------------------------------------------------------------------------------ lists
 
 
-def _follow(api: Any, path: str, **params: Any) -> list[dict[str, Any]]:
-    response = api.get(path, **params)
-    assert response.status_code == 200, response.content
-    page = response.json()
-    items = list(page["results"])
-    while page["next"]:
-        response = api.client.get(page["next"], **api.headers)
-        assert response.status_code == 200, response.content
-        page = response.json()
-        items.extend(page["results"])
-    return items
-
-
 def test_transactions_are_filtered_by_reference_account_status_and_time(api, funded, shop):
     # given a posted payment, a hold, and a payment not involving the shop
     world, customer = funded
@@ -420,7 +407,7 @@ def test_transactions_are_filtered_by_reference_account_status_and_time(api, fun
     elsewhere = api.transfer(world["id"], other["id"], 30, reference="elsewhere").json()
 
     def refs(**params: Any) -> list[str]:
-        return [t["reference"] for t in _follow(api, "transactions/", **params)]
+        return [t["reference"] for t in api.all("transactions/", **params)]
 
     # when / then
     assert refs(reference="held") == ["held"]
@@ -442,7 +429,7 @@ def test_transaction_list_pages_with_a_cursor_newest_first(api, funded, shop):
 
     # when read two at a time
     first = api.get("transactions/", limit=2).json()
-    items = _follow(api, "transactions/", limit=2)
+    items = api.all("transactions/", limit=2)
 
     # then
     assert len(first["results"]) == 2
