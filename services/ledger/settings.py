@@ -19,3 +19,11 @@ globals().update(
 
 # A batch of 1,000 transactions is larger than the kit's 1 MiB default.
 ATRIUM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ATRIUM_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+
+# One OpenAPI enum per choice set (debit/credit is shared by directions and normal balances).
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {  # noqa: F821
+    "DebitCreditEnum": "services.ledger.models.Direction",
+    "AccountStatusEnum": "services.ledger.models.AccountStatus",
+    "TransactionStatusEnum": "services.ledger.models.TransactionStatus",
+    "BatchItemStatusEnum": ["created", "exists", "error"],
+}

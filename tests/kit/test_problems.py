@@ -198,7 +198,6 @@ def test_body_at_the_size_limit_is_accepted(client):
 def test_body_over_the_size_limit_gives_payload_too_large(client):
     # when the body is one byte over ATRIUM_MAX_BODY_BYTES
     size = settings.ATRIUM_MAX_BODY_BYTES + 1
-    assert size == 1024 * 1024 + 1
     response = client.post(ECHO, b" " * size, content_type="application/json")
 
     # then it is refused with 413 before being parsed
