@@ -32,3 +32,33 @@ def test_overdraft_is_refused_with_insufficient_funds(api, funded):
 
     assert response.status_code == 409
     assert response.json()["code"] == "insufficient_funds"
+
+
+def test_a_large_batch_is_written_in_full(api, funded):
+    # given 25 transfers (large enough for the COPY write path) with metadata and a hold among them
+    _, customer = funded
+    shop = api.account(name="shop")
+    items = [
+        {
+            "reference": f"bulk-{i}",
+            "metadata": {"n": i},
+            "pending": i == 0,
+            "postings": [
+                {"account": customer["id"], "direction": "debit", "amount": 10},
+                {"account": shop["id"], "direction": "credit", "amount": 10},
+            ],
+        }
+        for i in range(25)
+    ]
+
+    # when they are sent as one batch
+    response = api.post("transactions/batch", {"transactions": items})
+
+    # then every one is stored with its postings and metadata, and the balances moved
+    assert [r["status"] for r in response.json()["results"]] == ["created"] * 25
+    listed = api.all("transactions/", account=shop["id"])
+    assert len(listed) == 25
+    assert {t["metadata"]["n"] for t in listed} == set(range(25))
+    assert all(len(t["postings"]) == 2 for t in listed)
+    state = api.get(f"accounts/{customer['id']}/").json()
+    assert (state["balance"], state["debits_pending"], state["available"]) == (760, 10, 750)
