@@ -227,6 +227,21 @@ def _restore(account: Account, values: tuple[int, ...]) -> None:
         setattr(account, name, value)
 
 
+def _existing_by_reference(references: list[str]) -> dict[str, Transaction]:
+    """Transactions already holding these references (replays are rare: one cheap raw query first)."""
+    if not references:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Transaction._meta.db_table} WHERE reference = ANY(%s)",  # noqa: S608  (no user input)
+            [references],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return {}
+    return {t.reference: t for t in Transaction.objects.filter(pk__in=ids).prefetch_related("postings")}
+
+
 def _lock_references(references: list[str]) -> None:
     if not references:
         return
@@ -374,9 +389,7 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
     with transaction.atomic():
         references = sorted({items[i].reference for i in valid})
         _lock_references(references)
-        existing = {
-            t.reference: t for t in Transaction.objects.filter(reference__in=references).prefetch_related("postings")
-        }
+        existing = _existing_by_reference(references)
         accounts = _lock_accounts({p.account for i in valid for p in items[i].postings})
         new_transactions: list[Transaction] = []
         new_postings: list[Posting] = []
