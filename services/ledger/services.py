@@ -302,76 +302,58 @@ def _write_accounts(accounts: list[Account], now: datetime) -> None:
 
 # Below this many transactions two multi-row INSERTs beat COPY's extra protocol round trips.
 COPY_THRESHOLD = 10
+_TXN_COLUMNS = (
+    "id, reference, description, currency, status, metadata, content_hash, created_at, posted_at, voided_at, expires_at"
+)
+_POSTING_COLUMNS = "transaction_id, account_id, direction, amount, created_at"
 
 
-def _insert_rows(transactions: list[Transaction], postings: list[Posting]) -> None:
-    txn_rows = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * len(transactions))
-    txn_params: list[Any] = []
-    for t in transactions:
-        txn_params += [
-            t.id,
-            t.reference,
-            t.description,
-            t.currency,
-            t.status,
-            json.dumps(t.metadata),
-            t.content_hash,
-            t.created_at,
-            t.posted_at,
-            t.voided_at,
-            t.expires_at,
-        ]
-    posting_rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(postings))
-    posting_params: list[Any] = []
-    for p in postings:
-        posting_params += [p.transaction.id, p.account.id, p.direction, p.amount, p.created_at]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Transaction._meta.db_table} (id, reference, description, currency, status, metadata, "  # noqa: S608
-            f"content_hash, created_at, posted_at, voided_at, expires_at) VALUES {txn_rows}",
-            txn_params,
-        )
-        cursor.execute(
-            f"INSERT INTO {Posting._meta.db_table} (transaction_id, account_id, direction, amount, created_at) "  # noqa: S608
-            f"VALUES {posting_rows}",
-            posting_params,
-        )
+def _transaction_row(t: Transaction) -> tuple[Any, ...]:
+    return (
+        t.id,
+        t.reference,
+        t.description,
+        t.currency,
+        t.status,
+        json.dumps(t.metadata),
+        t.content_hash,
+        t.created_at,
+        t.posted_at,
+        t.voided_at,
+        t.expires_at,
+    )
+
+
+def _posting_row(p: Posting) -> tuple[Any, ...]:
+    return (p.transaction.id, p.account.id, p.direction, p.amount, p.created_at)
 
 
 def _insert_transactions(transactions: list[Transaction], postings: list[Posting]) -> None:
-    """Write the new rows with COPY: for a batch, binding thousands of INSERT parameters cost more
-    CPU than PostgreSQL spends storing them. Constraints apply to COPY as to INSERT."""
+    """Write the new rows: two multi-row INSERTs for a few, COPY for many (binding thousands of INSERT
+    parameters cost more CPU than PostgreSQL spends storing them). Constraints apply to COPY as to INSERT."""
     if not transactions:
         return
+    txn_table, posting_table = Transaction._meta.db_table, Posting._meta.db_table
     if len(transactions) < COPY_THRESHOLD:
-        _insert_rows(transactions, postings)
+        txn_values = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * len(transactions))
+        posting_values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(postings))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {txn_table} ({_TXN_COLUMNS}) VALUES {txn_values}",  # noqa: S608  (no user input)
+                [value for t in transactions for value in _transaction_row(t)],
+            )
+            cursor.execute(
+                f"INSERT INTO {posting_table} ({_POSTING_COLUMNS}) VALUES {posting_values}",  # noqa: S608
+                [value for p in postings for value in _posting_row(p)],
+            )
         return
     raw = connection.cursor().cursor  # the psycopg cursor under Django's wrapper
-    with raw.copy(
-        f"COPY {Transaction._meta.db_table} (id, reference, description, currency, status, metadata, "
-        "content_hash, created_at, posted_at, voided_at, expires_at) FROM STDIN"
-    ) as copy:
+    with raw.copy(f"COPY {txn_table} ({_TXN_COLUMNS}) FROM STDIN") as copy:
         for t in transactions:
-            copy.write_row(
-                (
-                    t.id,
-                    t.reference,
-                    t.description,
-                    t.currency,
-                    t.status,
-                    json.dumps(t.metadata),
-                    t.content_hash,
-                    t.created_at,
-                    t.posted_at,
-                    t.voided_at,
-                    t.expires_at,
-                )
-            )
-    with raw.copy(
-        f"COPY {Posting._meta.db_table} (transaction_id, account_id, direction, amount, created_at) FROM STDIN"
-    ) as copy:
+            copy.write_row(_transaction_row(t))
+    with raw.copy(f"COPY {posting_table} ({_POSTING_COLUMNS}) FROM STDIN") as copy:
         for p in postings:
-            copy.write_row((p.transaction.id, p.account.id, p.direction, p.amount, p.created_at))
+            copy.write_row(_posting_row(p))
 
 
 def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
