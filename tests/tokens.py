@@ -94,5 +94,7 @@ def jwks_server(
     server = JWKSServer(local_server, [signing_key])
     settings.JWT_JWKS_URL = server.url
     auth._caches.clear()
+    auth.verified_cache().clear()
     yield server
     auth._caches.clear()
+    auth.verified_cache().clear()

@@ -4,12 +4,19 @@ A service never calls the portal per request: it verifies the token's EdDSA/RS25
 signature against the portal's JSON Web Key Set, fetched once and cached
 (``JWT_JWKS_CACHE_SECONDS``), refetched early when a token names an unknown ``kid``
 (key rotation), and keeps serving from the cached set if the portal is briefly away.
+
+A client sends the same token with every request until it expires, so a verified
+token's claims are kept in a small bounded cache (``JWT_VERIFIED_CACHE_SIZE``
+entries, each for at most ``JWT_VERIFIED_CACHE_SECONDS``): a hit skips parsing and
+the signature check but still checks expiry, and is dropped as soon as the signing
+key is no longer in the key set.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,12 +151,98 @@ def jwks_cache() -> JWKSCache:
         return cache
 
 
+_wall_clock = time.time  # module-level so tests can move the clocks of this module alone
+_monotonic = time.monotonic
+
+
+@dataclass(frozen=True)
+class _Verified:
+    claims: dict[str, Any]
+    kid: str
+    key: jwt.PyJWK
+    expires: float  # the token's exp + leeway (UNIX time)
+    stored: float  # time.monotonic() when verified
+
+
+class VerifiedTokenCache:
+    """Claims of recently verified tokens, by (audience, token): bounded, least recently used out first."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._entries: OrderedDict[tuple[str, str], _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, audience: str, token: str) -> _Verified | None:
+        if self.size <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get((audience, token))
+            if entry is None:
+                return None
+            if _monotonic() - entry.stored > self.ttl:
+                del self._entries[(audience, token)]
+                return None
+            self._entries.move_to_end((audience, token))
+            return entry
+
+    def put(self, audience: str, token: str, entry: _Verified) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[(audience, token)] = entry
+            self._entries.move_to_end((audience, token))
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def discard(self, audience: str, token: str) -> None:
+        with self._lock:
+            self._entries.pop((audience, token), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_verified: VerifiedTokenCache | None = None
+
+
+def verified_cache() -> VerifiedTokenCache:
+    """The process-wide cache of verified tokens (sized by ``JWT_VERIFIED_CACHE_SIZE``, 0 disables it)."""
+    global _verified
+    with _caches_lock:
+        if _verified is None:
+            _verified = VerifiedTokenCache(
+                size=getattr(settings, "JWT_VERIFIED_CACHE_SIZE", 1024),
+                ttl=getattr(settings, "JWT_VERIFIED_CACHE_SECONDS", 60),
+            )
+        return _verified
+
+
 def token_verify(token: str, *, audience: str | None = None) -> dict[str, Any]:
     """Verify a portal-issued JWT (signature, expiry, issuer, audience) and return its claims.
 
     Raises ``AuthenticationFailed`` (401) for a bad/expired/foreign token and
     ``PermissionDenied`` (403) for a valid token minted for another audience.
     """
+    audience = audience or settings.JWT_AUDIENCE
+    cache = verified_cache()
+    hit = cache.get(audience, token)
+    if hit is not None:
+        if _wall_clock() > hit.expires:
+            cache.discard(audience, token)
+            raise exceptions.AuthenticationFailed("Token has expired.", code="token_expired")
+        if jwks_cache().get(hit.kid) is hit.key:  # the signing key is still published (and unchanged)
+            return dict(hit.claims)
+        cache.discard(audience, token)
+    claims, kid, key = _token_decode(token, audience)
+    expires = float(claims["exp"]) + settings.JWT_LEEWAY_SECONDS
+    cache.put(audience, token, _Verified(dict(claims), kid, key, expires, _monotonic()))
+    return claims
+
+
+def _token_decode(token: str, audience: str) -> tuple[dict[str, Any], str, jwt.PyJWK]:
+    """Full verification: the claims, and the key id and key that verified them."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -161,11 +254,11 @@ def token_verify(token: str, *, audience: str | None = None) -> dict[str, Any]:
     if key is None:
         raise exceptions.AuthenticationFailed("Token signed by an unknown key.", code="invalid_token")
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key=key.key,
             algorithms=[key.algorithm_name] if key.algorithm_name in ALGORITHMS else ALGORITHMS,
-            audience=audience or settings.JWT_AUDIENCE,
+            audience=audience,
             issuer=settings.JWT_ISSUER,
             leeway=settings.JWT_LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "iss", "aud", "sub"]},
@@ -174,10 +267,11 @@ def token_verify(token: str, *, audience: str | None = None) -> dict[str, Any]:
         raise exceptions.AuthenticationFailed("Token has expired.", code="token_expired") from exc
     except jwt.InvalidAudienceError as exc:
         raise exceptions.PermissionDenied(
-            f"Token is not valid for the '{audience or settings.JWT_AUDIENCE}' service.", code="invalid_audience"
+            f"Token is not valid for the '{audience}' service.", code="invalid_audience"
         ) from exc
     except jwt.PyJWTError as exc:
         raise exceptions.AuthenticationFailed(f"Invalid token: {exc}", code="invalid_token") from exc
+    return claims, kid, key
 
 
 class JWTAuthentication(BaseAuthentication):

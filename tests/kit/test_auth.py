@@ -366,3 +366,111 @@ def test_expired_token_over_real_http_gives_401_with_www_authenticate(live_serve
     assert response.headers["content-type"] == PROBLEM
     assert response.headers["www-authenticate"] == 'Bearer realm="ledger"'
     assert response.json()["code"] == "token_expired"
+
+
+# ---------------------------------------------------------------------- verified-token cache
+
+
+def _decodes(monkeypatch) -> list[str]:
+    """Count full verifications (header parse + signature) from here on."""
+    calls: list[str] = []
+    real = auth._token_decode
+
+    def counting(token, audience):
+        calls.append(token)
+        return real(token, audience)
+
+    monkeypatch.setattr(auth, "_token_decode", counting)
+    auth.verified_cache().clear()
+    return calls
+
+
+def test_a_token_seen_again_is_not_verified_again(client, jwks_server, signing_key, monkeypatch):
+    # given one token used for several requests, as a client does until it expires
+    calls = _decodes(monkeypatch)
+    token = signing_key.mint(sub="cli_repeat", scope="ledger:read")
+
+    # when it is sent three times
+    bodies = [client.get(WHOAMI, **bearer(token)).json() for _ in range(3)]
+
+    # then the signature was checked once and every request knew the client
+    assert len(calls) == 1
+    assert {b["client_id"] for b in bodies} == {"cli_repeat"}
+    assert bodies[0]["scopes"] == ["ledger:read"]
+
+
+def test_a_cached_token_still_expires(client, jwks_server, signing_key, monkeypatch, settings):
+    # given a token verified and cached while valid
+    calls = _decodes(monkeypatch)
+    now = time.time()
+    token = signing_key.mint(iat=int(now) - 60, exp=int(now) + 60)
+    assert client.get(WHOAMI, **bearer(token)).status_code == 200
+
+    # when the clock passes its expiry plus the leeway
+    later = now + 60 + settings.JWT_LEEWAY_SECONDS + 5
+    monkeypatch.setattr(auth, "_wall_clock", lambda: later)
+    response = client.get(WHOAMI, **bearer(token))
+
+    # then the cache does not keep it alive
+    assert_problem(response, 401, "token_expired")
+    assert len(calls) == 1
+
+
+def test_a_cached_token_is_dropped_when_its_key_is_withdrawn(client, local_server, signing_key, monkeypatch, settings):
+    # given a token verified while its key was published
+    published = {"keys": [signing_key.jwk]}
+    server = local_server(lambda seen: json_reply(200, published))
+    settings.JWT_JWKS_URL = f"{server.url}/.well-known/jwks.json"
+    settings.JWT_JWKS_CACHE_SECONDS = 0
+    auth._caches.clear()
+    calls = _decodes(monkeypatch)
+    token = signing_key.mint()
+    assert client.get(WHOAMI, **bearer(token)).status_code == 200
+
+    # when the portal stops publishing the key and the key set is refetched
+    published["keys"] = [SigningKey().jwk]
+    response = client.get(WHOAMI, **bearer(token))
+    auth._caches.clear()
+
+    # then the token is verified again, and refused
+    assert_problem(response, 401, "invalid_token")
+    assert len(calls) == 2
+
+
+def test_a_token_for_another_audience_is_not_served_from_the_cache(jwks_server, signing_key, monkeypatch):
+    # given a ledger token verified and cached for the ledger
+    _decodes(monkeypatch)
+    token = signing_key.mint(aud="ledger")
+    assert auth.token_verify(token, audience="ledger")["aud"] == "ledger"
+
+    # when the same token is presented for payments
+    with pytest.raises(auth.exceptions.PermissionDenied):
+        auth.token_verify(token, audience="payments")
+
+
+def test_the_cache_is_bounded_and_evicts_the_least_recently_used():
+    cache = auth.VerifiedTokenCache(size=2, ttl=60)
+    entry = auth._Verified({"sub": "x"}, "kid", object(), time.time() + 60, time.monotonic())
+    cache.put("ledger", "a", entry)
+    cache.put("ledger", "b", entry)
+    assert cache.get("ledger", "a") is entry  # "a" is now the most recently used
+    cache.put("ledger", "c", entry)
+    assert cache.get("ledger", "b") is None
+    assert cache.get("ledger", "a") is entry
+    assert cache.get("ledger", "c") is entry
+
+
+def test_cache_entries_live_no_longer_than_the_ttl(monkeypatch):
+    cache = auth.VerifiedTokenCache(size=8, ttl=30)
+    entry = auth._Verified({"sub": "x"}, "kid", object(), time.time() + 600, time.monotonic())
+    cache.put("ledger", "a", entry)
+    monkeypatch.setattr(auth, "_monotonic", lambda: entry.stored + 31)
+    assert cache.get("ledger", "a") is None
+
+
+def test_mutating_returned_claims_does_not_change_the_cache(jwks_server, signing_key, monkeypatch):
+    _decodes(monkeypatch)
+    token = signing_key.mint(sub="cli_same")
+    first = auth.token_verify(token, audience="ledger")
+    first["sub"] = "cli_other"
+    assert auth.token_verify(token, audience="ledger")["sub"] == "cli_same"
