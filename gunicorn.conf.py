@@ -2,12 +2,14 @@
 
 import os
 
-from services.kit.conf import logging_config
+from gunicorn.glogging import Logger
+
+from services.kit.conf import logging_config, web_layout
 
 _service = os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings").split(".")[-2]
 
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+# WEB_CONCURRENCY / WEB_THREADS, else 2 x usable cores + 1 workers with 2 threads each.
+workers, threads = web_layout()
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
@@ -17,12 +19,22 @@ max_requests_jitter = 500
 # Processes are supervised from outside (honcho, Kubernetes); the control socket's
 # default path ($HOME/.gunicorn/gunicorn.ctl) would be shared by every service on a host.
 control_socket_disable = True
-accesslog = None  # each request is logged as JSON by the kit's middleware
+
+
+class KitLogger(Logger):
+    """gunicorn's logger without its access lines: the kit's middleware logs every request as JSON
+    (with request id, view and duration), so gunicorn's line would be a second, unstructured copy."""
+
+    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001
+        return None
+
+
+logger_class = KitLogger
+accesslog = None
 errorlog = "-"
 logconfig_dict = logging_config(service=_service, level=os.environ.get("LOG_LEVEL", "INFO"))
 logconfig_dict["loggers"].update(
     {
         "gunicorn.error": {"level": "INFO", "propagate": True},
-        "gunicorn.access": {"level": "INFO", "propagate": True},
     }
 )

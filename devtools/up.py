@@ -62,6 +62,7 @@ def main(argv: list[str]) -> int:
             dict(os.environ),
         )
         env.pop("DATABASE_URL", None)  # each process gets its own <SERVICE>_DATABASE_URL
+        env.setdefault("WEB_CONCURRENCY", "2")  # a laptop runs every service at once: keep each one small
         ports = {name: int(env.get(port_var, default)) for name, (_, _, port_var, default) in WEB.items()}
         for name, (_, _, port_var, _) in WEB.items():
             env[port_var] = str(ports[name])

@@ -63,7 +63,7 @@ def _database(service: str) -> dict[str, Any]:
     options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
     options.setdefault("application_name", f"atrium-{service}")
     config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    config["CONN_HEALTH_CHECKS"] = True
+    config["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
     config["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
     return config
 
@@ -223,6 +223,9 @@ def kit_settings(
         ),
         "JWT_JWKS_CACHE_SECONDS": env.int("JWT_JWKS_CACHE_SECONDS", default=300),
         "JWT_LEEWAY_SECONDS": env.int("JWT_LEEWAY_SECONDS", default=30),
+        # Verified tokens remembered per process (0 disables), each for at most this long.
+        "JWT_VERIFIED_CACHE_SIZE": env.int("JWT_VERIFIED_CACHE_SIZE", default=1024),
+        "JWT_VERIFIED_CACHE_SECONDS": env.int("JWT_VERIFIED_CACHE_SECONDS", default=60),
         # This process's own machine identity, for calls it makes to other services.
         "ATRIUM_CLIENT_ID": env.str("ATRIUM_CLIENT_ID", default=""),
         "ATRIUM_CLIENT_SECRET": env.str("ATRIUM_CLIENT_SECRET", default=""),
@@ -264,6 +267,23 @@ def kit_settings(
     if environment == "test":
         settings["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return settings
+
+
+def web_layout() -> tuple[int, int]:
+    """Gunicorn (workers, threads) for a web process: ``WEB_CONCURRENCY`` / ``WEB_THREADS``, else
+    2 x usable cores + 1 workers (gunicorn's own rule of thumb) with 2 threads each.
+
+    Processes rather than threads carry the concurrency: a request holding a ledger account's row
+    lock must not wait for the GIL behind a sibling thread's CPU work (measured in docs/benchmarks.md).
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * cores + 1)
+    threads = int(os.environ.get("WEB_THREADS") or 2)
+    if workers < 1 or threads < 1:
+        raise ImproperlyConfigured("WEB_CONCURRENCY and WEB_THREADS must be positive integers.")
+    return workers, threads
 
 
 def logging_config(*, service: str, level: str) -> dict[str, Any]:
