@@ -4,7 +4,10 @@ Every transaction write follows one path (:func:`transactions_create`): validate
 needs no database, take an advisory lock per reference (so concurrent creations of
 one reference serialize), lock every account involved in id order (no deadlocks),
 check and apply the whole batch in memory, then write it with three statements
-(one UPDATE of the accounts, one INSERT of transactions, one of postings).
+(one UPDATE of the accounts, one INSERT of transactions, one of postings; COPY for
+large batches). Statements that do not depend on each other's results are pipelined,
+so a single transfer costs three network round trips (locks and lookups, writes,
+COMMIT) and holds its account locks for two of them.
 PostgreSQL's constraints and triggers are the second line of defence.
 """
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -227,31 +231,123 @@ def _restore(account: Account, values: tuple[int, ...]) -> None:
         setattr(account, name, value)
 
 
-def _existing_by_reference(references: list[str]) -> dict[str, Transaction]:
-    """Transactions already holding these references (replays are rare: one cheap raw query first)."""
-    if not references:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {Transaction._meta.db_table} WHERE reference = ANY(%s)",  # noqa: S608  (no user input)
-            [references],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-    if not ids:
-        return {}
-    return {t.reference: t for t in Transaction.objects.filter(pk__in=ids).prefetch_related("postings")}
+class Pipeline:
+    """Statements sent to PostgreSQL together and answered in one network round trip (psycopg pipeline mode).
+
+    The server still runs them one after another, each with its own snapshot, so a statement placed after
+    a lock sees what the lock holder committed. ``add`` returns a handle; rows are read after ``run``.
+    Errors surface from ``run`` as Django's database exceptions (so retries and rollbacks work as usual),
+    and the statements are logged like any other query when Django logs queries (``DEBUG``).
+    """
+
+    def __init__(self) -> None:
+        self._statements: list[tuple[str, list[Any]]] = []
+        self._cursors: list[Any] = []
+
+    def add(self, sql: str, params: list[Any]) -> int:
+        self._statements.append((sql, params))
+        return len(self._statements) - 1
+
+    def run(self) -> None:
+        if not self._statements:
+            return
+        connection.ensure_connection()
+        pg = connection.connection
+        started = time.monotonic()
+        with connection.wrap_database_errors, pg.pipeline():
+            for sql, params in self._statements:
+                # Server-side binding (not Django's client-side ClientCursor): no quoting of every parameter
+                # in Python, and psycopg prepares statements it sees repeatedly (a transfer's shapes repeat).
+                cursor = psycopg.Cursor(pg)
+                cursor.execute(sql, params)
+                self._cursors.append(cursor)
+        if connection.queries_logged:
+            elapsed = f"{time.monotonic() - started:.3f}"
+            for sql, params in self._statements:
+                connection.queries_log.append({"sql": f"{sql} -- params {params!r} (pipelined)", "time": elapsed})
+
+    def rows(self, handle: int) -> list[tuple[Any, ...]]:
+        with connection.wrap_database_errors:
+            return self._cursors[handle].fetchall()
 
 
-def _lock_references(references: list[str]) -> None:
-    if not references:
-        return
-    with connection.cursor() as cursor:
-        # Sorted lock keys: two batches sharing references always lock them in the same order.
-        cursor.execute(
+class WriteTransaction:
+    """The database transaction of one write.
+
+    Outside any atomic block, this code owns the transaction: ``BEGIN`` travels in the first pipeline
+    and ``COMMIT`` in the last, so the account locks are held for a single round trip (the writes and
+    their commit). Inside an atomic block (a caller's, a test's) it is Django's ``atomic()`` (a
+    savepoint) and ``begin``/``commit`` add nothing. Any exception rolls the transaction back.
+    """
+
+    def __init__(self) -> None:
+        self.own = False
+        self.open = False
+        self._atomic: Any = None
+
+    def __enter__(self) -> WriteTransaction:
+        self.own = not connection.in_atomic_block
+        if self.own:
+            connection.close_if_health_check_failed()
+            connection.ensure_connection()
+        else:
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
+        return self
+
+    def begin(self, pipeline: Pipeline) -> None:
+        if self.own:
+            pipeline.add("BEGIN", [])
+            self.open = True
+
+    def commit(self, pipeline: Pipeline) -> None:
+        if self.own and self.open:
+            pipeline.add("COMMIT", [])
+            self.open = False
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if not self.own:
+            self._atomic.__exit__(exc_type, exc, tb)
+            return
+        pg = connection.connection
+        if exc is None:
+            if pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with connection.wrap_database_errors:
+                    pg.execute("COMMIT")
+            return
+        # Roll back whatever is open; a broken connection is Django's to discard, the original error wins.
+        try:
+            if pg is not None and not pg.closed and pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                pg.execute("ROLLBACK")
+        except psycopg.Error:
+            connection.close()
+
+
+def _lock_references(pipeline: Pipeline, references: list[str]) -> None:
+    """Serialize concurrent writers of one reference (sorted keys: batches sharing references never deadlock)."""
+    if references:
+        pipeline.add(
             "SELECT count(pg_advisory_xact_lock(k)) FROM "
             "(SELECT DISTINCT hashtextextended(r, 42) AS k FROM unnest(%s::text[]) AS r ORDER BY k) AS keys",
             [references],
         )
+
+
+def _existing_ids(pipeline: Pipeline, references: list[str]) -> int | None:
+    """Queue the lookup of transactions already holding these references (after their advisory locks)."""
+    if not references:
+        return None
+    return pipeline.add(
+        f"SELECT id FROM {Transaction._meta.db_table} WHERE reference = ANY(%s)",  # noqa: S608  (no user input)
+        [references],
+    )
+
+
+def _existing_load(ids: list[str]) -> dict[str, Transaction]:
+    """Replays are rare: full rows (with postings) are loaded only when a reference already exists."""
+    if not ids:
+        return {}
+    return {t.reference: t for t in Transaction.objects.filter(pk__in=ids).prefetch_related("postings")}
 
 
 # What the write path needs of an account (metadata and names are not read there).
@@ -266,24 +362,33 @@ _LOCK_FIELDS = (
 )
 
 
-def _lock_accounts(ids: set[str]) -> dict[str, Account]:
-    """Lock the accounts in id order (so concurrent writers never deadlock) and load what the checks need.
-
-    Raw SQL: on the single-transfer path the ORM's query compilation cost more than the query.
-    """
+def _lock_accounts_queue(pipeline: Pipeline, ids: set[str]) -> int | None:
+    """Queue the lock of the accounts in id order (so concurrent writers never deadlock), loading what the
+    checks need. Raw SQL: on the single-transfer path the ORM's query compilation cost more than the query."""
     if not ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {', '.join(_LOCK_FIELDS)} FROM {Account._meta.db_table} "  # noqa: S608  (no user input)
-            "WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-            [sorted(ids)],
-        )
-        rows = cursor.fetchall()
+        return None
+    return pipeline.add(
+        f"SELECT {', '.join(_LOCK_FIELDS)} FROM {Account._meta.db_table} "  # noqa: S608  (no user input)
+        "WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        [sorted(ids)],
+    )
+
+
+def _accounts_from(rows: list[tuple[Any, ...]]) -> dict[str, Account]:
     return {row[0]: Account.from_db(connection.alias, list(_LOCK_FIELDS), row) for row in rows}
 
 
-def _write_accounts(accounts: list[Account], now: datetime) -> None:
+def _lock_accounts(ids: set[str]) -> dict[str, Account]:
+    """Lock the accounts in id order and load what the checks need (one statement)."""
+    pipeline = Pipeline()
+    handle = _lock_accounts_queue(pipeline, ids)
+    if handle is None:
+        return {}
+    pipeline.run()
+    return _accounts_from(pipeline.rows(handle))
+
+
+def _write_accounts(pipeline: Pipeline, accounts: list[Account], now: datetime) -> None:
     if not accounts:
         return
     rows = ", ".join(["(%s, %s::bigint, %s::bigint, %s::bigint, %s::bigint)"] * len(accounts))
@@ -291,13 +396,12 @@ def _write_accounts(accounts: list[Account], now: datetime) -> None:
     for a in accounts:
         params.extend([a.id, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending])
     table = Account._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS a SET debits_posted = v.dp, credits_posted = v.cp, "  # noqa: S608  (no user input)
-            f"debits_pending = v.dpe, credits_pending = v.cpe, updated_at = %s "
-            f"FROM (VALUES {rows}) AS v(id, dp, cp, dpe, cpe) WHERE a.id = v.id",
-            [now, *params],
-        )
+    pipeline.add(
+        f"UPDATE {table} AS a SET debits_posted = v.dp, credits_posted = v.cp, "  # noqa: S608  (no user input)
+        f"debits_pending = v.dpe, credits_pending = v.cpe, updated_at = %s "
+        f"FROM (VALUES {rows}) AS v(id, dp, cp, dpe, cpe) WHERE a.id = v.id",
+        [now, *params],
+    )
 
 
 # Below this many transactions two multi-row INSERTs beat COPY's extra protocol round trips.
@@ -328,32 +432,50 @@ def _posting_row(p: Posting) -> tuple[Any, ...]:
     return (p.transaction.id, p.account.id, p.direction, p.amount, p.created_at)
 
 
-def _insert_transactions(transactions: list[Transaction], postings: list[Posting]) -> None:
-    """Write the new rows: two multi-row INSERTs for a few, COPY for many (binding thousands of INSERT
-    parameters cost more CPU than PostgreSQL spends storing them). Constraints apply to COPY as to INSERT."""
+def _write(
+    tx: WriteTransaction,
+    accounts: list[Account],
+    transactions: list[Transaction],
+    postings: list[Posting],
+    now: datetime,
+) -> None:
+    """Write the new balances and rows, and commit. A few transactions: the UPDATE, two multi-row INSERTs
+    and the COMMIT in one round trip. Many: COPY after the UPDATE (binding thousands of INSERT parameters
+    cost more CPU than PostgreSQL spends storing them; COPY cannot be pipelined), then COMMIT.
+    Constraints and triggers apply to COPY as to INSERT."""
+    pipeline = Pipeline()
+    _write_accounts(pipeline, accounts, now)
     if not transactions:
+        tx.commit(pipeline)
+        pipeline.run()
         return
     txn_table, posting_table = Transaction._meta.db_table, Posting._meta.db_table
     if len(transactions) < COPY_THRESHOLD:
         txn_values = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * len(transactions))
         posting_values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(postings))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {txn_table} ({_TXN_COLUMNS}) VALUES {txn_values}",  # noqa: S608  (no user input)
-                [value for t in transactions for value in _transaction_row(t)],
-            )
-            cursor.execute(
-                f"INSERT INTO {posting_table} ({_POSTING_COLUMNS}) VALUES {posting_values}",  # noqa: S608
-                [value for p in postings for value in _posting_row(p)],
-            )
+        pipeline.add(
+            f"INSERT INTO {txn_table} ({_TXN_COLUMNS}) VALUES {txn_values}",  # noqa: S608  (no user input)
+            [value for t in transactions for value in _transaction_row(t)],
+        )
+        pipeline.add(
+            f"INSERT INTO {posting_table} ({_POSTING_COLUMNS}) VALUES {posting_values}",  # noqa: S608
+            [value for p in postings for value in _posting_row(p)],
+        )
+        tx.commit(pipeline)
+        pipeline.run()
         return
-    raw = connection.cursor().cursor  # the psycopg cursor under Django's wrapper
-    with raw.copy(f"COPY {txn_table} ({_TXN_COLUMNS}) FROM STDIN") as copy:
-        for t in transactions:
-            copy.write_row(_transaction_row(t))
-    with raw.copy(f"COPY {posting_table} ({_POSTING_COLUMNS}) FROM STDIN") as copy:
-        for p in postings:
-            copy.write_row(_posting_row(p))
+    pipeline.run()
+    with connection.wrap_database_errors:
+        raw = connection.connection.cursor()
+        with raw.copy(f"COPY {txn_table} ({_TXN_COLUMNS}) FROM STDIN") as copy:
+            for t in transactions:
+                copy.write_row(_transaction_row(t))
+        with raw.copy(f"COPY {posting_table} ({_POSTING_COLUMNS}) FROM STDIN") as copy:
+            for p in postings:
+                copy.write_row(_posting_row(p))
+    commit = Pipeline()
+    tx.commit(commit)
+    commit.run()
 
 
 def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
@@ -368,11 +490,18 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
             results[index] = ItemResult(index, "error", error=exc)
     valid = [i for i in range(len(items)) if results[i] is None]
 
-    with transaction.atomic():
+    with WriteTransaction() as tx:
+        # One round trip: BEGIN, the reference locks, the lookup of existing references, the account locks.
         references = sorted({items[i].reference for i in valid})
-        _lock_references(references)
-        existing = _existing_by_reference(references)
-        accounts = _lock_accounts({p.account for i in valid for p in items[i].postings})
+        pipeline = Pipeline()
+        tx.begin(pipeline)
+        _lock_references(pipeline, references)
+        existing_handle = _existing_ids(pipeline, references)
+        accounts_handle = _lock_accounts_queue(pipeline, {p.account for i in valid for p in items[i].postings})
+        pipeline.run()
+        existing_ids = [row[0] for row in pipeline.rows(existing_handle)] if existing_handle is not None else []
+        existing = _existing_load(existing_ids)
+        accounts = _accounts_from(pipeline.rows(accounts_handle)) if accounts_handle is not None else {}
         new_transactions: list[Transaction] = []
         new_postings: list[Posting] = []
         created_here: dict[str, tuple[str, Transaction]] = {}
@@ -395,8 +524,7 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
                 "At least one transaction was refused, so none were applied.",
                 extra={"results": [result_as_dict(r) for r in final]},
             )
-        _write_accounts(list(touched.values()), now)
-        _insert_transactions(new_transactions, new_postings)
+        _write(tx, list(touched.values()), new_transactions, new_postings, now)
     if len(new_transactions) == 1:
         txn = new_transactions[0]
         log.info("ledger.transaction_created", transaction_id=txn.id, reference=txn.reference, status=txn.status)
@@ -514,7 +642,8 @@ def result_as_dict(result: ItemResult) -> dict[str, Any]:
 
 def _settle(transaction_id: str, *, post: bool, now: datetime | None = None) -> Transaction:
     def run() -> Transaction:
-        with transaction.atomic():
+        # The ORM's SELECT … FOR UPDATE needs Django's transaction, so here the write joins it.
+        with transaction.atomic(), WriteTransaction() as tx:
             txn = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
             if txn is None:
                 raise TransactionNotFound(f"No transaction {transaction_id}.")
@@ -534,7 +663,7 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None) -> 
                 _apply(account, p.direction, p.amount, pending=True, sign=-1)
                 if post:
                     _apply(account, p.direction, p.amount, pending=False)
-            _write_accounts(list(accounts.values()), when)
+            _write(tx, list(accounts.values()), [], [], when)
             txn.status = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
             if post:
                 txn.posted_at = when
