@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 
 from services.ledger import services
 from services.ledger.errors import InsufficientFunds
@@ -37,16 +37,13 @@ def _transfer(reference: str, source: Account, destination: Account, amount: int
 
 def _committed(sql: str, params: list) -> list[tuple]:
     """What another session sees: only committed rows."""
-    settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        password=settings["PASSWORD"] or None,
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        autocommit=True,
-    ) as other:
-        return other.execute(sql, params).fetchall()
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    finally:
+        other.close()
 
 
 def _idle() -> bool:
