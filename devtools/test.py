@@ -17,7 +17,7 @@ from pathlib import Path
 from devtools.infra import REPO_ROOT, infra_start, venv_env
 
 SUITES: list[tuple[str, str, list[str]]] = [
-    ("portal", "portal.settings", ["tests/portal", "tests/e2e"]),
+    ("portal", "portal.settings", ["tests/portal", "tests/audit", "tests/e2e"]),
     ("ledger", "services.ledger.settings", ["tests/kit", "tests/ledger"]),
     ("payments", "services.payments.settings", ["tests/payments"]),
 ]

@@ -12,8 +12,8 @@ globals().update(
         base_dir=BASE_DIR,
         root_urlconf="portal.urls",
         wsgi_application="portal.wsgi.application",
-        apps=["django.contrib.postgres", "portal.identity"],
-        celery_imports=["workers.portal"],
+        apps=["django.contrib.postgres", "portal.identity", "portal.audit"],
+        celery_imports=["workers.portal", "workers.audit"],
     )
 )
 
@@ -50,3 +50,10 @@ ATRIUM_AUDIENCE_SCOPES = {
 LOGIN_URL = "admin:login"
 # Secrets shown once must never ride in a (signed, not encrypted) cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+# Audit trail: the Ed25519 key that signs tree heads (PEM, or a file; dev/test generate one under
+# var/keys/), the append-only JSONL copy of every signed head outside the database, retention.
+AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="", multiline=True)
+AUDIT_SIGNING_KEY_FILE = env.str("AUDIT_SIGNING_KEY_FILE", default="")
+AUDIT_HEADS_PATH = env.str("AUDIT_HEADS_PATH", default=str(ATRIUM_VAR_DIR / "audit" / "heads.jsonl"))  # noqa: F821
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)

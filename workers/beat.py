@@ -8,4 +8,10 @@ BEAT_SCHEDULE = {
     "portal.ping.beat": {"task": "portal.ping", "schedule": 300.0, "kwargs": {"message": "beat"}},
     "ledger.integrity_check": {"task": "ledger.integrity_check", "schedule": 600.0},
     "ledger.expire_pending": {"task": "ledger.expire_pending", "schedule": 30.0},
+    # Outbox sweeps: each service's worker delivers rows its processes' relays could not (broker away,
+    # process gone). Normally they find nothing: relays deliver right after commit.
+    "portal.outbox_relay": {"task": "portal.outbox_relay", "schedule": 15.0},
+    "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
+    "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
+    "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
 }

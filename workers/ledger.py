@@ -8,8 +8,10 @@ from services.ledger import services
 from services.ledger.integrity import integrity_check_run
 from workers.celery import app
 from workers.diagnostics import ping_task
+from workers.outbox import outbox_relay_task
 
 ping = ping_task("ledger")
+outbox_relay = outbox_relay_task("ledger")
 
 
 @app.task(name="ledger.integrity_check")

@@ -16,8 +16,8 @@ ROLE_AUDITOR = "auditor"
 ROLE_VIEWER = "viewer"
 
 ROLE_RULES: dict[str, list[str]] = {
-    # Everything, except rewriting history: audit events are never changed or deleted.
-    ROLE_ADMIN: ["*", "!audit.change_*", "!audit.delete_*"],
+    # Everything, except writing history by hand: audit rows are only added by the sequencer.
+    ROLE_ADMIN: ["*", "!audit.add_*", "!audit.change_*", "!audit.delete_*"],
     # Runs the platform: catalog, machine clients, jobs (retry/revoke); reads the rest.
     ROLE_OPERATOR: [
         "identity.*",

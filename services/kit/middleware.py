@@ -8,6 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from services.kit.audit import current_request_var
 from services.kit.context import REQUEST_ID_HEADER, request_id_clean, request_id_new, request_id_var
 from services.kit.errors import problem_response
 from services.kit.logs import get_logger
@@ -26,11 +27,13 @@ class RequestIdMiddleware:
         request_id = request_id_clean(request.headers.get(REQUEST_ID_HEADER)) or request_id_new()
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
+        request_token = current_request_var.set(request)  # audit events read actor, IP and user agent from it
         try:
             response = self.get_response(request)
             response[REQUEST_ID_HEADER] = request_id
             return response
         finally:
+            current_request_var.reset(request_token)
             request_id_var.reset(token)
 
 

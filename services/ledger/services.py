@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from services.kit.db import Pipeline, WriteTransaction
 from services.kit.errors import NotFound
 from services.kit.logs import get_logger
 from services.ledger.errors import (
@@ -229,98 +229,6 @@ def _snapshot(account: Account) -> tuple[int, ...]:
 def _restore(account: Account, values: tuple[int, ...]) -> None:
     for name, value in zip(BALANCE_FIELDS, values, strict=True):
         setattr(account, name, value)
-
-
-class Pipeline:
-    """Statements sent to PostgreSQL together and answered in one network round trip (psycopg pipeline mode).
-
-    The server still runs them one after another, each with its own snapshot, so a statement placed after
-    a lock sees what the lock holder committed. ``add`` returns a handle; rows are read after ``run``.
-    Errors surface from ``run`` as Django's database exceptions (so retries and rollbacks work as usual),
-    and the statements are logged like any other query when Django logs queries (``DEBUG``).
-    """
-
-    def __init__(self) -> None:
-        self._statements: list[tuple[str, list[Any]]] = []
-        self._cursors: list[Any] = []
-
-    def add(self, sql: str, params: list[Any]) -> int:
-        self._statements.append((sql, params))
-        return len(self._statements) - 1
-
-    def run(self) -> None:
-        if not self._statements:
-            return
-        connection.ensure_connection()
-        pg = connection.connection
-        started = time.monotonic()
-        with connection.wrap_database_errors, pg.pipeline():
-            for sql, params in self._statements:
-                # Server-side binding (not Django's client-side ClientCursor): no quoting of every parameter
-                # in Python, and psycopg prepares statements it sees repeatedly (a transfer's shapes repeat).
-                cursor = psycopg.Cursor(pg)
-                cursor.execute(sql, params)
-                self._cursors.append(cursor)
-        if connection.queries_logged:
-            elapsed = f"{time.monotonic() - started:.3f}"
-            for sql, params in self._statements:
-                connection.queries_log.append({"sql": f"{sql} -- params {params!r} (pipelined)", "time": elapsed})
-
-    def rows(self, handle: int) -> list[tuple[Any, ...]]:
-        with connection.wrap_database_errors:
-            return self._cursors[handle].fetchall()
-
-
-class WriteTransaction:
-    """The database transaction of one write.
-
-    Outside any atomic block, this code owns the transaction: ``BEGIN`` travels in the first pipeline
-    and ``COMMIT`` in the last, so the account locks are held for a single round trip (the writes and
-    their commit). Inside an atomic block (a caller's, a test's) it is Django's ``atomic()`` (a
-    savepoint) and ``begin``/``commit`` add nothing. Any exception rolls the transaction back.
-    """
-
-    def __init__(self) -> None:
-        self.own = False
-        self.open = False
-        self._atomic: Any = None
-
-    def __enter__(self) -> WriteTransaction:
-        self.own = not connection.in_atomic_block
-        if self.own:
-            connection.close_if_health_check_failed()
-            connection.ensure_connection()
-        else:
-            self._atomic = transaction.atomic()
-            self._atomic.__enter__()
-        return self
-
-    def begin(self, pipeline: Pipeline) -> None:
-        if self.own:
-            pipeline.add("BEGIN", [])
-            self.open = True
-
-    def commit(self, pipeline: Pipeline) -> None:
-        if self.own and self.open:
-            pipeline.add("COMMIT", [])
-            self.open = False
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if not self.own:
-            self._atomic.__exit__(exc_type, exc, tb)
-            return
-        pg = connection.connection
-        if exc is None:
-            if pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                with connection.wrap_database_errors:
-                    pg.execute("COMMIT")
-            return
-        # Roll back whatever is open; a broken connection is Django's to discard, the original error wins.
-        try:
-            if pg is not None and not pg.closed and pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                pg.execute("ROLLBACK")
-        except psycopg.Error:
-            connection.close()
 
 
 def _lock_references(pipeline: Pipeline, references: list[str]) -> None:

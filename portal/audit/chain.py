@@ -1,0 +1,271 @@
+"""The sequencer: events from every service's outbox become one hash chain and one Merkle tree.
+
+:func:`ingest` runs in the ``audit`` queue's worker. Under one transaction-level advisory lock (so
+several ingest workers never fork the chain) it drops events already recorded (by event id),
+assigns the next global sequence numbers, computes each event's chain hash
+``SHA-256(canonical ‖ previous hash)`` and Merkle leaf ``SHA-256(0x00 ‖ canonical)``, adds the
+completed subtree roots to ``audit_node``, and writes the batch with COPY. Malformed or conflicting
+events are kept in ``audit_rejected`` with the reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from portal.audit.models import AuditChainState, AuditEvent, AuditNode, AuditRejected
+from portal.audit.verifier import ZERO_HASH, canonical, chain_hash, leaf_hash, node_hash
+from services.kit.logs import get_logger
+from services.kit.outbox import isoformat
+
+log = get_logger(__name__)
+
+SEQUENCER_LOCK = 0x41554449545F5351  # "AUDIT_SQ": one sequencer at a time, across every worker
+_TEXT_FIELDS = ("id", "service", "occurred_at", "action", "outcome")
+_EVENT_COLUMNS = (
+    "seq, event_id, service, service_seq, occurred_at, recorded_at, actor_type, actor_id, actor_display, action, "
+    "outcome, object_type, object_id, request_id, source_ip, user_agent, changes, metadata, canonical, leaf_hash, "
+    "hash, prev_hash"
+)
+
+
+@dataclass
+class IngestResult:
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def _problem(event: Any) -> str | None:
+    """Why ``event`` cannot be chained (None: it can)."""
+    if not isinstance(event, dict):
+        return "event is not a JSON object"
+    for name in _TEXT_FIELDS:
+        if not isinstance(event.get(name), str) or not event[name]:
+            return f"{name} is missing or not a string"
+    if not isinstance(event.get("service_seq"), int) or isinstance(event["service_seq"], bool):
+        return "service_seq is missing or not an integer"
+    if event["outcome"] not in ("success", "failure"):
+        return "outcome must be success or failure"
+    actor, obj = event.get("actor"), event.get("object")
+    if not isinstance(actor, dict) or actor.get("type") not in ("user", "client", "system"):
+        return "actor must be an object with type user, client or system"
+    if not isinstance(obj, dict):
+        return "object must be an object"
+    for name in ("changes", "metadata"):
+        if not isinstance(event.get(name, {}), dict):
+            return f"{name} must be an object"
+    try:
+        dt.datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+    except ValueError:
+        return "occurred_at is not an ISO 8601 timestamp"
+    if len(event["id"]) > 64 or len(event["action"]) > 200:
+        return "id or action too long"
+    return None
+
+
+def chained_event(event: dict[str, Any], seq: int, recorded_at: str) -> dict[str, Any]:
+    """The event exactly as chained and hashed (its canonical JSON is what ``canonical`` stores)."""
+    actor, obj = event["actor"], event["object"]
+    return {
+        "seq": seq,
+        "id": event["id"],
+        "service": event["service"],
+        "service_seq": event["service_seq"],
+        "occurred_at": event["occurred_at"],
+        "recorded_at": recorded_at,
+        "actor": {
+            "type": actor["type"],
+            "id": str(actor.get("id", ""))[:200],
+            "display": str(actor.get("display", ""))[:200],
+        },
+        "action": event["action"],
+        "outcome": event["outcome"],
+        "object": {"type": str(obj.get("type", ""))[:100], "id": str(obj.get("id", ""))[:200]},
+        "request_id": str(event.get("request_id") or "")[:128],
+        "source_ip": str(event.get("source_ip") or "")[:64],
+        "user_agent": str(event.get("user_agent") or "")[:512],
+        "changes": event.get("changes") or {},
+        "metadata": event.get("metadata") or {},
+    }
+
+
+def frontier_append(frontier: dict[str, str], size: int, leaf: bytes) -> list[tuple[int, int, bytes]]:
+    """Add leaf number ``size`` (0-based) to the right frontier; return the complete nodes it creates."""
+    created = [(0, size, leaf)]
+    carry, level = leaf, 0
+    while size >> level & 1:
+        left = bytes.fromhex(frontier.pop(str(level)))
+        carry = node_hash(left, carry)
+        level += 1
+        created.append((level, size >> level, carry))
+    frontier[str(level)] = carry.hex()
+    return created
+
+
+def frontier_root(frontier: dict[str, str]) -> bytes:
+    """The Merkle root of the tree whose right frontier this is (RFC 6962 MTH)."""
+    acc: bytes | None = None
+    for level in sorted(frontier, key=int):
+        node = bytes.fromhex(frontier[level])
+        acc = node if acc is None else node_hash(node, acc)
+    return acc if acc is not None else leaf_root_of_empty()
+
+
+def leaf_root_of_empty() -> bytes:
+    import hashlib
+
+    return hashlib.sha256(b"").digest()
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def ingest(events: list[Any]) -> IngestResult:
+    """Chain ``events`` (idempotent on event id). Safe to call concurrently from many workers."""
+    result = IngestResult()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+        state, _ = AuditChainState.objects.select_for_update().get_or_create(id=1)
+        candidates: list[dict[str, Any]] = []
+        rejected: list[AuditRejected] = []
+        for event in events:
+            problem = _problem(event)
+            if problem:
+                rejected.append(
+                    AuditRejected(reason=problem, payload=event if isinstance(event, dict) else {"raw": event})
+                )
+            else:
+                candidates.append(event)
+        ids = [e["id"] for e in candidates]
+        known = set(AuditEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+        pairs = {(e["service"], e["service_seq"]) for e in candidates if e["id"] not in known}
+        taken: set[tuple[str, int]] = set()
+        if pairs:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT service, service_seq FROM audit_event WHERE (service, service_seq) IN "
+                    "(SELECT * FROM unnest(%s::text[], %s::bigint[]))",
+                    [[p[0] for p in pairs], [p[1] for p in pairs]],
+                )
+                taken = {(s, n) for s, n in cursor.fetchall()}
+
+        size = state.size
+        prev = bytes(state.last_hash) if state.size else ZERO_HASH
+        frontier = dict(state.frontier)
+        now = timezone.now()
+        recorded_at = isoformat(now)
+        rows: list[tuple[Any, ...]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        seen: set[str] = set()
+        for event in candidates:
+            if event["id"] in known or event["id"] in seen:
+                result.duplicates += 1
+                continue
+            pair = (event["service"], event["service_seq"])
+            if pair in taken:
+                rejected.append(
+                    AuditRejected(reason=f"{pair[0]} sequence {pair[1]} already holds another event", payload=event)
+                )
+                continue
+            seen.add(event["id"])
+            taken.add(pair)
+            seq = size + 1
+            body = chained_event(event, seq, recorded_at)
+            data = canonical(body)
+            leaf = leaf_hash(data)
+            digest = chain_hash(data, prev)
+            actor, obj = body["actor"], body["object"]
+            rows.append(
+                (
+                    seq,
+                    body["id"],
+                    body["service"],
+                    body["service_seq"],
+                    _parse_time(body["occurred_at"]),
+                    now,
+                    actor["type"],
+                    actor["id"],
+                    actor["display"],
+                    body["action"],
+                    body["outcome"],
+                    obj["type"],
+                    obj["id"],
+                    body["request_id"],
+                    body["source_ip"],
+                    body["user_agent"],
+                    _json(body["changes"]),
+                    _json(body["metadata"]),
+                    data.decode("utf-8"),
+                    leaf,
+                    digest,
+                    prev,
+                )
+            )
+            nodes.extend(frontier_append(frontier, size, leaf))
+            prev = digest
+            size = seq
+
+        if rows:
+            raw = connection.cursor().cursor
+            with raw.copy(f"COPY audit_event ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            with raw.copy("COPY audit_node (level, index, hash) FROM STDIN") as copy:
+                for node in nodes:
+                    copy.write_row(node)
+            AuditChainState.objects.filter(id=1).update(size=size, last_hash=prev, frontier=frontier, updated_at=now)
+            result.inserted = len(rows)
+            result.first_seq, result.last_seq = rows[0][0], rows[-1][0]
+        if rejected:
+            AuditRejected.objects.bulk_create(rejected)
+            result.rejected = len(rejected)
+            result.reasons = [r.reason for r in rejected]
+    if result.rejected:
+        log.error("audit.events_rejected", count=result.rejected, reasons=result.reasons[:5])
+    return result
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def node_lookup(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Stored complete subtree roots by (level, index)."""
+    if not pairs:
+        return {}
+    levels, indexes = zip(*sorted(pairs), strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n.level, n.index, n.hash FROM audit_node n JOIN unnest(%s::smallint[], %s::bigint[]) AS w(l, i) "
+            "ON n.level = w.l AND n.index = w.i",
+            [list(levels), list(indexes)],
+        )
+        return {(level, index): bytes(digest) for level, index, digest in cursor.fetchall()}
+
+
+class NodeSource:
+    """``complete(level, index)`` for the verifier's proof functions, reading ``audit_node`` (cached)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[int, int], bytes] = {}
+
+    def __call__(self, level: int, index: int) -> bytes:
+        key = (level, index)
+        if key not in self.cache:
+            found = AuditNode.objects.filter(level=level, index=index).values_list("hash", flat=True).first()
+            if found is None:
+                raise LookupError(f"no Merkle node at level {level}, index {index}")
+            self.cache[key] = bytes(found)
+        return self.cache[key]

@@ -1,0 +1,187 @@
+"""Audit events: who did what, when, from where, with what result — written through the outbox.
+
+Call :func:`audit_record` inside the same database transaction as the change it describes. The
+event gets the request's id, source IP, user agent and actor from the current request (or the
+current Celery task: actor ``system``) unless given explicitly; secrets are redacted before the
+event is written, so they never leave the service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from contextvars import ContextVar
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils import timezone
+
+from services.kit.context import request_id_var
+from services.kit.db import Pipeline, WriteTransaction
+from services.kit.outbox import isoformat, outbox_put
+
+current_request_var: ContextVar[HttpRequest | None] = ContextVar("atrium_current_request", default=None)
+
+REDACTED = "[redacted]"
+OUTCOMES = ("success", "failure")
+ACTOR_TYPES = ("user", "client", "system")
+# Key names whose values never leave a service (compared case-insensitively, '-' read as '_').
+SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "new_password",
+        "old_password",
+        "password1",
+        "password2",
+        "secret",
+        "client_secret",
+        "secret_hash",
+        "webhook_secret",
+        "signing_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "private_key",
+        "card_number",
+        "pan",
+        "cvv",
+        "cvc",
+    }
+)
+SENSITIVE_SUFFIXES = ("_secret", "_password", "_token", "_private_key", "_api_key")
+_ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+MAX_USER_AGENT = 512
+
+
+def _sensitive(key: str) -> bool:
+    name = key.lower().replace("-", "_")
+    extra = {k.lower() for k in getattr(settings, "ATRIUM_AUDIT_SENSITIVE_KEYS", ())}
+    return name in SENSITIVE_KEYS or name in extra or name.endswith(SENSITIVE_SUFFIXES)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with every sensitive key's value replaced by ``[redacted]`` (nested too)."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if _sensitive(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def redact_changes(changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{field: [before, after]}`` with sensitive fields' values redacted (that they changed stays visible)."""
+    out: dict[str, list[Any]] = {}
+    for field, pair in changes.items():
+        before, after = ([*list(pair), None, None])[:2] if isinstance(pair, (list, tuple)) else (None, pair)
+        if _sensitive(str(field)):
+            out[str(field)] = [REDACTED if before is not None else None, REDACTED if after is not None else None]
+        else:
+            out[str(field)] = [redact(_jsonable(before)), redact(_jsonable(after))]
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return isoformat(value)
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def actor_of(user: Any) -> dict[str, str]:
+    """The actor for a request's ``user``: a machine client, a portal user, or the system."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return {"type": "system", "id": "anonymous", "display": "anonymous"}
+    client_id = getattr(user, "client_id", None)
+    if client_id:
+        return {"type": "client", "id": str(client_id), "display": str(client_id)}
+    return {"type": "user", "id": str(user.pk), "display": user.get_username()}
+
+
+def source_ip_of(request: HttpRequest) -> str:
+    """REMOTE_ADDR, or the first X-Forwarded-For hop when ``ATRIUM_TRUST_X_FORWARDED_FOR`` is set."""
+    if getattr(settings, "ATRIUM_TRUST_X_FORWARDED_FOR", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return str(request.META.get("REMOTE_ADDR", ""))[:64]
+
+
+def audit_event(
+    action: str,
+    *,
+    outcome: str = "success",
+    object_type: str = "",
+    object_id: str = "",
+    changes: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    actor: dict[str, str] | None = None,
+    occurred_at: dt.datetime | None = None,
+    request: HttpRequest | None = None,
+) -> dict[str, Any]:
+    """Build (and redact) the event body; ``audit_record`` writes it."""
+    if not _ACTION.fullmatch(action):
+        raise ValueError(f"audit action must be dotted lower-case words, got {action!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {OUTCOMES}, got {outcome!r}")
+    request = request if request is not None else current_request_var.get()
+    if actor is None:
+        actor = actor_of(getattr(request, "user", None)) if request is not None else None
+        if actor is None or (actor["type"] == "system" and request is None):
+            actor = {"type": "system", "id": settings.ATRIUM_SERVICE, "display": settings.ATRIUM_SERVICE}
+    if actor.get("type") not in ACTOR_TYPES:
+        raise ValueError(f"audit actor type must be one of {ACTOR_TYPES}")
+    return {
+        "action": action,
+        "outcome": outcome,
+        "occurred_at": isoformat(occurred_at or timezone.now()),
+        "actor": {"type": actor["type"], "id": str(actor.get("id", "")), "display": str(actor.get("display", ""))},
+        "object": {"type": object_type, "id": str(object_id)},
+        "request_id": request_id_var.get() or "",
+        "source_ip": source_ip_of(request) if request is not None else "",
+        "user_agent": (request.META.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT] if request is not None else ""),
+        "changes": redact_changes(changes or {}),
+        "metadata": redact(_jsonable(metadata or {})),
+    }
+
+
+def audit_record(
+    action: str,
+    *,
+    outcome: str = "success",
+    object_type: str = "",
+    object_id: str = "",
+    changes: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    actor: dict[str, str] | None = None,
+    occurred_at: dt.datetime | None = None,
+    request: HttpRequest | None = None,
+    pipeline: Pipeline | None = None,
+    tx: WriteTransaction | None = None,
+) -> str:
+    """Record an audit event in the current database transaction (through the outbox); return its id."""
+    body = audit_event(
+        action,
+        outcome=outcome,
+        object_type=object_type,
+        object_id=object_id,
+        changes=changes,
+        metadata=metadata,
+        actor=actor,
+        occurred_at=occurred_at,
+        request=request,
+    )
+    return outbox_put("audit", body, pipeline=pipeline, tx=tx)

@@ -1,0 +1,259 @@
+"""Transactional outbox: events written with the change, published after commit, at least once.
+
+``outbox_put(topic, payload)`` inserts a row in the service's own database inside the caller's
+transaction, so the event exists exactly when the change does (a broker outage loses nothing).
+After commit a relay thread in the same process is woken; it numbers committed rows per topic with
+a gapless sequence, publishes them to the topic's Celery task in batches and marks them published.
+A periodic task (``<service>.outbox_relay`` on beat) sweeps whatever a dead process or a broker
+outage left behind. Relays of several processes take turns through a PostgreSQL advisory lock.
+
+Topics and the task each one is delivered to come from ``ATRIUM_OUTBOX_TOPICS``
+(``{"audit": "audit.ingest"}`` by default). The task receives ``events``: a list of payloads, each
+with ``id`` (globally unique), ``service`` and ``service_seq`` (gapless per service and topic) added.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from services.kit.db import Pipeline, WriteTransaction
+from services.kit.ids import id_new
+from services.kit.logs import get_logger
+from services.kit.models import OutboxEvent
+
+log = get_logger(__name__)
+
+DEFAULT_TOPICS = {"audit": "audit.ingest"}
+_TABLE = OutboxEvent._meta.db_table
+
+
+def topics() -> dict[str, str]:
+    """topic → Celery task name that receives its events."""
+    return dict(getattr(settings, "ATRIUM_OUTBOX_TOPICS", DEFAULT_TOPICS))
+
+
+def outbox_put(
+    topic: str,
+    payload: dict[str, Any],
+    *,
+    pipeline: Pipeline | None = None,
+    tx: WriteTransaction | None = None,
+    event_id: str | None = None,
+) -> str:
+    """Write ``payload`` to the outbox in the current transaction; return the event id.
+
+    With ``pipeline`` the INSERT joins the caller's pipelined statements (same transaction, no extra
+    round trip); otherwise it runs now. The relay is woken after commit (``tx``'s when given).
+    """
+    if topic not in topics():
+        raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
+    event_id = event_id or id_new("evt")
+    params = [event_id, topic, json.dumps(payload, separators=(",", ":"), ensure_ascii=False), timezone.now()]
+    sql = (
+        f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) "  # noqa: S608
+        "VALUES (%s, %s, %s::jsonb, %s, 0, '')"
+    )
+    if pipeline is not None:
+        pipeline.add(sql, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    if tx is not None:
+        tx.on_commit(relay_kick)
+    else:
+        transaction.on_commit(relay_kick)
+    return event_id
+
+
+# ------------------------------------------------------------------------------------- relay
+
+
+def _lock_key(topic: str) -> int:
+    digest = hashlib.sha256(f"atrium-outbox:{topic}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _number(topic: str, limit: int) -> int:
+    """Give committed, unnumbered rows of ``topic`` the next sequence numbers (caller holds the topic lock)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {_TABLE} WHERE topic = %s AND seq IS NULL ORDER BY created_at, id LIMIT %s",  # noqa: S608
+            [topic, limit],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return 0
+        cursor.execute(
+            "INSERT INTO kit_outbox_counter (topic, last_seq) VALUES (%s, 0) ON CONFLICT (topic) DO NOTHING", [topic]
+        )
+        cursor.execute("SELECT last_seq FROM kit_outbox_counter WHERE topic = %s FOR UPDATE", [topic])
+        last = cursor.fetchone()[0]
+        cursor.execute(
+            f"UPDATE {_TABLE} AS e SET seq = %s + v.n FROM unnest(%s::text[]) WITH ORDINALITY AS v(id, n) "  # noqa: S608
+            "WHERE e.id = v.id",
+            [last, ids],
+        )
+        cursor.execute("UPDATE kit_outbox_counter SET last_seq = %s WHERE topic = %s", [last + len(ids), topic])
+    return len(ids)
+
+
+def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
+    """Publish numbered, unpublished rows in sequence order; mark them published. Return how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, seq, payload FROM {_TABLE} WHERE topic = %s AND published_at IS NULL AND seq IS NOT NULL "  # noqa: S608
+            "ORDER BY seq LIMIT %s",
+            [topic, limit],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return 0
+    service = settings.ATRIUM_SERVICE
+    events = []
+    for event_id, seq, payload in rows:
+        body = payload if isinstance(payload, dict) else json.loads(payload)
+        events.append({**body, "id": event_id, "service": service, "service_seq": seq})
+    ids = [row[0] for row in rows]
+    try:
+        publish(task_name, events)
+    except Exception as exc:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %s WHERE id = ANY(%s)",  # noqa: S608
+                [f"{type(exc).__name__}: {exc}"[:500], ids],
+            )
+        raise
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_TABLE} SET published_at = %s, attempts = attempts + 1, last_error = '' WHERE id = ANY(%s)",  # noqa: S608
+            [timezone.now(), ids],
+        )
+    return len(rows)
+
+
+def celery_publish(task_name: str, events: list[dict[str, Any]]) -> None:
+    """Send one batch of events to ``task_name`` (its queue comes from routing); fail fast when the broker is away."""
+    from workers.celery import app
+
+    app.send_task(
+        task_name,
+        args=[events],
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+    )
+
+
+def relay_run(
+    *,
+    batch: int = 200,
+    max_batches: int = 50,
+    publish: Callable[[str, list[dict[str, Any]]], None] | None = None,
+) -> dict[str, int] | None:
+    """Number and publish pending outbox rows of every topic. Return published counts per topic, or
+    ``None`` when another relay holds a topic's lock (it will deliver what is pending)."""
+    publish = publish or celery_publish
+    published: dict[str, int] = {}
+    busy = False
+    for topic, task_name in topics().items():
+        key = _lock_key(topic)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            if not cursor.fetchone()[0]:
+                busy = True
+                continue
+        try:
+            count = 0
+            for _ in range(max_batches):
+                _number(topic, batch)
+                sent = _publish(topic, task_name, batch, publish)
+                count += sent
+                if sent < batch:
+                    break
+            published[topic] = count
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+    if published and any(published.values()):
+        log.info("outbox.published", **{f"{t}_events": n for t, n in published.items()})
+    return None if busy and not any(published.values()) else published
+
+
+def outbox_backlog() -> dict[str, dict[str, Any]]:
+    """Pending (unpublished) rows per topic and the age of the oldest, for health and metrics."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT topic, count(*), min(created_at) FROM {_TABLE} WHERE published_at IS NULL GROUP BY topic"  # noqa: S608
+        )
+        now = timezone.now()
+        return {
+            topic: {"pending": count, "oldest_age_seconds": (now - oldest).total_seconds() if oldest else 0.0}
+            for topic, count, oldest in cursor.fetchall()
+        }
+
+
+class _RelayThread:
+    """One per process: wakes on ``kick`` (after a commit) and every ``poll`` seconds, delivers, sleeps."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.lock = threading.Lock()
+
+    def kick(self) -> None:
+        if getattr(settings, "ATRIUM_OUTBOX_RELAY", "thread") != "thread":
+            return
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
+                self.pid = os.getpid()
+                self.event = threading.Event()
+                self.thread = threading.Thread(target=self._loop, name="atrium-outbox-relay", daemon=True)
+                self.thread.start()
+        self.event.set()
+
+    def _loop(self) -> None:
+        poll = float(getattr(settings, "ATRIUM_OUTBOX_POLL_SECONDS", 5.0))
+        while True:
+            self.event.wait(timeout=poll)
+            self.event.clear()
+            self._deliver()
+
+    def _deliver(self) -> None:
+        if getattr(settings, "ATRIUM_OUTBOX_RELAY", "thread") != "thread":
+            return
+        # Another process's relay may hold the lock and be finishing: retry briefly so our rows go out now.
+        deadline = time.monotonic() + 2.0
+        try:
+            close_old_connections()
+            while True:
+                result = relay_run()
+                if result is not None or time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+        except Exception as exc:  # the broker or database is away: the rows wait for the next kick or sweep
+            log.warning("outbox.relay_failed", error=f"{type(exc).__name__}: {exc}")
+            connection.close()
+
+
+_relay = _RelayThread()
+
+
+def relay_kick() -> None:
+    """Wake this process's relay thread (called after commit; never blocks the caller)."""
+    _relay.kick()
+
+
+def isoformat(moment: dt.datetime) -> str:
+    """UTC, microseconds, ``Z``: the one timestamp format events carry."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

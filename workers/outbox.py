@@ -1,0 +1,19 @@
+"""The outbox sweep, one task per service (each runs in that service's worker, on its own database)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.celery import app
+
+
+def outbox_relay_task(service: str) -> Any:
+    """Register ``<service>.outbox_relay``: deliver whatever the in-process relays left behind."""
+
+    @app.task(name=f"{service}.outbox_relay")
+    def outbox_relay() -> dict[str, int] | None:
+        from services.kit.outbox import relay_run
+
+        return relay_run()
+
+    return outbox_relay
