@@ -176,17 +176,17 @@ def _generate(count: int) -> None:
                 INSERT INTO audit_event (seq, event_id, service, service_seq, occurred_at, recorded_at, actor_type,
                     actor_id, actor_display, action, outcome, object_type, object_id, request_id, source_ip,
                     user_agent, changes, metadata, canonical, leaf_hash, hash, prev_hash)
-                SELECT g, 'evt_g_' || g, (ARRAY['ledger','payments','portal'])[1 + g % 3], g / 3 + 1,
+                SELECT g, 'evt_g_' || g, (ARRAY['ledger','payments','portal'])[1 + g %% 3], g / 3 + 1,
                     timestamptz '2026-01-01' + (g * interval '5 seconds'),
                     timestamptz '2026-01-01' + (g * interval '5 seconds'),
-                    (ARRAY['client','user','system'])[1 + g % 3], 'actor_' || (g % 1000), 'actor ' || (g % 1000),
+                    (ARRAY['client','user','system'])[1 + g %% 3], 'actor_' || (g %% 1000), 'actor ' || (g %% 1000),
                     (ARRAY['ledger.transaction.created','ledger.transaction.posted','ledger.transaction.voided',
                            'ledger.account.created','ledger.account.changed','payments.payment.created',
                            'payments.payment.settled','auth.login.succeeded','auth.login.failed',
-                           'portal.client.created','portal.client.secret_rotated','audit.events.listed'])[1 + g % 12],
-                    CASE WHEN g % 50 = 0 THEN 'failure' ELSE 'success' END,
-                    (ARRAY['transaction','account','payment','user'])[1 + g % 4], 'obj_' || (g % 200000),
-                    'req_' || (g / 4), '10.0.' || (g % 250) || '.' || (g % 200), 'bench', '{}'::jsonb,
+                           'portal.client.created','portal.client.secret_rotated','audit.events.listed'])[1 + g %% 12],
+                    CASE WHEN g %% 50 = 0 THEN 'failure' ELSE 'success' END,
+                    (ARRAY['transaction','account','payment','user'])[1 + g %% 4], 'obj_' || (g %% 200000),
+                    'req_' || (g / 4), '10.0.' || (g %% 250) || '.' || (g %% 200), 'bench', '{}'::jsonb,
                     jsonb_build_object('n', g), '{}', '\\x00'::bytea, '\\x00'::bytea, '\\x00'::bytea
                 FROM generate_series(%s, %s) AS g
                 """,

@@ -51,6 +51,7 @@ class AuditEvent(models.Model):
                 fields=["action", "-seq"], name="audit_event_action", opclasses=["varchar_pattern_ops", "int8_ops"]
             ),
             models.Index(fields=["outcome", "-seq"], name="audit_event_outcome"),
+            models.Index(fields=["actor_type", "-seq"], name="audit_event_actor_type"),
             BrinIndex(fields=["occurred_at"], name="audit_event_occurred_brin"),
         ]
 
@@ -118,6 +119,8 @@ class AuditRejected(models.Model):
     class Meta:
         db_table = "audit_rejected"
         ordering = ["-id"]
+        verbose_name = "rejected audit event"
+        verbose_name_plural = "rejected audit events"
 
     def __str__(self) -> str:
         return f"rejected {self.id}: {self.reason[:60]}"
