@@ -20,7 +20,7 @@ from django.utils import timezone
 from portal.audit.models import AuditChainState, AuditEvent, AuditNode, AuditRejected
 from portal.audit.verifier import ZERO_HASH, canonical, chain_hash, leaf_hash, node_hash
 from services.kit.logs import get_logger
-from services.kit.outbox import isoformat
+from services.kit.outbox import event_expand, isoformat
 
 log = get_logger(__name__)
 
@@ -132,6 +132,7 @@ def _parse_time(value: str) -> dt.datetime:
 def ingest(events: list[Any]) -> IngestResult:
     """Chain ``events`` (idempotent on event id). Safe to call concurrently from many workers."""
     result = IngestResult()
+    events = [event_expand(e) for e in events]
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])

@@ -226,8 +226,10 @@ def kit_settings(
         ),
         "JWT_JWKS_CACHE_SECONDS": env.int("JWT_JWKS_CACHE_SECONDS", default=300),
         "JWT_LEEWAY_SECONDS": env.int("JWT_LEEWAY_SECONDS", default=30),
-        # Outbox relay: "thread" delivers right after commit from each process; "off" leaves it to the sweep task.
-        "ATRIUM_OUTBOX_RELAY": env.str("ATRIUM_OUTBOX_RELAY", default="thread"),
+        # Outbox relay: "daemon" (default) — `manage.py outbox_relay` delivers, web processes do no relay work;
+        # "thread" — each process delivers right after its own commits; "off" — only the beat sweep delivers.
+        "ATRIUM_OUTBOX_RELAY": env.str("ATRIUM_OUTBOX_RELAY", default="daemon"),
+        "ATRIUM_OUTBOX_RELAY_INTERVAL": env.float("ATRIUM_OUTBOX_RELAY_INTERVAL", default=0.2),
         "ATRIUM_OUTBOX_POLL_SECONDS": env.float("ATRIUM_OUTBOX_POLL_SECONDS", default=5.0),
         # Verified tokens remembered per process (0 disables), each for at most this long.
         "JWT_VERIFIED_CACHE_SIZE": env.int("JWT_VERIFIED_CACHE_SIZE", default=1024),

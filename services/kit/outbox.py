@@ -8,8 +8,9 @@ A periodic task (``<service>.outbox_relay`` on beat) sweeps whatever a dead proc
 outage left behind. Relays of several processes take turns through a PostgreSQL advisory lock.
 
 Topics and the task each one is delivered to come from ``ATRIUM_OUTBOX_TOPICS``
-(``{"audit": "audit.ingest"}`` by default). The task receives ``events``: a list of payloads, each
-with ``id`` (globally unique), ``service`` and ``service_seq`` (gapless per service and topic) added.
+(``{"audit": "audit.ingest"}`` by default). The task receives ``events``: a list of
+``[id, service, service_seq, payload JSON text]`` — ``id`` globally unique, ``service_seq`` gapless per
+service and topic; :func:`event_expand` turns one into the payload with those three fields added.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, lis
     """Publish numbered, unpublished rows in sequence order; mark them published. Return how many."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, seq, payload FROM {_TABLE} WHERE topic = %s AND published_at IS NULL AND seq IS NOT NULL "  # noqa: S608
+            f"SELECT id, seq, payload::text FROM {_TABLE} "  # noqa: S608
+            "WHERE topic = %s AND published_at IS NULL AND seq IS NOT NULL "
             "ORDER BY seq LIMIT %s",
             [topic, limit],
         )
@@ -120,10 +122,8 @@ def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, lis
     if not rows:
         return 0
     service = settings.ATRIUM_SERVICE
-    events = []
-    for event_id, seq, payload in rows:
-        body = payload if isinstance(payload, dict) else json.loads(payload)
-        events.append({**body, "id": event_id, "service": service, "service_seq": seq})
+    # Compact form, so the relay never parses payloads: [id, service, service_seq, payload JSON text].
+    events: list[Any] = [[event_id, service, seq, payload] for event_id, seq, payload in rows]
     ids = [row[0] for row in rows]
     try:
         publish(task_name, events)
@@ -140,6 +140,18 @@ def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, lis
             [timezone.now(), ids],
         )
     return len(rows)
+
+
+def event_expand(item: Any) -> Any:
+    """A relayed event as a dict (``[id, service, service_seq, payload text]`` or an already expanded dict)."""
+    if isinstance(item, list) and len(item) == 4 and isinstance(item[3], str):
+        try:
+            body = json.loads(item[3])
+        except ValueError:
+            return {"id": item[0], "service": item[1], "service_seq": item[2], "unparsable_payload": item[3]}
+        if isinstance(body, dict):
+            return {**body, "id": item[0], "service": item[1], "service_seq": item[2]}
+    return item
 
 
 def celery_publish(task_name: str, events: list[dict[str, Any]]) -> None:

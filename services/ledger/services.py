@@ -23,11 +23,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Model
+from django.db.models.base import ModelState
 from django.utils import timezone
 
+from services.kit.audit import audit_context, audit_event, audit_record
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.errors import NotFound
+from services.kit.ids import id_new
 from services.kit.logs import get_logger
+from services.ledger import audit as ledger_audit
 from services.ledger.errors import (
     AccountClosed,
     AccountFrozen,
@@ -58,6 +63,7 @@ from services.ledger.models import (
 log = get_logger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Model)
 # PostgreSQL error classes that mean "try the whole transaction again".
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
@@ -91,22 +97,35 @@ def account_create(
     metadata: dict[str, Any] | None = None,
 ) -> Account:
     """Open an account."""
-    if not isinstance(overdraft_limit, int) or not 0 <= overdraft_limit <= MAX_AMOUNT:
-        raise InvalidAmount("overdraft_limit must be an integer from 0 to 2^63-1.")
+    described = {"code": code or None, "name": name, "currency": currency, "normal_balance": normal_balance}
     try:
-        with transaction.atomic():
-            account = Account.objects.create(
-                code=code or None,
-                name=name,
-                currency=currency,
-                normal_balance=normal_balance,
-                overdraft_limit=overdraft_limit,
-                allow_negative=allow_negative,
-                metadata=metadata or {},
-            )
-    except IntegrityError as exc:
-        if code and Account.objects.filter(code=code).exists():
-            raise DuplicateAccountCode(f"An account with code {code!r} already exists.") from exc
+        if not isinstance(overdraft_limit, int) or not 0 <= overdraft_limit <= MAX_AMOUNT:
+            raise InvalidAmount("overdraft_limit must be an integer from 0 to 2^63-1.")
+        try:
+            with transaction.atomic():
+                account = Account.objects.create(
+                    code=code or None,
+                    name=name,
+                    currency=currency,
+                    normal_balance=normal_balance,
+                    overdraft_limit=overdraft_limit,
+                    allow_negative=allow_negative,
+                    metadata=metadata or {},
+                )
+                audit_record(
+                    "ledger.account.created",
+                    object_type="account",
+                    object_id=account.id,
+                    metadata={**described, "overdraft_limit": overdraft_limit, "allow_negative": allow_negative},
+                )
+        except IntegrityError as exc:
+            if code and Account.objects.filter(code=code).exists():
+                raise DuplicateAccountCode(f"An account with code {code!r} already exists.") from exc
+            raise
+    except LedgerError as exc:
+        ledger_audit.record_after_rollback(
+            [ledger_audit.refused_event("ledger.account.created", exc, object_type="account", **described)]
+        )
         raise
     log.info("ledger.account_created", account_id=account.id, currency=currency)
     return account
@@ -122,6 +141,7 @@ def account_update(
             account = Account.objects.select_for_update().filter(pk=account_id).first()
             if account is None:
                 raise NotFound(f"No account {account_id}.")
+            before = {"name": account.name, "metadata": account.metadata, "status": account.status}
             if status is not None and status != account.status:
                 if account.status == AccountStatus.CLOSED:
                     raise AccountClosed("A closed account cannot be reopened.")
@@ -134,10 +154,19 @@ def account_update(
                 account.name = name
             if metadata is not None:
                 account.metadata = metadata
+            after = {"name": account.name, "metadata": account.metadata, "status": account.status}
             account.save(update_fields=["name", "metadata", "status", "updated_at"])
+            changes = {k: [before[k], v] for k, v in after.items() if before[k] != v}
+            audit_record("ledger.account.changed", object_type="account", object_id=account.id, changes=changes)
             return account
 
-    account = with_retry(run)
+    try:
+        account = with_retry(run)
+    except (LedgerError, NotFound) as exc:
+        ledger_audit.record_after_rollback(
+            [ledger_audit.refused_event("ledger.account.changed", exc, object_type="account", object_id=account_id)]
+        )
+        raise
     log.info("ledger.account_updated", account_id=account.id, status=account.status)
     return account
 
@@ -337,7 +366,20 @@ def _transaction_row(t: Transaction) -> tuple[Any, ...]:
 
 
 def _posting_row(p: Posting) -> tuple[Any, ...]:
-    return (p.transaction.id, p.account.id, p.direction, p.amount, p.created_at)
+    return (p.transaction_id, p.account_id, p.direction, p.amount, p.created_at)
+
+
+def _instance(model: type[M], **values: Any) -> M:
+    """A model instance of a row about to be inserted, without ``Model.__init__``: on the batch path the
+    constructors (defaults, descriptors, signals) cost more than writing the rows. Every concrete field
+    must be given (a missing one would read as deferred); the row is written by :func:`_write`."""
+    obj = model.__new__(model)
+    obj.__dict__.update(values)
+    state = ModelState()
+    state.adding = False
+    state.db = connection.alias
+    obj._state = state
+    return obj
 
 
 def _write(
@@ -346,14 +388,17 @@ def _write(
     transactions: list[Transaction],
     postings: list[Posting],
     now: datetime,
+    events: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write the new balances and rows, and commit. A few transactions: the UPDATE, two multi-row INSERTs
-    and the COMMIT in one round trip. Many: COPY after the UPDATE (binding thousands of INSERT parameters
-    cost more CPU than PostgreSQL spends storing them; COPY cannot be pipelined), then COMMIT.
+    """Write the new balances and rows and their audit events, and commit. A few transactions: the UPDATE,
+    two multi-row INSERTs, the audit events' INSERT and the COMMIT in one round trip. Many: COPY after the
+    UPDATE (binding thousands of INSERT parameters cost more CPU than PostgreSQL spends storing them; COPY
+    cannot be pipelined), then the events' INSERT and COMMIT.
     Constraints and triggers apply to COPY as to INSERT."""
     pipeline = Pipeline()
     _write_accounts(pipeline, accounts, now)
     if not transactions:
+        ledger_audit.queue_events(pipeline, tx, events or [])
         tx.commit(pipeline)
         pipeline.run()
         return
@@ -369,6 +414,7 @@ def _write(
             f"INSERT INTO {posting_table} ({_POSTING_COLUMNS}) VALUES {posting_values}",  # noqa: S608
             [value for p in postings for value in _posting_row(p)],
         )
+        ledger_audit.queue_events(pipeline, tx, events or [])
         tx.commit(pipeline)
         pipeline.run()
         return
@@ -381,6 +427,7 @@ def _write(
         with raw.copy(f"COPY {posting_table} ({_POSTING_COLUMNS}) FROM STDIN") as copy:
             for p in postings:
                 copy.write_row(_posting_row(p))
+        ledger_audit.copy_events(raw, tx, events or [])
     commit = Pipeline()
     tx.commit(commit)
     commit.run()
@@ -432,7 +479,15 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
                 "At least one transaction was refused, so none were applied.",
                 extra={"results": [result_as_dict(r) for r in final]},
             )
-        _write(tx, list(touched.values()), new_transactions, new_postings, now)
+        context = audit_context()
+        events = [
+            ledger_audit.created_event(r.transaction, context, now)
+            if r.status == "created"
+            else _refused_create_event(r.error, items[r.index], context)
+            for r in final
+            if r.status != "exists"
+        ]
+        _write(tx, list(touched.values()), new_transactions, new_postings, now, events)
     if len(new_transactions) == 1:
         txn = new_transactions[0]
         log.info("ledger.transaction_created", transaction_id=txn.id, reference=txn.reference, status=txn.status)
@@ -501,7 +556,9 @@ def _create_one(
 
     for account in involved:
         touched[account.id] = account
-    txn = Transaction(
+    txn = _instance(
+        Transaction,
+        id=id_new("txn"),
         reference=item.reference,
         description=item.description,
         currency=involved[0].currency,
@@ -510,10 +567,19 @@ def _create_one(
         content_hash=content_hash,
         created_at=now,
         posted_at=None if item.pending else now,
+        voided_at=None,
         expires_at=item.expires_at if item.pending else None,
     )
     postings = [
-        Posting(transaction=txn, account=account, direction=p.direction, amount=p.amount, created_at=now)
+        _instance(
+            Posting,
+            id=None,
+            transaction_id=txn.id,
+            account_id=account.id,
+            direction=p.direction,
+            amount=p.amount,
+            created_at=now,
+        )
         for p, account in zip(item.postings, involved, strict=True)
     ]
     txn.postings_list = postings  # type: ignore[attr-defined]  (for the response, without a query)
@@ -522,12 +588,30 @@ def _create_one(
     return ItemResult(index, "created", transaction=txn)
 
 
+def _refused_create_event(error: Any, item: TransactionInput, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    return ledger_audit.refused_event(
+        "ledger.transaction.created", error, object_type="transaction", context=context, reference=item.reference
+    )
+
+
 def transactions_create(*, items: list[TransactionInput], atomic: bool = False) -> list[ItemResult]:
     """Create many transactions in one database transaction; each gets its own result.
 
-    With ``atomic=True`` one refusal rejects them all (``BatchRejected`` carries every result).
+    With ``atomic=True`` one refusal rejects them all (``BatchRejected`` carries every result). Every
+    created transaction and every refused one is audited; replays of an existing reference are not.
     """
-    return with_retry(lambda: _create_batch(items, atomic))
+    try:
+        return with_retry(lambda: _create_batch(items, atomic))
+    except BatchRejected as exc:
+        # Nothing was applied: one failure event per item, with its own code or batch_rejected.
+        events = []
+        for result in exc.extra["results"]:
+            item = items[result["index"]]
+            code = result.get("code") or "batch_rejected"
+            error = LedgerError(result.get("detail") or "Rejected with the rest of its atomic batch.", code=code)
+            events.append(_refused_create_event(error, item))
+        ledger_audit.record_after_rollback(events)
+        raise
 
 
 def transaction_create(*, item: TransactionInput) -> tuple[Transaction, bool]:
@@ -548,7 +632,7 @@ def result_as_dict(result: ItemResult) -> dict[str, Any]:
     return body
 
 
-def _settle(transaction_id: str, *, post: bool, now: datetime | None = None) -> Transaction:
+def _settle(transaction_id: str, *, post: bool, now: datetime | None = None, reason: str | None = None) -> Transaction:
     def run() -> Transaction:
         # The ORM's SELECT … FOR UPDATE needs Django's transaction, so here the write joins it.
         with transaction.atomic(), WriteTransaction() as tx:
@@ -571,8 +655,15 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None) -> 
                 _apply(account, p.direction, p.amount, pending=True, sign=-1)
                 if post:
                     _apply(account, p.direction, p.amount, pending=False)
-            _write(tx, list(accounts.values()), [], [], when)
             txn.status = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
+            txn.postings_list = postings  # type: ignore[attr-defined]
+            event = audit_event(
+                action,
+                object_type="transaction",
+                object_id=txn.id,
+                metadata={**ledger_audit.transaction_metadata(txn), **({"reason": reason} if reason else {})},
+            )
+            _write(tx, list(accounts.values()), [], [], when, [event])
             if post:
                 txn.posted_at = when
             else:
@@ -581,7 +672,15 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None) -> 
             txn.postings_list = postings  # type: ignore[attr-defined]
             return txn
 
-    txn = with_retry(run)
+    action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
+    try:
+        txn = with_retry(run)
+    except LedgerError as exc:
+        extra = {"reason": reason} if reason else {}
+        ledger_audit.record_after_rollback(
+            [ledger_audit.refused_event(action, exc, object_type="transaction", object_id=transaction_id, **extra)]
+        )
+        raise
     log.info("ledger.transaction_settled", transaction_id=txn.id, status=txn.status)
     return txn
 
@@ -607,7 +706,7 @@ def transactions_expire(*, now: datetime | None = None, limit: int = 500) -> int
     voided = 0
     for transaction_id in ids:
         try:
-            _settle(transaction_id, post=False, now=now)
+            _settle(transaction_id, post=False, now=now, reason="expired")
             voided += 1
         except TransactionNotPending:
             continue  # posted or voided meanwhile

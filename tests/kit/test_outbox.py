@@ -7,7 +7,7 @@ from django.db import transaction
 
 from services.kit.audit import REDACTED, audit_record
 from services.kit.models import OutboxEvent
-from services.kit.outbox import relay_run
+from services.kit.outbox import event_expand, relay_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +30,7 @@ class Collector:
 
     @property
     def events(self) -> list[dict]:
-        return [e for _, batch in self.batches for e in batch]
+        return [event_expand(e) for _, batch in self.batches for e in batch]
 
 
 def test_an_event_exists_only_if_its_transaction_commits():
@@ -82,3 +82,18 @@ def test_secrets_are_redacted_before_they_are_written():
     assert payload["metadata"] == {"token": REDACTED, "nested": {"password": REDACTED, "ok": 1}}
     assert "old-value" not in str(payload)
     assert "new-value" not in str(payload)
+
+
+def test_the_relay_command_delivers_to_the_real_broker():
+    # given committed events (the web process does no relay work in the default "daemon" mode)
+    for n in range(3):
+        audit_record("ledger.account.created", object_type="account", object_id=f"acc_{n}")
+
+    # when the service's relay process runs once
+    from django.core.management import call_command
+
+    call_command("outbox_relay", "--once")
+
+    # then every event was published (to the Redis broker of this test run) and numbered 1..3
+    assert list(OutboxEvent.objects.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3]
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
