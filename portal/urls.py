@@ -19,6 +19,7 @@ api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
     path("me", MeView.as_view(), name="me"),
     path("diagnostics/ping", PingView.as_view(), name="diagnostics-ping"),
+    path("audit/", include("portal.audit.api.urls")),
     *router.urls,
 ]
 
