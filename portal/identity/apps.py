@@ -15,3 +15,7 @@ class IdentityConfig(AppConfig):
         from portal.identity.roles import roles_sync_after_migrate
 
         post_migrate.connect(roles_sync_after_migrate, dispatch_uid="identity.roles_sync")
+
+        from portal.identity import audit
+
+        audit.connect()

@@ -19,11 +19,13 @@ from portal.identity.errors import (
     AudienceNotAllowed,
     InvalidClient,
     InvalidClientConfiguration,
+    OAuthError,
     ScopeNotAllowed,
     UnsupportedGrantType,
 )
 from portal.identity.keys import signing_key
 from portal.identity.models import MachineClient
+from services.kit.audit import audit_record
 from services.kit.ids import id_new
 from services.kit.logs import get_logger
 
@@ -78,6 +80,17 @@ def client_create(
     )
     client.full_clean()
     client.save()
+    audit_record(
+        "portal.client.created",
+        object_type="machine_client",
+        object_id=client.id,
+        metadata={
+            "name": name,
+            "audiences": client.allowed_audiences,
+            "scopes": client.allowed_scopes,
+            "token_ttl_seconds": token_ttl_seconds,
+        },
+    )
     log.info("identity.client_created", client_id=client.id, client_name=name)
     return client, secret
 
@@ -90,6 +103,13 @@ def client_rotate_secret(*, client: MachineClient, secret: str | None = None) ->
     client.secret_last4 = secret[-4:]
     client.secret_rotated_at = timezone.now()
     client.save(update_fields=["secret_hash", "secret_last4", "secret_rotated_at", "updated_at"])
+    # Never the secret or its hash: only that it changed, and when.
+    audit_record(
+        "portal.client.secret_rotated",
+        object_type="machine_client",
+        object_id=client.id,
+        metadata={"rotated_at": client.secret_rotated_at},
+    )
     log.info("identity.client_secret_rotated", client_id=client.id)
     return secret
 
@@ -100,6 +120,9 @@ def client_revoke(*, client: MachineClient) -> MachineClient:
     client.is_active = False
     client.revoked_at = timezone.now()
     client.save(update_fields=["is_active", "revoked_at", "updated_at"])
+    audit_record(
+        "portal.client.revoked", object_type="machine_client", object_id=client.id, changes={"is_active": [True, False]}
+    )
     log.info("identity.client_revoked", client_id=client.id)
     return client
 
@@ -123,7 +146,40 @@ class IssuedToken:
 def token_issue(
     *, grant_type: str, client_id: str, client_secret: str, audience: str, scope: str | None = None
 ) -> IssuedToken:
-    """OAuth 2.0 client-credentials grant: verify the client, narrow the scopes, sign a JWT."""
+    """OAuth 2.0 client-credentials grant: verify the client, narrow the scopes, sign a JWT.
+
+    Issued tokens and refusals are audited (``auth.token.issued`` / ``auth.token.failed``); never the secret.
+    """
+    actor = {"type": "client", "id": str(client_id or ""), "display": str(client_id or "unknown")}
+    try:
+        issued = _token_issue(
+            grant_type=grant_type, client_id=client_id, client_secret=client_secret, audience=audience, scope=scope
+        )
+    except OAuthError as exc:
+        with transaction.atomic():
+            audit_record(
+                "auth.token.failed",
+                outcome="failure",
+                actor=actor,
+                object_type="machine_client",
+                object_id=str(client_id or ""),
+                metadata={"code": exc.code, "audience": audience, "scope": scope or ""},
+            )
+        raise
+    with transaction.atomic():
+        audit_record(
+            "auth.token.issued",
+            actor=actor,
+            object_type="machine_client",
+            object_id=client_id,
+            metadata={"audience": audience, "scope": issued.scope},
+        )
+    return issued
+
+
+def _token_issue(
+    *, grant_type: str, client_id: str, client_secret: str, audience: str, scope: str | None = None
+) -> IssuedToken:
     if grant_type != "client_credentials":
         raise UnsupportedGrantType(f"Only grant_type=client_credentials is supported, not {grant_type!r}.")
     client = MachineClient.objects.filter(pk=client_id).first()

@@ -168,7 +168,11 @@ def test_every_read_is_audited(auditor, log):
     b"".join(auditor.get("/api/v1/audit/export", {"format": "csv"}).streaming_content)
     auditor.get("/api/v1/audit/heads/")
 
-    actions = [e.payload["action"] for e in OutboxEvent.objects.order_by("created_at", "id")]
+    actions = [
+        e.payload["action"]
+        for e in OutboxEvent.objects.order_by("created_at", "id")
+        if e.payload["action"].startswith("audit.")
+    ]
     assert actions == [
         "audit.events.listed",
         "audit.event.viewed",
