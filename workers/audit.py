@@ -7,6 +7,9 @@ from typing import Any
 from portal.audit.chain import ingest as chain_ingest
 from portal.audit.heads import head_sign
 from workers.celery import app
+from workers.diagnostics import ping_task
+
+ping = ping_task("audit")
 
 
 @app.task(name="audit.ingest", bind=True, max_retries=None, acks_late=True)
