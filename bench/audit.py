@@ -58,6 +58,10 @@ def _env(settings: str, database_url: str, redis_url: str) -> dict[str, str]:
             "REDIS_URL": redis_url,
             "ATRIUM_OUTBOX_RELAY": "off",
             "ATRIUM_VAR_DIR": str(REPO_ROOT / "var" / "bench-audit"),
+            # one heads file per database: each log's signed heads are its own
+            "AUDIT_HEADS_PATH": str(
+                REPO_ROOT / "var" / "bench-audit" / f"heads-{database_url.rsplit('/', 1)[-1]}.jsonl"
+            ),
             "LOG_LEVEL": "WARNING",
         }
     )
