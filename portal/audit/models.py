@@ -51,9 +51,9 @@ class AuditEvent(models.Model):
             ),
             models.Index(fields=["outcome", "-seq"], name="audit_event_outcome"),
             models.Index(fields=["actor_type", "-seq"], name="audit_event_actor_type"),
-            # A btree, not BRIN: occurred_at comes from each service's clock, so it is not in seq order,
-            # and a time-range page is "the newest rows in the range" (index range, then a small sort).
-            models.Index(fields=["occurred_at"], name="audit_event_occurred"),
+            # A btree, not BRIN: occurred_at comes from each service's clock, so it is not in seq order.
+            # Time-range searches page by (occurred_at, seq), newest first: one backward index range scan.
+            models.Index(fields=["occurred_at", "seq"], name="audit_event_occurred"),
         ]
 
     def __str__(self) -> str:

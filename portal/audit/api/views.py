@@ -52,6 +52,12 @@ class SeqCursor(CursorPagination):
     max_page_size = 500
 
 
+class OccurredCursor(SeqCursor):
+    """Time-range searches: newest occurrence first (seq breaks ties), served by the (occurred_at, seq) index."""
+
+    ordering = ("-occurred_at", "-seq")
+
+
 class HeadCursor(CursorPagination):
     ordering = "-tree_size"
     page_size = 50
@@ -157,7 +163,8 @@ class AuditEventListView(APIView):
     @extend_schema(parameters=FILTERS, responses=AuditEventSerializer(many=True))
     def get(self, request: Request) -> Response:
         queryset, used = filtered(request.query_params)
-        paginator = SeqCursor()
+        timed = "occurred_after" in used or "occurred_before" in used
+        paginator = OccurredCursor() if timed else SeqCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
         _audit("audit.events.listed", filters=used, returned=len(page))
         return paginator.get_paginated_response(AuditEventSerializer(page, many=True).data)
