@@ -1,64 +1,108 @@
 """Full verification of the audit log: chain, Merkle roots, signed heads (database and file), service gaps.
 
-:func:`verify_log` streams ``audit_event`` in ``seq`` order with a server-side cursor. PostgreSQL compares
-each row's search columns with its hashed JSON (in the streaming query, on its own core); Python
-recomputes the chain hash and Merkle leaf from the stored canonical bytes, folds the leaves into the
-tree's right frontier and, at every signed head's size, compares the recomputed root and last hash with
-the head. It reports the first problem by ``seq`` with a reason:
+:func:`verify_log` streams ``audit_event`` in ``seq`` order through a server-side (named) cursor, binary
+rows, the canonical JSON fetched as bytes and never parsed in Python unless a row is already suspect. For
+each row Python recomputes the chain hash ``SHA-256(canonical ‖ previous hash)`` and the Merkle leaf
+``SHA-256(0x00 ‖ canonical)`` and checks the link to the previous row, folds the leaf into the tree's right
+frontier and, at every signed head's size, compares the recomputed root and last hash with the head.
+Meanwhile a second connection (its own PostgreSQL backend, so the other core) checks in SQL, chunk by
+chunk, that every row's search columns (``seq`` included) still say what its hashed JSON says; when the
+stream is done the first connection takes the chunks that are left. Both read one REPEATABLE READ snapshot
+(exported by the first), so rows committed meanwhile are not half seen.
 
-* ``modified`` — a row's stored hashes do not match its canonical JSON, or its columns disagree with it;
-* ``missing`` — a ``seq`` is absent (a row was deleted), so the next row's link points to a hash not seen;
-* ``inserted`` — a row hashes correctly but does not link to its predecessor although no ``seq`` is
-  missing (a row was slipped in and the rest renumbered or re-linked);
-* ``forged head`` — a head whose signature is invalid, whose root or last hash differs from the
-  recomputed tree, or that differs between the database and the file kept outside it.
+Every signed head, from the database and from the JSONL file kept outside it
+(``AUDIT_HEADS_PATH``), has its Ed25519 signature checked; the two copies must agree. At the end the
+sequencer's state (size, last hash, Merkle frontier) and the stored ``audit_node`` rows along the
+frontier must equal the recomputed ones.
+
+Every problem is kept (:attr:`VerifyReport.problems`); :attr:`VerifyReport.first` is the one with the
+lowest ``seq``. The reasons, and the rule that picks each:
+
+``modified``
+    A row's stored hash or leaf hash is not what its canonical JSON hashes to; or its search columns
+    disagree with its canonical JSON; or the row hashes correctly but the *next* row links to a different
+    hash (the row was rewritten and re-hashed: reported at the rewritten row); or a row neither links to
+    its predecessor nor is linked to by its successor (it was replaced). Also, once every event is right:
+    a stored Merkle node along the frontier (reported at the last ``seq`` it covers), or the sequencer's
+    last hash or frontier, that differs from the recomputed one.
+``missing``
+    A ``seq`` is absent (a row was deleted, reported at the first absent ``seq``); or a row's canonical
+    JSON was chained under a higher ``seq`` than the one it now has (rows were deleted and the rest
+    renumbered down, reported at the first renumbered row); or the table ends before the sequencer's
+    recorded size.
+``inserted``
+    A row hashes correctly and its ``seq`` fits, but its successor links past it to its predecessor (it
+    was slipped in and the rest renumbered up); or a row's canonical JSON was chained under a lower ``seq``
+    than the one it now has (reported at the first row that is not the original one); or a row beyond the
+    sequencer's recorded size (appended behind its back).
+``forged head``
+    A head whose signature is invalid, whose root or last hash differs from the recomputed tree, that is
+    beyond the end of the log, or that differs between the database and the file. Reported at its tree size.
+``head missing``
+    A correctly signed head in the file but not the database, or in the database but not the file.
+
+Limits: an event appended after the last signed head by someone who also updates the sequencer's state
+(``audit_chain_state``) with a consistent hash is indistinguishable from a real one until the next head
+is signed; and a rewrite of a whole suffix with every hash recomputed shows only as a ``forged head`` at
+the first signed head after it (the heads are what the key protects). A head in the file at or beyond the
+snapshot's log size but not in the snapshot may have been signed since: only its signature is checked.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 
 from portal.audit import heads as heads_mod
+from portal.audit.chain import node_lookup
 from portal.audit.models import AuditChainState, AuditHead
 from portal.audit.verifier import ZERO_HASH, verify_head_signature
 
-# The columns copied out of the canonical JSON for search, compared with it by PostgreSQL.
+# The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
+# (``seq`` apart: a renumbered row disagrees on it alone, and the stream has already said why.)
 _COLUMNS_MATCH = """(
     c->>'id' = event_id AND c->>'service' = service AND (c->>'service_seq')::bigint = service_seq
-    AND (c->>'seq')::bigint = seq AND c->>'action' = action AND c->>'outcome' = outcome
+    AND c->>'action' = action AND c->>'outcome' = outcome
     AND c->'actor'->>'type' = actor_type AND c->'actor'->>'id' = actor_id
     AND c->'actor'->>'display' = actor_display AND c->'object'->>'type' = object_type
     AND c->'object'->>'id' = object_id AND c->>'request_id' = request_id AND c->>'source_ip' = source_ip
     AND c->>'user_agent' = user_agent AND c->'changes' = changes AND c->'metadata' = metadata
-    AND (c->>'occurred_at')::timestamptz = occurred_at
+    AND (c->>'occurred_at')::timestamptz = occurred_at AND (c->>'recorded_at')::timestamptz = recorded_at
 )"""
-
-
 _STREAM = "SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash FROM audit_event ORDER BY seq"
-# Rows whose columns no longer say what their hashed JSON says (PostgreSQL parses the JSON, in parallel).
+# Rows whose columns no longer say what their hashed JSON says (a missing key compares as NULL: disagrees).
+# OFFSET 0 keeps the subquery from being inlined: the JSON is parsed once per row, not once per comparison.
 _COLUMNS_DISAGREE = (
-    "SELECT seq FROM audit_event, LATERAL (SELECT canonical::jsonb AS c OFFSET 0) AS j "  # noqa: S608
-    f"WHERE NOT {_COLUMNS_MATCH} ORDER BY seq LIMIT 100"
+    f"SELECT seq, (c->>'seq')::bigint, coalesce({_COLUMNS_MATCH}, false) "  # noqa: S608
+    "FROM audit_event, LATERAL (SELECT canonical::jsonb AS c OFFSET 0) AS j WHERE seq BETWEEN %s AND %s "
+    f"AND NOT (coalesce((c->>'seq')::bigint = seq, false) AND coalesce({_COLUMNS_MATCH}, false)) "
+    "ORDER BY seq LIMIT %s"
 )
 _SERVICE_GAPS = """
     SELECT s.service, g.n FROM (
-        SELECT service, max(service_seq) AS top, count(DISTINCT service_seq) AS present
-        FROM audit_event GROUP BY service
+        SELECT service, max(service_seq) AS top, count(*) AS present FROM audit_event GROUP BY service
     ) AS s, LATERAL generate_series(1, s.top) AS g(n)
     WHERE s.present < s.top
       AND NOT EXISTS (SELECT 1 FROM audit_event e WHERE e.service = s.service AND e.service_seq = g.n)
-    ORDER BY 1, 2 LIMIT 1000
+    ORDER BY 1, 2 LIMIT 10000
 """
+COLUMN_PROBLEMS_MAX = 100  # rows reported for column disagreement (the first ones)
+COLUMN_CHUNK = 25_000  # seqs per column-check query (shared out between the two connections)
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
 
 
 @dataclass
 class Problem:
+    """One thing wrong with the log, at ``seq`` (a head's problems: at its tree size)."""
+
     seq: int
     reason: str
     detail: str
@@ -66,6 +110,8 @@ class Problem:
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify_log` found: counts, timing, every problem, and service sequence gaps (warnings)."""
+
     events: int = 0
     heads: int = 0
     seconds: float = 0.0
@@ -85,6 +131,7 @@ class VerifyReport:
         return self.events / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (service gaps: the first 20 per service)."""
         first = self.first
         return {
             "ok": self.ok,
@@ -100,116 +147,264 @@ class VerifyReport:
         }
 
 
-def _heads_by_size() -> tuple[dict[int, dict[str, Any]], list[Problem]]:
-    """Signed heads from the database, checked against the file copy and their signatures."""
-    problems: list[Problem] = []
+# --- signed heads -------------------------------------------------------------------------------------------
+
+
+Heads = dict[int, list[tuple[str, dict[str, Any], bool]]]  # tree size → (where, head, signature valid)
+
+
+def _heads_check(state_size: int, problems: list[Problem]) -> Heads:
+    """Signatures, database against file; return every distinct head to compare with the tree, by size.
+
+    The file is read after the database snapshot was taken, so it may hold heads signed since: a correctly
+    signed file head at or beyond the snapshot's log size that the snapshot does not show is not a problem.
+    """
     key = heads_mod.public_key_pem()
     db = {h.tree_size: heads_mod.head_as_dict(h) for h in AuditHead.objects.order_by("tree_size")}
-    file = {h["tree_size"]: h for h in heads_mod.heads_file_read()}
+    file: dict[int, dict[str, Any]] = {}
+    for head in heads_mod.heads_file_read():
+        size = int(head.get("tree_size", 0))
+        if size in file and file[size] != head:
+            problems.append(Problem(size, "forged head", f"the file holds two different heads at tree size {size}"))
+        file.setdefault(size, head)
+    to_compare: Heads = {}
     for size in sorted(set(db) | set(file)):
         in_db, in_file = db.get(size), file.get(size)
-        if in_db is None:
+        signed = {
+            where: verify_head_signature(head, key) for where, head in (("database", in_db), ("file", in_file)) if head
+        }
+        for where, valid in signed.items():
+            if not valid:
+                problems.append(
+                    Problem(size, "forged head", f"the {where}'s head at tree size {size}: invalid signature")
+                )
+        if in_db is not None and in_file is not None and in_db != in_file:
+            fields = sorted(k for k in set(in_db) | set(in_file) if in_db.get(k) != in_file.get(k))
             problems.append(
-                Problem(size, "forged head", f"head at tree size {size} is in the file but not the database")
+                Problem(size, "forged head", f"head at tree size {size} differs between database and file: {fields}")
             )
-            continue
-        if in_file is None:
-            problems.append(Problem(size, "forged head", f"head at tree size {size} is in the database, not the file"))
-        elif in_file != in_db:
-            problems.append(Problem(size, "forged head", f"head at tree size {size} differs between database and file"))
-        if not verify_head_signature(in_db, key):
-            problems.append(Problem(size, "forged head", f"head at tree size {size} has an invalid signature"))
-    return db, problems
+        elif in_db is None and signed["file"] and size < state_size:
+            problems.append(Problem(size, "head missing", f"head at tree size {size} is in the file, not the database"))
+        elif in_file is None and signed["database"]:
+            problems.append(Problem(size, "head missing", f"head at tree size {size} is in the database, not the file"))
+        if in_db is not None and in_db == in_file:
+            to_compare[size] = [("database and file", in_db, signed["database"])]
+        else:
+            copies = (("database", in_db), ("file", in_file))
+            to_compare[size] = [(where, head, signed[where]) for where, head in copies if head]
+    return to_compare
 
 
-def _columns_check(out: list[int]) -> None:
-    """Run in a thread with its own connection, while the chain is streamed on the main one."""
+# --- the checks PostgreSQL does, on a second connection -------------------------------------------------------
+
+
+Disagreement = tuple[int, int | None, bool]  # seq, the seq in its JSON, whether every other column agrees
+
+
+def _columns_disagree(cursor: Any, low: int, high: int, out: list[Disagreement]) -> None:
+    """Rows in [low, high] whose columns disagree with their JSON; a row whose JSON does not even cast counts.
+
+    A canonical text that is not JSON (or a field of the wrong type) makes the query fail: halve the range
+    until the failing row is alone.
+    """
+    if low > high or len(out) >= COLUMN_PROBLEMS_MAX:
+        return
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(_COLUMNS_DISAGREE)
-            out.extend(row[0] for row in cursor.fetchall())
-    finally:
-        connection.close()
+        with transaction.atomic():
+            cursor.execute(_COLUMNS_DISAGREE, [low, high, COLUMN_PROBLEMS_MAX - len(out)])
+            out.extend(cursor.fetchall())
+    except DataError:
+        if low == high:
+            out.append((low, None, False))
+            return
+        middle = (low + high) // 2
+        _columns_disagree(cursor, low, middle, out)
+        _columns_disagree(cursor, middle + 1, high, out)
 
 
-def verify_log(*, batch: int = 10_000) -> VerifyReport:
-    """Verify everything; never raises for a bad log (the report says what is wrong)."""
-    began = time.perf_counter()
-    report = VerifyReport()
-    heads, head_problems = _heads_by_size()
-    report.heads = len(heads)
-    report.problems.extend(head_problems)
-    disagreeing: list[int] = []
-    checker = threading.Thread(target=_columns_check, args=(disagreeing,), name="audit-verify-columns")
-    checker.start()
-    sha256 = hashlib.sha256
-    prev = prev2 = ZERO_HASH
-    expected_seq = 1
-    nodes: list[bytes | None] = []  # the right frontier: nodes[level] is a complete subtree root, or None
-    size = 0
-    problems = report.problems
-    with transaction.atomic(), connection.connection.cursor(name="audit_verify") as cursor:
-        cursor.itersize = batch
-        cursor.execute(_STREAM)
-        for seq, data, digest, prev_hash, stored_leaf in cursor:
-            if seq != expected_seq:
-                reason = "missing" if seq > expected_seq else "inserted"
-                problems.append(Problem(expected_seq, reason, f"expected seq {expected_seq}, found {seq}"))
-            leaf = sha256(b"\x00" + data).digest()
-            if sha256(data + prev_hash).digest() != digest or leaf != stored_leaf:
-                problems.append(Problem(seq, "modified", f"seq {seq}: its hashes do not match its canonical JSON"))
-            elif prev_hash != prev and seq == expected_seq:
-                if prev_hash == prev2:  # it links past its predecessor: the predecessor was slipped in
-                    problems.append(
-                        Problem(seq - 1, "inserted", f"seq {seq - 1} is not in the chain: seq {seq} links past it")
-                    )
-                else:
-                    problems.append(
-                        Problem(seq, "inserted", f"seq {seq} hashes correctly but does not link to seq {seq - 1}")
-                    )
-            # Merkle: add the leaf to the right frontier, merging complete subtrees upwards.
-            carry, level = leaf, 0
-            while size >> level & 1:
-                carry = sha256(b"\x01" + nodes[level] + carry).digest()  # type: ignore[operator]
-                nodes[level] = None
-                level += 1
-            if level == len(nodes):
-                nodes.append(carry)
+def _service_gaps(cursor: Any) -> dict[str, list[int]]:
+    """Each service's missing sequence numbers (the first 10,000 in all)."""
+    gaps: dict[str, list[int]] = {}
+    cursor.execute(_SERVICE_GAPS)
+    for service, number in cursor.fetchall():
+        gaps.setdefault(service, []).append(number)
+    return gaps
+
+
+class _ColumnWork:
+    """The column check over [low, high], in chunks taken by whichever connection is free (thread-safe)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.next, self.high = low, high
+        self.disagreeing: list[Disagreement] = []
+        self.lock = threading.Lock()
+
+    def _take(self) -> tuple[int, int] | None:
+        with self.lock:
+            if self.next > self.high or len(self.disagreeing) >= COLUMN_PROBLEMS_MAX:
+                return None
+            low = self.next
+            self.next = min(self.high, low + COLUMN_CHUNK - 1) + 1
+            return low, self.next - 1
+
+    def run(self, cursor: Any) -> None:
+        """Check chunks on ``cursor`` until none is left."""
+        while (chunk := self._take()) is not None:
+            found: list[Disagreement] = []
+            _columns_disagree(cursor, chunk[0], chunk[1], found)
+            with self.lock:
+                self.disagreeing.extend(found)
+
+    def cancel(self) -> None:
+        """Hand out no more chunks."""
+        with self.lock:
+            self.next = self.high + 1
+
+    def result(self) -> list[Disagreement]:
+        return sorted(self.disagreeing)[:COLUMN_PROBLEMS_MAX]
+
+
+class _ColumnChecker(threading.Thread):
+    """Column-check chunks on this thread's own connection (so its own backend), in the exported snapshot."""
+
+    def __init__(self, work: _ColumnWork, snapshot: str) -> None:
+        super().__init__(name="audit-verify-columns", daemon=True)
+        self.work = work
+        self.snapshot = snapshot
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+                self.work.run(cursor)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.error = exc
+        finally:
+            connection.close()
+
+    def finish(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+# --- the chain, streamed --------------------------------------------------------------------------------------
+
+
+def _embedded_seq(data: bytes) -> int | None:
+    """The ``seq`` inside a canonical JSON (slow path only), None if it has none."""
+    try:
+        value = json.loads(data).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class _Chain:
+    """The streaming state: the previous two hashes, the Merkle frontier, and the anomaly classifier."""
+
+    def __init__(self, problems: list[Problem], state_size: int) -> None:
+        self.problems = problems
+        self.state_size = state_size
+        self.prev = self.prev2 = ZERO_HASH
+        self.expected = 1  # the next seq
+        self.offset = 0  # the previous row's (seq in its JSON) - (its seq column)
+        self.offsets: list[tuple[int, int]] = [(1, 0)]  # (from seq, offset): where renumbering was found
+        self.pending: int | None = None  # a row that does not link to its predecessor, until its successor says why
+
+    def report(self, seq: int, reason: str, detail: str) -> None:
+        self.problems.append(Problem(seq, reason, detail))
+
+    def renumbered(self, seq: int, embedded: int) -> bool:
+        """Did the stream find (and report) that the row at ``seq`` was chained as ``embedded``?"""
+        offset = self.offsets[bisect.bisect_right(self.offsets, (seq, float("inf"))) - 1][1]
+        return offset != 0 and embedded - seq == offset
+
+    def examine(self, seq: int, data: bytes, digest: bytes, prev_hash: bytes, stored_leaf: bytes, leaf: bytes) -> None:
+        """A row that failed a fast check: say what is wrong with it (or with its neighbours)."""
+        if seq != self.expected:  # seq is the primary key and rows come in order: seq > expected
+            absent = f"seq {self.expected}" if seq == self.expected + 1 else f"seqs {self.expected}-{seq - 1}"
+            self.report(self.expected, "missing", f"{absent} absent: deleted (the next row is seq {seq})")
+            self.pending = None
+        if chain_digest(data, prev_hash) != digest or leaf != stored_leaf:
+            self.report(seq, "modified", f"seq {seq}: its hashes do not match its canonical JSON")
+            self.pending = None
+            return
+        embedded = _embedded_seq(data)
+        if embedded is None:
+            self.report(seq, "modified", f"seq {seq}: its canonical JSON has no seq")
+            return
+        offset = embedded - seq
+        if offset != self.offset:
+            if offset > self.offset:
+                self.report(
+                    seq,
+                    "missing",
+                    f"seq {seq} holds the event chained as seq {embedded}: {offset - self.offset} event(s) before it "
+                    "were deleted and the rest renumbered",
+                )
             else:
-                nodes[level] = carry
-            size += 1
-            prev2, prev = prev, digest
-            expected_seq = seq + 1
-            if size in heads:
-                head = heads[size]
-                if _root(nodes).hex() != head["root_hash"] or prev.hex() != head["last_hash"]:
-                    problems.append(
-                        Problem(size, "forged head", f"head at tree size {size} does not match the recomputed tree")
-                    )
-    report.events = size
-    checker.join()
-    for seq in disagreeing:
-        problems.append(Problem(seq, "modified", f"seq {seq}: its columns disagree with its canonical JSON"))
-    state = AuditChainState.objects.filter(id=1).first()
-    if state is not None and (state.size != size or (size and bytes(state.last_hash) != prev)):
-        problems.append(
-            Problem(
-                min(size, state.size) + 1,
-                "inserted" if size > state.size else "missing",
-                f"the sequencer recorded {state.size} events, the table holds {size}",
+                first = seq - (self.offset - offset)
+                self.report(
+                    first,
+                    "inserted",
+                    f"seq {seq} holds the event chained as seq {embedded}: {self.offset - offset} event(s) were "
+                    f"slipped in from seq {first} and the rest renumbered",
+                )
+            self.offset, self.pending = offset, None
+            self.offsets.append((seq, offset))
+            return
+        if seq != self.expected or prev_hash == self.prev:
+            self._resolve(linked=True, skips=False)
+            return
+        if self.pending is not None:
+            self._resolve(linked=False, skips=prev_hash == self.prev2)
+        elif prev_hash == self.prev2:
+            self.report(
+                seq - 1, "inserted", f"seq {seq - 1} is not in the chain: seq {seq} links past it to seq {seq - 2}"
             )
-        )
-    for head_size in heads:
-        if head_size > size:
-            problems.append(
-                Problem(head_size, "forged head", f"head at tree size {head_size} is beyond the log ({size} events)")
+        elif seq > self.state_size:
+            self.report(seq, "inserted", f"seq {seq} is beyond the {self.state_size} events the sequencer recorded")
+        else:
+            self.pending = seq
+
+    def _resolve(self, *, linked: bool, skips: bool) -> None:
+        """The row after a broken link tells which row is at fault."""
+        broken, self.pending = self.pending, None
+        if broken is None:
+            return
+        if broken == 1:
+            self.report(1, "modified", "seq 1 does not link to the zero hash")
+        elif linked:  # the successor links to the row: its predecessor's hash changed (rewritten and re-hashed)
+            self.report(
+                broken - 1,
+                "modified",
+                f"seq {broken - 1} was rewritten and re-hashed: seq {broken} links to a different hash",
             )
-    with connection.cursor() as cursor:
-        cursor.execute(_SERVICE_GAPS)
-        for service, number in cursor.fetchall():
-            report.service_gaps.setdefault(service, []).append(number)
-    report.seconds = time.perf_counter() - began
-    return report
+        elif skips:  # the successor links to the row's predecessor: the row was slipped in
+            self.report(broken, "inserted", f"seq {broken} is not in the chain: seq {broken + 1} links past it")
+        else:  # linked to by neither side: replaced
+            self.report(
+                broken, "modified", f"seq {broken} was replaced: it neither links to seq {broken - 1} nor is linked to"
+            )
+
+    def finish(self) -> None:
+        """A broken link on the last row: appended behind the sequencer's back, or its predecessor re-hashed."""
+        if self.pending is not None:
+            broken, self.pending = self.pending, None
+            if broken > self.state_size:
+                self.report(broken, "inserted", f"seq {broken} is beyond the {self.state_size} events recorded")
+            else:
+                self.report(
+                    broken - 1, "modified", f"seq {broken} (the last) links to a hash that is not seq {broken - 1}'s"
+                )
+
+
+def chain_digest(data: bytes, previous: bytes) -> bytes:
+    """The chain hash (as :func:`portal.audit.verifier.chain_hash`)."""
+    return hashlib.sha256(data + previous).digest()
 
 
 def _root(nodes: list[bytes | None]) -> bytes:
@@ -219,3 +414,175 @@ def _root(nodes: list[bytes | None]) -> bytes:
         if node is not None:
             acc = node if acc is None else hashlib.sha256(b"\x01" + node + acc).digest()
     return acc if acc is not None else hashlib.sha256(b"").digest()
+
+
+def _stream(cursor: Any, chain: _Chain, heads: Heads) -> tuple[int, bytes, list[bytes | None]]:
+    """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes.
+
+    Return the number of rows, the last chain hash and the frontier (``nodes[level]``: a complete subtree
+    root, or None).
+    """
+    sha256 = hashlib.sha256
+    problems = chain.problems
+    examine = chain.examine
+    prev = prev2 = ZERO_HASH
+    expected = 1
+    nodes: list[bytes | None] = []
+    size = 0
+    for seq, data, digest, prev_hash, stored_leaf in cursor:
+        leaf = sha256(b"\x00" + data).digest()
+        if (
+            seq != expected
+            or prev_hash != prev
+            or leaf != stored_leaf
+            or sha256(data + prev_hash).digest() != digest
+            or chain.pending is not None
+        ):
+            chain.prev, chain.prev2, chain.expected = prev, prev2, expected
+            examine(seq, data, digest, prev_hash, stored_leaf, leaf)
+        # Merkle: add the leaf to the right frontier, merging complete subtrees upwards.
+        carry, level = leaf, 0
+        while size >> level & 1:
+            carry = sha256(b"\x01" + nodes[level] + carry).digest()  # type: ignore[operator]
+            nodes[level] = None
+            level += 1
+        if level == len(nodes):
+            nodes.append(carry)
+        else:
+            nodes[level] = carry
+        size += 1
+        prev2, prev = prev, digest
+        expected = seq + 1
+        if size in heads:
+            root = _root(nodes).hex()
+            for where, head, _ in heads[size]:
+                if root != head["root_hash"] or prev.hex() != head["last_hash"]:
+                    problems.append(
+                        Problem(
+                            size,
+                            "forged head",
+                            f"the {where}'s head at tree size {size} does not match the recomputed tree",
+                        )
+                    )
+    chain.prev, chain.expected = prev, expected
+    chain.finish()
+    return size, prev, nodes
+
+
+def _final_checks(
+    report: VerifyReport,
+    state: AuditChainState | None,
+    size: int,
+    last_seq: int,
+    last: bytes,
+    nodes: list[bytes | None],
+) -> None:
+    """The sequencer's state and the stored Merkle nodes against what was recomputed."""
+    problems = report.problems
+    state_size = state.size if state is not None else 0
+    if last_seq < state_size:
+        problems.append(
+            Problem(last_seq + 1, "missing", f"the sequencer recorded {state_size} events, the last is seq {last_seq}")
+        )
+    elif last_seq > state_size:
+        problems.append(
+            Problem(
+                state_size + 1, "inserted", f"the sequencer recorded {state_size} events, the last is seq {last_seq}"
+            )
+        )
+    if problems or state is None or not size:
+        return  # the nodes and the frontier only mean something once the events are right
+    if bytes(state.last_hash) != last:
+        problems.append(Problem(size, "modified", "the sequencer's last hash is not the last event's"))
+    frontier = {str(level): node.hex() for level, node in enumerate(nodes) if node is not None}
+    if state.frontier != frontier:
+        problems.append(Problem(size, "modified", "the sequencer's Merkle frontier differs from the recomputed one"))
+    wanted = {(level, (size >> level) - 1): node for level, node in enumerate(nodes) if node is not None}
+    stored = node_lookup(set(wanted))
+    for (level, index), node in sorted(wanted.items()):
+        if stored.get((level, index)) != node:
+            end = (index + 1) << level
+            problems.append(
+                Problem(
+                    end,
+                    "modified",
+                    f"stored Merkle node level {level}, index {index} (seqs {end - (1 << level) + 1}-{end}) is "
+                    f"{'absent' if (level, index) not in stored else 'not the recomputed one'}",
+                )
+            )
+
+
+def _heads_beyond(heads: Heads, rows: int, last_seq: int, state_size: int, problems: list[Problem]) -> None:
+    """Heads for more events than the table holds (never compared): correctly signed, they say events are gone."""
+    for size, copies in heads.items():
+        if size <= rows:
+            continue
+        in_db = any(where != "file" for where, _, _ in copies)
+        if not (in_db or size <= state_size):
+            continue  # a head in the file only, maybe signed after the snapshot
+        if all(valid for _, _, valid in copies):
+            problems.append(
+                Problem(
+                    last_seq + 1 if last_seq < size else size,
+                    "missing",
+                    f"the signed head at tree size {size} covers {size} events, the table holds {rows}",
+                )
+            )
+        else:  # its bad signature is reported already
+            problems.append(Problem(size, "forged head", f"head at tree size {size} is beyond the log ({last_seq})"))
+
+
+def verify_log(*, batch: int = 10_000) -> VerifyReport:
+    """Verify everything; never raises for a bad log (the report says what is wrong).
+
+    Run outside a transaction (the management command), it reads one REPEATABLE READ snapshot, shared with
+    the second connection that checks the columns in parallel. Inside a transaction (a test), it reads
+    what that transaction sees and does the column check after the stream, on the same connection.
+    """
+    began = time.perf_counter()
+    report = VerifyReport()
+    problems = report.problems
+    own_transaction = not connection.in_atomic_block
+    checker: _ColumnChecker | None = None
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if own_transaction:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) FROM audit_event")
+            work = _ColumnWork(*cursor.fetchone())
+            if own_transaction:
+                cursor.execute("SELECT pg_export_snapshot()")
+                snapshot = cursor.fetchone()[0]
+                if _SNAPSHOT_ID.match(snapshot):
+                    checker = _ColumnChecker(work, snapshot)
+                    checker.start()
+        try:
+            state = AuditChainState.objects.filter(id=1).first()
+            state_size = state.size if state is not None else 0
+            heads = _heads_check(state_size, problems)
+            report.heads = len(heads)
+            chain = _Chain(problems, state_size)
+            with connection.connection.cursor(name="audit_verify", binary=True) as cursor:
+                cursor.itersize = batch
+                cursor.execute(_STREAM)
+                size, last, nodes = _stream(cursor, chain, heads)
+        except BaseException:
+            work.cancel()  # the other connection stops after its current chunk
+            raise
+        report.events = size
+        last_seq = chain.expected - 1
+        _heads_beyond(heads, size, last_seq, state_size, problems)
+        with connection.cursor() as cursor:
+            report.service_gaps = _service_gaps(cursor)
+            work.run(cursor)  # what the other connection has not yet taken
+        if checker is not None:
+            checker.finish()
+        seen = {(p.seq, p.reason) for p in problems}
+        for seq, embedded, others_agree in work.result():
+            if (seq, "modified") in seen or (others_agree and embedded is not None and chain.renumbered(seq, embedded)):
+                continue  # already reported, or renumbered (and reported where the renumbering starts)
+            what = "its columns disagree with" if not others_agree else f"its seq column is not the {embedded} in"
+            problems.append(Problem(seq, "modified", f"seq {seq}: {what} its canonical JSON"))
+        _final_checks(report, state, size, last_seq, last, nodes)
+    report.seconds = time.perf_counter() - began
+    return report

@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from portal.identity import services
 from portal.identity.errors import InvalidClientConfiguration
 from portal.identity.models import MachineClient
+from services.kit.audit import audit_record
 
 
 def _audience_choices() -> list[tuple[str, str]]:
@@ -75,7 +76,11 @@ class MachineClientAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: MachineClient, form: forms.ModelForm, change: bool) -> None:
         if change:
+            # What the client may do, before and after (the admin's own event only names the fields).
+            changes = {f: [form.initial.get(f), form.cleaned_data.get(f)] for f in form.changed_data}
             super().save_model(request, obj, form, change)
+            if changes:
+                audit_record("portal.client.changed", object_type="machine_client", object_id=obj.pk, changes=changes)
             return
         client, secret = services.client_create(
             name=form.cleaned_data["name"],

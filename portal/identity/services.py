@@ -80,15 +80,25 @@ def client_create(
     )
     client.full_clean()
     client.save()
+    # Never the secret or its hash: who the client is and what it may do.
     audit_record(
         "portal.client.created",
         object_type="machine_client",
         object_id=client.id,
+        changes={
+            "name": [None, client.name],
+            "description": [None, client.description],
+            "allowed_audiences": [None, client.allowed_audiences],
+            "allowed_scopes": [None, client.allowed_scopes],
+            "token_ttl_seconds": [None, client.token_ttl_seconds],
+            "is_active": [None, client.is_active],
+        },
         metadata={
             "name": name,
             "audiences": client.allowed_audiences,
             "scopes": client.allowed_scopes,
             "token_ttl_seconds": token_ttl_seconds,
+            "created_by": created_by.get_username() if created_by is not None else "",
         },
     )
     log.info("identity.client_created", client_id=client.id, client_name=name)
@@ -99,6 +109,7 @@ def client_create(
 def client_rotate_secret(*, client: MachineClient, secret: str | None = None) -> str:
     """Replace a client's secret; return the new one (shown once)."""
     secret = secret or _secret_new()
+    rotated_before = client.secret_rotated_at
     client.secret_hash = secret_hash(secret)
     client.secret_last4 = secret[-4:]
     client.secret_rotated_at = timezone.now()
@@ -108,7 +119,8 @@ def client_rotate_secret(*, client: MachineClient, secret: str | None = None) ->
         "portal.client.secret_rotated",
         object_type="machine_client",
         object_id=client.id,
-        metadata={"rotated_at": client.secret_rotated_at},
+        changes={"secret_rotated_at": [rotated_before, client.secret_rotated_at]},
+        metadata={"rotated_at": client.secret_rotated_at, "name": client.name},
     )
     log.info("identity.client_secret_rotated", client_id=client.id)
     return secret
@@ -117,11 +129,16 @@ def client_rotate_secret(*, client: MachineClient, secret: str | None = None) ->
 @transaction.atomic
 def client_revoke(*, client: MachineClient) -> MachineClient:
     """Stop a client from obtaining new tokens (tokens already issued expire on their own)."""
+    before = {"is_active": client.is_active, "revoked_at": client.revoked_at}
     client.is_active = False
     client.revoked_at = timezone.now()
     client.save(update_fields=["is_active", "revoked_at", "updated_at"])
     audit_record(
-        "portal.client.revoked", object_type="machine_client", object_id=client.id, changes={"is_active": [True, False]}
+        "portal.client.revoked",
+        object_type="machine_client",
+        object_id=client.id,
+        changes={"is_active": [before["is_active"], False], "revoked_at": [before["revoked_at"], client.revoked_at]},
+        metadata={"name": client.name},
     )
     log.info("identity.client_revoked", client_id=client.id)
     return client
@@ -143,33 +160,59 @@ class IssuedToken:
         }
 
 
+MAX_CLIENT_ID = 64
+
+
+def _token_actor(client_id: str | None) -> dict[str, str]:
+    client_id = str(client_id or "")[:MAX_CLIENT_ID]
+    return {"type": "client", "id": client_id, "display": client_id or "unknown"}
+
+
+def token_refusal_record(*, code: str, client_id: str | None = None, audience: str = "", scope: str = "") -> str:
+    """Record ``auth.token.failed`` in a transaction of its own, committed although the request fails.
+
+    ``code`` is the refusal's stable code (invalid_client, scope_not_allowed, audience_not_allowed,
+    unsupported_grant_type, invalid_request); never pass the secret.
+    """
+    metadata: dict[str, Any] = {"code": code}
+    if client_id:
+        metadata["client_id"] = str(client_id)[:MAX_CLIENT_ID]
+    if audience:
+        metadata["audience"] = str(audience)[:MAX_CLIENT_ID]
+    if scope:
+        metadata["scope"] = str(scope)[:1000]
+    with transaction.atomic():
+        return audit_record(
+            "auth.token.failed",
+            outcome="failure",
+            actor=_token_actor(client_id),
+            object_type="machine_client",
+            object_id=str(client_id or "")[:MAX_CLIENT_ID],
+            metadata=metadata,
+        )
+
+
 def token_issue(
     *, grant_type: str, client_id: str, client_secret: str, audience: str, scope: str | None = None
 ) -> IssuedToken:
     """OAuth 2.0 client-credentials grant: verify the client, narrow the scopes, sign a JWT.
 
     Issued tokens and refusals are audited (``auth.token.issued`` / ``auth.token.failed``); never the secret.
+    A refusal's event is committed in a transaction of its own (the caller's error rolls nothing of it back).
     """
-    actor = {"type": "client", "id": str(client_id or ""), "display": str(client_id or "unknown")}
     try:
         issued = _token_issue(
             grant_type=grant_type, client_id=client_id, client_secret=client_secret, audience=audience, scope=scope
         )
     except OAuthError as exc:
-        with transaction.atomic():
-            audit_record(
-                "auth.token.failed",
-                outcome="failure",
-                actor=actor,
-                object_type="machine_client",
-                object_id=str(client_id or ""),
-                metadata={"code": exc.code, "audience": audience, "scope": scope or ""},
-            )
+        token_refusal_record(code=exc.code, client_id=client_id, audience=audience, scope=scope or "")
         raise
+    # One short transaction: the client's last use and the audit event together.
     with transaction.atomic():
+        MachineClient.objects.filter(pk=client_id).update(last_used_at=timezone.now())
         audit_record(
             "auth.token.issued",
-            actor=actor,
+            actor=_token_actor(client_id),
             object_type="machine_client",
             object_id=client_id,
             metadata={"audience": audience, "scope": issued.scope},
@@ -216,7 +259,6 @@ def _token_issue(
         "client_name": client.name,
     }
     token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
-    MachineClient.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
     log.info("identity.token_issued", client_id=client.id, audience=audience, scope=claims["scope"])
     return IssuedToken(
         access_token=token, expires_in=client.token_ttl_seconds, scope=claims["scope"], audience=audience

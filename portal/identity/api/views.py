@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -28,7 +31,7 @@ from portal.identity.api.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
-from portal.identity.errors import InvalidClient, InvalidRequest
+from portal.identity.errors import InvalidClient, InvalidRequest, OAuthError
 from portal.identity.keys import jwks
 from portal.identity.models import MachineClient
 from portal.identity.roles import user_roles
@@ -66,6 +69,12 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     parser_classes = [StrictJSONParser, FormParser]
 
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
+        # A refusal's audit event commits in a transaction of its own: never inside a request-wide one
+        # (ATOMIC_REQUESTS) that the refused request would roll back.
+        return transaction.non_atomic_requests(super().as_view(**initkwargs))
+
     @extend_schema(
         request=TokenRequestSerializer,
         responses={
@@ -76,6 +85,25 @@ class TokenView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
+        try:
+            client_id, client_secret, values = self._credentials(request)
+        except OAuthError as exc:
+            services.token_refusal_record(code=exc.code, client_id=self._claimed_client_id(request))
+            raise
+        except APIException:
+            # Malformed body (unparsable, wrong media type, missing or unknown fields): an invalid request.
+            services.token_refusal_record(code=InvalidRequest.code, client_id=self._claimed_client_id(request))
+            raise
+        issued = services.token_issue(  # audits the token it issues, or its refusal
+            grant_type=values["grant_type"],
+            client_id=client_id,
+            client_secret=client_secret,
+            audience=values["audience"],
+            scope=values.get("scope") or None,
+        )
+        return Response(issued.as_response(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _credentials(self, request: Request) -> tuple[str, str, dict[str, Any]]:
         data = request.data
         if hasattr(data, "dict"):
             data = data.dict()
@@ -89,14 +117,23 @@ class TokenView(APIView):
         client_id, client_secret = basic or (values.get("client_id"), values.get("client_secret"))
         if not client_id or not client_secret:
             raise InvalidClient("Send client_id and client_secret in the body or as HTTP Basic credentials.")
-        issued = services.token_issue(
-            grant_type=values["grant_type"],
-            client_id=client_id,
-            client_secret=client_secret,
-            audience=values["audience"],
-            scope=values.get("scope") or None,
-        )
-        return Response(issued.as_response(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return client_id, client_secret, values
+
+    @staticmethod
+    def _claimed_client_id(request: Request) -> str:
+        """The client id a refused request named (Basic credentials, else the body), for its audit event only."""
+        try:
+            basic = _basic_credentials(request)
+        except InvalidClient:
+            basic = None
+        if basic:
+            return basic[0]
+        try:
+            data = request.data
+        except APIException:
+            return ""
+        value = data.get("client_id") if hasattr(data, "get") else None
+        return value if isinstance(value, str) else ""
 
 
 class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

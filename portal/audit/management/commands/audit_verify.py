@@ -1,4 +1,11 @@
-"""``python manage.py audit_verify``: recompute the chain and Merkle roots, check every signed head."""
+"""``python manage.py audit_verify``: recompute the chain and Merkle roots, check every signed head.
+
+Prints how many events and heads were checked and how fast, then ``OK`` or ``FAIL at seq N: <reason>:
+<detail>`` (the lowest ``seq`` with a problem; see :mod:`portal.audit.verify` for the reasons), and exits
+with status 1 on failure. Gaps in a service's own sequence are warnings (those events may still be in
+flight), failures with ``--strict-services``. Every run, whatever its result, is itself audited
+(``audit.log.verified``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,23 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from portal.audit.verify import verify_log
+from portal.audit.verify import VerifyReport, verify_log
 from services.kit.audit import audit_record
+
+ACTOR = {"type": "system", "id": "audit_verify", "display": "manage.py audit_verify"}
+
+
+def _record(outcome: str, metadata: dict[str, Any]) -> None:
+    """Audit this run (in its own transaction, after the verification's read-only one)."""
+    with transaction.atomic():
+        audit_record(
+            "audit.log.verified",
+            outcome=outcome,
+            object_type="audit_log",
+            object_id="portal",
+            metadata=metadata,
+            actor=ACTOR,
+        )
 
 
 class Command(BaseCommand):
@@ -22,32 +44,36 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = verify_log()
-        failed = not report.ok or (options["strict_services"] and bool(report.service_gaps))
-        first = report.first
-        with transaction.atomic():
-            audit_record(
-                "audit.log.verified",
-                outcome="failure" if failed else "success",
-                object_type="audit_log",
-                object_id="portal",
-                metadata=report.as_dict(),
-                actor={"type": "system", "id": "audit_verify", "display": "manage.py audit_verify"},
-            )
+        strict = bool(options["strict_services"])
+        try:
+            report = verify_log()
+        except Exception as exc:
+            _record("failure", {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500], "strict_services": strict})
+            raise CommandError(f"audit log verification could not run: {exc}", returncode=1) from exc
+        failed = not report.ok or (strict and bool(report.service_gaps))
+        summary = {**report.as_dict(), "ok": not failed, "strict_services": strict}
+        _record("failure" if failed else "success", summary)
         if options["json"]:
-            self.stdout.write(json.dumps(report.as_dict()))
+            self.stdout.write(json.dumps(summary, sort_keys=True))
         else:
-            self.stdout.write(
-                f"checked {report.events} events and {report.heads} signed heads in {report.seconds:.2f} s "
-                f"({report.events_per_second:,.0f} events/s)"
-            )
-            for service, gaps in report.service_gaps.items():
-                self.stdout.write(f"warning: {service} sequence has {len(gaps)} gap(s), first {gaps[:5]}")
-            if first is None:
-                self.stdout.write("OK" if not failed else "FAIL: service sequence gaps (--strict-services)")
-            else:
-                self.stdout.write(f"FAIL at seq {first.seq}: {first.reason}: {first.detail}")
-                if len(report.problems) > 1:
-                    self.stdout.write(f"({len(report.problems)} problems in all)")
+            self._print(report, failed=failed)
         if failed:
             raise CommandError("audit log verification failed", returncode=1)
+
+    def _print(self, report: VerifyReport, *, failed: bool) -> None:
+        self.stdout.write(
+            f"checked {report.events} events and {report.heads} signed heads in {report.seconds:.2f} s "
+            f"({report.events_per_second:,.0f} events/s)"
+        )
+        for service, gaps in sorted(report.service_gaps.items()):
+            shown = ", ".join(str(n) for n in gaps[:10]) + (", …" if len(gaps) > 10 else "")
+            self.stdout.write(f"warning: {service} sequence has {len(gaps)} gap(s): {shown} (maybe in flight)")
+        first = report.first
+        if first is not None:
+            self.stdout.write(f"FAIL at seq {first.seq}: {first.reason}: {first.detail}")
+            if len(report.problems) > 1:
+                self.stdout.write(f"({len(report.problems)} problems in all)")
+        elif failed:
+            self.stdout.write("FAIL: gaps in a service's sequence (--strict-services)")
+        else:
+            self.stdout.write("OK")
