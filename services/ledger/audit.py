@@ -1,29 +1,49 @@
 """Audit events of the ledger's mutations, written through the kit's outbox in the write's own transaction.
 
-Batches write all their events with one multi-row INSERT queued on the write path's final pipeline, so
-auditing adds no round trip to a transfer. Refusals are recorded with outcome ``failure`` and the error
-code; when the refused write rolled back (an atomic batch, post/void), the failure events are written
-in their own short transaction right after, through the same outbox.
+What is recorded, and where (``services/ledger/services.py``):
+
+* ``ledger.account.created`` / ``ledger.account.changed``: ``account_create`` / ``account_update``, in their
+  atomic block (``audit_record``); refusals (duplicate code, invalid overdraft limit, not found, closed,
+  not empty) with outcome ``failure`` after the rollback.
+* ``ledger.transaction.created``: ``_create_batch`` (the one path of every creation, single or batched) builds
+  one body per created *or refused* item and :func:`queue_events` writes them all with one multi-row INSERT
+  on the final write pipeline (before its COMMIT: no extra round trip), or :func:`copy_events` on the COPY
+  path of large batches. Idempotent replays (``exists``) are not mutations and are not recorded.
+* An atomic batch that is rejected commits nothing, so its events are written after the rollback by
+  :func:`record_after_rollback`: **one failure event per item**, each with the item's reference and its own
+  code (``insufficient_funds``, ``validation_error``, …) or ``batch_rejected`` for the items that were fine
+  but went down with the batch. Per item rather than one batch event, so a search by reference finds it.
+* ``ledger.transaction.posted`` / ``ledger.transaction.voided``: ``_settle`` (post, void and expiry, whose voids
+  carry ``reason: expired`` and, run by the worker, the ``system`` actor); refusals such as
+  ``transaction_not_pending`` after the rollback.
+
+Failure events carry ``metadata.code`` (and ``detail``, and the reference where there is one).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
-from services.kit.audit import audit_event
+from services.kit.audit import audit_context, audit_event
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.ids import id_new
 from services.kit.models import OutboxEvent
-from services.kit.outbox import outbox_put, relay_kick
+from services.kit.outbox import relay_kick
 
+TOPIC = "audit"
+# The outbox's columns, as services.kit.outbox.outbox_put writes them.
 _TABLE = OutboxEvent._meta.db_table
+_COLUMNS = "id, topic, payload, created_at, attempts, last_error"
+# Rows per INSERT (3 bound parameters each; PostgreSQL allows 65,535 per statement).
+_INSERT_CHUNK = 5000
 
 
 def transaction_metadata(txn: Any) -> dict[str, Any]:
+    """Reference, status, amount (the sum of the debits), currency and the accounts involved."""
     postings = getattr(txn, "postings_list", None)
     if postings is None:
         postings = list(txn.postings.all())
@@ -40,42 +60,62 @@ def refusal_metadata(error: Any, **extra: Any) -> dict[str, Any]:
     return {"code": getattr(error, "code", "error"), "detail": str(getattr(error, "detail", error)), **extra}
 
 
-def queue_events(pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> None:
-    """One INSERT of every event body on ``pipeline`` (same transaction); wake the relay after commit."""
+def _payload(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chunks(bodies: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(bodies), _INSERT_CHUNK):
+        yield bodies[start : start + _INSERT_CHUNK]
+
+
+def queue_events(pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
+    """Queue one multi-row INSERT of every event body on ``pipeline`` (the write's transaction, no extra
+    round trip); wake the relay once after commit. Return the event ids."""
     if not bodies:
-        return
+        return []
     now = timezone.now()
-    values = ", ".join(["(%s, 'audit', %s::jsonb, %s, 0, '')"] * len(bodies))
-    params: list[Any] = []
-    for body in bodies:
-        params.extend([id_new("evt"), json.dumps(body, separators=(",", ":"), ensure_ascii=False), now])
-    pipeline.add(
-        f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) VALUES {values}",  # noqa: S608
-        params,
-    )
+    ids: list[str] = []
+    for chunk in _chunks(bodies):
+        values = ", ".join([f"(%s, '{TOPIC}', %s::jsonb, %s, 0, '')"] * len(chunk))
+        params: list[Any] = []
+        for body in chunk:
+            event_id = id_new("evt")
+            ids.append(event_id)
+            params.extend([event_id, _payload(body), now])
+        pipeline.add(f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES {values}", params)  # noqa: S608  (no user input)
     tx.on_commit(relay_kick)
+    return ids
 
 
-def copy_events(raw_cursor: Any, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> None:
+def copy_events(raw_cursor: Any, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
     """The same rows with COPY (large batches, already on the COPY path); wake the relay after commit."""
     if not bodies:
-        return
+        return []
     now = timezone.now()
-    with raw_cursor.copy(f"COPY {_TABLE} (id, topic, payload, created_at, attempts, last_error) FROM STDIN") as copy:
+    ids: list[str] = []
+    with raw_cursor.copy(f"COPY {_TABLE} ({_COLUMNS}) FROM STDIN") as copy:
         for body in bodies:
-            copy.write_row(
-                (id_new("evt"), "audit", json.dumps(body, separators=(",", ":"), ensure_ascii=False), now, 0, "")
-            )
+            event_id = id_new("evt")
+            ids.append(event_id)
+            copy.write_row((event_id, TOPIC, _payload(body), now, 0, ""))
     tx.on_commit(relay_kick)
+    return ids
 
 
-def record_after_rollback(bodies: list[dict[str, Any]]) -> None:
-    """Failure events of a write that rolled back: their own transaction, so the refusal is on record."""
+def record_after_rollback(bodies: list[dict[str, Any]]) -> list[str]:
+    """Failure events of a write that rolled back (or never reached the write path): committed in a transaction
+    of their own (BEGIN, one INSERT, COMMIT: one round trip), so the refusal stays on record. Inside a
+    caller's atomic block they join it (and go with it)."""
     if not bodies:
-        return
-    with transaction.atomic():
-        for body in bodies:
-            outbox_put("audit", body)
+        return []
+    with WriteTransaction() as tx:
+        pipeline = Pipeline()
+        tx.begin(pipeline)
+        ids = queue_events(pipeline, tx, bodies)
+        tx.commit(pipeline)
+        pipeline.run()
+    return ids
 
 
 def created_event(txn: Any, context: dict[str, Any] | None = None, occurred_at: Any = None) -> dict[str, Any]:
@@ -98,6 +138,7 @@ def refused_event(
     context: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """A ``failure`` event of ``action`` with the error's code and detail (and ``extra``) as metadata."""
     return audit_event(
         action,
         outcome="failure",
@@ -106,3 +147,12 @@ def refused_event(
         metadata=refusal_metadata(error, **extra),
         context=context,
     )
+
+
+def refused_creations(refusals: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Failure ``ledger.transaction.created`` bodies for ``(reference, error)`` pairs (one shared context)."""
+    context = audit_context()
+    return [
+        refused_event("ledger.transaction.created", error, object_type="transaction", context=context, reference=ref)
+        for ref, error in refusals
+    ]

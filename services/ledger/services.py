@@ -97,7 +97,13 @@ def account_create(
     metadata: dict[str, Any] | None = None,
 ) -> Account:
     """Open an account."""
-    described = {"code": code or None, "name": name, "currency": currency, "normal_balance": normal_balance}
+    terms = {
+        "name": name,
+        "currency": currency,
+        "normal_balance": normal_balance,
+        "overdraft_limit": overdraft_limit,
+        "allow_negative": allow_negative,
+    }
     try:
         if not isinstance(overdraft_limit, int) or not 0 <= overdraft_limit <= MAX_AMOUNT:
             raise InvalidAmount("overdraft_limit must be an integer from 0 to 2^63-1.")
@@ -116,16 +122,18 @@ def account_create(
                     "ledger.account.created",
                     object_type="account",
                     object_id=account.id,
-                    metadata={**described, "overdraft_limit": overdraft_limit, "allow_negative": allow_negative},
+                    metadata={"code": code or None, **terms},
                 )
         except IntegrityError as exc:
             if code and Account.objects.filter(code=code).exists():
                 raise DuplicateAccountCode(f"An account with code {code!r} already exists.") from exc
             raise
     except LedgerError as exc:
-        ledger_audit.record_after_rollback(
-            [ledger_audit.refused_event("ledger.account.created", exc, object_type="account", **described)]
+        # A failure's metadata "code" is the refusal's code: the account's own code goes as account_code.
+        refused = ledger_audit.refused_event(
+            "ledger.account.created", exc, object_type="account", account_code=code or None, **terms
         )
+        ledger_audit.record_after_rollback([refused])
         raise
     log.info("ledger.account_created", account_id=account.id, currency=currency)
     return account
@@ -483,7 +491,7 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
         events = [
             ledger_audit.created_event(r.transaction, context, now)
             if r.status == "created"
-            else _refused_create_event(r.error, items[r.index], context)
+            else _refused_create_event(r.error, items[r.index].reference, context)
             for r in final
             if r.status != "exists"
         ]
@@ -588,9 +596,9 @@ def _create_one(
     return ItemResult(index, "created", transaction=txn)
 
 
-def _refused_create_event(error: Any, item: TransactionInput, context: dict[str, Any] | None = None) -> dict[str, Any]:
+def _refused_create_event(error: Any, reference: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
     return ledger_audit.refused_event(
-        "ledger.transaction.created", error, object_type="transaction", context=context, reference=item.reference
+        "ledger.transaction.created", error, object_type="transaction", context=context, reference=reference
     )
 
 
@@ -599,19 +607,35 @@ def transactions_create(*, items: list[TransactionInput], atomic: bool = False) 
 
     With ``atomic=True`` one refusal rejects them all (``BatchRejected`` carries every result). Every
     created transaction and every refused one is audited; replays of an existing reference are not.
+    A rejected atomic batch leaves one failure event per item (committed after the rollback): the item's
+    own code, or ``batch_rejected`` for the items that were only rejected with the rest.
     """
     try:
         return with_retry(lambda: _create_batch(items, atomic))
     except BatchRejected as exc:
-        # Nothing was applied: one failure event per item, with its own code or batch_rejected.
-        events = []
-        for result in exc.extra["results"]:
-            item = items[result["index"]]
-            code = result.get("code") or "batch_rejected"
-            error = LedgerError(result.get("detail") or "Rejected with the rest of its atomic batch.", code=code)
-            events.append(_refused_create_event(error, item))
-        ledger_audit.record_after_rollback(events)
+        transactions_refused(refusals=batch_refusals([item.reference for item in items], exc.extra["results"]))
         raise
+
+
+def batch_refusals(references: list[str], results: list[dict[str, Any]]) -> list[tuple[str, LedgerError]]:
+    """``(reference, error)`` of every item of a rejected atomic batch, in item order: the item's own refusal
+    (from ``results``, by index) or ``batch_rejected``."""
+    refused = {r["index"]: r for r in results if r.get("code")}
+    out: list[tuple[str, LedgerError]] = []
+    for index, reference in enumerate(references):
+        result = refused.get(index)
+        if result is not None:
+            out.append((reference, LedgerError(result.get("detail"), code=result["code"])))
+        else:
+            out.append((reference, BatchRejected("Rejected with the rest of its atomic batch.")))
+    return out
+
+
+def transactions_refused(*, refusals: list[tuple[str, Any]]) -> None:
+    """Audit transaction creations that were refused but whose refusal no committed write recorded: the items of
+    a rejected atomic batch, and batch items refused as malformed before reaching the ledger. ``refusals``
+    are ``(reference, error with a code)``; one failure event each, in a short transaction of their own."""
+    ledger_audit.record_after_rollback(ledger_audit.refused_creations(refusals))
 
 
 def transaction_create(*, item: TransactionInput) -> tuple[Transaction, bool]:

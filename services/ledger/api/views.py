@@ -158,9 +158,10 @@ class TransactionBatchView(APIView):
         batch.is_valid(raise_exception=True)
         items: list[Any] = []
         shape_errors: dict[int, dict[str, Any]] = {}
+        raws = batch.validated_data["transactions"]
         # One serializer validates every item: building its field tree per item cost ~0.5 ms each.
         serializer = TransactionInputSerializer()
-        for index, raw in enumerate(batch.validated_data["transactions"]):
+        for index, raw in enumerate(raws):
             fast = transaction_input_fast(raw)
             if fast is not None:
                 items.append(fast)
@@ -174,8 +175,25 @@ class TransactionBatchView(APIView):
                     "code": "validation_error",
                     "detail": _flatten(exc.detail),
                 }
-        results = [services.result_as_dict(r) for r in _run(items, batch.validated_data["atomic"], shape_errors)]
-        return Response({"results": results})
+        atomic = batch.validated_data["atomic"]
+        if atomic and shape_errors:
+            # Malformed items never reach the write path, so the rejection is audited here: one failure event
+            # per item (the malformed ones' validation_error, batch_rejected for the others).
+            references = [_reference(raw) for raw in raws]
+            services.transactions_refused(refusals=services.batch_refusals(references, list(shape_errors.values())))
+        outcome = _run(items, atomic, shape_errors)
+        if shape_errors:
+            # The malformed items of a committed batch: their refusals in a short transaction after it.
+            services.transactions_refused(
+                refusals=[(_reference(raws[i]), _ShapeError(**e).error) for i, e in sorted(shape_errors.items())]
+            )
+        return Response({"results": [services.result_as_dict(r) for r in outcome]})
+
+
+def _reference(raw: Any) -> str:
+    """The reference of a (possibly malformed) batch item, for its audit event."""
+    reference = raw.get("reference") if isinstance(raw, dict) else None
+    return reference[:200] if isinstance(reference, str) else ""
 
 
 def _run(items: list[Any], atomic: bool, shape_errors: dict[int, dict[str, Any]]) -> list[Any]:
