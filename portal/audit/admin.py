@@ -41,7 +41,7 @@ from django.utils.http import urlencode
 
 from portal.audit import heads, verifier
 from portal.audit.chain import NodeSource, frontier_root, node_lookup
-from portal.audit.models import AuditChainState, AuditEvent, AuditHead, AuditRejected
+from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead, AuditRejected
 from services.kit.audit import audit_record
 
 T = TypeVar("T")
@@ -628,3 +628,25 @@ class AuditRejectedAdmin(ReadOnlyAuditAdmin):
     @admin.display(description="payload")
     def payload_json(self, obj: AuditRejected) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@admin.register(AuditArchive)
+class AuditArchiveAdmin(ReadOnlyAuditAdmin):
+    list_display = ["last_seq", "first_seq", "events", "file_name", "file_bytes", "created_at"]
+    fields = [
+        "first_seq",
+        "last_seq",
+        "events",
+        "path",
+        "file_sha256",
+        "file_bytes",
+        "head_root_hash",
+        "head_last_hash",
+        "created_at",
+    ]
+    readonly_fields = ["created_at"]
+    ordering = ["-last_seq"]
+
+    @admin.display(description="file")
+    def file_name(self, obj: AuditArchive) -> str:
+        return obj.path.rsplit("/", 1)[-1]

@@ -125,3 +125,30 @@ class AuditRejected(models.Model):
 
     def __str__(self) -> str:
         return f"rejected {self.id}: {self.reason[:60]}"
+
+
+class AuditArchive(models.Model):
+    """A prefix of the log moved out of ``audit_event`` by ``audit_archive``: seqs [first_seq, last_seq].
+
+    ``last_seq`` is always the size of a signed head, so the live log's verification starts from that head
+    (its last hash and root); the archive file holds the events, their inclusion proofs and the heads.
+    Inserted before any row is deleted (deletion may take several transactions), never updated.
+    """
+
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField(unique=True, help_text="The signed head's tree size the archive ends at.")
+    events = models.BigIntegerField()
+    path = models.CharField(max_length=1000, help_text="Where the archive file was written.")
+    file_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the archive file as written.")
+    file_bytes = models.BigIntegerField()
+    head_root_hash = models.CharField(max_length=64)
+    head_last_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "audit_archive"
+        ordering = ["-last_seq"]
+        verbose_name = "audit archive"
+
+    def __str__(self) -> str:
+        return f"archive of seqs {self.first_seq}-{self.last_seq}"

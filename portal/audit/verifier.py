@@ -222,11 +222,180 @@ def check_heads(heads: list[dict[str, Any]], public_key_pem: bytes) -> list[str]
     return problems
 
 
+ARCHIVE_FORMAT = "atrium.audit.archive/1"
+
+
+def frontier_root_hex(frontier: dict[str, str]) -> bytes:
+    """The RFC 6962 root of a tree given its right frontier (``{level: hex of the complete subtree}``)."""
+    acc: bytes | None = None
+    for level in sorted(frontier, key=int):
+        node = _hex(frontier[level])
+        acc = node if acc is None else node_hash(node, acc)
+    return acc if acc is not None else hashlib.sha256(b"").digest()
+
+
+def _open_archive(path: Path) -> Any:
+    import gzip
+
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
+
+
+class ArchiveCheck:
+    """What :func:`check_archive` found in one archive file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.header: dict[str, Any] = {}
+        self.events = 0
+        self.problems: list[str] = []
+
+    @property
+    def first_seq(self) -> int:
+        return int(self.header.get("first_seq", 0))
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.header.get("last_seq", 0))
+
+
+def check_archive(path: Path, public_key_pem: bytes, *, proofs: bool = True) -> ArchiveCheck:
+    """Check an ``audit_archive`` file on its own: every event's hashes, the chain from the archive's start,
+    the Merkle tree from the start's frontier to the covering head's root, every signed head in the range,
+    each event's inclusion proof (unless ``proofs`` is false), and the end line (count and body digest).
+    """
+    check = ArchiveCheck(path)
+    problems = check.problems
+    body = hashlib.sha256()
+    with _open_archive(path) as handle:
+        first_line = handle.readline()
+        body.update(first_line)
+        try:
+            header = json.loads(first_line)
+        except ValueError:
+            problems.append("the first line is not the archive header")
+            return check
+        if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
+            problems.append(f"not an Atrium audit archive (format {ARCHIVE_FORMAT} expected)")
+            return check
+        check.header = header
+        head, start = header["head"], header["start"]
+        if not verify_head_signature(head, public_key_pem):
+            problems.append(f"the covering head (tree size {head['tree_size']}): bad signature (forged head)")
+        size = int(start["tree_size"])
+        if int(head["tree_size"]) != check.last_seq or check.first_seq != size + 1:
+            problems.append("the header's seq range does not run from the start to the covering head")
+        frontier = {int(level): _hex(h) for level, h in start["frontier"].items()}
+        prev = _hex(start["last_hash"]) if size else ZERO_HASH
+        if size:
+            start_head = start.get("head") or {}
+            if not verify_head_signature(start_head, public_key_pem):
+                problems.append(f"the start head (tree size {size}): bad signature (forged head)")
+            elif (
+                int(start_head["tree_size"]) != size
+                or frontier_root_hex(start["frontier"]).hex() != start_head["root_hash"]
+                or start["last_hash"] != start_head["last_hash"]
+            ):
+                problems.append(f"the start frontier and last hash do not match the signed head at tree size {size}")
+        heads = {int(h["tree_size"]): h for h in header.get("heads", [])}
+        for tree_size, signed in sorted(heads.items()):
+            if not verify_head_signature(signed, public_key_pem):
+                problems.append(f"head at tree size {tree_size}: bad signature (forged head)")
+        root = _hex(head["root_hash"])
+        trailer: dict[str, Any] | None = None
+        for raw in handle:
+            if trailer is not None:
+                problems.append("lines after the end line")
+                break
+            line = json.loads(raw)
+            if "end" in line:
+                trailer = line
+                continue
+            body.update(raw)
+            seq = int(line["seq"])
+            expected = size + 1
+            if seq != expected:
+                problems.append(f"seq {expected}: missing (the next line is seq {seq})")
+                break
+            data = line["canonical"].encode("utf-8")
+            leaf = leaf_hash(data)
+            digest = chain_hash(data, prev)
+            if leaf.hex() != line["leaf_hash"] or digest.hex() != line["hash"] or line["prev_hash"] != prev.hex():
+                problems.append(f"seq {seq}: its hashes do not match its canonical JSON and the chain (modified)")
+                break
+            if json.loads(data).get("seq") != seq:
+                problems.append(f"seq {seq}: its canonical JSON was chained as another seq")
+                break
+            if proofs and "proof" in line:
+                path = [_hex(h) for h in line["proof"]]
+                if not verify_inclusion(leaf, seq - 1, int(head["tree_size"]), path, root):
+                    problems.append(f"seq {seq}: its inclusion proof does not lead to the covering head's root")
+            carry, level, position = leaf, 0, size
+            while position >> level & 1:
+                carry = node_hash(frontier.pop(level), carry)
+                level += 1
+            frontier[level] = carry
+            size, prev = seq, digest
+            check.events += 1
+            signed = heads.get(size)
+            if signed is not None:
+                here = frontier_root_hex({str(k): v.hex() for k, v in frontier.items()})
+                if here.hex() != signed["root_hash"] or prev.hex() != signed["last_hash"]:
+                    problems.append(f"head at tree size {size} does not match the archived events (forged head)")
+    if trailer is None:
+        problems.append("no end line: the archive is truncated")
+    else:
+        if int(trailer.get("events", -1)) != check.events:
+            problems.append(f"the end line counts {trailer.get('events')} events, the file holds {check.events}")
+        if trailer.get("body_sha256") != body.hexdigest():
+            problems.append("the end line's digest does not match the lines before it")
+    if not problems and size == check.last_seq:
+        final = frontier_root_hex({str(k): v.hex() for k, v in frontier.items()})
+        if final != root or prev.hex() != head["last_hash"]:
+            problems.append("the archived events do not add up to the covering head's root and last hash")
+    elif not problems:
+        problems.append(f"the archive ends at seq {size}, its head covers {check.last_seq}")
+    return check
+
+
+def check_archives(paths: Sequence[Path], public_key_pem: bytes, *, proofs: bool = True) -> list[ArchiveCheck]:
+    """Check each archive and that, in seq order, each one starts where the one before it ends."""
+    checks = sorted((check_archive(p, public_key_pem, proofs=proofs) for p in paths), key=lambda c: c.first_seq)
+    for before, after in itertools.pairwise(checks):
+        if before.header and after.header:
+            start = after.header["start"]
+            if start["tree_size"] != before.last_seq or start["last_hash"] != before.header["head"]["last_hash"]:
+                after.problems.append(f"does not continue {before.path.name} (which ends at seq {before.last_seq})")
+    return checks
+
+
+def archive_proof(path: Path, seq: int) -> dict[str, Any]:
+    """The inclusion-proof document (as the portal's proof endpoint returns) of one archived event."""
+    with _open_archive(path) as handle:
+        header = json.loads(handle.readline())
+        for raw in handle:
+            line = json.loads(raw)
+            if line.get("seq") == seq:
+                return {
+                    "event": json.loads(line["canonical"]),
+                    "leaf_index": seq - 1,
+                    "leaf_hash": line["leaf_hash"],
+                    "proof": line.get("proof", []),
+                    "head": header["head"],
+                }
+    raise LookupError(f"seq {seq} is not in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m portal.audit.verifier", description=__doc__.split("\n\n")[0])
     parser.add_argument("proof", nargs="?", help="inclusion proof JSON (GET /api/v1/audit/events/{id}/proof)")
     parser.add_argument("--public-key", required=True, help="the portal's audit public key (PEM)")
     parser.add_argument("--heads", help="signed heads JSON (GET /api/v1/audit/heads/)")
+    parser.add_argument(
+        "--archive", action="append", default=[], help="an audit_archive file to check (repeat for several)"
+    )
+    parser.add_argument("--extract", type=int, metavar="SEQ", help="with one --archive: print SEQ's proof document")
     args = parser.parse_args(argv)
     key = Path(args.public_key).read_bytes()
     problems: list[str] = []
@@ -244,8 +413,20 @@ def main(argv: list[str] | None = None) -> int:
         problems += check_heads(heads, key)
         if not problems:
             print(f"OK: {len(heads)} signed heads, each signature valid and each consistent with the previous")
-    if not args.proof and not args.heads:
-        parser.error("give a proof file, --heads, or both")
+    if args.extract is not None:
+        if len(args.archive) != 1:
+            parser.error("--extract needs exactly one --archive")
+        print(json.dumps(archive_proof(Path(args.archive[0]), args.extract), indent=2, ensure_ascii=False))
+        return 0
+    for check in check_archives([Path(a) for a in args.archive], key):
+        problems += [f"{check.path.name}: {p}" for p in check.problems]
+        if not check.problems:
+            print(
+                f"OK: {check.path.name}: seqs {check.first_seq}-{check.last_seq}, {check.events} events, "
+                f"chain, Merkle root and {len(check.header.get('heads', []))} signed heads verified"
+            )
+    if not args.proof and not args.heads and not args.archive:
+        parser.error("give a proof file, --heads, --archive, or several")
     for problem in problems:
         print("FAIL:", problem)
     return 1 if problems else 0

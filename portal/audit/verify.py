@@ -41,6 +41,11 @@ lowest ``seq``. The reasons, and the rule that picks each:
 ``head missing``
     A correctly signed head in the file but not the database, or in the database but not the file.
 
+After archival (``audit_archive``) the live log starts after the last archive: the chain from that archive's
+signed head's last hash, the Merkle tree from the frontier stored in ``audit_node`` at that size (which must
+hash to the head's signed root). The archives must follow one another from seq 1, each ending at a validly
+signed head whose hashes it recorded; with ``archive_files`` every archive file is also checked in full.
+
 Limits: an event appended after the last signed head by someone who also updates the sequencer's state
 (``audit_chain_state``) with a consistent hash is indistinguishable from a real one until the next head
 is signed; and a rewrite of a whole suffix with every hash recomputed shows only as a ``forged head`` at
@@ -57,13 +62,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.db import DataError, connection, transaction
 
 from portal.audit import heads as heads_mod
 from portal.audit.chain import node_lookup
-from portal.audit.models import AuditChainState, AuditHead
+from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead
 from portal.audit.verifier import ZERO_HASH, verify_head_signature
 
 # The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
@@ -77,7 +83,9 @@ _COLUMNS_MATCH = """(
     AND c->>'user_agent' = user_agent AND c->'changes' = changes AND c->'metadata' = metadata
     AND (c->>'occurred_at')::timestamptz = occurred_at AND (c->>'recorded_at')::timestamptz = recorded_at
 )"""
-_STREAM = "SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash FROM audit_event ORDER BY seq"
+_STREAM = (
+    "SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash FROM audit_event WHERE seq > %s ORDER BY seq"
+)
 # Rows whose columns no longer say what their hashed JSON says (a missing key compares as NULL: disagrees).
 # OFFSET 0 keeps the subquery from being inlined: the JSON is parsed once per row, not once per comparison.
 _COLUMNS_DISAGREE = (
@@ -86,11 +94,14 @@ _COLUMNS_DISAGREE = (
     f"AND NOT (coalesce((c->>'seq')::bigint = seq, false) AND coalesce({_COLUMNS_MATCH}, false)) "
     "ORDER BY seq LIMIT %s"
 )
+# Before any archival a service's sequence starts at 1; after it, at the lowest number still live.
 _SERVICE_GAPS = """
     SELECT s.service, g.n FROM (
-        SELECT service, max(service_seq) AS top, count(*) AS present FROM audit_event GROUP BY service
-    ) AS s, LATERAL generate_series(1, s.top) AS g(n)
-    WHERE s.present < s.top
+        SELECT service, CASE WHEN %s THEN min(service_seq) ELSE 1 END AS low, max(service_seq) AS top,
+               count(*) AS present
+        FROM audit_event GROUP BY service
+    ) AS s, LATERAL generate_series(s.low, s.top) AS g(n)
+    WHERE s.present < s.top - s.low + 1
       AND NOT EXISTS (SELECT 1 FROM audit_event e WHERE e.service = s.service AND e.service_seq = g.n)
     ORDER BY 1, 2 LIMIT 10000
 """
@@ -113,6 +124,7 @@ class VerifyReport:
     """What :func:`verify_log` found: counts, timing, every problem, and service sequence gaps (warnings)."""
 
     events: int = 0
+    archived: int = 0  # events before the live log (in archive files)
     heads: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
@@ -136,6 +148,7 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "events": self.events,
+            "archived": self.archived,
             "heads": self.heads,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second),
@@ -222,10 +235,10 @@ def _columns_disagree(cursor: Any, low: int, high: int, out: list[Disagreement])
         _columns_disagree(cursor, middle + 1, high, out)
 
 
-def _service_gaps(cursor: Any) -> dict[str, list[int]]:
+def _service_gaps(cursor: Any, *, archived: bool) -> dict[str, list[int]]:
     """Each service's missing sequence numbers (the first 10,000 in all)."""
     gaps: dict[str, list[int]] = {}
-    cursor.execute(_SERVICE_GAPS)
+    cursor.execute(_SERVICE_GAPS, [archived])
     for service, number in cursor.fetchall():
         gaps.setdefault(service, []).append(number)
     return gaps
@@ -305,13 +318,15 @@ def _embedded_seq(data: bytes) -> int | None:
 class _Chain:
     """The streaming state: the previous two hashes, the Merkle frontier, and the anomaly classifier."""
 
-    def __init__(self, problems: list[Problem], state_size: int) -> None:
+    def __init__(self, problems: list[Problem], state_size: int, start: int = 0, prev: bytes = ZERO_HASH) -> None:
         self.problems = problems
         self.state_size = state_size
-        self.prev = self.prev2 = ZERO_HASH
-        self.expected = 1  # the next seq
+        self.first = start + 1  # the first live seq (after the archived prefix, if any)
+        self.prev = prev
+        self.prev2 = b"" if start else ZERO_HASH  # the archived row before the last is not known
+        self.expected = start + 1  # the next seq
         self.offset = 0  # the previous row's (seq in its JSON) - (its seq column)
-        self.offsets: list[tuple[int, int]] = [(1, 0)]  # (from seq, offset): where renumbering was found
+        self.offsets: list[tuple[int, int]] = [(start + 1, 0)]  # (from seq, offset): where renumbering was found
         self.pending: int | None = None  # a row that does not link to its predecessor, until its successor says why
 
     def report(self, seq: int, reason: str, detail: str) -> None:
@@ -375,8 +390,9 @@ class _Chain:
         broken, self.pending = self.pending, None
         if broken is None:
             return
-        if broken == 1:
-            self.report(1, "modified", "seq 1 does not link to the zero hash")
+        if broken == self.first:
+            to = "the zero hash" if broken == 1 else f"the archived prefix's last hash (seq {broken - 1})"
+            self.report(broken, "modified", f"seq {broken} does not link to {to}")
         elif linked:  # the successor links to the row: its predecessor's hash changed (rewritten and re-hashed)
             self.report(
                 broken - 1,
@@ -416,19 +432,22 @@ def _root(nodes: list[bytes | None]) -> bytes:
     return acc if acc is not None else hashlib.sha256(b"").digest()
 
 
-def _stream(cursor: Any, chain: _Chain, heads: Heads) -> tuple[int, bytes, list[bytes | None]]:
+def _stream(
+    cursor: Any, chain: _Chain, heads: Heads, start: int = 0, frontier: list[bytes | None] | None = None
+) -> tuple[int, bytes, list[bytes | None]]:
     """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes.
 
-    Return the number of rows, the last chain hash and the frontier (``nodes[level]``: a complete subtree
-    root, or None).
+    Starts after ``start`` archived events (the chain's last hash and the tree's ``frontier`` there).
+    Return the tree size reached, the last chain hash and the frontier (``nodes[level]``: a complete
+    subtree root, or None).
     """
     sha256 = hashlib.sha256
     problems = chain.problems
     examine = chain.examine
-    prev = prev2 = ZERO_HASH
-    expected = 1
-    nodes: list[bytes | None] = []
-    size = 0
+    prev, prev2 = chain.prev, chain.prev2
+    expected = start + 1
+    nodes: list[bytes | None] = list(frontier or [])
+    size = start
     for seq, data, digest, prev_hash, stored_leaf in cursor:
         leaf = sha256(b"\x00" + data).digest()
         if (
@@ -532,8 +551,131 @@ def _heads_beyond(heads: Heads, rows: int, last_seq: int, state_size: int, probl
             problems.append(Problem(size, "forged head", f"head at tree size {size} is beyond the log ({last_seq})"))
 
 
-def verify_log(*, batch: int = 10_000) -> VerifyReport:
+# --- the archived prefix ----------------------------------------------------------------------------------
+
+
+def _archived_start(
+    archives: list[AuditArchive], heads: Heads, problems: list[Problem]
+) -> tuple[int, bytes, list[bytes | None]]:
+    """Where the live log starts: after the last archive, at its covering head's last hash and frontier.
+
+    The archives must follow each other from seq 1, each end at a signed head whose hashes it recorded, and
+    the stored Merkle frontier at the last one must hash to that head's signed root.
+    """
+    if not archives:
+        return 0, ZERO_HASH, []
+    expected = 1
+    for archive in archives:
+        if archive.first_seq != expected:
+            problems.append(
+                Problem(expected, "missing", f"archives jump from seq {expected - 1} to {archive.first_seq}")
+            )
+        expected = archive.last_seq + 1
+        copies = [(where, head) for where, head, valid in heads.get(archive.last_seq, []) if valid]
+        if not copies:
+            problems.append(
+                Problem(
+                    archive.last_seq,
+                    "head missing",
+                    f"no validly signed head covers the archive ending at seq {archive.last_seq}",
+                )
+            )
+        elif any(
+            head["root_hash"] != archive.head_root_hash or head["last_hash"] != archive.head_last_hash
+            for _, head in copies
+        ):
+            problems.append(
+                Problem(
+                    archive.last_seq,
+                    "forged head",
+                    f"the archive ending at seq {archive.last_seq} recorded other hashes than its signed head",
+                )
+            )
+    start = archives[-1].last_seq
+    if not _vouched(archives[-1]):
+        problems.append(
+            Problem(
+                start,
+                "inserted",
+                f"the archive of seqs {archives[-1].first_seq}-{start} has no matching "
+                "audit.log.archived event (chained or on its way): it was not recorded by audit_archive",
+            )
+        )
+    last_hash = bytes.fromhex(archives[-1].head_last_hash)
+    wanted = {(level, (start >> level) - 1): level for level in range(start.bit_length()) if start >> level & 1}
+    stored = node_lookup(set(wanted))
+    frontier: list[bytes | None] = [None] * start.bit_length()
+    for key, level in wanted.items():
+        frontier[level] = stored.get(key)
+    if any(frontier[level] is None for level in wanted.values()) or (
+        _root(frontier).hex() != archives[-1].head_root_hash
+    ):
+        problems.append(
+            Problem(
+                start,
+                "modified",
+                f"the stored Merkle frontier at the archived prefix (seq {start}) does not "
+                "hash to its signed head's root",
+            )
+        )
+    return start, last_hash, frontier
+
+
+def _vouched(archive: AuditArchive) -> bool:
+    """Is ``archive`` the one ``audit_archive`` recorded? Its ``audit.log.archived`` event (written in the same
+    transaction) must be chained after it, or still in the portal's outbox on its way to the chain."""
+    from services.kit.models import OutboxEvent
+
+    facts = {"file_sha256": archive.file_sha256, "head_root_hash": archive.head_root_hash}
+    chained = AuditEvent.objects.filter(
+        action="audit.log.archived",
+        object_id=f"{archive.first_seq}-{archive.last_seq}",
+        seq__gt=archive.last_seq,
+        metadata__contains=facts,
+    )
+    if chained.exists():
+        return True
+    return OutboxEvent.objects.filter(
+        payload__action="audit.log.archived",
+        payload__object__id=f"{archive.first_seq}-{archive.last_seq}",
+        payload__metadata__contains=facts,
+    ).exists()
+
+
+def _archive_files(archives: list[AuditArchive], directory: Path | None, problems: list[Problem]) -> None:
+    """Each archive file (at its recorded path, or by name in ``directory``): digest and full standalone check."""
+    from portal.audit.verifier import check_archives
+
+    paths: list[Path] = []
+    for archive in archives:
+        path = Path(archive.path) if directory is None else directory / Path(archive.path).name
+        if not path.exists():
+            problems.append(Problem(archive.first_seq, "missing", f"archive file {path} is not there"))
+            continue
+        if archive_sha256(path) != archive.file_sha256:
+            problems.append(Problem(archive.first_seq, "modified", f"archive file {path} is not the one written"))
+            continue
+        paths.append(path)
+    for check in check_archives(paths, heads_mod.public_key_pem()):
+        problems.extend(
+            Problem(check.first_seq or 1, "modified", f"archive {check.path.name}: {p}") for p in check.problems
+        )
+
+
+def archive_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_log(*, batch: int = 10_000, archive_files: bool = False, archive_dir: Path | None = None) -> VerifyReport:
     """Verify everything; never raises for a bad log (the report says what is wrong).
+
+    After archival the live log is verified from the last archive's signed head on (see
+    :func:`_archived_start`); ``archive_files`` also checks every archive file (found at its recorded path
+    or, with ``archive_dir``, by name there) with the standalone verifier.
 
     Run outside a transaction (the management command), it reads one REPEATABLE READ snapshot, shared with
     the second connection that checks the columns in parallel. Inside a transaction (a test), it reads
@@ -548,7 +690,11 @@ def verify_log(*, batch: int = 10_000) -> VerifyReport:
         with connection.cursor() as cursor:
             if own_transaction:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cursor.execute("SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) FROM audit_event")
+            # The column check starts after the archived prefix (rows of it not yet deleted are not live).
+            cursor.execute(
+                "SELECT greatest(coalesce(min(seq), 1), (SELECT coalesce(max(last_seq), 0) + 1 FROM audit_archive)), "
+                "coalesce(max(seq), 0) FROM audit_event"
+            )
             work = _ColumnWork(*cursor.fetchone())
             if own_transaction:
                 cursor.execute("SELECT pg_export_snapshot()")
@@ -561,19 +707,24 @@ def verify_log(*, batch: int = 10_000) -> VerifyReport:
             state_size = state.size if state is not None else 0
             heads = _heads_check(state_size, problems)
             report.heads = len(heads)
-            chain = _Chain(problems, state_size)
+            archives = list(AuditArchive.objects.order_by("first_seq"))
+            start, start_hash, frontier = _archived_start(archives, heads, problems)
+            if archive_files:
+                _archive_files(archives, archive_dir, problems)
+            chain = _Chain(problems, state_size, start, start_hash)
             with connection.connection.cursor(name="audit_verify", binary=True) as cursor:
                 cursor.itersize = batch
-                cursor.execute(_STREAM)
-                size, last, nodes = _stream(cursor, chain, heads)
+                cursor.execute(_STREAM, [start])
+                size, last, nodes = _stream(cursor, chain, heads, start, frontier)
         except BaseException:
             work.cancel()  # the other connection stops after its current chunk
             raise
-        report.events = size
+        report.events = size - start
+        report.archived = start
         last_seq = chain.expected - 1
         _heads_beyond(heads, size, last_seq, state_size, problems)
         with connection.cursor() as cursor:
-            report.service_gaps = _service_gaps(cursor)
+            report.service_gaps = _service_gaps(cursor, archived=bool(start))
             work.run(cursor)  # what the other connection has not yet taken
         if checker is not None:
             checker.finish()

@@ -10,6 +10,7 @@ flight), failures with ``--strict-services``. Every run, whatever its result, is
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -42,11 +43,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--strict-services", action="store_true", help="fail on gaps in a service's sequence (may be in flight)"
         )
+        parser.add_argument(
+            "--archives", action="store_true", help="also check every archive file in full (see audit_archive)"
+        )
+        parser.add_argument(
+            "--archive-dir", default=None, help="look for the archive files here (by name) instead of where written"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         strict = bool(options["strict_services"])
         try:
-            report = verify_log()
+            report = verify_log(
+                archive_files=bool(options["archives"] or options["archive_dir"]),
+                archive_dir=Path(options["archive_dir"]) if options["archive_dir"] else None,
+            )
         except Exception as exc:
             _record("failure", {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500], "strict_services": strict})
             raise CommandError(f"audit log verification could not run: {exc}", returncode=1) from exc
@@ -65,6 +75,10 @@ class Command(BaseCommand):
             f"checked {report.events} events and {report.heads} signed heads in {report.seconds:.2f} s "
             f"({report.events_per_second:,.0f} events/s)"
         )
+        if report.archived:
+            self.stdout.write(
+                f"the live log starts after {report.archived} archived events (seq {report.archived + 1})"
+            )
         for service, gaps in sorted(report.service_gaps.items()):
             shown = ", ".join(str(n) for n in gaps[:10]) + (", …" if len(gaps) > 10 else "")
             self.stdout.write(f"warning: {service} sequence has {len(gaps)} gap(s): {shown} (maybe in flight)")
