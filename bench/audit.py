@@ -13,6 +13,9 @@ Three fresh databases are created and dropped at the end:
   relay's start until the portal's ``audit_event`` holds every event: events/s.
 * **verify**: ``--verify-events`` chained through ``portal.audit.chain.ingest`` in batches of 1,000, heads
   signed along the way, then ``manage.py audit_verify --json``: events/s.
+* **archive** (no target): ``manage.py audit_archive`` over the first half of the verified log (checked,
+  written with inclusion proofs, read back by the standalone verifier, deleted), then ``audit_verify
+  --archives`` again, which must pass.
 * **list**: ``--list-events`` rows generated directly in SQL (``generate_series``; realistic spread of
   services, actions, actors, objects and request ids; the hashes are filler since only search is measured),
   then ``GET /api/v1/audit/events/`` with filters through Django's full request handler (every middleware,
@@ -322,6 +325,26 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError, KeyError):
             verify_rate = float(json.loads(verify_out.strip().splitlines()[-1])["events_per_second"])
 
+        # 2b. archival of the first half (not a target: what a retention run costs), then verification again
+        archive_dir = REPO_ROOT / "var" / "bench-audit" / f"archive-{run}"
+        upto = args.verify_events // 2 + 1000  # a signed head (heads every 50,000 from 1,000)
+        print(f"archive: seqs up to {upto}…", flush=True)
+        began = time.perf_counter()
+        command = ["manage.py", "audit_archive", "--older-than-days", "0", "--upto", str(upto)]
+        archived_out = _run([sys.executable, *command, "--output", str(archive_dir)], portal_env["verify"])
+        archive_seconds = time.perf_counter() - began
+        archive_files = sorted(archive_dir.glob("*.jsonl.gz"))
+        archive_bytes = sum(f.stat().st_size for f in archive_files)
+        archived = sum(
+            int(line.split("(")[1].split()[0]) for line in archived_out.splitlines() if "archived seqs" in line
+        )
+        after_out = _run([sys.executable, "manage.py", "audit_verify", "--json", "--archives"], portal_env["verify"])
+        after = json.loads(after_out.strip().splitlines()[-1])
+        failed |= not after["ok"] or archived != upto
+        for f in archive_files:
+            f.unlink()
+        archive_dir.rmdir()
+
         # 3. list latency
         print(f"list: generating {args.list_events} rows…", flush=True)
         began = time.perf_counter()
@@ -342,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"verification: {args.verify_events} events, {verify_rate:,.0f} events/s "
             f"(target ≥ {TARGET_VERIFY:,}: {'MET' if verify_rate >= TARGET_VERIFY else 'MISSED'})"
+        )
+        print(
+            f"archival: {archived} events in {archive_seconds:.2f} s = {archived / archive_seconds:,.0f} events/s "
+            f"(checked, written with proofs, read back, deleted), {archive_bytes / archived:,.0f} bytes/event "
+            f"gzip'd; audit_verify --archives afterwards: {'OK' if after['ok'] else 'FAILED'} "
+            f"({after['events']} live events after {after['archived']} archived, {after['events_per_second']:,} "
+            "events/s, archive files checked in full)"
         )
         print(f"list over {args.list_events:,} events, {args.requests} requests per filter (ms):")
         worst = 0.0

@@ -58,3 +58,5 @@ AUDIT_SIGNING_KEY_FILE = env.str("AUDIT_SIGNING_KEY_FILE", default="")
 AUDIT_HEADS_PATH = env.str("AUDIT_HEADS_PATH", default=str(ATRIUM_VAR_DIR / "audit" / "heads.jsonl"))  # noqa: F821
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))  # noqa: F821
+# The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).
+AUDIT_ARCHIVE_AUTOMATIC = env.bool("AUDIT_ARCHIVE_AUTOMATIC", default=False)

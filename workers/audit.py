@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
+
+from portal.audit.archive import archive_run
 from portal.audit.chain import ingest as chain_ingest
 from portal.audit.heads import head_sign
 from workers.celery import app
@@ -30,3 +36,17 @@ def sign_head() -> dict[str, Any] | None:
     """Sign the tree head if the log grew since the last one."""
     head = head_sign()
     return None if head is None else {"tree_size": head.tree_size, "root_hash": head.root_hash}
+
+
+@app.task(name="audit.archive")
+def archive() -> dict[str, Any]:
+    """Retention: archive what is older than AUDIT_RETENTION_DAYS, when AUDIT_ARCHIVE_AUTOMATIC is on.
+
+    Off by default: the files it writes under AUDIT_ARCHIVE_DIR are then the only copy of those events,
+    so that directory must be durable (a mounted volume synced to write-once storage) before it is enabled.
+    """
+    if not settings.AUDIT_ARCHIVE_AUTOMATIC:
+        return {"archived": 0, "enabled": False}
+    before = timezone.now() - dt.timedelta(days=settings.AUDIT_RETENTION_DAYS)
+    done = archive_run(before=before, directory=Path(settings.AUDIT_ARCHIVE_DIR))
+    return {"archived": sum(a.events for a in done), "files": [a.path for a in done], "enabled": True}

@@ -14,4 +14,5 @@ BEAT_SCHEDULE = {
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
+    "audit.archive": {"task": "audit.archive", "schedule": 3600.0},  # a no-op unless AUDIT_ARCHIVE_AUTOMATIC
 }

@@ -56,6 +56,7 @@ log = get_logger(__name__)
 ACTOR = {"type": "system", "id": "audit_archive", "display": "manage.py audit_archive"}
 _STREAM = "SELECT seq, canonical, leaf_hash, hash, prev_hash FROM audit_event WHERE seq BETWEEN %s AND %s ORDER BY seq"
 DELETE_BATCH = 20_000
+ARCHIVE_LOCK = 0x41554449545F4152  # "AUDIT_AR": one archival run at a time
 
 
 class ArchiveError(Exception):
@@ -329,10 +330,21 @@ def archive_run(
     upto: int | None = None,
     proofs: bool = True,
 ) -> list[AuditArchive]:
-    """Archive every signed prefix older than ``before`` (one file per ``max_events`` or so)."""
-    delete_archived()  # finish what an interrupted run left
-    done: list[AuditArchive] = []
-    while (plan := archive_plan(before=before, max_events=max_events, upto=upto)) is not None:
-        written = archive_write(plan, directory, proofs=proofs)
-        done.append(archive_commit(plan, written))
-    return done
+    """Archive every signed prefix older than ``before`` (one file per ``max_events`` or so).
+
+    One run at a time (a session advisory lock): a second one raises :class:`ArchiveError` at once.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ARCHIVE_LOCK])
+        if not cursor.fetchone()[0]:
+            raise ArchiveError("another audit_archive run holds the archival lock")
+    try:
+        delete_archived()  # finish what an interrupted run left
+        done: list[AuditArchive] = []
+        while (plan := archive_plan(before=before, max_events=max_events, upto=upto)) is not None:
+            written = archive_write(plan, directory, proofs=proofs)
+            done.append(archive_commit(plan, written))
+        return done
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [ARCHIVE_LOCK])

@@ -20,7 +20,15 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
 from portal.audit import verifier
-from portal.audit.archive import ArchiveError, ArchivePlan, archive_plan, archive_record, archive_write, archived_upto
+from portal.audit.archive import (
+    ARCHIVE_LOCK,
+    ArchiveError,
+    ArchivePlan,
+    archive_plan,
+    archive_record,
+    archive_write,
+    archived_upto,
+)
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign, public_key_pem
 from portal.audit.models import AuditArchive, AuditEvent, AuditHead
@@ -323,3 +331,34 @@ def _plan_without_nodes() -> ArchivePlan:
     rogue("DELETE FROM audit_node WHERE level = 2")
     plan.first_seq = 5  # as if 1-4 had been archived
     return plan
+
+
+def test_the_hourly_task_archives_only_when_enabled(settings):
+    from workers.audit import archive as archive_task
+
+    grow(10)
+    rogue("UPDATE audit_head SET created_at = now() - interval '400 days'")
+    assert archive_task.apply().get() == {"archived": 0, "enabled": False}
+    assert len(live_seqs()) == 10
+
+    settings.AUDIT_ARCHIVE_AUTOMATIC = True
+    result = archive_task.apply().get()
+    assert result["archived"] == 10
+    assert live_seqs() == []
+    assert verify_log(archive_files=True).ok
+
+
+def test_two_runs_at_once_do_not_both_archive():
+    from django.db import connections
+
+    grow(10)
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [ARCHIVE_LOCK])
+        with pytest.raises(CommandError, match="another audit_archive run"):
+            archive()
+    finally:
+        other.close()
+    archive()
+    assert live_seqs() == []
