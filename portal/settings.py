@@ -56,6 +56,13 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="", multiline=True)
 AUDIT_SIGNING_KEY_FILE = env.str("AUDIT_SIGNING_KEY_FILE", default="")
 AUDIT_HEADS_PATH = env.str("AUDIT_HEADS_PATH", default=str(ATRIUM_VAR_DIR / "audit" / "heads.jsonl"))  # noqa: F821
+# Where signed heads go outside the database: "" = the file above, file:///abs/path.jsonl, or
+# s3://bucket/prefix (production: a bucket with Object Lock, COMPLIANCE mode; see docs/audit.md).
+AUDIT_HEADS_SINK = env.str("AUDIT_HEADS_SINK", default="")
+AUDIT_HEADS_S3_ENDPOINT_URL = env.str("AUDIT_HEADS_S3_ENDPOINT_URL", default=None)
+AUDIT_HEADS_S3_REGION = env.str("AUDIT_HEADS_S3_REGION", default="us-east-1")
+AUDIT_HEADS_S3_OBJECT_LOCK_MODE = env.str("AUDIT_HEADS_S3_OBJECT_LOCK_MODE", default="")
+AUDIT_HEADS_S3_RETENTION_DAYS = env.int("AUDIT_HEADS_S3_RETENTION_DAYS", default=400)
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))  # noqa: F821
 # The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).

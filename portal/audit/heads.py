@@ -1,16 +1,17 @@
 """Signed tree heads: ``{tree_size, root_hash, last_hash, timestamp}`` signed with the audit Ed25519 key.
 
-Each head is stored in ``audit_head`` and appended, as one JSON line, to ``AUDIT_HEADS_PATH`` (a file
-outside the database; point it at object storage or a WORM volume in production), so rewriting
-the database cannot also rewrite the proofs. The key comes from ``AUDIT_SIGNING_KEY`` (PEM) or
-``AUDIT_SIGNING_KEY_FILE``; dev and test generate one under ``var/keys/``.
+Each head is stored in ``audit_head`` and, after commit, in the sink outside the database that
+``AUDIT_HEADS_SINK`` names (``portal.audit.sinks``: the JSONL file at ``AUDIT_HEADS_PATH`` by default, an
+S3 bucket with Object Lock in production), so rewriting the database cannot also rewrite the proofs. A
+head the sink missed (the bucket was down) is delivered by ``heads_sync``, which every ``head_sign`` runs
+first. The key comes from ``AUDIT_SIGNING_KEY`` (PEM) or ``AUDIT_SIGNING_KEY_FILE``; dev and test
+generate one under ``var/keys/``.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from django.utils import timezone
 
 from portal.audit.chain import frontier_root
 from portal.audit.models import AuditChainState, AuditHead
-from portal.audit.verifier import head_message
+from portal.audit.sinks import get_sink
+from portal.audit.verifier import head_message, verify_head_signature
 from services.kit.logs import get_logger
 from services.kit.outbox import isoformat
 
@@ -93,7 +95,13 @@ def head_as_dict(head: AuditHead) -> dict[str, Any]:
 
 
 def head_sign(*, force: bool = False) -> AuditHead | None:
-    """Sign the current tree if it grew since the last head (or always with ``force``); return the head."""
+    """Sign the current tree if it grew since the last head (or always with ``force``); return the head.
+
+    First deliver any recent head the outside sink missed (``heads_sync``); after commit, put the new head
+    there. Neither failing stops the signing: the head is in the database and the next run delivers it.
+    """
+    if not transaction.get_connection().in_atomic_block:  # inside a transaction, heads may yet roll back
+        _sync_logged()
     with transaction.atomic():
         state, _ = AuditChainState.objects.select_for_update().get_or_create(id=1)
         latest = AuditHead.objects.order_by("-tree_size").first()
@@ -109,25 +117,107 @@ def head_sign(*, force: bool = False) -> AuditHead | None:
         }
         signature = base64.b64encode(signing_key().sign(head_message(head))).decode()
         row = AuditHead.objects.create(**head, signature=signature, key_id=key_id())
-        transaction.on_commit(lambda: heads_file_append(row))
+        transaction.on_commit(lambda: _put_logged(row))
     log.info("audit.head_signed", tree_size=row.tree_size, root_hash=row.root_hash)
     return row
 
 
+def heads_outside_put(head: AuditHead | dict[str, Any]) -> None:
+    """Store ``head`` in the sink outside the database; raises if the sink refuses or cannot be reached.
+
+    Putting a head the sink already holds is a no-op; a different head at the same tree size raises
+    ``sinks.HeadConflictError``.
+    """
+    get_sink().put(head if isinstance(head, dict) else head_as_dict(head))
+
+
+def heads_outside_read() -> list[dict[str, Any]]:
+    """Every head held outside the database (as ``head_as_dict`` returns them), ordered by tree size."""
+    return get_sink().read()
+
+
+# The names from when the only sink was the JSONL file: verify.py and the tests use them.
 def heads_file_append(head: AuditHead) -> None:
-    """Append the head to the JSONL file outside the database (created with its directory if needed)."""
-    path = Path(settings.AUDIT_HEADS_PATH)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(head_as_dict(head), sort_keys=True, separators=(",", ":")) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Store ``head`` in the configured sink (the JSONL file by default); see ``heads_outside_put``."""
+    heads_outside_put(head)
 
 
 def heads_file_read() -> list[dict[str, Any]]:
-    path = Path(settings.AUDIT_HEADS_PATH)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The heads held in the configured sink (the JSONL file by default); see ``heads_outside_read``."""
+    return heads_outside_read()
+
+
+SYNC_WINDOW = 100  # how many of the newest database heads an ordinary heads_sync compares
+
+
+def heads_sync(*, full: bool = False) -> int:
+    """Put every database head the outside sink lacks; return how many were put.
+
+    Ordinarily only the newest ``SYNC_WINDOW`` heads are compared (one listing of the sink from the oldest
+    of them on): cheap when nothing is missing. When the oldest of them is missing too, the gap may reach
+    further back, and everything is compared, as it is with ``full=True``. A database head whose signature
+    does not verify is never copied out (a forgery must not gain a second copy). Every missing head is
+    tried; if any failed, the first error is raised afterwards (each is logged).
+    """
+    sink = get_sink()
+    pem = public_key_pem()
+    if full:
+        held = sink.sizes_after(-1)
+        candidates = AuditHead.objects.order_by("tree_size").iterator()
+    else:
+        recent = list(AuditHead.objects.order_by("-tree_size")[:SYNC_WINDOW])
+        if not recent:
+            return 0
+        floor = recent[-1].tree_size
+        held = sink.sizes_after(floor - 1)
+        if floor not in held and AuditHead.objects.filter(tree_size__lt=floor).exists():
+            return heads_sync(full=True)
+        candidates = reversed(recent)
+    put = 0
+    first_error: Exception | None = None
+    for row in candidates:
+        if row.tree_size in held:
+            continue
+        head = head_as_dict(row)
+        try:
+            if not verify_head_signature(head, pem):
+                raise ValueError(f"the database's head at tree size {row.tree_size} has an invalid signature")
+            sink.put(head)
+        except Exception as exc:
+            log.error("audit.head_sync_failed", sink=sink.describe(), tree_size=row.tree_size, error=str(exc))
+            first_error = first_error or exc
+            continue
+        put += 1
+    if put:
+        log.warning("audit.heads_synced", sink=sink.describe(), count=put, full=full)
+    if first_error is not None:
+        raise first_error
+    return put
+
+
+def _put_logged(row: AuditHead) -> None:
+    """After commit: put the new head outside; a failure is logged, not raised (``heads_sync`` retries)."""
+    try:
+        heads_outside_put(row)
+    except Exception as exc:
+        log.error(
+            "audit.head_put_failed",
+            sink=_where(),
+            tree_size=row.tree_size,
+            error=str(exc),
+            exc_info=True,
+        )
+
+
+def _sync_logged() -> None:
+    try:
+        heads_sync()
+    except Exception as exc:
+        log.error("audit.heads_sync_failed", sink=_where(), error=str(exc), exc_info=True)
+
+
+def _where() -> str:
+    try:
+        return get_sink().describe()
+    except Exception:  # a misconfigured sink: the error being logged says why
+        return "(unconfigured)"

@@ -10,8 +10,9 @@ chunk, that every row's search columns (``seq`` included) still say what its has
 stream is done the first connection takes the chunks that are left. Both read one REPEATABLE READ snapshot
 (exported by the first), so rows committed meanwhile are not half seen.
 
-Every signed head, from the database and from the JSONL file kept outside it
-(``AUDIT_HEADS_PATH``), has its Ed25519 signature checked; the two copies must agree. At the end the
+Every signed head, from the database and from the copy kept outside it (the sink ``AUDIT_HEADS_SINK`` names:
+the JSONL file ``AUDIT_HEADS_PATH`` by default, an S3 bucket in production; called "the file" in the
+messages below), has its Ed25519 signature checked; the two copies must agree. At the end the
 sequencer's state (size, last hash, Merkle frontier) and the stored ``audit_node`` rows along the
 frontier must equal the recomputed ones.
 
@@ -175,7 +176,7 @@ def _heads_check(state_size: int, problems: list[Problem]) -> Heads:
     key = heads_mod.public_key_pem()
     db = {h.tree_size: heads_mod.head_as_dict(h) for h in AuditHead.objects.order_by("tree_size")}
     file: dict[int, dict[str, Any]] = {}
-    for head in heads_mod.heads_file_read():
+    for head in heads_mod.heads_outside_read():
         size = int(head.get("tree_size", 0))
         if size in file and file[size] != head:
             problems.append(Problem(size, "forged head", f"the file holds two different heads at tree size {size}"))

@@ -359,6 +359,8 @@ def test_two_runs_at_once_do_not_both_archive():
         with pytest.raises(CommandError, match="another audit_archive run"):
             archive()
     finally:
+        with other.cursor() as cursor:  # (closing alone frees it only once the server notices)
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [ARCHIVE_LOCK])
         other.close()
     archive()
     assert live_seqs() == []
