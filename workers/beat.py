@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 BEAT_SCHEDULE = {
     # Proves beat → broker → portal worker keeps working; later issues add
     # health polling, outbox sweeps and reconciliation here.
@@ -15,4 +17,11 @@ BEAT_SCHEDULE = {
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
     "audit.archive": {"task": "audit.archive", "schedule": 3600.0},  # a no-op unless AUDIT_ARCHIVE_AUTOMATIC
+    # Payments: resume lost work, reconcile with the ledger, forget idempotency keys after 24 h.
+    "payments.sweep": {"task": "payments.sweep", "schedule": 15.0},
+    "payments.reconcile": {
+        "task": "payments.reconcile",
+        "schedule": float(os.environ.get("PAYMENTS_RECONCILE_SECONDS", 600)),
+    },
+    "payments.idempotency_purge": {"task": "payments.idempotency_purge", "schedule": 3600.0},
 }

@@ -1,7 +1,67 @@
 """Payments tasks (queue ``payments``), run with ``DJANGO_SETTINGS_MODULE=services.payments.settings``."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from services.kit.logs import get_logger
+from services.payments import idempotency
+from services.payments.processing import advance
+from services.payments.processing import sweep as sweep_run
+from services.payments.reconcile import reconcile as reconcile_run
+from workers.celery import app
 from workers.diagnostics import ping_task
 from workers.outbox import outbox_relay_task
 
+log = get_logger(__name__)
+
 ping = ping_task("payments")
 outbox_relay = outbox_relay_task("payments")
+
+
+@app.task(name="payments.process", bind=True, acks_late=True, max_retries=None)
+def process(self: Any, payment_id: str) -> dict[str, Any]:
+    """Take one payment as far as it goes; while the ledger is away, retry after the computed backoff.
+
+    Idempotent and safe to run concurrently or again after a worker was killed (see
+    ``services.payments.processing``). Attempts are counted on the payment, not here.
+    """
+    outcome = advance(payment_id)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+    return {"payment": payment_id, "status": outcome.status, "busy": outcome.busy}
+
+
+@app.task(name="payments.sweep")
+def sweep() -> dict[str, int]:
+    """Resume payments whose work was lost; release the holds of payments that ended without settling."""
+    return sweep_run()
+
+
+@app.task(name="payments.reconcile")
+def reconcile() -> dict[str, Any]:
+    """Check payments against the ledger both ways; mismatches become audit events and a metric."""
+    return reconcile_run().as_dict()
+
+
+@app.task(name="payments.idempotency_purge")
+def idempotency_purge() -> int:
+    """Delete idempotency keys past their 24 h."""
+    return idempotency.purge()
+
+
+@app.task(name="payments.domain_event", acks_late=True)
+def domain_event(events: list[Any]) -> int:
+    """Receives the ``payment.<status>`` domain events the outbox relays (topic ``events``).
+
+    Until the webhooks service subscribes to them, they are logged here so that delivery (at least once,
+    gapless ``service_seq``) is observable end to end.
+    """
+    from services.kit.outbox import event_expand
+
+    for item in events:
+        event = event_expand(item)
+        log.info(
+            "payments.domain_event", type=event.get("type"), event_id=event.get("id"), seq=event.get("service_seq")
+        )
+    return len(events)

@@ -235,8 +235,11 @@ def kit_settings(
         "JWT_VERIFIED_CACHE_SIZE": env.int("JWT_VERIFIED_CACHE_SIZE", default=1024),
         "JWT_VERIFIED_CACHE_SECONDS": env.int("JWT_VERIFIED_CACHE_SECONDS", default=60),
         # This process's own machine identity, for calls it makes to other services.
-        "ATRIUM_CLIENT_ID": env.str("ATRIUM_CLIENT_ID", default=""),
-        "ATRIUM_CLIENT_SECRET": env.str("ATRIUM_CLIENT_SECRET", default=""),
+        # <SERVICE>_CLIENT_ID / _SECRET win over ATRIUM_CLIENT_ID / _SECRET (one environment for every process).
+        "ATRIUM_CLIENT_ID": env.str(f"{service.upper()}_CLIENT_ID", default="")
+        or env.str("ATRIUM_CLIENT_ID", default=""),
+        "ATRIUM_CLIENT_SECRET": env.str(f"{service.upper()}_CLIENT_SECRET", default="")
+        or env.str("ATRIUM_CLIENT_SECRET", default=""),
         "ATRIUM_TOKEN_URL": env.str(
             "ATRIUM_TOKEN_URL", default="" if production else "http://127.0.0.1:8000/api/v1/auth/token"
         ),

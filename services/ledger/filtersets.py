@@ -15,6 +15,7 @@ class TransactionFilterSet(django_filters.FilterSet):
     account = django_filters.CharFilter(method="filter_account")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    reference_prefix = django_filters.CharFilter(field_name="reference", lookup_expr="startswith")
 
     class Meta:
         model = Transaction

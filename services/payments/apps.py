@@ -6,3 +6,10 @@ class PaymentsConfig(AppConfig):
     label = "payments"
     verbose_name = "Payments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from services.kit.metrics import REGISTRY
+        from services.payments.reconcile import ReconciliationCollector
+
+        if REGISTRY is not None:
+            REGISTRY.register(ReconciliationCollector())

@@ -1,1 +1,187 @@
-"""Payments data. Payment orders and screening rules arrive with the payments issue."""
+"""Payments data: payment orders, idempotency keys, and the screening rules edited in the admin.
+
+A payment moves ``created → screening → processing → settled``, or ends ``rejected`` (screening),
+``failed`` (the ledger refused, or retries ran out) or ``canceled``. Every transition is one transaction
+(compare-and-set on ``status``, see :mod:`services.payments.processing`) that also writes the
+``payment.<status>`` domain event and the audit event to the outbox.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from services.kit.ids import id_new
+
+CURRENCY_REGEX = r"^[A-Z]{3}$"
+MAX_AMOUNT = 2**63 - 1
+
+
+class PaymentStatus(models.TextChoices):
+    CREATED = "created"
+    SCREENING = "screening"
+    PROCESSING = "processing"
+    SETTLED = "settled"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset({PaymentStatus.SETTLED, PaymentStatus.REJECTED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
+CANCELABLE = frozenset({PaymentStatus.CREATED, PaymentStatus.SCREENING})
+
+
+class HoldStatus(models.TextChoices):
+    """The ledger transaction (``reference = payment id``) as the payment last saw it."""
+
+    NONE = "", "no hold"
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+
+
+def _payment_id() -> str:
+    return id_new("pay")
+
+
+class Payment(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=_payment_id, editable=False)
+    client_id = models.CharField(max_length=200, help_text="Who created it (the token's subject).")
+    amount = models.BigIntegerField(help_text="In the currency's minor units.")
+    currency = models.CharField(max_length=3)
+    source_account = models.CharField(max_length=40)
+    destination_account = models.CharField(max_length=40)
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=PaymentStatus.choices, default=PaymentStatus.CREATED)
+    status_history = models.JSONField(default=list, blank=True, help_text="[{status, at}], oldest first.")
+    ledger_transaction = models.CharField(max_length=40, blank=True, default="")
+    hold_status = models.CharField(max_length=8, choices=HoldStatus.choices, blank=True, default=HoldStatus.NONE)
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0, help_text="Processing attempts that met an unavailable ledger.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting retry is due.")
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is on it until then.")
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "payments_payment"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=~Q(source_account=models.F("destination_account")), name="payment_accounts_differ"
+            ),
+            models.CheckConstraint(condition=Q(status__in=PaymentStatus.values), name="payment_status_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["created_at", "id"], name="payment_created"),
+            models.Index(fields=["status", "created_at"], name="payment_status"),
+            models.Index(fields=["source_account", "created_at"], name="payment_source"),
+            models.Index(fields=["destination_account", "created_at"], name="payment_destination"),
+            # The sweeper's work: payments not yet final, and final ones whose hold still has to be voided.
+            models.Index(
+                fields=["updated_at"],
+                name="payment_open",
+                condition=Q(status__in=["created", "screening", "processing"]) | Q(hold_status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.amount} {self.currency} {self.status}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class IdempotencyKey(models.Model):
+    """A client's ``Idempotency-Key``: in flight while the first request runs, then its saved response."""
+
+    class State(models.TextChoices):
+        IN_FLIGHT = "in_flight"
+        DONE = "done"
+
+    client_id = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the method, path and canonical body.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
+    locked_until = models.DateTimeField(help_text="An in-flight key whose request died is taken over after this.")
+    lock_token = models.CharField(max_length=32, blank=True, default="", help_text="Which request holds the claim.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "payments_idempotency_key"
+        constraints = [models.UniqueConstraint(fields=["client_id", "key"], name="idempotency_key_unique")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_key_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}:{self.key} ({self.state})"
+
+
+class CurrencyLimit(models.Model):
+    """Screening: the largest single payment allowed in a currency."""
+
+    currency = models.CharField(max_length=3, unique=True)
+    max_amount = models.BigIntegerField(help_text="In minor units.")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "payments_currency_limit"
+        ordering = ["currency"]
+        constraints = [models.CheckConstraint(condition=Q(max_amount__gt=0), name="currency_limit_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.currency} ≤ {self.max_amount}"
+
+
+class VelocityLimit(models.Model):
+    """Screening: per source account, over a rolling window, at most ``max_count`` payments and/or
+    ``max_amount`` in total (this payment included), in one currency or in every currency."""
+
+    name = models.CharField(max_length=100, unique=True)
+    currency = models.CharField(max_length=3, blank=True, default="", help_text="Blank: counts every currency.")
+    window_hours = models.PositiveIntegerField(default=24)
+    max_count = models.PositiveIntegerField(null=True, blank=True)
+    max_amount = models.BigIntegerField(null=True, blank=True, help_text="In minor units (one currency only).")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "payments_velocity_limit"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_count__isnull=False) | Q(max_amount__isnull=False), name="velocity_limit_has_a_limit"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_amount__isnull=True) | ~Q(currency=""), name="velocity_amount_needs_currency"
+            ),
+            models.CheckConstraint(condition=Q(window_hours__gte=1), name="velocity_window_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BlockedAccount(models.Model):
+    """Screening: payments from or to this ledger account are rejected."""
+
+    account = models.CharField(max_length=40, unique=True)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "payments_blocked_account"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.account

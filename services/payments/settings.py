@@ -16,3 +16,30 @@ globals().update(
         celery_imports=["workers.payments"],
     )
 )
+
+from services.kit.conf import env  # noqa: E402
+
+# The ledger, reached over HTTP with this service's own machine credentials (PAYMENTS_CLIENT_ID / _SECRET).
+LEDGER_URL = env.str("LEDGER_URL", default="http://127.0.0.1:8001")
+PAYMENTS_LEDGER_TIMEOUT = env.float("PAYMENTS_LEDGER_TIMEOUT", default=5.0)
+PAYMENTS_LEDGER_RETRIES = env.int("PAYMENTS_LEDGER_RETRIES", default=2)  # within one attempt; attempts below
+# Currencies payments accept (ISO 4217).
+PAYMENTS_CURRENCIES = env.list(
+    "PAYMENTS_CURRENCIES", default=["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "JPY", "CAD", "AUD"]
+)
+# Idempotency keys: kept this long; an in-flight key whose request died is taken over after the lock.
+PAYMENTS_IDEMPOTENCY_TTL_HOURS = env.int("PAYMENTS_IDEMPOTENCY_TTL_HOURS", default=24)
+PAYMENTS_IDEMPOTENCY_LOCK_SECONDS = env.int("PAYMENTS_IDEMPOTENCY_LOCK_SECONDS", default=60)
+# Processing: a worker leases a payment while it works on it; attempts that meet an unavailable ledger are
+# retried with exponential backoff and jitter (base doubling up to the max), then the payment fails.
+PAYMENTS_LEASE_SECONDS = env.int("PAYMENTS_LEASE_SECONDS", default=60)
+PAYMENTS_MAX_ATTEMPTS = env.int("PAYMENTS_MAX_ATTEMPTS", default=40)
+PAYMENTS_RETRY_BASE_SECONDS = env.float("PAYMENTS_RETRY_BASE_SECONDS", default=1.0)
+PAYMENTS_RETRY_MAX_SECONDS = env.float("PAYMENTS_RETRY_MAX_SECONDS", default=60.0)
+# The sweeper resumes open payments untouched for this long whose worker is gone (no lease, no retry due).
+PAYMENTS_STALE_SECONDS = env.int("PAYMENTS_STALE_SECONDS", default=30)
+# Reconciliation against the ledger: payments created in this window (ending a minute ago).
+PAYMENTS_RECONCILE_WINDOW_HOURS = env.int("PAYMENTS_RECONCILE_WINDOW_HOURS", default=48)
+
+# Outbox topics: audit events to the portal; payment domain events (payment.<status>) to their consumer.
+ATRIUM_OUTBOX_TOPICS = {"audit": "audit.ingest", "events": "payments.domain_event"}

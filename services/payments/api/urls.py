@@ -1,7 +1,14 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from services.kit.views import WhoAmIView
+from services.payments.api.views import PaymentViewSet
+
+router = SimpleRouter()
+router.trailing_slash = "/?"
+router.register("payments", PaymentViewSet, basename="payment")
 
 urlpatterns = [
     path("whoami", WhoAmIView.as_view(), name="whoami"),
+    *router.urls,
 ]

@@ -1,0 +1,74 @@
+"""Payments API: parse → call a service → serialize."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from services.kit.pagination import CursorPagination
+from services.payments import idempotency, services
+from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer
+from services.payments.filtersets import PaymentFilterSet
+from services.payments.models import Payment
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    idempotency.HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    description="Makes the creation safe to retry: the same key with the same body answers the saved "
+    "response again (header Idempotent-Replayed: true) for 24 h; with another body, 422 "
+    "idempotency_key_reused; while the first request runs, 409 idempotency_key_in_progress.",
+)
+
+
+class NewestFirst(CursorPagination):
+    # Ids are time-ordered and unique: a stable cursor even under concurrent inserts.
+    ordering = "-id"
+
+
+class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Payment orders: accepted at once (``created``), carried out by the payments workers."""
+
+    queryset = Payment.objects.all()
+    serializer_class = PaymentSerializer
+    filterset_class = PaymentFilterSet
+    pagination_class = NewestFirst
+    lookup_value_regex = "[^/]+"
+
+    def get_object(self) -> Payment:
+        return services.payment_get(self.kwargs["pk"])
+
+    @extend_schema(
+        request=PaymentCreateSerializer,
+        responses={201: PaymentSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+    )
+    def create(self, request: Request) -> Response:
+        key = request.headers.get(idempotency.HEADER)
+        claim: idempotency.Claim | None = None
+        if key is not None:
+            key = idempotency.key_check(key)
+            fingerprint = idempotency.request_hash(request.method or "POST", request.path, request.data)
+            held = idempotency.claim(client_id=request.user.client_id, key=key, fingerprint=fingerprint)
+            if isinstance(held, idempotency.Replay):
+                return Response(held.body, status=held.status, headers={idempotency.REPLAY_HEADER: "true"})
+            claim = held
+        try:
+            serializer = PaymentCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            _, body = services.payment_create(
+                client_id=request.user.client_id, claim=claim, **serializer.validated_data
+            )
+        except BaseException:
+            if claim is not None:
+                idempotency.release(claim)  # nothing was created: the key may be used again
+            raise
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: PaymentSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        return Response(PaymentSerializer(services.payment_cancel(payment_id=pk)).data)

@@ -1,0 +1,64 @@
+"""Payments domain errors, each with a stable code."""
+
+from __future__ import annotations
+
+from services.kit.errors import DomainError
+
+
+class PaymentError(DomainError):
+    status = 422
+
+
+class InvalidAmount(PaymentError):
+    code = "invalid_amount"
+    title = "Invalid amount"
+
+
+class UnsupportedCurrency(PaymentError):
+    code = "unsupported_currency"
+    title = "Unsupported currency"
+
+
+class SameAccount(PaymentError):
+    code = "same_account"
+    title = "Source and destination are the same account"
+
+
+class AccountNotFound(PaymentError):
+    code = "account_not_found"
+    title = "Account not found"
+
+
+class CurrencyMismatch(PaymentError):
+    code = "currency_mismatch"
+    title = "Account currency differs from the payment's"
+
+
+class PaymentNotFound(PaymentError):
+    code = "payment_not_found"
+    status = 404
+    title = "Payment not found"
+
+
+class PaymentNotCancelable(PaymentError):
+    code = "payment_not_cancelable"
+    status = 409
+    title = "Payment can no longer be canceled"
+
+
+class IdempotencyKeyReused(PaymentError):
+    code = "idempotency_key_reused"
+    status = 422
+    title = "Idempotency key reused with a different request"
+
+
+class IdempotencyKeyInProgress(PaymentError):
+    code = "idempotency_key_in_progress"
+    status = 409
+    title = "A request with this idempotency key is still in progress"
+
+
+class InvalidIdempotencyKey(PaymentError):
+    code = "invalid_idempotency_key"
+    status = 400
+    title = "Invalid Idempotency-Key header"

@@ -1,0 +1,141 @@
+"""``Idempotency-Key`` with Stripe's semantics, per calling client, kept ``PAYMENTS_IDEMPOTENCY_TTL_HOURS``.
+
+* first request with a key: the key is claimed (``in_flight``, in a transaction of its own, so concurrent
+  requests see it at once); the request runs; its response is saved **in the same transaction** that
+  creates the payment, so a crash can never leave a payment without its saved response or the reverse;
+* same key, same request (method, path and canonical JSON body): the saved response again (same status,
+  same body, header ``Idempotent-Replayed: true``) — also long after the payment moved on;
+* same key, different request: ``422 idempotency_key_reused``;
+* same key while the first is still running: ``409 idempotency_key_in_progress``. A claim whose request
+  died (no response after ``PAYMENTS_IDEMPOTENCY_LOCK_SECONDS``) is taken over by the next request.
+* a request refused before it created anything (validation, unknown account, ledger unreachable) saves
+  nothing: the claim is released and the key may be used again, as Stripe does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from services.payments.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
+from services.payments.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+REPLAY_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+
+
+@dataclass
+class Claim:
+    """This request owns the key until it finishes or releases it."""
+
+    id: int
+    token: str
+
+
+@dataclass
+class Replay:
+    status: int
+    body: Any
+
+
+def key_check(value: str) -> str:
+    """The header's value, if usable: 1-255 visible ASCII characters."""
+    if not value or len(value) > MAX_KEY_LENGTH or not all(33 <= ord(c) <= 126 for c in value):
+        raise InvalidIdempotencyKey(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} visible ASCII characters.")
+    return value
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def claim(*, client_id: str, key: str, fingerprint: str) -> Claim | Replay:
+    """Claim ``key`` for this request, or say what to answer instead (a replay; or raise 409/422)."""
+    now = timezone.now()
+    token = secrets.token_hex(16)
+    lock_until = now + dt.timedelta(seconds=settings.PAYMENTS_IDEMPOTENCY_LOCK_SECONDS)
+    expires_at = now + dt.timedelta(hours=settings.PAYMENTS_IDEMPOTENCY_TTL_HOURS)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {IdempotencyKey._meta.db_table} "  # noqa: S608  (no user input in the SQL text)
+                "(client_id, key, request_hash, state, locked_until, created_at, expires_at, lock_token) "
+                "VALUES (%s, %s, %s, 'in_flight', %s, %s, %s, %s) "
+                "ON CONFLICT (client_id, key) DO NOTHING RETURNING id",
+                [client_id, key, fingerprint, lock_until, now, expires_at, token],
+            )
+            inserted = cursor.fetchone()
+        if inserted is not None:
+            return Claim(inserted[0], token)
+        row = IdempotencyKey.objects.select_for_update().get(client_id=client_id, key=key)
+        if row.expires_at <= now:  # an expired key is a new key
+            _take(row, fingerprint=fingerprint, token=token, lock_until=lock_until, expires_at=expires_at, now=now)
+            return Claim(row.id, token)
+        if row.request_hash != fingerprint:
+            raise IdempotencyKeyReused(
+                f"{HEADER} {key!r} was used with a different request; use a new key for a new request."
+            )
+        if row.state == IdempotencyKey.State.DONE:
+            return Replay(row.response_status or 200, row.response_body)
+        if row.locked_until > now:
+            raise IdempotencyKeyInProgress(
+                f"The first request with {HEADER} {key!r} is still being processed; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        # The first request died without an answer: this one takes over.
+        _take(row, fingerprint=fingerprint, token=token, lock_until=lock_until, expires_at=row.expires_at, now=now)
+        return Claim(row.id, token)
+
+
+def _take(
+    row: IdempotencyKey,
+    *,
+    fingerprint: str,
+    token: str,
+    lock_until: dt.datetime,
+    expires_at: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    row.request_hash = fingerprint
+    row.state = IdempotencyKey.State.IN_FLIGHT
+    row.lock_token = token
+    row.locked_until = lock_until
+    row.expires_at = expires_at
+    row.response_status = None
+    row.response_body = None
+    row.payment = None
+    row.created_at = now
+    row.save()
+
+
+def finish(held: Claim, *, status: int, body: Any, payment_id: str | None = None) -> None:
+    """Save the response (inside the caller's transaction, the one that made the payment).
+
+    Raise ``IdempotencyKeyInProgress`` (rolling the caller back) if the claim was taken over meanwhile.
+    """
+    updated = IdempotencyKey.objects.filter(id=held.id, lock_token=held.token, state="in_flight").update(
+        state=IdempotencyKey.State.DONE, response_status=status, response_body=body, payment_id=payment_id
+    )
+    if not updated:
+        raise IdempotencyKeyInProgress("This request's idempotency key was taken over by a later request.")
+
+
+def release(held: Claim) -> None:
+    """Forget the claim of a request that created nothing (the key may be used again)."""
+    IdempotencyKey.objects.filter(id=held.id, lock_token=held.token, state="in_flight").delete()
+
+
+def purge(*, limit: int = 10_000) -> int:
+    """Delete expired keys (at most ``limit``); return how many."""
+    ids = list(IdempotencyKey.objects.filter(expires_at__lt=timezone.now()).values_list("id", flat=True)[:limit])
+    return IdempotencyKey.objects.filter(id__in=ids).delete()[0] if ids else 0

@@ -1,0 +1,186 @@
+"""The ledger, as the payments service sees it: an HTTP API reached with this service's own JWT.
+
+Calls go through the kit's :class:`~services.kit.http.ServiceClient` (timeouts, retries with exponential
+backoff and jitter, a circuit breaker per upstream). Every write is idempotent at the ledger: a hold is
+created with ``reference = payment id`` (the same body again is a replay), and posting or voiding a
+transaction that is no longer pending is answered by reading it back.
+
+Errors: :class:`LedgerRefused` when the ledger said no for a business reason (``insufficient_funds``,
+``account_closed``, …: final for the payment); :class:`~services.kit.http.UpstreamUnavailable` when it
+could not be reached or answered 5xx (the payment waits and is retried).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from services.kit.http import ServiceClient, UpstreamUnavailable, default_credentials
+from services.kit.logs import get_logger
+
+log = get_logger(__name__)
+
+HOLD_LIFETIME = dt.timedelta(days=7)  # the ledger voids a hold nobody posted or voided by then
+_ACCOUNT_CACHE_SECONDS = 60.0
+
+
+class LedgerRefused(Exception):
+    """The ledger refused the request for a business reason (its problem ``code`` and ``detail``)."""
+
+    def __init__(self, code: str, detail: str, status: int) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+def _problem(response: httpx.Response) -> tuple[str, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return "ledger_error", response.text[:200]
+    if not isinstance(body, dict):
+        return "ledger_error", str(body)[:200]
+    return str(body.get("code") or "ledger_error"), str(body.get("detail") or body.get("title") or "")[:500]
+
+
+class Ledger:
+    """The calls payments makes to the ledger."""
+
+    def __init__(self, client: ServiceClient | None = None) -> None:
+        self.client = client or ServiceClient(
+            base_url=settings.LEDGER_URL,
+            audience="ledger",
+            credentials=default_credentials(),
+            timeout=settings.PAYMENTS_LEDGER_TIMEOUT,
+            retries=settings.PAYMENTS_LEDGER_RETRIES,
+        )
+        self._accounts: dict[str, tuple[dict[str, Any], float]] = {}
+        self._lock = threading.Lock()
+
+    def _json(self, response: httpx.Response, *, not_found_ok: bool = False) -> dict[str, Any] | None:
+        """The body of a 2xx; None for a 404 when allowed; raise for anything else."""
+        if 200 <= response.status_code < 300:
+            return response.json()
+        if response.status_code == 404 and not_found_ok:
+            return None
+        code, detail = _problem(response)
+        if response.status_code in (401, 403, 429) or response.status_code >= 500:
+            # Our credentials, throttling or the ledger itself: not the payment's fault, so retried.
+            log.warning("payments.ledger_unavailable", status=response.status_code, code=code, detail=detail)
+            raise UpstreamUnavailable(f"ledger answered {response.status_code} {code}: {detail}")
+        raise LedgerRefused(code, detail, response.status_code)
+
+    def account(self, account_id: str) -> dict[str, Any] | None:
+        """The account (cached briefly: accounts are never deleted), or None if the ledger has none."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._accounts.get(account_id)
+            if cached is not None and cached[1] > now:
+                return cached[0]
+        body = self._json(self.client.get(f"/api/v1/accounts/{account_id}"), not_found_ok=True)
+        if body is not None:
+            with self._lock:
+                if len(self._accounts) > 10_000:
+                    self._accounts.clear()
+                self._accounts[account_id] = (body, now + _ACCOUNT_CACHE_SECONDS)
+        return body
+
+    def hold(
+        self,
+        *,
+        reference: str,
+        amount: int,
+        currency: str,
+        source: str,
+        destination: str,
+        expires_at: dt.datetime,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Create (or find again: same reference, same body) the pending transaction moving the money."""
+        body = {
+            "reference": reference,
+            "description": description,
+            "pending": True,
+            "currency": currency,
+            "postings": [
+                {"account": source, "direction": "debit", "amount": amount},
+                {"account": destination, "direction": "credit", "amount": amount},
+            ],
+            "metadata": {"payment": reference},
+            "expires_at": expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+        result = self._json(self.client.post("/api/v1/transactions", json=body, idempotency_key=reference))
+        assert result is not None
+        return result
+
+    def transaction(self, transaction_id: str) -> dict[str, Any] | None:
+        return self._json(self.client.get(f"/api/v1/transactions/{transaction_id}"), not_found_ok=True)
+
+    def _settle(self, transaction_id: str, verb: str, done: str) -> dict[str, Any]:
+        response = self.client.post(f"/api/v1/transactions/{transaction_id}/{verb}", idempotency_key=transaction_id)
+        if response.status_code == 409:
+            # Not pending any more: a retry of our own call that went through, or someone else's. Read it.
+            current = self.transaction(transaction_id)
+            if current is not None and current.get("status") == done:
+                return current
+        result = self._json(response)
+        assert result is not None
+        return result
+
+    def post(self, transaction_id: str) -> dict[str, Any]:
+        """Post the hold; a hold that is already posted is success."""
+        return self._settle(transaction_id, "post", "posted")
+
+    def void(self, transaction_id: str) -> dict[str, Any]:
+        """Void the hold; a hold that is already voided is success."""
+        return self._settle(transaction_id, "void", "voided")
+
+    def transactions(
+        self, *, reference_prefix: str, created_after: dt.datetime, created_before: dt.datetime
+    ) -> Iterator[dict[str, Any]]:
+        """Every ledger transaction whose reference starts with ``reference_prefix`` in the time range."""
+        params: dict[str, Any] = {
+            "reference_prefix": reference_prefix,
+            "created_after": created_after.isoformat(),
+            "created_before": created_before.isoformat(),
+            "limit": 200,
+        }
+        path = "/api/v1/transactions"
+        while True:
+            page = self._json(self.client.get(path, params=params))
+            assert page is not None
+            yield from page.get("results", [])
+            following = page.get("next")
+            if not following:
+                return
+            url = httpx.URL(following)
+            path, params = url.path, dict(url.params)
+
+
+_ledger: Ledger | None = None
+_ledger_lock = threading.Lock()
+
+
+def ledger() -> Ledger:
+    """This process's ledger gateway (one HTTP connection pool, one circuit breaker)."""
+    global _ledger
+    with _ledger_lock:
+        if _ledger is None:
+            _ledger = Ledger()
+        return _ledger
+
+
+def ledger_reset() -> None:
+    """Forget the gateway (settings changed: tests)."""
+    global _ledger
+    with _ledger_lock:
+        if _ledger is not None:
+            _ledger.client.close()
+        _ledger = None
