@@ -84,6 +84,11 @@ def main(argv: list[str]) -> int:
             env | {"DJANGO_SETTINGS_MODULE": "portal.settings"},
         )
         creds = json.loads(credentials.read_text())
+        # Each service's own machine credentials, and where it finds the others.
+        for service, own in creds.get("services", {}).items():
+            env[f"{service.upper()}_CLIENT_ID"] = own["client_id"]
+            env[f"{service.upper()}_CLIENT_SECRET"] = own["client_secret"]
+        env.setdefault("LEDGER_URL", urls["ledger"])
 
         # honcho gets its own session: a Ctrl-C (or SIGTERM) reaches only this runner,
         # which asks honcho once to stop every process, then stops the embedded servers.

@@ -111,3 +111,17 @@ def test_refuses_to_run_in_production(credentials, settings):
     assert not credentials.exists()
     assert not get_user_model().objects.filter(username="admin").exists()
     assert not MachineClient.objects.filter(name="demo-client").exists()
+
+
+def test_each_service_gets_its_own_least_privilege_client(credentials, request_token):
+    saved = _demo_setup(credentials)
+
+    payments = saved["services"]["payments"]
+    client = MachineClient.objects.get(id=payments["client_id"])
+    assert client.name == "payments-service"
+    assert (client.allowed_audiences, client.allowed_scopes) == (["ledger"], ["ledger:read", "ledger:write"])
+    body = {"grant_type": "client_credentials", **payments}
+    assert request_token({**body, "audience": "ledger"}).status_code == 200
+    assert request_token({**body, "audience": "portal"}).status_code != 200
+    # a second run keeps it
+    assert _demo_setup(credentials)["services"] == saved["services"]

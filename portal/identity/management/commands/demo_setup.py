@@ -17,6 +17,10 @@ from portal.identity.models import MachineClient
 
 DEMO_ADMIN = "admin"
 DEMO_CLIENT = "demo-client"
+# Each service's own machine identity for the calls it makes (PAYMENTS_CLIENT_ID / _SECRET in its environment).
+SERVICE_CLIENTS = {
+    "payments": {"audiences": ["ledger"], "scopes": ["ledger:read", "ledger:write"]},
+}
 
 
 class Command(BaseCommand):
@@ -43,27 +47,29 @@ class Command(BaseCommand):
 
         audiences = list(settings.ATRIUM_AUDIENCE_SCOPES)
         scopes = sorted({s for values in settings.ATRIUM_AUDIENCE_SCOPES.values() for s in values})
-        client = MachineClient.objects.filter(name=DEMO_CLIENT).first()
-        secret = saved.get("client", {}).get("client_secret", "")
-        if client is None:
-            client, secret = services.client_create(
-                name=DEMO_CLIENT,
-                description="Demo client for local development: every audience and scope.",
-                audiences=audiences,
-                scopes=scopes,
-                secret=secret or None,
+        client, secret = _client_ensure(
+            DEMO_CLIENT,
+            "Demo client for local development: every audience and scope.",
+            audiences,
+            scopes,
+            saved.get("client", {}).get("client_secret", ""),
+        )
+        service_credentials = {}
+        for service, grant in SERVICE_CLIENTS.items():
+            own, own_secret = _client_ensure(
+                f"{service}-service",
+                f"The {service} service's own identity for the calls it makes.",
+                grant["audiences"],
+                grant["scopes"],
+                saved.get("services", {}).get(service, {}).get("client_secret", ""),
             )
-        else:
-            client.allowed_audiences, client.allowed_scopes = audiences, scopes
-            client.is_active, client.revoked_at = True, None
-            client.save(update_fields=["allowed_audiences", "allowed_scopes", "is_active", "revoked_at", "updated_at"])
-            if not secret or services.secret_hash(secret) != client.secret_hash:
-                secret = services.client_rotate_secret(client=client)
+            service_credentials[service] = {"client_id": own.id, "client_secret": own_secret}
 
         urls = dict(item.split("=", 1) for item in options["url"])
         payload = {
             "admin": {"username": DEMO_ADMIN, "password": password},
             "client": {"client_id": client.id, "client_secret": secret},
+            "services": service_credentials,
             "urls": urls or saved.get("urls", {}),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,3 +79,20 @@ class Command(BaseCommand):
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(payload, indent=2) + "\n")
         self.stdout.write(f"demo credentials written to {path}")
+
+
+def _client_ensure(
+    name: str, description: str, audiences: list[str], scopes: list[str], secret: str
+) -> tuple[MachineClient, str]:
+    """The named client with exactly these grants, active, and its secret (``secret`` kept if it still works)."""
+    client = MachineClient.objects.filter(name=name).first()
+    if client is None:
+        return services.client_create(
+            name=name, description=description, audiences=audiences, scopes=scopes, secret=secret or None
+        )
+    client.allowed_audiences, client.allowed_scopes = audiences, scopes
+    client.is_active, client.revoked_at = True, None
+    client.save(update_fields=["allowed_audiences", "allowed_scopes", "is_active", "revoked_at", "updated_at"])
+    if not secret or services.secret_hash(secret) != client.secret_hash:
+        secret = services.client_rotate_secret(client=client)
+    return client, secret
