@@ -1,0 +1,523 @@
+"""Payments throughput: payments driven at increasing rates through the whole system, created → settled.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.payments [--rates 50,100,150,200,250] [--seconds 15] [--workers 2]
+
+PostgreSQL and Redis are external when ``DATABASE_URL``/``REDIS_URL`` are set, otherwise embedded. Fresh
+databases for the ledger, payments and (with the audit path, the default) the portal are created, migrated
+and dropped at the end. Every part runs as in production, each its own process: the ledger and payments
+under gunicorn (``ATRIUM_ENV=production``), ``--workers`` payments Celery worker processes (prefork,
+``--concurrency`` each), each service's outbox relay process, and an ``audit`` worker chaining every
+audit event into the portal's database (``--no-audit`` leaves that path out). Tokens are EdDSA JWTs from
+a key this process publishes (JWKS) and mints for the services' token requests, so the portal's web
+process is not needed.
+
+For each offered rate, client threads create payments open-loop (``POST /api/v1/payments/``, keep-alive
+``http.client``, evenly spaced) for ``--seconds``; the run then waits up to ``--drain`` seconds for them
+to settle. Latency is create → settled from the payment's own ``status_history`` (both stamps taken by
+the services, on this machine's clock). Reported per rate: payments created, the rate achieved, settled
+per second over the step (from the first creation to the last settlement), latency p50/p99, and what was
+not settled within the drain time. The sustained rate is the highest step whose payments all settled
+within the drain time at ≥ 95 % of the offered rate.
+
+Targets on the 2-core machine: ≥ 200 settled payments/s sustained, p99 create → settled < 2 s at 100/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.server
+import json
+import os
+import platform
+import random
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+
+from bench.ledger import Jwks, LeanClient, machine_ticks, percentile
+from devtools.infra import (
+    REPO_ROOT,
+    Infra,
+    database_create,
+    database_drop,
+    database_url_with_name,
+    free_port,
+    infra_start,
+    venv_env,
+)
+from devtools.processes import process_group_stop
+
+TARGET_SUSTAINED = 200.0
+TARGET_P99_AT_100 = 2.0
+LOG_DIR = REPO_ROOT / "var" / "bench-payments"
+SERVICE_CLIENT = "cli_payments_bench"
+ACCOUNTS = 40  # source and destination accounts (random distinct pairs): little lock contention
+
+
+class Tokens(Jwks):
+    """The bench key's JWKS, plus a token endpoint minting tokens for the payments service's ledger calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        key, kid = self.key, self.kid
+        jwks_path = urllib.parse.urlsplit(self.url).path
+        document = json.dumps({"keys": [self.jwk()]}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _reply(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._reply(200, document) if self.path == jwks_path else self._reply(404, b"{}")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                audience = form.get("audience", "")
+                now = int(time.time())
+                claims = {
+                    "iss": "atrium-portal",
+                    "aud": audience,
+                    "sub": form.get("client_id", ""),
+                    "iat": now,
+                    "exp": now + 3600,
+                    "scope": f"{audience}:read {audience}:write",
+                }
+                token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
+                self._reply(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{port}{jwks_path}"
+        self.token_url = f"http://127.0.0.1:{port}/api/v1/auth/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def jwk(self) -> dict[str, Any]:
+        from jwt.algorithms import OKPAlgorithm
+
+        return {**OKPAlgorithm.to_jwk(self.key.public_key(), as_dict=True), "kid": self.kid, "alg": "EdDSA"}
+
+    def token(self, audience: str, subject: str = "cli_bench") -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "atrium-portal",
+            "aud": audience,
+            "sub": subject,
+            "iat": now,
+            "exp": now + 7200,
+            "scope": f"{audience}:read {audience}:write",
+        }
+        return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+def _clean_env() -> dict[str, str]:
+    env = venv_env(dict(os.environ))
+    for name in ("DATABASE_URL", "PORTAL_DATABASE_URL", "LEDGER_DATABASE_URL", "PAYMENTS_DATABASE_URL", "DEBUG"):
+        env.pop(name, None)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@dataclass
+class System:
+    env: dict[str, str]
+    processes: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], **extra: str) -> Process:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = LOG_DIR / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(  # noqa: S603  (fixed arguments)
+                cmd,
+                env={**self.env, **extra},
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process = Process(name, proc, log)
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process_group_stop(process.proc, 20)
+
+
+def manage(settings: str, env: dict[str, str], *args: str) -> None:
+    script = {
+        "services.ledger.settings": "services/ledger/manage.py",
+        "services.payments.settings": "services/payments/manage.py",
+    }
+    done = subprocess.run(  # noqa: S603  (fixed arguments)
+        [sys.executable, script.get(settings, "manage.py"), *args],
+        env={**env, "DJANGO_SETTINGS_MODULE": settings, "ATRIUM_ENV": "test"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{settings} {args} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def worker_cmd(celery: str, queue: str, concurrency: int, node: str) -> list[str]:
+    options = ["--without-gossip", "--without-mingle", "-l", "WARNING"]
+    return [celery, "-A", "workers", "worker", "-Q", queue, "-c", str(concurrency), "-n", node, *options]
+
+
+def wait_ready(url: str, process: Process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"{process.name} exited:\n{process.tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{process.name} not ready:\n{process.tail()}")
+
+
+def ledger_accounts(url: str, token: str) -> tuple[list[str], list[str]]:
+    """Funded source accounts and empty destination accounts in the live ledger."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+
+        def account(**fields: Any) -> str:
+            body = {"name": f"bench-{uuid.uuid4().hex[:6]}", "currency": "EUR", "normal_balance": "credit", **fields}
+            response = http.post("/api/v1/accounts", json=body)
+            response.raise_for_status()
+            return response.json()["id"]
+
+        funding = account(allow_negative=True)
+        sources, destinations = [account() for _ in range(ACCOUNTS)], [account() for _ in range(ACCOUNTS)]
+        for source in sources:
+            http.post(
+                "/api/v1/transactions",
+                json={
+                    "reference": f"fund-{uuid.uuid4().hex}",
+                    "postings": [
+                        {"account": funding, "direction": "debit", "amount": 10**15},
+                        {"account": source, "direction": "credit", "amount": 10**15},
+                    ],
+                },
+            ).raise_for_status()
+    return sources, destinations
+
+
+@dataclass
+class Step:
+    rate: float
+    created: int = 0
+    failed_creates: int = 0
+    seconds: float = 0.0
+    ids: list[str] = field(default_factory=list)
+
+
+def drive(base: str, token: str, rate: float, seconds: float, sources: list[str], destinations: list[str]) -> Step:
+    """Create payments open-loop at ``rate`` per second for ``seconds`` (threads sharing evenly spaced slots)."""
+    step = Step(rate)
+    total = int(rate * seconds)
+    threads_n = max(2, min(16, int(rate // 25) + 2))
+    began = time.monotonic()
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def run() -> None:
+        client = LeanClient(base, token)
+        rng = random.Random()  # noqa: S311
+        try:
+            while True:
+                with lock:
+                    n = next(counter, None)
+                if n is None:
+                    return
+                due = began + n / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                source = rng.choice(sources)
+                body = {
+                    "amount": rng.randint(1, 10_000),
+                    "currency": "EUR",
+                    "source_account": source,
+                    "destination_account": rng.choice(destinations),
+                }
+                reply = client.post("payments/", body)
+                with lock:
+                    if reply.status_code == 201:
+                        step.created += 1
+                        step.ids.append(reply.json()["id"])
+                    else:
+                        step.failed_creates += 1
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=run) for _ in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    step.seconds = time.monotonic() - began
+    return step
+
+
+def settle_times(payments_url: str, ids: list[str], drain: float) -> tuple[dict[str, float], int]:
+    """Wait until the payments are final (or ``drain`` runs out); return create→settled seconds by id and
+    how many ended otherwise (rejected, failed, canceled)."""
+    deadline = time.monotonic() + drain
+    with psycopg.connect(payments_url, autocommit=True) as conn:
+        while True:
+            open_count = conn.execute(
+                "SELECT count(*) FROM payments_payment WHERE id = ANY(%s) AND status IN "
+                "('created','screening','processing')",
+                [ids],
+            ).fetchone()[0]
+            if not open_count or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        rows = conn.execute(
+            "SELECT id, status, created_at, status_history FROM payments_payment WHERE id = ANY(%s)", [ids]
+        ).fetchall()
+    latencies: dict[str, float] = {}
+    other = 0
+    for payment_id, status, created_at, history in rows:
+        if status == "settled":
+            settled = dt.datetime.fromisoformat(history[-1]["at"].replace("Z", "+00:00"))
+            latencies[payment_id] = (settled - created_at).total_seconds()
+        elif status not in ("created", "screening", "processing"):
+            other += 1
+    return latencies, other
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.payments", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="50,100,150,200,250", help="offered payments/s, in order")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds per rate (default 15)")
+    parser.add_argument("--drain", type=float, default=20.0, help="seconds to wait for a step to settle")
+    parser.add_argument("--workers", type=int, default=2, help="payments Celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=4, help="prefork children per worker (default 4)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per service (default 2)")
+    parser.add_argument("--no-audit", action="store_true", help="leave the audit worker out (events pile up)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    run_id = uuid.uuid4().hex[:8]
+    names = {k: f"atrium_bench_pay_{run_id}_{k}" for k in ("ledger", "payments", "portal")}
+    infra: Infra | None = None
+    system: System | None = None
+    tokens: Tokens | None = None
+    created: list[str] = []
+    failed = False
+    try:
+        print("starting infrastructure…", flush=True)
+        infra = infra_start("bench")
+        for name in names.values():
+            database_create(infra.database_url, name)
+            created.append(name)
+        url = {k: database_url_with_name(infra.database_url, v) for k, v in names.items()}
+        tokens = Tokens()
+        env = _clean_env()
+        env.update(
+            ATRIUM_ENV="production",
+            SECRET_KEY=secrets.token_urlsafe(48)[:64],
+            ALLOWED_HOSTS="127.0.0.1",
+            SECURE_SSL_REDIRECT="false",
+            REDIS_URL=infra.redis_url,
+            JWT_JWKS_URL=tokens.url,
+            ATRIUM_TOKEN_URL=tokens.token_url,
+            LEDGER_DATABASE_URL=url["ledger"],
+            PAYMENTS_DATABASE_URL=url["payments"],
+            PORTAL_DATABASE_URL=url["portal"],
+            PAYMENTS_CLIENT_ID=SERVICE_CLIENT,
+            PAYMENTS_CLIENT_SECRET="bench",
+            AUDIT_SIGNING_KEY_FILE="",
+            PYTHONUNBUFFERED="1",
+            LOG_LEVEL="WARNING",
+        )
+        print("migrating…", flush=True)
+        for settings in ("services.ledger.settings", "services.payments.settings", "portal.settings"):
+            manage(settings, env, "migrate", "--noinput", "-v", "0")
+        system = System(env)
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        celery = str(Path(sys.executable).parent / "celery")
+        ledger_port, payments_port = free_port(), free_port()
+        layout = ["--workers", str(args.web_workers), "--threads", "2"]
+        ledger = system.start(
+            "ledger",
+            [gunicorn, "services.ledger.wsgi", "--bind", f"127.0.0.1:{ledger_port}", *layout],
+            DJANGO_SETTINGS_MODULE="services.ledger.settings",
+        )
+        ledger_url = f"http://127.0.0.1:{ledger_port}"
+        wait_ready(ledger_url, ledger)
+        system.env["LEDGER_URL"] = ledger_url
+        payments = system.start(
+            "payments",
+            [gunicorn, "services.payments.wsgi", "--bind", f"127.0.0.1:{payments_port}", *layout],
+            DJANGO_SETTINGS_MODULE="services.payments.settings",
+        )
+        payments_url = f"http://127.0.0.1:{payments_port}"
+        wait_ready(payments_url, payments)
+        for n in range(args.workers):
+            system.start(
+                f"payments-worker-{n}",
+                [
+                    celery,
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-Q",
+                    "payments",
+                    "-c",
+                    str(args.concurrency),
+                    "-n",
+                    f"bench-payments-{run_id}-{n}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+                DJANGO_SETTINGS_MODULE="services.payments.settings",
+            )
+        for service, script in (("ledger", "services/ledger/manage.py"), ("payments", "services/payments/manage.py")):
+            system.start(
+                f"{service}-relay",
+                [sys.executable, script, "outbox_relay"],
+                DJANGO_SETTINGS_MODULE=f"services.{service}.settings",
+            )
+        if not args.no_audit:
+            system.start(
+                "audit-worker",
+                [
+                    celery,
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-Q",
+                    "audit",
+                    "-c",
+                    "1",
+                    "-n",
+                    f"bench-audit-{run_id}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+                DJANGO_SETTINGS_MODULE="portal.settings",
+            )
+        sources, destinations = ledger_accounts(ledger_url, tokens.token("ledger"))
+        token = tokens.token("payments", "cli_bench_merchant")
+        print("warming up…", flush=True)
+        warm = drive(payments_url, token, 20, 3, sources, destinations)
+        settle_times(url["payments"], warm.ids, 30)
+
+        print(
+            f"{'offered/s':>9} {'created':>8} {'achieved/s':>10} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'unsettled':>9} {'other':>5} {'machine busy':>12}",
+            flush=True,
+        )
+        results = []
+        for rate in rates:
+            busy0, total0 = machine_ticks()
+            began = time.time()
+            step = drive(payments_url, token, rate, args.seconds, sources, destinations)
+            latencies, other = settle_times(url["payments"], step.ids, args.drain)
+            busy1, total1 = machine_ticks()
+            values = sorted(latencies.values())
+            unsettled = step.created - len(values) - other
+            span = max(step.seconds, max(values, default=0.0) + 0.0)
+            with psycopg.connect(url["payments"], autocommit=True) as conn:
+                last = conn.execute(
+                    "SELECT max((status_history->-1->>'at')::timestamptz) FROM payments_payment WHERE id = ANY(%s)",
+                    [step.ids],
+                ).fetchone()[0]
+            span = (last.timestamp() - began) if last else span
+            settled_rate = len(values) / span if span > 0 else 0.0
+            p50 = percentile(values, 0.50) * 1000 if values else float("nan")
+            p99 = percentile(values, 0.99) * 1000 if values else float("nan")
+            busy = (busy1 - busy0) / max(1, total1 - total0)
+            results.append((rate, step, settled_rate, p50, p99, unsettled, other))
+            print(
+                f"{rate:9.0f} {step.created:8d} {step.created / step.seconds:10.1f} {settled_rate:9.1f} {p50:8.0f} "
+                f"{p99:8.0f} {unsettled:9d} {other:5d} {busy:11.0%}",
+                flush=True,
+            )
+            failed |= step.failed_creates > 0 or other > 0
+            if unsettled > step.created * 0.05:
+                print("  (backlog not drained: stopping here)")
+                break
+        sustained = max(
+            (rate for rate, step, settled, _, _, unsettled, _ in results if not unsettled and settled >= 0.95 * rate),
+            default=0.0,
+        )
+        p99_at_100 = next((r[4] for r in results if r[0] == 100), None)
+        print()
+        print("Atrium payments benchmark", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        print(
+            f"  {os.cpu_count()} cores, {platform.python_version()}, postgresql "
+            f"{'embedded' if infra.embedded_postgres else 'external'}, redis "
+            f"{'embedded' if infra.embedded_redis else 'external'}; ledger and payments gunicorn "
+            f"{args.web_workers}x2 each, {args.workers} payments worker(s) x {args.concurrency}, relays, "
+            f"{'no audit worker' if args.no_audit else '1 audit worker'}"
+        )
+        print(
+            f"sustained: {sustained:.0f} settled payments/s (target ≥ {TARGET_SUSTAINED:.0f}: "
+            f"{'MET' if sustained >= TARGET_SUSTAINED else 'MISSED'})"
+        )
+        if p99_at_100 is not None:
+            print(
+                f"p99 create → settled at 100/s: {p99_at_100:.0f} ms (target < {TARGET_P99_AT_100 * 1000:.0f}: "
+                f"{'MET' if p99_at_100 < TARGET_P99_AT_100 * 1000 else 'MISSED'})"
+            )
+        return 1 if failed else 0
+    finally:
+        if system is not None:
+            system.stop()
+        if tokens is not None:
+            tokens.stop()
+        if infra is not None:
+            for name in created:
+                with contextlib.suppress(Exception):
+                    database_drop(infra.database_url, name)
+            infra.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
