@@ -1,11 +1,10 @@
 """Full verification of the audit log: chain, Merkle roots, signed heads (database and file), service gaps.
 
 :func:`verify_log` streams ``audit_event`` in ``seq`` order through a server-side (named) cursor, binary
-rows. For each row PostgreSQL recomputes the chain hash ``SHA-256(canonical ‖ prev_hash)`` and the Merkle
-leaf ``SHA-256(0x00 ‖ canonical)`` next to the data and sends whether both match the stored ones, with the
-stored hashes; Python checks the link to the previous row, folds the leaf into the tree's right frontier
-and, at every signed head's size, compares the recomputed root and last hash with the head. A row that
-fails any of that is fetched again, its canonical bytes hashed in Python, and classified (below).
+rows, the canonical JSON fetched as bytes and never parsed in Python unless a row is already suspect. For
+each row Python recomputes the chain hash ``SHA-256(canonical ‖ previous hash)`` and the Merkle leaf
+``SHA-256(0x00 ‖ canonical)`` and checks the link to the previous row, folds the leaf into the tree's right
+frontier and, at every signed head's size, compares the recomputed root and last hash with the head.
 Meanwhile a second connection (its own PostgreSQL backend, so the other core) checks in SQL, chunk by
 chunk, that every row's search columns (``seq`` included) still say what its hashed JSON says; when the
 stream is done the first connection takes the chunks that are left. Both read one REPEATABLE READ snapshot
@@ -85,14 +84,9 @@ _COLUMNS_MATCH = """(
     AND c->>'user_agent' = user_agent AND c->'changes' = changes AND c->'metadata' = metadata
     AND (c->>'occurred_at')::timestamptz = occurred_at AND (c->>'recorded_at')::timestamptz = recorded_at
 )"""
-# PostgreSQL recomputes each row's chain hash and leaf hash (in C, next to the data) and sends only the
-# verdict and the 32-byte hashes; the canonical text crosses the wire only for a row that fails.
 _STREAM = (
-    "SELECT seq, sha256(convert_to(canonical, 'UTF8') || prev_hash) = hash "
-    "AND sha256('\\x00'::bytea || convert_to(canonical, 'UTF8')) = leaf_hash, hash, prev_hash, leaf_hash "
-    "FROM audit_event WHERE seq > %s ORDER BY seq"
+    "SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash FROM audit_event WHERE seq > %s ORDER BY seq"
 )
-_CANONICAL = "SELECT convert_to(canonical, 'UTF8') FROM audit_event WHERE seq = %s"
 # Rows whose columns no longer say what their hashed JSON says (a missing key compares as NULL: disagrees).
 # OFFSET 0 keeps the subquery from being inlined: the JSON is parsed once per row, not once per comparison.
 _COLUMNS_DISAGREE = (
@@ -425,13 +419,6 @@ class _Chain:
                 )
 
 
-def _canonical_of(seq: int) -> bytes:
-    """One row's canonical bytes (on the streaming connection, between two fetches of its cursor)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CANONICAL, [seq])
-        return bytes(cursor.fetchone()[0])
-
-
 def chain_digest(data: bytes, previous: bytes) -> bytes:
     """The chain hash (as :func:`portal.audit.verifier.chain_hash`)."""
     return hashlib.sha256(data + previous).digest()
@@ -447,12 +434,7 @@ def _root(nodes: list[bytes | None]) -> bytes:
 
 
 def _stream(
-    cursor: Any,
-    chain: _Chain,
-    heads: Heads,
-    start: int = 0,
-    frontier: list[bytes | None] | None = None,
-    canonical_of: Any = None,
+    cursor: Any, chain: _Chain, heads: Heads, start: int = 0, frontier: list[bytes | None] | None = None
 ) -> tuple[int, bytes, list[bytes | None]]:
     """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes.
 
@@ -467,12 +449,15 @@ def _stream(
     expected = start + 1
     nodes: list[bytes | None] = list(frontier or [])
     size = start
-    for seq, hashes_ok, digest, prev_hash, stored_leaf in cursor:
-        if hashes_ok and seq == expected and prev_hash == prev and chain.pending is None:
-            leaf = stored_leaf
-        else:  # the slow path: this row's text, hashed here, and the classifier
-            data = canonical_of(seq)
-            leaf = sha256(b"\x00" + data).digest()
+    for seq, data, digest, prev_hash, stored_leaf in cursor:
+        leaf = sha256(b"\x00" + data).digest()
+        if (
+            seq != expected
+            or prev_hash != prev
+            or leaf != stored_leaf
+            or sha256(data + prev_hash).digest() != digest
+            or chain.pending is not None
+        ):
             chain.prev, chain.prev2, chain.expected = prev, prev2, expected
             examine(seq, data, digest, prev_hash, stored_leaf, leaf)
         # Merkle: add the leaf to the right frontier, merging complete subtrees upwards.
@@ -731,7 +716,7 @@ def verify_log(*, batch: int = 10_000, archive_files: bool = False, archive_dir:
             with connection.connection.cursor(name="audit_verify", binary=True) as cursor:
                 cursor.itersize = batch
                 cursor.execute(_STREAM, [start])
-                size, last, nodes = _stream(cursor, chain, heads, start, frontier, _canonical_of)
+                size, last, nodes = _stream(cursor, chain, heads, start, frontier)
         except BaseException:
             work.cancel()  # the other connection stops after its current chunk
             raise
