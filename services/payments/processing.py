@@ -231,6 +231,12 @@ def sweep(*, limit: int = 500) -> dict[str, int]:
         .exclude(status__in=OPEN)
         .values_list("id", flat=True)[:limit]
     )
+    if lost:
+        # Not again before two stale periods: a payment that only waits in a long queue is sent once more per
+        # that time at most, not at every sweep (the duplicates are harmless, but they are work).
+        Payment.objects.filter(id__in=lost).update(
+            next_attempt_at=now + dt.timedelta(seconds=settings.PAYMENTS_STALE_SECONDS)
+        )
     resumed = services.enqueue(lost) if lost else 0
     released = 0
     for payment_id in holds:

@@ -4,6 +4,9 @@ PostgreSQL. Used by the end-to-end and fault tests."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from devtools.infra import REPO_ROOT
 from portal.identity import services as identity
 from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
 from workers.celery import app
@@ -87,6 +91,31 @@ class PaymentsStack:
 
     def send(self, task: str, **kwargs: Any) -> Any:
         return app.send_task(task, kwargs=kwargs).get(timeout=60)
+
+    def reconcile_everything(self, ahead_seconds: int = 120) -> dict[str, Any]:
+        """Run the reconciliation in a process of its own with the workers' settings, as if it were
+        ``ahead_seconds`` later: the beat task leaves out the last minute (payments still in flight), so
+        it would not look at the payments a test has just made at all. Return ``Report.as_dict()``."""
+        code = (
+            "import datetime as dt, json, django; django.setup()\n"
+            "from django.utils import timezone\n"
+            "from services.payments.reconcile import reconcile\n"
+            f"report = reconcile(now=timezone.now() + dt.timedelta(seconds={int(ahead_seconds)}))\n"
+            "print('RECONCILE-REPORT ' + json.dumps(report.as_dict()))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.workers[0].env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for line in done.stdout.splitlines():
+            if line.startswith("RECONCILE-REPORT "):
+                return json.loads(line.removeprefix("RECONCILE-REPORT "))
+        output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        raise AssertionError(f"reconciliation failed ({done.returncode}):\n{output}")
 
 
 def payments_stack(
