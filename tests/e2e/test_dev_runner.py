@@ -62,7 +62,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             response = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
             assert response.status_code == 200, (name, response.text)
         creds = json.loads((tmp_path / "var" / "dev-credentials.json").read_text())
-        assert set(creds) == {"admin", "client", "urls"}
+        assert set(creds) == {"admin", "client", "urls", "services"}
         assert creds["urls"]["ledger"] == f"http://127.0.0.1:{ports['ledger']}"
         assert creds["admin"]["password"] in output
         assert creds["client"]["client_secret"] in output
@@ -83,6 +83,39 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         )
         assert whoami.status_code == 200, whoami.text
         assert elapsed < 150
+
+        # and a payment settles: payments reaches the ledger with its own credentials from the runner
+        ledger_http = httpx.Client(
+            base_url=creds["urls"]["ledger"], headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        accounts = []
+        for extra in ({"allow_negative": True}, {}):
+            body = {"name": "dev-runner", "currency": "EUR", "normal_balance": "credit", **extra}
+            accounts.append(ledger_http.post("/api/v1/accounts", json=body).json()["id"])
+        payments_token = httpx.post(
+            f"{creds['urls']['portal']}/api/v1/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": creds["client"]["client_id"],
+                "client_secret": creds["client"]["client_secret"],
+                "audience": "payments",
+            },
+            timeout=10,
+        ).json()["access_token"]
+        payments_http = httpx.Client(
+            base_url=creds["urls"]["payments"], headers={"Authorization": f"Bearer {payments_token}"}, timeout=10
+        )
+        order = {"amount": 500, "currency": "EUR", "source_account": accounts[0], "destination_account": accounts[1]}
+        created = payments_http.post("/api/v1/payments/", json=order)
+        assert created.status_code == 201, created.text
+        status, settle_by = "", time.monotonic() + 60
+        while status != "settled" and time.monotonic() < settle_by:
+            status = payments_http.get(f"/api/v1/payments/{created.json()['id']}").json()["status"]
+            assert status not in ("failed", "rejected"), payments_http.get(
+                f"/api/v1/payments/{created.json()['id']}"
+            ).text
+            time.sleep(0.5)
+        assert status == "settled"
         children = psutil.Process(runner.pid).children(recursive=True)
         assert len(children) >= 8  # honcho + 3 web + 4 workers + beat (and their pools)
     finally:
