@@ -719,6 +719,126 @@ def transaction_void(*, transaction_id: str) -> Transaction:
     return _settle(transaction_id, post=False)
 
 
+@dataclass
+class SettleResult:
+    """One item of :func:`transactions_settle`: ``posted`` / ``voided`` (now or already), or ``error``."""
+
+    index: int
+    status: str
+    transaction: Transaction | None = None
+    error: LedgerError | None = None
+
+
+def transactions_settle(*, transaction_ids: list[str], post: bool) -> list[SettleResult]:
+    """Post (or void) many pending transactions in one database transaction; each item has its own result.
+
+    Idempotent per item: a transaction already posted (voided) is reported ``posted`` (``voided``) again.
+    Refusals — unknown id, not pending, a frozen or closed account when posting — are errors of their item
+    only, audited with outcome ``failure``; the other items are settled. The accounts are locked once, in id
+    order, their totals written with one statement, every audit event with one INSERT.
+    """
+    target = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
+    action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
+
+    def run() -> list[SettleResult]:
+        with transaction.atomic(), WriteTransaction() as tx:
+            unique = sorted(set(transaction_ids))
+            txns = {t.id: t for t in Transaction.objects.select_for_update().filter(pk__in=unique).order_by("id")}
+            pending = [i for i in unique if i in txns and txns[i].status == TransactionStatus.PENDING]
+            postings: dict[str, list[Posting]] = {i: [] for i in pending}
+            for posting in Posting.objects.filter(transaction_id__in=pending).order_by("id"):
+                postings[posting.transaction_id].append(posting)
+            accounts = _lock_accounts({p.account_id for ps in postings.values() for p in ps})
+            when = timezone.now()
+            context = audit_context()
+            results: list[SettleResult] = []
+            settled: list[Transaction] = []
+            events: list[dict[str, Any]] = []
+            seen: dict[str, SettleResult] = {}
+            for index, transaction_id in enumerate(transaction_ids):
+                if transaction_id in seen:  # the same id twice: the same answer
+                    earlier = seen[transaction_id]
+                    results.append(SettleResult(index, earlier.status, earlier.transaction, earlier.error))
+                    continue
+                result = _settle_one(index, txns.get(transaction_id), transaction_id, postings, accounts, post, target)
+                if result.error is not None:
+                    events.append(
+                        ledger_audit.refused_event(
+                            action, result.error, object_type="transaction", object_id=transaction_id, context=context
+                        )
+                    )
+                elif transaction_id in postings and result.transaction is not None:
+                    txn = result.transaction
+                    txn.postings_list = postings[transaction_id]  # type: ignore[attr-defined]
+                    settled.append(txn)
+                    events.append(
+                        audit_event(
+                            action,
+                            object_type="transaction",
+                            object_id=txn.id,
+                            metadata=ledger_audit.transaction_metadata(txn),
+                            context=context,
+                        )
+                    )
+                seen[transaction_id] = result
+                results.append(result)
+            touched = {p.account_id for t in settled for p in postings[t.id]}
+            _write(tx, [a for a in accounts.values() if a.id in touched], [], [], when, events)
+            if settled:
+                stamp = {"posted_at": when} if post else {"voided_at": when}
+                Transaction.objects.filter(id__in=[t.id for t in settled]).update(status=target, **stamp)
+                for txn in settled:
+                    txn.status = target
+                    setattr(txn, "posted_at" if post else "voided_at", when)
+            return results
+
+    results = with_retry(run)
+    log.info("ledger.transactions_settled", action="post" if post else "void", items=len(results))
+    return results
+
+
+def _settle_one(
+    index: int,
+    txn: Transaction | None,
+    transaction_id: str,
+    postings: dict[str, list[Posting]],
+    accounts: dict[str, Account],
+    post: bool,
+    target: str,
+) -> SettleResult:
+    """Check and apply one item of a settle batch to the in-memory accounts."""
+    if txn is None:
+        return SettleResult(index, "error", error=TransactionNotFound(f"No transaction {transaction_id}."))
+    if txn.status == target:
+        return SettleResult(index, target, transaction=txn)
+    if txn.status != TransactionStatus.PENDING:
+        error = TransactionNotPending(f"Transaction {txn.id} is {txn.status}, not pending.")
+        return SettleResult(index, "error", transaction=txn, error=error)
+    mine = [accounts[p.account_id] for p in postings[txn.id]]
+    if post:
+        for account in mine:
+            if account.status != AccountStatus.OPEN:
+                kind = AccountFrozen if account.status == AccountStatus.FROZEN else AccountClosed
+                error = kind(f"Account {account.id} is {account.status}; the hold can only be voided.")
+                return SettleResult(index, "error", transaction=txn, error=error)
+    for p in postings[txn.id]:
+        account = accounts[p.account_id]
+        _apply(account, p.direction, p.amount, pending=True, sign=-1)
+        if post:
+            _apply(account, p.direction, p.amount, pending=False)
+    return SettleResult(index, target, transaction=txn)
+
+
+def settle_result_as_dict(result: SettleResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"index": result.index, "status": result.status}
+    if result.transaction is not None:
+        body["id"] = result.transaction.id
+    if result.error is not None:
+        body["code"] = result.error.code
+        body["detail"] = result.error.detail
+    return body
+
+
 def transactions_expire(*, now: datetime | None = None, limit: int = 500) -> int:
     """Void pending transactions whose ``expires_at`` has passed; return how many."""
     now = now or timezone.now()

@@ -220,6 +220,19 @@ class BatchInputSerializer(StrictSerializer):
     atomic = serializers.BooleanField(default=False)
 
 
+class SettleBatchInputSerializer(StrictSerializer):
+    action = serializers.ChoiceField(choices=["post", "void"])
+    transactions = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1, max_length=1000)
+
+
+class SettleResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["posted", "voided", "error"])
+    id = serializers.CharField(required=False)
+    code = serializers.CharField(required=False)
+    detail = serializers.CharField(required=False)
+
+
 class BatchResultSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     status = serializers.ChoiceField(choices=["created", "exists", "error"])

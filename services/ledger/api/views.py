@@ -26,6 +26,8 @@ from services.ledger.api.serializers import (
     BalanceSerializer,
     BatchInputSerializer,
     BatchResultSerializer,
+    SettleBatchInputSerializer,
+    SettleResultSerializer,
     TransactionInputSerializer,
     TransactionSerializer,
     transaction_input,
@@ -188,6 +190,22 @@ class TransactionBatchView(APIView):
                 refusals=[(_reference(raws[i]), _ShapeError(**e).error) for i, e in sorted(shape_errors.items())]
             )
         return Response({"results": [services.result_as_dict(r) for r in outcome]})
+
+
+class TransactionSettleBatchView(APIView):
+    """Post or void up to 1,000 pending transactions in one call, each with its own result."""
+
+    @extend_schema(
+        request=SettleBatchInputSerializer,
+        responses={200: inline_serializer("SettleResults", {"results": SettleResultSerializer(many=True)})},
+    )
+    def post(self, request: Request) -> Response:
+        batch = SettleBatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        results = services.transactions_settle(
+            transaction_ids=batch.validated_data["transactions"], post=batch.validated_data["action"] == "post"
+        )
+        return Response({"results": [services.settle_result_as_dict(r) for r in results]})
 
 
 def _reference(raw: Any) -> str:
