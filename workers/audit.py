@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
-from portal.audit.archive import archive_run
+from portal.audit.archive import archive_run, retention_cutoff
 from portal.audit.chain import ingest as chain_ingest
 from portal.audit.heads import head_sign
 from workers.celery import app
@@ -47,6 +45,5 @@ def archive() -> dict[str, Any]:
     """
     if not settings.AUDIT_ARCHIVE_AUTOMATIC:
         return {"archived": 0, "enabled": False}
-    before = timezone.now() - dt.timedelta(days=settings.AUDIT_RETENTION_DAYS)
-    done = archive_run(before=before, directory=Path(settings.AUDIT_ARCHIVE_DIR))
+    done = archive_run(before=retention_cutoff(), directory=Path(settings.AUDIT_ARCHIVE_DIR))
     return {"archived": sum(a.events for a in done), "files": [a.path for a in done], "enabled": True}

@@ -85,6 +85,13 @@ class ArchiveFile:
     events: int
 
 
+def retention_cutoff(days: int | None = None) -> dt.datetime:
+    """What was signed before this may be archived: ``days`` (default ``AUDIT_RETENTION_DAYS``) ago."""
+    from django.conf import settings
+
+    return timezone.now() - dt.timedelta(days=settings.AUDIT_RETENTION_DAYS if days is None else days)
+
+
 def archived_upto() -> int:
     """The last archived seq (0: nothing archived); the live log starts after it."""
     return AuditArchive.objects.aggregate(upto=Max("last_seq"))["upto"] or 0

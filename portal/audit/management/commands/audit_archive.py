@@ -6,15 +6,13 @@ and docs/audit.md ("Retention and archival"). ``--dry-run`` only says what would
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
-from portal.audit.archive import ArchiveError, archive_plan, archive_run, archived_upto
+from portal.audit.archive import ArchiveError, archive_plan, archive_run, archived_upto, retention_cutoff
 
 
 class Command(BaseCommand):
@@ -44,7 +42,7 @@ class Command(BaseCommand):
         days = settings.AUDIT_RETENTION_DAYS if days is None else days
         if days < 0 or options["max_events"] < 1:
             raise CommandError("--older-than-days must be ≥ 0 and --max-events ≥ 1")
-        before = timezone.now() - dt.timedelta(days=days)
+        before = retention_cutoff(days)
         directory = Path(options["output"] or settings.AUDIT_ARCHIVE_DIR)
         if options["dry_run"]:
             plan = archive_plan(before=before, max_events=options["max_events"], upto=options["upto"])
