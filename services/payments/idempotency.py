@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,26 @@ def claim(*, client_id: str, key: str, fingerprint: str) -> Claim | Replay:
         # The first request died without an answer: this one takes over.
         _take(row, fingerprint=fingerprint, token=token, lock_until=lock_until, expires_at=row.expires_at, now=now)
         return Claim(row.id, token)
+
+
+def begin(*, client_id: str, header: str | None, method: str, path: str, body: Any) -> Claim | Replay | None:
+    """What a request carrying ``header`` (None: no key) may do: proceed holding a claim, proceed without a
+    key, or answer the saved response (raises 400/409/422 as :func:`claim` and :func:`key_check` do)."""
+    if header is None:
+        return None
+    key = key_check(header)
+    return claim(client_id=client_id, key=key, fingerprint=request_hash(method, path, body))
+
+
+@contextlib.contextmanager
+def released_on_error(held: Claim | None) -> Iterator[None]:
+    """Release ``held`` if the block raises: the request created nothing, so the key may be used again."""
+    try:
+        yield
+    except BaseException:
+        if held is not None:
+            release(held)
+        raise
 
 
 def _take(

@@ -124,16 +124,7 @@ def _process(payment: Payment) -> float | None:
     gateway = ledger()
     try:
         if payment.hold_status == HoldStatus.NONE or not payment.ledger_transaction:
-            txn = gateway.hold(
-                reference=payment.id,
-                amount=payment.amount,
-                currency=payment.currency,
-                source=payment.source_account,
-                destination=payment.destination_account,
-                expires_at=services.hold_expiry(payment),
-                description=f"payment {payment.id}",
-            )
-            _hold_seen(payment, txn)
+            _hold_seen(payment, hold_place(payment))
         if payment.hold_status == HoldStatus.PENDING:
             _hold_seen(payment, gateway.post(payment.ledger_transaction))
         if payment.hold_status == HoldStatus.VOIDED:
@@ -161,6 +152,19 @@ def _process(payment: Payment) -> float | None:
         next_attempt_at=None,
     )
     return None
+
+
+def hold_place(payment: Payment) -> dict[str, Any]:
+    """Ask the ledger for the payment's hold; the request is the same on every attempt (a retry is a replay)."""
+    return ledger().hold(
+        reference=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        source=payment.source_account,
+        destination=payment.destination_account,
+        expires_at=services.hold_expiry(payment),
+        description=f"payment {payment.id}",
+    )
 
 
 def _hold_seen(payment: Payment, txn: dict[str, Any]) -> None:

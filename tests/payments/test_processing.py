@@ -15,7 +15,7 @@ from services.kit.models import OutboxEvent
 from services.payments import services
 from services.payments.ledger import ledger, ledger_reset
 from services.payments.models import HoldStatus, Payment
-from services.payments.processing import advance, sweep
+from services.payments.processing import advance, hold_place, sweep
 from services.payments.reconcile import STATE_KEY, ReconciliationCollector, reconcile
 from tests.payments.conftest import LedgerAdmin
 
@@ -103,15 +103,7 @@ def test_a_hold_voided_before_posting_fails_the_payment_and_nothing_is_posted(le
     Payment.objects.filter(id=payment.id).update(status="processing")
     payment.refresh_from_db()
     # the hold exists (a run died after creating it) and was then voided at the ledger
-    hold = ledger().hold(
-        reference=payment.id,
-        amount=1500,
-        currency="EUR",
-        source=source,
-        destination=destination,
-        expires_at=services.hold_expiry(payment),
-        description=f"payment {payment.id}",
-    )
+    hold = hold_place(payment)
     ledger_admin.http.post(f"/api/v1/transactions/{hold['id']}/void")
 
     assert advance(payment.id).status == "failed"
@@ -129,15 +121,7 @@ def test_a_run_that_died_after_each_ledger_call_is_finished_without_a_second_pos
         payment = create(source, destination, 1000)
         Payment.objects.filter(id=payment.id).update(status="processing")
         payment.refresh_from_db()
-        hold = gateway.hold(
-            reference=payment.id,
-            amount=1000,
-            currency="EUR",
-            source=source,
-            destination=destination,
-            expires_at=services.hold_expiry(payment),
-            description=f"payment {payment.id}",
-        )
+        hold = hold_place(payment)
         if died_after == "post":
             gateway.post(hold["id"])
 
@@ -244,15 +228,7 @@ def test_the_sweeper_resumes_lost_work_and_releases_holds_of_failed_payments(led
     failed = create(source, destination, 400)
     Payment.objects.filter(id=failed.id).update(status="processing")
     failed.refresh_from_db()
-    hold = ledger().hold(
-        reference=failed.id,
-        amount=400,
-        currency="EUR",
-        source=source,
-        destination=destination,
-        expires_at=services.hold_expiry(failed),
-        description=f"payment {failed.id}",
-    )
+    hold = hold_place(failed)
     Payment.objects.filter(id=failed.id).update(
         status="failed", hold_status="pending", ledger_transaction=hold["id"], updated_at=old
     )

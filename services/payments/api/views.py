@@ -47,25 +47,19 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         parameters=[IDEMPOTENCY_PARAMETER],
     )
     def create(self, request: Request) -> Response:
-        key = request.headers.get(idempotency.HEADER)
-        claim: idempotency.Claim | None = None
-        if key is not None:
-            key = idempotency.key_check(key)
-            fingerprint = idempotency.request_hash(request.method or "POST", request.path, request.data)
-            held = idempotency.claim(client_id=request.user.client_id, key=key, fingerprint=fingerprint)
-            if isinstance(held, idempotency.Replay):
-                return Response(held.body, status=held.status, headers={idempotency.REPLAY_HEADER: "true"})
-            claim = held
-        try:
+        held = idempotency.begin(
+            client_id=request.user.client_id,
+            header=request.headers.get(idempotency.HEADER),
+            method=request.method or "POST",
+            path=request.path,
+            body=request.data,
+        )
+        if isinstance(held, idempotency.Replay):
+            return Response(held.body, status=held.status, headers={idempotency.REPLAY_HEADER: "true"})
+        with idempotency.released_on_error(held):
             serializer = PaymentCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            _, body = services.payment_create(
-                client_id=request.user.client_id, claim=claim, **serializer.validated_data
-            )
-        except BaseException:
-            if claim is not None:
-                idempotency.release(claim)  # nothing was created: the key may be used again
-            raise
+            _, body = services.payment_create(client_id=request.user.client_id, claim=held, **serializer.validated_data)
         return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: PaymentSerializer})
