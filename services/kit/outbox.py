@@ -3,7 +3,8 @@
 ``outbox_put(topic, payload)`` inserts a row in the service's own database inside the caller's
 transaction, so the event exists exactly when the change does (a broker outage loses nothing).
 After commit a relay thread in the same process is woken; it numbers committed rows per topic with
-a gapless sequence, publishes them to the topic's Celery task in batches and marks them published.
+a gapless sequence, publishes them to the topic's Celery task in batches and moves the topic's
+published watermark past them.
 A periodic task (``<service>.outbox_relay`` on beat) sweeps whatever a dead process or a broker
 outage left behind. Relays of several processes take turns through a PostgreSQL advisory lock.
 
@@ -37,6 +38,9 @@ log = get_logger(__name__)
 
 DEFAULT_TOPICS = {"audit": "audit.ingest"}
 _TABLE = OutboxEvent._meta.db_table
+_COUNTER_CREATE = (
+    "INSERT INTO kit_outbox_counter (topic, last_seq, published_seq) VALUES (%s, 0, 0) ON CONFLICT (topic) DO NOTHING"
+)
 
 
 def topics() -> dict[str, str]:
@@ -89,15 +93,13 @@ def _number(topic: str, limit: int) -> int:
     """Give committed, unnumbered rows of ``topic`` the next sequence numbers (caller holds the topic lock)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {_TABLE} WHERE topic = %s AND seq IS NULL ORDER BY created_at, id LIMIT %s",  # noqa: S608
+            f"SELECT id FROM {_TABLE} WHERE topic = %s AND seq IS NULL ORDER BY topic, created_at, id LIMIT %s",  # noqa: S608
             [topic, limit],
         )
         ids = [row[0] for row in cursor.fetchall()]
         if not ids:
             return 0
-        cursor.execute(
-            "INSERT INTO kit_outbox_counter (topic, last_seq) VALUES (%s, 0) ON CONFLICT (topic) DO NOTHING", [topic]
-        )
+        cursor.execute(_COUNTER_CREATE, [topic])
         cursor.execute("SELECT last_seq FROM kit_outbox_counter WHERE topic = %s FOR UPDATE", [topic])
         last = cursor.fetchone()[0]
         cursor.execute(
@@ -110,12 +112,13 @@ def _number(topic: str, limit: int) -> int:
 
 
 def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
-    """Publish numbered, unpublished rows in sequence order; mark them published. Return how many."""
+    """Publish the numbered rows above the topic's watermark in sequence order, then move the
+    watermark past them (caller holds the topic lock). Return how many."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, seq, payload::text FROM {_TABLE} "  # noqa: S608
-            "WHERE topic = %s AND published_at IS NULL AND seq IS NOT NULL "
-            "ORDER BY seq LIMIT %s",
+            f"SELECT e.id, e.seq, e.payload::text FROM {_TABLE} e "  # noqa: S608
+            "JOIN kit_outbox_counter c ON c.topic = e.topic "
+            "WHERE e.topic = %s AND e.seq > c.published_seq ORDER BY e.seq LIMIT %s",
             [topic, limit],
         )
         rows = cursor.fetchall()
@@ -124,20 +127,21 @@ def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, lis
     service = settings.ATRIUM_SERVICE
     # Compact form, so the relay never parses payloads: [id, service, service_seq, payload JSON text].
     events: list[Any] = [[event_id, service, seq, payload] for event_id, seq, payload in rows]
-    ids = [row[0] for row in rows]
+    first, last = rows[0][1], rows[-1][1]
     try:
         publish(task_name, events)
     except Exception as exc:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %s WHERE id = ANY(%s)",  # noqa: S608
-                [f"{type(exc).__name__}: {exc}"[:500], ids],
+                f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %s "  # noqa: S608
+                "WHERE topic = %s AND seq BETWEEN %s AND %s",
+                [f"{type(exc).__name__}: {exc}"[:500], topic, first, last],
             )
         raise
+    # A crash before this line re-publishes the batch with the same numbers: consumers de-duplicate.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_TABLE} SET published_at = %s, attempts = attempts + 1, last_error = '' WHERE id = ANY(%s)",  # noqa: S608
-            [timezone.now(), ids],
+            "UPDATE kit_outbox_counter SET published_seq = GREATEST(published_seq, %s) WHERE topic = %s", [last, topic]
         )
     return len(rows)
 
@@ -204,8 +208,12 @@ def relay_run(
 def outbox_backlog() -> dict[str, dict[str, Any]]:
     """Pending (unpublished) rows per topic and the age of the oldest, for health and metrics."""
     with connection.cursor() as cursor:
+        # two index range scans: rows not numbered yet, and numbered rows above the topic's watermark
         cursor.execute(
-            f"SELECT topic, count(*), min(created_at) FROM {_TABLE} WHERE published_at IS NULL GROUP BY topic"  # noqa: S608
+            f"SELECT topic, count(*), min(created_at) FROM ("  # noqa: S608
+            f"SELECT topic, created_at FROM {_TABLE} WHERE seq IS NULL UNION ALL "
+            f"SELECT e.topic, e.created_at FROM kit_outbox_counter c JOIN {_TABLE} e "
+            "ON e.topic = c.topic AND e.seq > c.published_seq) AS pending GROUP BY topic"
         )
         now = timezone.now()
         return {

@@ -55,7 +55,7 @@ def test_relay_numbers_gaplessly_publishes_once_and_keeps_rows_when_the_broker_i
     down = Collector(fail=True)
     with pytest.raises(ConnectionError):
         relay_run(publish=down)
-    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 5
+    assert OutboxEvent.objects.unpublished().count() == 5
     assert all(e.attempts == 1 and "broker away" in e.last_error for e in OutboxEvent.objects.all())
 
     up = Collector()
@@ -66,7 +66,7 @@ def test_relay_numbers_gaplessly_publishes_once_and_keeps_rows_when_the_broker_i
     assert {e["service"] for e in up.events} == {"ledger"}
     assert {name for name, _ in up.batches} == {"audit.ingest"}
     assert len({e["id"] for e in up.events}) == 5
-    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert not OutboxEvent.objects.unpublished().exists()
 
 
 def test_secrets_are_redacted_before_they_are_written():
@@ -96,4 +96,4 @@ def test_the_relay_command_delivers_to_the_real_broker():
 
     # then every event was published (to the Redis broker of this test run) and numbered 1..3
     assert list(OutboxEvent.objects.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3]
-    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert not OutboxEvent.objects.unpublished().exists()
