@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from portal.audit.models import AuditChainState, AuditEvent, AuditNode, AuditRejected
+from portal.audit.seal import seal_write
 from portal.audit.verifier import ZERO_HASH, canonical, chain_hash, leaf_hash, node_hash
 from services.kit.logs import get_logger
 from services.kit.outbox import event_expand, isoformat
@@ -129,27 +130,79 @@ def _parse_time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+# The canonical text is built before the sequencer lock with seq 0, then the number is spliced in
+# under the lock. Keys are sorted, so "seq" sits between "request_id" and "service"; only strings
+# and an integer follow it, which cannot contain this text, so its last occurrence is the top-level one.
+_SEQ_MARK = ',"seq":0,"service":'
+_SEQ_ZERO = len(',"seq":0')
+
+
+@dataclass
+class _Prepared:
+    event: dict[str, Any]
+    head: str  # canonical text up to ``,"seq":``
+    tail: str  # canonical text after the number
+    columns: tuple[Any, ...]  # event_id … metadata
+
+
+def _prepare(event: dict[str, Any], now: dt.datetime, recorded_at: str) -> _Prepared:
+    """Everything about ``event`` that does not depend on its place in the chain (no lock needed)."""
+    body = chained_event(event, 0, recorded_at)
+    text = canonical(body).decode("utf-8")
+    cut = text.rfind(_SEQ_MARK)
+    actor, obj = body["actor"], body["object"]
+    return _Prepared(
+        event=event,
+        head=text[:cut],
+        tail=text[cut + _SEQ_ZERO :],
+        columns=(
+            body["id"],
+            body["service"],
+            body["service_seq"],
+            _parse_time(body["occurred_at"]),
+            now,
+            actor["type"],
+            actor["id"],
+            actor["display"],
+            body["action"],
+            body["outcome"],
+            obj["type"],
+            obj["id"],
+            body["request_id"],
+            body["source_ip"],
+            body["user_agent"],
+            _json(body["changes"]),
+            _json(body["metadata"]),
+        ),
+    )
+
+
 def ingest(events: list[Any]) -> IngestResult:
-    """Chain ``events`` (idempotent on event id). Safe to call concurrently from many workers."""
+    """Chain ``events`` (idempotent on event id). Safe to call concurrently from many workers.
+
+    Validation and serialisation happen first, outside the lock, so concurrent workers overlap that
+    work; only numbering, hashing and the writes are serialised.
+    """
     result = IngestResult()
-    events = [event_expand(e) for e in events]
+    now = timezone.now()
+    recorded_at = isoformat(now)
+    prepared: list[_Prepared] = []
+    rejected: list[AuditRejected] = []
+    for item in events:
+        event = event_expand(item)
+        problem = _problem(event)
+        if problem:
+            rejected.append(AuditRejected(reason=problem, payload=event if isinstance(event, dict) else {"raw": event}))
+        else:
+            prepared.append(_prepare(event, now, recorded_at))
+
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
         state, _ = AuditChainState.objects.select_for_update().get_or_create(id=1)
-        candidates: list[dict[str, Any]] = []
-        rejected: list[AuditRejected] = []
-        for event in events:
-            problem = _problem(event)
-            if problem:
-                rejected.append(
-                    AuditRejected(reason=problem, payload=event if isinstance(event, dict) else {"raw": event})
-                )
-            else:
-                candidates.append(event)
-        ids = [e["id"] for e in candidates]
+        ids = [p.event["id"] for p in prepared]
         known = set(AuditEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
-        pairs = {(e["service"], e["service_seq"]) for e in candidates if e["id"] not in known}
+        pairs = {(p.event["service"], p.event["service_seq"]) for p in prepared if p.event["id"] not in known}
         taken: set[tuple[str, int]] = set()
         if pairs:
             with connection.cursor() as cursor:
@@ -163,12 +216,11 @@ def ingest(events: list[Any]) -> IngestResult:
         size = state.size
         prev = bytes(state.last_hash) if state.size else ZERO_HASH
         frontier = dict(state.frontier)
-        now = timezone.now()
-        recorded_at = isoformat(now)
         rows: list[tuple[Any, ...]] = []
         nodes: list[tuple[int, int, bytes]] = []
         seen: set[str] = set()
-        for event in candidates:
+        for item in prepared:
+            event = item.event
             if event["id"] in known or event["id"] in seen:
                 result.duplicates += 1
                 continue
@@ -181,37 +233,11 @@ def ingest(events: list[Any]) -> IngestResult:
             seen.add(event["id"])
             taken.add(pair)
             seq = size + 1
-            body = chained_event(event, seq, recorded_at)
-            data = canonical(body)
+            text = f'{item.head},"seq":{seq}{item.tail}'
+            data = text.encode("utf-8")
             leaf = leaf_hash(data)
             digest = chain_hash(data, prev)
-            actor, obj = body["actor"], body["object"]
-            rows.append(
-                (
-                    seq,
-                    body["id"],
-                    body["service"],
-                    body["service_seq"],
-                    _parse_time(body["occurred_at"]),
-                    now,
-                    actor["type"],
-                    actor["id"],
-                    actor["display"],
-                    body["action"],
-                    body["outcome"],
-                    obj["type"],
-                    obj["id"],
-                    body["request_id"],
-                    body["source_ip"],
-                    body["user_agent"],
-                    _json(body["changes"]),
-                    _json(body["metadata"]),
-                    data.decode("utf-8"),
-                    leaf,
-                    digest,
-                    prev,
-                )
-            )
+            rows.append((seq, *item.columns, text, leaf, digest, prev))
             nodes.extend(frontier_append(frontier, size, leaf))
             prev = digest
             size = seq
@@ -224,6 +250,8 @@ def ingest(events: list[Any]) -> IngestResult:
             with raw.copy("COPY audit_node (level, index, hash) FROM STDIN") as copy:
                 for node in nodes:
                     copy.write_row(node)
+            with connection.cursor() as cursor:
+                seal_write(cursor, rows[0][0], rows[-1][0])
             AuditChainState.objects.filter(id=1).update(size=size, last_hash=prev, frontier=frontier, updated_at=now)
             result.inserted = len(rows)
             result.first_seq, result.last_seq = rows[0][0], rows[-1][0]
