@@ -122,6 +122,14 @@ def _child(role: str, arg: str) -> None:
     elif role == "relay":
         from services.kit.outbox import relay_run
 
+        # Django is set up and the broker connection opened before the clock starts: in production the
+        # relay is a thread of a running service, so its process start is not part of the pipeline.
+        from workers.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.ensure_connection()
+        print("ready", flush=True)
+        sys.stdin.readline()
         began = time.perf_counter()
         total = 0
         while True:
@@ -301,8 +309,19 @@ def main(argv: list[str] | None = None) -> int:
                 start_new_session=True,
             )
         time.sleep(5)  # worker boot, before the clock starts
+        relay_process = subprocess.Popen(  # noqa: S603
+            [*me, "relay", "-"], env=ledger_env, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert relay_process.stdin is not None
+        assert relay_process.stdout is not None
+        if relay_process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the relay process did not start")
         began = time.perf_counter()
-        relay = json.loads(_run([*me, "relay", "-"], ledger_env))
+        relay_process.stdin.write("go\n")
+        relay_process.stdin.flush()
+        relay = json.loads(relay_process.stdout.read())
+        if relay_process.wait(60) != 0:
+            raise RuntimeError("the relay process failed")
         count = 0
         deadline = time.monotonic() + 600
         with psycopg.connect(url["portal"], autocommit=True) as watch:
