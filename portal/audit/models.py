@@ -152,3 +152,30 @@ class AuditArchive(models.Model):
 
     def __str__(self) -> str:
         return f"archive of seqs {self.first_seq}-{self.last_seq}"
+
+
+class AuditSeal(models.Model):
+    """One sequencer batch: seqs [first_seq, last_seq] were written by one transaction, whose id is ``row_xmin``.
+
+    PostgreSQL stamps every row version with the id of the transaction that wrote it (``xmin``); an
+    UPDATE, even with the append-only triggers disabled, writes a new version with a new id. So a row
+    whose ``xmin`` is still its seal's is the version the sequencer wrote, and its search columns are
+    the ones the sequencer derived from its canonical JSON: ``audit_verify`` need not parse it again.
+    ``mac`` (HMAC-SHA256 under a key derived from the audit signing key, which the database does not
+    hold) keeps a database administrator from re-sealing rows they rewrote. Rows without a valid seal
+    are compared with their JSON field by field.
+    """
+
+    first_seq = models.BigIntegerField(primary_key=True)
+    last_seq = models.BigIntegerField()
+    row_xmin = models.BigIntegerField(help_text="The 32-bit id of the transaction that wrote the rows.")
+    key_id = models.CharField(max_length=100)
+    mac = models.BinaryField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "audit_seal"
+        ordering = ["-first_seq"]
+
+    def __str__(self) -> str:
+        return f"seal of seqs {self.first_seq}-{self.last_seq}"

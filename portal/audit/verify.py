@@ -71,6 +71,7 @@ from django.db import DataError, connection, transaction
 from portal.audit import heads as heads_mod
 from portal.audit.chain import node_lookup
 from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead
+from portal.audit.seal import Seals
 from portal.audit.verifier import ZERO_HASH, verify_head_signature
 
 # The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
@@ -85,7 +86,8 @@ _COLUMNS_MATCH = """(
     AND (c->>'occurred_at')::timestamptz = occurred_at AND (c->>'recorded_at')::timestamptz = recorded_at
 )"""
 _STREAM = (
-    "SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash FROM audit_event WHERE seq > %s ORDER BY seq"
+    "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint FROM audit_event "
+    "WHERE seq > %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
 )
 # Rows whose columns no longer say what their hashed JSON says (a missing key compares as NULL: disagrees).
 # OFFSET 0 keeps the subquery from being inlined: the JSON is parsed once per row, not once per comparison.
@@ -127,6 +129,7 @@ class VerifyReport:
     events: int = 0
     archived: int = 0  # events before the live log (in archive files)
     heads: int = 0
+    columns_compared: int = 0  # rows compared with their JSON field by field (the rest: sealed, untouched)
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
     service_gaps: dict[str, list[int]] = field(default_factory=dict)
@@ -151,6 +154,7 @@ class VerifyReport:
             "events": self.events,
             "archived": self.archived,
             "heads": self.heads,
+            "columns_compared": self.columns_compared,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second),
             "first_problem": None
@@ -246,20 +250,34 @@ def _service_gaps(cursor: Any, *, archived: bool) -> dict[str, list[int]]:
 
 
 class _ColumnWork:
-    """The column check over [low, high], in chunks taken by whichever connection is free (thread-safe)."""
+    """The column check over ranges of seqs, in chunks taken by whichever connection is free (thread-safe).
 
-    def __init__(self, low: int, high: int) -> None:
-        self.next, self.high = low, high
+    It starts with the ranges no seal covers; the stream adds the sealed rows whose ``xmin`` changed.
+    """
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        self.ranges = [list(r) for r in ranges if r[0] <= r[1]]
+        self.compared = sum(high - low + 1 for low, high in self.ranges)
         self.disagreeing: list[Disagreement] = []
         self.lock = threading.Lock()
 
+    def add(self, ranges: list[list[int]]) -> None:
+        with self.lock:
+            for low, high in ranges:
+                self.ranges.append([low, high])
+                self.compared += high - low + 1
+
     def _take(self) -> tuple[int, int] | None:
         with self.lock:
-            if self.next > self.high or len(self.disagreeing) >= COLUMN_PROBLEMS_MAX:
+            if not self.ranges or len(self.disagreeing) >= COLUMN_PROBLEMS_MAX:
                 return None
-            low = self.next
-            self.next = min(self.high, low + COLUMN_CHUNK - 1) + 1
-            return low, self.next - 1
+            chunk = self.ranges[0]
+            low, high = chunk[0], min(chunk[1], chunk[0] + COLUMN_CHUNK - 1)
+            if high == chunk[1]:
+                self.ranges.pop(0)
+            else:
+                chunk[0] = high + 1
+            return low, high
 
     def run(self, cursor: Any) -> None:
         """Check chunks on ``cursor`` until none is left."""
@@ -272,7 +290,7 @@ class _ColumnWork:
     def cancel(self) -> None:
         """Hand out no more chunks."""
         with self.lock:
-            self.next = self.high + 1
+            self.ranges = []
 
     def result(self) -> list[Disagreement]:
         return sorted(self.disagreeing)[:COLUMN_PROBLEMS_MAX]
@@ -434,9 +452,15 @@ def _root(nodes: list[bytes | None]) -> bytes:
 
 
 def _stream(
-    cursor: Any, chain: _Chain, heads: Heads, start: int = 0, frontier: list[bytes | None] | None = None
+    cursor: Any,
+    chain: _Chain,
+    heads: Heads,
+    seals: Seals,
+    start: int = 0,
+    frontier: list[bytes | None] | None = None,
 ) -> tuple[int, bytes, list[bytes | None]]:
-    """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes.
+    """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes; whether
+    the row is still the version its seal vouches for (``seals`` collects those that are not).
 
     Starts after ``start`` archived events (the chain's last hash and the tree's ``frontier`` there).
     Return the tree size reached, the last chain hash and the frontier (``nodes[level]``: a complete
@@ -449,7 +473,10 @@ def _stream(
     expected = start + 1
     nodes: list[bytes | None] = list(frontier or [])
     size = start
-    for seq, data, digest, prev_hash, stored_leaf in cursor:
+    seal_last, seal_xmin, seal_at = -1, -1, seals.at
+    for seq, data, digest, prev_hash, stored_leaf, xmin in cursor:
+        if seq > seal_last or xmin != seal_xmin:
+            seal_last, seal_xmin = seal_at(seq, xmin)
         leaf = sha256(b"\x00" + data).digest()
         if (
             seq != expected
@@ -671,7 +698,9 @@ def archive_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_log(*, batch: int = 10_000, archive_files: bool = False, archive_dir: Path | None = None) -> VerifyReport:
+def verify_log(
+    *, archive_files: bool = False, archive_dir: Path | None = None, all_columns: bool = False
+) -> VerifyReport:
     """Verify everything; never raises for a bad log (the report says what is wrong).
 
     After archival the live log is verified from the last archive's signed head on (see
@@ -681,6 +710,9 @@ def verify_log(*, batch: int = 10_000, archive_files: bool = False, archive_dir:
     Run outside a transaction (the management command), it reads one REPEATABLE READ snapshot, shared with
     the second connection that checks the columns in parallel. Inside a transaction (a test), it reads
     what that transaction sees and does the column check after the stream, on the same connection.
+
+    The column check compares rows with their JSON field by field where no seal vouches for them (see
+    :mod:`portal.audit.seal`), or everywhere with ``all_columns``.
     """
     began = time.perf_counter()
     report = VerifyReport()
@@ -696,7 +728,13 @@ def verify_log(*, batch: int = 10_000, archive_files: bool = False, archive_dir:
                 "SELECT greatest(coalesce(min(seq), 1), (SELECT coalesce(max(last_seq), 0) + 1 FROM audit_archive)), "
                 "coalesce(max(seq), 0) FROM audit_event"
             )
-            work = _ColumnWork(*cursor.fetchone())
+            low, high = cursor.fetchone()
+            seals = Seals.load(cursor, low - 1, use=not all_columns)
+            for first_seq, last_seq in seals.forged:
+                problems.append(
+                    Problem(first_seq, "forged seal", f"the seal of seqs {first_seq}-{last_seq} does not verify")
+                )
+            work = _ColumnWork(seals.uncovered(low, high))
             if own_transaction:
                 cursor.execute("SELECT pg_export_snapshot()")
                 snapshot = cursor.fetchone()[0]
@@ -713,14 +751,16 @@ def verify_log(*, batch: int = 10_000, archive_files: bool = False, archive_dir:
             if archive_files:
                 _archive_files(archives, archive_dir, problems)
             chain = _Chain(problems, state_size, start, start_hash)
-            with connection.connection.cursor(name="audit_verify", binary=True) as cursor:
-                cursor.itersize = batch
-                cursor.execute(_STREAM, [start])
-                size, last, nodes = _stream(cursor, chain, heads, start, frontier)
+            # COPY in binary: psycopg decodes its rows in C, about twice as fast as a named cursor's fetches.
+            with connection.connection.cursor() as cursor, cursor.copy(_STREAM, [start]) as copy:
+                copy.set_types(["int8", "bytea", "bytea", "bytea", "bytea", "int8"])
+                size, last, nodes = _stream(copy.rows(), chain, heads, seals, start, frontier)
+            work.add(seals.unsealed)
         except BaseException:
             work.cancel()  # the other connection stops after its current chunk
             raise
         report.events = size - start
+        report.columns_compared = work.compared
         report.archived = start
         last_seq = chain.expected - 1
         _heads_beyond(heads, size, last_seq, state_size, problems)

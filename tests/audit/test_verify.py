@@ -171,6 +171,55 @@ def test_one_changed_column_is_found_as_modified_at_its_seq():
     assert [r["outcome"] for r in verified_events()] == ["failure"]
 
 
+def test_sealed_rows_are_not_parsed_again_unless_all_columns_is_asked_for():
+    # given a log written by the sequencer in two batches, each sealed
+    build_log()
+
+    # when verified normally and with --all-columns
+    sealed = verify_log()
+    code, output = run_command("--all-columns")
+
+    # then the untouched rows' columns are trusted by their seals, and --all-columns compares all 30
+    assert (sealed.ok, sealed.columns_compared) == (True, 0)
+    assert code == 0, output
+    assert "search columns compared with the JSON: 30 rows" in output
+
+
+def test_a_changed_column_unseals_only_its_own_row():
+    # given a log whose event 12 has its action column changed (a new row version: a new transaction id)
+    build_log()
+    rogue("UPDATE audit_event SET action = 'ledger.nothing.happened' WHERE seq = 12")
+
+    # when verified
+    report = verify_log()
+
+    # then that row alone is compared field by field, and found
+    assert first(report) == (12, "modified")
+    assert report.columns_compared == 1
+
+
+def test_rows_re_sealed_by_hand_are_found_by_the_seal_and_the_columns():
+    # given a rogue DBA who rewrites a column of events 1-10 and points their seal at the new transaction id
+    build_log()
+    rogue("UPDATE audit_event SET actor_display = 'someone else' WHERE seq BETWEEN 1 AND 10")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_seal DISABLE TRIGGER USER")
+        cursor.execute(
+            "UPDATE audit_seal SET row_xmin = (SELECT xmin::text::bigint FROM audit_event WHERE seq = 1) "
+            "WHERE first_seq = 1"
+        )
+        cursor.execute("ALTER TABLE audit_seal ENABLE TRIGGER USER")
+
+    # when verified
+    report = verify_log()
+
+    # then the seal does not verify (its MAC needs the signing key) and every row of it is compared and found
+    assert first(report)[0] == 1
+    found = [(p.seq, p.reason, p.detail) for p in report.problems]
+    assert (1, "forged seal", "the seal of seqs 1-10 does not verify") in found
+    assert [seq for seq, reason, detail in found if "columns disagree" in detail] == list(range(1, 11))
+
+
 def test_a_rewritten_canonical_text_is_found_as_modified():
     # given a log whose event 5 has its canonical JSON (and the matching column) rewritten, not re-hashed
     build_log()
