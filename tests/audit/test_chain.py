@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from portal.audit import verifier
@@ -49,6 +51,19 @@ def test_events_are_chained_in_order_and_replays_are_ignored():
     state = AuditChainState.objects.get()
     assert state.size == 7
     assert frontier_root(state.frontier) == verifier.root_from_leaves([bytes(r.leaf_hash) for r in rows])
+
+
+def test_the_seq_spliced_into_the_canonical_text_is_the_top_level_one():
+    # given events whose changes and metadata hold the very text the sequencer splices at
+    tricky = {"nested": {"a": 1, "seq": 0, "service": "x"}, "text": ',"seq":0,"service":', "é": "ü"}
+    ingest([make_event("ledger", 1), make_event("ledger", 2, metadata=tricky, changes={"seq": [0, 1]})])
+
+    # then each stored text is exactly the canonical JSON of the event with its own seq, nested values intact
+    for row in AuditEvent.objects.order_by("seq"):
+        body = json.loads(row.canonical)
+        assert body["seq"] == row.seq
+        assert verifier.canonical(body).decode() == row.canonical
+    assert json.loads(AuditEvent.objects.get(seq=2).canonical)["metadata"] == tricky
 
 
 def test_malformed_and_conflicting_events_are_kept_aside_not_lost():
