@@ -4,8 +4,9 @@
 several ingest workers never fork the chain) it drops events already recorded (by event id),
 assigns the next global sequence numbers, computes each event's chain hash
 ``SHA-256(canonical ‖ previous hash)`` and Merkle leaf ``SHA-256(0x00 ‖ canonical)``, adds the
-completed subtree roots to ``audit_node``, and writes the batch with COPY. Malformed or conflicting
-events are kept in ``audit_rejected`` with the reason, never dropped.
+completed subtree roots to ``audit_node``, writes the batch with COPY and seals it (``audit_seal``: the
+transaction id its rows carry, see :mod:`portal.audit.seal`). Validation and serialisation happen before
+the lock. Malformed or conflicting events are kept in ``audit_rejected`` with the reason, never dropped.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.audit.stream import Seals
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -63,80 +63,31 @@ def seal_write(cursor: Any, first_seq: int, last_seq: int) -> bool:
     return True
 
 
-@dataclass
-class Seals:
-    """The valid seals from ``low`` on, walked in step with the verification's stream.
+def seals_load(cursor: Any, after: int, *, use: bool = True) -> tuple[Seals, list[tuple[int, int]]]:
+    """The seals covering seqs after ``after`` whose MAC verifies, and those whose MAC does not (forged).
 
-    :meth:`at` is called only when a row is past the current seal or has another ``xmin``; it moves on and
-    records rows no valid seal vouches for in ``unsealed`` (ranges of seqs), to be compared field by field.
+    Seals under another key id (the signing key was rotated) count as absent. ``use=False``: none at all.
     """
-
-    spans: list[tuple[int, int, int]]  # (first_seq, last_seq, row_xmin), in order
-    forged: list[tuple[int, int]] = field(default_factory=list)  # seals whose MAC does not verify
-    unsealed: list[list[int]] = field(default_factory=list)
-    index: int = 0
-
-    @classmethod
-    def load(cls, cursor: Any, after: int, *, use: bool = True) -> Seals:
-        """Seals covering seqs after ``after`` whose MAC verifies (all of them count as absent if not ``use``)."""
-        if not use:
-            return cls([])
-        key = _key()
-        if key is None:
-            return cls([])
-        cursor.execute(
-            "SELECT first_seq, last_seq, row_xmin, key_id, mac FROM audit_seal WHERE last_seq > %s ORDER BY first_seq",
-            [after],
-        )
-        spans: list[tuple[int, int, int]] = []
-        forged: list[tuple[int, int]] = []
-        last = after
-        for first_seq, last_seq, row_xmin, key_id, mac in cursor.fetchall():
-            if key_id != key[0]:
-                continue  # sealed under another signing key (rotated): compared field by field
-            if not hmac.compare_digest(bytes(mac), seal_mac(key[1], first_seq, last_seq, row_xmin)):
-                forged.append((first_seq, last_seq))
-                continue
-            if first_seq <= last:  # overlapping seals are not the sequencer's: ignore the later one
-                continue
-            spans.append((first_seq, last_seq, row_xmin))
-            last = last_seq
-        return cls(spans, forged)
-
-    def uncovered(self, low: int, high: int) -> list[tuple[int, int]]:
-        """Ranges of [low, high] no seal covers."""
-        out: list[tuple[int, int]] = []
-        at = low
-        for first_seq, last_seq, _ in self.spans:
-            if last_seq < at:
-                continue
-            if first_seq > high:
-                break
-            if first_seq > at:
-                out.append((at, first_seq - 1))
-            at = max(at, last_seq + 1)
-        if at <= high:
-            out.append((at, high))
-        return out
-
-    def at(self, seq: int, xmin: int) -> tuple[int, int]:
-        """The (last seq, xmin) of the seal that vouches for rows from ``seq`` on; (seq, -1) if none does.
-
-        Rows with no seal at all are already in :meth:`uncovered`; a covered row with another ``xmin`` is
-        added to ``unsealed`` here.
-        """
-        spans = self.spans
-        while self.index < len(spans) and spans[self.index][1] < seq:
-            self.index += 1
-        if self.index < len(spans) and spans[self.index][0] <= seq:
-            _, last_seq, row_xmin = spans[self.index]
-            if xmin != row_xmin:
-                self._unseal(seq)
-            return last_seq, row_xmin
-        return seq, -1
-
-    def _unseal(self, seq: int) -> None:
-        if self.unsealed and self.unsealed[-1][1] == seq - 1:
-            self.unsealed[-1][1] = seq
-        else:
-            self.unsealed.append([seq, seq])
+    if not use:
+        return Seals([]), []
+    key = _key()
+    if key is None:
+        return Seals([]), []
+    cursor.execute(
+        "SELECT first_seq, last_seq, row_xmin, key_id, mac FROM audit_seal WHERE last_seq > %s ORDER BY first_seq",
+        [after],
+    )
+    spans: list[tuple[int, int, int]] = []
+    forged: list[tuple[int, int]] = []
+    last = after
+    for first_seq, last_seq, row_xmin, key_id, mac in cursor.fetchall():
+        if key_id != key[0]:
+            continue
+        if not hmac.compare_digest(bytes(mac), seal_mac(key[1], first_seq, last_seq, row_xmin)):
+            forged.append((first_seq, last_seq))
+            continue
+        if first_seq <= last:  # overlapping seals are not the sequencer's: ignore the later one
+            continue
+        spans.append((first_seq, last_seq, row_xmin))
+        last = last_seq
+    return Seals(spans), forged

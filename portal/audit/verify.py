@@ -1,14 +1,20 @@
 """Full verification of the audit log: chain, Merkle roots, signed heads (database and file), service gaps.
 
-:func:`verify_log` streams ``audit_event`` in ``seq`` order through a server-side (named) cursor, binary
-rows, the canonical JSON fetched as bytes and never parsed in Python unless a row is already suspect. For
-each row Python recomputes the chain hash ``SHA-256(canonical ‖ previous hash)`` and the Merkle leaf
+:func:`verify_log` streams ``audit_event`` in ``seq`` order with a binary COPY, the canonical JSON fetched as
+bytes and never parsed in Python unless a row is already suspect (the loop is :mod:`portal.audit.stream`).
+For each row Python recomputes the chain hash ``SHA-256(canonical ‖ previous hash)`` and the Merkle leaf
 ``SHA-256(0x00 ‖ canonical)`` and checks the link to the previous row, folds the leaf into the tree's right
-frontier and, at every signed head's size, compares the recomputed root and last hash with the head.
-Meanwhile a second connection (its own PostgreSQL backend, so the other core) checks in SQL, chunk by
-chunk, that every row's search columns (``seq`` included) still say what its hashed JSON says; when the
-stream is done the first connection takes the chunks that are left. Both read one REPEATABLE READ snapshot
-(exported by the first), so rows committed meanwhile are not half seen.
+frontier and, at every signed head's size, compares the recomputed root and last hash with the head. A long
+log is streamed in two halves at once, the second in another process starting from what the database
+claims at the midpoint; that result stands only if the first half ends exactly on those claims and neither
+half found a problem, otherwise the whole log is streamed again in one pass (see :func:`_stream_halves`).
+
+The search columns of each row must still say what its hashed JSON says. Rows a valid seal vouches for
+(written by the sequencer's own transaction and never rewritten since, see :mod:`portal.audit.seal`) are
+trusted; every other row is compared field by field in SQL, by a second connection (its own PostgreSQL
+backend) chunk by chunk while the stream runs, and by the first connection once the stream is done.
+``all_columns`` compares every row. All connections read one REPEATABLE READ snapshot (exported by the
+first), so rows committed meanwhile are not half seen.
 
 Every signed head, from the database and from the copy kept outside it (the sink ``AUDIT_HEADS_SINK`` names:
 the JSONL file ``AUDIT_HEADS_PATH`` by default, an S3 bucket in production; called "the file" in the
@@ -41,6 +47,8 @@ lowest ``seq``. The reasons, and the rule that picks each:
     beyond the end of the log, or that differs between the database and the file. Reported at its tree size.
 ``head missing``
     A correctly signed head in the file but not the database, or in the database but not the file.
+``forged seal``
+    A seal whose MAC does not verify under the signing key (its rows are then compared field by field).
 
 After archival (``audit_archive``) the live log starts after the last archive: the chain from that archive's
 signed head's last hash, the Merkle tree from the frontier stored in ``audit_node`` at that size (which must
@@ -56,12 +64,12 @@ snapshot's log size but not in the snapshot may have been signed since: only its
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import json
+import multiprocessing
 import re
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +79,20 @@ from django.db import DataError, connection, transaction
 from portal.audit import heads as heads_mod
 from portal.audit.chain import node_lookup
 from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead
-from portal.audit.seal import Seals
+from portal.audit.seal import seals_load
+from portal.audit.stream import (
+    NO_END,
+    ORDERED_SCAN,
+    STREAM_SQL,
+    STREAM_TYPES,
+    Chain,
+    Heads,
+    Problem,
+    Seals,
+    frontier_root,
+    stream_part,
+    stream_rows,
+)
 from portal.audit.verifier import ZERO_HASH, verify_head_signature
 
 # The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
@@ -85,10 +106,6 @@ _COLUMNS_MATCH = """(
     AND c->>'user_agent' = user_agent AND c->'changes' = changes AND c->'metadata' = metadata
     AND (c->>'occurred_at')::timestamptz = occurred_at AND (c->>'recorded_at')::timestamptz = recorded_at
 )"""
-_STREAM = (
-    "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint FROM audit_event "
-    "WHERE seq > %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
-)
 # Rows whose columns no longer say what their hashed JSON says (a missing key compares as NULL: disagrees).
 # OFFSET 0 keeps the subquery from being inlined: the JSON is parsed once per row, not once per comparison.
 _COLUMNS_DISAGREE = (
@@ -111,15 +128,6 @@ _SERVICE_GAPS = """
 COLUMN_PROBLEMS_MAX = 100  # rows reported for column disagreement (the first ones)
 COLUMN_CHUNK = 25_000  # seqs per column-check query (shared out between the two connections)
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
-
-
-@dataclass
-class Problem:
-    """One thing wrong with the log, at ``seq`` (a head's problems: at its tree size)."""
-
-    seq: int
-    reason: str
-    detail: str
 
 
 @dataclass
@@ -166,9 +174,6 @@ class VerifyReport:
 
 
 # --- signed heads -------------------------------------------------------------------------------------------
-
-
-Heads = dict[int, list[tuple[str, dict[str, Any], bool]]]  # tree size → (where, head, signature valid)
 
 
 def _heads_check(state_size: int, problems: list[Problem]) -> Heads:
@@ -325,197 +330,6 @@ class _ColumnChecker(threading.Thread):
 # --- the chain, streamed --------------------------------------------------------------------------------------
 
 
-def _embedded_seq(data: bytes) -> int | None:
-    """The ``seq`` inside a canonical JSON (slow path only), None if it has none."""
-    try:
-        value = json.loads(data).get("seq")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-class _Chain:
-    """The streaming state: the previous two hashes, the Merkle frontier, and the anomaly classifier."""
-
-    def __init__(self, problems: list[Problem], state_size: int, start: int = 0, prev: bytes = ZERO_HASH) -> None:
-        self.problems = problems
-        self.state_size = state_size
-        self.first = start + 1  # the first live seq (after the archived prefix, if any)
-        self.prev = prev
-        self.prev2 = b"" if start else ZERO_HASH  # the archived row before the last is not known
-        self.expected = start + 1  # the next seq
-        self.offset = 0  # the previous row's (seq in its JSON) - (its seq column)
-        self.offsets: list[tuple[int, int]] = [(start + 1, 0)]  # (from seq, offset): where renumbering was found
-        self.pending: int | None = None  # a row that does not link to its predecessor, until its successor says why
-
-    def report(self, seq: int, reason: str, detail: str) -> None:
-        self.problems.append(Problem(seq, reason, detail))
-
-    def renumbered(self, seq: int, embedded: int) -> bool:
-        """Did the stream find (and report) that the row at ``seq`` was chained as ``embedded``?"""
-        offset = self.offsets[bisect.bisect_right(self.offsets, (seq, float("inf"))) - 1][1]
-        return offset != 0 and embedded - seq == offset
-
-    def examine(self, seq: int, data: bytes, digest: bytes, prev_hash: bytes, stored_leaf: bytes, leaf: bytes) -> None:
-        """A row that failed a fast check: say what is wrong with it (or with its neighbours)."""
-        if seq != self.expected:  # seq is the primary key and rows come in order: seq > expected
-            absent = f"seq {self.expected}" if seq == self.expected + 1 else f"seqs {self.expected}-{seq - 1}"
-            self.report(self.expected, "missing", f"{absent} absent: deleted (the next row is seq {seq})")
-            self.pending = None
-        if chain_digest(data, prev_hash) != digest or leaf != stored_leaf:
-            self.report(seq, "modified", f"seq {seq}: its hashes do not match its canonical JSON")
-            self.pending = None
-            return
-        embedded = _embedded_seq(data)
-        if embedded is None:
-            self.report(seq, "modified", f"seq {seq}: its canonical JSON has no seq")
-            return
-        offset = embedded - seq
-        if offset != self.offset:
-            if offset > self.offset:
-                self.report(
-                    seq,
-                    "missing",
-                    f"seq {seq} holds the event chained as seq {embedded}: {offset - self.offset} event(s) before it "
-                    "were deleted and the rest renumbered",
-                )
-            else:
-                first = seq - (self.offset - offset)
-                self.report(
-                    first,
-                    "inserted",
-                    f"seq {seq} holds the event chained as seq {embedded}: {self.offset - offset} event(s) were "
-                    f"slipped in from seq {first} and the rest renumbered",
-                )
-            self.offset, self.pending = offset, None
-            self.offsets.append((seq, offset))
-            return
-        if seq != self.expected or prev_hash == self.prev:
-            self._resolve(linked=True, skips=False)
-            return
-        if self.pending is not None:
-            self._resolve(linked=False, skips=prev_hash == self.prev2)
-        elif prev_hash == self.prev2:
-            self.report(
-                seq - 1, "inserted", f"seq {seq - 1} is not in the chain: seq {seq} links past it to seq {seq - 2}"
-            )
-        elif seq > self.state_size:
-            self.report(seq, "inserted", f"seq {seq} is beyond the {self.state_size} events the sequencer recorded")
-        else:
-            self.pending = seq
-
-    def _resolve(self, *, linked: bool, skips: bool) -> None:
-        """The row after a broken link tells which row is at fault."""
-        broken, self.pending = self.pending, None
-        if broken is None:
-            return
-        if broken == self.first:
-            to = "the zero hash" if broken == 1 else f"the archived prefix's last hash (seq {broken - 1})"
-            self.report(broken, "modified", f"seq {broken} does not link to {to}")
-        elif linked:  # the successor links to the row: its predecessor's hash changed (rewritten and re-hashed)
-            self.report(
-                broken - 1,
-                "modified",
-                f"seq {broken - 1} was rewritten and re-hashed: seq {broken} links to a different hash",
-            )
-        elif skips:  # the successor links to the row's predecessor: the row was slipped in
-            self.report(broken, "inserted", f"seq {broken} is not in the chain: seq {broken + 1} links past it")
-        else:  # linked to by neither side: replaced
-            self.report(
-                broken, "modified", f"seq {broken} was replaced: it neither links to seq {broken - 1} nor is linked to"
-            )
-
-    def finish(self) -> None:
-        """A broken link on the last row: appended behind the sequencer's back, or its predecessor re-hashed."""
-        if self.pending is not None:
-            broken, self.pending = self.pending, None
-            if broken > self.state_size:
-                self.report(broken, "inserted", f"seq {broken} is beyond the {self.state_size} events recorded")
-            else:
-                self.report(
-                    broken - 1, "modified", f"seq {broken} (the last) links to a hash that is not seq {broken - 1}'s"
-                )
-
-
-def chain_digest(data: bytes, previous: bytes) -> bytes:
-    """The chain hash (as :func:`portal.audit.verifier.chain_hash`)."""
-    return hashlib.sha256(data + previous).digest()
-
-
-def _root(nodes: list[bytes | None]) -> bytes:
-    """RFC 6962 root from the right frontier (lowest level first)."""
-    acc: bytes | None = None
-    for node in nodes:
-        if node is not None:
-            acc = node if acc is None else hashlib.sha256(b"\x01" + node + acc).digest()
-    return acc if acc is not None else hashlib.sha256(b"").digest()
-
-
-def _stream(
-    cursor: Any,
-    chain: _Chain,
-    heads: Heads,
-    seals: Seals,
-    start: int = 0,
-    frontier: list[bytes | None] | None = None,
-) -> tuple[int, bytes, list[bytes | None]]:
-    """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes; whether
-    the row is still the version its seal vouches for (``seals`` collects those that are not).
-
-    Starts after ``start`` archived events (the chain's last hash and the tree's ``frontier`` there).
-    Return the tree size reached, the last chain hash and the frontier (``nodes[level]``: a complete
-    subtree root, or None).
-    """
-    sha256 = hashlib.sha256
-    problems = chain.problems
-    examine = chain.examine
-    prev, prev2 = chain.prev, chain.prev2
-    expected = start + 1
-    nodes: list[bytes | None] = list(frontier or [])
-    size = start
-    seal_last, seal_xmin, seal_at = -1, -1, seals.at
-    for seq, data, digest, prev_hash, stored_leaf, xmin in cursor:
-        if seq > seal_last or xmin != seal_xmin:
-            seal_last, seal_xmin = seal_at(seq, xmin)
-        leaf = sha256(b"\x00" + data).digest()
-        if (
-            seq != expected
-            or prev_hash != prev
-            or leaf != stored_leaf
-            or sha256(data + prev_hash).digest() != digest
-            or chain.pending is not None
-        ):
-            chain.prev, chain.prev2, chain.expected = prev, prev2, expected
-            examine(seq, data, digest, prev_hash, stored_leaf, leaf)
-        # Merkle: add the leaf to the right frontier, merging complete subtrees upwards.
-        carry, level = leaf, 0
-        while size >> level & 1:
-            carry = sha256(b"\x01" + nodes[level] + carry).digest()  # type: ignore[operator]
-            nodes[level] = None
-            level += 1
-        if level == len(nodes):
-            nodes.append(carry)
-        else:
-            nodes[level] = carry
-        size += 1
-        prev2, prev = prev, digest
-        expected = seq + 1
-        if size in heads:
-            root = _root(nodes).hex()
-            for where, head, _ in heads[size]:
-                if root != head["root_hash"] or prev.hex() != head["last_hash"]:
-                    problems.append(
-                        Problem(
-                            size,
-                            "forged head",
-                            f"the {where}'s head at tree size {size} does not match the recomputed tree",
-                        )
-                    )
-    chain.prev, chain.expected = prev, expected
-    chain.finish()
-    return size, prev, nodes
-
-
 def _final_checks(
     report: VerifyReport,
     state: AuditChainState | None,
@@ -636,7 +450,7 @@ def _archived_start(
     for key, level in wanted.items():
         frontier[level] = stored.get(key)
     if any(frontier[level] is None for level in wanted.values()) or (
-        _root(frontier).hex() != archives[-1].head_root_hash
+        frontier_root(frontier).hex() != archives[-1].head_root_hash
     ):
         problems.append(
             Problem(
@@ -698,6 +512,92 @@ def archive_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+PARALLEL_MIN_EVENTS = 100_000  # from this many live events on, two processes stream one half each
+
+
+def _conninfo() -> dict[str, Any]:
+    """This connection's libpq parameters, for a connection in another process."""
+    skip = {"cursor_factory", "context", "prepare_threshold", "server_side_binding", "assume_role", "pool"}
+    return {k: v for k, v in connection.get_connection_params().items() if k not in skip and isinstance(v, str | int)}
+
+
+def _trimmed(nodes: list[bytes | None]) -> list[bytes | None]:
+    out = list(nodes)
+    while out and out[-1] is None:
+        out.pop()
+    return out
+
+
+def _stream_halves(
+    snapshot: str,
+    start: int,
+    start_hash: bytes,
+    frontier: list[bytes | None],
+    high: int,
+    heads: Heads,
+    seals: Seals,
+    state_size: int,
+) -> tuple[int, bytes, list[bytes | None], int] | None:
+    """Stream the two halves of the live log at once, this process and another; None: stream it whole.
+
+    The second half starts from what the database claims at the midpoint (its row's chain hash, the Merkle
+    nodes stored along the frontier there). The result stands only if the first half, recomputed from the
+    true start, ends exactly on those claims and neither half found anything wrong: the sequential stream
+    would then have computed exactly the same. Anything else (a problem anywhere, a claim that does not
+    hold, the other process failing) returns None and the caller streams the whole log in one pass, which
+    also says precisely what is wrong.
+    """
+    mid = start + (high - start) // 2
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT hash FROM audit_event WHERE seq = %s", [mid])
+        row = cursor.fetchone()
+    wanted = {(level, (mid >> level) - 1) for level in range(mid.bit_length()) if mid >> level & 1}
+    found = node_lookup(wanted)
+    if row is None or len(found) != len(wanted):
+        return None
+    claimed_prev = bytes(row[0])
+    claimed_frontier = [found.get((level, (mid >> level) - 1)) for level in range(mid.bit_length())]
+    if multiprocessing.current_process().daemon:  # a daemonic process (a Celery pool worker) may not fork
+        return None
+    try:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    except (OSError, ValueError):
+        return None
+    with pool:
+        future = pool.submit(
+            stream_part,
+            _conninfo(),
+            snapshot,
+            mid,
+            NO_END,
+            claimed_prev,
+            claimed_frontier,
+            heads,
+            seals.spans,
+            state_size,
+        )
+        left_problems: list[Problem] = []
+        left_seals = Seals(seals.spans)
+        with connection.connection.cursor() as cursor, cursor.copy(STREAM_SQL, [start, mid]) as copy:
+            copy.set_types(STREAM_TYPES)
+            chain = Chain(left_problems, state_size, start, start_hash)
+            size, last, nodes = stream_rows(copy.rows(), chain, heads, left_seals, start, frontier)
+        try:
+            right = future.result()
+        except Exception:
+            return None
+    if (
+        left_problems
+        or right["problems"]
+        or size != mid
+        or last != claimed_prev
+        or _trimmed(nodes) != _trimmed(claimed_frontier)
+    ):
+        return None
+    seals.unsealed = left_seals.unsealed + right["unsealed"]
+    return right["size"], right["last"], right["nodes"], right["expected"]
+
+
 def verify_log(
     *, archive_files: bool = False, archive_dir: Path | None = None, all_columns: bool = False
 ) -> VerifyReport:
@@ -729,18 +629,21 @@ def verify_log(
                 "coalesce(max(seq), 0) FROM audit_event"
             )
             low, high = cursor.fetchone()
-            seals = Seals.load(cursor, low - 1, use=not all_columns)
-            for first_seq, last_seq in seals.forged:
+            seals, forged = seals_load(cursor, low - 1, use=not all_columns)
+            for first_seq, last_seq in forged:
                 problems.append(
                     Problem(first_seq, "forged seal", f"the seal of seqs {first_seq}-{last_seq} does not verify")
                 )
             work = _ColumnWork(seals.uncovered(low, high))
+            snapshot = None
             if own_transaction:
                 cursor.execute("SELECT pg_export_snapshot()")
                 snapshot = cursor.fetchone()[0]
                 if _SNAPSHOT_ID.match(snapshot):
                     checker = _ColumnChecker(work, snapshot)
                     checker.start()
+                else:
+                    snapshot = None
         try:
             state = AuditChainState.objects.filter(id=1).first()
             state_size = state.size if state is not None else 0
@@ -750,11 +653,19 @@ def verify_log(
             start, start_hash, frontier = _archived_start(archives, heads, problems)
             if archive_files:
                 _archive_files(archives, archive_dir, problems)
-            chain = _Chain(problems, state_size, start, start_hash)
-            # COPY in binary: psycopg decodes its rows in C, about twice as fast as a named cursor's fetches.
-            with connection.connection.cursor() as cursor, cursor.copy(_STREAM, [start]) as copy:
-                copy.set_types(["int8", "bytea", "bytea", "bytea", "bytea", "int8"])
-                size, last, nodes = _stream(copy.rows(), chain, heads, seals, start, frontier)
+            chain = Chain(problems, state_size, start, start_hash)
+            with connection.cursor() as cursor:
+                cursor.execute(ORDERED_SCAN)  # this transaction only
+            halves = None
+            if snapshot is not None and high - start >= PARALLEL_MIN_EVENTS:
+                halves = _stream_halves(snapshot, start, start_hash, frontier, high, heads, seals, state_size)
+            if halves is not None:
+                size, last, nodes, chain.expected = halves
+            else:
+                # COPY in binary: psycopg decodes its rows in C, about twice as fast as a named cursor's fetches.
+                with connection.connection.cursor() as cursor, cursor.copy(STREAM_SQL, [start, NO_END]) as copy:
+                    copy.set_types(STREAM_TYPES)
+                    size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier)
             work.add(seals.unsealed)
         except BaseException:
             work.cancel()  # the other connection stops after its current chunk

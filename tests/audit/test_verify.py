@@ -19,6 +19,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
 from portal.audit import verifier
+from portal.audit import verify as verify_module
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign, heads_file_read
 from portal.audit.models import AuditEvent
@@ -218,6 +219,59 @@ def test_rows_re_sealed_by_hand_are_found_by_the_seal_and_the_columns():
     found = [(p.seq, p.reason, p.detail) for p in report.problems]
     assert (1, "forged seal", "the seal of seqs 1-10 does not verify") in found
     assert [seq for seq, reason, detail in found if "columns disagree" in detail] == list(range(1, 11))
+
+
+@pytest.fixture
+def halves(monkeypatch) -> list[bool]:
+    """Stream even this small log in two processes; record whether each attempt stood (True) or fell back."""
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_EVENTS", 10)
+    attempts: list[bool] = []
+    original = verify_module._stream_halves
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        attempts.append(result is not None)
+        return result
+
+    monkeypatch.setattr(verify_module, "_stream_halves", spy)
+    return attempts
+
+
+def test_two_processes_streaming_a_half_each_reach_the_same_result(halves):
+    # given an untouched log of 30 events; when verified with the halves in two processes
+    build_log()
+    report = verify_log()
+
+    # then the split stood and the result is the whole log's
+    assert halves == [True]
+    assert (report.ok, report.events, report.heads, report.columns_compared) == (True, 30, 2, 0)
+
+
+def test_a_problem_in_the_second_half_is_found_by_streaming_the_whole_log_again(halves):
+    # given event 25 (in the second process's half) deleted
+    build_log()
+    rogue("DELETE FROM audit_event WHERE seq = 25")
+
+    # when verified
+    report = verify_log()
+
+    # then the split result was dropped and the sequential stream says exactly what is wrong
+    assert halves == [False]
+    assert first(report) == (25, "missing")
+
+
+def test_a_false_claim_at_the_midpoint_is_not_trusted(halves):
+    # given the stored Merkle node the second half would start from (size 15: level 3, index 0) changed
+    build_log()
+    rogue("UPDATE audit_node SET hash = %s WHERE level = 3 AND index = 0", [bytes(32)])
+
+    # when verified
+    report = verify_log()
+
+    # then the first half, recomputed, does not end on that claim: the log is streamed whole instead (and the
+    # events themselves are intact; the node is not on the final frontier, proofs through it would fail)
+    assert halves == [False]
+    assert (report.ok, report.events) == (True, 30)
 
 
 def test_a_rewritten_canonical_text_is_found_as_modified():

@@ -1,0 +1,315 @@
+"""The hot loop of audit verification, free of Django so that a second process can run it on half the log.
+
+:func:`stream_rows` checks rows in ``seq`` order: each row's chain hash and Merkle leaf, the link to the
+previous row, the Merkle right frontier and, at each signed head's size, the recomputed root; and whether
+the row is still the version its seal vouches for. :class:`Chain` says what is wrong with a row that fails.
+:func:`stream_part` runs it on one range of the log in its own connection, in an exported snapshot.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+ZERO_HASH = bytes(32)
+STREAM_SQL = (
+    "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint "
+    "FROM audit_event WHERE seq > %s AND seq <= %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+)
+STREAM_TYPES = ["int8", "bytea", "bytea", "bytea", "bytea", "int8"]
+NO_END = 2**63 - 1
+# Rows in seq order straight off the primary key: without statistics (a freshly loaded table) the planner
+# may otherwise sort the whole range before sending the first row.
+ORDERED_SCAN = "SET LOCAL enable_sort = off"
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the log, at ``seq`` (a head's problems: at its tree size)."""
+
+    seq: int
+    reason: str
+    detail: str
+
+
+Heads = dict[int, list[tuple[str, dict[str, Any], bool]]]  # tree size → (where, head, signature valid)
+
+
+@dataclass
+class Seals:
+    """The valid seals from ``low`` on, walked in step with the verification's stream.
+
+    :meth:`at` is called only when a row is past the current seal or has another ``xmin``; it moves on and
+    records rows no valid seal vouches for in ``unsealed`` (ranges of seqs), to be compared field by field.
+    """
+
+    spans: list[tuple[int, int, int]]  # (first_seq, last_seq, row_xmin), in order, MACs checked
+    unsealed: list[list[int]] = field(default_factory=list)
+    index: int = 0
+
+    def uncovered(self, low: int, high: int) -> list[tuple[int, int]]:
+        """Ranges of [low, high] no seal covers."""
+        out: list[tuple[int, int]] = []
+        at = low
+        for first_seq, last_seq, _ in self.spans:
+            if last_seq < at:
+                continue
+            if first_seq > high:
+                break
+            if first_seq > at:
+                out.append((at, first_seq - 1))
+            at = max(at, last_seq + 1)
+        if at <= high:
+            out.append((at, high))
+        return out
+
+    def at(self, seq: int, xmin: int) -> tuple[int, int]:
+        """The (last seq, xmin) of the seal that vouches for rows from ``seq`` on; (seq, -1) if none does.
+
+        Rows with no seal at all are already in :meth:`uncovered`; a covered row with another ``xmin`` is
+        added to ``unsealed`` here.
+        """
+        spans = self.spans
+        while self.index < len(spans) and spans[self.index][1] < seq:
+            self.index += 1
+        if self.index < len(spans) and spans[self.index][0] <= seq:
+            _, last_seq, row_xmin = spans[self.index]
+            if xmin != row_xmin:
+                self._unseal(seq)
+            return last_seq, row_xmin
+        return seq, -1
+
+    def _unseal(self, seq: int) -> None:
+        if self.unsealed and self.unsealed[-1][1] == seq - 1:
+            self.unsealed[-1][1] = seq
+        else:
+            self.unsealed.append([seq, seq])
+
+
+def _embedded_seq(data: bytes) -> int | None:
+    """The ``seq`` inside a canonical JSON (slow path only), None if it has none."""
+    try:
+        value = json.loads(data).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Chain:
+    """The streaming state: the previous two hashes, the Merkle frontier, and the anomaly classifier."""
+
+    def __init__(self, problems: list[Problem], state_size: int, start: int = 0, prev: bytes = ZERO_HASH) -> None:
+        self.problems = problems
+        self.state_size = state_size
+        self.first = start + 1  # the first live seq (after the archived prefix, if any)
+        self.prev = prev
+        self.prev2 = b"" if start else ZERO_HASH  # the archived row before the last is not known
+        self.expected = start + 1  # the next seq
+        self.offset = 0  # the previous row's (seq in its JSON) - (its seq column)
+        self.offsets: list[tuple[int, int]] = [(start + 1, 0)]  # (from seq, offset): where renumbering was found
+        self.pending: int | None = None  # a row that does not link to its predecessor, until its successor says why
+
+    def report(self, seq: int, reason: str, detail: str) -> None:
+        self.problems.append(Problem(seq, reason, detail))
+
+    def renumbered(self, seq: int, embedded: int) -> bool:
+        """Did the stream find (and report) that the row at ``seq`` was chained as ``embedded``?"""
+        offset = self.offsets[bisect.bisect_right(self.offsets, (seq, float("inf"))) - 1][1]
+        return offset != 0 and embedded - seq == offset
+
+    def examine(self, seq: int, data: bytes, digest: bytes, prev_hash: bytes, stored_leaf: bytes, leaf: bytes) -> None:
+        """A row that failed a fast check: say what is wrong with it (or with its neighbours)."""
+        if seq != self.expected:  # seq is the primary key and rows come in order: seq > expected
+            absent = f"seq {self.expected}" if seq == self.expected + 1 else f"seqs {self.expected}-{seq - 1}"
+            self.report(self.expected, "missing", f"{absent} absent: deleted (the next row is seq {seq})")
+            self.pending = None
+        if chain_digest(data, prev_hash) != digest or leaf != stored_leaf:
+            self.report(seq, "modified", f"seq {seq}: its hashes do not match its canonical JSON")
+            self.pending = None
+            return
+        embedded = _embedded_seq(data)
+        if embedded is None:
+            self.report(seq, "modified", f"seq {seq}: its canonical JSON has no seq")
+            return
+        offset = embedded - seq
+        if offset != self.offset:
+            if offset > self.offset:
+                self.report(
+                    seq,
+                    "missing",
+                    f"seq {seq} holds the event chained as seq {embedded}: {offset - self.offset} event(s) before it "
+                    "were deleted and the rest renumbered",
+                )
+            else:
+                first = seq - (self.offset - offset)
+                self.report(
+                    first,
+                    "inserted",
+                    f"seq {seq} holds the event chained as seq {embedded}: {self.offset - offset} event(s) were "
+                    f"slipped in from seq {first} and the rest renumbered",
+                )
+            self.offset, self.pending = offset, None
+            self.offsets.append((seq, offset))
+            return
+        if seq != self.expected or prev_hash == self.prev:
+            self._resolve(linked=True, skips=False)
+            return
+        if self.pending is not None:
+            self._resolve(linked=False, skips=prev_hash == self.prev2)
+        elif prev_hash == self.prev2:
+            self.report(
+                seq - 1, "inserted", f"seq {seq - 1} is not in the chain: seq {seq} links past it to seq {seq - 2}"
+            )
+        elif seq > self.state_size:
+            self.report(seq, "inserted", f"seq {seq} is beyond the {self.state_size} events the sequencer recorded")
+        else:
+            self.pending = seq
+
+    def _resolve(self, *, linked: bool, skips: bool) -> None:
+        """The row after a broken link tells which row is at fault."""
+        broken, self.pending = self.pending, None
+        if broken is None:
+            return
+        if broken == self.first:
+            to = "the zero hash" if broken == 1 else f"the archived prefix's last hash (seq {broken - 1})"
+            self.report(broken, "modified", f"seq {broken} does not link to {to}")
+        elif linked:  # the successor links to the row: its predecessor's hash changed (rewritten and re-hashed)
+            self.report(
+                broken - 1,
+                "modified",
+                f"seq {broken - 1} was rewritten and re-hashed: seq {broken} links to a different hash",
+            )
+        elif skips:  # the successor links to the row's predecessor: the row was slipped in
+            self.report(broken, "inserted", f"seq {broken} is not in the chain: seq {broken + 1} links past it")
+        else:  # linked to by neither side: replaced
+            self.report(
+                broken, "modified", f"seq {broken} was replaced: it neither links to seq {broken - 1} nor is linked to"
+            )
+
+    def finish(self) -> None:
+        """A broken link on the last row: appended behind the sequencer's back, or its predecessor re-hashed."""
+        if self.pending is not None:
+            broken, self.pending = self.pending, None
+            if broken > self.state_size:
+                self.report(broken, "inserted", f"seq {broken} is beyond the {self.state_size} events recorded")
+            else:
+                self.report(
+                    broken - 1, "modified", f"seq {broken} (the last) links to a hash that is not seq {broken - 1}'s"
+                )
+
+
+def chain_digest(data: bytes, previous: bytes) -> bytes:
+    """The chain hash (as :func:`portal.audit.verifier.chain_hash`)."""
+    return hashlib.sha256(data + previous).digest()
+
+
+def frontier_root(nodes: list[bytes | None]) -> bytes:
+    """RFC 6962 root from the right frontier (lowest level first)."""
+    acc: bytes | None = None
+    for node in nodes:
+        if node is not None:
+            acc = node if acc is None else hashlib.sha256(b"\x01" + node + acc).digest()
+    return acc if acc is not None else hashlib.sha256(b"").digest()
+
+
+def stream_rows(
+    cursor: Any,
+    chain: Chain,
+    heads: Heads,
+    seals: Seals,
+    start: int = 0,
+    frontier: list[bytes | None] | None = None,
+) -> tuple[int, bytes, list[bytes | None]]:
+    """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes; whether
+    the row is still the version its seal vouches for (``seals`` collects those that are not).
+
+    Starts after ``start`` archived events (the chain's last hash and the tree's ``frontier`` there).
+    Return the tree size reached, the last chain hash and the frontier (``nodes[level]``: a complete
+    subtree root, or None).
+    """
+    sha256 = hashlib.sha256
+    problems = chain.problems
+    examine = chain.examine
+    prev, prev2 = chain.prev, chain.prev2
+    expected = start + 1
+    nodes: list[bytes | None] = list(frontier or [])
+    size = start
+    seal_last, seal_xmin, seal_at = -1, -1, seals.at
+    for seq, data, digest, prev_hash, stored_leaf, xmin in cursor:
+        if seq > seal_last or xmin != seal_xmin:
+            seal_last, seal_xmin = seal_at(seq, xmin)
+        leaf = sha256(b"\x00" + data).digest()
+        if (
+            seq != expected
+            or prev_hash != prev
+            or leaf != stored_leaf
+            or sha256(data + prev_hash).digest() != digest
+            or chain.pending is not None
+        ):
+            chain.prev, chain.prev2, chain.expected = prev, prev2, expected
+            examine(seq, data, digest, prev_hash, stored_leaf, leaf)
+        # Merkle: add the leaf to the right frontier, merging complete subtrees upwards.
+        carry, level = leaf, 0
+        while size >> level & 1:
+            carry = sha256(b"\x01" + nodes[level] + carry).digest()  # type: ignore[operator]
+            nodes[level] = None
+            level += 1
+        if level == len(nodes):
+            nodes.append(carry)
+        else:
+            nodes[level] = carry
+        size += 1
+        prev2, prev = prev, digest
+        expected = seq + 1
+        if size in heads:
+            root = frontier_root(nodes).hex()
+            for where, head, _ in heads[size]:
+                if root != head["root_hash"] or prev.hex() != head["last_hash"]:
+                    problems.append(
+                        Problem(
+                            size,
+                            "forged head",
+                            f"the {where}'s head at tree size {size} does not match the recomputed tree",
+                        )
+                    )
+    chain.prev, chain.expected = prev, expected
+    chain.finish()
+    return size, prev, nodes
+
+
+def stream_part(
+    conninfo: dict[str, Any],
+    snapshot: str,
+    start: int,
+    end: int,
+    prev: bytes,
+    frontier: list[bytes | None],
+    heads: Heads,
+    spans: list[tuple[int, int, int]],
+    state_size: int,
+) -> dict[str, Any]:
+    """Stream seqs (start, end] in ``snapshot`` on a connection of its own (run in another process)."""
+    import psycopg
+
+    problems: list[Problem] = []
+    chain = Chain(problems, state_size, start, prev)
+    seals = Seals(spans)
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        conn.execute(ORDERED_SCAN)
+        with conn.cursor() as cursor, cursor.copy(STREAM_SQL, [start, end]) as copy:
+            copy.set_types(STREAM_TYPES)
+            size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier)
+        conn.execute("COMMIT")
+    return {
+        "problems": problems,
+        "size": size,
+        "last": last,
+        "nodes": nodes,
+        "expected": chain.expected,
+        "unsealed": seals.unsealed,
+    }
