@@ -133,7 +133,7 @@ def _child(role: str, arg: str) -> None:
         began = time.perf_counter()
         total = 0
         while True:
-            result = relay_run(batch=500, max_batches=1000) or {}
+            result = relay_run(max_batches=1000)  # the default batch (ATRIUM_OUTBOX_BATCH) or {}
             sent = sum(result.values())
             total += sent
             if not sent:

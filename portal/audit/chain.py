@@ -12,13 +12,15 @@ the lock. Malformed or conflicting events are kept in ``audit_rejected`` with th
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+import psycopg
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from portal.audit.models import AuditChainState, AuditEvent, AuditNode, AuditRejected
+from portal.audit.models import AuditNode, AuditRejected
 from portal.audit.seal import seal_write
 from portal.audit.verifier import ZERO_HASH, canonical, chain_hash, leaf_hash, node_hash
 from services.kit.logs import get_logger
@@ -178,6 +180,99 @@ def _prepare(event: dict[str, Any], now: dt.datetime, recorded_at: str) -> _Prep
     )
 
 
+def _state_locked(cursor: Any) -> tuple[int, bytes, dict[str, str]]:
+    """The sequencer's (size, last hash, frontier), row-locked (created on first use)."""
+    cursor.execute("SELECT size, last_hash, frontier FROM audit_chain_state WHERE id = 1 FOR UPDATE")
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(
+            "INSERT INTO audit_chain_state (id, size, last_hash, frontier, updated_at) "
+            "VALUES (1, 0, %s, '{}', now()) ON CONFLICT (id) DO NOTHING",
+            [ZERO_HASH],
+        )
+        cursor.execute("SELECT size, last_hash, frontier FROM audit_chain_state WHERE id = 1 FOR UPDATE")
+        row = cursor.fetchone()
+    size, last_hash, frontier = row
+    if isinstance(frontier, str):
+        frontier = json.loads(frontier)
+    return size, bytes(last_hash), dict(frontier)
+
+
+def _recorded(prepared: list[_Prepared]) -> tuple[set[str], set[tuple[str, int]]]:
+    """Of these events: the ids already chained, and the (service, service_seq) pairs other events hold."""
+    ids = [p.event["id"] for p in prepared]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT event_id FROM audit_event WHERE event_id = ANY(%s)", [ids])
+        known = {row[0] for row in cursor.fetchall()}
+        pairs = {(p.event["service"], p.event["service_seq"]) for p in prepared if p.event["id"] not in known}
+        taken: set[tuple[str, int]] = set()
+        if pairs:
+            cursor.execute(
+                "SELECT service, service_seq FROM audit_event WHERE (service, service_seq) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::bigint[]))",
+                [[p[0] for p in pairs], [p[1] for p in pairs]],
+            )
+            taken = {(s, n) for s, n in cursor.fetchall()}
+    return known, taken
+
+
+def _chain_write(
+    prepared: list[_Prepared],
+    state: tuple[int, bytes, dict[str, str]],
+    known: set[str],
+    taken: set[tuple[str, int]],
+    result: IngestResult,
+    rejected: list[AuditRejected],
+    now: dt.datetime,
+) -> None:
+    """Number, hash and write the events not in ``known`` whose pair is not ``taken``; seal the batch."""
+    size, prev, frontier = state[0], state[1] if state[0] else ZERO_HASH, dict(state[2])
+    taken = set(taken)
+    rows: list[tuple[Any, ...]] = []
+    nodes: list[tuple[int, int, bytes]] = []
+    seen: set[str] = set()
+    for item in prepared:
+        event = item.event
+        if event["id"] in known or event["id"] in seen:
+            result.duplicates += 1
+            continue
+        pair = (event["service"], event["service_seq"])
+        if pair in taken:
+            rejected.append(
+                AuditRejected(reason=f"{pair[0]} sequence {pair[1]} already holds another event", payload=event)
+            )
+            continue
+        seen.add(event["id"])
+        taken.add(pair)
+        seq = size + 1
+        text = f'{item.head},"seq":{seq}{item.tail}'
+        data = text.encode("utf-8")
+        leaf = leaf_hash(data)
+        digest = chain_hash(data, prev)
+        rows.append((seq, *item.columns, text, leaf, digest, prev))
+        nodes.extend(frontier_append(frontier, size, leaf))
+        prev = digest
+        size = seq
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        with raw.copy(f"COPY audit_event ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        with raw.copy("COPY audit_node (level, index, hash) FROM STDIN") as copy:
+            for node in nodes:
+                copy.write_row(node)
+        seal_write(cursor, rows[0][0], rows[-1][0])
+        cursor.execute(
+            "UPDATE audit_chain_state SET size = %s, last_hash = %s, frontier = %s::jsonb, updated_at = %s "
+            "WHERE id = 1",
+            [size, prev, json.dumps(frontier), now],
+        )
+    result.inserted = len(rows)
+    result.first_seq, result.last_seq = rows[0][0], rows[-1][0]
+
+
 def ingest(events: list[Any]) -> IngestResult:
     """Chain ``events`` (idempotent on event id). Safe to call concurrently from many workers.
 
@@ -196,66 +291,23 @@ def ingest(events: list[Any]) -> IngestResult:
             rejected.append(AuditRejected(reason=problem, payload=event if isinstance(event, dict) else {"raw": event}))
         else:
             prepared.append(_prepare(event, now, recorded_at))
+    invalid = len(rejected)
 
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
-        state, _ = AuditChainState.objects.select_for_update().get_or_create(id=1)
-        ids = [p.event["id"] for p in prepared]
-        known = set(AuditEvent.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
-        pairs = {(p.event["service"], p.event["service_seq"]) for p in prepared if p.event["id"] not in known}
-        taken: set[tuple[str, int]] = set()
-        if pairs:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT service, service_seq FROM audit_event WHERE (service, service_seq) IN "
-                    "(SELECT * FROM unnest(%s::text[], %s::bigint[]))",
-                    [[p[0] for p in pairs], [p[1] for p in pairs]],
-                )
-                taken = {(s, n) for s, n in cursor.fetchall()}
-
-        size = state.size
-        prev = bytes(state.last_hash) if state.size else ZERO_HASH
-        frontier = dict(state.frontier)
-        rows: list[tuple[Any, ...]] = []
-        nodes: list[tuple[int, int, bytes]] = []
-        seen: set[str] = set()
-        for item in prepared:
-            event = item.event
-            if event["id"] in known or event["id"] in seen:
-                result.duplicates += 1
-                continue
-            pair = (event["service"], event["service_seq"])
-            if pair in taken:
-                rejected.append(
-                    AuditRejected(reason=f"{pair[0]} sequence {pair[1]} already holds another event", payload=event)
-                )
-                continue
-            seen.add(event["id"])
-            taken.add(pair)
-            seq = size + 1
-            text = f'{item.head},"seq":{seq}{item.tail}'
-            data = text.encode("utf-8")
-            leaf = leaf_hash(data)
-            digest = chain_hash(data, prev)
-            rows.append((seq, *item.columns, text, leaf, digest, prev))
-            nodes.extend(frontier_append(frontier, size, leaf))
-            prev = digest
-            size = seq
-
-        if rows:
-            raw = connection.cursor().cursor
-            with raw.copy(f"COPY audit_event ({_EVENT_COLUMNS}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            with raw.copy("COPY audit_node (level, index, hash) FROM STDIN") as copy:
-                for node in nodes:
-                    copy.write_row(node)
-            with connection.cursor() as cursor:
-                seal_write(cursor, rows[0][0], rows[-1][0])
-            AuditChainState.objects.filter(id=1).update(size=size, last_hash=prev, frontier=frontier, updated_at=now)
-            result.inserted = len(rows)
-            result.first_seq, result.last_seq = rows[0][0], rows[-1][0]
+            state = _state_locked(cursor)
+        # Optimistically every event is new (the usual case): the unique indexes on event_id and on
+        # (service, service_seq) say otherwise by failing the COPY, and then the batch is redone after
+        # looking its events up.
+        try:
+            with transaction.atomic():
+                _chain_write(prepared, state, set(), set(), result, rejected, now)
+        except (IntegrityError, psycopg.errors.UniqueViolation):
+            result.inserted = result.duplicates = 0
+            del rejected[invalid:]
+            known, taken = _recorded(prepared)
+            _chain_write(prepared, state, known, taken, result, rejected, now)
         if rejected:
             AuditRejected.objects.bulk_create(rejected)
             result.rejected = len(rejected)
@@ -266,8 +318,6 @@ def ingest(events: list[Any]) -> IngestResult:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

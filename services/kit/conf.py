@@ -231,6 +231,8 @@ def kit_settings(
         "ATRIUM_OUTBOX_RELAY": env.str("ATRIUM_OUTBOX_RELAY", default="daemon"),
         "ATRIUM_OUTBOX_RELAY_INTERVAL": env.float("ATRIUM_OUTBOX_RELAY_INTERVAL", default=0.2),
         "ATRIUM_OUTBOX_POLL_SECONDS": env.float("ATRIUM_OUTBOX_POLL_SECONDS", default=5.0),
+        # Events per published message when there is a backlog (fewer, larger messages: less overhead per event).
+        "ATRIUM_OUTBOX_BATCH": env.int("ATRIUM_OUTBOX_BATCH", default=1000),
         # Verified tokens remembered per process (0 disables), each for at most this long.
         "JWT_VERIFIED_CACHE_SIZE": env.int("JWT_VERIFIED_CACHE_SIZE", default=1024),
         "JWT_VERIFIED_CACHE_SECONDS": env.int("JWT_VERIFIED_CACHE_SECONDS", default=60),

@@ -89,26 +89,35 @@ def _lock_key(topic: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+# One statement: pick the oldest unnumbered rows, number them after the topic's counter (row-locked), and
+# move the counter by as many. Rows are picked in (created_at, id) order straight from the partial index.
+_NUMBER = f"""
+WITH picked AS (
+    SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM (
+        SELECT id, created_at FROM {_TABLE} WHERE topic = %(topic)s AND seq IS NULL
+        ORDER BY topic, created_at, id LIMIT %(limit)s
+    ) AS oldest
+), counter AS (
+    SELECT last_seq FROM kit_outbox_counter WHERE topic = %(topic)s FOR UPDATE
+), numbered AS (
+    UPDATE {_TABLE} AS e SET seq = counter.last_seq + picked.n FROM picked, counter
+    WHERE e.id = picked.id RETURNING e.seq
+)
+UPDATE kit_outbox_counter SET last_seq = last_seq + (SELECT count(*) FROM numbered)
+WHERE topic = %(topic)s RETURNING (SELECT count(*) FROM numbered)
+"""  # noqa: S608
+
+
 def _number(topic: str, limit: int) -> int:
     """Give committed, unnumbered rows of ``topic`` the next sequence numbers (caller holds the topic lock)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {_TABLE} WHERE topic = %s AND seq IS NULL ORDER BY topic, created_at, id LIMIT %s",  # noqa: S608
-            [topic, limit],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-        if not ids:
-            return 0
-        cursor.execute(_COUNTER_CREATE, [topic])
-        cursor.execute("SELECT last_seq FROM kit_outbox_counter WHERE topic = %s FOR UPDATE", [topic])
-        last = cursor.fetchone()[0]
-        cursor.execute(
-            f"UPDATE {_TABLE} AS e SET seq = %s + v.n FROM unnest(%s::text[]) WITH ORDINALITY AS v(id, n) "  # noqa: S608
-            "WHERE e.id = v.id",
-            [last, ids],
-        )
-        cursor.execute("UPDATE kit_outbox_counter SET last_seq = %s WHERE topic = %s", [last + len(ids), topic])
-    return len(ids)
+        cursor.execute(_NUMBER, {"topic": topic, "limit": limit})
+        row = cursor.fetchone()
+        if row is None:  # the topic's first event: create its counter, then number
+            cursor.execute(_COUNTER_CREATE, [topic])
+            cursor.execute(_NUMBER, {"topic": topic, "limit": limit})
+            row = cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:
@@ -172,13 +181,14 @@ def celery_publish(task_name: str, events: list[dict[str, Any]]) -> None:
 
 def relay_run(
     *,
-    batch: int = 200,
+    batch: int | None = None,
     max_batches: int = 50,
     publish: Callable[[str, list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, int] | None:
     """Number and publish pending outbox rows of every topic. Return published counts per topic, or
     ``None`` when another relay holds a topic's lock (it will deliver what is pending)."""
     publish = publish or celery_publish
+    batch = batch or int(getattr(settings, "ATRIUM_OUTBOX_BATCH", 1000))
     published: dict[str, int] = {}
     busy = False
     for topic, task_name in topics().items():
