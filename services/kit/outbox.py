@@ -91,6 +91,7 @@ def _lock_key(topic: str) -> int:
 
 # One statement: pick the oldest unnumbered rows, number them after the topic's counter (row-locked), and
 # move the counter by as many. Rows are picked in (created_at, id) order straight from the partial index.
+# With nothing to number it writes nothing (no lock, no counter update): idle relays poll often.
 _NUMBER = f"""
 WITH picked AS (
     SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM (
@@ -98,13 +99,16 @@ WITH picked AS (
         ORDER BY topic, created_at, id LIMIT %(limit)s
     ) AS oldest
 ), counter AS (
-    SELECT last_seq FROM kit_outbox_counter WHERE topic = %(topic)s FOR UPDATE
+    SELECT last_seq FROM kit_outbox_counter
+    WHERE topic = %(topic)s AND EXISTS (SELECT 1 FROM picked) FOR UPDATE
 ), numbered AS (
     UPDATE {_TABLE} AS e SET seq = counter.last_seq + picked.n FROM picked, counter
     WHERE e.id = picked.id RETURNING e.seq
+), bump AS (
+    UPDATE kit_outbox_counter SET last_seq = last_seq + (SELECT count(*) FROM numbered)
+    WHERE topic = %(topic)s AND EXISTS (SELECT 1 FROM numbered) RETURNING 1
 )
-UPDATE kit_outbox_counter SET last_seq = last_seq + (SELECT count(*) FROM numbered)
-WHERE topic = %(topic)s RETURNING (SELECT count(*) FROM numbered)
+SELECT (SELECT count(*) FROM numbered), (SELECT count(*) FROM picked)
 """  # noqa: S608
 
 
@@ -112,12 +116,12 @@ def _number(topic: str, limit: int) -> int:
     """Give committed, unnumbered rows of ``topic`` the next sequence numbers (caller holds the topic lock)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_NUMBER, {"topic": topic, "limit": limit})
-        row = cursor.fetchone()
-        if row is None:  # the topic's first event: create its counter, then number
+        numbered, picked = cursor.fetchone()
+        if picked and not numbered:  # the topic's first events: create its counter, then number
             cursor.execute(_COUNTER_CREATE, [topic])
             cursor.execute(_NUMBER, {"topic": topic, "limit": limit})
-            row = cursor.fetchone()
-    return int(row[0]) if row else 0
+            numbered, picked = cursor.fetchone()
+    return int(numbered)
 
 
 def _publish(topic: str, task_name: str, limit: int, publish: Callable[[str, list[dict[str, Any]]], None]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from services.kit.audit import REDACTED, audit_record
 from services.kit.models import OutboxEvent
@@ -96,4 +96,28 @@ def test_the_relay_command_delivers_to_the_real_broker():
 
     # then every event was published (to the Redis broker of this test run) and numbered 1..3
     assert list(OutboxEvent.objects.order_by("seq").values_list("seq", flat=True)) == [1, 2, 3]
+    assert not OutboxEvent.objects.unpublished().exists()
+
+
+def test_the_relay_numbers_in_batches_and_an_idle_relay_writes_nothing():
+    # given seven committed events
+    for n in range(7):
+        audit_record("ledger.account.created", object_type="account", object_id=f"acc_{n}")
+
+    # when the relay runs with batches of three, then once more with nothing left
+    up = Collector()
+    relay_run(batch=3, publish=up)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xmin::text, last_seq, published_seq FROM kit_outbox_counter")
+        before = cursor.fetchall()
+    relay_run(publish=up)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xmin::text, last_seq, published_seq FROM kit_outbox_counter")
+        after = cursor.fetchall()
+
+    # then three messages carried 1..7 gaplessly, the watermark is at 7, and the idle run wrote nothing
+    assert [len(batch) for _, batch in up.batches] == [3, 3, 1]
+    assert [e["service_seq"] for e in up.events] == list(range(1, 8))
+    assert [row[1:] for row in before] == [(7, 7)]
+    assert after == before
     assert not OutboxEvent.objects.unpublished().exists()
