@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-ZERO_HASH = bytes(32)
+from portal.audit.verifier import ZERO_HASH, chain_hash
+
 STREAM_SQL = (
     "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint "
     "FROM audit_event WHERE seq > %s AND seq <= %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
@@ -126,7 +127,7 @@ class Chain:
             absent = f"seq {self.expected}" if seq == self.expected + 1 else f"seqs {self.expected}-{seq - 1}"
             self.report(self.expected, "missing", f"{absent} absent: deleted (the next row is seq {seq})")
             self.pending = None
-        if chain_digest(data, prev_hash) != digest or leaf != stored_leaf:
+        if chain_hash(data, prev_hash) != digest or leaf != stored_leaf:
             self.report(seq, "modified", f"seq {seq}: its hashes do not match its canonical JSON")
             self.pending = None
             return
@@ -201,12 +202,7 @@ class Chain:
                 )
 
 
-def chain_digest(data: bytes, previous: bytes) -> bytes:
-    """The chain hash (as :func:`portal.audit.verifier.chain_hash`)."""
-    return hashlib.sha256(data + previous).digest()
-
-
-def frontier_root(nodes: list[bytes | None]) -> bytes:
+def nodes_root(nodes: list[bytes | None]) -> bytes:
     """RFC 6962 root from the right frontier (lowest level first)."""
     acc: bytes | None = None
     for node in nodes:
@@ -265,7 +261,7 @@ def stream_rows(
         prev2, prev = prev, digest
         expected = seq + 1
         if size in heads:
-            root = frontier_root(nodes).hex()
+            root = nodes_root(nodes).hex()
             for where, head, _ in heads[size]:
                 if root != head["root_hash"] or prev.hex() != head["last_hash"]:
                     problems.append(

@@ -89,7 +89,7 @@ from portal.audit.stream import (
     Heads,
     Problem,
     Seals,
-    frontier_root,
+    nodes_root,
     stream_part,
     stream_rows,
 )
@@ -450,7 +450,7 @@ def _archived_start(
     for key, level in wanted.items():
         frontier[level] = stored.get(key)
     if any(frontier[level] is None for level in wanted.values()) or (
-        frontier_root(frontier).hex() != archives[-1].head_root_hash
+        nodes_root(frontier).hex() != archives[-1].head_root_hash
     ):
         problems.append(
             Problem(
