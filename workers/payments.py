@@ -7,6 +7,7 @@ from typing import Any
 from services.kit.logs import get_logger
 from services.payments import idempotency
 from services.payments.processing import advance
+from services.payments.processing import drain as drain_run
 from services.payments.processing import sweep as sweep_run
 from services.payments.reconcile import reconcile as reconcile_run
 from workers.celery import app
@@ -30,6 +31,17 @@ def process(self: Any, payment_id: str) -> dict[str, Any]:
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
     return {"payment": payment_id, "status": outcome.status, "busy": outcome.busy}
+
+
+@app.task(name="payments.drain", acks_late=True)
+def drain() -> dict[str, Any]:
+    """Claim and carry out due payments in batches until none is due (see ``services.payments.processing``).
+
+    Sent by the payments web processes after creating payments (debounced), by drains that stopped with work
+    left, and for the earliest retry of payments waiting for the ledger. Any number may be sent: at most
+    ``PAYMENTS_DRAINERS`` work at once; the others return at once.
+    """
+    return drain_run()
 
 
 @app.task(name="payments.sweep")

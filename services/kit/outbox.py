@@ -81,6 +81,35 @@ def outbox_put(
     return event_id
 
 
+def outbox_put_many(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Write many ``(topic, payload)`` events to the outbox in the current transaction with one multi-row
+    INSERT per 2,000 events; return their ids in order. The relay is woken once after commit."""
+    if not events:
+        return []
+    known = topics()
+    for topic, _ in events:
+        if topic not in known:
+            raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
+    now = timezone.now()
+    ids = [id_new("evt") for _ in events]
+    with connection.cursor() as cursor:
+        for start in range(0, len(events), _MANY_CHUNK):
+            chunk = events[start : start + _MANY_CHUNK]
+            params: list[Any] = []
+            for event_id, (topic, payload) in zip(ids[start : start + _MANY_CHUNK], chunk, strict=True):
+                params.extend([event_id, topic, json.dumps(payload, separators=(",", ":"), ensure_ascii=False), now])
+            values = ", ".join(["(%s, %s, %s::jsonb, %s, 0, '')"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) VALUES {values}",  # noqa: S608
+                params,
+            )
+    transaction.on_commit(relay_kick)
+    return ids
+
+
+_MANY_CHUNK = 2000  # rows per INSERT: 4 parameters each, well under PostgreSQL's 65,535
+
+
 # ------------------------------------------------------------------------------------- relay
 
 

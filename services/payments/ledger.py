@@ -28,6 +28,7 @@ log = get_logger(__name__)
 
 HOLD_LIFETIME = dt.timedelta(days=7)  # the ledger voids a hold nobody posted or voided by then
 _ACCOUNT_CACHE_SECONDS = 60.0
+BATCH_MAX = 1000  # items per call to the ledger's batch endpoints (their limit)
 
 
 class LedgerRefused(Exception):
@@ -92,6 +93,56 @@ class Ledger:
                 self._accounts[account_id] = (body, now + _ACCOUNT_CACHE_SECONDS)
         return body
 
+    @staticmethod
+    def hold_body(
+        *,
+        reference: str,
+        amount: int,
+        currency: str,
+        source: str,
+        destination: str,
+        expires_at: dt.datetime,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """The pending transaction moving a payment's money (the same body on every attempt: a retry replays)."""
+        return {
+            "reference": reference,
+            "description": description,
+            "pending": True,
+            "currency": currency,
+            "postings": [
+                {"account": source, "direction": "debit", "amount": amount},
+                {"account": destination, "direction": "credit", "amount": amount},
+            ],
+            "metadata": {"payment": reference},
+            "expires_at": expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+    def holds(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Create (or find again) many holds in one call to ``/transactions/batch`` (not atomic: each item has its
+        own result ``{index, status: created|exists|error, id?, code?, detail?}``, in the order given)."""
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(bodies), BATCH_MAX):
+            chunk = bodies[start : start + BATCH_MAX]
+            reply = self._json(self.client.post("/api/v1/transactions/batch", json={"transactions": chunk}))
+            assert reply is not None
+            results.extend(sorted(reply["results"], key=lambda r: r["index"]))
+        return results
+
+    def settle_many(self, transaction_ids: list[str], *, post: bool) -> list[dict[str, Any]]:
+        """Post (or void) many holds in one call to ``/transactions/batch/settle``; one result per id, in order:
+        ``{index, status: posted|voided|error, id?, code?, detail?}``. Already posted (voided) is success."""
+        results: list[dict[str, Any]] = []
+        action = "post" if post else "void"
+        for start in range(0, len(transaction_ids), BATCH_MAX):
+            chunk = transaction_ids[start : start + BATCH_MAX]
+            reply = self._json(
+                self.client.post("/api/v1/transactions/batch/settle", json={"action": action, "transactions": chunk})
+            )
+            assert reply is not None
+            results.extend(sorted(reply["results"], key=lambda r: r["index"]))
+        return results
+
     def hold(
         self,
         *,
@@ -104,18 +155,15 @@ class Ledger:
         description: str = "",
     ) -> dict[str, Any]:
         """Create (or find again: same reference, same body) the pending transaction moving the money."""
-        body = {
-            "reference": reference,
-            "description": description,
-            "pending": True,
-            "currency": currency,
-            "postings": [
-                {"account": source, "direction": "debit", "amount": amount},
-                {"account": destination, "direction": "credit", "amount": amount},
-            ],
-            "metadata": {"payment": reference},
-            "expires_at": expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-        }
+        body = self.hold_body(
+            reference=reference,
+            amount=amount,
+            currency=currency,
+            source=source,
+            destination=destination,
+            expires_at=expires_at,
+            description=description,
+        )
         result = self._json(self.client.post("/api/v1/transactions", json=body, idempotency_key=reference))
         assert result is not None
         return result

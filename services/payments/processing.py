@@ -1,73 +1,92 @@
-"""Carrying a payment out (Celery queue ``payments``): screening, the ledger hold, posting, settling.
+"""Carrying payments out (Celery queue ``payments``): screening, the ledger hold, posting, settling — in batches.
 
-:func:`advance` is what the ``payments.process`` task runs. It is safe to run any number of times, at any
-moment, in any number of workers at once — which is what late acknowledgement, redelivery after a worker
-is killed, and the sweeper all amount to:
+A worker **claims** up to ``PAYMENTS_BATCH`` due payments at once (:func:`claim`: one ``UPDATE … WHERE id IN
+(SELECT … FOR UPDATE SKIP LOCKED)`` that takes a lease on each) and carries the whole batch as far as it can
+go (:func:`run`):
 
-* a worker first takes a **lease** on the payment (``lease_until``, compare-and-set): while it holds it,
-  other runs for the same payment return at once; a lease left by a killed worker simply expires;
-* every status change is a compare-and-set transition (:func:`services.payments.services.transition`);
-* the ledger writes are idempotent: the hold is created with ``reference = payment id`` and a body that
-  is the same on every attempt (a replay returns the same transaction), and posting a hold that is
-  already posted is success. So a run that dies after the ledger answered but before the payment was
-  saved is finished by the next run, never done twice.
+1. ``created → screening``: one transaction for the batch;
+2. screening: one transaction that locks every source account involved, applies the rules in creation order
+   and moves each payment to ``processing`` or ``rejected``;
+3. the holds: one call to the ledger's ``/transactions/batch`` (``reference = payment id``; the same body on
+   every attempt, so a retry is a replay), then one call to ``/transactions/batch/settle`` posting them;
+4. ``processing → settled`` / ``failed``: one transaction per outcome;
+5. holds of payments that ended without settling: one ``…/batch/settle`` voiding them.
 
-While the ledger is unreachable the payment stays ``processing``; the task is retried with exponential
-backoff and full jitter (``next_attempt_at`` records when) up to ``PAYMENTS_MAX_ATTEMPTS`` attempts, after
-which the payment fails with ``retries_exhausted``. Any terminal failure after a hold voids the hold; if
-the ledger cannot be reached for that either, the sweeper voids it later (``hold_status`` stays
-``pending`` until it is done).
+Every status change writes, in its transaction, the ``payment.<status>`` domain event and the audit event of
+every payment it moves (:func:`services.payments.services.transition_many`), and is a compare-and-set: a
+payment canceled meanwhile is left as it is.
 
-:func:`sweep` (beat) resumes payments whose work was lost (no lease, no retry due, untouched for
-``PAYMENTS_STALE_SECONDS``) and releases holds of failed payments.
+It is safe to run any number of times, at any moment, in any number of workers at once — which is what late
+acknowledgement, redelivery after a worker is killed, and the sweeper amount to: a lease left by a killed
+worker simply expires; a hold that exists is found again, a posted hold is reported posted again, so a run
+that dies after the ledger answered but before the payments were saved is finished by the next run, never
+done twice.
+
+While the ledger is unreachable the payments stay ``processing`` with ``next_attempt_at`` set (exponential
+backoff with full jitter; claims skip them until then) up to ``PAYMENTS_MAX_ATTEMPTS`` attempts, after which
+they fail with ``retries_exhausted``. A drain that leaves payments waiting schedules the drain that will
+retry them.
+
+:func:`drain` is what the ``payments.drain`` task runs: claim and run batches until nothing is due, in at most
+``PAYMENTS_DRAINERS`` workers at once. New payments wake it (:func:`services.payments.services.kick`, one
+message per ``PAYMENTS_KICK_DELAY`` per web process, not one per payment). :func:`sweep` (beat) claims and
+runs payments untouched for ``PAYMENTS_STALE_SECONDS`` whose work was lost. :func:`advance` runs one payment
+(the ``payments.process`` task, and tests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
 
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import services
-from services.payments.ledger import LedgerRefused, ledger
+from services.payments.ledger import Ledger, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
-from services.payments.screening import account_lock, screen
+from services.payments.screening import accounts_lock, screen_many
 
 log = get_logger(__name__)
 
 OPEN = (PaymentStatus.CREATED, PaymentStatus.SCREENING, PaymentStatus.PROCESSING)
+_OPEN_SQL = "('created', 'screening', 'processing')"
+# What a worker may have to do: an open payment, or a final one whose hold is still to be voided. The same
+# predicate as the partial index ``payment_open``, so claims read that index only.
+_WORK = f"(status IN {_OPEN_SQL} OR hold_status = 'pending')"
+_CLAIM_SQL = (
+    "UPDATE payments_payment SET lease_until = %(until)s WHERE id IN ("  # noqa: S608  (constants only)
+    f" SELECT id FROM payments_payment WHERE {_WORK}"
+    "  AND (lease_until IS NULL OR lease_until < %(now)s) {extra}"
+    "  ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    ") RETURNING id"
+)
+_DRAIN_LOCK = int.from_bytes(hashlib.sha256(b"atrium-payments-drain").digest()[:4], "big", signed=True)
 
 
 @dataclass
 class Outcome:
-    """What one :func:`advance` run did: the status it left the payment in, or that it had to wait."""
+    """What :func:`advance` did to one payment: the status it left it in, or that it had to wait."""
 
     status: str
     retry_in: float | None = None  # the ledger was unavailable: run again after this many seconds
     busy: bool = False  # another worker holds the lease
 
 
-def _lease_take(payment_id: str) -> bool:
-    now = timezone.now()
-    until = now + dt.timedelta(seconds=settings.PAYMENTS_LEASE_SECONDS)
-    return bool(
-        Payment.objects.filter(id=payment_id)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .filter(Q(status__in=OPEN) | Q(hold_status=HoldStatus.PENDING))
-        .update(lease_until=until)
-    )
+@dataclass
+class BatchResult:
+    """What :func:`run` did: each claimed payment's status after it, and which ones wait for the ledger."""
 
-
-def _lease_release(payment_id: str) -> None:
-    Payment.objects.filter(id=payment_id).update(lease_until=None)
+    statuses: dict[str, str] = field(default_factory=dict)
+    waits: dict[str, float] = field(default_factory=dict)  # payment id → seconds until its retry
+    changed: int = 0  # payments whose status or hold changed
 
 
 def backoff(attempt: int) -> float:
@@ -76,176 +95,387 @@ def backoff(attempt: int) -> float:
     return max(0.05, random.uniform(cap / 2, cap))  # noqa: S311  (jitter, not cryptography)
 
 
-def advance(payment_id: str) -> Outcome:
-    """Take the payment as far as it can go now (see the module docstring)."""
-    if not _lease_take(payment_id):
-        current = Payment.objects.filter(id=payment_id).values_list("status", flat=True).first()
-        return Outcome(current or "missing", busy=current in OPEN)
+def claim(
+    *, limit: int | None = None, ids: list[str] | None = None, stale_before: dt.datetime | None = None
+) -> list[str]:
+    """Lease up to ``limit`` payments with work to do that nobody holds, oldest change first; return their ids.
+
+    By default only payments whose retry is due; with ``ids``, those payments whatever their retry time;
+    with ``stale_before``, only payments untouched since then (the sweeper).
+    """
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "now": now,
+        "until": now + dt.timedelta(seconds=settings.PAYMENTS_LEASE_SECONDS),
+        "limit": limit or settings.PAYMENTS_BATCH,
+    }
+    extra = ""
+    if ids is not None:
+        extra += " AND id = ANY(%(ids)s)"
+        params["ids"] = list(ids)
+    else:
+        extra += " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+    if stale_before is not None:
+        extra += " AND updated_at < %(stale)s"
+        params["stale"] = stale_before
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL.replace("{extra}", extra), params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _lease_release(ids: list[str]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE payments_payment SET lease_until = NULL WHERE id = ANY(%s)", [ids])
+
+
+def run(ids: list[str]) -> BatchResult:
+    """Take the claimed payments ``ids`` as far as they can go now (see the module docstring); release the
+    leases at the end, whatever happens."""
+    result = BatchResult()
     try:
-        while True:
-            payment = Payment.objects.get(id=payment_id)
-            if payment.status == PaymentStatus.CREATED:
-                services.transition(payment.id, [PaymentStatus.CREATED], PaymentStatus.SCREENING)
-            elif payment.status == PaymentStatus.SCREENING:
-                _screen(payment.id)
-            elif payment.status == PaymentStatus.PROCESSING:
-                retry_in = _process(payment)
-                if retry_in is not None:
-                    return Outcome(PaymentStatus.PROCESSING, retry_in=retry_in)
-            else:
-                if payment.hold_status == HoldStatus.PENDING and payment.status != PaymentStatus.SETTLED:
-                    _release_hold(payment)
-                return Outcome(payment.status)
+        payments = {p.id: p for p in Payment.objects.filter(id__in=ids)}
+        before = {p.id: (str(p.status), str(p.hold_status)) for p in payments.values()}
+
+        created = [p.id for p in payments.values() if p.status == PaymentStatus.CREATED]
+        for moved in services.transition_many(
+            {i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING
+        ):
+            payments[moved.id] = moved
+        for moved in _screen([p for p in payments.values() if p.status == PaymentStatus.SCREENING]):
+            payments[moved.id] = moved
+        processing = [p for p in payments.values() if p.status == PaymentStatus.PROCESSING]
+        if processing:
+            _process(processing, payments, result)
+        releasing = [
+            p
+            for p in payments.values()
+            if p.status not in OPEN and p.status != PaymentStatus.SETTLED and p.hold_status == HoldStatus.PENDING
+        ]
+        if releasing:
+            _release_holds(releasing, result)
+        for payment in payments.values():
+            result.statuses[payment.id] = str(payment.status)
+            if before.get(payment.id) != (str(payment.status), str(payment.hold_status)):
+                result.changed += 1
     finally:
-        _lease_release(payment_id)
+        _lease_release(ids)
+    return result
 
 
-def _screen(payment_id: str) -> None:
-    """Screening and its verdict in one transaction, serialized per source account."""
+def _screen(payments: list[Payment]) -> list[Payment]:
+    """Screening and its verdicts in one transaction, holding a lock per source account (in order)."""
+    if not payments:
+        return []
+    from django.db import transaction
+
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().filter(id=payment_id).first()
-        if payment is None or payment.status != PaymentStatus.SCREENING:
-            return
-        account_lock(payment.source_account)
-        verdict = screen(payment)
-        if verdict.passed:
-            services._apply(payment, PaymentStatus.PROCESSING, {})
-        else:
-            services._apply(
-                payment,
-                PaymentStatus.REJECTED,
-                {"failure_code": verdict.code, "failure_message": verdict.message[:500]},
-            )
-            log.info("payments.rejected", payment_id=payment_id, code=verdict.code)
-
-
-def _process(payment: Payment) -> float | None:
-    """Hold, post, settle. Return None when the payment left ``processing``, or the seconds to wait."""
-    gateway = ledger()
-    try:
-        if payment.hold_status == HoldStatus.NONE or not payment.ledger_transaction:
-            _hold_seen(payment, hold_place(payment))
-        if payment.hold_status == HoldStatus.PENDING:
-            _hold_seen(payment, gateway.post(payment.ledger_transaction))
-        if payment.hold_status == HoldStatus.VOIDED:
-            raise LedgerRefused("hold_voided", "The ledger hold was voided (expired) before it was posted.", 409)
-    except LedgerRefused as refusal:
-        services.transition(
-            payment.id,
-            [PaymentStatus.PROCESSING],
-            PaymentStatus.FAILED,
-            failure_code=refusal.code,
-            failure_message=refusal.detail[:500] or refusal.code,
-            hold_status=payment.hold_status,
-            ledger_transaction=payment.ledger_transaction,
+        locked = list(
+            Payment.objects.select_for_update()
+            .filter(id__in=[p.id for p in payments], status=PaymentStatus.SCREENING)
+            .order_by("id")
         )
-        log.info("payments.failed", payment_id=payment.id, code=refusal.code)
-        return None
-    except UpstreamUnavailable as exc:
-        return _wait(payment, exc)
-    services.transition(
-        payment.id,
-        [PaymentStatus.PROCESSING],
-        PaymentStatus.SETTLED,
-        hold_status=HoldStatus.POSTED,
-        ledger_transaction=payment.ledger_transaction,
-        next_attempt_at=None,
-    )
-    return None
+        if not locked:
+            return []
+        accounts_lock(p.source_account for p in locked)
+        verdicts = screen_many(locked)
+        passed = {p.id: {} for p in locked if verdicts[p.id].passed}
+        rejected = {
+            p.id: {"failure_code": verdicts[p.id].code, "failure_message": verdicts[p.id].message[:500]}
+            for p in locked
+            if not verdicts[p.id].passed
+        }
+        moved = services.transition_many(passed, [PaymentStatus.SCREENING], PaymentStatus.PROCESSING)
+        moved += services.transition_many(rejected, [PaymentStatus.SCREENING], PaymentStatus.REJECTED)
+    if rejected:
+        log.info("payments.rejected", count=len(rejected), codes=sorted({c["failure_code"] for c in rejected.values()}))
+    return moved
+
+
+def _hold_args(payment: Payment) -> dict[str, Any]:
+    return {
+        "reference": payment.id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "source": payment.source_account,
+        "destination": payment.destination_account,
+        "expires_at": services.hold_expiry(payment),
+        "description": f"payment {payment.id}",
+    }
+
+
+def hold_body(payment: Payment) -> dict[str, Any]:
+    """The payment's hold as the ledger receives it: the same on every attempt (a retry is a replay)."""
+    return Ledger.hold_body(**_hold_args(payment))
 
 
 def hold_place(payment: Payment) -> dict[str, Any]:
-    """Ask the ledger for the payment's hold; the request is the same on every attempt (a retry is a replay)."""
-    return ledger().hold(
-        reference=payment.id,
-        amount=payment.amount,
-        currency=payment.currency,
-        source=payment.source_account,
-        destination=payment.destination_account,
-        expires_at=services.hold_expiry(payment),
-        description=f"payment {payment.id}",
-    )
+    """Ask the ledger for one payment's hold in a call of its own (the batch path is :func:`run`)."""
+    return ledger().hold(**_hold_args(payment))
 
 
-def _hold_seen(payment: Payment, txn: dict[str, Any]) -> None:
-    """Record the ledger transaction and its status on the payment (no status change, no event)."""
-    status = {"pending": HoldStatus.PENDING, "posted": HoldStatus.POSTED, "voided": HoldStatus.VOIDED}.get(
-        txn.get("status", ""), HoldStatus.PENDING
-    )
-    payment.ledger_transaction, payment.hold_status = txn["id"], status
-    Payment.objects.filter(id=payment.id).update(
-        ledger_transaction=txn["id"], hold_status=status, updated_at=timezone.now()
-    )
+def _refusal(item: dict[str, Any]) -> dict[str, Any]:
+    code = str(item.get("code") or "ledger_error")
+    return {"failure_code": code, "failure_message": (str(item.get("detail") or "") or code)[:500]}
 
 
-def _wait(payment: Payment, exc: Exception) -> float | None:
-    """The ledger is unavailable: count the attempt and say when to retry, or fail when they ran out."""
-    attempts = payment.attempts + 1
-    if attempts >= settings.PAYMENTS_MAX_ATTEMPTS:
-        services.transition(
-            payment.id,
-            [PaymentStatus.PROCESSING],
-            PaymentStatus.FAILED,
-            failure_code="retries_exhausted",
-            failure_message=f"The ledger stayed unavailable for {attempts} attempts: {exc}"[:500],
-            attempts=attempts,
-            next_attempt_at=None,
-        )
-        log.warning("payments.retries_exhausted", payment_id=payment.id, attempts=attempts)
-        return None
-    delay = backoff(attempts - 1)
-    now = timezone.now()
-    Payment.objects.filter(id=payment.id, status=PaymentStatus.PROCESSING).update(
-        attempts=attempts, next_attempt_at=now + dt.timedelta(seconds=delay), updated_at=now
-    )
-    log.warning("payments.ledger_unavailable", payment_id=payment.id, attempt=attempts, retry_in=round(delay, 2))
-    return delay
-
-
-def _release_hold(payment: Payment) -> bool:
-    """Void the hold of a payment that ended without settling; False if the ledger could not be reached."""
+def _process(processing: list[Payment], payments: dict[str, Payment], result: BatchResult) -> None:
+    """Holds, postings and the final transitions of the batch's ``processing`` payments."""
+    gateway = ledger()
+    failed: dict[str, dict[str, Any]] = {}
+    settled: list[Payment] = []
+    waiting: list[Payment] = []
+    unavailable: Exception | None = None
     try:
-        txn = ledger().void(payment.ledger_transaction)
+        need_hold = [p for p in processing if p.hold_status == HoldStatus.NONE or not p.ledger_transaction]
+        if need_hold:
+            for payment, item in zip(need_hold, gateway.holds([hold_body(p) for p in need_hold]), strict=True):
+                if item["status"] in ("created", "exists"):
+                    payment.ledger_transaction, payment.hold_status = item["id"], HoldStatus.PENDING
+                else:
+                    failed[payment.id] = _refusal(item)
+        to_post = [p for p in processing if p.id not in failed and p.hold_status == HoldStatus.PENDING]
+        # A hold seen posted earlier (its payment was saved before the run died) needs no call.
+        settled.extend(p for p in processing if p.id not in failed and p.hold_status == HoldStatus.POSTED)
+        if to_post:
+            items = gateway.settle_many([p.ledger_transaction for p in to_post], post=True)
+            for payment, item in zip(to_post, items, strict=True):
+                if item["status"] == "posted":
+                    payment.hold_status = HoldStatus.POSTED
+                    settled.append(payment)
+                elif item.get("code") == "transaction_not_pending":
+                    # Not posted and not pending: voided (expired, or by an operator) before it was posted.
+                    payment.hold_status = HoldStatus.VOIDED
+                    failed[payment.id] = {
+                        "failure_code": "hold_voided",
+                        "failure_message": "The ledger hold was voided (expired) before it was posted.",
+                    }
+                else:  # a frozen or closed account: the hold stays pending until it is voided below
+                    failed[payment.id] = _refusal(item)
+        voided = [p for p in processing if p.id not in failed and p.hold_status == HoldStatus.VOIDED]
+        for payment in voided:
+            failed[payment.id] = {
+                "failure_code": "hold_voided",
+                "failure_message": "The ledger hold was voided (expired) before it was posted.",
+            }
     except UpstreamUnavailable as exc:
-        log.warning("payments.hold_release_waiting", payment_id=payment.id, error=str(exc))
-        return False
-    except LedgerRefused as refusal:
-        # Not pending and not voided: it was posted. Money moved for a payment that did not settle —
-        # reconciliation reports it; nothing here may undo a posting.
-        log.error("payments.hold_release_refused", payment_id=payment.id, code=refusal.code)
-        Payment.objects.filter(id=payment.id).update(hold_status=HoldStatus.POSTED, updated_at=timezone.now())
-        return False
-    _hold_seen(payment, txn)
-    return True
+        unavailable = exc
+        decided = {p.id for p in settled} | set(failed)
+        waiting = [p for p in processing if p.id not in decided]
+
+    by_id = {p.id: p for p in processing}
+    for moved in services.transition_many(
+        {
+            p.id: {
+                "hold_status": HoldStatus.POSTED,
+                "ledger_transaction": p.ledger_transaction,
+                "next_attempt_at": None,
+            }
+            for p in settled
+        },
+        [PaymentStatus.PROCESSING],
+        PaymentStatus.SETTLED,
+    ):
+        payments[moved.id] = moved
+    for moved in services.transition_many(
+        {
+            payment_id: {
+                **fields,
+                "hold_status": by_id[payment_id].hold_status,
+                "ledger_transaction": by_id[payment_id].ledger_transaction,
+                "next_attempt_at": None,
+            }
+            for payment_id, fields in failed.items()
+        },
+        [PaymentStatus.PROCESSING],
+        PaymentStatus.FAILED,
+    ):
+        payments[moved.id] = moved
+    if failed:
+        log.info("payments.failed", count=len(failed), codes=sorted({f["failure_code"] for f in failed.values()}))
+    if waiting:
+        assert unavailable is not None
+        _wait(waiting, unavailable, payments, result)
+
+
+def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], result: BatchResult) -> None:
+    """The ledger is unavailable: count the attempt and set when to retry, or fail those out of attempts."""
+    now = timezone.now()
+    exhausted: dict[str, dict[str, Any]] = {}
+    later: list[Payment] = []
+    for payment in waiting:
+        attempts = payment.attempts + 1
+        if attempts >= settings.PAYMENTS_MAX_ATTEMPTS:
+            exhausted[payment.id] = {
+                "failure_code": "retries_exhausted",
+                "failure_message": f"The ledger stayed unavailable for {attempts} attempts: {exc}"[:500],
+                "attempts": attempts,
+                "next_attempt_at": None,
+                "hold_status": payment.hold_status,
+                "ledger_transaction": payment.ledger_transaction,
+            }
+            continue
+        delay = backoff(attempts - 1)
+        payment.attempts, payment.next_attempt_at, payment.updated_at = (
+            attempts,
+            now + dt.timedelta(seconds=delay),
+            now,
+        )
+        result.waits[payment.id] = delay
+        later.append(payment)
+    services.rows_write(later)  # leased and processing (not cancelable): nobody else writes them meanwhile
+    for moved in services.transition_many(exhausted, [PaymentStatus.PROCESSING], PaymentStatus.FAILED):
+        payments[moved.id] = moved
+    if exhausted:
+        log.warning("payments.retries_exhausted", count=len(exhausted))
+    if later:
+        log.warning(
+            "payments.ledger_unavailable",
+            count=len(later),
+            retry_in=round(min(result.waits[p.id] for p in later), 2),
+            error=str(exc),
+        )
+
+
+def _release_holds(releasing: list[Payment], result: BatchResult) -> None:
+    """Void the holds of payments that ended without settling (one call); wait and retry if the ledger is away."""
+    try:
+        items = ledger().settle_many([p.ledger_transaction for p in releasing], post=False)
+    except UpstreamUnavailable as exc:
+        now = timezone.now()
+        for payment in releasing:
+            delay = backoff(payment.attempts)
+            payment.attempts += 1
+            payment.next_attempt_at = now + dt.timedelta(seconds=delay)
+            result.waits[payment.id] = delay
+        log.warning("payments.hold_release_waiting", count=len(releasing), error=str(exc))
+    else:
+        now = timezone.now()
+        for payment, item in zip(releasing, items, strict=True):
+            if item["status"] == "voided":
+                payment.hold_status = HoldStatus.VOIDED
+            elif item.get("code") == "transaction_not_pending":
+                # Posted: money moved for a payment that did not settle. Reconciliation reports it; nothing
+                # here may undo a posting.
+                log.error("payments.hold_release_refused", payment_id=payment.id, code=item.get("code"))
+                payment.hold_status = HoldStatus.POSTED
+            else:
+                log.error("payments.hold_release_refused", payment_id=payment.id, code=item.get("code"))
+                payment.hold_status = HoldStatus.NONE
+            payment.updated_at = now
+    services.rows_write(releasing)
+
+
+def advance(payment_id: str) -> Outcome:
+    """Take one payment as far as it can go now, whatever its retry time (the ``payments.process`` task)."""
+    if not claim(ids=[payment_id], limit=1):
+        current = Payment.objects.filter(id=payment_id).values_list("status", flat=True).first()
+        return Outcome(current or "missing", busy=current in OPEN)
+    result = run([payment_id])
+    status = result.statuses.get(payment_id) or "missing"
+    return Outcome(status, retry_in=result.waits.get(payment_id) if status in OPEN else None)
+
+
+def _slot_take() -> int | None:
+    """One of ``PAYMENTS_DRAINERS`` session advisory locks, or None if every slot is taken."""
+    with connection.cursor() as cursor:
+        for slot in range(settings.PAYMENTS_DRAINERS):
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_DRAIN_LOCK, slot])
+            if cursor.fetchone()[0]:
+                return slot
+    return None
+
+
+def _slot_release(slot: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_DRAIN_LOCK, slot])
+
+
+def next_due() -> dt.datetime | None:
+    """When the earliest waiting payment's retry is due (None if nothing waits)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT min(next_attempt_at) FROM payments_payment WHERE {_WORK} AND next_attempt_at > now()"  # noqa: S608
+        )
+        return cursor.fetchone()[0]
+
+
+def drain(*, seconds: float | None = None) -> dict[str, Any]:
+    """Claim and run batches until nothing is due (or ``seconds`` pass); the ``payments.drain`` task.
+
+    At most ``PAYMENTS_DRAINERS`` drains work at once (session advisory locks); a drain that finds every slot
+    taken returns at once, since the running ones claim until nothing is due. After letting go of its slot a
+    drain claims once more: a payment committed just before, whose kick found the slots taken, is not left for
+    the sweeper. When payments wait for the ledger, a drain is scheduled for the earliest retry.
+    """
+    budget = settings.PAYMENTS_DRAIN_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + budget
+    counts = {"batches": 0, "payments": 0, "settled": 0}
+    more = False
+
+    def one(ids: list[str]) -> BatchResult:
+        result = run(ids)
+        counts["batches"] += 1
+        counts["payments"] += len(ids)
+        counts["settled"] += sum(1 for s in result.statuses.values() if s == PaymentStatus.SETTLED)
+        return result
+
+    slot = _slot_take()
+    if slot is None:
+        return {**counts, "busy": True}
+    try:
+        while True:
+            ids = claim()
+            if not ids:
+                break
+            result = one(ids)
+            if not result.changed and not result.waits:
+                break  # nothing moved: do not spin on it (the sweeper comes back to it)
+            if time.monotonic() > deadline:
+                more = True
+                break
+    finally:
+        _slot_release(slot)
+    if not more:
+        ids = claim()
+        if ids:
+            one(ids)
+            more = True
+    if more:
+        services.drain_send()
+    _schedule_retry()
+    return {**counts, "busy": False}
+
+
+_retry_at: list[float] = [0.0]  # when this process's scheduled retry drain runs (epoch seconds)
+
+
+def _schedule_retry() -> None:
+    """Send a drain for the earliest waiting retry, unless this process already sent one that runs by then."""
+    due = next_due()
+    if due is None:
+        return
+    at = due.timestamp()
+    now = time.time()
+    if now < _retry_at[0] <= at + 0.05:
+        return
+    if services.drain_send(countdown=max(0.0, at - now)):
+        _retry_at[0] = at
 
 
 def sweep(*, limit: int = 500) -> dict[str, int]:
-    """Resume payments whose work was lost and release the holds of failed ones; return counts."""
-    now = timezone.now()
-    stale = now - dt.timedelta(seconds=settings.PAYMENTS_STALE_SECONDS)
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    lost = list(
-        Payment.objects.filter(free, status__in=OPEN, updated_at__lt=stale)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=stale))
-        .order_by("updated_at")
-        .values_list("id", flat=True)[:limit]
-    )
-    holds = list(
-        Payment.objects.filter(free, hold_status=HoldStatus.PENDING, updated_at__lt=stale)
-        .exclude(status__in=OPEN)
-        .values_list("id", flat=True)[:limit]
-    )
-    if lost:
-        # Not again before two stale periods: a payment that only waits in a long queue is sent once more per
-        # that time at most, not at every sweep (the duplicates are harmless, but they are work).
-        Payment.objects.filter(id__in=lost).update(
-            next_attempt_at=now + dt.timedelta(seconds=settings.PAYMENTS_STALE_SECONDS)
-        )
-    resumed = services.enqueue(lost) if lost else 0
-    released = 0
-    for payment_id in holds:
-        if advance(payment_id).status != "missing":
-            released += Payment.objects.filter(id=payment_id, hold_status=HoldStatus.VOIDED).count()
-    if lost or holds:
-        log.info("payments.swept", resumed=resumed, holds_released=released, holds_waiting=len(holds) - released)
+    """Claim and run payments with work to do that nobody touched for ``PAYMENTS_STALE_SECONDS`` (their
+    message or worker was lost), including final ones whose hold is still to be voided; return counts."""
+    stale = timezone.now() - dt.timedelta(seconds=settings.PAYMENTS_STALE_SECONDS)
+    ids = claim(limit=limit, stale_before=stale)
+    if not ids:
+        _schedule_retry()
+        return {"resumed": 0, "holds_released": 0}
+    before = dict(Payment.objects.filter(id__in=ids).values_list("id", "status"))
+    run(ids)
+    resumed = sum(1 for s in before.values() if s in OPEN)
+    released = Payment.objects.filter(
+        id__in=[i for i, s in before.items() if s not in OPEN], hold_status=HoldStatus.VOIDED
+    ).count()
+    log.info("payments.swept", resumed=resumed, holds_released=released, holds_waiting=len(ids) - resumed - released)
+    _schedule_retry()
     return {"resumed": resumed, "holds_released": released}

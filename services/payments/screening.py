@@ -1,4 +1,4 @@
-"""Screening: the rules edited in the payments admin, applied to one payment.
+"""Screening: the rules edited in the payments admin, applied to payments (one or a worker's batch).
 
 Rules, in this order (the first that fails decides the ``failure_code``):
 
@@ -8,15 +8,16 @@ Rules, in this order (the first that fails decides the ``failure_code``):
   (count and/or sum over its rolling window) counting the payments that passed screening
   (``processing`` or ``settled``) created in that window.
 
-The caller runs :func:`screen` inside the transaction that moves the payment on, holding a transaction
-advisory lock per source account, so two payments from one account are never both counted as the last
-one under a limit.
+The caller runs :func:`screen_many` inside the transaction that moves the payments on, holding a
+transaction advisory lock per source account (:func:`accounts_lock`), so two payments from one account are
+never both counted as the last one under a limit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import connection
@@ -35,36 +36,92 @@ class Verdict:
     message: str = ""
 
 
+def _lock_key(account: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"payments-screening:{account}".encode()).digest()[:8], "big", signed=True)
+
+
 def account_lock(account: str) -> None:
     """Serialize screening per source account until the transaction ends."""
-    key = int.from_bytes(hashlib.sha256(f"payments-screening:{account}".encode()).digest()[:8], "big", signed=True)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    accounts_lock([account])
+
+
+def accounts_lock(accounts: Iterable[str]) -> None:
+    """:func:`account_lock` for many accounts at once, always in the same order (two batches never deadlock)."""
+    keys = sorted({_lock_key(a) for a in accounts})
+    if keys:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
 
 
 def screen(payment: Payment) -> Verdict:
     """Apply every enabled rule to ``payment`` (inside the caller's transaction)."""
-    blocked = BlockedAccount.objects.filter(account__in=[payment.source_account, payment.destination_account])
-    for row in blocked[:1]:
-        side = "source" if row.account == payment.source_account else "destination"
-        return Verdict(False, "account_blocked", f"The {side} account {row.account} is blocked.")
-    limit = CurrencyLimit.objects.filter(currency=payment.currency, enabled=True).first()
-    if limit is not None and payment.amount > limit.max_amount:
+    return screen_many([payment])[payment.id]
+
+
+def screen_many(payments: list[Payment]) -> dict[str, Verdict]:
+    """Apply every enabled rule to each payment, in creation order, as if one after the other: a payment that
+    passes counts towards the velocity of the ones after it. The rules are read once; the velocity totals come
+    from one grouped query per rule. Run inside the caller's transaction, holding :func:`accounts_lock` of
+    every source account."""
+    if not payments:
+        return {}
+    ordered = sorted(payments, key=lambda p: (p.created_at, p.id))
+    accounts = {a for p in ordered for a in (p.source_account, p.destination_account)}
+    blocked = set(BlockedAccount.objects.filter(account__in=accounts).values_list("account", flat=True))
+    currencies = {p.currency for p in ordered}
+    limits = {
+        row.currency: row.max_amount for row in CurrencyLimit.objects.filter(currency__in=currencies, enabled=True)
+    }
+    rules = list(VelocityLimit.objects.filter(enabled=True).filter(Q(currency="") | Q(currency__in=currencies)))
+    now = timezone.now()
+    sources = sorted({p.source_account for p in ordered})
+    # (rule id, source account) → [count, total] of the payments that passed screening in the rule's window
+    totals: dict[tuple[int, str], list[int]] = {}
+    for rule in rules:
+        recent = Payment.objects.filter(
+            source_account__in=sources, status__in=PASSED, created_at__gte=now - dt.timedelta(hours=rule.window_hours)
+        )
+        if rule.currency:
+            recent = recent.filter(currency=rule.currency)
+        for row in recent.values("source_account").annotate(count=Count("id"), total=Sum("amount")):
+            totals[(rule.id, row["source_account"])] = [row["count"], row["total"] or 0]
+    verdicts: dict[str, Verdict] = {}
+    for payment in ordered:
+        verdict = _verdict(payment, blocked, limits, rules, totals)
+        verdicts[payment.id] = verdict
+        if verdict.passed:
+            for rule in rules:
+                if (not rule.currency or rule.currency == payment.currency) and payment.created_at >= now - (
+                    dt.timedelta(hours=rule.window_hours)
+                ):
+                    counted = totals.setdefault((rule.id, payment.source_account), [0, 0])
+                    counted[0] += 1
+                    counted[1] += payment.amount
+    return verdicts
+
+
+def _verdict(
+    payment: Payment,
+    blocked: set[str],
+    limits: dict[str, int],
+    rules: list[VelocityLimit],
+    totals: dict[tuple[int, str], list[int]],
+) -> Verdict:
+    for account, side in ((payment.source_account, "source"), (payment.destination_account, "destination")):
+        if account in blocked:
+            return Verdict(False, "account_blocked", f"The {side} account {account} is blocked.")
+    limit = limits.get(payment.currency)
+    if limit is not None and payment.amount > limit:
         return Verdict(
             False,
             "amount_limit_exceeded",
-            f"{payment.amount} {payment.currency} is above the limit of {limit.max_amount} per payment.",
+            f"{payment.amount} {payment.currency} is above the limit of {limit} per payment.",
         )
-    now = timezone.now()
-    for rule in VelocityLimit.objects.filter(enabled=True).filter(Q(currency="") | Q(currency=payment.currency)):
-        since = now - dt.timedelta(hours=rule.window_hours)
-        recent = Payment.objects.filter(
-            source_account=payment.source_account, status__in=PASSED, created_at__gte=since
-        ).exclude(id=payment.id)
-        if rule.currency:
-            recent = recent.filter(currency=rule.currency)
-        totals = recent.aggregate(count=Count("id"), total=Sum("amount"))
-        count, total = totals["count"] + 1, (totals["total"] or 0) + payment.amount
+    for rule in rules:
+        if rule.currency and rule.currency != payment.currency:
+            continue
+        before = totals.get((rule.id, payment.source_account), [0, 0])
+        count, total = before[0] + 1, before[1] + payment.amount
         if rule.max_count is not None and count > rule.max_count:
             return Verdict(
                 False,

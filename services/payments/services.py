@@ -9,17 +9,20 @@ win), records the change in ``status_history``, and writes the ``payment.<status
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from services.kit.audit import audit_record
+from services.kit.audit import audit_context, audit_event
 from services.kit.context import request_id_var
 from services.kit.logs import get_logger
-from services.kit.outbox import isoformat, outbox_put
+from services.kit.outbox import isoformat, outbox_put_many
 from services.payments import idempotency
 from services.payments.api.serializers import payment_body
 from services.payments.errors import (
@@ -78,10 +81,9 @@ def domain_event(payment: Payment, event_type: str) -> dict[str, Any]:
     }
 
 
-def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | None) -> None:
-    """The domain event and the audit event of the payment's current status (in the caller's transaction)."""
-    status = payment.status
-    outbox_put("events", domain_event(payment, f"payment.{status}"))
+def _events(payment: Payment, previous: str | None, context: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The domain event and the audit event of the payment's current status, as outbox ``(topic, payload)``."""
+    status = str(payment.status)
     metadata: dict[str, Any] = {
         "amount": payment.amount,
         "currency": payment.currency,
@@ -93,15 +95,21 @@ def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | N
     if payment.failure_code:
         metadata["code"] = payment.failure_code
         metadata["detail"] = payment.failure_message
-    audit_record(
+    audit = audit_event(
         f"payments.payment.{status}",
         outcome="failure" if status in FAILURE_STATUSES else "success",
         object_type="payment",
         object_id=payment.id,
         changes={"status": [previous, status]},
         metadata=metadata,
-        actor=actor,
+        context=context,
     )
+    return [("events", domain_event(payment, f"payment.{status}")), ("audit", audit)]
+
+
+def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | None) -> None:
+    """The domain event and the audit event of the payment's current status (in the caller's transaction)."""
+    outbox_put_many(_events(payment, previous, audit_context(actor=actor)))
 
 
 def payment_create(
@@ -142,13 +150,67 @@ def payment_create(
         body = payment_body(payment)
         if claim is not None:
             idempotency.finish(claim, status=201, body=body, payment_id=payment.id)
-        transaction.on_commit(lambda: enqueue([payment.id]))
+        transaction.on_commit(kick)
     log.info("payments.created", payment_id=payment.id, amount=amount, currency=currency)
     return payment, body
 
 
+class _Kicker:
+    """Wakes the payments workers after new work was committed: at most one ``payments.drain`` message per
+    ``PAYMENTS_KICK_DELAY`` seconds from this process, however many payments it created meanwhile.
+
+    A kick requested while one is pending joins it; the pending one is sent after the request, so the drain
+    it starts claims after the payment was committed and cannot miss it. A broker outage is logged: the
+    sweeper finds the payments.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = False
+        self._pid = 0
+
+    def __call__(self) -> None:
+        delay = settings.PAYMENTS_KICK_DELAY
+        if delay <= 0:
+            drain_send()
+            return
+        with self._lock:
+            if self._pending and self._pid == os.getpid():
+                return
+            self._pending, self._pid = True, os.getpid()
+        timer = threading.Timer(delay, self._fire)
+        timer.daemon = True
+        timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._pending = False
+        drain_send()
+
+
+kick = _Kicker()
+
+
+def drain_send(*, countdown: float | None = None) -> bool:
+    """Send one ``payments.drain`` (the workers claim whatever is due); False if the broker refused."""
+    from workers.celery import app
+
+    try:
+        app.send_task(
+            "payments.drain",
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
+        )
+    except Exception as exc:  # the rows are committed; the sweeper will find them
+        log.warning("payments.kick_failed", error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
 def enqueue(payment_ids: Iterable[str], *, countdown: float | None = None) -> int:
-    """Send ``payments.process`` for each payment; a broker outage is logged (the sweeper resumes them)."""
+    """Send ``payments.process`` for each payment (one message each: the sweeper's and an operator's tool; new
+    payments are picked up by :func:`kick`). A broker outage is logged (the sweeper resumes them)."""
     from workers.celery import app
 
     sent = 0
@@ -197,6 +259,84 @@ def _apply(payment: Payment, to: str, fields: dict[str, Any], *, actor: dict[str
         setattr(payment, name, value)
     payment.save()
     _record(payment, previous, actor=actor)
+
+
+# What a status change may set besides the status: the columns :func:`transition_many` writes.
+_MUTABLE = (
+    ("status", "text"),
+    ("status_history", "jsonb"),
+    ("updated_at", "timestamptz"),
+    ("ledger_transaction", "text"),
+    ("hold_status", "text"),
+    ("failure_code", "text"),
+    ("failure_message", "text"),
+    ("attempts", "integer"),
+    ("next_attempt_at", "timestamptz"),
+    ("lease_until", "timestamptz"),
+)
+_TRANSITION_SQL = (
+    "UPDATE payments_payment AS p SET "  # noqa: S608  (column names from _MUTABLE only)
+    + ", ".join(f"{name} = v.{name}" for name, _ in _MUTABLE)
+    + " FROM unnest(%s::text[], "
+    + ", ".join(f"%s::{kind}[]" for _, kind in _MUTABLE)
+    + ") AS v(id, "
+    + ", ".join(name for name, _ in _MUTABLE)
+    + ") WHERE p.id = v.id"
+)
+
+
+def transition_many(
+    changes: dict[str, dict[str, Any]],
+    expected: Iterable[str],
+    to: str,
+    *,
+    actor: dict[str, str] | None = WORKER,
+) -> list[Payment]:
+    """Move many payments from one of ``expected`` to ``to`` in one transaction: lock them (in id order), keep
+    those still in an expected status, set each one's fields (``changes``: payment id → fields), write them
+    with one UPDATE and their events with one INSERT. Return the payments moved (the others were moved by
+    someone else meanwhile and are left as they are). Call inside ``transaction.atomic()`` to join a larger
+    transaction (screening does)."""
+    if not changes:
+        return []
+    with transaction.atomic(savepoint=False):
+        payments = list(
+            Payment.objects.select_for_update().filter(id__in=list(changes), status__in=list(expected)).order_by("id")
+        )
+        if not payments:
+            return []
+        now = timezone.now()
+        step = {"status": to, "at": isoformat(now)}
+        context = audit_context(actor=actor)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for payment in payments:
+            previous = str(payment.status)
+            payment.status = to
+            payment.status_history = [*payment.status_history, step]
+            payment.updated_at = now
+            for name, value in changes[payment.id].items():
+                setattr(payment, name, value)
+            events.extend(_events(payment, previous, context))
+        rows_write(payments)
+        outbox_put_many(events)
+    return payments
+
+
+def rows_write(payments: list[Payment]) -> None:
+    """Write the payments' mutable columns (status, history, hold, failure, attempts, lease) with one UPDATE.
+    No events: callers that change the status use :func:`transition_many`."""
+    if not payments:
+        return
+    columns: list[list[Any]] = [[p.id for p in payments]]
+    for name, kind in _MUTABLE:
+        values = [getattr(p, name) for p in payments]
+        if kind == "jsonb":
+            values = [json.dumps(v, separators=(",", ":")) for v in values]
+        elif kind == "text":
+            values = [None if v is None else str(v) for v in values]  # choices enums as their values
+        columns.append(values)
+    with connection.cursor() as cursor:
+        cursor.execute(_TRANSITION_SQL, columns)
 
 
 def payment_get(payment_id: str) -> Payment:

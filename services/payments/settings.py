@@ -36,6 +36,13 @@ PAYMENTS_LEASE_SECONDS = env.int("PAYMENTS_LEASE_SECONDS", default=60)
 PAYMENTS_MAX_ATTEMPTS = env.int("PAYMENTS_MAX_ATTEMPTS", default=40)
 PAYMENTS_RETRY_BASE_SECONDS = env.float("PAYMENTS_RETRY_BASE_SECONDS", default=1.0)
 PAYMENTS_RETRY_MAX_SECONDS = env.float("PAYMENTS_RETRY_MAX_SECONDS", default=60.0)
+# Workers claim due payments in batches of up to PAYMENTS_BATCH; at most PAYMENTS_DRAINERS drain at once, each for
+# up to PAYMENTS_DRAIN_SECONDS per task. A web process wakes them at most once per PAYMENTS_KICK_DELAY seconds
+# (0: a message per payment created).
+PAYMENTS_BATCH = env.int("PAYMENTS_BATCH", default=200)
+PAYMENTS_DRAINERS = env.int("PAYMENTS_DRAINERS", default=2)
+PAYMENTS_DRAIN_SECONDS = env.float("PAYMENTS_DRAIN_SECONDS", default=20.0)
+PAYMENTS_KICK_DELAY = env.float("PAYMENTS_KICK_DELAY", default=0.05)
 # The sweeper resumes open payments untouched for this long whose worker is gone (no lease, no retry due).
 PAYMENTS_STALE_SECONDS = env.int("PAYMENTS_STALE_SECONDS", default=30)
 # Reconciliation against the ledger: payments created in this window (ending a minute ago).

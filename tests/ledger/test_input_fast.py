@@ -20,6 +20,8 @@ LEGS = [
         {"reference": "r3", "postings": LEGS, "currency": "EUR", "description": ""},
         {"reference": "r4", "postings": [{"account": "acc_a", "direction": "debit", "amount": "5"}, LEGS[1]]},
         {"reference": "r5", "postings": []},
+        {"reference": "r6", "postings": LEGS, "pending": True, "expires_at": "2030-01-01T00:00:00Z"},
+        {"reference": "r7", "postings": LEGS, "pending": True, "expires_at": "2030-01-01T12:30:00.123456+02:00"},
     ],
 )
 def test_fast_path_matches_the_serializer_on_well_formed_input(raw):
@@ -29,6 +31,8 @@ def test_fast_path_matches_the_serializer_on_well_formed_input(raw):
 
     # then the fast path yields the very same transaction input
     assert transaction_input_fast(raw) == transaction_input(serializer.validated_data)
+    # and the same content hash (a replay through the other path is recognised as the same transaction)
+    assert transaction_input_fast(raw).content_hash() == transaction_input(serializer.validated_data).content_hash()
 
 
 @pytest.mark.parametrize(
@@ -40,7 +44,9 @@ def test_fast_path_matches_the_serializer_on_well_formed_input(raw):
         {"reference": "r", "postings": LEGS, "pending": "true"},
         {"reference": "r", "postings": LEGS, "currency": "eur"},
         {"reference": "r", "postings": LEGS, "currency": None},
-        {"reference": "r", "postings": LEGS, "expires_at": "2030-01-01T00:00:00Z"},
+        {"reference": "r", "postings": LEGS, "expires_at": "2030-01-01T00:00:00"},  # no offset
+        {"reference": "r", "postings": LEGS, "expires_at": "2030-01-01"},
+        {"reference": "r", "postings": LEGS, "expires_at": 1893456000},
         {"reference": "r", "postings": LEGS, "surprise": 1},
         {"reference": "r", "postings": [{"account": "acc_a", "direction": "up", "amount": 5}]},
         {"reference": "r", "postings": [{"account": "acc_a", "direction": "debit"}]},

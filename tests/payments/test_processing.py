@@ -236,11 +236,14 @@ def test_the_sweeper_resumes_lost_work_and_releases_holds_of_failed_payments(led
 
     counts = sweep()
 
+    # the sweeper carries the lost payment out itself and voids the hold; the others are left alone
     assert counts == {"resumed": 1, "holds_released": 1}
-    # the lost one is not sent again at the next sweep (it may only be waiting in a long queue)
+    assert Payment.objects.get(id=lost.id).status == "settled"
+    assert Payment.objects.get(id=waiting.id).status == "processing"
+    assert Payment.objects.get(id=leased.id).status == "created"
     assert sweep() == {"resumed": 0, "holds_released": 0}
     assert Payment.objects.get(id=failed.id).hold_status == HoldStatus.VOIDED
-    assert ledger_admin.balance(source)["available"] == 10_000
+    assert ledger_admin.balance(source)["available"] == 10_000 - 100
     (voided,) = ledger_admin.transaction_by_reference(failed.id)
     assert voided["status"] == "voided"
 

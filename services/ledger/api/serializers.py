@@ -156,7 +156,9 @@ class TransactionInputSerializer(StrictSerializer):
         return transaction_input(data)
 
 
-_FAST_KEYS = frozenset({"reference", "description", "pending", "currency", "postings", "metadata"})
+_FAST_KEYS = frozenset({"reference", "description", "pending", "currency", "postings", "metadata", "expires_at"})
+# An ISO 8601 instant with an explicit offset: what DRF's DateTimeField accepts and reads the same way.
+_INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 _POSTING_KEYS = frozenset({"account", "direction", "amount"})
 _DIRECTIONS = frozenset(Direction.values)
 _CURRENCY_RE = re.compile(CURRENCY)
@@ -185,6 +187,14 @@ def transaction_input_fast(raw: Any) -> TransactionInput | None:
         return None
     if not isinstance(metadata, dict) or not isinstance(postings, list) or len(postings) > 100:
         return None
+    expires_at = raw.get("expires_at")
+    if expires_at is not None:
+        if not isinstance(expires_at, str) or not _INSTANT_RE.fullmatch(expires_at):
+            return None
+        try:
+            expires_at = datetime.fromisoformat(expires_at).astimezone(dt.UTC)
+        except ValueError:
+            return None
     parsed = []
     for posting in postings:
         if not isinstance(posting, dict) or posting.keys() != _POSTING_KEYS:
@@ -200,6 +210,7 @@ def transaction_input_fast(raw: Any) -> TransactionInput | None:
         currency=currency,
         metadata=metadata,
         postings=parsed,
+        expires_at=expires_at,
     )
 
 
