@@ -323,6 +323,48 @@ def settle_times(payments_url: str, ids: list[str], drain: float) -> tuple[dict[
     return latencies, other
 
 
+def _process_cpu() -> dict[int, tuple[int, int, str, float]]:
+    """pid → (session id, uid, command name, CPU seconds) of every process, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[int, int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[3] is the session id; utime and stime are fields 14 and 15 of the full line
+        found[int(entry.name)] = (int(fields[3]), uid, name, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def cpu_by_part(system: System) -> dict[str, float]:
+    """CPU seconds used so far by each part of the system (each is its own session: the process and its
+    children), by PostgreSQL and Redis (their server processes, whoever started them), and by this bench."""
+    sessions = {
+        process.proc.pid: process.name.rsplit("-", 1)[0] if process.name[-1].isdigit() else process.name
+        for process in system.processes
+    }
+    totals: dict[str, float] = {}
+    for pid, (session, _uid, name, seconds) in _process_cpu().items():
+        if session in sessions:
+            part = sessions[session]
+        elif name.startswith(("postgres", "postmaster")):
+            part = "postgresql"
+        elif name.startswith("redis-server"):
+            part = "redis"
+        elif pid == os.getpid():
+            part = "bench client"
+        else:
+            continue
+        totals[part] = totals.get(part, 0.0) + seconds
+    return totals
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.payments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="50,100,150,200,250", help="offered payments/s, in order")
@@ -454,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results = []
+        cpu_rows: list[tuple[float, int, dict[str, float]]] = []
         for rate in rates:
+            cpu0 = cpu_by_part(system)
             busy0, total0 = machine_ticks()
             began = time.time()
             step = drive(payments_url, token, rate, args.seconds, sources, destinations)
@@ -473,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
             p50 = percentile(values, 0.50) * 1000 if values else float("nan")
             p99 = percentile(values, 0.99) * 1000 if values else float("nan")
             busy = (busy1 - busy0) / max(1, total1 - total0)
+            cpu1 = cpu_by_part(system)
+            cpu_rows.append((rate, len(values), {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}))
             results.append((rate, step, settled_rate, p50, p99, unsettled, other))
             print(
                 f"{rate:9.0f} {step.created:8d} {step.created / step.seconds:10.1f} {settled_rate:9.1f} {p50:8.0f} "
@@ -483,6 +529,18 @@ def main(argv: list[str] | None = None) -> int:
             if unsettled > step.created * 0.05:
                 print("  (backlog not drained: stopping here)")
                 break
+        print()
+        print("CPU ms per settled payment, by part (each step: from its first creation to its drain):")
+        parts = sorted(
+            {k for _, _, row in cpu_rows for k in row}, key=lambda k: -sum(r.get(k, 0) for _, _, r in cpu_rows)
+        )
+        print(f"{'part':<22}" + "".join(f"{rate:>9.0f}/s" for rate, _, _ in cpu_rows))
+        for part in [*parts, "total"]:
+            cells = []
+            for _, settled_n, row in cpu_rows:
+                seconds = sum(row.values()) if part == "total" else row.get(part, 0.0)
+                cells.append(f"{seconds * 1000 / max(1, settled_n):>11.1f}")
+            print(f"{part:<22}" + "".join(cells))
         sustained = max(
             (rate for rate, step, settled, _, _, unsettled, _ in results if not unsettled and settled >= 0.95 * rate),
             default=0.0,

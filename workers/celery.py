@@ -39,7 +39,21 @@ app.conf.update(
     enable_utc=True,
     timezone="UTC",
     beat_schedule=BEAT_SCHEDULE,
+    # Celery's Django fixup closes every database connection after every task unless this is set: a new
+    # PostgreSQL connection (a forked backend) per task. It is set, so connections are kept; the handler below
+    # treats each task as Django treats a request (a broken connection, or one older than CONN_MAX_AGE, is
+    # closed; the next use health-checks it). The fixup still closes them all every this many tasks.
+    CELERY_DB_REUSE_MAX=1000,
 )
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _database_connections_checked(**kwargs: Any) -> None:
+    """Before and after each task, as Django does before and after each request."""
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @signals.setup_logging.connect

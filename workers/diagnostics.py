@@ -7,12 +7,24 @@ from typing import Any
 
 from celery import Task
 from django.conf import settings
+from django.db import DatabaseError, connection
 
 from services.kit.context import request_id_var
 from services.kit.logs import get_logger
 from workers.celery import app
 
 log = get_logger(__name__)
+
+
+def _backend_pid() -> int | None:
+    """The PostgreSQL backend serving this worker process (the same from task to task: connections are kept)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+    except DatabaseError as exc:
+        log.warning("ping.database_unavailable", error=str(exc))
+        return None
 
 
 def ping_task(queue: str) -> Task:
@@ -27,6 +39,7 @@ def ping_task(queue: str) -> Task:
             "task_id": self.request.id,
             "hostname": self.request.hostname or socket.gethostname(),
             "service": settings.ATRIUM_SERVICE,
+            "database_backend": _backend_pid(),
         }
 
     return ping

@@ -33,7 +33,7 @@ def process(self: Any, payment_id: str) -> dict[str, Any]:
     return {"payment": payment_id, "status": outcome.status, "busy": outcome.busy}
 
 
-@app.task(name="payments.drain", acks_late=True)
+@app.task(name="payments.drain", acks_late=True, ignore_result=True)
 def drain() -> dict[str, Any]:
     """Claim and carry out due payments in batches until none is due (see ``services.payments.processing``).
 
@@ -62,7 +62,7 @@ def idempotency_purge() -> int:
     return idempotency.purge()
 
 
-@app.task(name="payments.domain_event", acks_late=True)
+@app.task(name="payments.domain_event", acks_late=True, ignore_result=True)
 def domain_event(events: list[Any]) -> int:
     """Receives the ``payment.<status>`` domain events the outbox relays (topic ``events``).
 

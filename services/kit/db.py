@@ -15,6 +15,29 @@ from services.kit.logs import get_logger
 log = get_logger(__name__)
 
 
+def execute(sql: str, params: list[Any] | dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run one statement on Django's connection (in its current transaction) with server-side binding, and
+    return its rows (none for a statement that returns none).
+
+    Unlike Django's cursor (psycopg's client-side ``ClientCursor``), parameters are not quoted into the SQL
+    text in Python — for arrays of thousands of values that quoting costs more than the statement — and
+    psycopg prepares a statement it sees repeatedly. Errors are Django's database exceptions.
+    """
+    connection.ensure_connection()
+    started = time.monotonic()
+    with connection.wrap_database_errors:
+        cursor = psycopg.Cursor(connection.connection)
+        try:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall() if cursor.description is not None else []
+        finally:
+            cursor.close()
+    if connection.queries_logged:
+        elapsed = f"{time.monotonic() - started:.3f}"
+        connection.queries_log.append({"sql": f"{sql} -- params {params!r} (server-side binding)", "time": elapsed})
+    return rows
+
+
 class Pipeline:
     """Statements sent to PostgreSQL together and answered in one network round trip (psycopg pipeline mode).
 

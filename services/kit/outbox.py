@@ -30,6 +30,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from services.kit.db import Pipeline, WriteTransaction
+from services.kit.db import execute as db_execute
 from services.kit.ids import id_new
 from services.kit.logs import get_logger
 from services.kit.models import OutboxEvent
@@ -82,32 +83,34 @@ def outbox_put(
 
 
 def outbox_put_many(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Write many ``(topic, payload)`` events to the outbox in the current transaction with one multi-row
-    INSERT per 2,000 events; return their ids in order. The relay is woken once after commit."""
+    """Write many ``(topic, payload)`` events to the outbox in the current transaction with one INSERT (the
+    rows as arrays: the statement is the same for any count, prepared once); return their ids in order. The
+    relay is woken once after commit."""
     if not events:
         return []
     known = topics()
     for topic, _ in events:
         if topic not in known:
             raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
-    now = timezone.now()
     ids = [id_new("evt") for _ in events]
-    with connection.cursor() as cursor:
-        for start in range(0, len(events), _MANY_CHUNK):
-            chunk = events[start : start + _MANY_CHUNK]
-            params: list[Any] = []
-            for event_id, (topic, payload) in zip(ids[start : start + _MANY_CHUNK], chunk, strict=True):
-                params.extend([event_id, topic, json.dumps(payload, separators=(",", ":"), ensure_ascii=False), now])
-            values = ", ".join(["(%s, %s, %s::jsonb, %s, 0, '')"] * len(chunk))
-            cursor.execute(
-                f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) VALUES {values}",  # noqa: S608
-                params,
-            )
+    db_execute(
+        _INSERT_MANY,
+        [
+            timezone.now(),
+            ids,
+            [topic for topic, _ in events],
+            [json.dumps(payload, separators=(",", ":"), ensure_ascii=False) for _, payload in events],
+        ],
+    )
     transaction.on_commit(relay_kick)
     return ids
 
 
-_MANY_CHUNK = 2000  # rows per INSERT: 4 parameters each, well under PostgreSQL's 65,535
+_INSERT_MANY = (
+    f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) "  # noqa: S608  (constants)
+    "SELECT id, topic, payload::jsonb, %s, 0, '' "
+    "FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(id, topic, payload)"
+)
 
 
 # ------------------------------------------------------------------------------------- relay
@@ -207,6 +210,7 @@ def celery_publish(task_name: str, events: list[dict[str, Any]]) -> None:
     app.send_task(
         task_name,
         args=[events],
+        ignore_result=True,  # nobody waits for it (and a sender that may wait subscribes to every result)
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
     )

@@ -47,6 +47,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import services
@@ -111,21 +112,18 @@ def claim(
     }
     extra = ""
     if ids is not None:
-        extra += " AND id = ANY(%(ids)s)"
+        extra += " AND id = ANY(%(ids)s::text[])"
         params["ids"] = list(ids)
     else:
         extra += " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
     if stale_before is not None:
         extra += " AND updated_at < %(stale)s"
         params["stale"] = stale_before
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL.replace("{extra}", extra), params)
-        return [row[0] for row in cursor.fetchall()]
+    return [row[0] for row in db_execute(_CLAIM_SQL.replace("{extra}", extra), params)]
 
 
 def _lease_release(ids: list[str]) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE payments_payment SET lease_until = NULL WHERE id = ANY(%s)", [ids])
+    db_execute("UPDATE payments_payment SET lease_until = NULL WHERE id = ANY(%s::text[])", [ids])
 
 
 def run(ids: list[str]) -> BatchResult:
@@ -137,12 +135,10 @@ def run(ids: list[str]) -> BatchResult:
         before = {p.id: (str(p.status), str(p.hold_status)) for p in payments.values()}
 
         created = [p.id for p in payments.values() if p.status == PaymentStatus.CREATED]
-        for moved in services.transition_many(
-            {i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING
-        ):
-            payments[moved.id] = moved
-        for moved in _screen([p for p in payments.values() if p.status == PaymentStatus.SCREENING]):
-            payments[moved.id] = moved
+        services.transition_many(
+            {i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING, known=payments
+        )
+        _screen([p for p in payments.values() if p.status == PaymentStatus.SCREENING], payments)
         processing = [p for p in payments.values() if p.status == PaymentStatus.PROCESSING]
         if processing:
             _process(processing, payments, result)
@@ -162,20 +158,17 @@ def run(ids: list[str]) -> BatchResult:
     return result
 
 
-def _screen(payments: list[Payment]) -> list[Payment]:
+def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:
     """Screening and its verdicts in one transaction, holding a lock per source account (in order)."""
-    if not payments:
-        return []
+    if not screening:
+        return
     from django.db import transaction
 
     with transaction.atomic():
-        locked = list(
-            Payment.objects.select_for_update()
-            .filter(id__in=[p.id for p in payments], status=PaymentStatus.SCREENING)
-            .order_by("id")
-        )
+        rows = db_execute(services.LOCK_SQL, [sorted(p.id for p in screening)])
+        locked = [payments[i] for i, status in rows if status == PaymentStatus.SCREENING == str(payments[i].status)]
         if not locked:
-            return []
+            return
         accounts_lock(p.source_account for p in locked)
         verdicts = screen_many(locked)
         passed = {p.id: {} for p in locked if verdicts[p.id].passed}
@@ -184,11 +177,10 @@ def _screen(payments: list[Payment]) -> list[Payment]:
             for p in locked
             if not verdicts[p.id].passed
         }
-        moved = services.transition_many(passed, [PaymentStatus.SCREENING], PaymentStatus.PROCESSING)
-        moved += services.transition_many(rejected, [PaymentStatus.SCREENING], PaymentStatus.REJECTED)
+        services.transition_many(passed, [PaymentStatus.SCREENING], PaymentStatus.PROCESSING, known=payments)
+        services.transition_many(rejected, [PaymentStatus.SCREENING], PaymentStatus.REJECTED, known=payments)
     if rejected:
         log.info("payments.rejected", count=len(rejected), codes=sorted({c["failure_code"] for c in rejected.values()}))
-    return moved
 
 
 def _hold_args(payment: Payment) -> dict[str, Any]:
@@ -263,7 +255,7 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         waiting = [p for p in processing if p.id not in decided]
 
     by_id = {p.id: p for p in processing}
-    for moved in services.transition_many(
+    services.transition_many(
         {
             p.id: {
                 "hold_status": HoldStatus.POSTED,
@@ -274,9 +266,9 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         },
         [PaymentStatus.PROCESSING],
         PaymentStatus.SETTLED,
-    ):
-        payments[moved.id] = moved
-    for moved in services.transition_many(
+        known=payments,
+    )
+    services.transition_many(
         {
             payment_id: {
                 **fields,
@@ -288,8 +280,8 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         },
         [PaymentStatus.PROCESSING],
         PaymentStatus.FAILED,
-    ):
-        payments[moved.id] = moved
+        known=payments,
+    )
     if failed:
         log.info("payments.failed", count=len(failed), codes=sorted({f["failure_code"] for f in failed.values()}))
     if waiting:
@@ -323,8 +315,7 @@ def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], 
         result.waits[payment.id] = delay
         later.append(payment)
     services.rows_write(later)  # leased and processing (not cancelable): nobody else writes them meanwhile
-    for moved in services.transition_many(exhausted, [PaymentStatus.PROCESSING], PaymentStatus.FAILED):
-        payments[moved.id] = moved
+    services.transition_many(exhausted, [PaymentStatus.PROCESSING], PaymentStatus.FAILED, known=payments)
     if exhausted:
         log.warning("payments.retries_exhausted", count=len(exhausted))
     if later:
@@ -390,6 +381,17 @@ def _slot_release(slot: int) -> None:
         cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_DRAIN_LOCK, slot])
 
 
+def drain_running() -> bool:
+    """Whether some drain holds a slot now (it claims at least once more before it ends)."""
+    rows = db_execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = %s::bigint::oid AND objsubid = 2)",
+        [_DRAIN_LOCK % 2**32],
+    )
+    return bool(rows[0][0])
+
+
 def next_due() -> dt.datetime | None:
     """When the earliest waiting payment's retry is due (None if nothing waits)."""
     with connection.cursor() as cursor:
@@ -404,10 +406,12 @@ def drain(*, seconds: float | None = None) -> dict[str, Any]:
 
     At most ``PAYMENTS_DRAINERS`` drains work at once (session advisory locks); a drain that finds every slot
     taken returns at once, since the running ones claim until nothing is due. After letting go of its slot a
-    drain claims once more: a payment committed just before, whose kick found the slots taken, is not left for
-    the sweeper. When payments wait for the ledger, a drain is scheduled for the earliest retry.
+    drain claims once more: a payment committed just before, whose kick found the slots taken (or was not sent
+    because a drain was running, see :func:`drain_running`), is not left for the sweeper. When payments wait
+    for the ledger, a drain is scheduled for the earliest retry.
     """
     budget = settings.PAYMENTS_DRAIN_SECONDS if seconds is None else seconds
+    gather = settings.PAYMENTS_DRAIN_GATHER
     deadline = time.monotonic() + budget
     counts = {"batches": 0, "payments": 0, "settled": 0}
     more = False
@@ -427,12 +431,20 @@ def drain(*, seconds: float | None = None) -> dict[str, Any]:
             ids = claim()
             if not ids:
                 break
-            result = one(ids)
+            try:
+                result = one(ids)
+            except Exception:
+                services.drain_send(countdown=1.0)  # the others that are due still get their run
+                raise
             if not result.changed and not result.waits:
                 break  # nothing moved: do not spin on it (the sweeper comes back to it)
             if time.monotonic() > deadline:
                 more = True
                 break
+            if len(ids) < (settings.PAYMENTS_BATCH or 1) and gather > 0:
+                # A short batch: let the next one gather (the fixed cost of a batch — its transactions and two
+                # ledger calls — is then shared by more payments), instead of chasing payments one by one.
+                time.sleep(gather)
     finally:
         _slot_release(slot)
     if not more:

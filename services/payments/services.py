@@ -12,15 +12,17 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event
 from services.kit.context import request_id_var
+from services.kit.db import execute as db_execute
 from services.kit.logs import get_logger
 from services.kit.outbox import isoformat, outbox_put_many
 from services.payments import idempotency
@@ -112,6 +114,31 @@ def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | N
     outbox_put_many(_events(payment, previous, audit_context(actor=actor)))
 
 
+# A new payment's row: one prepared INSERT (the ORM's save costs more than the rest of the transaction).
+_INSERT_COLUMNS = (
+    "id",
+    "client_id",
+    "amount",
+    "currency",
+    "source_account",
+    "destination_account",
+    "description",
+    "status",
+    "request_id",
+    "created_at",
+    "updated_at",
+    "ledger_transaction",
+    "hold_status",
+    "failure_code",
+    "failure_message",
+    "attempts",
+)
+_INSERT_SQL = (
+    f"INSERT INTO payments_payment ({', '.join(_INSERT_COLUMNS)}, metadata, status_history) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))}, %s::jsonb, %s::jsonb)"
+)
+
+
 def payment_create(
     *,
     client_id: str,
@@ -132,7 +159,7 @@ def payment_create(
     _check_accounts(source_account, destination_account, currency)
     now = timezone.now()
     with transaction.atomic():
-        payment = Payment.objects.create(
+        payment = Payment(
             client_id=client_id,
             amount=amount,
             currency=currency,
@@ -145,6 +172,14 @@ def payment_create(
             request_id=request_id_var.get() or "",
             created_at=now,
             updated_at=now,
+        )
+        db_execute(
+            _INSERT_SQL,
+            [
+                *(str(v) if isinstance(v, str) else v for v in (getattr(payment, n) for n in _INSERT_COLUMNS)),
+                json.dumps(payment.metadata, separators=(",", ":"), ensure_ascii=False),
+                json.dumps(payment.status_history, separators=(",", ":")),
+            ],
         )
         _record(payment, None, actor=None)
         body = payment_body(payment)
@@ -159,33 +194,71 @@ class _Kicker:
     """Wakes the payments workers after new work was committed: at most one ``payments.drain`` message per
     ``PAYMENTS_KICK_DELAY`` seconds from this process, however many payments it created meanwhile.
 
-    A kick requested while one is pending joins it; the pending one is sent after the request, so the drain
-    it starts claims after the payment was committed and cannot miss it. A broker outage is logged: the
-    sweeper finds the payments.
+    One thread per process waits for kicks; when one comes it waits the delay, then sends unless a drain is
+    running already. A kick that comes before the send is covered by it (the send follows the kick's commit,
+    so the drain it starts claims after the payment was committed and cannot miss it); a kick after the send
+    starts the next round. A broker outage is logged: the sweeper finds the payments.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending = False
+        self._event = threading.Event()
+        self._thread: threading.Thread | None = None
         self._pid = 0
+        self._stopping = False
 
     def __call__(self) -> None:
-        delay = settings.PAYMENTS_KICK_DELAY
-        if delay <= 0:
+        if settings.PAYMENTS_KICK_DELAY <= 0:
             drain_send()
             return
         with self._lock:
-            if self._pending and self._pid == os.getpid():
-                return
-            self._pending, self._pid = True, os.getpid()
-        timer = threading.Timer(delay, self._fire)
-        timer.daemon = True
-        timer.start()
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()  # (a forked child starts its own thread)
+                self._event = threading.Event()
+                self._thread = threading.Thread(target=self._loop, name="payments-kick", daemon=True)
+                self._thread.start()
+        self._event.set()
 
-    def _fire(self) -> None:
+    def _loop(self) -> None:
+        from django.db import connection
+
+        event = self._event
+        while True:
+            if not event.wait(timeout=60.0):
+                connection.close()  # this thread's connection: not kept open while nothing happens
+                continue
+            if self._stopping:
+                connection.close()
+                return
+            time.sleep(settings.PAYMENTS_KICK_DELAY)
+            event.clear()
+            if not self._drain_running():
+                drain_send()
+
+    def stop(self) -> None:
+        """End the thread and close its database connection (tests: before the test database is dropped)."""
         with self._lock:
-            self._pending = False
-        drain_send()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._stopping = True
+            self._event.set()
+            thread.join(timeout=5)
+            self._stopping = False
+
+    @staticmethod
+    def _drain_running() -> bool:
+        """A drain holding its slot claims at least once more after now, and so sees every payment committed
+        before now: no message is needed (under load one always is running). If in doubt, False."""
+        from django.db import connection
+
+        from services.payments.processing import drain_running
+
+        try:
+            return drain_running()
+        except Exception as exc:
+            log.warning("payments.kick_check_failed", error=f"{type(exc).__name__}: {exc}")
+            connection.close()
+            return False
 
 
 kick = _Kicker()
@@ -199,6 +272,7 @@ def drain_send(*, countdown: float | None = None) -> bool:
         app.send_task(
             "payments.drain",
             countdown=countdown,
+            ignore_result=True,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
         )
@@ -276,9 +350,9 @@ _MUTABLE = (
 )
 _TRANSITION_SQL = (
     "UPDATE payments_payment AS p SET "  # noqa: S608  (column names from _MUTABLE only)
-    + ", ".join(f"{name} = v.{name}" for name, _ in _MUTABLE)
+    + ", ".join(f"{name} = v.{name}" + ("::jsonb" if kind == "jsonb" else "") for name, kind in _MUTABLE)
     + " FROM unnest(%s::text[], "
-    + ", ".join(f"%s::{kind}[]" for _, kind in _MUTABLE)
+    + ", ".join(f"%s::{'text' if kind == 'jsonb' else kind}[]" for _, kind in _MUTABLE)
     + ") AS v(id, "
     + ", ".join(name for name, _ in _MUTABLE)
     + ") WHERE p.id = v.id"
@@ -291,18 +365,32 @@ def transition_many(
     to: str,
     *,
     actor: dict[str, str] | None = WORKER,
+    known: dict[str, Payment] | None = None,
 ) -> list[Payment]:
     """Move many payments from one of ``expected`` to ``to`` in one transaction: lock them (in id order), keep
     those still in an expected status, set each one's fields (``changes``: payment id → fields), write them
     with one UPDATE and their events with one INSERT. Return the payments moved (the others were moved by
     someone else meanwhile and are left as they are). Call inside ``transaction.atomic()`` to join a larger
-    transaction (screening does)."""
+    transaction (screening does).
+
+    ``known`` are the payments as the caller loaded them (a worker holding their leases): only their status
+    is read again under the lock, and one whose status changed since is left alone.
+    """
     if not changes:
         return []
+    expected = {str(s) for s in expected}
     with transaction.atomic(savepoint=False):
-        payments = list(
-            Payment.objects.select_for_update().filter(id__in=list(changes), status__in=list(expected)).order_by("id")
-        )
+        if known is None:
+            payments = list(
+                Payment.objects.select_for_update().filter(id__in=list(changes), status__in=expected).order_by("id")
+            )
+        else:
+            rows = db_execute(LOCK_SQL, [sorted(changes)])
+            payments = [
+                known[payment_id]
+                for payment_id, status in rows
+                if status in expected and str(known[payment_id].status) == status
+            ]
         if not payments:
             return []
         now = timezone.now()
@@ -322,6 +410,9 @@ def transition_many(
     return payments
 
 
+LOCK_SQL = "SELECT id, status FROM payments_payment WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+
+
 def rows_write(payments: list[Payment]) -> None:
     """Write the payments' mutable columns (status, history, hold, failure, attempts, lease) with one UPDATE.
     No events: callers that change the status use :func:`transition_many`."""
@@ -335,8 +426,7 @@ def rows_write(payments: list[Payment]) -> None:
         elif kind == "text":
             values = [None if v is None else str(v) for v in values]  # choices enums as their values
         columns.append(values)
-    with connection.cursor() as cursor:
-        cursor.execute(_TRANSITION_SQL, columns)
+    db_execute(_TRANSITION_SQL, columns)
 
 
 def payment_get(payment_id: str) -> Payment:

@@ -42,7 +42,9 @@ PAYMENTS_RETRY_MAX_SECONDS = env.float("PAYMENTS_RETRY_MAX_SECONDS", default=60.
 PAYMENTS_BATCH = env.int("PAYMENTS_BATCH", default=200)
 PAYMENTS_DRAINERS = env.int("PAYMENTS_DRAINERS", default=2)
 PAYMENTS_DRAIN_SECONDS = env.float("PAYMENTS_DRAIN_SECONDS", default=20.0)
-PAYMENTS_KICK_DELAY = env.float("PAYMENTS_KICK_DELAY", default=0.05)
+PAYMENTS_KICK_DELAY = env.float("PAYMENTS_KICK_DELAY", default=0.1)
+# After a batch smaller than PAYMENTS_BATCH a drain waits this long before its next claim, so that batches gather.
+PAYMENTS_DRAIN_GATHER = env.float("PAYMENTS_DRAIN_GATHER", default=0.1)
 # The sweeper resumes open payments untouched for this long whose worker is gone (no lease, no retry due).
 PAYMENTS_STALE_SECONDS = env.int("PAYMENTS_STALE_SECONDS", default=30)
 # Reconciliation against the ledger: payments created in this window (ending a minute ago).

@@ -61,3 +61,27 @@ def test_task_without_a_request_gets_its_own_request_id(harness, live_portal, al
 
     # then it ran under a fresh, well-formed request id
     assert answer["request_id"].startswith("req_")
+
+
+def test_a_worker_keeps_its_database_connection_from_task_to_task_and_replaces_a_broken_one(harness, live_portal):
+    # given a live worker (Celery's Django fixup would otherwise connect anew for every task)
+    harness.worker("portal", database_url=current_test_database_url())
+    from django.db import connection
+
+    from workers.celery import app
+
+    def backend() -> int:
+        return app.send_task("portal.ping", kwargs={"message": "db"}).get(timeout=15)["database_backend"]
+
+    # when it runs tasks one after another, the same PostgreSQL backend serves them
+    first = backend()
+    assert isinstance(first, int)
+    assert backend() == backend() == first
+
+    # and when that connection dies under it, the next task health-checks it and connects again
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+    replaced = backend()
+    assert isinstance(replaced, int)
+    assert replaced != first
+    assert backend() == replaced

@@ -182,3 +182,12 @@ class PaymentsAPI:
 @pytest.fixture
 def api(client: Client, payments_env: None, module_key: SigningKey) -> PaymentsAPI:
     return PaymentsAPI(client, module_key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kicker_stopped(django_db_setup: None) -> Iterator[None]:
+    """The kick thread keeps a database connection of its own: closed before the test database is dropped."""
+    yield
+    from services.payments.services import kick
+
+    kick.stop()

@@ -7,6 +7,8 @@ import datetime as dt
 import threading
 import time
 
+import psycopg
+import psycopg.conninfo
 import pytest
 import redis
 from django.db import connection
@@ -195,6 +197,31 @@ def test_many_payments_created_at_once_wake_the_workers_with_one_message(setting
     create(source, destination, 10)
     time.sleep(0.6)
     assert broker.llen("payments") - before == 2
+
+
+def test_no_message_is_sent_while_a_drain_is_running_it_claims_once_more_anyway(settings, ledger_admin: LedgerAdmin):
+    source, destination = ledger_admin.funded(10_000), ledger_admin.account()
+    settings.PAYMENTS_KICK_DELAY = 0.2
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    before = broker.llen("payments")
+    slot_holder = psycopg.connect(_database_url(), autocommit=True)  # another worker's drain, mid-run
+    try:
+        slot_holder.execute("SELECT pg_advisory_lock(%s, 1)", [processing._DRAIN_LOCK])
+        assert processing.drain_running()
+
+        payment = create(source, destination, 10)
+        time.sleep(0.5)
+        assert broker.llen("payments") == before
+    finally:
+        slot_holder.close()
+    assert not processing.drain_running()
+    # what that drain does after letting go of its slot: one more claim, which finds the payment
+    assert processing.claim() == [payment.id]
+
+
+def _database_url() -> str:
+    params = connection.get_connection_params()
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if k not in ("cursor_factory", "context")})
 
 
 def test_the_event_body_is_what_the_api_serializer_gives(ledger_admin: LedgerAdmin):

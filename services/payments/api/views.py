@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from services.kit.pagination import CursorPagination
 from services.payments import idempotency, services
-from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer
+from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer, create_input_fast
 from services.payments.filtersets import PaymentFilterSet
 from services.payments.models import Payment
 
@@ -57,9 +57,12 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         if isinstance(held, idempotency.Replay):
             return Response(held.body, status=held.status, headers={idempotency.REPLAY_HEADER: "true"})
         with idempotency.released_on_error(held):
-            serializer = PaymentCreateSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            _, body = services.payment_create(client_id=request.user.client_id, claim=held, **serializer.validated_data)
+            data = create_input_fast(request.data)
+            if data is None:
+                serializer = PaymentCreateSerializer(data=request.data)
+                serializer.is_valid(raise_exception=True)
+                data = serializer.validated_data
+            _, body = services.payment_create(client_id=request.user.client_id, claim=held, **data)
         return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: PaymentSerializer})
