@@ -13,9 +13,10 @@ workers, threads = web_layout()
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
-# Recycle workers now and then so a slow leak never becomes an outage.
-max_requests = 5000
-max_requests_jitter = 500
+# Recycle workers now and then so a slow leak never becomes an outage: at a few hundred requests a second a
+# worker lives minutes, not seconds (a new one costs a second or two of CPU to start).
+max_requests = int(os.environ.get("WEB_MAX_REQUESTS", "50000"))
+max_requests_jitter = max_requests // 10
 # Processes are supervised from outside (honcho, Kubernetes); the control socket's
 # default path ($HOME/.gunicorn/gunicorn.ctl) would be shared by every service on a host.
 control_socket_disable = True

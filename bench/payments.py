@@ -17,9 +17,12 @@ For each offered rate, client threads create payments open-loop (``POST /api/v1/
 ``http.client``, evenly spaced) for ``--seconds``; the run then waits up to ``--drain`` seconds for them
 to settle. Latency is create → settled from the payment's own ``status_history`` (both stamps taken by
 the services, on this machine's clock). Reported per rate: payments created, the rate achieved, settled
-per second over the step (from the first creation to the last settlement), latency p50/p99, and what was
-not settled within the drain time. The sustained rate is the highest step whose payments all settled
-within the drain time at ≥ 95 % of the offered rate.
+per second over the step (from the first creation to the last settlement), latency p50/p99, what was not
+settled within the drain time, how many audit events were still on their way to the portal's trail when the
+payments had settled and how many seconds later the trail held them all. The sustained rate is the highest
+step whose payments all settled within the drain time at ≥ 95 % of the offered rate and whose audit events
+were all chained within the drain time after that. At the end, the CPU each part of the system used per
+settled payment (from /proc: each process with its children, PostgreSQL's and Redis's server processes).
 
 Targets on the 2-core machine: ≥ 200 settled payments/s sustained, p99 create → settled < 2 s at 100/s.
 """
@@ -251,7 +254,9 @@ def drive(base: str, token: str, rate: float, seconds: float, sources: list[str]
     """Create payments open-loop at ``rate`` per second for ``seconds`` (threads sharing evenly spaced slots)."""
     step = Step(rate)
     total = int(rate * seconds)
-    threads_n = max(2, min(16, int(rate // 25) + 2))
+    # Enough threads that a slow answer does not hold the offered rate back (open loop): at 50 ms per request
+    # under load, 200/s needs 10 threads busy at once.
+    threads_n = max(4, min(64, int(rate // 8) + 4))
     began = time.monotonic()
     lock = threading.Lock()
     counter = iter(range(total))
@@ -342,14 +347,15 @@ def _process_cpu() -> dict[int, tuple[int, int, str, float]]:
     return found
 
 
-def cpu_by_part(system: System) -> dict[str, float]:
-    """CPU seconds used so far by each part of the system (each is its own session: the process and its
-    children), by PostgreSQL and Redis (their server processes, whoever started them), and by this bench."""
+def cpu_by_part(system: System) -> dict[int, tuple[str, float]]:
+    """pid → (part, CPU seconds used so far) of every process of each part of the system (each part is its own
+    session: the process and its children), of PostgreSQL and Redis (their server processes, whoever started
+    them), and of this bench."""
     sessions = {
         process.proc.pid: process.name.rsplit("-", 1)[0] if process.name[-1].isdigit() else process.name
         for process in system.processes
     }
-    totals: dict[str, float] = {}
+    found: dict[int, tuple[str, float]] = {}
     for pid, (session, _uid, name, seconds) in _process_cpu().items():
         if session in sessions:
             part = sessions[session]
@@ -361,8 +367,59 @@ def cpu_by_part(system: System) -> dict[str, float]:
             part = "bench client"
         else:
             continue
-        totals[part] = totals.get(part, 0.0) + seconds
+        found[pid] = (part, seconds)
+    return found
+
+
+def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by part between two snapshots. A process that ended in between (a recycled web worker, a
+    PostgreSQL backend) is missing from the second: what it used in between is not counted."""
+    totals: dict[str, float] = {}
+    for pid, (part, seconds) in after.items():
+        totals[part] = totals.get(part, 0.0) + seconds - before.get(pid, (part, 0.0))[1]
     return totals
+
+
+def broker_purge(redis_url: str) -> int:
+    """Empty Atrium's queues in the bench's Redis database (and the messages taken but not acknowledged). An
+    earlier run stopped with audit batches still queued would otherwise feed them, with its own sequence
+    numbers, to this run's audit worker. Return how many keys were deleted."""
+    import redis
+
+    from workers.routing import QUEUES
+
+    client = redis.Redis.from_url(redis_url)
+    keys = [k for k in client.scan_iter(count=1000) if k.split(b"\x06\x16")[0].decode(errors="replace") in QUEUES]
+    keys += [k for k in (b"unacked", b"unacked_index", b"unacked_mutex") if client.exists(k)]
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return len(keys)
+
+
+def audit_lag(url: dict[str, str]) -> int:
+    """Audit events written to the ledger's and the payments' outboxes and not (yet) in the portal's trail."""
+    written = 0
+    for service in ("ledger", "payments"):
+        with psycopg.connect(url[service], autocommit=True) as conn:
+            written += conn.execute("SELECT count(*) FROM kit_outbox_event WHERE topic = 'audit'").fetchone()[0]
+    with psycopg.connect(url["portal"], autocommit=True) as conn:
+        chained = conn.execute("SELECT count(*) FROM audit_event").fetchone()[0]
+    return written - chained
+
+
+def audit_wait(url: dict[str, str], base: int, limit: float) -> tuple[int, float]:
+    """How many audit events were still on their way when the step's payments had settled, and how many
+    seconds later the trail held them all (-1: not within ``limit``)."""
+    began = time.monotonic()
+    behind = audit_lag(url) - base
+    lag = behind
+    while lag > 0:
+        if time.monotonic() - began > limit:
+            return behind, -1.0
+        time.sleep(0.2)
+        lag = audit_lag(url) - base
+    return behind, time.monotonic() - began if behind > 0 else 0.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -374,6 +431,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="prefork children per worker (default 4)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per service (default 2)")
     parser.add_argument("--no-audit", action="store_true", help="leave the audit worker out (events pile up)")
+    parser.add_argument("--keep-databases", action="store_true", help="leave the databases for inspection")
     return parser.parse_args(argv)
 
 
@@ -390,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("starting infrastructure…", flush=True)
         infra = infra_start("bench")
+        broker_purge(infra.redis_url)
         for name in names.values():
             database_create(infra.database_url, name)
             created.append(name)
@@ -489,12 +548,15 @@ def main(argv: list[str] | None = None) -> int:
         print("warming up…", flush=True)
         warm = drive(payments_url, token, 20, 3, sources, destinations)
         settle_times(url["payments"], warm.ids, 30)
+        if not args.no_audit:
+            audit_wait(url, 0, 30)  # the warm-up's audit events chained: the steps start from a clean slate
 
         print(
             f"{'offered/s':>9} {'created':>8} {'achieved/s':>10} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'unsettled':>9} {'other':>5} {'machine busy':>12}",
+            f"{'unsettled':>9} {'other':>5} {'machine busy':>12} {'audit behind':>12} {'audit +s':>8}",
             flush=True,
         )
+        audit_base = 0 if args.no_audit else audit_lag(url)
         results = []
         cpu_rows: list[tuple[float, int, dict[str, float]]] = []
         for rate in rates:
@@ -517,12 +579,13 @@ def main(argv: list[str] | None = None) -> int:
             p50 = percentile(values, 0.50) * 1000 if values else float("nan")
             p99 = percentile(values, 0.99) * 1000 if values else float("nan")
             busy = (busy1 - busy0) / max(1, total1 - total0)
+            behind, catch_up = (0, 0.0) if args.no_audit else audit_wait(url, audit_base, args.drain)
             cpu1 = cpu_by_part(system)
-            cpu_rows.append((rate, len(values), {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}))
-            results.append((rate, step, settled_rate, p50, p99, unsettled, other))
+            cpu_rows.append((rate, len(values), cpu_delta(cpu0, cpu1)))
+            results.append((rate, step, settled_rate, p50, p99, unsettled, other, catch_up >= 0))
             print(
                 f"{rate:9.0f} {step.created:8d} {step.created / step.seconds:10.1f} {settled_rate:9.1f} {p50:8.0f} "
-                f"{p99:8.0f} {unsettled:9d} {other:5d} {busy:11.0%}",
+                f"{p99:8.0f} {unsettled:9d} {other:5d} {busy:11.0%} {behind:12d} {catch_up:8.1f}",
                 flush=True,
             )
             failed |= step.failed_creates > 0 or other > 0
@@ -530,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("  (backlog not drained: stopping here)")
                 break
         print()
-        print("CPU ms per settled payment, by part (each step: from its first creation to its drain):")
+        print("CPU ms per settled payment, by part (each step: from its first creation until its payments are settled")
+        print("and its audit events chained):")
         parts = sorted(
             {k for _, _, row in cpu_rows for k in row}, key=lambda k: -sum(r.get(k, 0) for _, _, r in cpu_rows)
         )
@@ -542,7 +606,11 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{seconds * 1000 / max(1, settled_n):>11.1f}")
             print(f"{part:<22}" + "".join(cells))
         sustained = max(
-            (rate for rate, step, settled, _, _, unsettled, _ in results if not unsettled and settled >= 0.95 * rate),
+            (
+                rate
+                for rate, _, settled, _, _, unsettled, _, audit_ok in results
+                if not unsettled and settled >= 0.95 * rate and audit_ok
+            ),
             default=0.0,
         )
         p99_at_100 = next((r[4] for r in results if r[0] == 100), None)
@@ -568,9 +636,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if system is not None:
             system.stop()
+            if infra is not None:
+                broker_purge(infra.redis_url)
         if tokens is not None:
             tokens.stop()
         if infra is not None:
+            if args.keep_databases:
+                print("databases kept:", ", ".join(created))
+                created = []
             for name in created:
                 with contextlib.suppress(Exception):
                     database_drop(infra.database_url, name)

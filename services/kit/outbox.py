@@ -82,10 +82,16 @@ def outbox_put(
     return event_id
 
 
-def outbox_put_many(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def outbox_put_many(
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    pipeline: Pipeline | None = None,
+    tx: WriteTransaction | None = None,
+) -> list[str]:
     """Write many ``(topic, payload)`` events to the outbox in the current transaction with one INSERT (the
     rows as arrays: the statement is the same for any count, prepared once); return their ids in order. The
-    relay is woken once after commit."""
+    relay is woken once after commit. With ``pipeline`` the INSERT joins the caller's pipelined statements
+    (and ``tx``'s commit wakes the relay)."""
     if not events:
         return []
     known = topics()
@@ -93,16 +99,20 @@ def outbox_put_many(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
         if topic not in known:
             raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
     ids = [id_new("evt") for _ in events]
-    db_execute(
-        _INSERT_MANY,
-        [
-            timezone.now(),
-            ids,
-            [topic for topic, _ in events],
-            [json.dumps(payload, separators=(",", ":"), ensure_ascii=False) for _, payload in events],
-        ],
-    )
-    transaction.on_commit(relay_kick)
+    params = [
+        timezone.now(),
+        ids,
+        [topic for topic, _ in events],
+        [json.dumps(payload, separators=(",", ":"), ensure_ascii=False) for _, payload in events],
+    ]
+    if pipeline is not None:
+        pipeline.add(_INSERT_MANY, params)
+    else:
+        db_execute(_INSERT_MANY, params)
+    if tx is not None:
+        tx.on_commit(relay_kick)
+    else:
+        transaction.on_commit(relay_kick)
     return ids
 
 

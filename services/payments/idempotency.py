@@ -140,15 +140,28 @@ def _take(
     row.save()
 
 
-def finish(held: Claim, *, status: int, body: Any, payment_id: str | None = None) -> None:
-    """Save the response (inside the caller's transaction, the one that made the payment).
+_FINISH_SQL = (
+    f"UPDATE {IdempotencyKey._meta.db_table} SET state = 'done', response_status = %s, "  # noqa: S608  (constants)
+    "response_body = %s::jsonb, payment_id = %s WHERE id = %s AND lock_token = %s AND state = 'in_flight' "
+    "RETURNING id"
+)
 
-    Raise ``IdempotencyKeyInProgress`` (rolling the caller back) if the claim was taken over meanwhile.
-    """
-    updated = IdempotencyKey.objects.filter(id=held.id, lock_token=held.token, state="in_flight").update(
-        state=IdempotencyKey.State.DONE, response_status=status, response_body=body, payment_id=payment_id
+
+def finish_queue(pipeline: Any, held: Claim | None, *, status: int, body: Any, payment_id: str) -> int | None:
+    """Save the response with the key, as a statement on the pipeline of the transaction that makes the payment;
+    return its handle (None without a claim). :func:`finish_check` it after the pipeline ran, before the
+    commit: a claim taken over meanwhile rolls the payment back."""
+    if held is None:
+        return None
+    return pipeline.add(
+        _FINISH_SQL,
+        [status, json.dumps(body, separators=(",", ":"), ensure_ascii=False), payment_id, held.id, held.token],
     )
-    if not updated:
+
+
+def finish_check(pipeline: Any, handle: int) -> None:
+    """Raise ``IdempotencyKeyInProgress`` if the queued :func:`finish_queue` found the claim taken over."""
+    if not pipeline.rows(handle):
         raise IdempotencyKeyInProgress("This request's idempotency key was taken over by a later request.")
 
 

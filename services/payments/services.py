@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event
 from services.kit.context import request_id_var
+from services.kit.db import Pipeline, WriteTransaction
 from services.kit.db import execute as db_execute
 from services.kit.logs import get_logger
 from services.kit.outbox import isoformat, outbox_put_many
@@ -158,22 +159,27 @@ def payment_create(
     currency = _check_currency(currency)
     _check_accounts(source_account, destination_account, currency)
     now = timezone.now()
-    with transaction.atomic():
-        payment = Payment(
-            client_id=client_id,
-            amount=amount,
-            currency=currency,
-            source_account=source_account,
-            destination_account=destination_account,
-            description=description,
-            metadata=metadata or {},
-            status=PaymentStatus.CREATED,
-            status_history=[{"status": PaymentStatus.CREATED, "at": isoformat(now)}],
-            request_id=request_id_var.get() or "",
-            created_at=now,
-            updated_at=now,
-        )
-        db_execute(
+    payment = Payment(
+        client_id=client_id,
+        amount=amount,
+        currency=currency,
+        source_account=source_account,
+        destination_account=destination_account,
+        description=description,
+        metadata=metadata or {},
+        status=PaymentStatus.CREATED,
+        status_history=[{"status": PaymentStatus.CREATED, "at": isoformat(now)}],
+        request_id=request_id_var.get() or "",
+        created_at=now,
+        updated_at=now,
+    )
+    body = payment_body(payment)
+    # One round trip for the whole write: BEGIN, the payment, its two events (and the saved response of its
+    # idempotency key), COMMIT.
+    with WriteTransaction() as tx:
+        pipeline = Pipeline()
+        tx.begin(pipeline)
+        pipeline.add(
             _INSERT_SQL,
             [
                 *(str(v) if isinstance(v, str) else v for v in (getattr(payment, n) for n in _INSERT_COLUMNS)),
@@ -181,11 +187,15 @@ def payment_create(
                 json.dumps(payment.status_history, separators=(",", ":")),
             ],
         )
-        _record(payment, None, actor=None)
-        body = payment_body(payment)
-        if claim is not None:
-            idempotency.finish(claim, status=201, body=body, payment_id=payment.id)
-        transaction.on_commit(kick)
+        outbox_put_many(_events(payment, None, audit_context()), pipeline=pipeline, tx=tx)
+        saved = idempotency.finish_queue(pipeline, claim, status=201, body=body, payment_id=payment.id)
+        if saved is None:
+            tx.commit(pipeline)
+            pipeline.run()
+        else:
+            pipeline.run()
+            idempotency.finish_check(pipeline, saved)  # raises (rolling back) if the claim was taken over
+        tx.on_commit(kick)
     log.info("payments.created", payment_id=payment.id, amount=amount, currency=currency)
     return payment, body
 

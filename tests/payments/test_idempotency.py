@@ -12,7 +12,8 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from services.payments import idempotency
+from services.kit.models import OutboxEvent
+from services.payments import idempotency, services
 from services.payments.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from services.payments.models import IdempotencyKey, Payment
 from tests.harness import AtriumProcess, ProcessHarness
@@ -141,9 +142,18 @@ def test_a_refused_request_spends_no_key_and_a_dead_claim_is_taken_over(api: Pay
     again = idempotency.claim(client_id="cli_x", key="dead", fingerprint=fingerprint)
     assert isinstance(again, idempotency.Claim)
     assert again.token != held.token
-    # the first request, should it wake up, can no longer finish with that key
+    # the first request, should it wake up, can no longer finish with that key: its payment is rolled back
+    payments_before, events_before = Payment.objects.count(), OutboxEvent.objects.count()
     with pytest.raises(IdempotencyKeyInProgress):
-        idempotency.finish(held, status=201, body={})
+        services.payment_create(
+            client_id="cli_x",
+            amount=10,
+            currency="EUR",
+            source_account=source,
+            destination_account=destination,
+            claim=held,
+        )
+    assert (Payment.objects.count(), OutboxEvent.objects.count()) == (payments_before, events_before)
 
 
 @pytest.mark.django_db(transaction=True)
