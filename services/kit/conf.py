@@ -229,7 +229,7 @@ def kit_settings(
         # Outbox relay: "daemon" (default) — `manage.py outbox_relay` delivers, web processes do no relay work;
         # "thread" — each process delivers right after its own commits; "off" — only the beat sweep delivers.
         "ATRIUM_OUTBOX_RELAY": env.str("ATRIUM_OUTBOX_RELAY", default="daemon"),
-        "ATRIUM_OUTBOX_RELAY_INTERVAL": env.float("ATRIUM_OUTBOX_RELAY_INTERVAL", default=0.2),
+        "ATRIUM_OUTBOX_RELAY_INTERVAL": env.float("ATRIUM_OUTBOX_RELAY_INTERVAL", default=0.5),
         "ATRIUM_OUTBOX_POLL_SECONDS": env.float("ATRIUM_OUTBOX_POLL_SECONDS", default=5.0),
         # Events per published message when there is a backlog (fewer, larger messages: less overhead per event).
         "ATRIUM_OUTBOX_BATCH": env.int("ATRIUM_OUTBOX_BATCH", default=1000),

@@ -1,6 +1,6 @@
 """``manage.py outbox_relay``: deliver this service's outbox continuously (one process per service).
 
-Polls every ``--interval`` seconds (default ``ATRIUM_OUTBOX_POLL_SECONDS``, 0.2 s) with a query on the
+Polls every ``--interval`` seconds (default ``ATRIUM_OUTBOX_RELAY_INTERVAL``, 0.5 s) with a query on the
 partial index of unpublished rows, so events leave shortly after their commit while web processes do
 no relay work at all. Several relays of one service may run: they take turns through an advisory lock.
 Stops cleanly on SIGTERM/SIGINT; a broker or database outage is logged and retried with backoff.
@@ -31,7 +31,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django.conf import settings
 
-        interval = options["interval"] or float(getattr(settings, "ATRIUM_OUTBOX_RELAY_INTERVAL", 0.2))
+        interval = options["interval"] or float(getattr(settings, "ATRIUM_OUTBOX_RELAY_INTERVAL", 0.5))
         stopping: list[int] = []
 
         def stop(signum: int, frame: Any) -> None:
