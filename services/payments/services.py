@@ -1,13 +1,15 @@
 """Payments: creating, canceling, and moving a payment from one status to the next.
 
-Every status change is :func:`transition`: one transaction that locks the payment, checks it is still in
-the status the caller expects (a compare-and-set, so a cancel and a worker, or two workers, never both
-win), records the change in ``status_history``, and writes the ``payment.<status>`` domain event (topic
-``events``) and the audit event (``payments.payment.<status>``) to the outbox.
+Every status change — a worker's batch (:func:`transition_many`) or a cancel (:func:`payment_cancel`) — is
+one transaction that locks the payments, checks each is still in the status the caller expects (a
+compare-and-set, so a cancel and a worker, or two workers, never both win), records the change in
+``status_history``, and writes the ``payment.<status>`` domain event (topic ``events``) and the audit event
+(``payments.payment.<status>``) of each to the outbox.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
@@ -227,6 +229,7 @@ class _Kicker:
                 self._event = threading.Event()
                 self._thread = threading.Thread(target=self._loop, name="payments-kick", daemon=True)
                 self._thread.start()
+                atexit.register(self._flush)
         self._event.set()
 
     def _loop(self) -> None:
@@ -244,6 +247,11 @@ class _Kicker:
             event.clear()
             if not self._drain_running():
                 drain_send()
+
+    def _flush(self) -> None:
+        """At process exit (a recycled web worker), send the kick still waiting for its delay."""
+        if self._pid == os.getpid() and self._event.is_set() and not self._stopping:
+            drain_send()
 
     def stop(self) -> None:
         """End the thread and close its database connection (tests: before the test database is dropped)."""
@@ -290,46 +298,6 @@ def drain_send(*, countdown: float | None = None) -> bool:
         log.warning("payments.kick_failed", error=f"{type(exc).__name__}: {exc}")
         return False
     return True
-
-
-def enqueue(payment_ids: Iterable[str], *, countdown: float | None = None) -> int:
-    """Send ``payments.process`` for each payment (one message each: the sweeper's and an operator's tool; new
-    payments are picked up by :func:`kick`). A broker outage is logged (the sweeper resumes them)."""
-    from workers.celery import app
-
-    sent = 0
-    for payment_id in payment_ids:
-        try:
-            app.send_task(
-                "payments.process",
-                args=[payment_id],
-                countdown=countdown,
-                retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
-            )
-            sent += 1
-        except Exception as exc:  # the row is committed; the sweeper will find it
-            log.warning("payments.enqueue_failed", payment_id=payment_id, error=f"{type(exc).__name__}: {exc}")
-            break
-    return sent
-
-
-def transition(
-    payment_id: str,
-    expected: Iterable[str],
-    to: str,
-    *,
-    actor: dict[str, str] | None = WORKER,
-    **fields: Any,
-) -> Payment | None:
-    """Move the payment from one of ``expected`` to ``to`` (setting ``fields``) with its events; return it,
-    or None if it is no longer in an expected status (someone else moved it: nothing is changed)."""
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().filter(id=payment_id).first()
-        if payment is None or payment.status not in set(expected):
-            return None
-        _apply(payment, to, fields, actor=actor)
-        return payment
 
 
 def _apply(payment: Payment, to: str, fields: dict[str, Any], *, actor: dict[str, str] | None = WORKER) -> None:
