@@ -16,10 +16,10 @@ from workers.diagnostics import ping_task
 ping = ping_task("audit")
 
 
-@app.task(name="audit.ingest", bind=True, max_retries=None, acks_late=True, ignore_result=True)
+@app.task(name="audit.ingest", bind=True, max_retries=None, acks_late=True)
 def ingest(self: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chain a batch of events from a service's outbox (idempotent on event id). The counts it returns are in
-    the worker's task events and logs; they are not stored as a result (nobody waits for one)."""
+    """Chain a batch of events from a service's outbox (idempotent on event id). The outbox relays send it
+    with ``ignore_result`` (nobody waits for their batches); a caller that wants the counts can wait for them."""
     result = chain_ingest(events)
     return {
         "inserted": result.inserted,

@@ -49,8 +49,11 @@ app.conf.update(
 
 @signals.task_prerun.connect
 @signals.task_postrun.connect
-def _database_connections_checked(**kwargs: Any) -> None:
-    """Before and after each task, as Django does before and after each request."""
+def _database_connections_checked(task: Any = None, **kwargs: Any) -> None:
+    """Before and after each task, as Django does before and after each request (not for a task run eagerly in
+    the caller's process: its connection, maybe inside the caller's transaction, is the caller's)."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()

@@ -31,7 +31,8 @@ def ping_task(queue: str) -> Task:
     """Register and return the ``<queue>.ping`` task."""
 
     @app.task(name=f"{queue}.ping", bind=True)
-    def ping(self: Any, message: str = "ping") -> dict[str, Any]:
+    def ping(self: Any, message: str = "ping", database: bool = False) -> dict[str, Any]:
+        """Answer who ran it; with ``database``, also which PostgreSQL backend serves this worker process."""
         log.info(f"{queue}.ping", message=message[:200])
         return {
             "message": message[:200],
@@ -39,7 +40,7 @@ def ping_task(queue: str) -> Task:
             "task_id": self.request.id,
             "hostname": self.request.hostname or socket.gethostname(),
             "service": settings.ATRIUM_SERVICE,
-            "database_backend": _backend_pid(),
+            "database_backend": _backend_pid() if database else None,
         }
 
     return ping

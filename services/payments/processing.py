@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from services.kit.db import execute as db_execute
@@ -162,8 +162,6 @@ def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:
     """Screening and its verdicts in one transaction, holding a lock per source account (in order)."""
     if not screening:
         return
-    from django.db import transaction
-
     with transaction.atomic():
         rows = db_execute(services.LOCK_SQL, [sorted(p.id for p in screening)])
         locked = [payments[i] for i, status in rows if status == PaymentStatus.SCREENING == str(payments[i].status)]

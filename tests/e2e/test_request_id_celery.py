@@ -71,7 +71,9 @@ def test_a_worker_keeps_its_database_connection_from_task_to_task_and_replaces_a
     from workers.celery import app
 
     def backend() -> int:
-        return app.send_task("portal.ping", kwargs={"message": "db"}).get(timeout=15)["database_backend"]
+        return app.send_task("portal.ping", kwargs={"message": "db", "database": True}).get(timeout=15)[
+            "database_backend"
+        ]
 
     # when it runs tasks one after another, the same PostgreSQL backend serves them
     first = backend()
