@@ -12,7 +12,7 @@ globals().update(
         base_dir=BASE_DIR,
         root_urlconf="portal.urls",
         wsgi_application="portal.wsgi.application",
-        apps=["django.contrib.postgres", "portal.identity", "portal.audit"],
+        apps=["django.contrib.postgres", "portal.identity", "portal.audit", "portal.catalog"],
         celery_imports=["workers.portal", "workers.audit"],
     )
 )
@@ -67,3 +67,6 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))  # noqa: F821
 # The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).
 AUDIT_ARCHIVE_AUTOMATIC = env.bool("AUDIT_ARCHIVE_AUTOMATIC", default=False)
+
+# Service catalog: instances heartbeat this often (each heartbeat's answer says so).
+CATALOG_HEARTBEAT_SECONDS = env.int("CATALOG_HEARTBEAT_SECONDS", default=10)

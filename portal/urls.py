@@ -20,6 +20,7 @@ api_v1 = [
     path("me", MeView.as_view(), name="me"),
     path("diagnostics/ping", PingView.as_view(), name="diagnostics-ping"),
     path("audit/", include("portal.audit.api.urls")),
+    path("catalog/", include("portal.catalog.api.urls")),
     *router.urls,
 ]
 

@@ -1,0 +1,104 @@
+"""Catalog API shapes: the manifest a service registers with, and what the catalog answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from portal.catalog.models import SLUG_REGEX, Instance, Lifecycle, Service
+from services.kit.serializers import StrictSerializer
+
+
+class TeamInputSerializer(StrictSerializer):
+    slug = serializers.RegexField(SLUG_REGEX, max_length=50)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    contact = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    on_call = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class DependencyInputSerializer(StrictSerializer):
+    """Another service by slug, or a resource (``queue:payments``, ``postgres``): exactly one of the two."""
+
+    service = serializers.RegexField(SLUG_REGEX, max_length=50, required=False)
+    resource = serializers.CharField(max_length=200, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("service")) == bool(attrs.get("resource")):
+            raise serializers.ValidationError("Give either service or resource.", code="service_or_resource")
+        return attrs
+
+
+class ManifestSerializer(StrictSerializer):
+    """What ``PUT /api/v1/catalog/services/{slug}`` accepts (and ``catalog_import`` reads from YAML)."""
+
+    display_name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    team = TeamInputSerializer(required=False)
+    tier = serializers.IntegerField(min_value=1, max_value=3, required=False)
+    lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False)
+    repository_url = serializers.URLField(required=False, allow_blank=True)
+    docs_url = serializers.URLField(required=False, allow_blank=True)
+    base_url = serializers.URLField(required=False, allow_blank=True)
+    health_url = serializers.URLField(required=False, allow_blank=True)
+    openapi_url = serializers.URLField(required=False, allow_blank=True)
+    version = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    queues = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=50)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False, max_length=50)
+    health_interval_seconds = serializers.IntegerField(min_value=5, max_value=3600, required=False)
+    dependencies = serializers.ListField(child=DependencyInputSerializer(), required=False, max_length=100)
+
+
+class HeartbeatInputSerializer(StrictSerializer):
+    host = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    pid = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    version = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Instance
+        fields = ["instance", "host", "pid", "version", "started_at", "first_heartbeat", "last_heartbeat", "status"]
+        read_only_fields = fields
+
+
+class DependencySerializer(serializers.Serializer):
+    service = serializers.CharField(source="target_slug", allow_blank=True)
+    resource = serializers.CharField(allow_blank=True)
+    registered = serializers.SerializerMethodField(help_text="Whether the service depended on is in the catalog.")
+
+    def get_registered(self, obj: Any) -> bool | None:
+        return obj.target_id is not None if obj.target_slug else None
+
+
+class ServiceSerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(source="owner", slug_field="slug", read_only=True)
+    dependencies = DependencySerializer(many=True, read_only=True)
+    instances = InstanceSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Service
+        fields = [
+            "slug",
+            "display_name",
+            "description",
+            "team",
+            "tier",
+            "lifecycle",
+            "repository_url",
+            "docs_url",
+            "base_url",
+            "health_url",
+            "openapi_url",
+            "version",
+            "queues",
+            "tags",
+            "health_interval_seconds",
+            "registered_by",
+            "dependencies",
+            "instances",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields

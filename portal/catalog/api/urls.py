@@ -1,0 +1,15 @@
+"""``/api/v1/catalog/...``"""
+
+from django.urls import path
+
+from portal.catalog.api.views import InstanceHeartbeatView, ServiceDetailView, ServiceListView
+
+urlpatterns = [
+    path("services", ServiceListView.as_view(), name="catalog-services"),
+    path("services/<str:slug>", ServiceDetailView.as_view(), name="catalog-service"),
+    path(
+        "services/<str:slug>/instances/<str:instance>/heartbeat",
+        InstanceHeartbeatView.as_view(),
+        name="catalog-instance-heartbeat",
+    ),
+]

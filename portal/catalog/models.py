@@ -1,0 +1,139 @@
+"""The service catalog: who runs what, who owns it, what it declares it depends on, and its live instances.
+
+A :class:`Service` is registered by the machine client of the process that runs it (``PUT
+/api/v1/catalog/services/{slug}`` with scope ``catalog:register``) from a manifest kept in its own code, or
+imported from a YAML manifest; the first client to register a slug owns it (``registered_by``). Each running
+process heartbeats its :class:`Instance`. Nothing here is deleted when it stops: an instance that stops
+heartbeating is marked, and kept in history.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+SLUG_REGEX = r"^[a-z][a-z0-9-]{0,49}$"
+SLUG_HELP = "1 to 50 characters: lower-case letters, digits and dashes, a letter first."
+slug_validator = RegexValidator(SLUG_REGEX, SLUG_HELP)
+
+
+class Lifecycle(models.TextChoices):
+    EXPERIMENTAL = "experimental"
+    PRODUCTION = "production"
+    DEPRECATED = "deprecated"
+
+
+class InstanceStatus(models.TextChoices):
+    PASSING = "passing"
+    CRITICAL = "critical"  # missed its heartbeats
+    GONE = "gone"  # gone for longer: kept in history
+
+
+class Team(models.Model):
+    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    contact = models.CharField(max_length=200, blank=True, default="", help_text="E-mail or chat channel.")
+    on_call = models.CharField(max_length=200, blank=True, default="", help_text="Who is paged, or the rota.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "catalog_team"
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Service(models.Model):
+    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    display_name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    owner = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="services")
+    tier = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(3)], help_text="1: most critical."
+    )
+    lifecycle = models.CharField(max_length=12, choices=Lifecycle.choices, default=Lifecycle.EXPERIMENTAL)
+    repository_url = models.URLField(blank=True, default="")
+    docs_url = models.URLField(blank=True, default="")
+    base_url = models.URLField(blank=True, default="")
+    health_url = models.URLField(blank=True, default="")
+    openapi_url = models.URLField(blank=True, default="")
+    version = models.CharField(max_length=100, blank=True, default="")
+    queues = ArrayField(models.CharField(max_length=100), default=list, blank=True, help_text="Queues it consumes.")
+    tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    health_interval_seconds = models.PositiveIntegerField(
+        default=15, validators=[MinValueValidator(5), MaxValueValidator(3600)], help_text="How often health is polled."
+    )
+    registered_by = models.CharField(
+        max_length=200, blank=True, default="", help_text="The machine client that registered it (and may update it)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "catalog_service"
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tier__gte=1) & Q(tier__lte=3), name="catalog_service_tier_1_to_3"),
+            models.CheckConstraint(condition=Q(lifecycle__in=Lifecycle.values), name="catalog_service_lifecycle"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.slug
+
+
+class Dependency(models.Model):
+    """Declared: ``service`` says it depends on another service, or on a resource (``queue:payments``)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="dependencies")
+    target = models.ForeignKey(Service, null=True, blank=True, on_delete=models.CASCADE, related_name="dependents")
+    target_slug = models.CharField(
+        max_length=50, blank=True, default="", help_text="A service not (yet) in the catalog, by its slug."
+    )
+    resource = models.CharField(max_length=200, blank=True, default="", help_text="E.g. queue:payments, postgres.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "catalog_dependency"
+        verbose_name_plural = "dependencies"
+        ordering = ["service__slug", "target_slug", "resource"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(~Q(target_slug="") & Q(resource="")) | (Q(target_slug="") & ~Q(resource="")),
+                name="catalog_dependency_service_or_resource",
+            ),
+            models.UniqueConstraint(fields=["service", "target_slug", "resource"], name="catalog_dependency_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service.slug} → {self.target_slug or self.resource}"
+
+
+class Instance(models.Model):
+    """One running process of a service, known by its heartbeats."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="instances")
+    instance = models.CharField(max_length=200, help_text="Chosen by the process: host, pid and start time.")
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    version = models.CharField(max_length=100, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_heartbeat = models.DateTimeField()
+    last_heartbeat = models.DateTimeField()
+    heartbeats = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=8, choices=InstanceStatus.choices, default=InstanceStatus.PASSING)
+
+    class Meta:
+        db_table = "catalog_instance"
+        ordering = ["service__slug", "-last_heartbeat"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "instance"], name="catalog_instance_unique"),
+            models.CheckConstraint(condition=Q(status__in=InstanceStatus.values), name="catalog_instance_status"),
+        ]
+        indexes = [models.Index(fields=["status", "last_heartbeat"], name="catalog_instance_liveness")]
+
+    def __str__(self) -> str:
+        return f"{self.service.slug}/{self.instance}"

@@ -1,0 +1,170 @@
+"""Registering services and heartbeating their instances.
+
+A registration is idempotent: a process registers at every start with the manifest in its code, and only a
+change is written (and audited). The first machine client to register a slug owns it: another client's
+registration or heartbeat is refused (an operator can hand the service over in the admin by clearing
+``registered_by``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from portal.catalog.errors import ServiceNotFound, ServiceRegisteredByAnotherClient
+from portal.catalog.models import Dependency, Instance, Service, Team
+from services.kit.audit import audit_record
+from services.kit.logs import get_logger
+
+log = get_logger(__name__)
+
+# Manifest fields stored on the service as they come.
+SERVICE_FIELDS = (
+    "display_name",
+    "description",
+    "tier",
+    "lifecycle",
+    "repository_url",
+    "docs_url",
+    "base_url",
+    "health_url",
+    "openapi_url",
+    "version",
+    "queues",
+    "tags",
+    "health_interval_seconds",
+)
+
+
+@dataclass
+class Registration:
+    service: Service
+    created: bool
+    changed: dict[str, list[Any]]
+
+
+def _dependency_keys(items: list[dict[str, str]]) -> list[tuple[str, str]]:
+    keys = {(item.get("service", ""), item.get("resource", "")) for item in items}
+    return sorted(keys)
+
+
+def service_register(*, slug: str, manifest: dict[str, Any], client_id: str | None) -> Registration:
+    """Create or update ``slug`` from ``manifest`` (validated); ``client_id`` is the registering machine client
+    (None: a user, e.g. an operator in the API)."""
+    with transaction.atomic():
+        service = Service.objects.select_for_update().filter(slug=slug).first()
+        created = service is None
+        if service is None:
+            service = Service(slug=slug, registered_by=client_id or "")
+        elif client_id is not None and service.registered_by not in ("", client_id):
+            raise ServiceRegisteredByAnotherClient(
+                f"Service {slug!r} was registered by another machine client; only it may update the service."
+            )
+        elif client_id is not None and not service.registered_by:
+            service.registered_by = client_id
+        changed: dict[str, list[Any]] = {}
+        for name in SERVICE_FIELDS:
+            if name in manifest and getattr(service, name) != manifest[name]:
+                changed[name] = [None if created else getattr(service, name), manifest[name]]
+                setattr(service, name, manifest[name])
+        team = manifest.get("team")
+        if team is not None:
+            owner = _team(team)
+            if service.owner_id != owner.id:
+                changed["team"] = [service.owner.slug if service.owner else None, owner.slug]
+                service.owner = owner
+        service.save()
+        if "dependencies" in manifest:
+            before = [] if created else _dependency_keys(_declared(service))
+            after = _dependency_keys(manifest["dependencies"])
+            if before != after:
+                _dependencies_set(service, after)
+                changed["dependencies"] = [None if created else _labels(before), _labels(after)]
+        if created:
+            # Declarations of other services that named this one before it registered.
+            Dependency.objects.filter(target_slug=slug, target__isnull=True).update(target=service)
+        if created or changed:
+            audit_record(
+                "catalog.service.registered" if created else "catalog.service.updated",
+                object_type="catalog.service",
+                object_id=slug,
+                changes=changed,
+                metadata={"registered_by": service.registered_by},
+            )
+    if created or changed:
+        log.info("catalog.service_registered", slug=slug, created=created, changed=sorted(changed))
+    return Registration(service, created, changed)
+
+
+def _labels(keys: list[tuple[str, str]]) -> list[str]:
+    return [target or resource for target, resource in keys]
+
+
+def _team(data: dict[str, str]) -> Team:
+    team, _ = Team.objects.get_or_create(slug=data["slug"], defaults={"name": data.get("name") or data["slug"]})
+    updates = {k: data[k] for k in ("name", "contact", "on_call") if data.get(k) and getattr(team, k) != data[k]}
+    if updates:
+        for key, value in updates.items():
+            setattr(team, key, value)
+        team.save(update_fields=[*updates, "updated_at"])
+    return team
+
+
+def _declared(service: Service) -> list[dict[str, str]]:
+    return [{"service": d.target_slug, "resource": d.resource} for d in service.dependencies.all()]
+
+
+def _dependencies_set(service: Service, keys: list[tuple[str, str]]) -> None:
+    service.dependencies.all().delete()
+    targets = {s.slug: s for s in Service.objects.filter(slug__in=[k[0] for k in keys if k[0]])}
+    Dependency.objects.bulk_create(
+        [Dependency(service=service, target_slug=s, target=targets.get(s), resource=r) for s, r in keys]
+    )
+
+
+_HEARTBEAT_SQL = """
+INSERT INTO catalog_instance AS i
+    (service_id, instance, host, pid, version, started_at, first_heartbeat, last_heartbeat, heartbeats, status)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, 'passing')
+ON CONFLICT (service_id, instance) DO UPDATE SET
+    host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version, started_at = EXCLUDED.started_at,
+    last_heartbeat = EXCLUDED.last_heartbeat, heartbeats = i.heartbeats + 1, status = 'passing'
+RETURNING id, (xmax = 0) AS inserted
+"""
+
+
+def instance_heartbeat(
+    *,
+    slug: str,
+    instance: str,
+    client_id: str | None,
+    host: str = "",
+    pid: int | None = None,
+    version: str = "",
+    started_at: dt.datetime | None = None,
+) -> tuple[Instance, bool]:
+    """Record a heartbeat of ``instance`` of ``slug`` (created on its first); return it and whether it is new."""
+    service = Service.objects.filter(slug=slug).first()
+    if service is None:
+        raise ServiceNotFound(f"No service {slug!r} in the catalog; register it first.")
+    if client_id is not None and service.registered_by not in ("", client_id):
+        raise ServiceRegisteredByAnotherClient(
+            f"Service {slug!r} was registered by another machine client; only it may heartbeat its instances."
+        )
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_HEARTBEAT_SQL, [service.id, instance, host, pid, version, started_at, now, now])
+        instance_id, inserted = cursor.fetchone()
+    if inserted:
+        log.info("catalog.instance_started", slug=slug, instance=instance, host=host, pid=pid)
+    return Instance.objects.select_related("service").get(id=instance_id), bool(inserted)
+
+
+def heartbeat_interval() -> int:
+    """Seconds between an instance's heartbeats (what each answer tells the instance)."""
+    return int(getattr(settings, "CATALOG_HEARTBEAT_SECONDS", 10))
