@@ -68,5 +68,10 @@ AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "a
 # The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).
 AUDIT_ARCHIVE_AUTOMATIC = env.bool("AUDIT_ARCHIVE_AUTOMATIC", default=False)
 
-# Service catalog: instances heartbeat this often (each heartbeat's answer says so).
+# Service catalog: instances heartbeat this often (each heartbeat's answer says so); one that misses three is
+# critical, one silent this long is gone (kept). Health checks: timeout, how many at once, when 2xx is "slow".
 CATALOG_HEARTBEAT_SECONDS = env.int("CATALOG_HEARTBEAT_SECONDS", default=10)
+CATALOG_INSTANCE_GONE_SECONDS = env.int("CATALOG_INSTANCE_GONE_SECONDS", default=3600)
+CATALOG_HEALTH_TIMEOUT = env.float("CATALOG_HEALTH_TIMEOUT", default=3.0)
+CATALOG_HEALTH_CONCURRENCY = env.int("CATALOG_HEALTH_CONCURRENCY", default=8)
+CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)

@@ -13,6 +13,8 @@ BEAT_SCHEDULE = {
     # Outbox sweeps: each service's worker delivers rows its processes' relays could not (broker away,
     # process gone). Normally they find nothing: relays deliver right after commit.
     "portal.outbox_relay": {"task": "portal.outbox_relay", "schedule": 15.0},
+    # Service catalog: health checks that are due (each service has its own interval), instance liveness.
+    "portal.catalog_health": {"task": "portal.catalog_health", "schedule": 5.0},
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},

@@ -1,7 +1,18 @@
 """Portal tasks (queue ``portal``)."""
 
+from typing import Any
+
+from workers.celery import app
 from workers.diagnostics import ping_task
 from workers.outbox import outbox_relay_task
 
 ping = ping_task("portal")
 outbox_relay = outbox_relay_task("portal")
+
+
+@app.task(name="portal.catalog_health", ignore_result=True)
+def catalog_health() -> dict[str, Any]:
+    """Poll the health URLs whose check is due; mark instances that stopped heartbeating."""
+    from portal.catalog.health import health_poll, instances_mark
+
+    return {**health_poll(), "instances": instances_mark()}

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from portal.catalog.models import Dependency, Instance, Service, Team
+from portal.catalog.models import Dependency, HealthCheck, Instance, Service, Team
 
 
 class DependencyInline(admin.TabularInline):
@@ -31,10 +31,20 @@ class InstanceInline(admin.TabularInline):
 
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
-    list_display = ["slug", "display_name", "owner", "tier", "lifecycle", "version", "registered_by", "updated_at"]
-    list_filter = ["lifecycle", "tier", "owner"]
+    list_display = [
+        "slug",
+        "display_name",
+        "owner",
+        "tier",
+        "lifecycle",
+        "version",
+        "health_status",
+        "last_checked_at",
+        "registered_by",
+    ]
+    list_filter = ["lifecycle", "tier", "owner", "health_status"]
     search_fields = ["slug", "display_name", "description", "tags"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["health_status", "last_checked_at", "created_at", "updated_at"]
     inlines = [DependencyInline, InstanceInline]
 
 
@@ -50,6 +60,20 @@ class InstanceAdmin(admin.ModelAdmin):
     list_filter = ["status", "service"]
     search_fields = ["instance", "host", "service__slug"]
     readonly_fields = [f.name for f in Instance._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(HealthCheck)
+class HealthCheckAdmin(admin.ModelAdmin):
+    list_display = ["service", "status", "http_status", "latency_ms", "detail", "checked_at"]
+    list_filter = ["status", "service"]
+    date_hierarchy = "checked_at"
+    readonly_fields = [f.name for f in HealthCheck._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -70,6 +70,10 @@ class Service(models.Model):
     registered_by = models.CharField(
         max_length=200, blank=True, default="", help_text="The machine client that registered it (and may update it)."
     )
+    health_status = models.CharField(
+        max_length=8, blank=True, default="", help_text="Its latest health check's status (blank: never checked)."
+    )
+    last_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -137,3 +141,31 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service.slug}/{self.instance}"
+
+
+class HealthStatus(models.TextChoices):
+    PASSING = "passing"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class HealthCheck(models.Model):
+    """One poll of a service's health URL."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="health_checks")
+    status = models.CharField(max_length=8, choices=HealthStatus.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True, default="")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "catalog_health_check"
+        ordering = ["-checked_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=HealthStatus.values), name="catalog_health_check_status")
+        ]
+        indexes = [models.Index(fields=["service", "checked_at"], name="catalog_health_service_time")]
+
+    def __str__(self) -> str:
+        return f"{self.service.slug} {self.status} at {self.checked_at:%Y-%m-%d %H:%M:%S}"

@@ -95,6 +95,8 @@ class ServiceSerializer(serializers.ModelSerializer):
             "queues",
             "tags",
             "health_interval_seconds",
+            "health_status",
+            "last_checked_at",
             "registered_by",
             "dependencies",
             "instances",
