@@ -75,3 +75,5 @@ CATALOG_INSTANCE_GONE_SECONDS = env.int("CATALOG_INSTANCE_GONE_SECONDS", default
 CATALOG_HEALTH_TIMEOUT = env.float("CATALOG_HEALTH_TIMEOUT", default=3.0)
 CATALOG_HEALTH_CONCURRENCY = env.int("CATALOG_HEALTH_CONCURRENCY", default=8)
 CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)
+# Single health checks are kept this long, then folded into hourly counts (uptime over 30 days keeps working).
+CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)

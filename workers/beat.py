@@ -15,6 +15,7 @@ BEAT_SCHEDULE = {
     "portal.outbox_relay": {"task": "portal.outbox_relay", "schedule": 15.0},
     # Service catalog: health checks that are due (each service has its own interval), instance liveness.
     "portal.catalog_health": {"task": "portal.catalog_health", "schedule": 5.0},
+    "portal.catalog_health_roll_up": {"task": "portal.catalog_health_roll_up", "schedule": 3600.0},
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},

@@ -16,3 +16,11 @@ def catalog_health() -> dict[str, Any]:
     from portal.catalog.health import health_poll, instances_mark
 
     return {**health_poll(), "instances": instances_mark()}
+
+
+@app.task(name="portal.catalog_health_roll_up", ignore_result=True)
+def catalog_health_roll_up() -> int:
+    """Fold health checks older than CATALOG_HEALTH_RAW_DAYS into hourly counts (uptime keeps them)."""
+    from portal.catalog.health import health_roll_up
+
+    return health_roll_up()

@@ -169,3 +169,24 @@ class HealthCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service.slug} {self.status} at {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+
+class HealthHour(models.Model):
+    """The checks of one service in one hour, once they are older than ``CATALOG_HEALTH_RAW_DAYS``: counted by
+    status (what uptime needs), the single checks deleted."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="health_hours")
+    hour = models.DateTimeField(help_text="The hour's start (UTC).")
+    passing = models.PositiveIntegerField(default=0)
+    warning = models.PositiveIntegerField(default=0)
+    critical = models.PositiveIntegerField(default=0)
+    latency_ms_total = models.PositiveBigIntegerField(default=0)
+    latency_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "catalog_health_hour"
+        ordering = ["-hour"]
+        constraints = [models.UniqueConstraint(fields=["service", "hour"], name="catalog_health_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.service.slug} {self.hour:%Y-%m-%d %H}:00"

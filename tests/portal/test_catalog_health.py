@@ -12,8 +12,8 @@ import pytest
 from django.utils import timezone
 
 from devtools.infra import free_port
-from portal.catalog.health import health_poll, instances_mark
-from portal.catalog.models import HealthCheck, Instance, Service
+from portal.catalog.health import health_poll, health_roll_up, instances_mark, uptime
+from portal.catalog.models import HealthCheck, HealthHour, Instance, Service
 from portal.catalog.services import instance_heartbeat
 from tests.servers import LocalServer
 
@@ -110,3 +110,49 @@ def test_instances_that_stop_heartbeating_turn_critical_then_gone_and_come_back(
     instance_heartbeat(slug="ledger", instance="long-gone", client_id=None)
     assert Instance.objects.get(instance="long-gone").status == "passing"
     assert Instance.objects.count() == 3
+
+
+def _checks(service: Service, now: dt.datetime, spec: list[tuple[dt.timedelta, str]]) -> None:
+    HealthCheck.objects.bulk_create(
+        [HealthCheck(service=service, status=status, latency_ms=10, checked_at=now - ago) for ago, status in spec]
+    )
+
+
+def test_uptime_over_each_window_survives_rolling_old_checks_into_hours(settings):
+    settings.CATALOG_HEALTH_RAW_DAYS = 2
+    now = timezone.now()
+    ledger, quiet = _service("ledger"), _service("quiet")
+    hour, day = dt.timedelta(hours=1), dt.timedelta(days=1)
+    # last 24 h: 3 passing, 1 critical (75 %); 3 days ago: 1 warning, 3 critical; 10 days ago: 2 critical
+    _checks(ledger, now, [(hour, "passing"), (2 * hour, "passing"), (3 * hour, "passing"), (4 * hour, "critical")])
+    _checks(ledger, now, [(3 * day, "warning"), (3 * day + hour, "critical"), (3 * day + 2 * hour, "critical")])
+    _checks(ledger, now, [(3 * day + 3 * hour, "critical"), (10 * day, "critical"), (10 * day + hour, "critical")])
+    before = uptime([ledger, quiet], now=now)
+    assert before[ledger.id] == {"24h": 75.0, "7d": 50.0, "30d": 40.0}
+    assert before[quiet.id] == {"24h": None, "7d": None, "30d": None}
+
+    hours = health_roll_up(now=now)
+
+    assert hours == 6  # the six hours the old checks fell in
+    assert HealthCheck.objects.filter(service=ledger).count() == 4  # the last 24 h stay single
+    assert uptime([ledger, quiet], now=now) == before
+    assert health_roll_up(now=now) == 0  # nothing left to fold: nothing counted twice
+    assert sum(h.critical for h in HealthHour.objects.all()) == 5
+
+
+def test_the_api_shows_health_and_uptime(settings, mint_token):
+    from django.test import Client
+
+    from tests.portal.factories import machine_client
+
+    service = _service("ledger", "http://127.0.0.1:1/health")
+    _checks(service, timezone.now(), [(dt.timedelta(minutes=1), "passing"), (dt.timedelta(minutes=2), "critical")])
+    Service.objects.filter(id=service.id).update(health_status="passing", last_checked_at=timezone.now())
+    reader = machine_client(audiences=["portal"], scopes=["portal:read"])
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {mint_token(reader, 'portal', scope='portal:read')}")
+
+    body = api.get("/api/v1/catalog/services/ledger").json()
+
+    assert body["health_status"] == "passing"
+    assert body["uptime"] == {"24h": 50.0, "7d": 50.0, "30d": 50.0}
+    assert api.get("/api/v1/catalog/services").json()[0]["uptime"]["24h"] == 50.0

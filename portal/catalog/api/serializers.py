@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from portal.catalog.models import SLUG_REGEX, Instance, Lifecycle, Service
@@ -76,6 +77,15 @@ class ServiceSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(source="owner", slug_field="slug", read_only=True)
     dependencies = DependencySerializer(many=True, read_only=True)
     instances = InstanceSerializer(many=True, read_only=True)
+    uptime = serializers.SerializerMethodField(
+        help_text="Per window (24h, 7d, 30d): the percentage of health checks that were not critical (null: none)."
+    )
+
+    @extend_schema_field(
+        inline_serializer("Uptime", {w: serializers.FloatField(allow_null=True) for w in ("24h", "7d", "30d")})
+    )
+    def get_uptime(self, obj: Service) -> dict[str, float | None]:
+        return self.context.get("uptime", {}).get(obj.id, {})
 
     class Meta:
         model = Service
@@ -97,6 +107,7 @@ class ServiceSerializer(serializers.ModelSerializer):
             "health_interval_seconds",
             "health_status",
             "last_checked_at",
+            "uptime",
             "registered_by",
             "dependencies",
             "instances",

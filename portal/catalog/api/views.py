@@ -19,6 +19,7 @@ from portal.catalog.api.serializers import (
     ServiceSerializer,
 )
 from portal.catalog.errors import ServiceNotFound
+from portal.catalog.health import uptime
 from portal.catalog.models import SLUG_REGEX, Instance, Service
 from services.kit.auth import ClientPrincipal
 from services.kit.errors import DomainError
@@ -51,8 +52,8 @@ class ServiceListView(APIView):
 
     @extend_schema(responses={200: ServiceSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        services_ = Service.objects.select_related("owner").prefetch_related("dependencies", "instances")
-        return Response(ServiceSerializer(services_, many=True).data)
+        services_ = list(Service.objects.select_related("owner").prefetch_related("dependencies", "instances"))
+        return Response(ServiceSerializer(services_, many=True, context={"uptime": uptime(services_)}).data)
 
 
 class ServiceDetailView(APIView):
@@ -63,7 +64,8 @@ class ServiceDetailView(APIView):
 
     @extend_schema(responses={200: ServiceSerializer})
     def get(self, request: Request, slug: str) -> Response:
-        return Response(ServiceSerializer(_service(slug)).data)
+        service = _service(slug)
+        return Response(ServiceSerializer(service, context={"uptime": uptime([service])}).data)
 
     @extend_schema(request=ManifestSerializer, responses={200: ServiceSerializer, 201: ServiceSerializer})
     def put(self, request: Request, slug: str) -> Response:
@@ -74,7 +76,8 @@ class ServiceDetailView(APIView):
         registration = services.service_register(
             slug=slug, manifest=dict(manifest.validated_data), client_id=_client_id(request)
         )
-        body = ServiceSerializer(_service(slug)).data
+        service = _service(slug)
+        body = ServiceSerializer(service, context={"uptime": uptime([service])}).data
         return Response(body, status=status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK)
 
 
