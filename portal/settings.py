@@ -77,3 +77,5 @@ CATALOG_HEALTH_CONCURRENCY = env.int("CATALOG_HEALTH_CONCURRENCY", default=8)
 CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)
 # Single health checks are kept this long, then folded into hourly counts (uptime over 30 days keeps working).
 CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)
+# A dependency counts as observed if a call was reported in this many days.
+CATALOG_OBSERVED_DAYS = env.float("CATALOG_OBSERVED_DAYS", default=7.0)

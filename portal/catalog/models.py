@@ -190,3 +190,21 @@ class HealthHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service.slug} {self.hour:%Y-%m-%d %H}:00"
+
+
+class ObservedCall(models.Model):
+    """Calls a service reported receiving from one machine client (the token's subject), summed."""
+
+    callee = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="calls_received")
+    caller_client = models.CharField(max_length=200, help_text="The calling token's subject (a machine client).")
+    calls = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        db_table = "catalog_observed_call"
+        ordering = ["callee__slug", "caller_client"]
+        constraints = [models.UniqueConstraint(fields=["callee", "caller_client"], name="catalog_observed_call_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.caller_client} → {self.callee.slug} ({self.calls})"

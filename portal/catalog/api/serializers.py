@@ -57,6 +57,37 @@ class HeartbeatInputSerializer(StrictSerializer):
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
 
+class CallsInputSerializer(StrictSerializer):
+    callers = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=10**12),
+        allow_empty=True,
+        help_text="Calling machine client id → calls received since the last report.",
+    )
+
+    def validate_callers(self, value: dict[str, int]) -> dict[str, int]:
+        if len(value) > 1000:
+            raise serializers.ValidationError("At most 1,000 callers per report.", code="too_many_callers")
+        if any(not key or len(key) > 200 for key in value):
+            raise serializers.ValidationError("Caller ids are 1 to 200 characters.", code="invalid_caller")
+        return value
+
+
+# The graph's edge, for the OpenAPI document ("from" is a Python keyword, so not a class attribute).
+GRAPH_EDGE = inline_serializer(
+    "CatalogGraphEdge",
+    {
+        "from": serializers.CharField(),
+        "to": serializers.CharField(),
+        "kind": serializers.ChoiceField(choices=["service", "resource"]),
+        "declared": serializers.BooleanField(),
+        "observed": serializers.BooleanField(),
+        "calls": serializers.IntegerField(),
+        "last_seen": serializers.DateTimeField(allow_null=True),
+        "drift": serializers.ChoiceField(choices=["declared_not_observed", "observed_not_declared"], allow_null=True),
+    },
+)
+
+
 class InstanceSerializer(serializers.ModelSerializer):
     class Meta:
         model = Instance

@@ -13,12 +13,15 @@ from rest_framework.views import APIView
 
 from portal.catalog import services
 from portal.catalog.api.serializers import (
+    GRAPH_EDGE,
+    CallsInputSerializer,
     HeartbeatInputSerializer,
     InstanceSerializer,
     ManifestSerializer,
     ServiceSerializer,
 )
-from portal.catalog.errors import ServiceNotFound
+from portal.catalog.errors import ServiceNotFound, ServiceRegisteredByAnotherClient
+from portal.catalog.graph import calls_record, graph
 from portal.catalog.health import uptime
 from portal.catalog.models import SLUG_REGEX, Instance, Service
 from services.kit.auth import ClientPrincipal
@@ -104,3 +107,48 @@ class InstanceHeartbeatView(APIView):
             {"instance": InstanceSerializer(row).data, "heartbeat_interval_seconds": services.heartbeat_interval()},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class CallsReportView(APIView):
+    """A service reports the calls it received since its last report, by calling machine client."""
+
+    queryset = Service.objects.all()
+    required_scopes = {"*": {"catalog:register"}}
+
+    @extend_schema(
+        request=CallsInputSerializer,
+        responses={200: inline_serializer("CallsRecorded", {"callers": serializers.IntegerField()})},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        report = CallsInputSerializer(data=request.data)
+        report.is_valid(raise_exception=True)
+        service = Service.objects.filter(slug=slug).first()
+        if service is None:
+            raise ServiceNotFound(f"No service {slug!r} in the catalog; register it first.")
+        client_id = _client_id(request)
+        if client_id is not None and service.registered_by not in ("", client_id):
+            raise ServiceRegisteredByAnotherClient(
+                f"Service {slug!r} was registered by another machine client; only it may report its calls."
+            )
+        return Response({"callers": calls_record(service, report.validated_data["callers"])})
+
+
+class GraphView(APIView):
+    """Nodes (services, resources) and edges, each declared and/or observed, with drift flagged."""
+
+    queryset = Service.objects.all()
+    required_scopes = {"GET": {"portal:read"}}
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "CatalogGraph",
+                {
+                    "nodes": serializers.ListField(child=serializers.DictField()),
+                    "edges": serializers.ListField(child=GRAPH_EDGE),
+                },
+            )
+        }
+    )
+    def get(self, request: Request) -> Response:
+        return Response(graph().as_dict())

@@ -1,0 +1,127 @@
+"""Declared and observed dependencies, and the graph that compares them.
+
+*Declared* edges come from the manifests (:class:`~portal.catalog.models.Dependency`). *Observed* edges come
+from the services themselves: each reports, in batches, which machine clients called it and how often
+(:func:`calls_record`); a caller is the service that client registered (``Service.registered_by``), since
+every service-to-service call carries a token naming its caller. An edge is observed if a call was reported
+in the last ``CATALOG_OBSERVED_DAYS``.
+
+Drift, both ways: ``declared_not_observed`` (declared, never or no longer used) and ``observed_not_declared``
+(used without being declared).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from portal.catalog.models import Dependency, ObservedCall, Service
+
+_RECORD = """
+INSERT INTO catalog_observed_call AS o (callee_id, caller_client, calls, first_seen, last_seen)
+SELECT %s, caller, n, %s, %s FROM unnest(%s::text[], %s::bigint[]) AS v(caller, n)
+ON CONFLICT (callee_id, caller_client) DO UPDATE SET calls = o.calls + EXCLUDED.calls, last_seen = EXCLUDED.last_seen
+"""
+
+
+def calls_record(service: Service, callers: dict[str, int], *, at: dt.datetime | None = None) -> int:
+    """Add a batch of calls ``service`` received (caller client id → count); return how many callers."""
+    items = sorted((client, count) for client, count in callers.items() if count > 0)
+    if not items:
+        return 0
+    at = at or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD, [service.id, at, at, [c for c, _ in items], [n for _, n in items]])
+    return len(items)
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    kind: str  # "service" or "resource"
+    declared: bool = False
+    observed: bool = False
+    calls: int = 0
+    last_seen: dt.datetime | None = None
+
+    @property
+    def drift(self) -> str | None:
+        if self.kind != "service":
+            return None
+        if self.declared and not self.observed:
+            return "declared_not_observed"
+        if self.observed and not self.declared:
+            return "observed_not_declared"
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.source,
+            "to": self.target,
+            "kind": self.kind,
+            "declared": self.declared,
+            "observed": self.observed,
+            "calls": self.calls,
+            "last_seen": self.last_seen.isoformat().replace("+00:00", "Z") if self.last_seen else None,
+            "drift": self.drift,
+        }
+
+
+@dataclass
+class Graph:
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "edges": [e.as_dict() for e in self.edges]}
+
+
+def graph(*, now: dt.datetime | None = None) -> Graph:
+    """Every service (and declared resource) as a node; every declared or recently observed edge."""
+    now = now or timezone.now()
+    since = now - dt.timedelta(days=float(getattr(settings, "CATALOG_OBSERVED_DAYS", 7)))
+    services = list(Service.objects.select_related("owner").order_by("slug"))
+    by_client = {s.registered_by: s.slug for s in services if s.registered_by}
+    edges: dict[tuple[str, str, str], Edge] = {}
+    resources: set[str] = set()
+    for dep in Dependency.objects.select_related("service"):
+        if dep.target_slug:
+            key = (dep.service.slug, dep.target_slug, "service")
+        else:
+            key = (dep.service.slug, dep.resource, "resource")
+            resources.add(dep.resource)
+        edges.setdefault(key, Edge(key[0], key[1], key[2])).declared = True
+    for call in ObservedCall.objects.select_related("callee").filter(last_seen__gte=since):
+        caller = by_client.get(call.caller_client)
+        if caller is None:  # a client that registered no service (a person's script, a partner): not an edge
+            continue
+        key = (caller, call.callee.slug, "service")
+        edge = edges.setdefault(key, Edge(key[0], key[1], "service"))
+        edge.observed = True
+        edge.calls += call.calls
+        edge.last_seen = max(filter(None, [edge.last_seen, call.last_seen]))
+    nodes = [
+        {
+            "id": s.slug,
+            "kind": "service",
+            "display_name": s.display_name,
+            "team": s.owner.slug if s.owner else None,
+            "tier": s.tier,
+            "lifecycle": s.lifecycle,
+            "health_status": s.health_status or None,
+        }
+        for s in services
+    ]
+    known = {s.slug for s in services}
+    nodes += [
+        {"id": slug, "kind": "service", "display_name": slug, "registered": False}
+        for slug in sorted({e.target for e in edges.values() if e.kind == "service"} - known)
+    ]
+    nodes += [{"id": name, "kind": "resource", "display_name": name} for name in sorted(resources)]
+    return Graph(nodes, sorted(edges.values(), key=lambda e: (e.source, e.target, e.kind)))
