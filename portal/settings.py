@@ -38,6 +38,8 @@ JWT_PRIVATE_KEY_FILE = env.str("JWT_PRIVATE_KEY_FILE", default="")
 # Public keys of retired signing keys, still published in the JWKS during rotation.
 JWT_RETIRED_PUBLIC_KEY_FILES = env.list("JWT_RETIRED_PUBLIC_KEY_FILES", default=[])
 JWT_ACCESS_TOKEN_TTL_SECONDS = env.int("JWT_ACCESS_TOKEN_TTL_SECONDS", default=900)
+# After a machine client's secret is rotated, the old one still obtains tokens this long (0: not at all).
+ATRIUM_CLIENT_SECRET_GRACE_SECONDS = env.int("ATRIUM_CLIENT_SECRET_GRACE_SECONDS", default=3600)
 
 # What a machine client may be granted: audience → the scopes that audience knows.
 ATRIUM_AUDIENCE_SCOPES = {

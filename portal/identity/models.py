@@ -37,6 +37,12 @@ class MachineClient(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    previous_secret_hash = models.CharField(
+        max_length=64, blank=True, default="", editable=False, help_text="The secret before the last rotation."
+    )
+    previous_secret_valid_until = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Until then the previous secret still obtains tokens."
+    )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -106,21 +107,40 @@ def client_create(
 
 
 @transaction.atomic
-def client_rotate_secret(*, client: MachineClient, secret: str | None = None) -> str:
-    """Replace a client's secret; return the new one (shown once)."""
+def client_rotate_secret(*, client: MachineClient, secret: str | None = None, grace_seconds: int | None = None) -> str:
+    """Replace a client's secret; return the new one (shown once). The old secret still obtains tokens for
+    ``grace_seconds`` (default ``ATRIUM_CLIENT_SECRET_GRACE_SECONDS``; 0: at once no more), so the processes
+    using it can be given the new one without an outage."""
     secret = secret or _secret_new()
+    grace = settings.ATRIUM_CLIENT_SECRET_GRACE_SECONDS if grace_seconds is None else grace_seconds
     rotated_before = client.secret_rotated_at
+    now = timezone.now()
+    client.previous_secret_hash = client.secret_hash if grace > 0 else ""
+    client.previous_secret_valid_until = now + dt.timedelta(seconds=grace) if grace > 0 else None
     client.secret_hash = secret_hash(secret)
     client.secret_last4 = secret[-4:]
-    client.secret_rotated_at = timezone.now()
-    client.save(update_fields=["secret_hash", "secret_last4", "secret_rotated_at", "updated_at"])
+    client.secret_rotated_at = now
+    client.save(
+        update_fields=[
+            "secret_hash",
+            "secret_last4",
+            "secret_rotated_at",
+            "previous_secret_hash",
+            "previous_secret_valid_until",
+            "updated_at",
+        ]
+    )
     # Never the secret or its hash: only that it changed, and when.
     audit_record(
         "portal.client.secret_rotated",
         object_type="machine_client",
         object_id=client.id,
         changes={"secret_rotated_at": [rotated_before, client.secret_rotated_at]},
-        metadata={"rotated_at": client.secret_rotated_at, "name": client.name},
+        metadata={
+            "rotated_at": client.secret_rotated_at,
+            "name": client.name,
+            "previous_secret_valid_until": client.previous_secret_valid_until,
+        },
     )
     log.info("identity.client_secret_rotated", client_id=client.id)
     return secret
@@ -220,6 +240,19 @@ def token_issue(
     return issued
 
 
+def _secret_matches(client: MachineClient, presented: str) -> bool:
+    """The current secret, or the previous one during its grace period after a rotation."""
+    if hmac.compare_digest(presented, client.secret_hash):
+        return True
+    grace_until = client.previous_secret_valid_until
+    return bool(
+        client.previous_secret_hash
+        and grace_until is not None
+        and timezone.now() < grace_until
+        and hmac.compare_digest(presented, client.previous_secret_hash)
+    )
+
+
 def _token_issue(
     *, grant_type: str, client_id: str, client_secret: str, audience: str, scope: str | None = None
 ) -> IssuedToken:
@@ -228,7 +261,7 @@ def _token_issue(
     client = MachineClient.objects.filter(pk=client_id).first()
     # Hash even for unknown clients so response time does not reveal which ids exist.
     presented = secret_hash(client_secret)
-    if client is None or not hmac.compare_digest(presented, client.secret_hash) or not client.is_active:
+    if client is None or not _secret_matches(client, presented) or not client.is_active:
         log.warning("identity.token_refused", client_id=client_id, reason="invalid_client", audience=audience)
         raise InvalidClient()
     if audience not in client.allowed_audiences:

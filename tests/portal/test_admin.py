@@ -6,6 +6,7 @@ import html
 import re
 
 import pytest
+from django.utils import timezone
 
 from portal.identity.models import MachineClient
 from portal.identity.services import secret_hash
@@ -116,14 +117,16 @@ def test_rotate_secret_action_shows_the_new_secret(admin_client, request_token):
         CHANGELIST_URL, {"action": "rotate_secret", "_selected_action": [machine.id], "index": "0"}
     )
 
-    # then the new secret is shown once, and only it works
+    # then the new secret is shown once; it works, and the old one only for the grace period
     assert response.status_code == 200, response.content.decode()[:3000]
     assert "no-store" in _cache_directives(response)
     assert "Secret rotated" in response.content.decode()
     new_secret = _shown_secret(response)
     assert new_secret != machine.secret
-    assert request_token(machine.token_request("ledger")).status_code == 401
     assert request_token({**machine.token_request("ledger"), "client_secret": new_secret}).status_code == 200
+    assert request_token(machine.token_request("ledger")).status_code == 200
+    MachineClient.objects.filter(pk=machine.id).update(previous_secret_valid_until=timezone.now())
+    assert request_token(machine.token_request("ledger")).status_code == 401
 
 
 def test_rotate_secret_action_refuses_more_than_one_client(admin_client):

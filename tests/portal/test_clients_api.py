@@ -6,6 +6,7 @@ import json
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from portal.identity.models import MachineClient
 from portal.identity.services import secret_hash
@@ -184,8 +185,8 @@ def test_rotate_secret_replaces_the_old_secret(client, request_token):
     assert request_token(machine.token_request("ledger")).status_code == 200
     client.force_login(user_with_role("operator"))
 
-    # when the operator rotates the secret
-    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret")
+    # when the operator rotates the secret with no grace period
+    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret", {"grace_seconds": 0})
 
     # then a new secret is returned once
     assert response.status_code == 200, response.content
@@ -198,6 +199,46 @@ def test_rotate_secret_replaces_the_old_secret(client, request_token):
     assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
     new = request_token({**machine.token_request("ledger"), "client_secret": new_secret})
     assert new.status_code == 200, new.content
+
+
+def test_after_a_rotation_the_old_secret_works_for_the_grace_period_only(client, request_token, settings):
+    settings.ATRIUM_CLIENT_SECRET_GRACE_SECONDS = 600
+    machine = machine_client()
+    client.force_login(user_with_role("operator"))
+
+    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret")
+
+    assert response.status_code == 200, response.content
+    new_secret = response.json()["client_secret"]
+    assert response.json()["previous_secret_valid_until"] is not None
+    # both secrets work during the grace period (the processes can be given the new one without an outage)
+    assert request_token(machine.token_request("ledger")).status_code == 200
+    assert request_token({**machine.token_request("ledger"), "client_secret": new_secret}).status_code == 200
+    # and once it is over, only the new one
+    MachineClient.objects.filter(pk=machine.id).update(previous_secret_valid_until=timezone.now())
+    assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
+    assert request_token({**machine.token_request("ledger"), "client_secret": new_secret}).status_code == 200
+    # a second rotation ends the first secret's grace at once: only the one just replaced keeps one
+    third = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret").json()["client_secret"]
+    assert request_token({**machine.token_request("ledger"), "client_secret": new_secret}).status_code == 200
+    assert request_token({**machine.token_request("ledger"), "client_secret": third}).status_code == 200
+    assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
+    # a revoked client gets nothing, whichever secret
+    _post(client, f"{CLIENTS_URL}{machine.id}/revoke")
+    assert_problem(
+        request_token({**machine.token_request("ledger"), "client_secret": new_secret}), 401, "invalid_client"
+    )
+
+
+def test_a_bad_grace_period_is_a_field_error(client):
+    machine = machine_client()
+    client.force_login(user_with_role("operator"))
+
+    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret", {"grace_seconds": -1})
+
+    body = assert_problem(response, 400, "validation_error")
+    assert body["errors"][0]["field"] == "grace_seconds"
+    assert MachineClient.objects.get(pk=machine.id).secret_rotated_at is None
 
 
 def test_revoked_client_can_no_longer_get_tokens(client, request_token):

@@ -39,6 +39,7 @@ class MachineClientSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "secret_rotated_at",
+            "previous_secret_valid_until",
             "revoked_at",
             "last_used_at",
         ]
@@ -51,6 +52,15 @@ def _audience_choices() -> list[str]:
 
 def _scope_choices() -> list[str]:
     return sorted({s for scopes in settings.ATRIUM_AUDIENCE_SCOPES.values() for s in scopes})
+
+
+class RotateSecretSerializer(StrictSerializer):
+    grace_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=7 * 86_400,
+        required=False,
+        help_text="How long the old secret still obtains tokens (default: ATRIUM_CLIENT_SECRET_GRACE_SECONDS).",
+    )
 
 
 class MachineClientCreateSerializer(StrictSerializer):

@@ -28,6 +28,7 @@ from portal.identity.api.serializers import (
     MachineClientCreateSerializer,
     MachineClientSerializer,
     MachineClientWithSecretSerializer,
+    RotateSecretSerializer,
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
@@ -168,11 +169,13 @@ class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
-    @extend_schema(request=None, responses={200: MachineClientWithSecretSerializer})
+    @extend_schema(request=RotateSecretSerializer, responses={200: MachineClientWithSecretSerializer})
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
         client = self.get_object()
-        secret = services.client_rotate_secret(client=client)
+        options = RotateSecretSerializer(data=request.data if request.data else {})
+        options.is_valid(raise_exception=True)
+        secret = services.client_rotate_secret(client=client, grace_seconds=options.validated_data.get("grace_seconds"))
         body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
         return Response(body, headers={"Cache-Control": "no-store"})
 

@@ -94,5 +94,5 @@ def _client_ensure(
     client.is_active, client.revoked_at = True, None
     client.save(update_fields=["allowed_audiences", "allowed_scopes", "is_active", "revoked_at", "updated_at"])
     if not secret or services.secret_hash(secret) != client.secret_hash:
-        secret = services.client_rotate_secret(client=client)
+        secret = services.client_rotate_secret(client=client, grace_seconds=0)  # the old one was lost: no grace
     return client, secret
