@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,9 +18,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
 from portal.identity import services as identity
+from portal.identity.models import MachineClient
 from tests.harness import AtriumProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -166,6 +169,11 @@ def test_admin_creates_a_client_whose_secret_is_shown_once_and_works(admin_sessi
     _assert_static_served_by_app(admin_session)
 
 
+def _in_a_thread(fn: Callable[[], object]) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(fn).result(timeout=30)
+
+
 @pytest.fixture
 def existing_client(transactional_db: None) -> tuple[str, str]:
     """A ledger client created before the browser starts: (client_id, secret)."""
@@ -173,7 +181,7 @@ def existing_client(transactional_db: None) -> tuple[str, str]:
     return client.id, secret
 
 
-def test_admin_rotate_action_shows_a_new_secret_and_retires_the_old(
+def test_admin_rotate_action_shows_a_new_secret_and_retires_the_old_after_its_grace(
     existing_client: tuple[str, str], admin_session: AdminSession
 ):
     page, base = admin_session.page, admin_session.base_url
@@ -195,7 +203,11 @@ def test_admin_rotate_action_shows_a_new_secret_and_retires_the_old(
     assert new_secret.startswith("cs_")
     assert new_secret != old_secret
 
-    # and only the new secret obtains tokens now
+    # and the new secret obtains tokens; the old one only until its grace period is over
+    assert _token(base, client_id, old_secret).status_code == 200
+    _in_a_thread(  # (Playwright's sync API runs an event loop here: the ORM wants a thread of its own)
+        lambda: MachineClient.objects.filter(pk=client_id).update(previous_secret_valid_until=timezone.now())
+    )
     refused = _token(base, client_id, old_secret)
     assert refused.status_code == 401, refused.text
     assert refused.json()["code"] == "invalid_client"
