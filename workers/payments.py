@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import idempotency
 from services.payments.processing import advance
@@ -50,9 +51,19 @@ def sweep() -> dict[str, int]:
     return sweep_run()
 
 
-@app.task(name="payments.reconcile")
+@app.task(
+    name="payments.reconcile",
+    autoretry_for=(UpstreamUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=8,
+)
 def reconcile() -> dict[str, Any]:
-    """Check payments against the ledger both ways; mismatches become audit events and a metric."""
+    """Check payments against the ledger both ways; mismatches become audit events and a metric.
+
+    While the ledger cannot be reached (or this process's circuit breaker for it is still open after an
+    outage) nothing is recorded and the task is tried again with backoff, about two minutes in all."""
     return reconcile_run().as_dict()
 
 

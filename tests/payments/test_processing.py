@@ -306,3 +306,17 @@ def test_reconciliation_finds_nothing_when_books_agree_and_each_kind_of_mismatch
     assert state["mismatches"]["amount_mismatch"] == 1
     (family, _) = list(ReconciliationCollector().collect())
     assert {s.labels["kind"]: s.value for s in family.samples}["posting_without_payment"] == 1
+
+
+def test_reconciliation_is_tried_again_while_the_ledger_cannot_be_reached(settings):
+    from celery.exceptions import Retry
+
+    from workers.payments import reconcile as reconcile_task
+
+    settings.LEDGER_URL = f"http://127.0.0.1:{free_port()}"
+    ledger_reset()
+
+    # a worker runs it: the unavailable ledger means "again later", not a failed reconciliation
+    with pytest.raises(Retry):
+        reconcile_task.apply(throw=True)
+    assert not OutboxEvent.objects.filter(payload__action="payments.reconciliation.completed").exists()
