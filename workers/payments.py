@@ -55,9 +55,9 @@ def sweep() -> dict[str, int]:
     name="payments.reconcile",
     autoretry_for=(UpstreamUnavailable,),
     retry_backoff=2,
-    retry_backoff_max=30,
+    retry_backoff_max=10,
     retry_jitter=True,
-    max_retries=8,
+    max_retries=12,
 )
 def reconcile() -> dict[str, Any]:
     """Check payments against the ledger both ways; mismatches become audit events and a metric.
