@@ -48,6 +48,34 @@ class Registration:
     changed: dict[str, list[Any]]
 
 
+def _may_act(service: Service, client_id: str | None) -> bool:
+    """People (None) and the registering client act for a service; a service nobody registered is anyone's."""
+    return client_id is None or service.registered_by in ("", client_id)
+
+
+def _not_yours(slug: str, doing: str) -> ServiceRegisteredByAnotherClient:
+    return ServiceRegisteredByAnotherClient(
+        f"Service {slug!r} was registered by another machine client; only it may {doing}."
+    )
+
+
+def _owned(slug: str, client_id: str | None, doing: str) -> Service:
+    """The service, if ``client_id`` may act for it (404 / 403 otherwise)."""
+    service = Service.objects.filter(slug=slug).first()
+    if service is None:
+        raise ServiceNotFound(f"No service {slug!r} in the catalog; register it first.")
+    if not _may_act(service, client_id):
+        raise _not_yours(slug, doing)
+    return service
+
+
+def calls_report(*, slug: str, client_id: str | None, callers: dict[str, int]) -> int:
+    """Add the calls ``slug`` reports having received (caller client id → count); return how many callers."""
+    from portal.catalog.graph import calls_record
+
+    return calls_record(_owned(slug, client_id, "report its calls"), callers)
+
+
 def _dependency_keys(items: list[dict[str, str]]) -> list[tuple[str, str]]:
     keys = {(item.get("service", ""), item.get("resource", "")) for item in items}
     return sorted(keys)
@@ -61,10 +89,8 @@ def service_register(*, slug: str, manifest: dict[str, Any], client_id: str | No
         created = service is None
         if service is None:
             service = Service(slug=slug, registered_by=client_id or "")
-        elif client_id is not None and service.registered_by not in ("", client_id):
-            raise ServiceRegisteredByAnotherClient(
-                f"Service {slug!r} was registered by another machine client; only it may update the service."
-            )
+        elif not _may_act(service, client_id):
+            raise _not_yours(slug, "update the service")
         elif client_id is not None and not service.registered_by:
             service.registered_by = client_id
         changed: dict[str, list[Any]] = {}
@@ -149,13 +175,7 @@ def instance_heartbeat(
     started_at: dt.datetime | None = None,
 ) -> tuple[Instance, bool]:
     """Record a heartbeat of ``instance`` of ``slug`` (created on its first); return it and whether it is new."""
-    service = Service.objects.filter(slug=slug).first()
-    if service is None:
-        raise ServiceNotFound(f"No service {slug!r} in the catalog; register it first.")
-    if client_id is not None and service.registered_by not in ("", client_id):
-        raise ServiceRegisteredByAnotherClient(
-            f"Service {slug!r} was registered by another machine client; only it may heartbeat its instances."
-        )
+    service = _owned(slug, client_id, "heartbeat its instances")
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(_HEARTBEAT_SQL, [service.id, instance, host, pid, version, started_at, now, now])

@@ -6,7 +6,7 @@ What is recorded, and where (``services/ledger/services.py``):
   atomic block (``audit_record``); refusals (duplicate code, invalid overdraft limit, not found, closed,
   not empty) with outcome ``failure`` after the rollback.
 * ``ledger.transaction.created``: ``_create_batch`` (the one path of every creation, single or batched) builds
-  one body per created *or refused* item and :func:`queue_events` writes them all with one multi-row INSERT
+  one body per created *or refused* item and :func:`queue_events` writes them all with one INSERT
   on the final write pipeline (before its COMMIT: no extra round trip), or :func:`copy_events` on the COPY
   path of large batches. Idempotent replays (``exists``) are not mutations and are not recorded.
 * An atomic batch that is rejected commits nothing, so its events are written after the rollback by
@@ -23,7 +23,6 @@ Failure events carry ``metadata.code`` (and ``detail``, and the reference where 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from django.utils import timezone
@@ -32,14 +31,12 @@ from services.kit.audit import audit_context, audit_event
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.ids import id_new
 from services.kit.models import OutboxEvent
-from services.kit.outbox import relay_kick
+from services.kit.outbox import outbox_put_many, relay_kick
 
 TOPIC = "audit"
 # The outbox's columns, as services.kit.outbox.outbox_put writes them.
 _TABLE = OutboxEvent._meta.db_table
 _COLUMNS = "id, topic, payload, created_at, attempts, last_error"
-# Rows per INSERT (3 bound parameters each; PostgreSQL allows 65,535 per statement).
-_INSERT_CHUNK = 5000
 
 
 def transaction_metadata(txn: Any) -> dict[str, Any]:
@@ -64,28 +61,10 @@ def _payload(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def _chunks(bodies: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(bodies), _INSERT_CHUNK):
-        yield bodies[start : start + _INSERT_CHUNK]
-
-
 def queue_events(pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
-    """Queue one multi-row INSERT of every event body on ``pipeline`` (the write's transaction, no extra
-    round trip); wake the relay once after commit. Return the event ids."""
-    if not bodies:
-        return []
-    now = timezone.now()
-    ids: list[str] = []
-    for chunk in _chunks(bodies):
-        values = ", ".join([f"(%s, '{TOPIC}', %s::jsonb, %s, 0, '')"] * len(chunk))
-        params: list[Any] = []
-        for body in chunk:
-            event_id = id_new("evt")
-            ids.append(event_id)
-            params.extend([event_id, _payload(body), now])
-        pipeline.add(f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES {values}", params)  # noqa: S608  (no user input)
-    tx.on_commit(relay_kick)
-    return ids
+    """Queue the INSERT of every event body on ``pipeline`` (the write's transaction, no extra round trip; the
+    kit's one array INSERT); wake the relay once after commit. Return the event ids."""
+    return outbox_put_many([(TOPIC, body) for body in bodies], pipeline=pipeline, tx=tx)
 
 
 def copy_events(raw_cursor: Any, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:

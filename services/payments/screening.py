@@ -40,13 +40,9 @@ def _lock_key(account: str) -> int:
     return int.from_bytes(hashlib.sha256(f"payments-screening:{account}".encode()).digest()[:8], "big", signed=True)
 
 
-def account_lock(account: str) -> None:
-    """Serialize screening per source account until the transaction ends."""
-    accounts_lock([account])
-
-
 def accounts_lock(accounts: Iterable[str]) -> None:
-    """:func:`account_lock` for many accounts at once, always in the same order (two batches never deadlock)."""
+    """Serialize screening per source account until the transaction ends: one transaction advisory lock per
+    account, always taken in the same order (two batches never deadlock)."""
     keys = sorted({_lock_key(a) for a in accounts})
     if keys:
         with connection.cursor() as cursor:

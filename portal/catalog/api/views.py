@@ -20,8 +20,8 @@ from portal.catalog.api.serializers import (
     ManifestSerializer,
     ServiceSerializer,
 )
-from portal.catalog.errors import ServiceNotFound, ServiceRegisteredByAnotherClient
-from portal.catalog.graph import calls_record, graph
+from portal.catalog.errors import ServiceNotFound
+from portal.catalog.graph import graph
 from portal.catalog.health import uptime
 from portal.catalog.models import SLUG_REGEX, Instance, Service
 from services.kit.auth import ClientPrincipal
@@ -122,15 +122,10 @@ class CallsReportView(APIView):
     def post(self, request: Request, slug: str) -> Response:
         report = CallsInputSerializer(data=request.data)
         report.is_valid(raise_exception=True)
-        service = Service.objects.filter(slug=slug).first()
-        if service is None:
-            raise ServiceNotFound(f"No service {slug!r} in the catalog; register it first.")
-        client_id = _client_id(request)
-        if client_id is not None and service.registered_by not in ("", client_id):
-            raise ServiceRegisteredByAnotherClient(
-                f"Service {slug!r} was registered by another machine client; only it may report its calls."
-            )
-        return Response({"callers": calls_record(service, report.validated_data["callers"])})
+        recorded = services.calls_report(
+            slug=slug, client_id=_client_id(request), callers=report.validated_data["callers"]
+        )
+        return Response({"callers": recorded})
 
 
 class GraphView(APIView):
