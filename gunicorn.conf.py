@@ -1,6 +1,8 @@
 """Gunicorn settings for every Atrium web process (read from the working directory)."""
 
+import datetime as dt
 import os
+from typing import Any
 
 from gunicorn.glogging import Logger
 
@@ -39,3 +41,24 @@ logconfig_dict["loggers"].update(
         "gunicorn.error": {"level": "INFO", "propagate": True},
     }
 )
+
+
+# This server — its master process — is one instance in the service catalog: set once here, where the master
+# reads this file, and seen by every worker it forks.
+_master_pid = os.getpid()
+_started_at = dt.datetime.now(dt.UTC)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Each worker heartbeats the server's instance and reports the calls it served (a background thread that
+    retries while the portal is away: it never delays or stops the server)."""
+    from services.kit.catalog import web_agent_start
+
+    web_agent_start(bind=list(worker.cfg.bind), master_pid=_master_pid, started_at=_started_at)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Send the calls counted since the last report before the worker goes."""
+    from services.kit.catalog import agent_stop
+
+    agent_stop()

@@ -88,7 +88,10 @@ def main(argv: list[str]) -> int:
         for service, own in creds.get("services", {}).items():
             env[f"{service.upper()}_CLIENT_ID"] = own["client_id"]
             env[f"{service.upper()}_CLIENT_SECRET"] = own["client_secret"]
-        env.setdefault("LEDGER_URL", urls["ledger"])
+        # Where each service is reached: what the others call, and what it registers in the catalog.
+        for name, url in urls.items():
+            env.setdefault(f"{name.upper()}_URL", url)
+        env.setdefault("ATRIUM_PORTAL_URL", urls["portal"])
 
         # honcho gets its own session: a Ctrl-C (or SIGTERM) reaches only this runner,
         # which asks honcho once to stop every process, then stops the embedded servers.

@@ -161,10 +161,17 @@ class ProcessHarness:
         )
         return url
 
-    def web(self, service: str, *, database_url: str | None = None, env: dict[str, str] | None = None) -> AtriumProcess:
-        """Run ``service`` under gunicorn on a free port; wait for ``/health/ready``."""
+    def web(
+        self,
+        service: str,
+        *,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> AtriumProcess:
+        """Run ``service`` under gunicorn on ``port`` (a free one by default); wait for ``/health/ready``."""
         database_url = database_url or self.service_database(service)
-        port = free_port()
+        port = port or free_port()
         process = AtriumProcess(
             name=f"{service}-web",
             cmd=[

@@ -59,6 +59,30 @@ def _database_connections_checked(task: Any = None, **kwargs: Any) -> None:
     close_old_connections()
 
 
+@signals.worker_ready.connect
+def _catalog_register_worker(sender: Any = None, **kwargs: Any) -> None:
+    """A worker registers in the service catalog and heartbeats (a background thread; see
+    services/kit/catalog.py)."""
+    from services.kit.catalog import worker_agent_start
+
+    queues = [q.name for q in sender.task_consumer.queues] if sender is not None else []
+    worker_agent_start(queues or ["celery"])
+
+
+@signals.beat_init.connect
+def _catalog_register_beat(**kwargs: Any) -> None:
+    from services.kit.catalog import beat_agent_start
+
+    beat_agent_start()
+
+
+@signals.worker_shutdown.connect
+def _catalog_agent_stop(**kwargs: Any) -> None:
+    from services.kit.catalog import agent_stop
+
+    agent_stop()
+
+
 @signals.setup_logging.connect
 def _use_django_logging(**kwargs: Any) -> None:
     """Workers log JSON lines through the same LOGGING config as the web processes."""

@@ -30,6 +30,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from services.kit.catalog import call_count
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -292,6 +293,7 @@ class JWTAuthentication(BaseAuthentication):
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Malformed bearer token.", code="invalid_token") from exc
         claims = token_verify(token)
+        call_count(str(claims["sub"]))  # who called this service: the catalog's observed dependencies
         principal = ClientPrincipal(
             client_id=str(claims["sub"]),
             scopes=frozenset(str(claims.get("scope", "")).split()),

@@ -245,6 +245,17 @@ def kit_settings(
         "ATRIUM_TOKEN_URL": env.str(
             "ATRIUM_TOKEN_URL", default="" if production else "http://127.0.0.1:8000/api/v1/auth/token"
         ),
+        # The service catalog: each process registers from the manifest in its code (ATRIUM_MANIFEST, a module
+        # with MANIFEST), heartbeats, and reports who called it (services/kit/catalog.py).
+        # Unset in tests: a test process registers only with the portal a test gives it.
+        "ATRIUM_PORTAL_URL": env.str(
+            "ATRIUM_PORTAL_URL", default="http://127.0.0.1:8000" if environment == "dev" else ""
+        ),
+        "ATRIUM_PUBLIC_URL": env.str(f"{service.upper()}_URL", default="") or env.str("ATRIUM_PUBLIC_URL", default=""),
+        "ATRIUM_MANIFEST": root_urlconf.rpartition(".")[0] + ".manifest",
+        "ATRIUM_CATALOG_REGISTER": env.bool("ATRIUM_CATALOG_REGISTER", default=True),
+        # Until the portal's first answer says otherwise (each heartbeat's answer carries the interval).
+        "ATRIUM_CATALOG_HEARTBEAT_SECONDS": env.float("ATRIUM_CATALOG_HEARTBEAT_SECONDS", default=10.0),
         # Celery (namespace CELERY_ in workers/celery.py).
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": env.str("CELERY_RESULT_BACKEND", default=redis_url),

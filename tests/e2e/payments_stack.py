@@ -127,7 +127,9 @@ def payments_stack(
 ) -> PaymentsStack:
     """Start the stack for one test (its clients live in the test's portal database, flushed after it)."""
     own, own_secret = identity.client_create(
-        name=f"payments-service-{uuid.uuid4().hex[:6]}", audiences=["ledger"], scopes=["ledger:read", "ledger:write"]
+        name=f"payments-service-{uuid.uuid4().hex[:6]}",
+        audiences=["ledger", "portal"],
+        scopes=["catalog:register", "ledger:read", "ledger:write"],
     )
     caller, caller_secret = identity.client_create(
         name=f"e2e-caller-{uuid.uuid4().hex[:6]}",

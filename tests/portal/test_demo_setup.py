@@ -116,12 +116,27 @@ def test_refuses_to_run_in_production(credentials, settings):
 def test_each_service_gets_its_own_least_privilege_client(credentials, request_token):
     saved = _demo_setup(credentials)
 
+    assert sorted(saved["services"]) == ["ledger", "payments", "portal"]
     payments = saved["services"]["payments"]
     client = MachineClient.objects.get(id=payments["client_id"])
     assert client.name == "payments-service"
-    assert (client.allowed_audiences, client.allowed_scopes) == (["ledger"], ["ledger:read", "ledger:write"])
+    assert (client.allowed_audiences, client.allowed_scopes) == (
+        ["ledger", "portal"],
+        ["catalog:register", "ledger:read", "ledger:write"],
+    )
     body = {"grant_type": "client_credentials", **payments}
     assert request_token({**body, "audience": "ledger"}).status_code == 200
-    assert request_token({**body, "audience": "portal"}).status_code != 200
-    # a second run keeps it
+    assert request_token({**body, "audience": "payments"}).status_code != 200
+    # the ledger and the portal may only register themselves in the catalog
+    for service in ("ledger", "portal"):
+        own = MachineClient.objects.get(id=saved["services"][service]["client_id"])
+        assert (own.name, own.allowed_audiences, own.allowed_scopes) == (
+            f"{service}-service",
+            ["portal"],
+            ["catalog:register"],
+        )
+        body = {"grant_type": "client_credentials", **saved["services"][service]}
+        assert request_token({**body, "audience": "portal"}).status_code == 200
+        assert request_token({**body, "audience": "ledger"}).status_code != 200
+    # a second run keeps them
     assert _demo_setup(credentials)["services"] == saved["services"]

@@ -17,9 +17,13 @@ from portal.identity.models import MachineClient
 
 DEMO_ADMIN = "admin"
 DEMO_CLIENT = "demo-client"
-# Each service's own machine identity for the calls it makes (PAYMENTS_CLIENT_ID / _SECRET in its environment).
+# Each service's own machine identity for the calls it makes (<SERVICE>_CLIENT_ID / _SECRET in its environment):
+# every process registers in the catalog and heartbeats (audience portal, scope catalog:register); payments also
+# holds and settles in the ledger.
 SERVICE_CLIENTS = {
-    "payments": {"audiences": ["ledger"], "scopes": ["ledger:read", "ledger:write"]},
+    "portal": {"audiences": ["portal"], "scopes": ["catalog:register"]},
+    "ledger": {"audiences": ["portal"], "scopes": ["catalog:register"]},
+    "payments": {"audiences": ["ledger", "portal"], "scopes": ["catalog:register", "ledger:read", "ledger:write"]},
 }
 
 

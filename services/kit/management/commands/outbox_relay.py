@@ -15,6 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
 
+from services.kit.catalog import agent_stop, relay_agent_start
 from services.kit.logs import get_logger
 from services.kit.outbox import relay_run
 
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("outbox.relay_started", interval=interval)
+        if not options["once"]:
+            relay_agent_start()
         backoff = interval
         while not stopping:
             try:
@@ -57,4 +60,6 @@ class Command(BaseCommand):
                     raise
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+        if not options["once"]:
+            agent_stop()
         log.info("outbox.relay_stopped")

@@ -1,0 +1,16 @@
+"""The portal's entry in its own service catalog (registered at start-up; see services/kit/catalog.py).
+
+The version and URLs are added by the running process; everything else is kept here, next to the code it
+describes. Edit it like code: a change is registered (and audited) when the new version starts.
+"""
+
+MANIFEST = {
+    "display_name": "Portal",
+    "description": "Admin UI, identity provider (tokens, JWKS), service catalog, audit trail and job dashboard.",
+    "team": {"slug": "platform", "name": "Platform", "contact": "#atrium-platform", "on_call": "platform rota"},
+    "tier": 1,
+    "lifecycle": "production",
+    "queues": ["portal", "audit"],
+    "tags": ["identity", "catalog", "audit"],
+    "dependencies": [{"resource": "postgres"}, {"resource": "redis"}],
+}

@@ -1,0 +1,22 @@
+"""The ledger's entry in the service catalog (registered at start-up; see services/kit/catalog.py).
+
+The version and URLs are added by the running process; everything else is kept here, next to the code it
+describes. Edit it like code: a change is registered (and audited) when the new version starts.
+"""
+
+MANIFEST = {
+    "display_name": "Ledger",
+    "description": "Double-entry accounts, transactions, two-phase holds and balances.",
+    "team": {
+        "slug": "payments-core",
+        "name": "Payments core",
+        "contact": "#atrium-payments",
+        "on_call": "payments rota",
+    },
+    "tier": 1,
+    "lifecycle": "production",
+    "queues": ["ledger"],
+    "tags": ["money", "ledger"],
+    # The portal signs the tokens it verifies (JWKS) and keeps its catalog entry and audit trail.
+    "dependencies": [{"service": "portal"}, {"resource": "postgres"}, {"resource": "redis"}],
+}
