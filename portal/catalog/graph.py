@@ -2,9 +2,9 @@
 
 *Declared* edges come from the manifests (:class:`~portal.catalog.models.Dependency`). *Observed* edges come
 from the services themselves: each reports, in batches, which machine clients called it and how often
-(:func:`calls_record`); a caller is the service that client registered (``Service.registered_by``), since
-every service-to-service call carries a token naming its caller. An edge is observed if a call was reported
-in the last ``CATALOG_OBSERVED_DAYS``.
+(:func:`calls_record`); a caller is the service that client registered (``Service.registered_by``; of several,
+the one with a base URL), since every service-to-service call carries a token naming its caller. An edge is
+observed if a call was reported in the last ``CATALOG_OBSERVED_DAYS``.
 
 Drift, both ways: ``declared_not_observed`` (declared, never or no longer used) and ``observed_not_declared``
 (used without being declared).
@@ -82,12 +82,23 @@ class Graph:
         return {"nodes": self.nodes, "edges": [e.as_dict() for e in self.edges]}
 
 
+def _callers(services: list[Service]) -> dict[str, str]:
+    """Machine client → the service its calls are drawn from. One client often registers several processes (a
+    service's web server and its workers share its identity): its calls belong to the one with an API (a base
+    URL), else to the first it registered."""
+    by_client: dict[str, Service] = {}
+    for service in sorted(services, key=lambda s: (not s.base_url, s.created_at, s.slug)):
+        if service.registered_by:
+            by_client.setdefault(service.registered_by, service)
+    return {client: service.slug for client, service in by_client.items()}
+
+
 def graph(*, now: dt.datetime | None = None) -> Graph:
     """Every service (and declared resource) as a node; every declared or recently observed edge."""
     now = now or timezone.now()
     since = now - dt.timedelta(days=float(getattr(settings, "CATALOG_OBSERVED_DAYS", 7)))
     services = list(Service.objects.select_related("owner").order_by("slug"))
-    by_client = {s.registered_by: s.slug for s in services if s.registered_by}
+    by_client = _callers(services)
     edges: dict[tuple[str, str, str], Edge] = {}
     resources: set[str] = set()
     for dep in Dependency.objects.select_related("service"):

@@ -10,8 +10,9 @@ its timeout and delays no other. Each result is stored (:class:`~portal.catalog.
 * ``warning`` — a 2xx answer slower than that, or a 3xx/4xx other than 429;
 * ``critical`` — 429, 5xx, a timeout, a refused or broken connection.
 
-:func:`instances_mark` turns an instance that missed three heartbeats ``critical`` and one silent for
-``CATALOG_INSTANCE_GONE_SECONDS`` ``gone``; a heartbeat makes it ``passing`` again. Nothing is deleted.
+:func:`instances_mark` turns an instance that missed three heartbeats ``critical``, and one silent for
+``CATALOG_INSTANCE_GONE_SECONDS`` — or replaced by a newer instance on its host (a restart) — ``gone``; a heartbeat
+makes it ``passing`` again. Nothing is deleted.
 """
 
 from __future__ import annotations
@@ -134,9 +135,23 @@ def instances_mark(*, now: dt.datetime | None = None) -> dict[str, int]:
         status=InstanceStatus.PASSING, last_heartbeat__lt=now - dt.timedelta(seconds=3 * interval)
     )
     critical_count = critical.update(status=InstanceStatus.CRITICAL)
-    if gone_count or critical_count:
-        log.warning("catalog.instances_marked", critical=critical_count, gone=gone_count)
-    return {"critical": critical_count, "gone": gone_count}
+    # A restarted process is a new instance on the same host: the one it replaced is gone, not an outage.
+    with connection.cursor() as cursor:
+        cursor.execute(_REPLACED, [now - dt.timedelta(seconds=3 * interval)])
+        replaced_count = cursor.rowcount
+    if gone_count or critical_count or replaced_count:
+        log.warning("catalog.instances_marked", critical=critical_count, gone=gone_count, replaced=replaced_count)
+    return {"critical": critical_count, "gone": gone_count + replaced_count}
+
+
+_REPLACED = """
+UPDATE catalog_instance AS old SET status = 'gone'
+WHERE old.status <> 'gone' AND old.host <> '' AND old.last_heartbeat < %s AND EXISTS (
+    SELECT 1 FROM catalog_instance AS new
+    WHERE new.service_id = old.service_id AND new.host = old.host AND new.status = 'passing'
+      AND new.first_heartbeat > old.last_heartbeat
+)
+"""
 
 
 UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}

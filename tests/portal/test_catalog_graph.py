@@ -85,3 +85,20 @@ def test_only_the_service_itself_reports_its_calls_and_bad_reports_are_problems(
     assert_problem(bad, 400, "validation_error")
     assert not ObservedCall.objects.exists()
     assert ledger.report("ledger", {}).json() == {"callers": 0}
+
+
+def test_a_client_that_registered_a_server_and_its_workers_calls_as_the_server(mint_token):
+    # given the payments client registered its worker first, then its web server (the one with a base URL)
+    ledger, payments = Registrar(mint_token), Registrar(mint_token)
+    ledger.register("ledger")
+    payments.register("worker-payments", queues=["payments"])
+    payments.register("payments", base_url="http://127.0.0.1:8002", dependencies=[{"service": "ledger"}])
+
+    # when the ledger reports calls from that client
+    ledger.report("ledger", {payments.machine.id: 3})
+
+    # then the edge starts at the server, as declared; no edge starts at the worker
+    edges = _edges(ledger.api)
+    assert edges[("payments", "ledger")]["observed"] is True
+    assert edges[("payments", "ledger")]["drift"] is None
+    assert ("worker-payments", "ledger") not in edges

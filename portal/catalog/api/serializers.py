@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from portal.catalog.models import SLUG_REGEX, Instance, Lifecycle, Service
+from portal.catalog.api.selectors import HOURS_WINDOW_MAX
+from portal.catalog.models import SLUG_REGEX, HealthCheck, Instance, InstanceStatus, Lifecycle, Service, Team
+from portal.catalog.status import STATUSES, instance_status, service_status
 from services.kit.serializers import StrictSerializer
 
 
@@ -88,11 +93,40 @@ GRAPH_EDGE = inline_serializer(
 )
 
 
+def _now(context: dict[str, Any]) -> dt.datetime:
+    """The moment statuses are derived at: one per response (the view's), so they agree with each other."""
+    return context.get("now") or timezone.now()
+
+
+def _enum(values: Iterable[str]) -> dict[str, Any]:
+    """An enum schema given as is: three different sets (service, instance, health check) are all called
+    ``status``, and as choice fields they would collide on one ``StatusEnum`` component."""
+    return {"type": "string", "enum": list(values)}
+
+
 class InstanceSerializer(serializers.ModelSerializer):
+    status = serializers.SerializerMethodField(
+        help_text="Derived on read: critical as soon as three heartbeats are missed, gone once marked so."
+    )
+
     class Meta:
         model = Instance
-        fields = ["instance", "host", "pid", "version", "started_at", "first_heartbeat", "last_heartbeat", "status"]
+        fields = [
+            "instance",
+            "host",
+            "pid",
+            "version",
+            "started_at",
+            "first_heartbeat",
+            "last_heartbeat",
+            "heartbeats",
+            "status",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(_enum(InstanceStatus.values))
+    def get_status(self, obj: Instance) -> str:
+        return instance_status(obj, now=_now(self.context))
 
 
 class DependencySerializer(serializers.Serializer):
@@ -108,6 +142,10 @@ class ServiceSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(source="owner", slug_field="slug", read_only=True)
     dependencies = DependencySerializer(many=True, read_only=True)
     instances = InstanceSerializer(many=True, read_only=True)
+    status = serializers.SerializerMethodField(
+        help_text="Derived on read: the worse of its latest health check and its instances' heartbeats "
+        "(unknown: nothing heard from it yet)."
+    )
     uptime = serializers.SerializerMethodField(
         help_text="Per window (24h, 7d, 30d): the percentage of health checks that were not critical (null: none)."
     )
@@ -117,6 +155,10 @@ class ServiceSerializer(serializers.ModelSerializer):
     )
     def get_uptime(self, obj: Service) -> dict[str, float | None]:
         return self.context.get("uptime", {}).get(obj.id, {})
+
+    @extend_schema_field(_enum(STATUSES))
+    def get_status(self, obj: Service) -> str:
+        return service_status(obj, obj.instances.all(), now=_now(self.context))
 
     class Meta:
         model = Service
@@ -136,6 +178,7 @@ class ServiceSerializer(serializers.ModelSerializer):
             "queues",
             "tags",
             "health_interval_seconds",
+            "status",
             "health_status",
             "last_checked_at",
             "uptime",
@@ -146,3 +189,83 @@ class ServiceSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class TeamServiceSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    status = extend_schema_field(_enum(STATUSES))(serializers.CharField())
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    services = serializers.SerializerMethodField(help_text="The services it owns, each with its derived status.")
+
+    class Meta:
+        model = Team
+        fields = ["slug", "name", "contact", "on_call", "services", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(TeamServiceSerializer(many=True))
+    def get_services(self, obj: Team) -> list[dict[str, str]]:
+        now = _now(self.context)
+        return [{"slug": s.slug, "status": service_status(s, s.instances.all(), now=now)} for s in obj.services.all()]
+
+
+class HealthCheckSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HealthCheck
+        fields = ["checked_at", "status", "http_status", "latency_ms", "detail"]
+        read_only_fields = fields
+
+
+class HealthWindowSerializer(serializers.Serializer):
+    """``GET .../health/hours`` query: a window of at most 31 days, the last 24 hours by default."""
+
+    since = serializers.DateTimeField(required=False, help_text="ISO 8601; default: 24 hours before until.")
+    until = serializers.DateTimeField(required=False, help_text="ISO 8601; default: now.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        until = attrs.get("until") or timezone.now()
+        since = attrs.get("since") or until - dt.timedelta(hours=24)
+        if since >= until:
+            raise serializers.ValidationError({"until": "Must be after since."}, code="window_empty")
+        if until - since > HOURS_WINDOW_MAX:
+            raise serializers.ValidationError({"since": "The window is at most 31 days."}, code="window_too_long")
+        return {"since": since, "until": until}
+
+
+class HealthHourSerializer(serializers.Serializer):
+    hour = serializers.DateTimeField(help_text="The hour's start (UTC).")
+    checks = serializers.IntegerField()
+    passing = serializers.IntegerField()
+    warning = serializers.IntegerField()
+    critical = serializers.IntegerField()
+    latency_ms_mean = serializers.FloatField(
+        allow_null=True, help_text="Mean latency of the checks that measured one (null: none did)."
+    )
+
+
+class HealthHoursSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    since = serializers.DateTimeField(help_text="Start of the first hour in the window (UTC).")
+    until = serializers.DateTimeField(help_text="End of the last hour in the window (UTC, exclusive).")
+    hours = HealthHourSerializer(many=True, help_text="Hours with at least one check, oldest first.")
+
+
+class ProblemFieldErrorSerializer(serializers.Serializer):
+    field = serializers.CharField(allow_null=True)
+    pointer = serializers.CharField()
+    code = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class ProblemSerializer(serializers.Serializer):
+    """An RFC 9457 problem document (``application/problem+json``), as every Atrium error is answered."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable and machine-readable, e.g. service_not_found.")
+    instance = serializers.CharField(required=False)
+    request_id = serializers.CharField(required=False)
+    errors = ProblemFieldErrorSerializer(many=True, required=False, help_text="validation_error: one per field.")

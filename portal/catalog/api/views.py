@@ -1,33 +1,49 @@
 """Catalog API: services register themselves (scope ``catalog:register``) and heartbeat their instances;
-people (viewer and up) and clients with ``portal:read`` read the catalog."""
+people (viewer and up) and clients with ``portal:read`` or ``catalog:register`` read the catalog: services
+(filtered, each with its derived status), their instances, health history (single checks and hourly counts),
+teams and the dependency graph."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.catalog import services
+from portal.catalog.api import selectors
+from portal.catalog.api.permissions import READ_SCOPES, CatalogAccess
 from portal.catalog.api.serializers import (
     GRAPH_EDGE,
     CallsInputSerializer,
+    HealthCheckSerializer,
+    HealthHoursSerializer,
+    HealthWindowSerializer,
     HeartbeatInputSerializer,
     InstanceSerializer,
     ManifestSerializer,
+    ProblemSerializer,
     ServiceSerializer,
+    TeamSerializer,
 )
-from portal.catalog.errors import ServiceNotFound
+from portal.catalog.filters import HealthCheckFilterSet, InstanceFilterSet, ServiceFilterSet
 from portal.catalog.graph import graph
 from portal.catalog.health import uptime
-from portal.catalog.models import SLUG_REGEX, Instance, Service
+from portal.catalog.models import SLUG_REGEX, HealthCheck, HealthHour, Instance, Service, Team
 from services.kit.auth import ClientPrincipal
 from services.kit.errors import DomainError
+from services.kit.pagination import CursorPagination
 
-REGISTER = {"GET": {"portal:read"}, "*": {"catalog:register"}}
+# Reads: people by role, machine clients with portal:read or catalog:register (permissions.py); writes need
+# catalog:register.
+WRITE = {"*": {"catalog:register"}}
 
 
 class InvalidSlug(DomainError):
@@ -40,35 +56,59 @@ def _client_id(request: Request) -> str | None:
     return request.user.client_id if isinstance(request.user, ClientPrincipal) else None
 
 
-def _service(slug: str) -> Service:
-    service = (
-        Service.objects.select_related("owner").prefetch_related("dependencies", "instances").filter(slug=slug).first()
-    )
-    if service is None:
-        raise ServiceNotFound(f"No service {slug!r} in the catalog.")
-    return service
+class CatalogRead:
+    """What every catalog read shares: who may read, and one moment its statuses are derived at."""
+
+    permission_classes = [CatalogAccess]
+    read_scopes = READ_SCOPES
+
+    def status_context(self) -> dict[str, Any]:
+        return {"now": timezone.now()}
 
 
-class ServiceListView(APIView):
+class InstanceCursor(CursorPagination):
+    ordering = ("-last_heartbeat", "-id")
+
+
+class HealthCheckCursor(CursorPagination):
+    ordering = ("-checked_at", "-id")
+
+
+SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The service's slug.")
+TEAM_SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The team's slug.")
+PROBLEM = "application/problem+json"
+NOT_FOUND = {(404, PROBLEM): OpenApiResponse(ProblemSerializer, description="service_not_found")}
+BAD_FILTER = {
+    (400, PROBLEM): OpenApiResponse(ProblemSerializer, description="validation_error: one entry per bad parameter")
+}
+
+
+class ServiceListView(CatalogRead, generics.ListAPIView):
+    """Every service (not paginated: a catalog holds tens or hundreds), filtered, each with its status."""
+
     queryset = Service.objects.all()
-    required_scopes = REGISTER
+    serializer_class = ServiceSerializer
+    filterset_class = ServiceFilterSet
+    pagination_class = None
 
-    @extend_schema(responses={200: ServiceSerializer(many=True)})
-    def get(self, request: Request) -> Response:
-        services_ = list(Service.objects.select_related("owner").prefetch_related("dependencies", "instances"))
-        return Response(ServiceSerializer(services_, many=True, context={"uptime": uptime(services_)}).data)
+    @extend_schema(responses={200: ServiceSerializer(many=True), **BAD_FILTER})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        found = list(self.filter_queryset(selectors.service_queryset()))
+        context = {**self.status_context(), "uptime": uptime(found)}
+        return Response(ServiceSerializer(found, many=True, context=context).data)
 
 
-class ServiceDetailView(APIView):
+class ServiceDetailView(CatalogRead, APIView):
     """``PUT`` registers (or updates) the service from its manifest; ``GET`` reads it."""
 
     queryset = Service.objects.all()
-    required_scopes = REGISTER
+    required_scopes = WRITE
 
-    @extend_schema(responses={200: ServiceSerializer})
+    @extend_schema(responses={200: ServiceSerializer, **NOT_FOUND})
     def get(self, request: Request, slug: str) -> Response:
-        service = _service(slug)
-        return Response(ServiceSerializer(service, context={"uptime": uptime([service])}).data)
+        service = selectors.service_get(slug=slug)
+        context = {**self.status_context(), "uptime": uptime([service])}
+        return Response(ServiceSerializer(service, context=context).data)
 
     @extend_schema(request=ManifestSerializer, responses={200: ServiceSerializer, 201: ServiceSerializer})
     def put(self, request: Request, slug: str) -> Response:
@@ -79,14 +119,104 @@ class ServiceDetailView(APIView):
         registration = services.service_register(
             slug=slug, manifest=dict(manifest.validated_data), client_id=_client_id(request)
         )
-        service = _service(slug)
-        body = ServiceSerializer(service, context={"uptime": uptime([service])}).data
+        service = selectors.service_get(slug=slug)
+        body = ServiceSerializer(service, context={**self.status_context(), "uptime": uptime([service])}).data
         return Response(body, status=status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK)
+
+
+class InstanceListView(CatalogRead, generics.ListAPIView):
+    """A service's instances, gone ones included, the latest heartbeat first."""
+
+    queryset = Instance.objects.all()
+    serializer_class = InstanceSerializer
+    filterset_class = InstanceFilterSet
+    pagination_class = InstanceCursor
+
+    def get_queryset(self) -> QuerySet[Instance]:
+        return Instance.objects.filter(service__slug=self.kwargs.get("slug", ""))
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **self.status_context()}
+
+    @extend_schema(parameters=[SLUG], responses={200: InstanceSerializer(many=True), **BAD_FILTER, **NOT_FOUND})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        selectors.service_id_get(slug=kwargs["slug"])
+        return self.list(request, *args, **kwargs)
+
+
+class HealthCheckListView(CatalogRead, generics.ListAPIView):
+    """A service's single health checks, newest first (kept ``CATALOG_HEALTH_RAW_DAYS``; older ones are in
+    ``health/hours``)."""
+
+    queryset = HealthCheck.objects.all()
+    serializer_class = HealthCheckSerializer
+    filterset_class = HealthCheckFilterSet
+    pagination_class = HealthCheckCursor
+
+    def get_queryset(self) -> QuerySet[HealthCheck]:
+        return HealthCheck.objects.filter(service__slug=self.kwargs.get("slug", ""))
+
+    @extend_schema(parameters=[SLUG], responses={200: HealthCheckSerializer(many=True), **BAD_FILTER, **NOT_FOUND})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        selectors.service_id_get(slug=kwargs["slug"])
+        return self.list(request, *args, **kwargs)
+
+
+class HealthHoursView(CatalogRead, APIView):
+    """A service's health checks counted by hour over a window, from the hourly roll-ups and the single checks
+    together (so a window spanning both has every hour complete)."""
+
+    queryset = HealthHour.objects.all()
+
+    @extend_schema(
+        parameters=[SLUG, HealthWindowSerializer],
+        responses={200: HealthHoursSerializer, **BAD_FILTER, **NOT_FOUND},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        service_id = selectors.service_id_get(slug=slug)
+        window = HealthWindowSerializer(data=request.query_params)
+        window.is_valid(raise_exception=True)
+        since, until = window.validated_data["since"], window.validated_data["until"]
+        hours = selectors.health_hours(service_id=service_id, since=since, until=until)
+        start, end = selectors.hours_window(since, until)
+        body = {"service": slug, "since": start, "until": end, "hours": hours}
+        return Response(HealthHoursSerializer(body).data)
+
+
+class TeamListView(CatalogRead, generics.ListAPIView):
+    """Every team (not paginated), with the services it owns and their status."""
+
+    queryset = Team.objects.all()
+    serializer_class = TeamSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Team]:
+        return selectors.team_queryset()
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **self.status_context()}
+
+
+class TeamDetailView(CatalogRead, APIView):
+    """A team: its contact, who is on call, and the services it owns with their status."""
+
+    queryset = Team.objects.all()
+
+    @extend_schema(
+        parameters=[TEAM_SLUG],
+        responses={
+            200: TeamSerializer,
+            (404, PROBLEM): OpenApiResponse(ProblemSerializer, description="team_not_found"),
+        },
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        team = selectors.team_get(slug=slug)
+        return Response(TeamSerializer(team, context=self.status_context()).data)
 
 
 class InstanceHeartbeatView(APIView):
     queryset = Instance.objects.all()
-    required_scopes = {"*": {"catalog:register"}}
+    required_scopes = WRITE
 
     @extend_schema(
         request=HeartbeatInputSerializer,
@@ -113,7 +243,7 @@ class CallsReportView(APIView):
     """A service reports the calls it received since its last report, by calling machine client."""
 
     queryset = Service.objects.all()
-    required_scopes = {"*": {"catalog:register"}}
+    required_scopes = WRITE
 
     @extend_schema(
         request=CallsInputSerializer,
@@ -128,11 +258,10 @@ class CallsReportView(APIView):
         return Response({"callers": recorded})
 
 
-class GraphView(APIView):
+class GraphView(CatalogRead, APIView):
     """Nodes (services, resources) and edges, each declared and/or observed, with drift flagged."""
 
     queryset = Service.objects.all()
-    required_scopes = {"GET": {"portal:read"}}
 
     @extend_schema(
         responses={

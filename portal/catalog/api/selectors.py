@@ -1,0 +1,121 @@
+"""Catalog reads behind the API: a service or team by slug (with what their status needs), and health by hour.
+
+(Selectors in the style guide's sense; they live next to the API that is their only caller for now.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
+
+from portal.catalog.errors import ServiceNotFound
+from portal.catalog.models import HealthCheck, HealthHour, HealthStatus, Service, Team
+from services.kit.errors import NotFound
+
+HOUR = dt.timedelta(hours=1)
+HOURS_WINDOW_MAX = dt.timedelta(days=31)
+
+
+class TeamNotFound(NotFound):
+    code = "team_not_found"
+    title = "No such team in the catalog"
+
+
+def service_queryset() -> QuerySet[Service]:
+    """Services with what the API shows of them (team, dependencies, instances) in three queries."""
+    return Service.objects.select_related("owner").prefetch_related("dependencies", "instances")
+
+
+def service_get(*, slug: str) -> Service:
+    service = service_queryset().filter(slug=slug).first()
+    if service is None:
+        raise ServiceNotFound(f"No service {slug!r} in the catalog.")
+    return service
+
+
+def service_id_get(*, slug: str) -> int:
+    """The id of ``slug`` (404 ``service_not_found`` if it is not in the catalog)."""
+    found = Service.objects.filter(slug=slug).values_list("id", flat=True).first()
+    if found is None:
+        raise ServiceNotFound(f"No service {slug!r} in the catalog.")
+    return found
+
+
+def team_queryset() -> QuerySet[Team]:
+    """Teams with their services and those services' instances (what each service's status needs)."""
+    services = Service.objects.prefetch_related("instances").order_by("slug")
+    return Team.objects.prefetch_related(Prefetch("services", queryset=services))
+
+
+def team_get(*, slug: str) -> Team:
+    team = team_queryset().filter(slug=slug).first()
+    if team is None:
+        raise TeamNotFound(f"No team {slug!r} in the catalog.")
+    return team
+
+
+@dataclass
+class HourCounts:
+    hour: dt.datetime
+    passing: int = 0
+    warning: int = 0
+    critical: int = 0
+    latency_ms_total: int = 0
+    latency_count: int = 0
+
+    @property
+    def checks(self) -> int:
+        return self.passing + self.warning + self.critical
+
+    @property
+    def latency_ms_mean(self) -> float | None:
+        return round(self.latency_ms_total / self.latency_count, 1) if self.latency_count else None
+
+
+def hours_window(since: dt.datetime, until: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The whole UTC hours covering ``[since, until)``: from the start of ``since``'s hour to the end of
+    ``until``'s (``until`` itself when it falls on the hour)."""
+    start = since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    end = until.astimezone(dt.UTC)
+    floor = end.replace(minute=0, second=0, microsecond=0)
+    return start, floor if floor == end else floor + HOUR
+
+
+def health_hours(*, service_id: int, since: dt.datetime, until: dt.datetime) -> list[HourCounts]:
+    """The service's checks by hour over the whole hours covering ``[since, until)``, oldest first; hours
+    without a check are left out.
+
+    Checks older than ``CATALOG_HEALTH_RAW_DAYS`` are only in the hourly roll-ups, newer ones only single, and
+    the hour the roll-up cut through is in both: counts of the two are added up, so every hour is complete.
+    """
+    start, end = hours_window(since, until)
+    hours: dict[dt.datetime, HourCounts] = {}
+    rolled = HealthHour.objects.filter(service_id=service_id, hour__gte=start, hour__lt=end).values_list(
+        "hour", "passing", "warning", "critical", "latency_ms_total", "latency_count"
+    )
+    raw = (
+        HealthCheck.objects.filter(service_id=service_id, checked_at__gte=start, checked_at__lt=end)
+        .annotate(hour=TruncHour("checked_at", tzinfo=dt.UTC))  # date_trunc('hour', ...) in the database
+        .values("hour")
+        .order_by("hour")
+        .annotate(
+            passing=Count("id", filter=Q(status=HealthStatus.PASSING)),
+            warning=Count("id", filter=Q(status=HealthStatus.WARNING)),
+            critical=Count("id", filter=Q(status=HealthStatus.CRITICAL)),
+            latency_ms_total=Sum("latency_ms", default=0),
+            latency_count=Count("latency_ms"),
+        )
+        .values_list("hour", "passing", "warning", "critical", "latency_ms_total", "latency_count")
+    )
+    for rows in (rolled, raw):
+        for hour, passing, warning, critical, latency_total, latency_count in rows:
+            counts = hours.setdefault(hour, HourCounts(hour))
+            counts.passing += passing
+            counts.warning += warning
+            counts.critical += critical
+            counts.latency_ms_total += int(latency_total)
+            counts.latency_count += latency_count
+    return [hours[hour] for hour in sorted(hours)]
