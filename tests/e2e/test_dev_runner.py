@@ -116,6 +116,47 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             ).text
             time.sleep(0.5)
         assert status == "settled"
+
+        # and every process registered itself in the catalog and heartbeats; the payment's calls to the ledger
+        # are an observed edge (the ledger reports them with its next heartbeat)
+        portal_token = httpx.post(
+            f"{creds['urls']['portal']}/api/v1/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": creds["client"]["client_id"],
+                "client_secret": creds["client"]["client_secret"],
+                "audience": "portal",
+            },
+            timeout=10,
+        ).json()["access_token"]
+        catalog = httpx.Client(
+            base_url=creds["urls"]["portal"], headers={"Authorization": f"Bearer {portal_token}"}, timeout=10
+        )
+        expected = {
+            "portal",
+            "ledger",
+            "payments",
+            "worker-portal",
+            "worker-audit",
+            "worker-ledger",
+            "worker-payments",
+            "beat",
+            "relay-portal",
+            "relay-ledger",
+            "relay-payments",
+        }
+        live: set[str] = set()
+        edge: dict = {}
+        registered_by = time.monotonic() + 30
+        while (live != expected or not edge.get("observed")) and time.monotonic() < registered_by:
+            services = catalog.get("/api/v1/catalog/services").json()
+            live = {s["slug"] for s in services if s["status"] == "passing"}
+            edges = catalog.get("/api/v1/catalog/graph").json()["edges"]
+            edge = next((e for e in edges if (e["from"], e["to"]) == ("payments", "ledger")), {})
+            time.sleep(1)
+        assert live == expected
+        assert edge["declared"] is True
+        assert edge["observed"] is True
         children = psutil.Process(runner.pid).children(recursive=True)
         assert len(children) >= 8  # honcho + 3 web + 4 workers + beat (and their pools)
     finally:
