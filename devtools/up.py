@@ -118,6 +118,7 @@ def main(argv: list[str]) -> int:
             "=" * 72,
             "Atrium is up." if ready else "Atrium started, but not every service is ready yet (see logs above).",
             f"  portal    {urls['portal']}/admin/   (API docs {urls['portal']}/api/docs/)",
+            f"  catalog   {urls['portal']}/admin/catalog/overview/",
             f"  ledger    {urls['ledger']}/api/docs/",
             f"  payments  {urls['payments']}/api/docs/",
             f"  admin     username={creds['admin']['username']}  password={creds['admin']['password']}",

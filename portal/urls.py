@@ -26,6 +26,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/catalog/", include("portal.catalog.urls")),  # the catalog pages, before the admin's own
     path("admin/", admin.site.urls),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
     path("api/v1/", include(api_v1)),

@@ -21,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from portal.catalog.models import Dependency, ObservedCall, Service
+from portal.catalog.status import service_status
 
 _RECORD = """
 INSERT INTO catalog_observed_call AS o (callee_id, caller_client, calls, first_seen, last_seen)
@@ -97,7 +98,7 @@ def graph(*, now: dt.datetime | None = None) -> Graph:
     """Every service (and declared resource) as a node; every declared or recently observed edge."""
     now = now or timezone.now()
     since = now - dt.timedelta(days=float(getattr(settings, "CATALOG_OBSERVED_DAYS", 7)))
-    services = list(Service.objects.select_related("owner").order_by("slug"))
+    services = list(Service.objects.select_related("owner").prefetch_related("instances").order_by("slug"))
     by_client = _callers(services)
     edges: dict[tuple[str, str, str], Edge] = {}
     resources: set[str] = set()
@@ -126,6 +127,7 @@ def graph(*, now: dt.datetime | None = None) -> Graph:
             "tier": s.tier,
             "lifecycle": s.lifecycle,
             "health_status": s.health_status or None,
+            "status": service_status(s, s.instances.all(), now=now),
         }
         for s in services
     ]

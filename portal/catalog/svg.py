@@ -1,0 +1,680 @@
+"""Server-rendered SVG for the catalog pages: the dependency graph and a service's health history.
+
+No JavaScript library draws anything: the layout is computed here, deterministically (the same catalog
+always gives the same picture), and emitted as plain ``<svg>`` markup. Every value that comes from the
+catalog is escaped; every colour is repeated as text (a status word, a ``<title>`` tooltip) for people
+who cannot tell the colours apart.
+
+The graph is laid out in layers, left to right: a service that nothing depends on is in the first column,
+and every node sits one column right of the furthest-right node that depends on it (longest path). Cycles
+(two services calling each other) are broken by a depth-first search in sorted order, and the edges that
+close them are drawn as curves below the boxes. Within a column, nodes are ordered by the mean position
+of their neighbours (a few barycenter sweeps), which keeps most edges from crossing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from portal.catalog.graph import Edge
+
+# Status → (fill, stroke, symbol). The symbol goes next to the word, never instead of it.
+STATUS_STYLE: dict[str, tuple[str, str, str]] = {
+    "passing": ("#e8f5e9", "#2e7d32", "\u2714"),
+    "warning": ("#fff4d6", "#b58100", "\u25b2"),
+    "critical": ("#fdecea", "#ba2121", "\u2716"),
+    "unknown": ("#f3f3f3", "#757575", "?"),
+}
+RESOURCE_STYLE = ("#e8eef7", "#5c6f8a")
+EDGE_COLOURS = {
+    "ok": "#555555",
+    "declared_not_observed": "#777777",
+    "observed_not_declared": "#8e24aa",
+    "resource": "#9aa5b1",
+    "critical": "#ba2121",
+}
+DRIFT_LABELS = {
+    "declared_not_observed": "declared, never called",
+    "observed_not_declared": "called, not declared",
+}
+IMPACT_COLOUR = "#d9480f"
+
+NODE_W, NODE_H = 190, 56
+RESOURCE_H = 44
+COLUMN_GAP, ROW_GAP = 90, 28
+MARGIN = 20
+LANE_H = 16.0  # the room a long edge takes in a column it crosses
+LEGEND_ROW = 26
+MIN_WIDTH = 960
+FONT = "font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+
+
+# --------------------------------------------------------------------------------------- the graph
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A box in the picture: a service (``status`` derived on read) or a declared resource.
+
+    Ids are unique across both kinds: a resource named like a service needs its own id (the pages use
+    ``resource:NAME``, with ``NAME`` as its label)."""
+
+    id: str
+    kind: str = "service"  # "service" or "resource"
+    label: str = ""
+    status: str = "unknown"
+    registered: bool = True
+    url: str = ""
+    detail: str = ""  # a short second line: tier, team
+
+
+@dataclass(frozen=True)
+class Impact:
+    """Critical services, the services that depend on one (transitively), and the edges on the way."""
+
+    critical: frozenset[str] = frozenset()
+    dependents: frozenset[str] = frozenset()
+    edges: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass
+class Placed:
+    node: GraphNode
+    column: int
+    x: float = 0.0
+    y: float = 0.0  # the top
+
+    @property
+    def height(self) -> int:
+        return RESOURCE_H if self.node.kind == "resource" else NODE_H
+
+
+@dataclass
+class Layout:
+    """Where every node is, and the way of every edge: points from the source's side through a lane in
+    each column it crosses to the target's side (a cycle-closing edge: just its two ends)."""
+
+    placed: dict[str, Placed] = field(default_factory=dict)
+    routes: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    back_edges: set[tuple[str, str]] = field(default_factory=set)
+    width: int = MIN_WIDTH
+    height: int = 0
+
+
+def _service_edges(nodes: dict[str, GraphNode], edges: Iterable[Edge]) -> list[Edge]:
+    return [e for e in edges if e.source in nodes and e.target in nodes]
+
+
+def impact(nodes: list[GraphNode], edges: list[Edge]) -> Impact:
+    """What a critical service takes down with it: every service with a path of dependencies (declared or
+    observed) to a critical one, and the edges of those paths."""
+    by_id = {n.id: n for n in nodes}
+    critical = {n.id for n in nodes if n.kind == "service" and n.status == "critical"}
+    reached, on_the_way = _upstream(critical, _callers(by_id, edges))
+    return Impact(frozenset(critical), frozenset(reached), frozenset(on_the_way))
+
+
+def dependents(target: str, nodes: list[GraphNode], edges: list[Edge]) -> list[str]:
+    """The services that depend on ``target``, directly or through others (sorted)."""
+    reached, _ = _upstream({target}, _callers({n.id: n for n in nodes}, edges))
+    return sorted(reached - {target})
+
+
+def _callers(by_id: dict[str, GraphNode], edges: Iterable[Edge]) -> dict[str, set[str]]:
+    callers: dict[str, set[str]] = defaultdict(set)
+    for edge in _service_edges(by_id, edges):
+        if edge.kind == "service" and edge.source != edge.target:
+            callers[edge.target].add(edge.source)
+    return callers
+
+
+def _upstream(start: set[str], callers: dict[str, set[str]]) -> tuple[set[str], set[tuple[str, str]]]:
+    reached: set[str] = set()
+    on_the_way: set[tuple[str, str]] = set()
+    queue = sorted(start)
+    while queue:
+        target = queue.pop()
+        for source in sorted(callers[target]):
+            on_the_way.add((source, target))
+            if source not in reached:
+                reached.add(source)
+                queue.append(source)
+    return reached, on_the_way
+
+
+def _break_cycles(ids: list[str], successors: dict[str, list[str]]) -> set[tuple[str, str]]:
+    """The edges that close a cycle, found by a depth-first search in a fixed order (iterative)."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    back: set[tuple[str, str]] = set()
+    has_callers = {t for targets in successors.values() for t in targets}
+    roots = [i for i in ids if i not in has_callers] + [i for i in ids if i in has_callers]
+    for root in roots:
+        if root in state:
+            continue
+        state[root] = 1
+        stack = [(root, iter(successors[root]))]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(child) == 1:
+                back.add((node, child))
+            elif child not in state:
+                state[child] = 1
+                stack.append((child, iter(successors[child])))
+    return back
+
+
+def layout(nodes: list[GraphNode], edges: list[Edge]) -> Layout:
+    """Columns by longest path from the services nothing depends on; a lane in every column a long edge
+    crosses; rows by barycenter; then coordinates and the edges' ways."""
+    by_id = {n.id: n for n in nodes}
+    ids = sorted(by_id, key=lambda i: (by_id[i].kind != "service", i))
+    successors: dict[str, list[str]] = {i: [] for i in ids}
+    for edge in _service_edges(by_id, edges):
+        if edge.source != edge.target and edge.target not in successors[edge.source]:
+            successors[edge.source].append(edge.target)
+    for targets in successors.values():
+        targets.sort()
+    back = _break_cycles(ids, successors)
+    forward = {s: [t for t in targets if (s, t) not in back] for s, targets in successors.items()}
+    column = _longest_path(ids, forward)
+
+    # an edge spanning several columns passes each one in a lane of its own, ordered like the nodes
+    columns: dict[int, list[str]] = defaultdict(list)
+    for i in ids:
+        columns[column[i]].append(i)
+    size = {i: float(RESOURCE_H if by_id[i].kind == "resource" else NODE_H) for i in ids}
+    chains: dict[tuple[str, str], list[str]] = {}
+    neighbours: dict[str, set[str]] = defaultdict(set)
+    for s in ids:
+        for t in forward[s]:
+            chain = [f"\x00{s}\x00{t}\x00{k}" for k in range(1, column[t] - column[s])]
+            for k, lane in enumerate(chain, start=1):
+                columns[column[s] + k].append(lane)
+                size[lane] = LANE_H
+            chains[(s, t)] = chain
+            path = [s, *chain, t]
+            for a, b in pairwise(path):
+                neighbours[a].add(b)
+                neighbours[b].add(a)
+    tallest = max((_column_height(m, size) for m in columns.values()), default=0.0)
+    order = _order_rows(columns, neighbours, size, tallest)
+    centre: dict[str, float] = {}
+    for members in order.values():
+        centre.update(_column_centres(members, size, tallest))
+
+    count = len(order)
+    natural = MARGIN * 2 + count * NODE_W + max(count - 1, 0) * COLUMN_GAP
+    width = max(MIN_WIDTH, natural)
+    left = MARGIN + (width - natural) / 2
+
+    def x_of(c: int) -> float:
+        return left + c * (NODE_W + COLUMN_GAP)
+
+    placed = {}
+    for i in ids:
+        p = Placed(by_id[i], column[i])
+        p.x, p.y = x_of(column[i]), centre[i] - p.height / 2
+        placed[i] = p
+
+    # each node's edges leave and arrive spread over its side, in the order of where they go / come from
+    routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    outs: dict[str, list[tuple[float, str, tuple[str, str]]]] = defaultdict(list)
+    ins: dict[str, list[tuple[float, str, tuple[str, str]]]] = defaultdict(list)
+    for (s, t), chain in chains.items():
+        outs[s].append((centre[chain[0]] if chain else centre[t], t, (s, t)))
+        ins[t].append((centre[chain[-1]] if chain else centre[s], s, (s, t)))
+    start: dict[tuple[str, str], float] = {}
+    end: dict[tuple[str, str], float] = {}
+    for ports, sides in ((start, outs), (end, ins)):
+        for node, ends in sides.items():
+            for rank, (*_, key) in enumerate(sorted(ends)):
+                ports[key] = _port(placed[node], rank, len(ends))
+    for (s, t), chain in chains.items():
+        points = [(placed[s].x + NODE_W, start[(s, t)])]
+        for k, lane in enumerate(chain, start=1):
+            x = x_of(column[s] + k)
+            points += [(x, centre[lane]), (x + NODE_W, centre[lane])]
+        points.append((placed[t].x - 2, end[(s, t)]))
+        routes[(s, t)] = points
+    for s, t in back:
+        a, b = placed[s], placed[t]
+        routes[(s, t)] = [(a.x + NODE_W / 2, a.y + a.height), (b.x + NODE_W / 2 + 8, b.y + b.height + 2)]
+    height = int(MARGIN * 2 + tallest + (60 if back else 0))
+    return Layout(placed=placed, routes=routes, back_edges=back, width=int(width), height=max(height, 80))
+
+
+def _longest_path(ids: list[str], forward: dict[str, list[str]]) -> dict[str, int]:
+    """Each node's column: one right of the furthest-right node with an edge to it (Kahn's order)."""
+    incoming = dict.fromkeys(ids, 0)
+    for targets in forward.values():
+        for t in targets:
+            incoming[t] += 1
+    column = dict.fromkeys(ids, 0)
+    ready = [i for i in ids if incoming[i] == 0]
+    while ready:
+        node = ready.pop(0)
+        for t in forward[node]:
+            column[t] = max(column[t], column[node] + 1)
+            incoming[t] -= 1
+            if incoming[t] == 0:
+                ready.append(t)
+    return column
+
+
+def _port(p: Placed, rank: int, count: int) -> float:
+    """The height on ``p``'s side where its ``rank``-th of ``count`` edges ends (spread over the middle)."""
+    if count == 1:
+        return p.y + p.height / 2
+    span = p.height * 0.6
+    return p.y + p.height * 0.2 + span * rank / (count - 1)
+
+
+def _column_height(members: list[str], size: dict[str, float]) -> float:
+    return sum(size[i] for i in members) + ROW_GAP * max(len(members) - 1, 0)
+
+
+def _column_centres(members: list[str], size: dict[str, float], tallest: float) -> dict[str, float]:
+    """Vertical centres of a column's members, the column centred against the tallest one."""
+    y = MARGIN + (tallest - _column_height(members, size)) / 2
+    centres = {}
+    for i in members:
+        centres[i] = y + size[i] / 2
+        y += size[i] + ROW_GAP
+    return centres
+
+
+def _order_rows(
+    columns: dict[int, list[str]], neighbours: dict[str, set[str]], size: dict[str, float], tallest: float
+) -> dict[int, list[str]]:
+    """Order each column by the mean height of its neighbours in the columns beside it, sweeping right and
+    back a few times (ties: by id, so the same graph always gives the same picture)."""
+    order = {c: sorted(members) for c, members in sorted(columns.items())}
+    position: dict[str, float] = {}
+    for members in order.values():
+        position.update(_column_centres(members, size, tallest))
+    keys = sorted(order)
+    for sweep in range(8):
+        for c in keys if sweep % 2 == 0 else list(reversed(keys)):
+
+            def barycenter(i: str) -> tuple[float, str]:
+                near = [position[n] for n in neighbours[i]]
+                return (sum(near) / len(near) if near else position[i], i)
+
+            order[c] = sorted(order[c], key=barycenter)
+            position.update(_column_centres(order[c], size, tallest))
+    return order
+
+
+def _edge_style(edge: Edge, impact: Impact) -> tuple[str, str, float, str]:
+    """(css class, colour, width, dash) for an edge."""
+    if edge.kind == "resource":
+        kind, colour, width, dash = "edge-resource", EDGE_COLOURS["resource"], 1.2, ""
+    elif edge.drift == "declared_not_observed":
+        kind, colour, width, dash = "edge-drift edge-declared-only", EDGE_COLOURS[edge.drift], 1.5, "7 5"
+    elif edge.drift == "observed_not_declared":
+        kind, colour, width, dash = "edge-drift edge-undeclared", EDGE_COLOURS[edge.drift], 2.2, ""
+    else:
+        kind, colour, width, dash = "edge-ok", EDGE_COLOURS["ok"], 1.5, ""
+    if (edge.source, edge.target) in impact.edges:
+        kind, colour, width = f"{kind} edge-to-critical", EDGE_COLOURS["critical"], max(width, 2.5)
+    return kind, colour, width, dash
+
+
+def _edge_title(edge: Edge, impact: Impact) -> str:
+    if edge.kind == "resource":
+        return f"{edge.source} uses resource {edge.target} (declared)"
+    if edge.declared and edge.observed:
+        text = f"{edge.source} \u2192 {edge.target}: declared and called ({edge.calls:,} calls)"
+    elif edge.declared:
+        text = f"{edge.source} \u2192 {edge.target}: DRIFT, declared, never called"
+    else:
+        text = f"{edge.source} \u2192 {edge.target}: DRIFT, called, not declared ({edge.calls:,} calls)"
+    if (edge.source, edge.target) in impact.edges:
+        text += "; on the way to a critical service"
+    return text
+
+
+def _marker_id(colour: str) -> str:
+    return f"arrow-{colour.lstrip('#')}"
+
+
+def _edge_path(edge: Edge, points: list[tuple[float, float]], back: bool, source: Placed) -> str:
+    if edge.source == edge.target:  # a service calling itself: a small loop on its top right corner
+        x, y = source.x + NODE_W - 40, source.y
+        return f"M {x:.1f} {y:.1f} C {x:.1f} {y - 34:.1f}, {x + 60:.1f} {y - 20:.1f}, {x + 40:.1f} {y:.1f}"
+    (x1, y1), (x2, y2) = points[0], points[-1]
+    if back:  # closes a cycle: a curve below the boxes
+        dip = 50 + abs(x2 - x1) / 12
+        return f"M {x1:.1f} {y1:.1f} C {x1:.1f} {y1 + dip:.1f}, {x2:.1f} {y2 + dip:.1f}, {x2:.1f} {y2:.1f}"
+    d = [f"M {x1:.1f} {y1:.1f}"]
+    for index, ((ax, ay), (bx, by)) in enumerate(pairwise(points)):
+        if index % 2 == 1:  # through a lane: straight
+            d.append(f"L {bx:.1f} {by:.1f}")
+        else:
+            bend = max((bx - ax) / 2, 20)
+            d.append(f"C {ax + bend:.1f} {ay:.1f}, {bx - bend:.1f} {by:.1f}, {bx:.1f} {by:.1f}")
+    return " ".join(d)
+
+
+def _clip(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "\u2026"
+
+
+def _node_svg(p: Placed, impact: Impact) -> str:
+    node = p.node
+    e = escape
+    if node.kind == "resource":
+        fill, stroke = RESOURCE_STYLE
+        title = f"{node.label}: a resource (declared, not health-checked)"
+        return (
+            f'<g id="resource-{e(_css_id(node.label))}" class="node node-resource" data-id="{e(node.id)}">'
+            f"<title>{e(title)}</title>"
+            f'<rect x="{p.x:.1f}" y="{p.y:.1f}" width="{NODE_W}" height="{RESOURCE_H}" rx="{RESOURCE_H / 2:.0f}" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="1.2"/>'
+            f'<text x="{p.x + NODE_W / 2:.1f}" y="{p.y + 18:.1f}" text-anchor="middle" font-size="12" '
+            f'font-weight="600" fill="#24313f">{e(_clip(node.label, 26))}</text>'
+            f'<text x="{p.x + NODE_W / 2:.1f}" y="{p.y + 33:.1f}" text-anchor="middle" font-size="10.5" '
+            f'fill="#4a5868">resource</text></g>'
+        )
+    status = node.status if node.status in STATUS_STYLE else "unknown"
+    fill, stroke, symbol = STATUS_STYLE[status]
+    classes = ["node", "node-service", f"status-{status}"]
+    lines = [f"{node.label} ({node.id}): {status}"]
+    if not node.registered:
+        classes.append("node-unregistered")
+        lines.append("not registered in the catalog")
+    if node.detail:
+        lines.append(node.detail)
+    halo = ""
+    if node.id in impact.dependents:
+        classes.append("node-impacted")
+        lines.append("depends on a critical service")
+        halo = (
+            f'<rect class="impact-outline" x="{p.x - 5:.1f}" y="{p.y - 5:.1f}" width="{NODE_W + 10}" '
+            f'height="{NODE_H + 10}" rx="9" fill="none" stroke="{IMPACT_COLOUR}" stroke-width="3" '
+            f'stroke-dasharray="8 4"/>'
+        )
+    dash = ' stroke-dasharray="5 4"' if not node.registered else ""
+    width = 2.5 if status == "critical" else 1.4
+    second = f"{symbol} {status}" + (f" \u00b7 {node.detail}" if node.detail else "")
+    if not node.registered:
+        second = "not registered"
+    body = (
+        f"<title>{e('; '.join(lines))}</title>{halo}"
+        f'<rect x="{p.x:.1f}" y="{p.y:.1f}" width="{NODE_W}" height="{NODE_H}" rx="6" fill="{fill}" '
+        f'stroke="{stroke}" stroke-width="{width}"{dash}/>'
+        f'<text x="{p.x + 10:.1f}" y="{p.y + 22:.1f}" font-size="13" font-weight="600" fill="#1f2933">'
+        f"{e(_clip(node.label, 24))}</text>"
+        f'<text class="node-status" x="{p.x + 10:.1f}" y="{p.y + 41:.1f}" font-size="11" fill="{stroke}">'
+        f"{e(_clip(second, 30))}</text>"
+    )
+    if node.url:
+        body = f'<a href="{e(node.url)}">{body}</a>'
+    return (
+        f'<g id="node-{e(node.id)}" class="{" ".join(classes)}" data-id="{e(node.id)}" '
+        f'data-status="{status}">{body}</g>'
+    )
+
+
+def _css_id(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in value)
+
+
+def _legend(width: int) -> tuple[str, int]:
+    """The key to the picture, wrapped to ``width``; and its height."""
+    items: list[tuple[int, str, str]] = []  # (swatch width, swatch markup at x=0, label)
+    for status, (fill, stroke, symbol) in STATUS_STYLE.items():
+        items.append(
+            (18, f'<rect width="18" height="14" rx="3" fill="{fill}" stroke="{stroke}"/>', f"{symbol} {status}")
+        )
+    fill, stroke = RESOURCE_STYLE
+    items.append((26, f'<rect width="26" height="14" rx="7" fill="{fill}" stroke="{stroke}"/>', "resource"))
+    items.append(
+        (
+            18,
+            f'<rect width="18" height="14" rx="3" fill="none" stroke="{IMPACT_COLOUR}" stroke-width="2.5" '
+            f'stroke-dasharray="5 3"/>',
+            "depends on a critical service",
+        )
+    )
+    first_edge = len(items)
+    for key, dash, label in (
+        ("ok", "", "declared and called"),
+        ("declared_not_observed", "7 5", "drift: declared, never called"),
+        ("observed_not_declared", "", "drift: called, not declared"),
+        ("resource", "", "uses a resource"),
+        ("critical", "", "on the way to a critical service"),
+    ):
+        colour = EDGE_COLOURS[key]
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        items.append(
+            (
+                36,
+                f'<line x1="0" y1="7" x2="32" y2="7" stroke="{colour}" stroke-width="2"{dashes} '
+                f'marker-end="url(#{_marker_id(colour)})"/>',
+                label,
+            )
+        )
+    parts: list[str] = []
+    x, row = MARGIN, 0
+    for index, (swatch, markup, label) in enumerate(items):
+        room = swatch + 8 + int(6.6 * len(label)) + 24
+        if x > MARGIN and (x + room > width - MARGIN or index == first_edge):
+            x, row = MARGIN, row + 1
+        y = 10 + row * LEGEND_ROW
+        parts.append(
+            f'<g transform="translate({x} {y})">{markup}<text x="{swatch + 6}" y="11.5" font-size="11.5">'
+            f"{escape(label)}</text></g>"
+        )
+        x += room
+    height = 10 + (row + 1) * LEGEND_ROW
+    markup = (
+        f'<g id="legend" fill="#1f2933"><rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa" '
+        f'stroke="#e0e0e0"/>{"".join(parts)}</g>'
+    )
+    return markup, height + 8
+
+
+def graph_svg(nodes: list[GraphNode], edges: list[Edge]) -> SafeString:
+    """The dependency graph as an ``<svg>`` element, with a legend, tooltips and the critical paths red."""
+    if not nodes:
+        return mark_safe("")
+    where = layout(nodes, edges)
+    hit = impact(nodes, edges)
+    legend, legend_height = _legend(where.width)
+    markers = "".join(
+        f'<marker id="{_marker_id(c)}" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" '
+        f'markerWidth="11" markerHeight="11" '
+        f'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="{c}"/></marker>'
+        for c in sorted(set(EDGE_COLOURS.values()))
+    )
+    drawn: list[str] = []
+    # drift and critical edges last, so they are drawn over the others
+    ordered = sorted(
+        _service_edges(where.placed, edges),
+        key=lambda e: ((e.source, e.target) in hit.edges, e.drift is not None, e.source, e.target),
+    )
+    for edge in ordered:
+        key = (edge.source, edge.target)
+        kind, colour, width, dash = _edge_style(edge, hit)
+        path = _edge_path(edge, where.routes.get(key, []), key in where.back_edges, where.placed[edge.source])
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        drift = f' data-drift="{edge.drift}"' if edge.drift else ""
+        drawn.append(
+            f'<g id="edge-{escape(_css_id(edge.source))}--{escape(_css_id(edge.target))}" class="edge {kind}" '
+            f'data-source="{escape(edge.source)}" data-target="{escape(edge.target)}"{drift}>'
+            f"<title>{escape(_edge_title(edge, hit))}</title>"
+            f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{width}"{dashes} '
+            f'marker-end="url(#{_marker_id(colour)})"/></g>'
+        )
+    boxes = [_node_svg(where.placed[n.id], hit) for n in sorted(nodes, key=lambda n: n.id)]
+    height = where.height + legend_height
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="catalog-graph-svg" role="img" '
+        f'aria-labelledby="catalog-graph-title" width="{where.width}" height="{height}" '
+        f'viewBox="0 0 {where.width} {height}" style="{FONT}">'
+        f'<title id="catalog-graph-title">Dependency graph: {len(nodes)} nodes, {len(ordered)} edges</title>'
+        f"<defs>{markers}</defs>{legend}"
+        f'<g transform="translate(0 {legend_height})"><g id="edges">{"".join(drawn)}</g>'
+        f'<g id="nodes">{"".join(boxes)}</g></g></svg>'
+    )
+    return mark_safe(svg)  # noqa: S308 - every catalog value in it went through escape()
+
+
+# ------------------------------------------------------------------------------- health history
+
+
+@dataclass
+class HealthBucket:
+    """The checks of one service in one time slot (from single checks, hourly roll-ups, or both)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    passing: int = 0
+    warning: int = 0
+    critical: int = 0
+    latency_total: int = 0
+    latency_count: int = 0
+    rolled_up: bool = False  # counts from hourly roll-ups are included
+    hour: dt.datetime | None = None  # a slot shorter than an hour showing its whole hour's roll-up
+
+    @property
+    def total(self) -> int:
+        return self.passing + self.warning + self.critical
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.latency_total / self.latency_count if self.latency_count else None
+
+    @property
+    def status(self) -> str:
+        if self.critical:
+            return "critical"
+        if self.warning:
+            return "warning"
+        return "passing" if self.passing else "unknown"
+
+
+CHART_W, CHART_H = 960, 190
+_PLOT_LEFT, _PLOT_RIGHT, _PLOT_TOP, _PLOT_BOTTOM = 44, 64, 12, 30
+LATENCY_COLOUR = "#1f4e9c"
+
+
+def _nice_ceiling(value: float) -> int:
+    for step in (10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000):
+        if value <= step:
+            return step
+    return int(value) + 1
+
+
+def _time_label(moment: dt.datetime, span: dt.timedelta) -> str:
+    if span <= dt.timedelta(days=1):
+        return moment.strftime("%H:%M")
+    return moment.strftime("%b %d")
+
+
+def health_chart_svg(buckets: list[HealthBucket], *, label_every: int = 12) -> SafeString:
+    """A stacked bar per time slot (share of passing / warning / critical checks; grey: no check) and the
+    mean latency as a line against the right-hand axis."""
+    if not buckets:
+        return mark_safe("")
+    plot_w = CHART_W - _PLOT_LEFT - _PLOT_RIGHT
+    plot_h = CHART_H - _PLOT_TOP - _PLOT_BOTTOM
+    step = plot_w / len(buckets)
+    bar_w = max(step - (1.5 if step > 4 else 0.5), 1)
+    base = _PLOT_TOP + plot_h
+    latencies = [b.latency_ms for b in buckets if b.latency_ms is not None]
+    top_latency = _nice_ceiling(max(latencies)) if latencies else 0
+    span = buckets[-1].end - buckets[0].start
+    parts: list[str] = [
+        f'<rect x="{_PLOT_LEFT}" y="{_PLOT_TOP}" width="{plot_w}" height="{plot_h}" fill="#fcfcfc" stroke="#e3e3e3"/>',
+    ]
+    for fraction in (0.5, 1.0):
+        y = base - plot_h * fraction
+        parts.append(
+            f'<line x1="{_PLOT_LEFT}" y1="{y:.1f}" x2="{_PLOT_LEFT + plot_w}" y2="{y:.1f}" stroke="#ececec"/>'
+            f'<text x="{_PLOT_LEFT - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#666">'
+            f"{int(fraction * 100)}%</text>"
+        )
+    points: list[str] = []
+    for index, bucket in enumerate(buckets):
+        x = _PLOT_LEFT + index * step
+        when = f"{bucket.start:%Y-%m-%d %H:%M}\u2013{bucket.end:%H:%M} UTC"
+        if not bucket.total:
+            parts.append(
+                f'<g class="bucket bucket-empty"><title>{when}: no checks</title>'
+                f'<rect x="{x:.1f}" y="{base - 4:.1f}" width="{bar_w:.1f}" height="4" fill="#d5d5d5"/></g>'
+            )
+            continue
+        rolled = " (includes hourly roll-ups)" if bucket.rolled_up else ""
+        if bucket.hour is not None:
+            end = bucket.hour + dt.timedelta(hours=1)
+            when, rolled = f"{bucket.hour:%Y-%m-%d %H:%M}\u2013{end:%H:%M} UTC", " (the hour's roll-up)"
+        latency = f", mean latency {bucket.latency_ms:.0f} ms" if bucket.latency_ms is not None else ""
+        title = (
+            f"{when}{rolled}: {bucket.status}; {bucket.passing} passing, {bucket.warning} warning, "
+            f"{bucket.critical} critical{latency}"
+        )
+        segments: list[str] = []
+        y = base
+        for count, status in ((bucket.passing, "passing"), (bucket.warning, "warning"), (bucket.critical, "critical")):
+            if not count:
+                continue
+            h = plot_h * count / bucket.total
+            y -= h
+            segments.append(
+                f'<rect x="{x:.1f}" y="{y:.2f}" width="{bar_w:.1f}" height="{h:.2f}" fill="{STATUS_STYLE[status][1]}"/>'
+            )
+        parts.append(
+            f'<g class="bucket bucket-{bucket.status}" data-status="{bucket.status}">'
+            f"<title>{escape(title)}</title>{''.join(segments)}</g>"
+        )
+        if bucket.latency_ms is not None and top_latency:
+            ly = base - plot_h * min(bucket.latency_ms / top_latency, 1.0)
+            points.append(f"{x + bar_w / 2:.1f},{ly:.1f}")
+    if len(points) > 1:
+        parts.append(
+            f'<polyline class="latency" points="{" ".join(points)}" fill="none" stroke="{LATENCY_COLOUR}" '
+            f'stroke-width="1.4" stroke-linejoin="round" opacity="0.85"/>'
+        )
+    elif points:
+        px, py = points[0].split(",")
+        parts.append(f'<circle class="latency" cx="{px}" cy="{py}" r="2.5" fill="{LATENCY_COLOUR}"/>')
+    if top_latency:
+        right = _PLOT_LEFT + plot_w + 6
+        parts.append(
+            f'<text x="{right}" y="{_PLOT_TOP + 9}" font-size="10" fill="{LATENCY_COLOUR}">{top_latency} ms</text>'
+            f'<text x="{right}" y="{base}" font-size="10" fill="{LATENCY_COLOUR}">0 ms</text>'
+            f'<text x="{right}" y="{_PLOT_TOP + plot_h / 2 + 4:.0f}" font-size="10" fill="{LATENCY_COLOUR}">'
+            "latency</text>"
+        )
+    for index in range(0, len(buckets) + 1, max(label_every, 1)):
+        x = _PLOT_LEFT + index * step
+        moment = buckets[index].start if index < len(buckets) else buckets[-1].end
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#999"/>'
+            f'<text x="{x:.1f}" y="{base + 16}" font-size="10" text-anchor="middle" fill="#555">'
+            f"{_time_label(moment, span)}</text>"
+        )
+    summary = (
+        f"Health checks from {buckets[0].start:%Y-%m-%d %H:%M} to {buckets[-1].end:%Y-%m-%d %H:%M} UTC, "
+        f"{len(buckets)} slots"
+    )
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="catalog-health-chart" role="img" '
+        f'aria-labelledby="catalog-health-chart-title" width="{CHART_W}" height="{CHART_H}" '
+        f'viewBox="0 0 {CHART_W} {CHART_H}" style="{FONT}">'
+        f'<title id="catalog-health-chart-title">{escape(summary)}</title>{"".join(parts)}</svg>'
+    )
+    return mark_safe(svg)  # noqa: S308 - only numbers, times and escaped text in it

@@ -1,0 +1,330 @@
+"""The catalog pages in a real headless Chromium against the portal under gunicorn.
+
+A viewer logs in through the admin login form, goes from the admin to the catalog overview, a service's page,
+the dependency graph and the teams; then the ledger's health server goes down, the next health poll finds it
+critical, and the overview that is open shows it, without a reload. An operator gets an Edit link on a
+service's page, a viewer does not. Each page is saved as a PNG (``ATRIUM_SCREENSHOTS_DIR``, or the test's
+temporary directory): ``docs/screenshots/catalog-*.png`` come from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from portal.catalog.health import health_poll
+from portal.catalog.models import Dependency, HealthCheck, Instance, InstanceStatus, ObservedCall, Service, Team
+from portal.catalog.services import instance_heartbeat
+from tests.harness import AtriumProcess
+from tests.portal.factories import PASSWORD, user_with_role
+from tests.servers import LocalServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+TIMEOUT_MS = 15_000
+VIEWPORT = {"width": 1280, "height": 800}
+VIEWER, OPERATOR = "e2e-catalog-viewer", "e2e-catalog-operator"
+T = TypeVar("T")
+
+
+def in_thread(work: Callable[[], T]) -> T:
+    """Run ORM work in another thread (Playwright's sync API runs an event loop in this one, where Django
+    refuses database calls)."""
+
+    def run() -> T:
+        try:
+            return work()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def save_screenshot(page: Page, name: str, tmp_path: Path) -> Path:
+    """A full-page PNG in ``ATRIUM_SCREENSHOTS_DIR`` (or ``tmp_path``), checked to be a real picture."""
+    directory = Path(os.environ.get("ATRIUM_SCREENSHOTS_DIR") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert path.stat().st_size > 10_000, path
+    return path
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """The system Chromium; skipped without it locally, a failure on CI (which installs it)."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found: install the Debian 'chromium' package to run browser tests"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must provide it)")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture
+def health_servers() -> Iterator[dict[str, LocalServer]]:
+    """The ledger's health endpoint (stopped by the test) and one that stays up for the other services."""
+    ok: Any = lambda seen: (200, {"Content-Type": "application/json"}, b'{"status": "ok"}')  # noqa: E731
+    servers = {"ledger": LocalServer(ok), "steady": LocalServer(ok)}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def _history(service: Service, *, critical_from: int = -1, critical_to: int = -1, warning_at: tuple = ()) -> None:
+    """A check every 5 minutes for the last 24 h (the newest is the live poll's), some of them failing."""
+    now = timezone.now()
+    checks = []
+    for n in range(1, 288):
+        status = "passing"
+        if critical_from <= n <= critical_to:
+            status = "critical"
+        elif n in warning_at:
+            status = "warning"
+        checks.append(
+            HealthCheck(
+                service=service,
+                status=status,
+                http_status=None if status == "critical" else 200,
+                latency_ms=None if status == "critical" else 8 + (n * 7) % 23 + (900 if status == "warning" else 0),
+                detail={"critical": "ConnectError: [Errno 111] Connection refused", "warning": "slow"}.get(status, ""),
+                checked_at=now - dt.timedelta(minutes=5 * n),
+            )
+        )
+    HealthCheck.objects.bulk_create(checks)
+
+
+@pytest.fixture
+def catalog(transactional_db: None, health_servers: dict[str, LocalServer]) -> dict[str, Service]:
+    """A small Atrium: the portal, the ledger and payments (money), webhooks (integrations), reporting (no
+    team, never checked), each with instances and a day of health history; declared and observed
+    dependencies, with drift both ways. Every service with a health URL is polled once: passing."""
+    now = timezone.now()
+    money = Team.objects.create(slug="money", name="Money movement", contact="#money-movement", on_call="money-rota")
+    platform = Team.objects.create(slug="platform", name="Platform", contact="#platform", on_call="platform-rota")
+    integrations = Team.objects.create(slug="integrations", name="Integrations", contact="integrations@atrium.test")
+    Team.objects.create(slug="risk", name="Risk", contact="#risk")
+    steady = health_servers["steady"].url
+
+    def service(slug: str, name: str, **fields: Any) -> Service:
+        return Service.objects.create(slug=slug, display_name=name, registered_by=f"cli_{slug}", **fields)
+
+    portal = service(
+        "portal", "Atrium portal", owner=platform, tier=1, lifecycle="production", version="0.9.0",
+        description="Identity provider, service catalog, audit trail and job dashboard.",
+        base_url="http://127.0.0.1:8000", health_url=f"{steady}/portal/health/ready",
+    )  # fmt: skip
+    ledger = service(
+        "ledger", "Ledger", owner=money, tier=1, lifecycle="production", version="1.4.0",
+        description="Double-entry ledger: accounts, transactions, postings and balances as of any time.",
+        base_url="http://127.0.0.1:8001", health_url=f"{health_servers['ledger'].url}/health/ready",
+        openapi_url="http://127.0.0.1:8001/api/schema/", docs_url="https://docs.atrium.test/ledger",
+        repository_url="https://git.atrium.test/atrium", queues=["ledger"], tags=["money"],
+    )  # fmt: skip
+    payments = service(
+        "payments", "Payments", owner=money, tier=1, lifecycle="production", version="2.0.1",
+        description="Payment intents, holds, captures and reconciliation against the ledger.",
+        base_url="http://127.0.0.1:8002", health_url=f"{steady}/payments/health/ready", queues=["payments"],
+    )  # fmt: skip
+    webhooks = service(
+        "webhooks", "Webhooks", owner=integrations, tier=2, lifecycle="experimental", version="0.3.0",
+        health_url=f"{steady}/webhooks/health/ready",
+    )  # fmt: skip
+    reporting = service("reporting", "Reporting", tier=3, lifecycle="deprecated", version="0.1.0")
+    declared = [
+        (payments, "ledger"), (payments, "portal"), (ledger, "portal"), (webhooks, "payments"),
+        (payments, "fraud-engine"), (reporting, "ledger"),
+    ]  # fmt: skip
+    by_slug = {s.slug: s for s in (portal, ledger, payments, webhooks, reporting)}
+    for source, target in declared:
+        Dependency.objects.create(service=source, target=by_slug.get(target), target_slug=target)
+    for source, resource in [(ledger, "postgres"), (payments, "postgres"), (payments, "queue:payments")]:
+        Dependency.objects.create(service=source, resource=resource)
+    observed = [("ledger", "payments", 18_240), ("portal", "payments", 312), ("portal", "ledger", 96)]
+    observed += [("payments", "webhooks", 1_204), ("ledger", "webhooks", 37)]  # the last one is not declared
+    for callee, caller, calls in observed:
+        ObservedCall.objects.create(
+            callee=by_slug[callee], caller_client=f"cli_{caller}", calls=calls, first_seen=now, last_seen=now
+        )
+    for slug, count in (("portal", 2), ("ledger", 2), ("payments", 3), ("webhooks", 1)):
+        for n in range(count):
+            instance_heartbeat(
+                slug=slug, instance=f"{slug}-{n + 1}:{4100 + n}", client_id=None, host=f"app-{n + 1}",
+                pid=4100 + n, version=by_slug[slug].version, started_at=now - dt.timedelta(hours=5 - n),
+            )  # fmt: skip
+    Instance.objects.create(
+        service=ledger, instance="ledger-1:3900", host="app-1", pid=3900, version="1.3.2",
+        started_at=now - dt.timedelta(days=2), first_heartbeat=now - dt.timedelta(days=2),
+        last_heartbeat=now - dt.timedelta(hours=5), heartbeats=17_000, status=InstanceStatus.GONE,
+    )  # fmt: skip
+    _history(ledger, critical_from=70, critical_to=74)
+    _history(payments, warning_at=(30, 31, 150))
+    _history(portal)
+    _history(webhooks, critical_from=200, critical_to=230)
+
+    counts = health_poll()
+
+    assert counts["checked"] == 4
+    assert counts.get("passing") == 4, counts
+    return by_slug
+
+
+@pytest.fixture
+def browser(chromium: Path, live_portal: AtriumProcess) -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def users(transactional_db: None) -> None:
+    user_with_role("viewer", username=VIEWER)
+    user_with_role("operator", username=OPERATOR)
+
+
+def log_in(browser: Browser, base: str, username: str) -> Page:
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base}/admin/")
+    return page
+
+
+def status_cell(page: Page, slug: str) -> Any:
+    return page.locator(f"#service-{slug} .catalog-service-status")
+
+
+def test_a_viewer_reads_the_catalog_and_sees_the_ledger_turn_critical_without_a_reload(
+    catalog: dict[str, Service],
+    users: None,
+    browser: Browser,
+    live_portal: AtriumProcess,
+    health_servers: dict[str, LocalServer],
+    tmp_path: Path,
+):
+    base = live_portal.url
+    page = log_in(browser, base, VIEWER)
+
+    # given the viewer on the admin index, they reach the overview through the catalog's own page
+    page.locator("#content-main").get_by_role("link", name="Service catalog").click()
+    page.wait_for_url(f"{base}/admin/catalog/")
+    page.locator("#catalog-pages").get_by_role("link", name="Overview").click()
+    page.wait_for_url(f"{base}/admin/catalog/overview/")
+
+    # then every service is listed with its status as text
+    expect(page.locator("#catalog-services tbody tr")).to_have_count(5)
+    for slug in ("portal", "ledger", "payments", "webhooks"):
+        expect(status_cell(page, slug)).to_have_text("\u2714 passing")
+    expect(status_cell(page, "reporting")).to_have_text("? unknown")
+    ledger_row = page.locator("#service-ledger")
+    expect(ledger_row).to_contain_text("Money movement")
+    expect(ledger_row).to_contain_text("1.4.0")
+    expect(ledger_row).to_contain_text("2 / 2")
+    expect(page.locator("#count-passing")).to_contain_text("4")
+
+    # when they open the ledger
+    ledger_row.get_by_role("link", name="Ledger").click()
+    page.wait_for_url(f"{base}/admin/catalog/services/ledger/")
+    expect(page.locator("#service-status")).to_have_text("\u2714 passing")
+    instances = page.locator("#service-instances tbody tr")
+    expect(instances).to_have_count(3)
+    expect(page.locator("#service-instances tr.catalog-gone")).to_contain_text("ledger-1:3900")
+    expect(page.locator("#catalog-health-chart")).to_be_visible()
+    expect(page.locator("#catalog-health-chart .bucket-critical").first).to_be_attached()
+    expect(page.locator("#service-links").get_by_role("link", name="API docs")).to_have_attribute(
+        "href", "http://127.0.0.1:8001/api/docs/"
+    )
+    expect(page.locator("#service-incoming tr[data-other=webhooks]")).to_contain_text("called, not declared")
+    expect(page.locator("#catalog-edit")).to_have_count(0)  # a viewer edits nothing
+    save_screenshot(page, "catalog-service", tmp_path)
+
+    # and the dependency graph
+    page.locator(".catalog-nav").get_by_role("link", name="Dependency graph").click()
+    page.wait_for_url(f"{base}/admin/catalog/graph/")
+    for slug in ("portal", "ledger", "payments", "webhooks", "reporting", "fraud-engine"):
+        expect(page.locator(f"#node-{slug}")).to_be_visible()
+    expect(page.locator("#resource-postgres")).to_be_visible()
+    expect(page.locator("#edge-webhooks--ledger")).to_have_attribute("data-drift", "observed_not_declared")
+    expect(page.locator("#edge-payments--fraud-engine")).to_have_attribute("data-drift", "declared_not_observed")
+
+    # and the teams
+    page.locator(".catalog-nav").get_by_role("link", name="Teams").click()
+    page.wait_for_url(f"{base}/admin/catalog/teams/")
+    money = page.locator("#team-money")
+    expect(money).to_contain_text("money-rota")
+    expect(money.locator("tr[data-service]")).to_have_count(2)
+    expect(page.locator("#team-none")).to_contain_text("Reporting")
+    save_screenshot(page, "catalog-teams", tmp_path)
+
+    # when the ledger's health server goes down and the next poll finds it, on an overview left open
+    page.goto(f"{base}/admin/catalog/overview/?refresh=1")
+    expect(status_cell(page, "ledger")).to_have_text("\u2714 passing")
+    page.evaluate("window.catalogNotReloaded = true")
+    health_servers["ledger"].stop()
+    counts = in_thread(lambda: health_poll(services=[Service.objects.get(slug="ledger")]))
+    assert counts.get("critical") == 1, counts
+
+    # then the badge turns critical by itself, and the page was not reloaded
+    expect(status_cell(page, "ledger")).to_have_text("\u2716 critical", timeout=10_000)
+    expect(page.locator("#count-critical")).to_contain_text("1")
+    assert page.evaluate("window.catalogNotReloaded") is True
+    expect(page.locator("[data-live-status]")).to_contain_text("last update")
+    save_screenshot(page, "catalog-overview", tmp_path)
+
+    # and the graph shows who depends on it
+    page.goto(f"{base}/admin/catalog/graph/")
+    expect(page.locator("#node-ledger")).to_have_attribute("data-status", "critical")
+    for slug in ("payments", "webhooks", "reporting"):
+        expect(page.locator(f"#node-{slug}")).to_have_class(re.compile(r"\bnode-impacted\b"))
+    expect(page.locator("#edge-payments--ledger")).to_have_class("edge edge-ok edge-to-critical")
+    expect(page.locator("#graph-critical tr[data-critical=ledger]")).to_contain_text("payments")
+    save_screenshot(page, "catalog-graph", tmp_path)
+
+
+def test_an_operator_gets_an_edit_link_and_the_admin_links_back(
+    catalog: dict[str, Service], users: None, browser: Browser, live_portal: AtriumProcess
+):
+    base = live_portal.url
+    page = log_in(browser, base, OPERATOR)
+
+    page.goto(f"{base}/admin/catalog/services/payments/")
+    edit = page.locator("#catalog-edit")
+    expect(edit).to_have_text("Edit")
+    edit.click()
+    page.wait_for_url(f"{base}/admin/catalog/service/{catalog['payments'].pk}/change/")
+    expect(page.locator("#id_display_name")).to_have_value("Payments")
+
+    page.locator("#catalog-view-page").click()
+    page.wait_for_url(f"{base}/admin/catalog/services/payments/")
+    expect(page.locator("#service-outgoing tr[data-other=fraud-engine]")).to_contain_text("declared, never called")
