@@ -11,9 +11,11 @@ from portal.audit.archive import archive_run, retention_cutoff
 from portal.audit.chain import ingest as chain_ingest
 from portal.audit.heads import head_sign
 from workers.celery import app
-from workers.diagnostics import ping_task
+from workers.diagnostics import noop_task, ping_task, probe_task
 
 ping = ping_task("audit")
+probe = probe_task("audit")
+noop = noop_task("audit")
 
 
 @app.task(name="audit.ingest", bind=True, max_retries=None, acks_late=True)

@@ -100,3 +100,7 @@ def _propagate_request_id(headers: dict[str, Any] | None = None, **kwargs: Any) 
         request_id = request_id_var.get()
         if request_id:
             headers["request_id"] = request_id
+
+
+# Every task's life cycle into the tracking stream the job monitor reads (signal handlers connect on import).
+import workers.tracking  # noqa: E402, F401

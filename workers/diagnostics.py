@@ -1,8 +1,10 @@
-"""``<queue>.ping``: a task every service's worker answers, to prove the wiring end to end."""
+"""``<queue>.ping``: a task every service's worker answers, to prove the wiring end to end; ``<queue>.probe``: a task
+that succeeds, fails, retries or sleeps on request (the job dashboard's tests and benchmark, an operator's check)."""
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from celery import Task
@@ -44,3 +46,48 @@ def ping_task(queue: str) -> Task:
         }
 
     return ping
+
+
+class ProbeFailed(Exception):
+    """What ``<queue>.probe`` raises when asked to fail."""
+
+
+def probe_task(queue: str) -> Task:
+    """Register and return ``<queue>.probe``: a task that does what it is told, to see the job dashboard (and the
+    worker it runs on) deal with every outcome — succeed, fail, retry, or take its time."""
+
+    @app.task(name=f"{queue}.probe", bind=True, max_retries=5)
+    def probe(
+        self: Any,
+        outcome: str = "succeed",
+        *,
+        fail_times: int = 0,
+        fail_until: float | None = None,
+        sleep: float = 0.0,
+        countdown: float = 0.1,
+    ) -> dict[str, Any]:
+        """``outcome``: ``succeed``; ``fail`` (raises :class:`ProbeFailed` — until the Unix time ``fail_until``, if
+        given: a transient fault that a later re-run gets past); ``retry`` (fails ``fail_times`` times, retrying
+        after ``countdown`` seconds, then succeeds). ``sleep`` seconds first (at most 60)."""
+        if sleep:
+            time.sleep(min(float(sleep), 60.0))
+        if outcome == "fail" and (fail_until is None or time.time() < fail_until):
+            raise ProbeFailed(f"{queue}.probe was asked to fail")
+        if outcome == "retry" and self.request.retries < fail_times:
+            raise self.retry(
+                exc=ProbeFailed(f"attempt {self.request.retries + 1} of {fail_times + 1} fails"), countdown=countdown
+            )
+        return {"outcome": outcome, "retries": self.request.retries, "service": settings.ATRIUM_SERVICE}
+
+    return probe
+
+
+def noop_task(queue: str) -> Task:
+    """Register and return ``<queue>.noop``: does nothing, stores no result (what ``bench/jobs.py`` measures the
+    cost of tracking against)."""
+
+    @app.task(name=f"{queue}.noop", ignore_result=True)
+    def noop() -> None:
+        return None
+
+    return noop

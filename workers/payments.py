@@ -12,12 +12,14 @@ from services.payments.processing import drain as drain_run
 from services.payments.processing import sweep as sweep_run
 from services.payments.reconcile import reconcile as reconcile_run
 from workers.celery import app
-from workers.diagnostics import ping_task
+from workers.diagnostics import noop_task, ping_task, probe_task
 from workers.outbox import outbox_relay_task
 
 log = get_logger(__name__)
 
 ping = ping_task("payments")
+probe = probe_task("payments")
+noop = noop_task("payments")
 outbox_relay = outbox_relay_task("payments")
 
 

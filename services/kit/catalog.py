@@ -372,6 +372,15 @@ def beat_agent_start() -> CatalogAgent | None:
     )
 
 
+def process_agent_start(slug: str, *, display_name: str, description: str) -> CatalogAgent | None:
+    """From any other long-running process (a management command): ``slug``, no HTTP, no queues."""
+    return agent_start(
+        slug=slug,
+        manifest=lambda: process_manifest(slug, display_name=display_name, description=description, queues=[]),
+        report_calls=False,
+    )
+
+
 def relay_agent_start() -> CatalogAgent | None:
     """From ``manage.py outbox_relay``: ``relay-<service>``."""
     service = _service_name()

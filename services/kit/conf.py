@@ -256,6 +256,16 @@ def kit_settings(
         "ATRIUM_CATALOG_REGISTER": env.bool("ATRIUM_CATALOG_REGISTER", default=True),
         # Until the portal's first answer says otherwise (each heartbeat's answer carries the interval).
         "ATRIUM_CATALOG_HEARTBEAT_SECONDS": env.float("ATRIUM_CATALOG_HEARTBEAT_SECONDS", default=10.0),
+        # Job tracking: every process appends its tasks' life-cycle events to this Redis stream, which the
+        # portal's job monitor reads (workers/tracking.py, portal/jobs/monitor.py).
+        "JOBS_TRACKING": env.bool("JOBS_TRACKING", default=True),
+        "JOBS_STREAM": env.str("JOBS_STREAM", default="atrium:jobs:events"),
+        "JOBS_REDIS_URL": env.str("JOBS_REDIS_URL", default="") or redis_url,
+        "JOBS_STREAM_MAXLEN": env.int("JOBS_STREAM_MAXLEN", default=2_000_000),
+        "JOBS_TRACKING_FLUSH_SECONDS": env.float("JOBS_TRACKING_FLUSH_SECONDS", default=0.1),
+        "JOBS_TRACKING_BATCH": env.int("JOBS_TRACKING_BATCH", default=500),
+        "JOBS_TRACKING_BUFFER_MAX": env.int("JOBS_TRACKING_BUFFER_MAX", default=100_000),
+        "JOBS_WORKER_HEARTBEAT_SECONDS": env.float("JOBS_WORKER_HEARTBEAT_SECONDS", default=5.0),
         # Celery (namespace CELERY_ in workers/celery.py).
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": env.str("CELERY_RESULT_BACKEND", default=redis_url),

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class JobsConfig(AppConfig):
+    name = "portal.jobs"
+    label = "jobs"
+    verbose_name = "Background jobs"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from portal.jobs.metrics import JobsCollector
+        from services.kit.metrics import REGISTRY
+
+        # With PROMETHEUS_MULTIPROC_DIR the kit serves only the processes' shared files (REGISTRY is None).
+        if REGISTRY is not None:
+            REGISTRY.register(JobsCollector())

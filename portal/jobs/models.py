@@ -1,0 +1,202 @@
+"""Every Celery task of every service, recorded by the job monitor from the tracking stream.
+
+Each process's Celery signals append a task's life-cycle events to a Redis stream (``workers/tracking.py``);
+the monitor (``manage.py jobs_monitor``) reads them with a consumer group, writes them here in one transaction
+per batch and acknowledges them after the commit. An event is stored once, by its stream entry id
+(:class:`JobEvent`), so a batch read again after a crash changes nothing. A :class:`Job` is the task's latest
+known state with a timestamp per state; :class:`JobMinute` counts per minute, queue and task name for the
+charts (kept longer than jobs); :class:`JobTotal` counts since the beginning, for Prometheus.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued"
+    RECEIVED = "received"
+    STARTED = "started"
+    RETRIED = "retried"  # failed this time; a retry is scheduled (same task id)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+
+
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.REVOKED, JobState.REJECTED)
+
+
+class Job(models.Model):
+    task_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    service = models.CharField(max_length=50, blank=True, default="")
+    queue = models.CharField(max_length=100, blank=True, default="")
+    state = models.CharField(max_length=10, choices=JobState.choices)
+    worker = models.CharField(max_length=200, blank=True, default="", help_text="The worker node (name@host).")
+    args = models.JSONField(default=list, blank=True, help_text="Redacted as audit changes are, size-capped.")
+    kwargs = models.JSONField(default=dict, blank=True)
+    payload = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The raw args and kwargs (≤ 64 KB), never shown: what a retry from the dashboard sends again.",
+    )
+    request_id = models.CharField(max_length=100, blank=True, default="")
+    parent_id = models.CharField(max_length=64, blank=True, default="")
+    root_id = models.CharField(max_length=64, blank=True, default="")
+    retry_of = models.CharField(
+        max_length=64, blank=True, default="", help_text="The task this one re-runs (a retry from the dashboard)."
+    )
+    eta = models.DateTimeField(null=True, blank=True)
+    retries = models.PositiveIntegerField(default=0)
+    seen_at = models.DateTimeField(help_text="When the task was first seen (published, or received).")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(help_text="The time of the event that set the state.")
+    runtime_ms = models.FloatField(null=True, blank=True)
+    result = models.TextField(blank=True, default="", help_text="A summary of the return value (capped).")
+    exception_type = models.CharField(max_length=200, blank=True, default="")
+    exception_message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "jobs_job"
+        ordering = ["-seen_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(state__in=JobState.values), name="jobs_job_state")]
+        indexes = [
+            # Keyset pages, newest first, overall and within the usual filters.
+            models.Index(fields=["-seen_at", "-id"], name="jobs_job_seen"),
+            models.Index(fields=["state", "-seen_at", "-id"], name="jobs_job_state_seen"),
+            models.Index(fields=["queue", "-seen_at", "-id"], name="jobs_job_queue_seen"),
+            models.Index(fields=["name", "-seen_at", "-id"], name="jobs_job_name_seen"),
+            models.Index(fields=["service", "-seen_at", "-id"], name="jobs_job_service_seen"),
+            models.Index(fields=["request_id"], name="jobs_job_request", condition=~Q(request_id="")),
+            models.Index(fields=["root_id"], name="jobs_job_root", condition=~Q(root_id="")),
+            models.Index(fields=["parent_id"], name="jobs_job_parent", condition=~Q(parent_id="")),
+            models.Index(fields=["retry_of"], name="jobs_job_retry_of", condition=~Q(retry_of="")),
+            models.Index(
+                fields=["worker", "state"],
+                name="jobs_job_in_flight",
+                condition=Q(state__in=["received", "started"]),
+            ),
+            models.Index(fields=["worker", "-seen_at", "-id"], name="jobs_job_worker_seen"),
+            models.Index(fields=["exception_type", "-seen_at", "-id"], name="jobs_job_exception_seen"),
+        ]
+        permissions = [("retry_job", "Can retry jobs"), ("revoke_job", "Can revoke jobs")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.task_id} ({self.state})"
+
+
+class JobEvent(models.Model):
+    """One life-cycle event of a task, as it came from the tracking stream."""
+
+    stream_id = models.CharField(max_length=40, unique=True, help_text="The Redis stream entry id (dedup key).")
+    task_id = models.CharField(max_length=64)
+    state = models.CharField(max_length=10, choices=JobState.choices)
+    at = models.DateTimeField()
+    worker = models.CharField(max_length=200, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "jobs_event"
+        ordering = ["at", "id"]
+        indexes = [
+            models.Index(fields=["task_id", "at"], name="jobs_event_task"),
+            models.Index(fields=["at"], name="jobs_event_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.state} at {self.at:%H:%M:%S.%f}"
+
+
+class JobMinute(models.Model):
+    """What happened in one minute, per service, queue and task name (the charts)."""
+
+    minute = models.DateTimeField()
+    service = models.CharField(max_length=50, blank=True, default="")
+    queue = models.CharField(max_length=100, blank=True, default="")
+    name = models.CharField(max_length=200)
+    queued = models.PositiveIntegerField(default=0)
+    started = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    retried = models.PositiveIntegerField(default=0)
+    revoked = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    runtime_ms_total = models.FloatField(default=0)
+    runtime_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "jobs_minute"
+        ordering = ["-minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "service", "queue", "name"], name="jobs_minute_unique")
+        ]
+        indexes = [models.Index(fields=["minute", "queue"], name="jobs_minute_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.name}"
+
+
+class JobTotal(models.Model):
+    """Counts since the beginning per task name and queue (never pruned): Prometheus counters and histograms.
+
+    ``runtime_buckets[i]`` / ``latency_buckets[i]`` count observations ≤ the i-th bound of
+    :data:`portal.jobs.recorder.RUNTIME_BOUNDS` / ``LATENCY_BOUNDS`` (not cumulative; the exporter sums)."""
+
+    service = models.CharField(max_length=50, blank=True, default="")
+    queue = models.CharField(max_length=100, blank=True, default="")
+    name = models.CharField(max_length=200)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    retried = models.PositiveBigIntegerField(default=0)
+    revoked = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)
+    runtime_seconds_sum = models.FloatField(default=0)
+    runtime_buckets = ArrayField(models.BigIntegerField(), default=list)
+    latency_seconds_sum = models.FloatField(default=0)
+    latency_buckets = ArrayField(models.BigIntegerField(), default=list)
+
+    class Meta:
+        db_table = "jobs_total"
+        constraints = [models.UniqueConstraint(fields=["service", "queue", "name"], name="jobs_total_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.name}"
+
+
+class WorkerStatus(models.TextChoices):
+    ONLINE = "online"
+    OFFLINE = "offline"  # said goodbye
+    LOST = "lost"  # stopped heartbeating without saying goodbye
+
+
+class Worker(models.Model):
+    hostname = models.CharField(max_length=200, unique=True, help_text="The Celery node name (name@host).")
+    service = models.CharField(max_length=50, blank=True, default="")
+    queues = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    pool = models.CharField(max_length=50, blank=True, default="")
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
+    active = models.PositiveIntegerField(default=0, help_text="Tasks running at the last heartbeat.")
+    reserved = models.PositiveIntegerField(default=0, help_text="Tasks received, waiting for a process.")
+    processed = models.PositiveBigIntegerField(default=0, help_text="Tasks this worker has run since it started.")
+    sw_version = models.CharField(max_length=100, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=WorkerStatus.choices, default=WorkerStatus.ONLINE)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "jobs_worker"
+        ordering = ["hostname"]
+        constraints = [models.CheckConstraint(condition=Q(status__in=WorkerStatus.values), name="jobs_worker_status")]
+
+    def __str__(self) -> str:
+        return self.hostname

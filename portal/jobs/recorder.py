@@ -1,0 +1,365 @@
+"""Recording a batch of tracking events: each event once, each task's row merged, minutes and totals counted.
+
+:func:`record` runs in one transaction per batch. An event is inserted by its stream entry id with
+``ON CONFLICT DO NOTHING``, and only the events that were new change anything else — so a batch recorded again
+(the monitor crashed after the commit and before acknowledging) counts nothing twice. Batches are serialized by
+a transaction-level advisory lock, so two monitors never merge the same task at once.
+
+Events of one task come from several processes (the publisher, the worker's main process, the pool process
+running it) and can arrive in any order. A task's state is the state of its latest event by time; at the same
+instant, the later step of the life cycle wins. A finished task goes back to an earlier state only when Celery
+runs it again (a retry: a higher ``retries``; or a redelivery after its worker was lost).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+
+from portal.jobs.models import FINAL_STATES, Job, JobState, Worker, WorkerStatus
+
+# Seconds; a histogram bucket counts observations ≤ its bound, the last one everything above.
+RUNTIME_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+STEP = {
+    JobState.QUEUED: 0,
+    JobState.RECEIVED: 1,
+    JobState.STARTED: 2,
+    JobState.RETRIED: 3,
+    JobState.SUCCEEDED: 4,
+    JobState.FAILED: 4,
+    JobState.REVOKED: 4,
+    JobState.REJECTED: 4,
+}
+WORKER_EVENTS = ("worker-heartbeat", "worker-offline")
+LOCK_KEY = 0x6A6F6273  # "jobs"
+
+_JOB_FIELDS = [f.name for f in Job._meta.concrete_fields if f.name not in ("id", "task_id")]
+
+
+@dataclass
+class Event:
+    stream_id: str
+    data: dict[str, Any]
+    at: dt.datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.at = dt.datetime.fromtimestamp(float(self.data.get("at") or 0), tz=dt.UTC)
+
+    @property
+    def state(self) -> str:
+        return str(self.data.get("state", ""))
+
+    def get(self, key: str, default: Any = "") -> Any:
+        value = self.data.get(key)
+        return default if value is None else value
+
+
+@dataclass
+class Recorded:
+    events: int = 0  # in the batch
+    new: int = 0  # not seen before
+    jobs: int = 0
+    workers: int = 0
+
+
+def parse(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
+    """Stream entries (``id``, ``{"e": json}``) as events; an entry that is not one is skipped."""
+    events = []
+    for stream_id, fields in entries:
+        raw = fields.get(b"e") or fields.get("e")
+        sid = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+        try:
+            data = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("state"):
+            events.append(Event(sid, data))
+    return events
+
+
+_INSERT_EVENTS = """
+INSERT INTO jobs_event (stream_id, task_id, state, at, worker, detail)
+SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[], %s::varchar[], %s::jsonb[])
+ON CONFLICT (stream_id) DO NOTHING
+RETURNING stream_id
+"""
+
+# What an event keeps in jobs_event.detail (the timeline): everything but what has columns and the raw payload.
+_NOT_DETAIL = {"state", "task_id", "at", "worker", "payload", "args", "kwargs", "traceback"}
+
+
+def record(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> Recorded:
+    """Record a batch of stream entries (one transaction); return what it changed."""
+    events = parse(entries)
+    result = Recorded(events=len(events))
+    task_events = [e for e in events if e.state in STEP and e.get("task_id")]
+    worker_events = [e for e in events if e.state in WORKER_EVENTS and e.get("worker")]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        new: list[Event] = []
+        if task_events:
+            cursor.execute(
+                _INSERT_EVENTS,
+                [
+                    [e.stream_id for e in task_events],
+                    [str(e.get("task_id"))[:64] for e in task_events],
+                    [e.state for e in task_events],
+                    [e.at for e in task_events],
+                    [str(e.get("worker"))[:200] for e in task_events],
+                    [json.dumps({k: v for k, v in e.data.items() if k not in _NOT_DETAIL}) for e in task_events],
+                ],
+            )
+            fresh = {row[0] for row in cursor.fetchall()}
+            new = [e for e in task_events if e.stream_id in fresh]
+        result.new = len(new)
+        if new:
+            jobs = _jobs_merge(new)
+            result.jobs = len(jobs)
+            _counts_add(cursor, new, jobs)
+        if worker_events:
+            result.workers = _workers_update(worker_events)
+    return result
+
+
+# --- jobs ------------------------------------------------------------------------------------------------------
+
+
+def _jobs_merge(events: list[Event]) -> dict[str, Job]:
+    by_task: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        by_task[str(event.get("task_id"))[:64]].append(event)
+    jobs = {j.task_id: j for j in Job.objects.select_for_update().filter(task_id__in=list(by_task))}
+    for task_id, task_events in by_task.items():
+        job = jobs.get(task_id)
+        for event in sorted(task_events, key=lambda e: (e.at, STEP[e.state])):
+            if job is None:
+                job = jobs[task_id] = Job(task_id=task_id, state=event.state, seen_at=event.at, last_event_at=event.at)
+            _apply(job, event)
+    Job.objects.bulk_create(
+        list(jobs.values()), update_conflicts=True, unique_fields=["task_id"], update_fields=_JOB_FIELDS
+    )
+    return jobs
+
+
+def _later(event: Event, job: Job) -> bool:
+    """Whether ``event`` sets the job's state (see the module's docstring)."""
+    if (event.at, STEP[event.state]) < (job.last_event_at, STEP[JobState(job.state)]):
+        return False
+    if job.state in FINAL_STATES and STEP[event.state] < STEP[JobState.SUCCEEDED]:
+        # Run again: a retry (more retries) or a redelivery (received/started again after a lost worker).
+        return int(event.get("retries", job.retries) or 0) > job.retries or event.state != JobState.QUEUED
+    return True
+
+
+def _apply(job: Job, event: Event) -> None:
+    state = event.state
+    for name, length in (("name", 200), ("queue", 100), ("service", 50)):
+        if not getattr(job, name) and event.get(name):
+            setattr(job, name, str(event.get(name))[:length])
+    if event.get("worker") and state in (JobState.RECEIVED, JobState.STARTED):
+        job.worker = str(event.get("worker"))[:200]
+    elif event.get("worker") and not job.worker:
+        job.worker = str(event.get("worker"))[:200]
+    job.seen_at = min(job.seen_at, event.at)
+    for name, length in (("request_id", 100), ("parent_id", 64), ("root_id", 64), ("retry_of", 64)):
+        if not getattr(job, name) and event.get(name):
+            setattr(job, name, str(event.get(name))[:length])
+    if "retries" in event.data:
+        job.retries = max(job.retries, int(event.get("retries", 0) or 0))
+    if state == JobState.QUEUED:
+        job.queued_at = min(filter(None, [job.queued_at, event.at]))
+        if event.data.get("eta"):
+            job.eta = _datetime(event.get("eta"))
+        if event.data.get("args") is not None and not job.args:
+            job.args = event.get("args")
+        if event.data.get("kwargs") is not None and not job.kwargs:
+            job.kwargs = event.get("kwargs")
+        if event.data.get("payload") is not None and job.payload is None:
+            job.payload = event.get("payload")
+    elif state == JobState.RECEIVED:
+        job.received_at = max(filter(None, [job.received_at, event.at]))
+        if event.data.get("eta") and job.eta is None:
+            job.eta = _datetime(event.get("eta"))
+    elif state == JobState.STARTED:
+        job.started_at = max(filter(None, [job.started_at, event.at]))
+    elif state == JobState.RETRIED:
+        job.exception_type = str(event.get("exception_type"))[:200]
+        job.exception_message = str(event.get("reason"))[:2000]
+        if event.data.get("runtime_ms") is not None:
+            job.runtime_ms = float(event.get("runtime_ms"))
+    else:  # final
+        job.finished_at = max(filter(None, [job.finished_at, event.at]))
+        if event.data.get("runtime_ms") is not None:
+            job.runtime_ms = float(event.get("runtime_ms"))
+        if state == JobState.SUCCEEDED:
+            result = event.data.get("result")
+            job.result = "" if result is None else (result if isinstance(result, str) else json.dumps(result))[:1000]
+        elif state == JobState.FAILED:
+            job.exception_type = str(event.get("exception_type"))[:200]
+            job.exception_message = str(event.get("exception_message"))[:2000]
+            job.traceback = str(event.get("traceback"))
+        elif state == JobState.REJECTED:
+            job.exception_message = str(event.get("reason"))[:2000]
+    if _later(event, job):
+        job.state = state
+        job.last_event_at = max(job.last_event_at, event.at)
+
+
+def _datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+# --- counts for charts and metrics -----------------------------------------------------------------------------
+
+_MINUTES = """
+INSERT INTO jobs_minute AS m (minute, service, queue, name, queued, started, succeeded, failed, retried, revoked,
+                              rejected, runtime_ms_total, runtime_count)
+SELECT * FROM unnest(%s::timestamptz[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[], %s::int[], %s::int[],
+                     %s::int[], %s::int[], %s::int[], %s::int[], %s::float8[], %s::int[])
+ON CONFLICT (minute, service, queue, name) DO UPDATE SET
+    queued = m.queued + EXCLUDED.queued, started = m.started + EXCLUDED.started,
+    succeeded = m.succeeded + EXCLUDED.succeeded, failed = m.failed + EXCLUDED.failed,
+    retried = m.retried + EXCLUDED.retried, revoked = m.revoked + EXCLUDED.revoked,
+    rejected = m.rejected + EXCLUDED.rejected, runtime_ms_total = m.runtime_ms_total + EXCLUDED.runtime_ms_total,
+    runtime_count = m.runtime_count + EXCLUDED.runtime_count
+"""
+
+_ADD_ARRAYS = (
+    "(SELECT array_agg(coalesce(a, 0) + coalesce(b, 0) ORDER BY i) FROM unnest({0}, {1}) WITH ORDINALITY AS u(a, b, i))"
+)
+
+_TOTALS = f"""
+INSERT INTO jobs_total AS t (service, queue, name, succeeded, failed, retried, revoked, rejected,
+                             runtime_seconds_sum, runtime_buckets, latency_seconds_sum, latency_buckets)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (service, queue, name) DO UPDATE SET
+    succeeded = t.succeeded + EXCLUDED.succeeded, failed = t.failed + EXCLUDED.failed,
+    retried = t.retried + EXCLUDED.retried, revoked = t.revoked + EXCLUDED.revoked,
+    rejected = t.rejected + EXCLUDED.rejected,
+    runtime_seconds_sum = t.runtime_seconds_sum + EXCLUDED.runtime_seconds_sum,
+    runtime_buckets = {_ADD_ARRAYS.format("t.runtime_buckets", "EXCLUDED.runtime_buckets")},
+    latency_seconds_sum = t.latency_seconds_sum + EXCLUDED.latency_seconds_sum,
+    latency_buckets = {_ADD_ARRAYS.format("t.latency_buckets", "EXCLUDED.latency_buckets")}
+"""  # noqa: S608  (column expressions only, no input)
+
+_MINUTE_COLUMNS = ("queued", "started", "succeeded", "failed", "retried", "revoked", "rejected")
+
+
+def _counts_add(cursor: Any, events: list[Event], jobs: dict[str, Job]) -> None:
+    minutes: dict[tuple[dt.datetime, str, str, str], list[float]] = defaultdict(lambda: [0.0] * 9)
+    totals: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for event in events:
+        job = jobs[str(event.get("task_id"))[:64]]
+        key = (job.service, job.queue, job.name)
+        minute = minutes[(event.at.replace(second=0, microsecond=0), *key)]
+        if event.state in _MINUTE_COLUMNS:
+            minute[_MINUTE_COLUMNS.index(event.state)] += 1
+        total = totals.setdefault(
+            key,
+            {
+                "counts": dict.fromkeys(("succeeded", "failed", "retried", "revoked", "rejected"), 0),
+                "runtime": [0.0, [0] * (len(RUNTIME_BOUNDS) + 1)],
+                "latency": [0.0, [0] * (len(LATENCY_BOUNDS) + 1)],
+            },
+        )
+        if event.state in total["counts"]:
+            total["counts"][event.state] += 1
+        runtime_ms = event.data.get("runtime_ms")
+        if runtime_ms is not None and event.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.RETRIED):
+            minute[7] += float(runtime_ms)
+            minute[8] += 1
+            _observe(total["runtime"], float(runtime_ms) / 1000, RUNTIME_BOUNDS)
+        if event.state == JobState.STARTED and job.queued_at and int(event.get("retries", 0) or 0) == 0:
+            ready = max(filter(None, [job.queued_at, job.eta]))
+            _observe(total["latency"], max(0.0, (event.at - ready).total_seconds()), LATENCY_BOUNDS)
+    rows = sorted(minutes.items())
+    cursor.execute(
+        _MINUTES,
+        [
+            [k[0] for k, _ in rows],
+            [k[1] for k, _ in rows],
+            [k[2] for k, _ in rows],
+            [k[3] for k, _ in rows],
+            *[[int(v[i]) for _, v in rows] for i in range(7)],
+            [v[7] for _, v in rows],
+            [int(v[8]) for _, v in rows],
+        ],
+    )
+    for (service, queue, name), total in sorted(totals.items()):
+        counts = total["counts"]
+        cursor.execute(
+            _TOTALS,
+            [
+                service,
+                queue,
+                name,
+                counts["succeeded"],
+                counts["failed"],
+                counts["retried"],
+                counts["revoked"],
+                counts["rejected"],
+                total["runtime"][0],
+                total["runtime"][1],
+                total["latency"][0],
+                total["latency"][1],
+            ],
+        )
+
+
+def _observe(histogram: list[Any], seconds: float, bounds: tuple[float, ...]) -> None:
+    histogram[0] += seconds
+    histogram[1][bisect_left(bounds, seconds)] += 1
+
+
+# --- workers ---------------------------------------------------------------------------------------------------
+
+
+def _workers_update(events: list[Event]) -> int:
+    latest: dict[str, Event] = {}
+    for event in events:
+        hostname = str(event.get("worker"))[:200]
+        if hostname not in latest or event.at >= latest[hostname].at:
+            latest[hostname] = event
+    existing = {w.hostname: w for w in Worker.objects.select_for_update().filter(hostname__in=list(latest))}
+    changed = []
+    for hostname, event in latest.items():
+        worker = existing.get(hostname) or Worker(hostname=hostname, last_heartbeat=event.at)
+        if worker.pk and event.at < worker.last_heartbeat:
+            continue
+        worker.service = str(event.get("service"))[:50]
+        worker.queues = [str(q)[:100] for q in event.get("queues", [])][:50]
+        worker.pid = event.get("pid", None)
+        worker.pool = str(event.get("pool"))[:50]
+        worker.concurrency = event.get("concurrency", None)
+        worker.active = int(event.get("active", 0) or 0)
+        worker.reserved = int(event.get("reserved", 0) or 0)
+        worker.processed = int(event.get("processed", 0) or 0)
+        worker.sw_version = str(event.get("sw_version"))[:100]
+        worker.started_at = _datetime(event.get("started_at", None)) if event.data.get("started_at") else None
+        worker.last_heartbeat = event.at
+        offline = event.state == "worker-offline"
+        worker.status = WorkerStatus.OFFLINE if offline else WorkerStatus.ONLINE
+        worker.stopped_at = event.at if offline else None
+        changed.append(worker)
+    Worker.objects.bulk_create(
+        changed,
+        update_conflicts=True,
+        unique_fields=["hostname"],
+        update_fields=[f.name for f in Worker._meta.concrete_fields if f.name not in ("id", "hostname")],
+    )
+    return len(changed)
