@@ -12,7 +12,7 @@ globals().update(
         base_dir=BASE_DIR,
         root_urlconf="portal.urls",
         wsgi_application="portal.wsgi.application",
-        apps=["django.contrib.postgres", "portal.identity", "portal.audit", "portal.catalog"],
+        apps=["django.contrib.postgres", "portal.identity", "portal.audit", "portal.catalog", "portal.jobs"],
         celery_imports=["workers.portal", "workers.audit"],
     )
 )
@@ -81,5 +81,18 @@ CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)
 CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)
 # A dependency counts as observed if a call was reported in this many days.
 CATALOG_OBSERVED_DAYS = env.float("CATALOG_OBSERVED_DAYS", default=7.0)
+# Job dashboard: the tracking stream every process appends to and the monitor reads (portal/jobs, workers/tracking.py).
+# (The stream's settings are every process's: services/kit/conf.py.)
+JOBS_MONITOR_BATCH = env.int("JOBS_MONITOR_BATCH", default=1000)
+JOBS_MONITOR_CONSUMER = env.str("JOBS_MONITOR_CONSUMER", default="")  # default: the host name
+JOBS_MONITOR_CLAIM_SECONDS = env.float("JOBS_MONITOR_CLAIM_SECONDS", default=60.0)
+# Retention (portal.jobs_prune, hourly): tasks and their events, then the per-minute chart counts; deleted in
+# batches of JOBS_PRUNE_BATCH rows, for at most JOBS_PRUNE_SECONDS a run (under the task time limit).
+JOBS_RETENTION_DAYS = env.int("JOBS_RETENTION_DAYS", default=30)
+JOBS_AGGREGATE_DAYS = env.int("JOBS_AGGREGATE_DAYS", default=400)
+JOBS_PRUNE_BATCH = env.int("JOBS_PRUNE_BATCH", default=5_000)
+JOBS_PRUNE_SECONDS = env.float("JOBS_PRUNE_SECONDS", default=240.0)
+# A bulk retry from the dashboard publishes at most this many tasks (more matching: 409 too_many_jobs).
+JOBS_RETRY_MAX = env.int("JOBS_RETRY_MAX", default=500)
 # How often the catalog pages refresh their live region (seconds; ?refresh=N on a page overrides it).
 CATALOG_PAGE_REFRESH_SECONDS = env.int("CATALOG_PAGE_REFRESH_SECONDS", default=5)

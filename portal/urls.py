@@ -21,12 +21,14 @@ api_v1 = [
     path("diagnostics/ping", PingView.as_view(), name="diagnostics-ping"),
     path("audit/", include("portal.audit.api.urls")),
     path("catalog/", include("portal.catalog.api.urls")),
+    path("jobs/", include("portal.jobs.api.urls")),
     *router.urls,
 ]
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/catalog/", include("portal.catalog.urls")),  # the catalog pages, before the admin's own
+    path("admin/jobs/", include("portal.jobs.urls")),
     path("admin/", admin.site.urls),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
     path("api/v1/", include(api_v1)),

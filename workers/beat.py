@@ -16,6 +16,8 @@ BEAT_SCHEDULE = {
     # Service catalog: health checks that are due (each service has its own interval), instance liveness.
     "portal.catalog_health": {"task": "portal.catalog_health", "schedule": 5.0},
     "portal.catalog_health_roll_up": {"task": "portal.catalog_health_roll_up", "schedule": 3600.0},
+    # Job dashboard: tasks and events past JOBS_RETENTION_DAYS, chart counts past JOBS_AGGREGATE_DAYS.
+    "portal.jobs_prune": {"task": "portal.jobs_prune", "schedule": 3600.0},
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},

@@ -3,10 +3,12 @@
 from typing import Any
 
 from workers.celery import app
-from workers.diagnostics import ping_task
+from workers.diagnostics import noop_task, ping_task, probe_task
 from workers.outbox import outbox_relay_task
 
 ping = ping_task("portal")
+probe = probe_task("portal")
+noop = noop_task("portal")
 outbox_relay = outbox_relay_task("portal")
 
 
@@ -24,3 +26,11 @@ def catalog_health_roll_up() -> int:
     from portal.catalog.health import health_roll_up
 
     return health_roll_up()
+
+
+@app.task(name="portal.jobs_prune", ignore_result=True)
+def jobs_prune() -> dict[str, Any]:
+    """Delete job dashboard rows past their retention (JOBS_RETENTION_DAYS, JOBS_AGGREGATE_DAYS), in batches."""
+    from portal.jobs.retention import jobs_prune as prune
+
+    return prune()

@@ -1,0 +1,29 @@
+"""``/api/v1/jobs/...``"""
+
+from django.urls import path
+
+from portal.jobs.api.views import (
+    FailureListView,
+    QueueListView,
+    StatsView,
+    TaskDetailView,
+    TaskListView,
+    TaskRetryView,
+    TaskRevokeView,
+    TasksRetryView,
+    ThroughputView,
+    WorkerListView,
+)
+
+urlpatterns = [
+    path("tasks", TaskListView.as_view(), name="jobs-tasks"),
+    path("tasks/retry", TasksRetryView.as_view(), name="jobs-tasks-retry"),  # before tasks/<task_id>
+    path("tasks/<str:task_id>", TaskDetailView.as_view(), name="jobs-task"),
+    path("tasks/<str:task_id>/retry", TaskRetryView.as_view(), name="jobs-task-retry"),
+    path("tasks/<str:task_id>/revoke", TaskRevokeView.as_view(), name="jobs-task-revoke"),
+    path("failures", FailureListView.as_view(), name="jobs-failures"),
+    path("stats", StatsView.as_view(), name="jobs-stats"),
+    path("throughput", ThroughputView.as_view(), name="jobs-throughput"),
+    path("queues", QueueListView.as_view(), name="jobs-queues"),
+    path("workers", WorkerListView.as_view(), name="jobs-workers"),
+]

@@ -1,0 +1,175 @@
+"""Operator actions on jobs: retry a failed task (one, or a bounded selection), revoke a queued or running one.
+
+Every action is audited (in the same transaction as nothing else: the outbox row is the record) with the person or
+client acting. A retry publishes the task again with the same args — the raw ones the tracking kept for it, never
+the redacted ones shown — under a new task id, linked to the original (``retry_of``); a task whose args were too
+large to keep cannot be retried from here (``409 job_not_retryable``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+from django.conf import settings
+from django.db import transaction
+
+from portal.jobs.models import FINAL_STATES, Job, JobState
+from portal.jobs.selectors import TaskFilters, jobs_filter
+from services.kit.audit import audit_record
+from services.kit.errors import Conflict, DomainError, NotFound
+from services.kit.logs import get_logger
+
+log = get_logger(__name__)
+
+RETRYABLE_STATES = (JobState.FAILED, JobState.REVOKED, JobState.REJECTED)
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+    title = "No such job"
+
+
+class JobNotRetryable(Conflict):
+    code = "job_not_retryable"
+    title = "This job cannot be retried"
+
+
+class JobNotRevocable(Conflict):
+    code = "job_not_revocable"
+    title = "This job cannot be revoked"
+
+
+class TooManyJobs(Conflict):
+    code = "too_many_jobs"
+    title = "Too many jobs in one action"
+
+
+class FilterRequired(DomainError):
+    code = "filter_required"
+    title = "A filter is required"
+
+
+def _job(task_id: str) -> Job:
+    job = Job.objects.filter(task_id=task_id).first()
+    if job is None:
+        raise JobNotFound(f"No job {task_id!r} has been recorded.")
+    return job
+
+
+def _retry_check(job: Job) -> None:
+    if job.state not in RETRYABLE_STATES:
+        raise JobNotRetryable(f"Job {job.task_id} is {job.state}; only failed, revoked or rejected jobs are retried.")
+    if job.payload is None:
+        raise JobNotRetryable(f"Job {job.task_id}'s args were too large to keep (or were never seen): run it anew.")
+
+
+def _publish(job: Job) -> str:
+    from workers.celery import app
+    from workers.routing import QUEUES
+
+    new_id = str(uuid.uuid4())
+    payload = job.payload or {}
+    app.send_task(
+        job.name,
+        args=payload.get("args", []),
+        kwargs=payload.get("kwargs", {}),
+        task_id=new_id,
+        # A queue the app does not declare would be refused (task_create_missing_queues is off): route by name.
+        queue=job.queue if job.queue in QUEUES else None,
+        headers={"atrium_retry_of": job.task_id},
+    )
+    return new_id
+
+
+def job_retry(*, task_id: str) -> str:
+    """Publish ``task_id`` again (same args, a new task id linked to it); return the new id."""
+    job = _job(task_id)
+    _retry_check(job)
+    new_id = _publish(job)
+    with transaction.atomic():
+        audit_record(
+            "jobs.task.retried",
+            object_type="jobs.task",
+            object_id=job.task_id,
+            metadata={"name": job.name, "queue": job.queue, "new_task_id": new_id},
+        )
+    log.info("jobs.retried", task_id=job.task_id, new_task_id=new_id, name=job.name)
+    return new_id
+
+
+@dataclass
+class BulkRetry:
+    retried: dict[str, str]  # original task id → new task id
+    skipped: dict[str, str]  # task id → why not
+
+
+def _retry_max() -> int:
+    return int(getattr(settings, "JOBS_RETRY_MAX", 500))
+
+
+def jobs_retry(*, task_ids: list[str], selection: dict[str, str] | None = None) -> BulkRetry:
+    """Retry each of ``task_ids`` (at most ``JOBS_RETRY_MAX``, 500, or none at all): one audit event for the
+    action, naming every task (and ``selection``, the filters that chose them, when given)."""
+    limit = _retry_max()
+    if len(task_ids) > limit:
+        raise TooManyJobs(f"{len(task_ids)} jobs selected; retry at most {limit} at once (narrow the filter).")
+    jobs = {j.task_id: j for j in Job.objects.filter(task_id__in=task_ids)}
+    result = BulkRetry({}, {})
+    for task_id in dict.fromkeys(task_ids):
+        job = jobs.get(task_id)
+        if job is None:
+            result.skipped[task_id] = "not found"
+            continue
+        try:
+            _retry_check(job)
+        except JobNotRetryable as exc:
+            result.skipped[task_id] = str(exc)
+            continue
+        result.retried[task_id] = _publish(job)
+    with transaction.atomic():
+        audit_record(
+            "jobs.tasks.retried",
+            object_type="jobs.task",
+            object_id=f"{len(result.retried)} tasks",
+            metadata={
+                "retried": result.retried,
+                "skipped": sorted(result.skipped),
+                **({"selection": selection} if selection is not None else {}),
+            },
+        )
+    log.info("jobs.bulk_retried", retried=len(result.retried), skipped=len(result.skipped))
+    return result
+
+
+def jobs_retry_matching(*, filters: TaskFilters) -> BulkRetry:
+    """Retry the failed jobs ``filters`` select (whatever state they name: only failed ones are retried in bulk);
+    at least one filter is required, and at most ``JOBS_RETRY_MAX`` jobs may match."""
+    filters = replace(filters, state=JobState.FAILED)
+    selection = filters.as_query()
+    if not set(selection) - {"state"}:
+        raise FilterRequired("Narrow the selection with at least one filter besides the state.")
+    limit = _retry_max()
+    task_ids = list(jobs_filter(filters).values_list("task_id", flat=True)[: limit + 1])
+    if len(task_ids) > limit:
+        raise TooManyJobs(f"More than {limit} failed jobs match; retry at most {limit} at once (narrow the filter).")
+    return jobs_retry(task_ids=task_ids, selection=selection)
+
+
+def job_revoke(*, task_id: str, terminate: bool = False) -> None:
+    """Revoke a job that has not finished: workers discard it when it arrives; with ``terminate``, the process
+    running it is sent SIGTERM."""
+    job = _job(task_id)
+    if job.state in FINAL_STATES:
+        raise JobNotRevocable(f"Job {job.task_id} already ended ({job.state}).")
+    from workers.celery import app
+
+    app.control.revoke(job.task_id, terminate=terminate, signal="SIGTERM")
+    with transaction.atomic():
+        audit_record(
+            "jobs.task.revoked",
+            object_type="jobs.task",
+            object_id=job.task_id,
+            metadata={"name": job.name, "queue": job.queue, "state": job.state, "terminate": terminate},
+        )
+    log.info("jobs.revoked", task_id=job.task_id, terminate=terminate)

@@ -1,0 +1,267 @@
+"""The job dashboard's pages in the admin: overview, task list, a task, failures; and the operator's actions.
+
+Each page is an admin view (login, staff, the admin's header and breadcrumbs) that needs ``jobs.view_job``;
+what it shows is built in :mod:`portal.jobs.pages`. The live region of a page is kept up to date without a
+reload by the catalog's ``static/catalog/live.js`` (``?fragment=1``, ``?refresh=N``, ``?refresh=0``), as the
+catalog pages are: the overview, the task list's first page, and a task's page until the task has finished.
+
+Retry and revoke need ``jobs.retry_job`` / ``jobs.revoke_job`` (403 otherwise), are POSTs with the CSRF token,
+and call :mod:`portal.jobs.services` (which audits them); a refusal is an admin message, never an error page.
+A retry lands on the new task's page; until the monitor records that task, the page says it was published and
+is waiting (this session remembers which ids it published), rather than 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.views.decorators.http import require_http_methods, require_POST
+from kombu.exceptions import KombuError
+
+from portal.catalog.views import FRAGMENT_HEADER, refresh_seconds
+from portal.jobs import pages, selectors, services
+from services.kit.errors import DomainError
+
+VIEW_PERMISSION = "jobs.view_job"
+RETRY_PERMISSION = "jobs.retry_job"
+REVOKE_PERMISSION = "jobs.revoke_job"
+RETRIED_SESSION_KEY = "jobs_retried"  # new task id -> the task it re-runs, for the page of a task not yet recorded
+RETRIED_REMEMBERED = 50
+# A broker that cannot be reached: the action did not happen, and the page says so.
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
+
+View = Callable[..., HttpResponse]
+
+
+def jobs_view(view: View) -> View:
+    """An admin view (login and staff, or the login page) that needs ``jobs.view_job`` (or 403)."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.has_perm(VIEW_PERMISSION):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return admin.site.admin_view(checked)
+
+
+def _require(request: HttpRequest, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
+
+
+def _render(
+    request: HttpRequest,
+    *,
+    page: str,
+    title: str,
+    context: dict[str, Any],
+    crumbs: list[tuple[str, str]],
+    live: bool = True,
+    template: str = "",
+) -> HttpResponse:
+    """The full page, or with ``?fragment=1`` only its live region (the same include)."""
+    region = f"admin/jobs/_{page}_region.html"
+    refresh = refresh_seconds(request) if live else 0
+    query = request.GET.copy()
+    query.pop("refresh", None)
+    query["fragment"] = "1"
+    context = {
+        **context,
+        "page": page,
+        "region_template": region,
+        "live_url": f"{request.path}?{query.urlencode()}",
+        "refresh_seconds": refresh,
+        "can_retry": request.user.has_perm(RETRY_PERMISSION),
+        "can_revoke": request.user.has_perm(REVOKE_PERMISSION),
+    }
+    if request.GET.get("fragment"):
+        response = TemplateResponse(request, region, context)
+        response[FRAGMENT_HEADER] = "1"
+        return response
+    return TemplateResponse(
+        request,
+        template or f"admin/jobs/{page}.html",
+        {
+            **admin.site.each_context(request),
+            "is_nav_sidebar_enabled": False,  # the tables and charts need the width
+            **context,
+            "title": title,
+            "crumbs": crumbs,
+            "nav": [
+                ("overview", "Overview", reverse("jobs_pages:overview")),
+                ("tasks", "Tasks", reverse("jobs_pages:tasks")),
+                ("failures", "Failures", reverse("jobs_pages:failures")),
+            ],
+        },
+    )
+
+
+@jobs_view
+def overview(request: HttpRequest) -> HttpResponse:
+    found = pages.overview_page(window=request.GET.get("range", "1h"))
+    return _render(request, page="overview", title="Background jobs", context={"overview": found}, crumbs=[])
+
+
+@jobs_view
+def tasks(request: HttpRequest) -> HttpResponse:
+    params = request.GET.dict()
+    q = params.get("q", "").strip()
+    if q and not any(params.get(k) for k in pages.FILTER_KEYS if k != "q") and selectors.job_get(q):
+        return HttpResponseRedirect(pages.task_url(q))  # a whole task id: straight to it
+    try:
+        found = pages.task_list_page(params=params)
+    except selectors.InvalidCursor as exc:
+        messages.error(request, f"{exc.detail} Showing the newest tasks.")
+        kept = {k: v for k, v in params.items() if k in pages.FILTER_KEYS and v}
+        return HttpResponseRedirect(pages.tasks_url(**kept))
+    for error in found.errors:
+        messages.warning(request, error)
+    return _render(
+        request,
+        page="tasks",
+        title="Tasks",
+        context={"tasks": found},
+        crumbs=[],
+        live=found.first_page,
+    )
+
+
+def _remember_retry(request: HttpRequest, new_id: str, original: str) -> None:
+    remembered = dict(request.session.get(RETRIED_SESSION_KEY, {}))
+    remembered[new_id] = original
+    request.session[RETRIED_SESSION_KEY] = dict(list(remembered.items())[-RETRIED_REMEMBERED:])
+
+
+@jobs_view
+def task(request: HttpRequest, task_id: str) -> HttpResponse:
+    job = selectors.job_get(task_id)
+    crumbs = [("Tasks", reverse("jobs_pages:tasks"))]
+    if job is None:
+        retry_of = request.session.get(RETRIED_SESSION_KEY, {}).get(task_id)
+        if retry_of is None:
+            raise Http404(f"No task {task_id!r} has been recorded.")
+        context = {
+            "pending": {"task_id": task_id, "retry_of": retry_of, "retry_of_url": pages.task_url(retry_of)},
+            "task_id": task_id,
+        }
+        return _render(request, page="task", title=f"Task {task_id}", context=context, crumbs=crumbs)
+    found = pages.task_page(job=job)
+    return _render(
+        request,
+        page="task",
+        title=job.name or f"Task {task_id}",
+        context={"task": found, "task_id": task_id},
+        crumbs=crumbs,
+        live=not found.finished,
+    )
+
+
+@jobs_view
+@require_POST
+def task_retry(request: HttpRequest, task_id: str) -> HttpResponse:
+    _require(request, RETRY_PERMISSION)
+    try:
+        new_id = services.job_retry(task_id=task_id)
+    except DomainError as exc:
+        messages.error(request, f"Not retried: {exc.detail}")
+        return HttpResponseRedirect(pages.task_url(task_id))
+    except PUBLISH_ERRORS as exc:
+        messages.error(request, f"Not retried: the broker could not be reached ({type(exc).__name__}).")
+        return HttpResponseRedirect(pages.task_url(task_id))
+    _remember_retry(request, new_id, task_id)
+    messages.success(
+        request,
+        format_html(
+            'Task <a href="{}">{}</a> was published again as {} (this page).',
+            pages.task_url(task_id),
+            task_id,
+            new_id,
+        ),
+    )
+    return HttpResponseRedirect(pages.task_url(new_id))
+
+
+@jobs_view
+@require_http_methods(["GET", "POST"])
+def task_revoke(request: HttpRequest, task_id: str) -> HttpResponse:
+    """GET: the confirmation (with "terminate if running"); POST: revoke."""
+    _require(request, REVOKE_PERMISSION)
+    job = selectors.job_get(task_id)
+    if job is None:
+        raise Http404(f"No task {task_id!r} has been recorded.")
+    if request.method == "POST":
+        terminate = request.POST.get("terminate") == "on"
+        try:
+            services.job_revoke(task_id=task_id, terminate=terminate)
+        except DomainError as exc:
+            messages.error(request, f"Not revoked: {exc.detail}")
+        except PUBLISH_ERRORS as exc:
+            messages.error(request, f"Not revoked: the broker could not be reached ({type(exc).__name__}).")
+        else:
+            how = " and its process was sent SIGTERM if it was running" if terminate else ""
+            messages.success(request, f"Task {task_id} was revoked{how}: workers discard it.")
+        return HttpResponseRedirect(pages.task_url(task_id))
+    return _render(
+        request,
+        page="revoke",
+        title=f"Revoke {job.name}?",
+        context={"job": job, "task_url": pages.task_url(task_id)},
+        crumbs=[("Tasks", reverse("jobs_pages:tasks")), (job.task_id, pages.task_url(task_id))],
+        live=False,
+    )
+
+
+@jobs_view
+def failures(request: HttpRequest) -> HttpResponse:
+    found = pages.failures_page(params=request.GET.dict())
+    return _render(request, page="failures", title="Failures", context={"failures": found}, crumbs=[])
+
+
+@jobs_view
+@require_http_methods(["GET", "POST"])
+def failures_retry(request: HttpRequest) -> HttpResponse:
+    """GET: how many tasks of a failure group a retry would publish again; POST: retry them (bounded)."""
+    _require(request, RETRY_PERMISSION)
+    source = request.POST if request.method == "POST" else request.GET
+    params = {k: source.get(k, "") for k in ("exception_type", "name", "range", "queue")}
+    group = pages.failure_group_retry(params=params)
+    back = reverse("jobs_pages:failures") + "?" + urlencode({k: params[k] for k in ("range", "queue") if params[k]})
+    if request.method == "POST":
+        if not group.task_ids:
+            messages.warning(request, "Nothing to retry in this group (every task of it was already re-run).")
+            return HttpResponseRedirect(back)
+        try:
+            done = services.jobs_retry(task_ids=group.task_ids)
+        except DomainError as exc:
+            messages.error(request, f"Not retried: {exc.detail}")
+            return HttpResponseRedirect(back)
+        except PUBLISH_ERRORS as exc:
+            messages.error(request, f"Not retried: the broker could not be reached ({type(exc).__name__}).")
+            return HttpResponseRedirect(back)
+        skipped = f"; {len(done.skipped)} skipped" if done.skipped else ""
+        messages.success(
+            request,
+            f"{len(done.retried)} task{'s' if len(done.retried) != 1 else ''} of {group.exception_type or '(none)'} "
+            f"in {group.name} published again{skipped}.",
+        )
+        for task_id, why in list(done.skipped.items())[:10]:
+            messages.warning(request, f"Skipped {task_id}: {why}")
+        return HttpResponseRedirect(back)
+    return _render(
+        request,
+        page="retry_group",
+        title="Retry a failure group?",
+        context={"group": group, "params": params, "back_url": back},
+        crumbs=[("Failures", back)],
+        live=False,
+    )
