@@ -1,4 +1,5 @@
-"""Server-rendered SVG for the catalog pages: the dependency graph and a service's health history.
+"""Server-rendered SVG for the admin pages: the dependency graph, a service's health history (catalog) and
+time-series line charts (the job dashboard's throughput and failures).
 
 No JavaScript library draws anything: the layout is computed here, deterministically (the same catalog
 always gives the same picture), and emitted as plain ``<svg>`` markup. Every value that comes from the
@@ -584,6 +585,21 @@ def _time_label(moment: dt.datetime, span: dt.timedelta) -> str:
     return moment.strftime("%b %d")
 
 
+def _time_axis(starts: list[dt.datetime], end: dt.datetime, *, step: float, base: float, label_every: int) -> list[str]:
+    """Ticks and time labels under a plot of ``len(starts)`` slots ``step`` wide (``end``: the last one's end)."""
+    span = end - starts[0]
+    parts = []
+    for index in range(0, len(starts) + 1, max(label_every, 1)):
+        x = _PLOT_LEFT + index * step
+        moment = starts[index] if index < len(starts) else end
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#999"/>'
+            f'<text x="{x:.1f}" y="{base + 16}" font-size="10" text-anchor="middle" fill="#555">'
+            f"{_time_label(moment, span)}</text>"
+        )
+    return parts
+
+
 def health_chart_svg(buckets: list[HealthBucket], *, label_every: int = 12) -> SafeString:
     """A stacked bar per time slot (share of passing / warning / critical checks; grey: no check) and the
     mean latency as a line against the right-hand axis."""
@@ -596,7 +612,6 @@ def health_chart_svg(buckets: list[HealthBucket], *, label_every: int = 12) -> S
     base = _PLOT_TOP + plot_h
     latencies = [b.latency_ms for b in buckets if b.latency_ms is not None]
     top_latency = _nice_ceiling(max(latencies)) if latencies else 0
-    span = buckets[-1].end - buckets[0].start
     parts: list[str] = [
         f'<rect x="{_PLOT_LEFT}" y="{_PLOT_TOP}" width="{plot_w}" height="{plot_h}" fill="#fcfcfc" stroke="#e3e3e3"/>',
     ]
@@ -659,14 +674,7 @@ def health_chart_svg(buckets: list[HealthBucket], *, label_every: int = 12) -> S
             f'<text x="{right}" y="{_PLOT_TOP + plot_h / 2 + 4:.0f}" font-size="10" fill="{LATENCY_COLOUR}">'
             "latency</text>"
         )
-    for index in range(0, len(buckets) + 1, max(label_every, 1)):
-        x = _PLOT_LEFT + index * step
-        moment = buckets[index].start if index < len(buckets) else buckets[-1].end
-        parts.append(
-            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#999"/>'
-            f'<text x="{x:.1f}" y="{base + 16}" font-size="10" text-anchor="middle" fill="#555">'
-            f"{_time_label(moment, span)}</text>"
-        )
+    parts += _time_axis([b.start for b in buckets], buckets[-1].end, step=step, base=base, label_every=label_every)
     summary = (
         f"Health checks from {buckets[0].start:%Y-%m-%d %H:%M} to {buckets[-1].end:%Y-%m-%d %H:%M} UTC, "
         f"{len(buckets)} slots"
@@ -676,5 +684,129 @@ def health_chart_svg(buckets: list[HealthBucket], *, label_every: int = 12) -> S
         f'aria-labelledby="catalog-health-chart-title" width="{CHART_W}" height="{CHART_H}" '
         f'viewBox="0 0 {CHART_W} {CHART_H}" style="{FONT}">'
         f'<title id="catalog-health-chart-title">{escape(summary)}</title>{"".join(parts)}</svg>'
+    )
+    return mark_safe(svg)  # noqa: S308 - only numbers, times and escaped text in it
+
+
+# ------------------------------------------------------------------------------------ time series
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a time-series chart: a value per slot (the slots are the chart's)."""
+
+    label: str
+    values: list[float]
+    colour: str = ""  # default: the next of SERIES_STYLES
+    dash: str = ""
+
+    @property
+    def total(self) -> float:
+        return sum(self.values)
+
+
+# Colour and dash together, so that lines stay apart for people who cannot tell the colours apart.
+SERIES_STYLES: tuple[tuple[str, str], ...] = (
+    ("#1f4e9c", ""),
+    ("#d9480f", "6 3"),
+    ("#2e7d32", "2 3"),
+    ("#8e24aa", "9 3 2 3"),
+    ("#b58100", ""),
+    ("#00838f", "6 3"),
+    ("#5c6f8a", "2 3"),
+    ("#c2185b", "9 3 2 3"),
+)
+SERIES_LEGEND_H = 24
+
+
+def _count_ceiling(value: float) -> int:
+    """A round top for a count axis whose half is a whole number too."""
+    for step in (2, 4, 6, 8, 10):
+        if value <= step:
+            return step
+    return _nice_ceiling(value)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def series_chart_svg(
+    starts: list[dt.datetime],
+    end: dt.datetime,
+    series: list[Series],
+    *,
+    chart_id: str,
+    title: str,
+    unit: str = "",
+    label_every: int = 10,
+    width: int = CHART_W,
+    height: int = CHART_H,
+) -> SafeString:
+    """A line per series over fixed time slots (``starts``, the last ending at ``end``), a legend naming each
+    line with its total, and a hover target per slot whose tooltip lists every series' value in it."""
+    if not starts:
+        return mark_safe("")
+    styled = [
+        Series(s.label, s.values, s.colour or SERIES_STYLES[i % len(SERIES_STYLES)][0],
+               s.dash or SERIES_STYLES[i % len(SERIES_STYLES)][1])
+        for i, s in enumerate(series)
+    ]  # fmt: skip
+    top_margin = _PLOT_TOP + SERIES_LEGEND_H
+    plot_w = width - _PLOT_LEFT - _PLOT_RIGHT
+    plot_h = height - top_margin - _PLOT_BOTTOM
+    step = plot_w / len(starts)
+    base = top_margin + plot_h
+    peak = max((v for s in styled for v in s.values), default=0)
+    top = _count_ceiling(peak) if peak > 0 else 1
+    e = escape
+    parts: list[str] = []
+    x = float(_PLOT_LEFT)
+    for s in styled:  # the legend, on one line above the plot
+        label = f"{s.label} ({_number(s.total)}{unit and ' ' + unit})"
+        dashes = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        parts.append(
+            f'<g class="legend-item" data-series="{e(s.label)}" transform="translate({x:.1f} {_PLOT_TOP})">'
+            f'<line x1="0" y1="7" x2="24" y2="7" stroke="{s.colour}" stroke-width="2.2"{dashes}/>'
+            f'<text x="30" y="11" font-size="11.5" fill="#1f2933">{e(label)}</text></g>'
+        )
+        x += 30 + 6.8 * len(label) + 22
+    parts.append(
+        f'<rect x="{_PLOT_LEFT}" y="{top_margin}" width="{plot_w}" height="{plot_h}" fill="#fcfcfc" stroke="#e3e3e3"/>'
+    )
+    for fraction in (0.5, 1.0):
+        y = base - plot_h * fraction
+        parts.append(
+            f'<line x1="{_PLOT_LEFT}" y1="{y:.1f}" x2="{_PLOT_LEFT + plot_w}" y2="{y:.1f}" stroke="#ececec"/>'
+            f'<text x="{_PLOT_LEFT - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#666">'
+            f"{_number(top * fraction)}</text>"
+        )
+    parts.append(f'<text x="{_PLOT_LEFT - 6}" y="{base + 4:.1f}" font-size="10" text-anchor="end" fill="#666">0</text>')
+    for s in styled:
+        points = [
+            f"{_PLOT_LEFT + (i + 0.5) * step:.1f},{base - plot_h * min(v / top, 1.0):.1f}"
+            for i, v in enumerate(s.values)
+        ]
+        dashes = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        parts.append(
+            f'<polyline class="series" data-series="{e(s.label)}" points="{" ".join(points)}" fill="none" '
+            f'stroke="{s.colour}" stroke-width="1.8" stroke-linejoin="round"{dashes}><title>{e(s.label)}</title>'
+            "</polyline>"
+        )
+    span = end - starts[0]
+    for i, start in enumerate(starts):
+        slot_end = starts[i + 1] if i + 1 < len(starts) else end
+        when = f"{start:%H:%M}\u2013{slot_end:%H:%M} UTC" if span <= dt.timedelta(days=1) else f"{start:%b %d %H:%M}"
+        values = ", ".join(f"{s.label} {_number(s.values[i])}" for s in styled) or "nothing"
+        parts.append(
+            f'<rect class="slot" x="{_PLOT_LEFT + i * step:.1f}" y="{top_margin}" width="{step:.2f}" '
+            f'height="{plot_h}" fill="transparent"><title>{e(f"{when}: {values}")}</title></rect>'
+        )
+    parts += _time_axis(starts, end, step=step, base=base, label_every=label_every)
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="{e(chart_id)}" class="series-chart" role="img" '
+        f'aria-labelledby="{e(chart_id)}-title" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" style="{FONT}">'
+        f'<title id="{e(chart_id)}-title">{e(title)}</title>{"".join(parts)}</svg>'
     )
     return mark_safe(svg)  # noqa: S308 - only numbers, times and escaped text in it

@@ -8,6 +8,9 @@
  * tab is hidden; it refreshes at once when it is shown again. A failed fetch (network, server error, an
  * expired session answering with the login page) leaves the region as it was, says so in the page's
  * [data-live-status] line, and the next period tries again.
+ *
+ * A fragment that holds an element with data-live-final (say, a task that has finished) is swapped in and
+ * ends the updates: nothing more will change.
  */
 (function () {
   "use strict";
@@ -31,6 +34,7 @@
     var timer = null;
     var busy = false;
     var failures = 0;
+    var finished = false;
 
     function say(text, failing) {
       if (status) {
@@ -40,7 +44,7 @@
     }
 
     function schedule() {
-      if (timer === null && !document.hidden) {
+      if (timer === null && !finished && !document.hidden) {
         timer = window.setTimeout(tick, seconds * 1000);
       }
     }
@@ -69,6 +73,11 @@
           region.innerHTML = html;
           failures = 0;
           region.removeAttribute("data-live-failing");
+          if (region.querySelector("[data-live-final]")) {
+            finished = true;
+            say("Finished: no more updates (last update " + clock(new Date()) + ").", false);
+            return;
+          }
           say("Updates by itself every " + seconds + " s; last update " + clock(new Date()) + ".", false);
         })
         .catch(function (error) {
@@ -87,13 +96,16 @@
     }
 
     document.addEventListener("visibilitychange", function () {
+      if (finished) {
+        return;
+      }
       if (document.hidden) {
         if (timer !== null) {
           window.clearTimeout(timer);
           timer = null;
         }
         say("Paused while this tab is hidden.", false);
-      } else if (timer === null && !busy) {
+      } else if (timer === null && !busy && !finished) {
         tick();
       }
     });
