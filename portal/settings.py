@@ -83,8 +83,9 @@ CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)
 CATALOG_OBSERVED_DAYS = env.float("CATALOG_OBSERVED_DAYS", default=7.0)
 # Job dashboard: the tracking stream every process appends to and the monitor reads (portal/jobs, workers/tracking.py).
 # (The stream's settings are every process's: services/kit/conf.py.)
-JOBS_MONITOR_BATCH = env.int("JOBS_MONITOR_BATCH", default=1000)
+JOBS_MONITOR_BATCH = env.int("JOBS_MONITOR_BATCH", default=20)  # stream entries (each a batch of events)
 JOBS_MONITOR_CONSUMER = env.str("JOBS_MONITOR_CONSUMER", default="")  # default: the host name
+JOBS_MONITOR_GATHER_SECONDS = env.float("JOBS_MONITOR_GATHER_SECONDS", default=0.5)
 JOBS_MONITOR_CLAIM_SECONDS = env.float("JOBS_MONITOR_CLAIM_SECONDS", default=60.0)
 # Retention (portal.jobs_prune, hourly): tasks and their events, then the per-minute chart counts; deleted in
 # batches of JOBS_PRUNE_BATCH rows, for at most JOBS_PRUNE_SECONDS a run (under the task time limit).

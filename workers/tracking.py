@@ -7,14 +7,14 @@ Celery signals in each process describe what happened — published (``queued``)
 
 Recording must not slow the workers: a signal handler only appends a small dict to an in-process buffer. A
 background thread (one per process, started again in a forked child) sends the buffer every
-``JOBS_TRACKING_FLUSH_SECONDS`` (0.1 s), or as soon as it holds ``JOBS_TRACKING_BATCH`` events, as one
-pipelined ``XADD`` per event — one round trip per batch. While Redis is away the buffer is kept (at most
-``JOBS_TRACKING_BUFFER_MAX`` events, the oldest dropped first, counted in the log) and sent when it is back; a
-worker shutting down sends what it holds.
+``JOBS_TRACKING_FLUSH_SECONDS`` (0.1 s), or as soon as it holds ``JOBS_TRACKING_BATCH`` events, as one stream
+entry holding the whole batch (a JSON list) — one command and one round trip per batch. While Redis is away
+the buffer is kept (at most ``JOBS_TRACKING_BUFFER_MAX`` events, the oldest dropped first, counted in the log)
+and sent when it is back; a worker shutting down sends what it holds.
 
 The stream (``JOBS_STREAM``) is durable for the monitor: it reads with a consumer group and acknowledges a batch
 only after committing it, so a monitor that stops or crashes resumes where it was. It is trimmed to about
-``JOBS_STREAM_MAXLEN`` entries: a monitor away long enough for that many events to pass loses the oldest.
+``JOBS_STREAM_MAXLEN`` entries (batches): a monitor away long enough for that many to pass loses the oldest.
 """
 
 from __future__ import annotations
@@ -111,11 +111,14 @@ class Tracker:
         if not batch:
             return 0
         stream = _setting("JOBS_STREAM", "atrium:jobs:events")
-        maxlen = int(_setting("JOBS_STREAM_MAXLEN", 2_000_000))
+        maxlen = int(_setting("JOBS_STREAM_MAXLEN", 500_000))
+        size = max(1, int(_setting("JOBS_TRACKING_BATCH", 500)))
         try:
+            # One stream entry per batch of events: one command, one entry to store and acknowledge.
             pipe = self._client().pipeline(transaction=False)
-            for event in batch:
-                pipe.xadd(stream, {"e": json.dumps(event, separators=(",", ":"), default=str)}, maxlen=maxlen)
+            for start in range(0, len(batch), size):
+                body = json.dumps(batch[start : start + size], separators=(",", ":"), default=str)
+                pipe.xadd(stream, {"b": body}, maxlen=maxlen, approximate=True)
             pipe.execute()
         except BaseException:
             with self.lock:
@@ -197,7 +200,7 @@ _started: dict[str, float] = {}  # task id → perf counter at start, in the pro
 def _stamp(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """When the message was published: the queue's oldest-message age reads it from the broker."""
     if headers is not None:
-        headers.setdefault("atrium_published_at", _now())
+        headers["atrium_published_at"] = _now()  # a retry carries its first publish's headers: stamp anew
 
 
 @signals.after_task_publish.connect
@@ -219,6 +222,8 @@ def _published(
     tracker.emit(
         {
             "state": "queued",
+            # when the publish began: a fast worker can receive and finish the task before this handler runs
+            "at": headers.get("atrium_published_at") or _now(),
             "task_id": headers["id"],
             "name": sender or headers.get("task", ""),
             "queue": queue,

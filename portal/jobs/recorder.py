@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
+from psycopg.types.json import Jsonb
 
 from portal.jobs.models import FINAL_STATES, Job, JobState, Worker, WorkerStatus
+from services.kit.db import execute
 
 # Seconds; a histogram bucket counts observations ≤ its bound, the last one everything above.
 RUNTIME_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -72,23 +74,26 @@ class Recorded:
 
 
 def parse(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
-    """Stream entries (``id``, ``{"e": json}``) as events; an entry that is not one is skipped."""
+    """Stream entries as events: ``{"b": json list}`` (a process's batch; the n-th event's key is ``<entry
+    id>/<n>``) or ``{"e": json object}`` (one event, keyed by the entry id). What is not an event is skipped."""
     events = []
     for stream_id, fields in entries:
-        raw = fields.get(b"e") or fields.get("e")
         sid = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+        batch = fields.get(b"b") or fields.get("b")
         try:
-            data = json.loads(raw)
+            if batch is not None:
+                items = [(f"{sid}/{n}", data) for n, data in enumerate(json.loads(batch))]
+            else:
+                items = [(sid, json.loads(fields.get(b"e") or fields.get("e")))]
         except (TypeError, ValueError):
             continue
-        if isinstance(data, dict) and data.get("state"):
-            events.append(Event(sid, data))
+        events += [Event(key, data) for key, data in items if isinstance(data, dict) and data.get("state")]
     return events
 
 
 _INSERT_EVENTS = """
 INSERT INTO jobs_event (stream_id, task_id, state, at, worker, detail)
-SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[], %s::varchar[], %s::jsonb[])
+SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::varchar[], %b::jsonb[])
 ON CONFLICT (stream_id) DO NOTHING
 RETURNING stream_id
 """
@@ -103,11 +108,13 @@ def record(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> Recorded:
     result = Recorded(events=len(events))
     task_events = [e for e in events if e.state in STEP and e.get("task_id")]
     worker_events = [e for e in events if e.state in WORKER_EVENTS and e.get("worker")]
+    # Statements with arrays of thousands of values go through the kit's execute (server-side, binary binding):
+    # them into the SQL text in Python would cost more than the statements.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
         new: list[Event] = []
         if task_events:
-            cursor.execute(
+            rows = execute(
                 _INSERT_EVENTS,
                 [
                     [e.stream_id for e in task_events],
@@ -115,10 +122,10 @@ def record(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> Recorded:
                     [e.state for e in task_events],
                     [e.at for e in task_events],
                     [str(e.get("worker"))[:200] for e in task_events],
-                    [json.dumps({k: v for k, v in e.data.items() if k not in _NOT_DETAIL}) for e in task_events],
+                    [Jsonb({k: v for k, v in e.data.items() if k not in _NOT_DETAIL}) for e in task_events],
                 ],
             )
-            fresh = {row[0] for row in cursor.fetchall()}
+            fresh = {row[0] for row in rows}
             new = [e for e in task_events if e.stream_id in fresh]
         result.new = len(new)
         if new:
@@ -141,27 +148,61 @@ def _jobs_merge(events: list[Event]) -> dict[str, Job]:
     for task_id, task_events in by_task.items():
         job = jobs.get(task_id)
         for event in sorted(task_events, key=lambda e: (e.at, STEP[e.state])):
+            new = job is None
             if job is None:
                 job = jobs[task_id] = Job(task_id=task_id, state=event.state, seen_at=event.at, last_event_at=event.at)
-            _apply(job, event)
-    Job.objects.bulk_create(
-        list(jobs.values()), update_conflicts=True, unique_fields=["task_id"], update_fields=_JOB_FIELDS
-    )
+            _apply(job, event, new=new)
+    _jobs_write(list(jobs.values()))
     return jobs
 
 
-def _later(event: Event, job: Job) -> bool:
-    """Whether ``event`` sets the job's state (see the module's docstring)."""
+def _jobs_write(jobs: list[Job]) -> None:
+    """Insert or overwrite ``jobs`` (merged under their row locks) in one statement."""
+    columns = ["task_id", *_JOB_FIELDS]
+    casts = [_CASTS[Job._meta.get_field(c).get_internal_type()] for c in columns]
+    values = []
+    for column, cast in zip(columns, casts, strict=True):
+        if cast == "jsonb[]":
+            values.append([None if getattr(j, column) is None else Jsonb(getattr(j, column)) for j in jobs])
+        else:
+            values.append([getattr(j, column) for j in jobs])
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _JOB_FIELDS)
+    execute(
+        f"INSERT INTO jobs_job ({', '.join(columns)}) "  # noqa: S608  (the model's own column names)
+        f"SELECT * FROM unnest({', '.join(f'%b::{cast}' for cast in casts)}) "
+        f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
+        values,
+    )
+
+
+_CASTS = {
+    "CharField": "text[]",
+    "TextField": "text[]",
+    "JSONField": "jsonb[]",
+    "DateTimeField": "timestamptz[]",
+    "PositiveIntegerField": "int[]",
+    "FloatField": "float8[]",
+}
+
+
+def _later(event: Event, job: Job, *, new: bool = False) -> bool:
+    """Whether ``event`` sets the job's state (see the module's docstring); ``new``: the job was made from it."""
+    if new:
+        return True
+    retries = int(event.get("retries", job.retries) or 0)
+    if event.state == JobState.QUEUED and job.state != JobState.QUEUED and retries <= job.retries:
+        return False  # the publish of an attempt the job is already past (whatever the clocks say)
     if (event.at, STEP[event.state]) < (job.last_event_at, STEP[JobState(job.state)]):
         return False
     if job.state in FINAL_STATES and STEP[event.state] < STEP[JobState.SUCCEEDED]:
         # Run again: a retry (more retries) or a redelivery (received/started again after a lost worker).
-        return int(event.get("retries", job.retries) or 0) > job.retries or event.state != JobState.QUEUED
+        return retries > job.retries or event.state != JobState.QUEUED
     return True
 
 
-def _apply(job: Job, event: Event) -> None:
+def _apply(job: Job, event: Event, *, new: bool = False) -> None:
     state = event.state
+    sets_state = _later(event, job, new=new)  # decided before the event changes the row
     for name, length in (("name", 200), ("queue", 100), ("service", 50)):
         if not getattr(job, name) and event.get(name):
             setattr(job, name, str(event.get(name))[:length])
@@ -209,7 +250,7 @@ def _apply(job: Job, event: Event) -> None:
             job.traceback = str(event.get("traceback"))
         elif state == JobState.REJECTED:
             job.exception_message = str(event.get("reason"))[:2000]
-    if _later(event, job):
+    if sets_state:
         job.state = state
         job.last_event_at = max(job.last_event_at, event.at)
 
@@ -229,8 +270,8 @@ def _datetime(value: Any) -> dt.datetime | None:
 _MINUTES = """
 INSERT INTO jobs_minute AS m (minute, service, queue, name, queued, started, succeeded, failed, retried, revoked,
                               rejected, runtime_ms_total, runtime_count)
-SELECT * FROM unnest(%s::timestamptz[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[], %s::int[], %s::int[],
-                     %s::int[], %s::int[], %s::int[], %s::int[], %s::float8[], %s::int[])
+SELECT * FROM unnest(%b::timestamptz[], %b::varchar[], %b::varchar[], %b::varchar[], %b::int[], %b::int[], %b::int[],
+                     %b::int[], %b::int[], %b::int[], %b::int[], %b::float8[], %b::int[])
 ON CONFLICT (minute, service, queue, name) DO UPDATE SET
     queued = m.queued + EXCLUDED.queued, started = m.started + EXCLUDED.started,
     succeeded = m.succeeded + EXCLUDED.succeeded, failed = m.failed + EXCLUDED.failed,
@@ -288,7 +329,7 @@ def _counts_add(cursor: Any, events: list[Event], jobs: dict[str, Job]) -> None:
             ready = max(filter(None, [job.queued_at, job.eta]))
             _observe(total["latency"], max(0.0, (event.at - ready).total_seconds()), LATENCY_BOUNDS)
     rows = sorted(minutes.items())
-    cursor.execute(
+    execute(
         _MINUTES,
         [
             [k[0] for k, _ in rows],

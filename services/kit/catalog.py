@@ -277,13 +277,12 @@ def agent_start(
         if not settings.ATRIUM_CATALOG_REGISTER:
             log.info("catalog.registration_off", slug=slug)
             return None
+        if not settings.ATRIUM_PORTAL_URL:  # no catalog to register with (the default in tests)
+            log.info("catalog.registration_off", slug=slug, reason="ATRIUM_PORTAL_URL is not set")
+            return None
         credentials = default_credentials()
-        if credentials is None or not settings.ATRIUM_PORTAL_URL:
-            log.warning(
-                "catalog.registration_skipped",
-                slug=slug,
-                reason="no machine credentials" if credentials is None else "ATRIUM_PORTAL_URL is not set",
-            )
+        if credentials is None:
+            log.warning("catalog.registration_skipped", slug=slug, reason="no machine credentials")
             return None
         pid = pid or os.getpid()
         _agent = CatalogAgent(

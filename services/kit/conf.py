@@ -261,7 +261,7 @@ def kit_settings(
         "JOBS_TRACKING": env.bool("JOBS_TRACKING", default=True),
         "JOBS_STREAM": env.str("JOBS_STREAM", default="atrium:jobs:events"),
         "JOBS_REDIS_URL": env.str("JOBS_REDIS_URL", default="") or redis_url,
-        "JOBS_STREAM_MAXLEN": env.int("JOBS_STREAM_MAXLEN", default=2_000_000),
+        "JOBS_STREAM_MAXLEN": env.int("JOBS_STREAM_MAXLEN", default=500_000),  # entries: batches of events
         "JOBS_TRACKING_FLUSH_SECONDS": env.float("JOBS_TRACKING_FLUSH_SECONDS", default=0.1),
         "JOBS_TRACKING_BATCH": env.int("JOBS_TRACKING_BATCH", default=500),
         "JOBS_TRACKING_BUFFER_MAX": env.int("JOBS_TRACKING_BUFFER_MAX", default=100_000),

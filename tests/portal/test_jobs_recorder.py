@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -169,3 +170,42 @@ def test_entries_that_are_not_events_are_skipped():
 
     assert (result.events, result.new) == (0, 0)
     assert not Job.objects.exists()
+
+
+def test_a_batch_entry_is_recorded_once_even_when_read_twice():
+    at = time.time()
+    events = [
+        {"state": "queued", "task_id": "batch-1", "name": "ledger.probe", "queue": "ledger", "at": at},
+        {"state": "started", "task_id": "batch-1", "worker": "ledger@h", "at": at + 0.01},
+        {"state": "succeeded", "task_id": "batch-1", "runtime_ms": 3.0, "at": at + 0.02},
+    ]
+    entry = (b"1700000000000-7", {b"b": json.dumps(events).encode()})
+
+    first = record([entry])
+    again = record([entry])
+
+    assert (first.events, first.new) == (3, 3)
+    assert (again.events, again.new) == (3, 0)
+    job = Job.objects.get(task_id="batch-1")
+    assert (job.state, job.queue, job.worker) == ("succeeded", "ledger", "ledger@h")
+    keys = sorted(JobEvent.objects.filter(task_id="batch-1").values_list("stream_id", flat=True))
+    assert keys == ["1700000000000-7/0", "1700000000000-7/1", "1700000000000-7/2"]
+
+
+def test_a_task_finished_before_its_publisher_reported_it_still_ends_succeeded():
+    # given a worker that received, ran and finished the task, recorded before the publisher's event arrived
+    at = time.time()
+    record(
+        [
+            _entry("received", at + 0.001, task_id="fast", name="ledger.noop", queue="ledger"),
+            _entry("started", at + 0.002, task_id="fast"),
+            _entry("succeeded", at + 0.003, task_id="fast", runtime_ms=0.1),
+        ]
+    )
+    # when the publisher's "queued" arrives last — even stamped later than the rest (another host's clock)
+    record([_entry("queued", at + 0.01, task_id="fast", name="ledger.noop", queue="ledger")])
+
+    # then the job is succeeded, and was queued
+    job = Job.objects.get(task_id="fast")
+    assert job.state == "succeeded"
+    assert job.queued_at is not None

@@ -30,7 +30,7 @@ def stream(settings: Any) -> Iterator[str]:
 
 def entries(settings: Any, stream: str) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(settings.REDIS_URL)
-    return [json.loads(fields[b"e"]) for _, fields in client.xrange(stream)]
+    return [event for _, fields in client.xrange(stream) for event in json.loads(fields[b"b"])]
 
 
 def test_a_published_task_is_queued_with_redacted_args_and_the_raw_ones_kept(settings, stream):
@@ -71,9 +71,12 @@ def test_events_wait_in_the_buffer_while_redis_is_away_and_go_out_when_it_is_bac
 
     own.buffer.append({"state": "queued", "task_id": "t3"})
     settings.JOBS_REDIS_URL = settings.REDIS_URL
+    settings.JOBS_TRACKING_BATCH = 2
     own._redis = None
     assert own.flush() == 3
     assert [e["task_id"] for e in entries(settings, stream)] == ["t1", "t2", "t3"]
+    # sent as one stream entry per batch of JOBS_TRACKING_BATCH events
+    assert redis.Redis.from_url(settings.REDIS_URL).xlen(stream) == 2
 
 
 def test_the_buffer_is_bounded_and_drops_the_oldest(settings, stream):
