@@ -8,8 +8,9 @@ PostgreSQL and Redis are external when ``DATABASE_URL``/``REDIS_URL`` are set, o
 databases for the ledger, payments and (with the audit path, the default) the portal are created, migrated
 and dropped at the end. Every part runs as in production, each its own process: the ledger and payments
 under gunicorn (``ATRIUM_ENV=production``), ``--workers`` payments Celery worker processes (prefork,
-``--concurrency`` each), each service's outbox relay process, and an ``audit`` worker chaining every
-audit event into the portal's database (``--no-audit`` leaves that path out). Tokens are EdDSA JWTs from
+``--concurrency`` each), each service's outbox relay process, an ``audit`` worker chaining every
+audit event into the portal's database, and the job monitor recording every task's life cycle there too
+(``--no-audit`` leaves both out). Tokens are EdDSA JWTs from
 a key this process publishes (JWKS) and mints for the services' token requests, so the portal's web
 process is not needed.
 
@@ -471,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             AUDIT_SIGNING_KEY_FILE="",
             PYTHONUNBUFFERED="1",
             LOG_LEVEL="WARNING",
+            # Every task is tracked (as in production) into this run's own stream, which the job monitor records.
+            JOBS_STREAM=f"atrium:jobs:bench-payments-{run_id}",
         )
         print("migrating…", flush=True)
         for settings in ("services.ledger.settings", "services.payments.settings", "portal.settings"):
@@ -541,6 +544,12 @@ def main(argv: list[str] | None = None) -> int:
                     "-l",
                     "WARNING",
                 ],
+                DJANGO_SETTINGS_MODULE="portal.settings",
+            )
+        if not args.no_audit:  # the portal's database is there: the job monitor records every task into it
+            system.start(
+                "jobs-monitor",
+                [sys.executable, "manage.py", "jobs_monitor", "--consumer", f"bench-{run_id}"],
                 DJANGO_SETTINGS_MODULE="portal.settings",
             )
         sources, destinations = ledger_accounts(ledger_url, tokens.token("ledger"))
@@ -638,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
             system.stop()
             if infra is not None:
                 broker_purge(infra.redis_url)
+                import redis
+
+                with contextlib.suppress(redis.RedisError):
+                    redis.Redis.from_url(infra.redis_url).delete(system.env["JOBS_STREAM"])
         if tokens is not None:
             tokens.stop()
         if infra is not None:

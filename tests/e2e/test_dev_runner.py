@@ -144,6 +144,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             "relay-portal",
             "relay-ledger",
             "relay-payments",
+            "jobs-monitor",
         }
         live: set[str] = set()
         edge: dict = {}
@@ -157,8 +158,21 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         assert live == expected
         assert edge["declared"] is True
         assert edge["observed"] is True
+
+        # and the job monitor recorded the payment's work on the payments queue, run by a worker
+        drains: list = []
+        recorded_by = time.monotonic() + 30
+        while not drains and time.monotonic() < recorded_by:
+            listed = catalog.get("/api/v1/jobs/tasks", params={"name": "payments.drain", "state": "succeeded"})
+            assert listed.status_code == 200, listed.text
+            drains = listed.json()["results"]
+            time.sleep(0.5)
+        assert drains
+        assert drains[0]["queue"] == "payments"
+        assert drains[0]["service"] == "payments"
+        assert drains[0]["worker"].startswith("payments@")
         children = psutil.Process(runner.pid).children(recursive=True)
-        assert len(children) >= 8  # honcho + 3 web + 4 workers + beat (and their pools)
+        assert len(children) >= 9  # honcho + 3 web + 4 workers + beat + the job monitor (and their pools)
     finally:
         # when Ctrl-C reaches the runner (the terminal's foreground process group)
         started_children = psutil.Process(runner.pid).children(recursive=True) if runner.poll() is None else []
