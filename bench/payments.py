@@ -52,6 +52,7 @@ from typing import Any
 import httpx
 import jwt
 import psycopg
+from cryptography.hazmat.primitives import serialization
 
 from bench.ledger import Jwks, LeanClient, machine_ticks, percentile
 from devtools.infra import (
@@ -474,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
             LOG_LEVEL="WARNING",
             # Every task is tracked (as in production) into this run's own stream, which the job monitor records.
             JOBS_STREAM=f"atrium:jobs:bench-payments-{run_id}",
+            # The portal's processes (the monitor) pass production's checks: they have a signing key, the bench's.
+            JWT_PRIVATE_KEY=tokens.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
         )
         print("migrating…", flush=True)
         for settings in ("services.ledger.settings", "services.payments.settings", "portal.settings"):
@@ -630,8 +635,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{'embedded' if infra.embedded_postgres else 'external'}, redis "
             f"{'embedded' if infra.embedded_redis else 'external'}; ledger and payments gunicorn "
             f"{args.web_workers}x2 each, {args.workers} payments worker(s) x {args.concurrency}, relays, "
-            f"{'no audit worker' if args.no_audit else '1 audit worker'}"
+            f"{'no audit worker' if args.no_audit else '1 audit worker and the job monitor'}"
         )
+        if not args.no_audit:
+            monitor = next(p for p in system.processes if p.name == "jobs-monitor")
+            with psycopg.connect(url["portal"], autocommit=True) as conn:
+                jobs = conn.execute("SELECT count(*) FROM jobs_job").fetchone()[0]
+            alive = monitor.proc.poll() is None
+            failed |= not alive or not jobs
+            print(f"  the job monitor recorded {jobs:,} tasks{'' if alive else ' and EXITED (see its log)'}")
         print(
             f"sustained: {sustained:.0f} settled payments/s (target ≥ {TARGET_SUSTAINED:.0f}: "
             f"{'MET' if sustained >= TARGET_SUSTAINED else 'MISSED'})"
