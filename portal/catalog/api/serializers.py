@@ -249,23 +249,3 @@ class HealthHoursSerializer(serializers.Serializer):
     since = serializers.DateTimeField(help_text="Start of the first hour in the window (UTC).")
     until = serializers.DateTimeField(help_text="End of the last hour in the window (UTC, exclusive).")
     hours = HealthHourSerializer(many=True, help_text="Hours with at least one check, oldest first.")
-
-
-class ProblemFieldErrorSerializer(serializers.Serializer):
-    field = serializers.CharField(allow_null=True)
-    pointer = serializers.CharField()
-    code = serializers.CharField()
-    detail = serializers.CharField()
-
-
-class ProblemSerializer(serializers.Serializer):
-    """An RFC 9457 problem document (``application/problem+json``), as every Atrium error is answered."""
-
-    type = serializers.CharField()
-    title = serializers.CharField()
-    status = serializers.IntegerField()
-    detail = serializers.CharField()
-    code = serializers.CharField(help_text="Stable and machine-readable, e.g. service_not_found.")
-    instance = serializers.CharField(required=False)
-    request_id = serializers.CharField(required=False)
-    errors = ProblemFieldErrorSerializer(many=True, required=False, help_text="validation_error: one per field.")

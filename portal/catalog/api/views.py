@@ -29,7 +29,6 @@ from portal.catalog.api.serializers import (
     HeartbeatInputSerializer,
     InstanceSerializer,
     ManifestSerializer,
-    ProblemSerializer,
     ServiceSerializer,
     TeamSerializer,
 )
@@ -40,6 +39,7 @@ from portal.catalog.models import SLUG_REGEX, HealthCheck, HealthHour, Instance,
 from services.kit.auth import ClientPrincipal
 from services.kit.errors import DomainError
 from services.kit.pagination import CursorPagination
+from services.kit.serializers import ProblemSerializer
 
 # Reads: people by role, machine clients with portal:read or catalog:register (permissions.py); writes need
 # catalog:register.

@@ -20,7 +20,6 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from portal.catalog.api.serializers import ProblemSerializer
 from portal.identity.permissions import RoleOrScope
 from portal.jobs import selectors, services
 from portal.jobs.api.serializers import (
@@ -48,6 +47,7 @@ from portal.jobs.filters import FailureFilterSet, TaskFilterSet, task_filters_pa
 from portal.jobs.models import Job, Worker
 from portal.jobs.selectors import TaskFilters
 from services.kit.errors import DomainError
+from services.kit.serializers import ProblemSerializer
 
 READ = {"*": {"jobs:read"}}
 WRITE = {"*": {"jobs:write"}}
