@@ -13,22 +13,19 @@ is waiting (this session remembers which ids it published), rather than 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
-from portal.catalog.views import FRAGMENT_HEADER, refresh_seconds
 from portal.jobs import pages, selectors, services
+from portal.live_pages import admin_page, render_live
 from services.kit.errors import DomainError
 
 VIEW_PERMISSION = "jobs.view_job"
@@ -39,19 +36,7 @@ RETRIED_REMEMBERED = 50
 # A broker that cannot be reached: the action did not happen, and the page says so.
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
 
-View = Callable[..., HttpResponse]
-
-
-def jobs_view(view: View) -> View:
-    """An admin view (login and staff, or the login page) that needs ``jobs.view_job`` (or 403)."""
-
-    @wraps(view)
-    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.has_perm(VIEW_PERMISSION):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return admin.site.admin_view(checked)
+jobs_view = admin_page(VIEW_PERMISSION)
 
 
 def _require(request: HttpRequest, permission: str) -> None:
@@ -70,39 +55,24 @@ def _render(
     template: str = "",
 ) -> HttpResponse:
     """The full page, or with ``?fragment=1`` only its live region (the same include)."""
-    region = f"admin/jobs/_{page}_region.html"
-    refresh = refresh_seconds(request) if live else 0
-    query = request.GET.copy()
-    query.pop("refresh", None)
-    query["fragment"] = "1"
-    context = {
-        **context,
-        "page": page,
-        "region_template": region,
-        "live_url": f"{request.path}?{query.urlencode()}",
-        "refresh_seconds": refresh,
-        "can_retry": request.user.has_perm(RETRY_PERMISSION),
-        "can_revoke": request.user.has_perm(REVOKE_PERMISSION),
-    }
-    if request.GET.get("fragment"):
-        response = TemplateResponse(request, region, context)
-        response[FRAGMENT_HEADER] = "1"
-        return response
-    return TemplateResponse(
+    return render_live(
         request,
-        template or f"admin/jobs/{page}.html",
-        {
-            **admin.site.each_context(request),
-            "is_nav_sidebar_enabled": False,  # the tables and charts need the width
+        templates="admin/jobs",
+        page=page,
+        title=title,
+        context={
             **context,
-            "title": title,
-            "crumbs": crumbs,
-            "nav": [
-                ("overview", "Overview", reverse("jobs_pages:overview")),
-                ("tasks", "Tasks", reverse("jobs_pages:tasks")),
-                ("failures", "Failures", reverse("jobs_pages:failures")),
-            ],
+            "can_retry": request.user.has_perm(RETRY_PERMISSION),
+            "can_revoke": request.user.has_perm(REVOKE_PERMISSION),
         },
+        crumbs=crumbs,
+        nav=[
+            ("overview", "Overview", reverse("jobs_pages:overview")),
+            ("tasks", "Tasks", reverse("jobs_pages:tasks")),
+            ("failures", "Failures", reverse("jobs_pages:failures")),
+        ],
+        live=live,
+        template=template,
     )
 
 
