@@ -3,13 +3,17 @@ workers on their own databases, all talking over real HTTP and the real broker."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from portal.identity import services as identity
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
 
 
@@ -58,3 +62,25 @@ def get_token(live_portal: AtriumProcess, transactional_db: None) -> Callable[..
         return response.json()["access_token"]
 
     return fetch
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """The system Chromium; skipped without it locally, a failure on CI (which installs it)."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found: install the Debian 'chromium' package to run browser tests"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must provide it)")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium: Path, live_portal: AtriumProcess) -> Iterator[Browser]:
+    """Headless Chromium, for tests against the live portal."""
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -7,10 +7,7 @@ admin must be styled by static files the app serves itself (no CDN).
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,25 +16,14 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from portal.identity import services as identity
 from portal.identity.models import MachineClient
+from tests.e2e.browser import TIMEOUT_MS, in_thread
 from tests.harness import AtriumProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-TIMEOUT_MS = 15_000
 
 
 @dataclass
@@ -59,41 +45,24 @@ def superuser_credentials(transactional_db: None) -> tuple[str, str]:
 
 
 @pytest.fixture
-def chromium() -> Path:
-    """The system Chromium; skipped without it locally, a failure on CI (which installs it)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} not found: install the Debian 'chromium' package to run browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI must provide it)")
-        pytest.skip(reason)
-    return CHROMIUM
+def admin_session(superuser_credentials: tuple[str, str], browser: Browser, live_portal: AtriumProcess) -> AdminSession:
+    """Headless Chromium logged in to the live portal's admin as the superuser (every request and response the
+    page makes recorded, the login form's included)."""
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    session = AdminSession(page=page, base_url=live_portal.url)
+    page.on("request", lambda request: session.requested_urls.append(request.url))
+    page.on("response", lambda response: session.responses.append((response.url, response.status)))
 
-
-@pytest.fixture
-def admin_session(
-    chromium: Path, live_portal: AtriumProcess, superuser_credentials: tuple[str, str]
-) -> Iterator[AdminSession]:
-    """Headless Chromium logged in to the live portal's admin as the superuser."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            session = AdminSession(page=page, base_url=live_portal.url)
-            page.on("request", lambda request: session.requested_urls.append(request.url))
-            page.on("response", lambda response: session.responses.append((response.url, response.status)))
-
-            # Log in through the real login form.
-            page.goto(f"{live_portal.url}/admin/login/")
-            username, password = superuser_credentials
-            page.fill("#id_username", username)
-            page.fill("#id_password", password)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{live_portal.url}/admin/")
-            yield session
-        finally:
-            browser.close()
+    # Log in through the real login form.
+    page.goto(f"{live_portal.url}/admin/login/")
+    username, password = superuser_credentials
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_portal.url}/admin/")
+    return session
 
 
 def _token(base_url: str, client_id: str, secret: str) -> httpx.Response:
@@ -169,11 +138,6 @@ def test_admin_creates_a_client_whose_secret_is_shown_once_and_works(admin_sessi
     _assert_static_served_by_app(admin_session)
 
 
-def _in_a_thread(fn: Callable[[], object]) -> None:
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(fn).result(timeout=30)
-
-
 @pytest.fixture
 def existing_client(transactional_db: None) -> tuple[str, str]:
     """A ledger client created before the browser starts: (client_id, secret)."""
@@ -205,7 +169,7 @@ def test_admin_rotate_action_shows_a_new_secret_and_retires_the_old_after_its_gr
 
     # and the new secret obtains tokens; the old one only until its grace period is over
     assert _token(base, client_id, old_secret).status_code == 200
-    _in_a_thread(  # (Playwright's sync API runs an event loop here: the ORM wants a thread of its own)
+    in_thread(  # (Playwright's sync API runs an event loop here: the ORM wants a thread of its own)
         lambda: MachineClient.objects.filter(pk=client_id).update(previous_secret_valid_until=timezone.now())
     )
     refused = _token(base, client_id, old_secret)

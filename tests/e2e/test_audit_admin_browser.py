@@ -7,35 +7,21 @@ the request id back to the list. What they looked at is itself on record.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign
 from portal.audit.models import AuditHead
 from services.kit.models import OutboxEvent
+from tests.e2e.browser import in_thread, log_in
 from tests.harness import AtriumProcess
-from tests.portal.factories import PASSWORD, user_with_role
+from tests.portal.factories import user_with_role
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-TIMEOUT_MS = 15_000
 AUDITOR = "e2e-auditor"
 
 
@@ -63,25 +49,10 @@ def recorded_admin_events() -> list[dict]:
     loop in this one, where Django refuses database calls)."""
 
     def read() -> list[dict]:
-        try:
-            rows = OutboxEvent.objects.filter(topic="audit").order_by("created_at", "id")
-            return [e.payload for e in rows if e.payload["action"].startswith("audit.admin.")]
-        finally:
-            connections.close_all()
+        rows = OutboxEvent.objects.filter(topic="audit").order_by("created_at", "id")
+        return [e.payload for e in rows if e.payload["action"].startswith("audit.admin.")]
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(read).result()
-
-
-@pytest.fixture
-def chromium() -> Path:
-    """The system Chromium; skipped without it locally, a failure on CI (which installs it)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} not found: install the Debian 'chromium' package to run browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI must provide it)")
-        pytest.skip(reason)
-    return CHROMIUM
+    return in_thread(read)
 
 
 @pytest.fixture
@@ -115,23 +86,17 @@ def signed_chain(transactional_db: None) -> AuditHead:
 
 
 @pytest.fixture
-def auditor_page(chromium: Path, live_portal: AtriumProcess, transactional_db: None) -> Iterator[Page]:
-    """Headless Chromium logged in to the live portal's admin as a user holding only the auditor role."""
+def auditor(transactional_db: None) -> str:
+    """A user holding only the auditor role (made before the browser starts: Playwright's sync API runs an event
+    loop in this thread, where Django refuses database calls)."""
     user_with_role("auditor", username=AUDITOR)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            page.goto(f"{live_portal.url}/admin/login/")
-            page.fill("#id_username", AUDITOR)
-            page.fill("#id_password", PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{live_portal.url}/admin/")
-            yield page
-        finally:
-            browser.close()
+    return AUDITOR
+
+
+@pytest.fixture
+def auditor_page(auditor: str, browser: Browser, live_portal: AtriumProcess) -> Page:
+    """Headless Chromium logged in to the live portal's admin as the auditor."""
+    return log_in(browser, live_portal.url, auditor)
 
 
 def test_auditor_filters_the_trail_and_sees_a_verified_proof(

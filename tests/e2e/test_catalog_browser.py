@@ -10,77 +10,26 @@ temporary directory): ``docs/screenshots/catalog-*.png`` come from here.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from portal.catalog.health import health_poll
 from portal.catalog.models import Dependency, HealthCheck, Instance, InstanceStatus, ObservedCall, Service, Team
 from portal.catalog.services import instance_heartbeat
+from tests.e2e.browser import in_thread, log_in, save_screenshot
 from tests.harness import AtriumProcess
-from tests.portal.factories import PASSWORD, user_with_role
+from tests.portal.factories import user_with_role
 from tests.servers import LocalServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-TIMEOUT_MS = 15_000
-VIEWPORT = {"width": 1280, "height": 800}
 VIEWER, OPERATOR = "e2e-catalog-viewer", "e2e-catalog-operator"
-T = TypeVar("T")
-
-
-def in_thread(work: Callable[[], T]) -> T:
-    """Run ORM work in another thread (Playwright's sync API runs an event loop in this one, where Django
-    refuses database calls)."""
-
-    def run() -> T:
-        try:
-            return work()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
-
-
-def save_screenshot(page: Page, name: str, tmp_path: Path) -> Path:
-    """A full-page PNG in ``ATRIUM_SCREENSHOTS_DIR`` (or ``tmp_path``), checked to be a real picture."""
-    directory = Path(os.environ.get("ATRIUM_SCREENSHOTS_DIR") or tmp_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert path.stat().st_size > 10_000, path
-    return path
-
-
-@pytest.fixture
-def chromium() -> Path:
-    """The system Chromium; skipped without it locally, a failure on CI (which installs it)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} not found: install the Debian 'chromium' package to run browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI must provide it)")
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 @pytest.fixture
@@ -194,31 +143,9 @@ def catalog(transactional_db: None, health_servers: dict[str, LocalServer]) -> d
 
 
 @pytest.fixture
-def browser(chromium: Path, live_portal: AtriumProcess) -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
 def users(transactional_db: None) -> None:
     user_with_role("viewer", username=VIEWER)
     user_with_role("operator", username=OPERATOR)
-
-
-def log_in(browser: Browser, base: str, username: str) -> Page:
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/admin/")
-    return page
 
 
 def status_cell(page: Page, slug: str) -> Any:

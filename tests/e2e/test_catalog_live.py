@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,22 +22,11 @@ from portal.catalog.health import health_poll, instances_mark
 from portal.catalog.models import HealthCheck, Instance, Service
 from portal.identity import services as identity
 from tests.e2e.payments_stack import payments_stack
-from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
+from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 HEARTBEAT = 1  # seconds
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclasses.dataclass

@@ -21,6 +21,21 @@ from devtools.infra import REPO_ROOT, free_port, venv_env
 pytestmark = pytest.mark.slow
 
 
+def demo_token(creds: dict, audience: str) -> str:
+    """A token for ``audience`` from the runner's portal, for the demo client it printed."""
+    response = httpx.post(
+        f"{creds['urls']['portal']}/api/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": creds["client"]["client_id"],
+            "client_secret": creds["client"]["client_secret"],
+            "audience": audience,
+        },
+        timeout=10,
+    )
+    return response.json()["access_token"]
+
+
 def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path):
     # given a fresh var directory, no DATABASE_URL/REDIS_URL (embedded servers) and free ports
     env = venv_env(dict(os.environ))
@@ -68,16 +83,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         assert creds["client"]["client_secret"] in output
 
         # and the demo client can drive the ledger API with a portal token
-        token = httpx.post(
-            f"{creds['urls']['portal']}/api/v1/auth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": creds["client"]["client_id"],
-                "client_secret": creds["client"]["client_secret"],
-                "audience": "ledger",
-            },
-            timeout=10,
-        ).json()["access_token"]
+        token = demo_token(creds, "ledger")
         whoami = httpx.get(
             f"{creds['urls']['ledger']}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
@@ -92,16 +98,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         for extra in ({"allow_negative": True}, {}):
             body = {"name": "dev-runner", "currency": "EUR", "normal_balance": "credit", **extra}
             accounts.append(ledger_http.post("/api/v1/accounts", json=body).json()["id"])
-        payments_token = httpx.post(
-            f"{creds['urls']['portal']}/api/v1/auth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": creds["client"]["client_id"],
-                "client_secret": creds["client"]["client_secret"],
-                "audience": "payments",
-            },
-            timeout=10,
-        ).json()["access_token"]
+        payments_token = demo_token(creds, "payments")
         payments_http = httpx.Client(
             base_url=creds["urls"]["payments"], headers={"Authorization": f"Bearer {payments_token}"}, timeout=10
         )
@@ -119,16 +116,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
 
         # and every process registered itself in the catalog and heartbeats; the payment's calls to the ledger
         # are an observed edge (the ledger reports them with its next heartbeat)
-        portal_token = httpx.post(
-            f"{creds['urls']['portal']}/api/v1/auth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": creds["client"]["client_id"],
-                "client_secret": creds["client"]["client_secret"],
-                "audience": "portal",
-            },
-            timeout=10,
-        ).json()["access_token"]
+        portal_token = demo_token(creds, "portal")
         catalog = httpx.Client(
             base_url=creds["urls"]["portal"], headers={"Authorization": f"Bearer {portal_token}"}, timeout=10
         )

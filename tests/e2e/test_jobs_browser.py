@@ -24,17 +24,15 @@ import pytest
 import redis
 from django.conf import settings
 from django.utils import timezone
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from portal.jobs.models import Job, JobMinute, JobTotal, Worker, WorkerStatus
 from portal.jobs.recorder import record
-from tests.e2e.test_catalog_browser import CHROMIUM_ARGS, chromium, in_thread, log_in, save_screenshot
+from tests.e2e.browser import in_thread, log_in, save_screenshot
 from tests.harness import AtriumProcess
 from tests.portal.factories import user_with_role
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-__all__ = ["chromium"]  # a fixture, shared with the catalog's browser test
 
 VIEWER, OPERATOR = "e2e-jobs-viewer", "e2e-jobs-operator"
 TRACEBACK = """Traceback (most recent call last):
@@ -181,16 +179,6 @@ def jobs(transactional_db: None) -> dict[str, str]:
         ]
     )  # fmt: skip
     return {"failed": failed}
-
-
-@pytest.fixture
-def browser(chromium: Path, live_portal: AtriumProcess) -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_a_viewer_reads_the_dashboard_and_an_operator_retries_a_failed_task(

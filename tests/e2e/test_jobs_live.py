@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,22 +25,11 @@ from devtools.infra import free_port
 from portal.identity import services as identity
 from portal.jobs.models import Job, JobEvent, JobState, Worker
 from services.kit.context import request_id_var
-from tests.harness import AtriumProcess, ProcessHarness, base_env, current_test_database_url
+from tests.harness import AtriumProcess, ProcessHarness, base_env, current_test_database_url, wait_until
 from workers.celery import app
 from workers.tracking import tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 @pytest.fixture
