@@ -73,7 +73,8 @@ def _env(settings: str, database_url: str, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 3600) -> str:
+def run_checked(args: list[str], env: dict[str, str], timeout: float = 3600) -> str:
+    """Run ``args`` in the repository with ``env``; its stdout, or RuntimeError with the end of its output."""
     done = subprocess.run(  # noqa: S603  (our own interpreter and scripts)
         args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -85,7 +86,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 3600) -> str:
 
 
 def _migrate(manage: str, env: dict[str, str]) -> None:
-    _run([sys.executable, manage, "migrate", "--noinput", "-v", "0"], env)
+    run_checked([sys.executable, manage, "migrate", "--noinput", "-v", "0"], env)
 
 
 def _child(role: str, arg: str) -> None:
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. ingest, end to end
         print(f"ingest: writing {args.events} events to the ledger's outbox…", flush=True)
-        _run([*me, "fill-outbox", str(args.events)], ledger_env)
+        run_checked([*me, "fill-outbox", str(args.events)], ledger_env)
         log_path = REPO_ROOT / "var" / "bench-audit" / "audit-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 2. verification
         print(f"verify: chaining {args.verify_events} events…", flush=True)
-        _run([*me, "chain", str(args.verify_events)], portal_env["verify"])
+        run_checked([*me, "chain", str(args.verify_events)], portal_env["verify"])
         # A live log is vacuumed by autovacuum long before anyone verifies it; measure that steady state, not
         # autovacuum working through 200,000 fresh rows at the same time. Median of three runs.
         with psycopg.connect(url["verify"], autocommit=True) as conn:
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         verify_runs: list[float] = []
         for _ in range(3):
             began = time.perf_counter()
-            verify_out = _run([sys.executable, "manage.py", "audit_verify", "--json"], portal_env["verify"])
+            verify_out = run_checked([sys.executable, "manage.py", "audit_verify", "--json"], portal_env["verify"])
             rate = args.verify_events / (time.perf_counter() - began)
             with contextlib.suppress(ValueError, KeyError):
                 rate = float(json.loads(verify_out.strip().splitlines()[-1])["events_per_second"])
@@ -360,14 +361,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archive: seqs up to {upto}…", flush=True)
         began = time.perf_counter()
         command = ["manage.py", "audit_archive", "--older-than-days", "0", "--upto", str(upto)]
-        archived_out = _run([sys.executable, *command, "--output", str(archive_dir)], portal_env["verify"])
+        archived_out = run_checked([sys.executable, *command, "--output", str(archive_dir)], portal_env["verify"])
         archive_seconds = time.perf_counter() - began
         archive_files = sorted(archive_dir.glob("*.jsonl.gz"))
         archive_bytes = sum(f.stat().st_size for f in archive_files)
         archived = sum(
             int(line.split("(")[1].split()[0]) for line in archived_out.splitlines() if "archived seqs" in line
         )
-        after_out = _run([sys.executable, "manage.py", "audit_verify", "--json", "--archives"], portal_env["verify"])
+        after_out = run_checked(
+            [sys.executable, "manage.py", "audit_verify", "--json", "--archives"], portal_env["verify"]
+        )
         after = json.loads(after_out.strip().splitlines()[-1])
         failed |= not after["ok"] or archived != upto
         for f in archive_files:
@@ -382,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         # 3. list latency
         print(f"list: generating {args.list_events} rows…", flush=True)
         began = time.perf_counter()
-        _run([*me, "generate", str(args.list_events)], portal_env["list"], timeout=7200)
+        run_checked([*me, "generate", str(args.list_events)], portal_env["list"], timeout=7200)
         print(f"  generated in {time.perf_counter() - began:.0f} s; measuring…", flush=True)
-        latency = json.loads(_run([*me, "list", str(args.requests)], portal_env["list"]))
+        latency = json.loads(run_checked([*me, "list", str(args.requests)], portal_env["list"]))
 
         print()
         print("Atrium audit benchmark", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))

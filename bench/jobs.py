@@ -37,6 +37,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.audit import run_checked
 from devtools.infra import REPO_ROOT, database_create, database_drop, database_url_with_name, infra_start, venv_env
 from devtools.processes import process_group_stop
 
@@ -63,17 +64,6 @@ def _env(database_url: str, redis_url: str, stream: str, **extra: str) -> dict[s
         }
     )
     return env
-
-
-def _run(args: list[str], env: dict[str, str], timeout: float = 3600) -> str:
-    done = subprocess.run(  # noqa: S603  (our own interpreter and scripts)
-        args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
-    return done.stdout
 
 
 def _start(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
@@ -287,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         env = _env(url["track"], infra.redis_url, stream)
         print("migrating…", flush=True)
         for key in names:
-            _run(
+            run_checked(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                 {**env, "PORTAL_DATABASE_URL": url[key]},
             )
@@ -314,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                         processes.append(monitor)
                         time.sleep(2)  # its start-up is not part of the measurement
                     spec = json.dumps({"node": node, "tasks": args.tasks})
-                    result = json.loads(_run([*me, "publish", spec], mode_env).strip().splitlines()[-1])
+                    result = json.loads(run_checked([*me, "publish", spec], mode_env).strip().splitlines()[-1])
                     rate = args.tasks / result["seconds"]
                     rounds[mode].append(rate)
                     line = f"  round {n + 1} {mode:<8} {rate:8,.0f} tasks/s ({result['seconds']:.2f} s)"
@@ -324,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                         deadline = time.monotonic() + 300
                         count = 0
                         while time.monotonic() < deadline:
-                            count = json.loads(_run([*me, "recorded", "-"], mode_env))["count"]
+                            count = json.loads(run_checked([*me, "recorded", "-"], mode_env))["count"]
                             if count >= expected:
                                 break
                             time.sleep(0.2)
@@ -345,9 +335,9 @@ def main(argv: list[str] | None = None) -> int:
             list_env = {**env, "PORTAL_DATABASE_URL": url["list"]}
             print(f"list: generating {args.list_jobs:,} jobs…", flush=True)
             began = time.perf_counter()
-            _run([*me, "generate", str(args.list_jobs)], list_env, timeout=7200)
+            run_checked([*me, "generate", str(args.list_jobs)], list_env, timeout=7200)
             print(f"  generated in {time.perf_counter() - began:.0f} s; measuring…", flush=True)
-            latency = json.loads(_run([*me, "list", str(args.requests)], list_env).strip().splitlines()[-1])
+            latency = json.loads(run_checked([*me, "list", str(args.requests)], list_env).strip().splitlines()[-1])
 
         print()
         print("Atrium job dashboard benchmark", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
