@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
@@ -28,7 +27,7 @@ from portal.catalog import svg
 from portal.catalog.pages import ago
 from portal.jobs import selectors
 from portal.jobs.models import FINAL_STATES, Job, JobEvent, JobState, JobTotal
-from portal.jobs.services import RETRYABLE_STATES
+from portal.jobs.services import RETRYABLE_STATES, retry_max
 
 PAGE_SIZE = 50
 STATES = [s.value for s in JobState]
@@ -525,10 +524,6 @@ class FailuresPage:
     @property
     def total(self) -> int:
         return sum(g.count for g in self.groups)
-
-
-def retry_max() -> int:
-    return int(getattr(settings, "JOBS_RETRY_MAX", 500))
 
 
 def window_since(window: str, now: dt.datetime) -> dt.datetime | None:

@@ -104,14 +104,15 @@ class BulkRetry:
     skipped: dict[str, str]  # task id → why not
 
 
-def _retry_max() -> int:
+def retry_max() -> int:
+    """How many jobs one bulk retry may publish (``JOBS_RETRY_MAX``, 500)."""
     return int(getattr(settings, "JOBS_RETRY_MAX", 500))
 
 
 def jobs_retry(*, task_ids: list[str], selection: dict[str, str] | None = None) -> BulkRetry:
     """Retry each of ``task_ids`` (at most ``JOBS_RETRY_MAX``, 500, or none at all): one audit event for the
     action, naming every task (and ``selection``, the filters that chose them, when given)."""
-    limit = _retry_max()
+    limit = retry_max()
     if len(task_ids) > limit:
         raise TooManyJobs(f"{len(task_ids)} jobs selected; retry at most {limit} at once (narrow the filter).")
     jobs = {j.task_id: j for j in Job.objects.filter(task_id__in=task_ids)}
@@ -149,7 +150,7 @@ def jobs_retry_matching(*, filters: TaskFilters) -> BulkRetry:
     selection = filters.as_query()
     if not set(selection) - {"state"}:
         raise FilterRequired("Narrow the selection with at least one filter besides the state.")
-    limit = _retry_max()
+    limit = retry_max()
     task_ids = list(jobs_filter(filters).values_list("task_id", flat=True)[: limit + 1])
     if len(task_ids) > limit:
         raise TooManyJobs(f"More than {limit} failed jobs match; retry at most {limit} at once (narrow the filter).")
