@@ -158,6 +158,7 @@ class CatalogAgent(threading.Thread):
         self.report_calls = report_calls
         self.interval = interval
         self.registered = threading.Event()
+        self.version = ""
         self.beats = 0
         self._halt = threading.Event()
         # No retries inside a call (the loop retries) and a breaker of its own (the portal being away must not
@@ -215,7 +216,9 @@ class CatalogAgent(threading.Thread):
         return self._manifest() if callable(self._manifest) else dict(self._manifest)
 
     def _register(self) -> None:
-        body = self._check(self.client.request("PUT", self._path, json=self.manifest()), "registration")
+        manifest = self.manifest()
+        body = self._check(self.client.request("PUT", self._path, json=manifest), "registration")
+        self.version = str(manifest.get("version", ""))[:100]  # what each heartbeat reports, until it registers again
         self.registered.set()
         log.info("catalog.registered", slug=self.slug, instance=self.instance, version=body.get("version"))
 
@@ -225,7 +228,7 @@ class CatalogAgent(threading.Thread):
             json={
                 "host": socket.gethostname()[:255],
                 "pid": self.pid,
-                "version": str(self.manifest().get("version", ""))[:100],
+                "version": self.version,
                 "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             },
         )
