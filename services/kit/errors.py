@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -201,6 +202,18 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         body = problem_body(status_code=400, code="bad_request", title="Bad request", instance=instance)
     elif isinstance(exc, exceptions.APIException):
         body, headers = _drf_problem(exc, instance)
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable, restarting or too busy: the caller should retry (503), not count the
+        # request as a failure of its own (a 500 says the request itself met a bug).
+        body = problem_body(
+            status_code=503,
+            code="database_unavailable",
+            title="Database unavailable",
+            detail="The service could not reach its database; try again shortly.",
+            instance=instance,
+        )
+        headers = {"Retry-After": "1"}
+        log.error("request.database_unavailable", error=type(exc).__name__)
     else:
         return None  # a real bug: let Django log it and answer with handler500
     response = Response(body, status=body["status"], headers=headers, content_type=PROBLEM_CONTENT_TYPE)

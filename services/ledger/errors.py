@@ -85,3 +85,12 @@ class DuplicateAccountCode(LedgerError):
     code = "account_code_taken"
     status = 409
     title = "Account code already in use"
+
+
+class ProcessingError(LedgerError):
+    """An item of a batch met an unexpected error (a bug, or a value PostgreSQL refused): it failed alone, the
+    other items were applied. Its detail names the error class only; the traceback is in the ledger's log."""
+
+    code = "processing_error"
+    status = 500
+    title = "The item could not be processed"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Model
 from django.db.models.base import ModelState
 from django.utils import timezone
@@ -43,6 +43,7 @@ from services.ledger.errors import (
     InsufficientFunds,
     InvalidAmount,
     LedgerError,
+    ProcessingError,
     ReferenceConflict,
     TooFewPostings,
     TransactionNotFound,
@@ -602,19 +603,98 @@ def _refused_create_event(error: Any, reference: str, context: dict[str, Any] | 
     )
 
 
-def transactions_create(*, items: list[TransactionInput], atomic: bool = False) -> list[ItemResult]:
+def transactions_create(
+    *, items: list[TransactionInput], atomic: bool = False, isolate: bool = True
+) -> list[ItemResult]:
     """Create many transactions in one database transaction; each gets its own result.
 
     With ``atomic=True`` one refusal rejects them all (``BatchRejected`` carries every result). Every
     created transaction and every refused one is audited; replays of an existing reference are not.
     A rejected atomic batch leaves one failure event per item (committed after the rollback): the item's
     own code, or ``batch_rejected`` for the items that were only rejected with the rest.
+
+    With ``isolate`` (batches), an item meeting an unexpected error fails alone (:func:`_create_isolating`);
+    without it (a single transaction's own endpoint), the error is raised.
     """
     try:
-        return with_retry(lambda: _create_batch(items, atomic))
+        if not isolate:
+            return with_retry(lambda: _create_batch(items, atomic))
+        return _create_isolating(items, atomic)
     except BatchRejected as exc:
         transactions_refused(refusals=batch_refusals([item.reference for item in items], exc.extra["results"]))
         raise
+
+
+# Errors that say nothing about an item: the database is unreachable or busy. They fail the whole call (503,
+# retried by the caller); splitting a batch because of them would blame innocent items.
+UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def _storable(value: Any, limit: int = 200) -> str:
+    """``value`` as text PostgreSQL can store, for the audit event of an item that may be poisoned by its text."""
+    return str(value)[:limit].replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unexpected(exc: Exception) -> str:
+    """What an item's ``processing_error`` says: the error class only (its text may hold other items' data)."""
+    return f"Unexpected {type(exc).__name__} while processing this item; the ledger's log has the traceback."
+
+
+def _create_isolating(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
+    """:func:`_create_batch`, isolating a poisoned item: an unexpected error (not a refusal, not an unavailable
+    database) splits the batch in halves, each its own database transaction, until the item that raises is
+    alone; it fails with ``processing_error`` and the others are applied. An atomic batch is all or nothing:
+    the poisoned item is located with dry runs and the batch rejected, naming it."""
+    try:
+        return with_retry(lambda: _create_batch(items, atomic))
+    except (LedgerError, *UNAVAILABLE):
+        raise
+    except Exception as exc:
+        if atomic:
+            raise _poisoned_atomic(items, exc) from exc
+        if len(items) == 1:
+            log.exception("ledger.batch_item_failed", reference=items[0].reference, error=type(exc).__name__)
+            error = ProcessingError(_unexpected(exc))
+            transactions_refused(refusals=[(_storable(items[0].reference), error)])
+            return [ItemResult(0, "error", error=error)]
+        log.warning("ledger.batch_split", size=len(items), error=type(exc).__name__)
+        half = len(items) // 2
+        left = _create_isolating(items[:half], atomic=False)
+        right = _create_isolating(items[half:], atomic=False)
+        for result in right:
+            result.index += half
+        return left + right
+
+
+def _poisoned_atomic(items: list[TransactionInput], exc: Exception) -> BatchRejected:
+    """The rejection of an atomic batch that met an unexpected error, naming the first item that raises: the
+    shortest failing prefix, found by binary search over dry runs (each rolled back), so items that depend on
+    earlier ones (their balances) are judged as the batch would have judged them."""
+
+    def raises(count: int) -> bool:
+        try:
+            with transaction.atomic():
+                try:
+                    _create_batch(items[:count], False)
+                finally:
+                    transaction.set_rollback(True)
+        except (LedgerError, *UNAVAILABLE):
+            return False
+        except Exception:
+            return True
+        return False
+
+    low, high = 1, len(items)
+    while low < high:
+        middle = (low + high) // 2
+        if raises(middle):
+            high = middle
+        else:
+            low = middle + 1
+    poisoned = low - 1
+    log.error("ledger.atomic_batch_poisoned", index=poisoned, reference=items[poisoned].reference, error=str(exc))
+    result = {"index": poisoned, "status": "error", "code": ProcessingError.code, "detail": _unexpected(exc)}
+    return BatchRejected("An item met an unexpected error, so none were applied.", extra={"results": [result]})
 
 
 def batch_refusals(references: list[str], results: list[dict[str, Any]]) -> list[tuple[str, LedgerError]]:
@@ -640,7 +720,7 @@ def transactions_refused(*, refusals: list[tuple[str, Any]]) -> None:
 
 def transaction_create(*, item: TransactionInput) -> tuple[Transaction, bool]:
     """Create one transaction; return it and whether it was new (False: an idempotent replay)."""
-    (result,) = transactions_create(items=[item], atomic=False)
+    (result,) = transactions_create(items=[item], atomic=False, isolate=False)
     if result.error is not None:
         raise result.error
     return result.transaction, result.status == "created"
@@ -737,6 +817,40 @@ def transactions_settle(*, transaction_ids: list[str], post: bool) -> list[Settl
     only, audited with outcome ``failure``; the other items are settled. The accounts are locked once, in id
     order, their totals written with one statement, every audit event with one INSERT.
     """
+    results = _settle_isolating(transaction_ids, post)
+    log.info("ledger.transactions_settled", action="post" if post else "void", items=len(results))
+    return results
+
+
+def _settle_isolating(transaction_ids: list[str], post: bool) -> list[SettleResult]:
+    """:func:`_settle_batch`, isolating a poisoned item as :func:`_create_isolating` does."""
+    try:
+        return _settle_batch(transaction_ids, post)
+    except (LedgerError, *UNAVAILABLE):
+        raise
+    except Exception as exc:
+        if len(transaction_ids) == 1:
+            action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
+            log.exception("ledger.batch_item_failed", transaction_id=transaction_ids[0], error=type(exc).__name__)
+            error = ProcessingError(_unexpected(exc))
+            ledger_audit.record_after_rollback(
+                [
+                    ledger_audit.refused_event(
+                        action, error, object_type="transaction", object_id=_storable(transaction_ids[0], 64)
+                    )
+                ]
+            )
+            return [SettleResult(0, "error", error=error)]
+        log.warning("ledger.batch_split", size=len(transaction_ids), error=type(exc).__name__)
+        half = len(transaction_ids) // 2
+        left = _settle_isolating(transaction_ids[:half], post)
+        right = _settle_isolating(transaction_ids[half:], post)
+        for result in right:
+            result.index += half
+        return left + right
+
+
+def _settle_batch(transaction_ids: list[str], post: bool) -> list[SettleResult]:
     target = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
     action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
 
@@ -792,9 +906,7 @@ def transactions_settle(*, transaction_ids: list[str], post: bool) -> list[Settl
                     setattr(txn, "posted_at" if post else "voided_at", when)
             return results
 
-    results = with_retry(run)
-    log.info("ledger.transactions_settled", action="post" if post else "void", items=len(results))
-    return results
+    return with_retry(run)
 
 
 def _settle_one(
@@ -821,11 +933,18 @@ def _settle_one(
                 kind = AccountFrozen if account.status == AccountStatus.FROZEN else AccountClosed
                 error = kind(f"Account {account.id} is {account.status}; the hold can only be voided.")
                 return SettleResult(index, "error", transaction=txn, error=error)
-    for p in postings[txn.id]:
-        account = accounts[p.account_id]
-        _apply(account, p.direction, p.amount, pending=True, sign=-1)
-        if post:
-            _apply(account, p.direction, p.amount, pending=False)
+    before = {a.id: _snapshot(a) for a in mine}
+    try:
+        for p in postings[txn.id]:
+            account = accounts[p.account_id]
+            _apply(account, p.direction, p.amount, pending=True, sign=-1)
+            if post:
+                _apply(account, p.direction, p.amount, pending=False)
+    except LedgerError as error:
+        # e.g. posting would carry an account's total past 2^63-1: this item's refusal, not the batch's.
+        for account in mine:
+            _restore(account, before[account.id])
+        return SettleResult(index, "error", transaction=txn, error=error)
     return SettleResult(index, target, transaction=txn)
 
 
@@ -854,6 +973,11 @@ def transactions_expire(*, now: datetime | None = None, limit: int = 500) -> int
             voided += 1
         except TransactionNotPending:
             continue  # posted or voided meanwhile
+        except UNAVAILABLE:
+            raise
+        except Exception:
+            # One hold that cannot be voided must not keep the others from expiring; it is tried again next run.
+            log.exception("ledger.expire_failed", transaction_id=transaction_id)
     if voided:
         log.info("ledger.transactions_expired", count=voided)
     return voided
