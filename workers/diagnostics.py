@@ -52,6 +52,16 @@ class ProbeFailed(Exception):
     """What ``<queue>.probe`` raises when asked to fail."""
 
 
+class ProbeRefused(Exception):
+    """What ``<queue>.probe`` raises when asked to fail ``unportable``: an exception that cannot be rebuilt from its
+    ``args`` (its ``__init__`` takes other parameters), the shape that Celery turns into an
+    ``UnpickleableExceptionWrapper`` unless the base task makes it portable."""
+
+    def __init__(self, code: str, detail: str, status: int) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail, self.status = code, detail, status
+
+
 def probe_task(queue: str) -> Task:
     """Register and return ``<queue>.probe``: a task that does what it is told, to see the job dashboard (and the
     worker it runs on) deal with every outcome — succeed, fail, retry, or take its time."""
@@ -67,12 +77,15 @@ def probe_task(queue: str) -> Task:
         countdown: float = 0.1,
     ) -> dict[str, Any]:
         """``outcome``: ``succeed``; ``fail`` (raises :class:`ProbeFailed` — until the Unix time ``fail_until``, if
-        given: a transient fault that a later re-run gets past); ``retry`` (fails ``fail_times`` times, retrying
+        given: a transient fault that a later re-run gets past); ``unportable`` (raises :class:`ProbeRefused`,
+        which cannot cross the result backend as it is); ``retry`` (fails ``fail_times`` times, retrying
         after ``countdown`` seconds, then succeeds). ``sleep`` seconds first (at most 60)."""
         if sleep:
             time.sleep(min(float(sleep), 60.0))
         if outcome == "fail" and (fail_until is None or time.time() < fail_until):
             raise ProbeFailed(f"{queue}.probe was asked to fail")
+        if outcome == "unportable":
+            raise ProbeRefused("probe_refused", f"{queue}.probe was asked to fail unportably", 422)
         if outcome == "retry" and self.request.retries < fail_times:
             raise self.retry(
                 exc=ProbeFailed(f"attempt {self.request.retries + 1} of {fail_times + 1} fails"), countdown=countdown

@@ -307,6 +307,14 @@ def _postrun(
     )
 
 
+def _exception_type(exc: Any) -> str:
+    """The exception's class name; for the base task's ``TaskFailed``, the class it stands for."""
+    error_type = getattr(exc, "error_type", None)
+    if isinstance(error_type, str) and error_type:
+        return error_type.rpartition(".")[2]
+    return type(exc).__name__
+
+
 @signals.task_retry.connect
 def _retried(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **kw: Any) -> None:
     if request is None or getattr(request, "is_eager", False):
@@ -319,7 +327,7 @@ def _retried(sender: Any = None, request: Any = None, reason: Any = None, einfo:
             "worker": request.hostname or "",
             "runtime_ms": _runtime_ms(request.id),
             "reason": str(reason)[:1000],
-            "exception_type": type(getattr(einfo, "exception", None) or reason).__name__,
+            "exception_type": _exception_type(getattr(einfo, "exception", None) or reason),
         }
     )
 
@@ -341,7 +349,7 @@ def _failed(
             "name": getattr(sender, "name", "") or "",
             "worker": getattr(request, "hostname", "") or "",
             "runtime_ms": _runtime_ms(task_id),
-            "exception_type": type(exception).__name__ if exception is not None else "",
+            "exception_type": _exception_type(exception) if exception is not None else "",
             "exception_message": str(exception)[:2000] if exception is not None else "",
             "traceback": trace[-TRACEBACK_MAX_CHARS:],
         }

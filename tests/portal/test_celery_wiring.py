@@ -164,3 +164,60 @@ def test_task_without_a_usable_request_id_gets_a_fresh_one(header):
 
     assert answer["request_id"].startswith("req_")
     assert len(answer["request_id"]) == 36
+
+
+class _Unbuildable(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+@pytest.mark.parametrize(
+    ("exc", "portable"),
+    [
+        (ValueError("plain"), True),
+        (KeyError("status"), True),
+        (_Unbuildable("refused", "its __init__ takes other parameters"), False),
+        (ValueError(object()), False),  # args that are not JSON
+        (ValueError(b"bytes"), False),
+    ],
+)
+def test_an_exception_is_portable_when_json_args_rebuild_it(exc, portable):
+    from workers.base import exception_portable
+
+    assert exception_portable(exc) is portable
+
+
+def test_domain_and_gateway_errors_raised_from_tasks_are_portable():
+    from services.kit.errors import DomainError
+    from services.kit.http import UpstreamUnavailable
+    from services.payments.errors import PaymentParked
+    from services.payments.ledger import LedgerFailed, LedgerRefused
+    from workers.base import exception_portable
+
+    for exc in (
+        LedgerRefused("invalid_amount", "too large", 422),
+        LedgerFailed(500, "internal_error", "boom"),
+        PaymentParked("pay_x", "KeyError: 'status'"),
+        UpstreamUnavailable("ledger away"),
+        DomainError("refused", code="some_code"),
+    ):
+        assert exception_portable(exc), exc
+
+
+def test_a_task_raising_an_unportable_exception_raises_task_failed_naming_it_with_the_original_as_cause():
+    from workers.base import TaskFailed
+    from workers.diagnostics import ProbeRefused
+
+    probe = app.tasks["portal.probe"]
+
+    with pytest.raises(TaskFailed) as raised:
+        probe(outcome="unportable")
+
+    assert raised.value.error_type == "workers.diagnostics.ProbeRefused"
+    assert str(raised.value).startswith("workers.diagnostics.ProbeRefused: probe_refused")
+    assert isinstance(raised.value.__cause__, ProbeRefused)
+    # and a portable one goes through as it is
+    from workers.diagnostics import ProbeFailed
+
+    with pytest.raises(ProbeFailed):
+        probe(outcome="fail")
