@@ -7,6 +7,7 @@ from typing import Any
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import idempotency
+from services.payments.errors import PaymentParked, PaymentProcessingError
 from services.payments.processing import advance
 from services.payments.processing import drain as drain_run
 from services.payments.processing import sweep as sweep_run
@@ -25,14 +26,21 @@ outbox_relay = outbox_relay_task("payments")
 
 @app.task(name="payments.process", bind=True, acks_late=True, max_retries=None)
 def process(self: Any, payment_id: str) -> dict[str, Any]:
-    """Take one payment as far as it goes; while the ledger is away, retry after the computed backoff.
+    """Take one payment as far as it goes, alone; while the ledger is away, retry after the computed backoff.
+
+    Drains hand it the payments that met an unexpected error in a batch. An unexpected error here is retried
+    after a backoff (the retry's reason is the error); at ``PAYMENTS_PROCESSING_ATTEMPTS`` the payment is parked
+    and the task fails with :class:`PaymentParked`, so the job dashboard's failures show it.
 
     Idempotent and safe to run concurrently or again after a worker was killed (see
-    ``services.payments.processing``). Attempts are counted on the payment, not here.
+    ``services.payments.processing``). Attempts and errors are counted on the payment, not here.
     """
     outcome = advance(payment_id)
+    if outcome.parked:
+        raise PaymentParked(payment_id, outcome.error)
     if outcome.retry_in is not None:
-        raise self.retry(countdown=outcome.retry_in)
+        reason = PaymentProcessingError(payment_id, outcome.error) if outcome.error else None
+        raise self.retry(countdown=outcome.retry_in, exc=reason)
     return {"payment": payment_id, "status": outcome.status, "busy": outcome.busy}
 
 

@@ -9,7 +9,10 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from services.kit.metrics import REGISTRY
+        from services.payments import checks  # noqa: F401  (system checks)
+        from services.payments.metrics import ProcessingCollector
         from services.payments.reconcile import ReconciliationCollector
 
         if REGISTRY is not None:
             REGISTRY.register(ReconciliationCollector())
+            REGISTRY.register(ProcessingCollector())

@@ -14,6 +14,11 @@ class InvalidAmount(PaymentError):
     title = "Invalid amount"
 
 
+class AmountTooLarge(PaymentError):
+    code = "amount_too_large"
+    title = "Amount above the largest allowed"
+
+
 class UnsupportedCurrency(PaymentError):
     code = "unsupported_currency"
     title = "Unsupported currency"
@@ -62,3 +67,27 @@ class InvalidIdempotencyKey(PaymentError):
     code = "invalid_idempotency_key"
     status = 400
     title = "Invalid Idempotency-Key header"
+
+
+# What ``payments.process`` raises: plain exceptions whose args are strings, so they cross Celery's JSON result
+# backend and the job dashboard as they are.
+
+
+class PaymentProcessingError(Exception):
+    """A payment processed alone met an unexpected error; it is tried again after a backoff."""
+
+    def __init__(self, payment_id: str, error: str) -> None:
+        super().__init__(payment_id, error)
+        self.payment_id = payment_id
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"{self.payment_id}: {self.error}"
+
+
+class PaymentParked(PaymentProcessingError):
+    """A payment met unexpected errors ``PAYMENTS_PROCESSING_ATTEMPTS`` times and was parked (failed with
+    ``processing_error``, hold voided). The task fails with it so that the job dashboard lists it."""
+
+    def __str__(self) -> str:
+        return f"{self.payment_id} parked (failed, processing_error) after repeated errors; the last: {self.error}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -35,10 +35,28 @@ class LedgerRefused(Exception):
     """The ledger refused the request for a business reason (its problem ``code`` and ``detail``)."""
 
     def __init__(self, code: str, detail: str, status: int) -> None:
-        super().__init__(f"{code}: {detail}")
+        # The arguments are the exception's args, so it can be rebuilt from them (pickle, Celery's results).
+        super().__init__(code, detail, status)
         self.code = code
         self.detail = detail
         self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class LedgerFailed(Exception):
+    """The ledger answered 500: it is up, but met an unexpected error on this request (a bug, or an item it cannot
+    process). Not a refusal and not an outage: a batch that meets it is split until the item is found."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(status, code, detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"ledger answered {self.status} {self.code}: {self.detail}"
 
 
 def _problem(response: httpx.Response) -> tuple[str, str]:
@@ -72,8 +90,11 @@ class Ledger:
         if response.status_code == 404 and not_found_ok:
             return None
         code, detail = _problem(response)
+        if response.status_code in (500, 501):
+            log.error("payments.ledger_failed", status=response.status_code, code=code, detail=detail)
+            raise LedgerFailed(response.status_code, code, detail)
         if response.status_code in (401, 403, 429) or response.status_code >= 500:
-            # Our credentials, throttling or the ledger itself: not the payment's fault, so retried.
+            # Our credentials, throttling, or the ledger (or its database) away: not the payment's fault, retried.
             log.warning("payments.ledger_unavailable", status=response.status_code, code=code, detail=detail)
             raise UpstreamUnavailable(f"ledger answered {response.status_code} {code}: {detail}")
         raise LedgerRefused(code, detail, response.status_code)
@@ -124,9 +145,7 @@ class Ledger:
         results: list[dict[str, Any]] = []
         for start in range(0, len(bodies), BATCH_MAX):
             chunk = bodies[start : start + BATCH_MAX]
-            reply = self._json(self.client.post("/api/v1/transactions/batch", json={"transactions": chunk}))
-            assert reply is not None
-            results.extend(sorted(reply["results"], key=lambda r: r["index"]))
+            results.extend(self._batch("/api/v1/transactions/batch", chunk, lambda c: {"transactions": c}))
         return results
 
     def settle_many(self, transaction_ids: list[str], *, post: bool) -> list[dict[str, Any]]:
@@ -136,12 +155,32 @@ class Ledger:
         action = "post" if post else "void"
         for start in range(0, len(transaction_ids), BATCH_MAX):
             chunk = transaction_ids[start : start + BATCH_MAX]
-            reply = self._json(
-                self.client.post("/api/v1/transactions/batch/settle", json={"action": action, "transactions": chunk})
+            results.extend(
+                self._batch("/api/v1/transactions/batch/settle", chunk, lambda c: {"action": action, "transactions": c})
             )
-            assert reply is not None
-            results.extend(sorted(reply["results"], key=lambda r: r["index"]))
         return results
+
+    def _batch(self, path: str, items: list[Any], body: Callable[[list[Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+        """One call to a batch endpoint: one result per item, in order. A refusal of the whole call (a 4xx for the
+        request, not for an item) is never the batch's fate: the batch is split until the refused item is alone,
+        and the refusal becomes that item's result, with the ledger's code."""
+        try:
+            reply = self._json(self.client.post(path, json=body(items)))
+        except LedgerRefused as exc:
+            if len(items) == 1:
+                log.warning("payments.ledger_item_refused", path=path, code=exc.code, detail=exc.detail)
+                return [{"index": 0, "status": "error", "code": exc.code, "detail": exc.detail}]
+            log.warning("payments.ledger_batch_split", path=path, size=len(items), code=exc.code)
+            half = len(items) // 2
+            return self._batch(path, items[:half], body) + self._batch(path, items[half:], body)
+        results = reply.get("results") if isinstance(reply, dict) else None
+        if (
+            not isinstance(results, list)
+            or len(results) != len(items)
+            or not all(isinstance(r, dict) and isinstance(r.get("status"), str) for r in results)
+        ):
+            raise LedgerFailed(200, "malformed_reply", f"{path} answered without one result (with a status) per item")
+        return sorted(results, key=lambda r: r.get("index", 0))
 
     def hold(
         self,
@@ -167,6 +206,12 @@ class Ledger:
         result = self._json(self.client.post("/api/v1/transactions", json=body, idempotency_key=reference))
         assert result is not None
         return result
+
+    def by_reference(self, reference: str) -> dict[str, Any] | None:
+        """The ledger transaction created with ``reference`` (a payment's hold), or None."""
+        page = self._json(self.client.get("/api/v1/transactions", params={"reference": reference}))
+        results = page.get("results", []) if isinstance(page, dict) else []
+        return results[0] if results else None
 
     def transaction(self, transaction_id: str) -> dict[str, Any] | None:
         return self._json(self.client.get(f"/api/v1/transactions/{transaction_id}"), not_found_ok=True)

@@ -61,6 +61,12 @@ class Payment(models.Model):
     failure_code = models.CharField(max_length=64, blank=True, default="")
     failure_message = models.CharField(max_length=500, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0, help_text="Processing attempts that met an unavailable ledger.")
+    processing_errors = models.PositiveIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Unexpected errors met while processing it; from the first on it is processed alone, and at "
+        "PAYMENTS_PROCESSING_ATTEMPTS it is parked (failed, processing_error).",
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting retry is due.")
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is on it until then.")
     request_id = models.CharField(max_length=128, blank=True, default="")

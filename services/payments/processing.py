@@ -44,14 +44,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
-from services.payments import services
-from services.payments.ledger import Ledger, ledger
+from services.payments import metrics, services
+from services.payments.ledger import HOLD_LIFETIME, Ledger, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
 from services.payments.screening import accounts_lock, screen_many
 
@@ -72,13 +72,21 @@ _CLAIM_SQL = (
 _DRAIN_LOCK = int.from_bytes(hashlib.sha256(b"atrium-payments-drain").digest()[:4], "big", signed=True)
 
 
+# Errors that say nothing about a payment: its database or the ledger is away. They end the batch (its payments
+# are taken up again later); splitting it because of them would blame innocent payments.
+UNAVAILABLE = (OperationalError, InterfaceError, UpstreamUnavailable)
+PROCESSING_ERROR = "processing_error"
+
+
 @dataclass
 class Outcome:
     """What :func:`advance` did to one payment: the status it left it in, or that it had to wait."""
 
     status: str
-    retry_in: float | None = None  # the ledger was unavailable: run again after this many seconds
+    retry_in: float | None = None  # the ledger was unavailable, or an unexpected error: run again after this long
     busy: bool = False  # another worker holds the lease
+    error: str = ""  # the unexpected error this run met ("Type: message")
+    parked: bool = False  # ... and it was the last one allowed: the payment was parked
 
 
 @dataclass
@@ -88,6 +96,8 @@ class BatchResult:
     statuses: dict[str, str] = field(default_factory=dict)
     waits: dict[str, float] = field(default_factory=dict)  # payment id → seconds until its retry
     changed: int = 0  # payments whose status or hold changed
+    # Payments that met an unexpected error alone, → seconds until ``payments.process`` tries them again alone.
+    suspects: dict[str, float] = field(default_factory=dict)
 
 
 def backoff(attempt: int) -> float:
@@ -116,6 +126,9 @@ def claim(
         params["ids"] = list(ids)
     else:
         extra += " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)"
+        if stale_before is None:
+            # A payment that met an unexpected error is processed alone, by payments.process (see run()).
+            extra += " AND processing_errors = 0"
     if stale_before is not None:
         extra += " AND updated_at < %(stale)s"
         params["stale"] = stale_before
@@ -128,34 +141,66 @@ def _lease_release(ids: list[str]) -> None:
 
 def run(ids: list[str]) -> BatchResult:
     """Take the claimed payments ``ids`` as far as they can go now (see the module docstring); release the
-    leases at the end, whatever happens."""
+    leases at the end, whatever happens.
+
+    One payment never stops the others: an unexpected error (not a refusal, which fails its payment alone, and
+    not an unavailable ledger or database, which ends the batch for a later retry) splits the batch in halves
+    until the payment that raises is alone. That payment is counted a processing error and handed to
+    ``payments.process``, which tries it alone with backoff and parks it at ``PAYMENTS_PROCESSING_ATTEMPTS``
+    (:func:`advance`); the rest go on.
+    """
     result = BatchResult()
     try:
-        payments = {p.id: p for p in Payment.objects.filter(id__in=ids)}
-        before = {p.id: (str(p.status), str(p.hold_status)) for p in payments.values()}
-
-        created = [p.id for p in payments.values() if p.status == PaymentStatus.CREATED]
-        services.transition_many(
-            {i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING, known=payments
-        )
-        _screen([p for p in payments.values() if p.status == PaymentStatus.SCREENING], payments)
-        processing = [p for p in payments.values() if p.status == PaymentStatus.PROCESSING]
-        if processing:
-            _process(processing, payments, result)
-        releasing = [
-            p
-            for p in payments.values()
-            if p.status not in OPEN and p.status != PaymentStatus.SETTLED and p.hold_status == HoldStatus.PENDING
-        ]
-        if releasing:
-            _release_holds(releasing, result)
-        for payment in payments.values():
-            result.statuses[payment.id] = str(payment.status)
-            if before.get(payment.id) != (str(payment.status), str(payment.hold_status)):
-                result.changed += 1
+        _run_isolating(ids, result)
     finally:
         _lease_release(ids)
+    for payment_id, delay in result.suspects.items():
+        services.process_send(payment_id, countdown=delay)
     return result
+
+
+def _run_isolating(ids: list[str], result: BatchResult) -> None:
+    try:
+        _run(ids, result)
+        return
+    except UNAVAILABLE:
+        raise
+    except Exception as exc:
+        if len(ids) == 1:
+            outcome = _processing_error(ids[0], exc, may_park=False)
+            result.suspects[ids[0]] = outcome.retry_in or 0.0
+            result.statuses[ids[0]] = outcome.status
+            result.changed += 1
+            return
+        log.warning("payments.batch_split", size=len(ids), error=_describe(exc))
+    # (outside the except block: each half's own errors are not chained to this one)
+    half = len(ids) // 2
+    _run_isolating(ids[:half], result)
+    _run_isolating(ids[half:], result)
+
+
+def _run(ids: list[str], result: BatchResult) -> None:
+    """The work of :func:`run` for ``ids``, without isolation or the leases."""
+    payments = {p.id: p for p in Payment.objects.filter(id__in=ids)}
+    before = {p.id: (str(p.status), str(p.hold_status)) for p in payments.values()}
+
+    created = [p.id for p in payments.values() if p.status == PaymentStatus.CREATED]
+    services.transition_many({i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING, known=payments)
+    _screen([p for p in payments.values() if p.status == PaymentStatus.SCREENING], payments)
+    processing = [p for p in payments.values() if p.status == PaymentStatus.PROCESSING]
+    if processing:
+        _process(processing, payments, result)
+    releasing = [
+        p
+        for p in payments.values()
+        if p.status not in OPEN and p.status != PaymentStatus.SETTLED and p.hold_status == HoldStatus.PENDING
+    ]
+    if releasing:
+        _release_holds(releasing, result)
+    for payment in payments.values():
+        result.statuses[payment.id] = str(payment.status)
+        if before.get(payment.id) != (str(payment.status), str(payment.hold_status)):
+            result.changed += 1
 
 
 def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:
@@ -354,12 +399,108 @@ def _release_holds(releasing: list[Payment], result: BatchResult) -> None:
     services.rows_write(releasing)
 
 
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:400]
+
+
+def _processing_error(payment_id: str, exc: Exception, *, may_park: bool) -> Outcome:
+    """Count an unexpected error met by ``payment_id`` processed alone. At ``PAYMENTS_PROCESSING_ATTEMPTS``
+    (when ``may_park``) the payment is parked; before that it waits a backoff (claims by the drains skip it from
+    now on: ``payments.process`` tries it alone)."""
+    error = _describe(exc)
+    log.error("payments.processing_error", payment_id=payment_id, error=error, exc_info=exc)
+    metrics.incr("processing_errors")
+    rows = db_execute(
+        "UPDATE payments_payment SET processing_errors = processing_errors + 1, updated_at = now()"
+        " WHERE id = %s RETURNING processing_errors, status",
+        [payment_id],
+    )
+    if not rows:
+        return Outcome("missing", error=error)
+    errors, status = rows[0]
+    if may_park and errors >= settings.PAYMENTS_PROCESSING_ATTEMPTS:
+        return Outcome(_park(payment_id, error, errors), error=error, parked=True)
+    delay = backoff(errors - 1)
+    db_execute(
+        "UPDATE payments_payment SET next_attempt_at = %s WHERE id = %s",
+        [timezone.now() + dt.timedelta(seconds=delay), payment_id],
+    )
+    return Outcome(status, retry_in=delay, error=error)
+
+
+def _park(payment_id: str, error: str, errors: int) -> str:
+    """Give up on a payment that keeps meeting unexpected errors: ``failed`` with ``processing_error`` (audited:
+    its ``payments.payment.failed`` event names the code and the error), its hold voided; return its status.
+
+    The park must not depend on what poisoned the payment: if the usual transition cannot be written, a
+    minimal one is (:func:`services.payment_park_raw`). If the hold cannot be voided now, the sweeper, the
+    reconciliation and at last the ledger's own expiry void it.
+    """
+    fields = {
+        "failure_code": PROCESSING_ERROR,
+        "failure_message": f"Parked after {errors} unexpected errors; the last: {error}"[:500],
+        "processing_errors": errors,
+        "next_attempt_at": None,
+    }
+    try:
+        moved = bool(services.transition_many({payment_id: fields}, OPEN, PaymentStatus.FAILED))
+    except UNAVAILABLE:
+        raise
+    except Exception:
+        log.exception("payments.park_fallback", payment_id=payment_id)
+        moved = services.payment_park_raw(payment_id=payment_id, **fields)
+    if moved:
+        metrics.incr("parked")
+        log.error("payments.parked", payment_id=payment_id, errors=errors, error=error)
+    _hold_release_now(payment_id)
+    return Payment.objects.filter(id=payment_id).values_list("status", flat=True).first() or "missing"
+
+
+def _hold_release_now(payment_id: str) -> None:
+    """Void the hold of a payment that ended without settling, in a call of its own. If that is impossible
+    (the ledger away: the sweeper retries; an unexpected error again: the hold is left to reconciliation and
+    the ledger's expiry, and the payment's claims stop until then)."""
+    try:
+        payment = Payment.objects.filter(id=payment_id).first()
+        if payment is None or payment.status in OPEN or payment.status == PaymentStatus.SETTLED:
+            return
+        if payment.hold_status == HoldStatus.NONE:
+            # A run that died between the ledger's answer and saving the payment leaves a hold the payment does not
+            # know of: the ledger is asked (the hold's reference is the payment id).
+            hold = ledger().by_reference(payment.id)
+            if hold is None or hold.get("status") != "pending":
+                return
+            payment.ledger_transaction, payment.hold_status = hold["id"], HoldStatus.PENDING
+        if payment.hold_status == HoldStatus.PENDING:
+            _release_holds([payment], BatchResult())
+    except UNAVAILABLE:
+        raise
+    except Exception:
+        log.exception("payments.hold_release_failed", payment_id=payment_id)
+        db_execute(
+            "UPDATE payments_payment SET next_attempt_at = created_at + %s WHERE id = %s AND hold_status = 'pending'",
+            [HOLD_LIFETIME, payment_id],
+        )
+
+
 def advance(payment_id: str) -> Outcome:
-    """Take one payment as far as it can go now, whatever its retry time (the ``payments.process`` task)."""
+    """Take one payment as far as it can go now, whatever its retry time (the ``payments.process`` task).
+
+    An unexpected error is counted on the payment (:func:`_processing_error`): the outcome says when to try
+    again, or that the payment was parked."""
     if not claim(ids=[payment_id], limit=1):
         current = Payment.objects.filter(id=payment_id).values_list("status", flat=True).first()
         return Outcome(current or "missing", busy=current in OPEN)
-    result = run([payment_id])
+    result = BatchResult()
+    try:
+        try:
+            _run([payment_id], result)
+        except UNAVAILABLE:
+            raise
+        except Exception as exc:
+            return _processing_error(payment_id, exc, may_park=True)
+    finally:
+        _lease_release([payment_id])
     status = result.statuses.get(payment_id) or "missing"
     return Outcome(status, retry_in=result.waits.get(payment_id) if status in OPEN else None)
 
@@ -480,7 +621,16 @@ def sweep(*, limit: int = 500) -> dict[str, int]:
     if not ids:
         _schedule_retry()
         return {"resumed": 0, "holds_released": 0}
-    before = dict(Payment.objects.filter(id__in=ids).values_list("id", "status"))
+    rows = list(Payment.objects.filter(id__in=ids).values_list("id", "status", "processing_errors"))
+    before = {payment_id: status for payment_id, status, _ in rows}
+    # Payments processed alone whose payments.process message was lost: hand them over again.
+    suspects = [payment_id for payment_id, _, errors in rows if errors]
+    if suspects:
+        _lease_release(suspects)
+        for payment_id in suspects:
+            services.process_send(payment_id)
+        ids = [i for i in ids if i not in set(suspects)]
+        before = {i: before[i] for i in ids}
     run(ids)
     resumed = sum(1 for s in before.values() if s in OPEN)
     released = Payment.objects.filter(

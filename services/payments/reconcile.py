@@ -8,8 +8,9 @@ payments still being worked on are left alone) and every ledger transaction with
 * ``amount_mismatch`` — its posted transaction moves another amount, currency or pair of accounts;
 * ``posting_without_settlement`` — a posted transaction's payment is not settled (and no longer in flight);
 * ``posting_without_payment`` — a posted (or pending) transaction whose reference is no payment at all;
-* ``hold_not_released`` — a pending hold of a payment that ended without settling, older than the
-  sweeper's delay.
+* ``hold_not_released`` — a pending hold of a payment that ended without settling (failed, rejected, canceled),
+  older than the sweeper's delay. Reconciliation **voids** these holds (one batch call to the ledger), records
+  each release (``payments.reconciliation.hold_voided``) and marks the payment's hold voided.
 
 Each mismatch is an audit event (``payments.reconciliation.mismatch``, outcome ``failure``); each run is
 one more (``payments.reconciliation.completed``), and the counts by kind are published for ``/metrics``
@@ -35,7 +36,7 @@ from prometheus_client.registry import Collector
 from services.kit.audit import audit_record
 from services.kit.logs import get_logger
 from services.payments.ledger import ledger
-from services.payments.models import Payment, PaymentStatus
+from services.payments.models import HoldStatus, Payment, PaymentStatus
 
 log = get_logger(__name__)
 
@@ -67,6 +68,7 @@ class Report:
     payments: int = 0
     ledger_transactions: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    holds_voided: int = 0  # hold_not_released mismatches whose hold reconciliation voided
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(KINDS, 0)
@@ -81,6 +83,7 @@ class Report:
             "payments": self.payments,
             "ledger_transactions": self.ledger_transactions,
             "mismatches": self.counts(),
+            "holds_voided": self.holds_voided,
             "first": [asdict(m) for m in self.mismatches[:20]],
         }
 
@@ -175,8 +178,46 @@ def reconcile(
                     f"a {txn.get('status')} ledger transaction for a payment that does not exist",
                 )
             )
+    report.holds_voided = _holds_void([m for m in out if m.kind == "hold_not_released"], payments)
     _record(report)
     return report
+
+
+def _holds_void(mismatches: list[Mismatch], payments: dict[str, Payment]) -> int:
+    """Void the holds of payments that ended without settling; audit each release; return how many."""
+    if not mismatches:
+        return 0
+    results = ledger().settle_many([m.ledger_transaction for m in mismatches], post=False)
+    voided = [m for m, item in zip(mismatches, results, strict=True) if item.get("status") == "voided"]
+    for mismatch, item in zip(mismatches, results, strict=True):
+        if item.get("status") != "voided":
+            log.error(
+                "payments.reconciliation_void_refused",
+                payment_id=mismatch.payment,
+                ledger_transaction=mismatch.ledger_transaction,
+                code=item.get("code"),
+            )
+    with transaction.atomic():
+        Payment.objects.filter(id__in=[m.payment for m in voided], hold_status=HoldStatus.PENDING).update(
+            hold_status=HoldStatus.VOIDED, next_attempt_at=None, updated_at=timezone.now()
+        )
+        for mismatch in voided:
+            payment = payments[mismatch.payment]
+            audit_record(
+                "payments.reconciliation.hold_voided",
+                object_type="payment",
+                object_id=mismatch.payment,
+                changes={"hold_status": ["pending", "voided"]},
+                metadata={
+                    "ledger_transaction": mismatch.ledger_transaction,
+                    "payment_status": str(payment.status),
+                    "code": payment.failure_code,
+                },
+                actor=ACTOR,
+            )
+    if voided:
+        log.warning("payments.reconciliation_holds_voided", count=len(voided))
+    return len(voided)
 
 
 def _record(report: Report) -> None:

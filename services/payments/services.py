@@ -32,6 +32,7 @@ from services.payments import idempotency
 from services.payments.api.serializers import payment_body
 from services.payments.errors import (
     AccountNotFound,
+    AmountTooLarge,
     CurrencyMismatch,
     InvalidAmount,
     PaymentNotCancelable,
@@ -52,6 +53,20 @@ def _check_amount(amount: Any) -> int:
     if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
         raise InvalidAmount("amount must be a positive integer in the currency's minor units (at most 2^63-1).")
     return amount
+
+
+def max_amount(currency: str) -> int:
+    """The largest amount a payment in ``currency`` may be created with (``PAYMENTS_MAX_AMOUNT(S)``)."""
+    return settings.PAYMENTS_MAX_AMOUNTS.get(currency, settings.PAYMENTS_MAX_AMOUNT)
+
+
+def _check_amount_limit(amount: int, currency: str) -> None:
+    limit = max_amount(currency)
+    if amount > limit:
+        raise AmountTooLarge(
+            f"amount {amount} is above the largest payment allowed in {currency} ({limit} minor units).",
+            extra={"max_amount": limit},
+        )
 
 
 def _check_currency(currency: Any) -> str:
@@ -159,6 +174,7 @@ def payment_create(
     """
     amount = _check_amount(amount)
     currency = _check_currency(currency)
+    _check_amount_limit(amount, currency)
     _check_accounts(source_account, destination_account, currency)
     now = timezone.now()
     payment = Payment(
@@ -300,6 +316,104 @@ def drain_send(*, countdown: float | None = None) -> bool:
     return True
 
 
+def process_send(payment_id: str, *, countdown: float | None = None) -> bool:
+    """Send ``payments.process`` for one payment (processed alone: it met an unexpected error in a batch);
+    False if the broker refused (the sweeper sends it again)."""
+    from workers.celery import app
+
+    try:
+        app.send_task(
+            "payments.process",
+            args=[payment_id],
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
+        )
+    except Exception as exc:
+        log.warning("payments.process_send_failed", payment_id=payment_id, error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+# A park that cannot rely on the row: status_history is repaired to an array if it is not one, and the events
+# carry the columns read back rather than the whole payment (see processing._park).
+_PARK_SQL = (
+    "UPDATE payments_payment SET status = 'failed', failure_code = %(code)s, failure_message = %(message)s,"
+    " processing_errors = %(errors)s, next_attempt_at = NULL, updated_at = %(now)s,"
+    " status_history = (CASE WHEN jsonb_typeof(status_history) = 'array' THEN status_history ELSE '[]'::jsonb END)"
+    "   || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', %(at)s::text))"
+    " WHERE id = %(id)s AND status IN ('created', 'screening', 'processing')"
+    " RETURNING amount, currency, source_account, destination_account, description, metadata, ledger_transaction,"
+    " hold_status, status_history, created_at"
+)
+
+
+def payment_park_raw(
+    *,
+    payment_id: str,
+    failure_code: str,
+    failure_message: str,
+    processing_errors: int,
+    next_attempt_at: None = None,
+) -> bool:
+    """Fail an open payment whose row the usual transition cannot handle (e.g. a column a DBA corrupted), with its
+    audit and domain events built from the columns read back; False if it was not open."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = db_execute(
+            _PARK_SQL,
+            {
+                "code": failure_code,
+                "message": failure_message,
+                "errors": processing_errors,
+                "now": now,
+                "at": isoformat(now),
+                "id": payment_id,
+            },
+        )
+        if not rows:
+            return False
+        amount, currency, source, destination, description, metadata, txn, hold_status, history, created = rows[0]
+        data = {
+            "id": payment_id,
+            "status": PaymentStatus.FAILED.value,
+            "amount": amount,
+            "currency": currency,
+            "source_account": source,
+            "destination_account": destination,
+            "description": description,
+            "metadata": metadata,
+            "ledger_transaction": txn or None,
+            "failure_code": failure_code,
+            "failure_message": failure_message,
+            "status_history": history,
+            "created_at": isoformat(created),
+            "updated_at": isoformat(now),
+        }
+        audit = audit_event(
+            "payments.payment.failed",
+            outcome="failure",
+            object_type="payment",
+            object_id=payment_id,
+            changes={"status": [None, "failed"]},
+            metadata={
+                "amount": amount,
+                "currency": currency,
+                "source_account": source,
+                "destination_account": destination,
+                "ledger_transaction": txn,
+                "hold_status": hold_status,
+                "code": failure_code,
+                "detail": failure_message,
+                "repaired": True,
+            },
+            context=audit_context(actor=WORKER),
+        )
+        event = {"type": "payment.failed", "occurred_at": isoformat(now), "data": data}
+        outbox_put_many([("events", event), ("audit", audit)])
+    return True
+
+
 def _apply(payment: Payment, to: str, fields: dict[str, Any], *, actor: dict[str, str] | None = WORKER) -> None:
     """Set the new status (and ``fields``), save, and write its events (caller holds the row lock)."""
     previous = payment.status
@@ -323,6 +437,7 @@ _MUTABLE = (
     ("failure_code", "text"),
     ("failure_message", "text"),
     ("attempts", "integer"),
+    ("processing_errors", "integer"),
     ("next_attempt_at", "timestamptz"),
     ("lease_until", "timestamptz"),
 )

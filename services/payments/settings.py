@@ -27,6 +27,11 @@ PAYMENTS_LEDGER_RETRIES = env.int("PAYMENTS_LEDGER_RETRIES", default=2)  # withi
 PAYMENTS_CURRENCIES = env.list(
     "PAYMENTS_CURRENCIES", default=["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "JPY", "CAD", "AUD"]
 )
+# The largest amount a payment may be created with, in minor units (422 amount_too_large above it): a hard cap
+# against absurd amounts, before any screening rule. PAYMENTS_MAX_AMOUNTS overrides it per currency, e.g.
+# "JPY=100000000000,KWD=1000000000". (Screening's currency limits, edited in the admin, come on top.)
+PAYMENTS_MAX_AMOUNT = env.int("PAYMENTS_MAX_AMOUNT", default=1_000_000_000_000)
+PAYMENTS_MAX_AMOUNTS = env.dict("PAYMENTS_MAX_AMOUNTS", cast={"value": int}, default={})
 # Idempotency keys: kept this long; an in-flight key whose request died is taken over after the lock.
 PAYMENTS_IDEMPOTENCY_TTL_HOURS = env.int("PAYMENTS_IDEMPOTENCY_TTL_HOURS", default=24)
 PAYMENTS_IDEMPOTENCY_LOCK_SECONDS = env.int("PAYMENTS_IDEMPOTENCY_LOCK_SECONDS", default=60)
@@ -47,6 +52,9 @@ PAYMENTS_KICK_DELAY = env.float("PAYMENTS_KICK_DELAY", default=0.1)
 PAYMENTS_DRAIN_GATHER = env.float("PAYMENTS_DRAIN_GATHER", default=0.1)
 # The sweeper resumes open payments untouched for this long whose worker is gone (no lease, no retry due).
 PAYMENTS_STALE_SECONDS = env.int("PAYMENTS_STALE_SECONDS", default=30)
+# A payment that meets an unexpected error in a batch is taken out of it and processed alone (payments.process),
+# with backoff; after this many unexpected errors it is parked: failed with processing_error, its hold voided.
+PAYMENTS_PROCESSING_ATTEMPTS = env.int("PAYMENTS_PROCESSING_ATTEMPTS", default=3)
 # Reconciliation against the ledger: payments created in this window (ending a minute ago).
 PAYMENTS_RECONCILE_WINDOW_HOURS = env.int("PAYMENTS_RECONCILE_WINDOW_HOURS", default=48)
 

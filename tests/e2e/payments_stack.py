@@ -124,8 +124,12 @@ def payments_stack(
     *,
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
+    ledger_via: Callable[[str], str] | None = None,
 ) -> PaymentsStack:
-    """Start the stack for one test (its clients live in the test's portal database, flushed after it)."""
+    """Start the stack for one test (its clients live in the test's portal database, flushed after it).
+
+    ``ledger_via`` maps the ledger's URL to the one the payments processes use instead (a fault-injecting proxy).
+    """
     own, own_secret = identity.client_create(
         name=f"payments-service-{uuid.uuid4().hex[:6]}",
         audiences=["ledger", "portal"],
@@ -146,7 +150,7 @@ def payments_stack(
     ledger = harness.web("ledger", env=common)
     env = {
         **common,
-        "LEDGER_URL": ledger.url or "",
+        "LEDGER_URL": ledger_via(ledger.url or "") if ledger_via else ledger.url or "",
         "PAYMENTS_CLIENT_ID": own.id,
         "PAYMENTS_CLIENT_SECRET": own_secret,
     }

@@ -54,6 +54,8 @@ def test_a_payment_is_accepted_at_once_as_created_with_its_events(api: PaymentsA
         ({"amount": "100"}, "invalid_amount", 422),
         ({"amount": True}, "invalid_amount", 422),
         ({"amount": 2**63}, "invalid_amount", 422),
+        ({"amount": 2**63 - 1}, "amount_too_large", 422),
+        ({"amount": 1_000_000_000_001}, "amount_too_large", 422),
         ({"currency": "XYZ"}, "unsupported_currency", 422),
         ({"currency": "eur"}, "unsupported_currency", 422),
         ({"currency": 978}, "unsupported_currency", 422),
@@ -175,3 +177,24 @@ def test_the_ledger_being_unreachable_at_creation_is_a_503_and_spends_no_key(api
     again = api.create(body(source, destination), key="k-503")
     assert again.status_code == 201, again.content
     assert "Idempotent-Replayed" not in again
+
+
+def test_the_largest_amount_is_a_setting_per_currency_with_a_default(api: PaymentsAPI, accounts, settings):
+    # given a default cap and a tighter one for EUR
+    source, destination = accounts
+    settings.PAYMENTS_MAX_AMOUNT = 5_000
+    settings.PAYMENTS_MAX_AMOUNTS = {"EUR": 2_000}
+
+    # then EUR payments are held to their own cap, inclusive, with the limit named in the problem
+    assert api.create(body(source, destination, amount=2_000)).status_code == 201
+    refused = api.create(body(source, destination, amount=2_001))
+    assert (refused.status_code, refused.json()["code"], refused.json()["max_amount"]) == (
+        422,
+        "amount_too_large",
+        2_000,
+    )
+    # and without a currency of its own, the default applies
+    settings.PAYMENTS_MAX_AMOUNTS = {"USD": 10}
+    assert api.create(body(source, destination, amount=5_000)).status_code == 201
+    assert api.create(body(source, destination, amount=5_001)).json()["code"] == "amount_too_large"
+    assert Payment.objects.filter(amount__gt=5_000).count() == 0
