@@ -6,13 +6,209 @@ kinds of poisoned item, several spellings of an inside address, several kinds of
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
 import pytest
+import redis
+
+from portal.audit.models import AuditEvent
+from portal.jobs.models import Job, JobState
+from portal.jobs.selectors import TaskFilters, failures_grouped
+from tests.e2e.payments_stack import PaymentsStack, payments_stack
+from tests.e2e.test_jobs_live import monitor
+from tests.harness import AtriumProcess, ProcessHarness
+from tests.proxy import LedgerProxy
+from workers.base import TaskFailed
+from workers.celery import app
+from workers.tracking import tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # 1. Poison isolation: one item never stops a batch
+
+
+@pytest.fixture
+def stream(settings: Any) -> Iterator[str]:
+    """This test's job-tracking stream (the monitor records only what this test's processes do)."""
+    name = f"atrium:jobs:hostile-{uuid.uuid4().hex[:8]}"
+    settings.JOBS_STREAM = name
+    yield name
+    tracker.close()
+    redis.Redis.from_url(settings.REDIS_URL).delete(name)
+
+
+@pytest.fixture
+def ledger_proxy() -> Iterator[dict[str, LedgerProxy]]:
+    """A proxy between the payments processes and the live ledger, made when the stack starts the ledger."""
+    made: dict[str, LedgerProxy] = {}
+    yield made
+    for proxy in made.values():
+        proxy.stop()
+
+
+def _poison_stack(harness: ProcessHarness, portal: AtriumProcess, stream: str, made: dict[str, LedgerProxy]):
+    def via(url: str) -> str:
+        made["proxy"] = LedgerProxy(url)
+        return made["proxy"].url
+
+    return payments_stack(
+        harness, portal, extra_env={"JOBS_STREAM": stream, "PAYMENTS_STALE_SECONDS": "5"}, ledger_via=via
+    )
+
+
+def _pay_many(stack: PaymentsStack, pairs: list[tuple[str, str, int]]) -> list[str]:
+    return [stack.pay(source, destination, amount)["id"] for source, destination, amount in pairs]
+
+
+def _statuses(stack: PaymentsStack, ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    rows = stack.payments_sql(
+        "SELECT id, status, failure_code, hold_status FROM payments_payment WHERE id = ANY(%s)", [ids]
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def _parked_total(stack: PaymentsStack) -> float:
+    """``atrium_payments_parked_total`` as the payments service's ``/metrics`` shows it."""
+    text = httpx.get(f"{stack.payments.url}/metrics", timeout=10).text
+    (line,) = [line for line in text.splitlines() if line.startswith("atrium_payments_parked_total ")]
+    return float(line.split()[1])
+
+
+def test_poisoned_payments_among_200_are_parked_alone_while_the_others_settle_in_the_usual_time(
+    harness: ProcessHarness, live_portal: AtriumProcess, stream: str, ledger_proxy: dict[str, LedgerProxy]
+):
+    # given the payments stack, its worker reaching the ledger through a proxy, and the job monitor recording
+    stack = _poison_stack(harness, live_portal, stream, ledger_proxy)
+    proxy = ledger_proxy["proxy"]
+    monitor(harness, stream)
+    source = stack.funded(10_000_000)
+    destinations = [stack.account() for _ in range(10)]
+
+    # the usual time: 200 clean payments, created and settled
+    started = time.monotonic()
+    _pay_many(stack, [(source, destinations[n % 10], 100 + n) for n in range(200)])
+    stack.wait_until(lambda: stack.statuses().get("settled", 0) == 200, 120, "200 clean payments to settle")
+    usual = time.monotonic() - started
+
+    # when 200 more run with three poisoned among them, each of another kind: the ledger fails (500) on one's
+    # posting; it answers one's posting with a malformed body; it applies one's hold but the answer is lost (500)
+    pairs = [(source, destinations[n % 10], 1_000 + n) for n in range(200)]
+    parked_before = _parked_total(stack)
+    started = time.monotonic()
+    ids = _pay_many(stack, pairs[:60])
+    poisoned = _pay_many(stack, pairs[60:63])
+    proxy.fail_posting_of({poisoned[0]})
+    proxy.garble_posting_of({poisoned[1]})
+    proxy.apply_then_fail_hold_of({poisoned[2]})
+    ids += _pay_many(stack, pairs[63:])
+    others = [i for i in ids if i not in poisoned]
+
+    # then the 197 others settle in the usual time (bounded by twice the clean run, and a margin for the splits)
+    stack.wait_until(
+        lambda: all(s[0] == "settled" for s in _statuses(stack, others).values()),
+        2 * usual + 10,
+        f"the 197 others to settle within twice the usual {usual:.1f} s",
+    )
+    took = time.monotonic() - started
+    assert took <= 2 * usual + 10, (took, usual)
+
+    # and each poisoned one is parked alone: failed with processing_error, its hold voided in the ledger
+    def parked() -> bool:
+        return all(s[:2] == ("failed", "processing_error") for s in _statuses(stack, poisoned).values())
+
+    stack.wait_until(parked, 60, "the three poisoned payments to be parked")
+    holds = stack.ledger_sql(
+        "SELECT reference, status FROM ledger_transaction WHERE reference = ANY(%s) ORDER BY reference", [poisoned]
+    )
+    assert sorted(holds) == sorted((p, "voided") for p in poisoned)  # each had a hold, and none is left pending
+    assert {s[2] for s in _statuses(stack, poisoned).values()} == {"voided"}
+    assert sum(stack.balance(d)["balance"] for d in destinations) == sum(100 + n for n in range(200)) + sum(
+        amount for _, _, amount in pairs[:60] + pairs[63:]
+    )
+    assert stack.balance(source)["debits_pending"] == 0
+
+    # the park is audited in the portal's trail, counted on /metrics, and each is a failed job in the dashboard
+    def audited() -> set[str]:
+        rows = AuditEvent.objects.filter(action="payments.payment.failed", object_id__in=poisoned)
+        return {r.object_id for r in rows if r.metadata.get("code") == "processing_error"}
+
+    stack.wait_until(lambda: audited() == set(poisoned), 60, "the parks to be in the audit trail")
+    assert _parked_total(stack) == parked_before + 3
+
+    def parked_jobs() -> set[str]:
+        failed = Job.objects.filter(name="payments.process", state=JobState.FAILED, exception_type="PaymentParked")
+        return {job.args[0] for job in failed}
+
+    stack.wait_until(lambda: parked_jobs() == set(poisoned), 60, "the parks to be failed jobs in the dashboard")
+    (group,) = [g for g in failures_grouped(TaskFilters()) if g["exception_type"] == "PaymentParked"]
+    assert (group["name"], group["count"]) == ("payments.process", 3)
+
+    # and exceptions raised from tasks are JSON-safe: one that cannot be rebuilt from its args (the shape of the
+    # probe's LedgerRefused) reaches the caller and the dashboard named for what it was, never as a wrapper
+    probe = app.send_task("payments.probe", kwargs={"outcome": "unportable"})
+    with pytest.raises(TaskFailed, match="ProbeRefused: probe_refused"):
+        probe.get(timeout=30)
+    stack.wait_until(
+        lambda: Job.objects.filter(task_id=probe.id, state=JobState.FAILED, exception_type="ProbeRefused").exists(),
+        30,
+        "the probe's failure in the dashboard",
+    )
+    for worker in stack.workers:
+        assert "UnpickleableExceptionWrapper" not in worker.output()
+
+
+def test_items_the_ledger_refuses_fail_alone_with_its_code_whether_it_refuses_the_item_or_the_whole_call(
+    harness: ProcessHarness, live_portal: AtriumProcess, stream: str, ledger_proxy: dict[str, LedgerProxy]
+):
+    # given a destination whose posted total is 5 short of 2^63-1 (the probe's example, generalised), and a
+    # ledger that refuses a whole hold batch because of one payment in it
+    stack = _poison_stack(harness, live_portal, stream, ledger_proxy)
+    proxy = ledger_proxy["proxy"]
+    source, shop = stack.funded(1_000_000), stack.account()
+    void = stack.account(allow_negative=True)
+    full = stack.account()
+    response = stack.ledger_http.post(
+        "/api/v1/transactions",
+        json={
+            "reference": f"fill-{uuid.uuid4().hex}",
+            "postings": [
+                {"account": void, "direction": "debit", "amount": 2**63 - 6},
+                {"account": full, "direction": "credit", "amount": 2**63 - 6},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+
+    # when payments run among good ones: two would overflow their destination when posted; one is refused whole
+    ids = _pay_many(stack, [(source, shop, 100 + n) for n in range(20)])
+    overflow = _pay_many(stack, [(source, full, 7), (source, full, 9)])
+    refused = _pay_many(stack, [(source, shop, 55)])
+    proxy.refuse_batch_with(set(refused), code="reference_quarantined")
+    ids += _pay_many(stack, [(source, shop, 200 + n) for n in range(20)])
+
+    # then the good ones settle, and each refused one fails alone with the ledger's code, its hold voided
+    def done() -> bool:
+        return all(s[0] in ("settled", "failed") for s in _statuses(stack, ids + overflow + refused).values())
+
+    stack.wait_until(done, 60, "every payment to end")
+    statuses = _statuses(stack, ids + overflow + refused)
+    assert {statuses[i][0] for i in ids} == {"settled"}
+    assert [statuses[i] for i in overflow] == [("failed", "invalid_amount", "voided")] * 2
+    assert [statuses[i][:2] for i in refused] == [("failed", "reference_quarantined")]
+    assert stack.balance(full)["credits_pending"] == 0
+    assert stack.balance(full)["credits_posted"] == 2**63 - 6
+    # and an absurd amount is refused when the payment is created
+    absurd = stack.payments_http.post(
+        "/api/v1/payments",
+        json={"amount": 2**63 - 1, "currency": "EUR", "source_account": void, "destination_account": shop},
+    )
+    assert (absurd.status_code, absurd.json()["code"]) == (422, "amount_too_large")
 
 
 # ----------------------------------------------------------------------------------------------------------
