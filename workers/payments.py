@@ -92,9 +92,15 @@ def domain_event(events: list[Any]) -> int:
     """
     from services.kit.outbox import event_expand
 
+    delivered = 0
     for item in events:
-        event = event_expand(item)
+        try:
+            event = event_expand(item)
+        except Exception as exc:  # one malformed event is logged, never the reason the others are not delivered
+            log.error("payments.domain_event_malformed", error=f"{type(exc).__name__}: {exc}"[:300])
+            continue
         log.info(
             "payments.domain_event", type=event.get("type"), event_id=event.get("id"), seq=event.get("service_seq")
         )
-    return len(events)
+        delivered += 1
+    return delivered
