@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from io import StringIO
 
@@ -28,6 +29,24 @@ def test_openapi_schema_is_served(client):
     assert any(path.startswith("/api/v1/") for path in schema["paths"])
     # and documents the bearer-token scheme every service verifies
     assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_openapi_schema_is_valid_and_documents_every_error_as_a_problem(client):
+    # the schema passes OpenAPI validation without a warning
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    # and every operation documents the problems the kit may answer it with, as application/problem+json
+    operations = [(path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
+    assert operations
+    for path, method, operation in operations:
+        responses = operation["responses"]
+        assert {"400", "401", "403", "404", "429", "503"} <= set(responses), (method, path)
+        if method in ("post", "put", "patch", "delete"):
+            assert {"409", "413", "415", "422"} <= set(responses), (method, path)
+        for status, response in responses.items():
+            if status.startswith(("4", "5")):
+                assert list(response["content"]) == ["application/problem+json"], (method, path, status)
 
 
 def test_api_docs_load_their_assets_from_this_service_not_a_cdn(client):

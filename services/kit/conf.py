@@ -217,6 +217,10 @@ def kit_settings(
             "REDOC_DIST": "SIDECAR",
             "COMPONENT_SPLIT_REQUEST": True,
             "SCHEMA_PATH_PREFIX": r"/api/v1",
+            "POSTPROCESSING_HOOKS": [
+                "drf_spectacular.hooks.postprocess_schema_enums",
+                "services.kit.schema.problem_responses",
+            ],
         },
         # Identity: services verify portal-issued JWTs locally against the JWKS.
         "JWT_ISSUER": env.str("JWT_ISSUER", default="atrium-portal"),

@@ -6,6 +6,7 @@ from tests.service_contract import (  # noqa: F401  (pytest collects the importe
     test_metrics_are_prometheus_text,
     test_migrations_match_the_models,
     test_openapi_schema_is_served,
+    test_openapi_schema_is_valid_and_documents_every_error_as_a_problem,
     test_readiness_checks_database_and_broker,
     test_unknown_route_is_a_problem_document,
     test_whoami_needs_a_token,
