@@ -93,7 +93,7 @@ class InstanceAdmin(admin.ModelAdmin):
 @admin.register(HealthCheck)
 class HealthCheckAdmin(admin.ModelAdmin):
     list_display = ["service", "status", "http_status", "latency_ms", "error", "checked_at"]
-    list_filter = ["status", "service"]
+    list_filter = ["status", "error", "service"]
     date_hierarchy = "checked_at"
     readonly_fields = [f.name for f in HealthCheck._meta.fields]
 

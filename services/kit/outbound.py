@@ -488,6 +488,8 @@ def outbound_request(
                             break
             finally:
                 response.close()
+    except httpx.InvalidURL:  # a path or query httpx will not send (the host was read above)
+        return OutboundResult(error=INVALID_URL)
     except httpx.HTTPError as exc:
         error = TIMEOUT if deadline.fired else _error_class(exc)
         elapsed = int((time.monotonic() - started) * 1000) if error == TIMEOUT else None
