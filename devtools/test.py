@@ -88,6 +88,8 @@ def main(args: list[str]) -> int:
                 PYTHONUNBUFFERED="1",
                 **{f"{name.upper()}_DATABASE_URL": infra.service_database_url(f"atrium_{name}")},
             )
+            # Tests run their services on loopback: the outbound guard may reach it (a test can still say otherwise).
+            env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
             if os.environ.get("ATRIUM_SKIP_SLOW"):
                 options = [*options, "-m", "not slow"]
             junit = var_dir / f"junit-{name}.xml"

@@ -92,6 +92,9 @@ def main(argv: list[str]) -> int:
         for name, url in urls.items():
             env.setdefault(f"{name.upper()}_URL", url)
         env.setdefault("ATRIUM_PORTAL_URL", urls["portal"])
+        # Every service runs on this machine's loopback: the portal may poll their health URLs there (and only
+        # there: other inside addresses stay refused by the kit's outbound guard).
+        env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
 
         # honcho gets its own session: a Ctrl-C (or SIGTERM) reaches only this runner,
         # which asks honcho once to stop every process, then stops the embedded servers.

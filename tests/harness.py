@@ -67,6 +67,8 @@ def base_env(service: str, database_url: str, **extra: str) -> dict[str, str]:
         ATRIUM_VAR_DIR=str(settings.ATRIUM_VAR_DIR),
         **{f"{service.upper()}_DATABASE_URL": database_url},
     )
+    # Test services run on loopback: the portal's outbound guard may poll them there (``extra`` may say otherwise).
+    env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
     env.update(extra)
     return env
 

@@ -66,16 +66,17 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """Serves ``respond(seen)`` on a free port in a background thread until :meth:`stop`."""
+    """Serves ``respond(seen)`` on ``host`` (127.0.0.1) and a free port (or ``port``) in a background thread until
+    :meth:`stop`."""
 
-    def __init__(self, respond: Responder) -> None:
+    def __init__(self, respond: Responder, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.respond = respond
         self.requests: list[Seen] = []
         self.lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((host, port), _Handler)
         self._server.owner = self
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self.running = True

@@ -1,14 +1,18 @@
-"""Catalog admin: operators edit services and teams; instances are what heartbeats say (read-only)."""
+"""Catalog admin: operators edit services and teams; instances are what heartbeats say (read-only); health
+checks are a status code and an error class."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest
 
+from portal.catalog.errors import HealthURLRefused
 from portal.catalog.models import Dependency, HealthCheck, Instance, Service, Team
+from portal.catalog.services import health_url_check
 
 
 class DependencyInline(admin.TabularInline):
@@ -30,8 +34,23 @@ class InstanceInline(admin.TabularInline):
         return False
 
 
+class ServiceForm(forms.ModelForm):
+    """The admin's service form refuses the health URLs registration refuses (``health_url_check``); the
+    admin gives it its model and fields."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "health_url" in cleaned and "base_url" in cleaned:
+            try:
+                health_url_check(health_url=cleaned["health_url"], base_url=cleaned["base_url"])
+            except HealthURLRefused as refused:
+                self.add_error("health_url", forms.ValidationError(refused.detail, code=refused.code))
+        return cleaned
+
+
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
+    form = ServiceForm
     # A URL typed without a scheme is read as https (Django 6's default, chosen now).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
@@ -73,8 +92,8 @@ class InstanceAdmin(admin.ModelAdmin):
 
 @admin.register(HealthCheck)
 class HealthCheckAdmin(admin.ModelAdmin):
-    list_display = ["service", "status", "http_status", "latency_ms", "detail", "checked_at"]
-    list_filter = ["status", "service"]
+    list_display = ["service", "status", "http_status", "latency_ms", "error", "checked_at"]
+    list_filter = ["status", "error", "service"]
     date_hierarchy = "checked_at"
     readonly_fields = [f.name for f in HealthCheck._meta.fields]
 

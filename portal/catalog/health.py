@@ -7,8 +7,12 @@ in a bounded thread pool (``CATALOG_HEALTH_CONCURRENCY``), each with its own tim
 its timeout and delays no other. Each result is stored (:class:`~portal.catalog.models.HealthCheck`):
 
 * ``passing`` — a 2xx answer within ``CATALOG_HEALTH_SLOW_MS``;
-* ``warning`` — a 2xx answer slower than that, or a 3xx/4xx other than 429;
-* ``critical`` — 429, 5xx, a timeout, a refused or broken connection.
+* ``warning`` — a 2xx answer slower than that, or a 3xx/4xx other than 429 (redirects are not followed);
+* ``critical`` — 429, 5xx, a timeout, a refused or broken connection, a TLS or DNS failure, or a URL the
+  kit's outbound guard refuses (``blocked``: an address inside the network that is not allow-listed).
+
+Every request goes through the kit's outbound guard (``services/kit/outbound.py``); a check keeps the status
+code and the guard's error class, never anything of the answer's body or an exception's text.
 
 :func:`instances_mark` turns an instance that missed three heartbeats ``critical``, and one silent for
 ``CATALOG_INSTANCE_GONE_SECONDS`` — or replaced by a newer instance on its host (a restart) — ``gone``; a heartbeat
@@ -23,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from portal.catalog.models import HealthCheck, HealthStatus, Instance, InstanceStatus, Service
 from services.kit.logs import get_logger
+from services.kit.outbound import BLOCKED, outbound_request
 
 log = get_logger(__name__)
 
@@ -40,32 +44,26 @@ class Probe:
     status: str
     http_status: int | None
     latency_ms: int | None
-    detail: str
+    error: str  # the guard's error class, or blank
 
 
 def _setting(name: str, default: float) -> float:
     return float(getattr(settings, name, default))
 
 
-def probe(slug: str, url: str, client: httpx.Client) -> Probe:
-    """One check of ``url`` (never raises: a failure is a ``critical`` result)."""
-    started = time.monotonic()
-    try:
-        response = client.get(url)
-    except httpx.TimeoutException:
-        elapsed = int((time.monotonic() - started) * 1000)
-        return Probe(slug, HealthStatus.CRITICAL, None, elapsed, "timed out")
-    except httpx.HTTPError as exc:
-        return Probe(slug, HealthStatus.CRITICAL, None, None, f"{type(exc).__name__}: {exc}"[:500])
-    latency = int((time.monotonic() - started) * 1000)
-    code = response.status_code
+def probe(slug: str, url: str) -> Probe:
+    """One check of ``url`` through the kit's outbound guard (never raises: a failure is a ``critical`` result
+    with its error class). Nothing of the answer is read but its status."""
+    timeout = _setting("CATALOG_HEALTH_TIMEOUT", 3.0)
+    result = outbound_request("GET", url, connect_timeout=timeout, timeout=timeout, max_bytes=0)
+    code = result.status_code
+    if code is None:
+        return Probe(slug, HealthStatus.CRITICAL, None, result.elapsed_ms, result.error or "")
     if 200 <= code < 300:
-        slow = latency > _setting("CATALOG_HEALTH_SLOW_MS", 1000)
-        return Probe(
-            slug, HealthStatus.WARNING if slow else HealthStatus.PASSING, code, latency, "slow" if slow else ""
-        )
+        slow = (result.elapsed_ms or 0) > _setting("CATALOG_HEALTH_SLOW_MS", 1000)
+        return Probe(slug, HealthStatus.WARNING if slow else HealthStatus.PASSING, code, result.elapsed_ms, "")
     status = HealthStatus.CRITICAL if code == 429 or code >= 500 else HealthStatus.WARNING
-    return Probe(slug, status, code, latency, response.text[:200])
+    return Probe(slug, status, code, result.elapsed_ms, result.error or "")
 
 
 def due(now: dt.datetime) -> list[Service]:
@@ -85,14 +83,10 @@ def health_poll(*, services: list[Service] | None = None) -> dict[str, Any]:
     targets = due(now) if services is None else services
     if not targets:
         return {"checked": 0}
-    timeout = _setting("CATALOG_HEALTH_TIMEOUT", 3.0)
     workers = max(1, min(len(targets), int(_setting("CATALOG_HEALTH_CONCURRENCY", 8))))
     started = time.monotonic()
-    with (
-        httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False) as client,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="catalog-health") as pool,
-    ):
-        results = list(pool.map(lambda s: probe(s.slug, s.health_url, client), targets))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="catalog-health") as pool:
+        results = list(pool.map(lambda s: probe(s.slug, s.health_url), targets))
     checked_at = timezone.now()
     by_slug = {s.slug: s for s in targets}
     with transaction.atomic():
@@ -103,7 +97,7 @@ def health_poll(*, services: list[Service] | None = None) -> dict[str, Any]:
                     status=r.status,
                     http_status=r.http_status,
                     latency_ms=r.latency_ms,
-                    detail=r.detail,
+                    error=r.error,
                     checked_at=checked_at,
                 )
                 for r in results
@@ -119,6 +113,10 @@ def health_poll(*, services: list[Service] | None = None) -> dict[str, Any]:
     failing = sorted(r.slug for r in results if r.status == HealthStatus.CRITICAL)
     if failing:
         log.warning("catalog.health_critical", services=failing)
+    blocked = sorted(r.slug for r in results if r.error == BLOCKED)
+    if blocked:
+        # An operator's hint: a service inside the network whose network is not allow-listed lands here too.
+        log.warning("catalog.health_blocked", services=blocked, setting="ATRIUM_OUTBOUND_ALLOW_NETWORKS")
     return counts
 
 

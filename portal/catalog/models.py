@@ -14,6 +14,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+from services.kit import outbound
+
 SLUG_REGEX = r"^[a-z][a-z0-9-]{0,49}$"
 SLUG_HELP = "1 to 50 characters: lower-case letters, digits and dashes, a letter first."
 slug_validator = RegexValidator(SLUG_REGEX, SLUG_HELP)
@@ -149,21 +151,45 @@ class HealthStatus(models.TextChoices):
     CRITICAL = "critical"
 
 
+# What went wrong in a check: the outbound guard's error class, never a response body or an exception's text
+# (either would show what answers inside the network, or tell an open port from a closed one).
+HEALTH_ERRORS = outbound.ERRORS
+HEALTH_ERROR_LABELS = {
+    outbound.INVALID_URL: "not a URL the portal polls",
+    outbound.BLOCKED: "an address the outbound guard refuses (not allow-listed)",
+    outbound.DNS: "the name did not resolve",
+    outbound.REFUSED: "connection refused",
+    outbound.TIMEOUT: "no complete answer in time",
+    outbound.TLS: "TLS handshake or certificate check failed",
+    outbound.CONNECTION: "connection broken, or not HTTP",
+    outbound.STATUS: "answered, not with 2xx",
+}
+
+
 class HealthCheck(models.Model):
-    """One poll of a service's health URL."""
+    """One poll of a service's health URL: a status code and an error class, nothing of the answer."""
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="health_checks")
     status = models.CharField(max_length=8, choices=HealthStatus.choices)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    detail = models.CharField(max_length=500, blank=True, default="")
+    error = models.CharField(
+        max_length=12,
+        blank=True,
+        default="",
+        choices=[(e, HEALTH_ERROR_LABELS[e]) for e in HEALTH_ERRORS],
+        help_text="Blank, or what failed: timeout, refused, dns, tls, connection, status, blocked, invalid_url.",
+    )
     checked_at = models.DateTimeField()
 
     class Meta:
         db_table = "catalog_health_check"
         ordering = ["-checked_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=HealthStatus.values), name="catalog_health_check_status")
+            models.CheckConstraint(condition=Q(status__in=HealthStatus.values), name="catalog_health_check_status"),
+            models.CheckConstraint(
+                condition=Q(error="") | Q(error__in=HEALTH_ERRORS), name="catalog_health_check_error_class"
+            ),
         ]
         indexes = [models.Index(fields=["service", "checked_at"], name="catalog_health_service_time")]
 

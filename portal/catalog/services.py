@@ -3,7 +3,7 @@
 A registration is idempotent: a process registers at every start with the manifest in its code, and only a
 change is written (and audited). The first machine client to register a slug owns it: another client's
 registration or heartbeat is refused (an operator can hand the service over in the admin by clearing
-``registered_by``).
+``registered_by``). A health URL must be one the portal may poll (:func:`health_url_check`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,16 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from portal.catalog.errors import ServiceNotFound, ServiceRegisteredByAnotherClient
+from portal.catalog.errors import (
+    HEALTH_URL_BLOCKED,
+    HEALTH_URL_FOREIGN_HOST,
+    HEALTH_URL_INVALID,
+    HealthURLRefused,
+    ServiceNotFound,
+    ServiceRegisteredByAnotherClient,
+)
 from portal.catalog.models import Dependency, Instance, Service, Team
+from services.kit import outbound
 from services.kit.audit import audit_record
 from services.kit.logs import get_logger
 
@@ -81,6 +89,57 @@ def _dependency_keys(items: list[dict[str, str]]) -> list[tuple[str, str]]:
     return sorted(keys)
 
 
+def health_url_check(*, health_url: str, base_url: str) -> None:
+    """Refuse a health URL the portal must not poll (:class:`HealthURLRefused`): one the kit's outbound guard
+    cannot read, one whose host is an address the guard refuses (in any spelling), and one that is neither on
+    the host of the service's own base URL nor an address in an allow-listed network. A host name is checked
+    against the addresses it resolves to when it is polled, not here (they may change)."""
+    if not health_url:
+        return
+    try:
+        url = outbound.url_parse(health_url)
+    except outbound.OutboundRefused as refused:
+        raise HealthURLRefused(
+            HEALTH_URL_INVALID,
+            "Not a URL the portal polls: http or https, no user name or password, at most "
+            f"{outbound.MAX_URL_LENGTH} characters, a plain host name (xn-- for international ones) or an IP "
+            "address (IPv6 in brackets, without a zone).",
+        ) from refused
+    if url.address is not None and not outbound.address_allowed(url.address):
+        raise HealthURLRefused(
+            HEALTH_URL_BLOCKED,
+            f"{url.address} is a loopback, private, link-local or otherwise reserved address and is not in "
+            "ATRIUM_OUTBOUND_ALLOW_NETWORKS.",
+        )
+    if url.address is not None and any(url.address in net for net in outbound.allow_networks()):
+        return
+    base_host = _url_host(base_url)
+    if base_host is None or base_host != url.host:
+        raise HealthURLRefused(
+            HEALTH_URL_FOREIGN_HOST,
+            f"The health URL's host {url.host!r} must be the host of the service's base URL "
+            f"({base_host or 'none given'}), or an address in ATRIUM_OUTBOUND_ALLOW_NETWORKS.",
+        )
+
+
+def manifest_health_url_check(*, manifest: dict[str, Any], service: Service | None) -> None:
+    """:func:`health_url_check` of the health and base URLs ``service`` (None: a new one) would have once
+    ``manifest`` is registered: a new base URL moves the host its health URL must be on."""
+    if "health_url" in manifest or "base_url" in manifest:
+        health_url_check(
+            health_url=manifest.get("health_url", service.health_url if service else ""),
+            base_url=manifest.get("base_url", service.base_url if service else ""),
+        )
+
+
+def _url_host(url: str) -> str | None:
+    """``url``'s host as the guard reads it (the same address in any spelling is the same host)."""
+    try:
+        return outbound.url_parse(url).host if url else None
+    except outbound.OutboundRefused:
+        return None
+
+
 def service_register(*, slug: str, manifest: dict[str, Any], client_id: str | None) -> Registration:
     """Create or update ``slug`` from ``manifest`` (validated); ``client_id`` is the registering machine client
     (None: a user, e.g. an operator in the API)."""
@@ -93,6 +152,7 @@ def service_register(*, slug: str, manifest: dict[str, Any], client_id: str | No
             raise _not_yours(slug, "update the service")
         elif client_id is not None and not service.registered_by:
             service.registered_by = client_id
+        manifest_health_url_check(manifest=manifest, service=None if created else service)
         changed: dict[str, list[Any]] = {}
         for name in SERVICE_FIELDS:
             if name in manifest and getattr(service, name) != manifest[name]:

@@ -14,10 +14,13 @@ what is particular to it. Environment (12-factor):
     As in Django; ``DEBUG`` is off unless ``ATRIUM_ENV=dev``.
 ``JWT_ISSUER``, ``JWT_JWKS_URL``
     Where services fetch the portal's public keys from.
+``ATRIUM_OUTBOUND_ALLOW_NETWORKS``
+    Networks (CIDRs) that requests to URLs others chose may reach besides public addresses.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,20 @@ def _database(service: str) -> dict[str, Any]:
     config["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
     config["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
     return config
+
+
+def outbound_allow_networks() -> list[str]:
+    """``ATRIUM_OUTBOUND_ALLOW_NETWORKS``: comma-separated CIDRs (``127.0.0.1/32,10.0.0.0/8``), checked here so
+    a typo stops the process instead of silently allowing nothing (or more than meant)."""
+    networks = []
+    for value in env.list("ATRIUM_OUTBOUND_ALLOW_NETWORKS", default=[]):
+        try:
+            networks.append(str(ipaddress.ip_network(value.strip())))
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"ATRIUM_OUTBOUND_ALLOW_NETWORKS: {value!r} is not a network (CIDR, host bits zero): {exc}"
+            ) from exc
+    return networks
 
 
 def kit_settings(
@@ -260,6 +277,9 @@ def kit_settings(
         "ATRIUM_CATALOG_REGISTER": env.bool("ATRIUM_CATALOG_REGISTER", default=True),
         # Until the portal's first answer says otherwise (each heartbeat's answer carries the interval).
         "ATRIUM_CATALOG_HEARTBEAT_SECONDS": env.float("ATRIUM_CATALOG_HEARTBEAT_SECONDS", default=10.0),
+        # Requests to URLs others chose (catalog health URLs, webhook endpoints) reach public addresses only, and
+        # these networks (CIDRs) besides: services/kit/outbound.py. Empty by default; `make up` allows 127.0.0.1/32.
+        "ATRIUM_OUTBOUND_ALLOW_NETWORKS": outbound_allow_networks(),
         # Job tracking: every process appends its tasks' life-cycle events to this Redis stream, which the
         # portal's job monitor reads (workers/tracking.py, portal/jobs/monitor.py).
         "JOBS_TRACKING": env.bool("JOBS_TRACKING", default=True),

@@ -224,7 +224,7 @@ def test_health_history_is_paged_newest_first_and_filtered_by_time_and_status(re
     assert [len(p) for p in pages] == [3, 3, 1]
     seen = [c for p in pages for c in p]
     assert [c["latency_ms"] for c in seen] == [10, 11, 12, 13, 14, 15, 16]  # newest first, each once
-    assert seen[0].keys() == {"checked_at", "status", "http_status", "latency_ms", "detail"}
+    assert seen[0].keys() == {"checked_at", "status", "http_status", "latency_ms", "error"}
     window = {"since": (now - 4 * MINUTE).isoformat(), "until": (now - MINUTE).isoformat()}  # [since, until)
     assert [c["latency_ms"] for c in reader.get(url, window).json()["results"]] == [12, 13, 14]
     critical = reader.get(url, {"status": "critical"}).json()["results"]

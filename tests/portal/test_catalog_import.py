@@ -19,6 +19,7 @@ services:
     team: {slug: risk, name: Risk}
     tier: 1
     lifecycle: production
+    base_url: https://fraud.example
     health_url: https://fraud.example/health
     dependencies:
       - resource: vendor-api

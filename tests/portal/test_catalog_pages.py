@@ -58,7 +58,7 @@ def _checks(service: Service, *statuses: str, every: dt.timedelta = dt.timedelta
     HealthCheck.objects.bulk_create(
         [
             HealthCheck(service=service, status=s, http_status=200 if s == "passing" else 503, latency_ms=12,
-                        detail="" if s == "passing" else "database unavailable", checked_at=now - i * every)
+                        error="" if s == "passing" else "status", checked_at=now - i * every)
             for i, s in enumerate(statuses)
         ]
     )  # fmt: skip
@@ -303,7 +303,8 @@ def test_the_service_page_shows_instances_checks_links_and_drift_both_ways(catal
     # the health history chart and the recent checks
     assert '<svg xmlns="http://www.w3.org/2000/svg" id="catalog-health-chart"' in page
     assert 'class="bucket bucket-critical"' in page
-    assert "database unavailable" in page
+    checks = re.search(r'id="service-checks".*?</table>', page, re.S).group(0)
+    assert re.search(r'<td class="num">503</td>.*?<span title="answered, not with 2xx">status</span>', checks, re.S)
     assert "75.00 %" in page
     # depended on by payments (declared and called) and webhooks (called, not declared)
     incoming = re.search(r'id="service-incoming".*?</table>', page, re.S).group(0)

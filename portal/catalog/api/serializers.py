@@ -11,7 +11,16 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from portal.catalog.api.selectors import HOURS_WINDOW_MAX
-from portal.catalog.models import SLUG_REGEX, HealthCheck, Instance, InstanceStatus, Lifecycle, Service, Team
+from portal.catalog.models import (
+    HEALTH_ERRORS,
+    SLUG_REGEX,
+    HealthCheck,
+    Instance,
+    InstanceStatus,
+    Lifecycle,
+    Service,
+    Team,
+)
 from portal.catalog.status import STATUSES, instance_status, service_status
 from services.kit.serializers import StrictSerializer
 
@@ -211,10 +220,19 @@ class TeamSerializer(serializers.ModelSerializer):
 
 
 class HealthCheckSerializer(serializers.ModelSerializer):
+    error = serializers.SerializerMethodField(
+        help_text="What failed (null: nothing): the outbound guard's error class. Nothing of the answer's body, "
+        "nor an exception's text, is kept."
+    )
+
     class Meta:
         model = HealthCheck
-        fields = ["checked_at", "status", "http_status", "latency_ms", "detail"]
+        fields = ["checked_at", "status", "http_status", "latency_ms", "error"]
         read_only_fields = fields
+
+    @extend_schema_field({**_enum(HEALTH_ERRORS), "nullable": True})
+    def get_error(self, obj: HealthCheck) -> str | None:
+        return obj.error or None
 
 
 class HealthWindowSerializer(serializers.Serializer):

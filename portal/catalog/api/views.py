@@ -110,7 +110,16 @@ class ServiceDetailView(CatalogRead, APIView):
         context = {**self.status_context(), "uptime": uptime([service])}
         return Response(ServiceSerializer(service, context=context).data)
 
-    @extend_schema(request=ManifestSerializer, responses={200: ServiceSerializer, 201: ServiceSerializer})
+    @extend_schema(
+        request=ManifestSerializer,
+        responses={
+            200: ServiceSerializer,
+            201: ServiceSerializer,
+            (422, PROBLEM): OpenApiResponse(
+                ProblemSerializer, description="health_url_invalid, health_url_blocked, health_url_foreign_host"
+            ),
+        },
+    )
     def put(self, request: Request, slug: str) -> Response:
         if not re.fullmatch(SLUG_REGEX, slug):
             raise InvalidSlug(f"{slug!r}: 1 to 50 characters, lower-case letters, digits and dashes, a letter first.")

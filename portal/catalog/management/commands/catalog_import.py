@@ -18,8 +18,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from portal.catalog.api.serializers import ManifestSerializer
-from portal.catalog.models import SLUG_HELP, SLUG_REGEX
-from portal.catalog.services import service_register
+from portal.catalog.errors import HealthURLRefused
+from portal.catalog.models import SLUG_HELP, SLUG_REGEX, Service
+from portal.catalog.services import manifest_health_url_check, service_register
 
 
 def _flatten(detail: Any, prefix: str) -> list[str]:
@@ -70,7 +71,13 @@ class Command(BaseCommand):
             if not manifest.is_valid():
                 errors.extend(_flatten(manifest.errors, where))
                 continue
-            valid.append((slug, dict(manifest.validated_data)))
+            data = dict(manifest.validated_data)
+            try:
+                manifest_health_url_check(manifest=data, service=Service.objects.filter(slug=slug).first())
+            except HealthURLRefused as refused:
+                errors.append(f"{where}.health_url: {refused.detail} ({refused.code})")
+                continue
+            valid.append((slug, data))
         if errors:
             raise CommandError(f"{path}: nothing imported, {len(errors)} problem(s):\n  " + "\n  ".join(errors))
         created = updated = 0
