@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from portal.catalog.models import HealthCheck, HealthStatus, Instance, InstanceStatus, Lifecycle, Service
 from portal.catalog.status import STATUSES, heartbeat_seconds, service_status
+from services.kit.timestamps import UTCDateTimeFilter
 
 
 class ServiceFilterSet(django_filters.FilterSet):
@@ -76,12 +77,8 @@ class InstanceFilterSet(django_filters.FilterSet):
 
 
 class HealthCheckFilterSet(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(
-        field_name="checked_at", lookup_expr="gte", help_text="Checked at or after (ISO 8601)."
-    )
-    until = django_filters.IsoDateTimeFilter(
-        field_name="checked_at", lookup_expr="lt", help_text="Checked before (ISO 8601)."
-    )
+    since = UTCDateTimeFilter(field_name="checked_at", lookup_expr="gte", help_text="Checked at or after (ISO 8601).")
+    until = UTCDateTimeFilter(field_name="checked_at", lookup_expr="lt", help_text="Checked before (ISO 8601).")
     status = django_filters.ChoiceFilter(choices=HealthStatus.choices)
 
     class Meta:

@@ -17,6 +17,7 @@ from django_filters.utils import translate_validation
 
 from portal.jobs.models import Job, JobState
 from portal.jobs.selectors import TaskFilters, jobs_filter
+from services.kit.timestamps import UTCDateTimeFilter
 
 
 class TaskFilterSet(django_filters.FilterSet):
@@ -24,8 +25,8 @@ class TaskFilterSet(django_filters.FilterSet):
     queue = django_filters.CharFilter(help_text="The queue it was published to.")
     service = django_filters.CharFilter(help_text="The service whose worker runs it (ledger, payments, portal).")
     name = django_filters.CharFilter(help_text="The task name, exactly (payments.process).")
-    since = django_filters.IsoDateTimeFilter(field_name="seen_at", help_text="First seen at or after (ISO 8601).")
-    until = django_filters.IsoDateTimeFilter(field_name="seen_at", help_text="First seen before (ISO 8601).")
+    since = UTCDateTimeFilter(field_name="seen_at", help_text="First seen at or after (ISO 8601).")
+    until = UTCDateTimeFilter(field_name="seen_at", help_text="First seen before (ISO 8601).")
     request_id = django_filters.CharFilter(help_text="The request that published it (X-Request-ID).")
     q = django_filters.CharFilter(field_name="task_id", help_text="A task id, or its beginning.")
     exception_type = django_filters.CharFilter(help_text="The exception's class name (failed and retried tasks).")

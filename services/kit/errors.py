@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions, status
@@ -202,6 +203,10 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         body = problem_body(status_code=400, code="bad_request", title="Bad request", instance=instance)
     elif isinstance(exc, exceptions.APIException):
         body, headers = _drf_problem(exc, instance)
+    elif isinstance(exc, DjangoValidationError):
+        # A model's full_clean() reached from a view (a second line behind the serializers): the client's 400.
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        body, headers = _drf_problem(exceptions.ValidationError(detail), instance)
     elif isinstance(exc, (OperationalError, InterfaceError)):
         # The database is unreachable, restarting or too busy: the caller should retry (503), not count the
         # request as a failure of its own (a 500 says the request itself met a bug).

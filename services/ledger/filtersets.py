@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import django_filters
 
+from services.kit.timestamps import UTCDateTimeFilter
 from services.ledger.models import Account, Posting, Transaction
 
 
@@ -13,8 +14,8 @@ class AccountFilterSet(django_filters.FilterSet):
 
 class TransactionFilterSet(django_filters.FilterSet):
     account = django_filters.CharFilter(method="filter_account")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     reference_prefix = django_filters.CharFilter(field_name="reference", lookup_expr="startswith")
 
     class Meta:
@@ -26,8 +27,8 @@ class TransactionFilterSet(django_filters.FilterSet):
 
 
 class PostingFilterSet(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Posting

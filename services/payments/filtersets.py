@@ -3,14 +3,15 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
+from services.kit.timestamps import UTCDateTimeFilter
 from services.payments.models import Payment, PaymentStatus
 
 
 class PaymentFilterSet(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=PaymentStatus.choices)
     account = django_filters.CharFilter(method="filter_account", help_text="Source or destination account.")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Payment

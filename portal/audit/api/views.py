@@ -34,6 +34,7 @@ from portal.audit.models import AuditEvent, AuditHead
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
 from services.kit.audit import audit_record
 from services.kit.errors import DomainError, NotFound
+from services.kit.timestamps import timestamp_parse
 
 AUDITORS = (ROLE_ADMIN, ROLE_AUDITOR)
 READ = {"GET": {"audit:read"}, "*": {"audit:read"}}
@@ -119,10 +120,9 @@ _EXACT = {
 
 def _time(name: str, value: str) -> dt.datetime:
     try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return timestamp_parse(value)
     except ValueError as exc:
         raise InvalidFilter(f"{name} must be an ISO 8601 timestamp, got {value!r}.") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def filtered(params: Any) -> tuple[Any, dict[str, str]]:

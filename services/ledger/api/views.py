@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -17,6 +15,7 @@ from rest_framework.views import APIView
 
 from services.kit.errors import DomainError
 from services.kit.pagination import CursorPagination
+from services.kit.timestamps import timestamp_parse
 from services.ledger import selectors, services
 from services.ledger.api.serializers import (
     AccountCreateSerializer,
@@ -100,13 +99,9 @@ class AccountViewSet(
         as_of = timezone.now()
         if raw:
             try:
-                as_of = parse_datetime(raw)
-            except ValueError:
-                as_of = None
-            if as_of is None:
-                raise InvalidTimestamp(f"as_of must be an ISO 8601 timestamp, got {raw!r}.")
-            if timezone.is_naive(as_of):
-                as_of = timezone.make_aware(as_of, dt.UTC)
+                as_of = timestamp_parse(raw)
+            except ValueError as exc:
+                raise InvalidTimestamp(f"as_of must be an ISO 8601 timestamp, got {raw!r}.") from exc
         balance = selectors.account_balance_as_of(account_id=pk, as_of=as_of)
         return Response(BalanceSerializer(balance).data)
 
