@@ -49,6 +49,12 @@ def test_fast_path_matches_the_serializer_on_well_formed_input(raw):
         {"reference": "r", "postings": LEGS, "expires_at": 1893456000},
         {"reference": "r", "postings": LEGS, "surprise": 1},
         {"reference": "r", "postings": [{"account": "acc_a", "direction": "up", "amount": 5}]},
+        {
+            "reference": "r",
+            "postings": [{"account": "acc_a", "direction": {}, "amount": 5}],
+        },  # unhashable
+        {"reference": "r", "postings": [{"account": "acc_a", "direction": ["debit"], "amount": 5}]},
+        {"reference": "r", "postings": LEGS, "expires_at": "0001-01-01T00:00:00+01:00"},  # overflows in UTC
         {"reference": "r", "postings": [{"account": "acc_a", "direction": "debit"}]},
         {"reference": "r", "postings": "nope"},
         {"reference": "r" * 201, "postings": LEGS},

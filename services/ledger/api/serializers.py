@@ -193,14 +193,14 @@ def transaction_input_fast(raw: Any) -> TransactionInput | None:
             return None
         try:
             expires_at = datetime.fromisoformat(expires_at).astimezone(dt.UTC)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     parsed = []
     for posting in postings:
         if not isinstance(posting, dict) or posting.keys() != _POSTING_KEYS:
             return None
         account, direction = posting["account"], posting["direction"]
-        if not _plain(account, 40) or direction not in _DIRECTIONS:
+        if not _plain(account, 40) or type(direction) is not str or direction not in _DIRECTIONS:
             return None
         parsed.append(PostingInput(account, direction, posting["amount"]))
     return TransactionInput(
