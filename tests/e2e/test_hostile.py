@@ -6,7 +6,16 @@ kinds of poisoned item, several spellings of an inside address, several kinds of
 
 from __future__ import annotations
 
+import re
+import time
+from typing import Any
+
+import httpx
 import pytest
+
+from services.kit.models import OutboxEvent
+from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
+from tests.portal.factories import PASSWORD, superuser, user_with_role
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -33,6 +42,172 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 # ----------------------------------------------------------------------------------------------------------
 # 6. Throttled logins
+#
+# A live portal under gunicorn, as behind one reverse proxy (ATRIUM_PROXY_COUNT=1: the client's address is the
+# last X-Forwarded-For entry, which the proxy appends), with a failure limit of 4 from the environment. Each client
+# is a cookie jar with its own address that gets the login form's CSRF token as a browser does.
+
+LOGIN_LIMIT = 4
+LOGIN_COOL_OFF = 600
+
+
+@pytest.fixture(scope="module")
+def throttled_portal(django_db_setup: None, module_harness: ProcessHarness) -> AtriumProcess:
+    env = {"ATRIUM_PROXY_COUNT": "1", "AXES_FAILURE_LIMIT": str(LOGIN_LIMIT), "AXES_COOLOFF_SECONDS": "600"}
+    return module_harness.web("portal", database_url=current_test_database_url(), env=env)
+
+
+class AdminVisitor:
+    """Someone using the live admin from one address: cookies, CSRF tokens from the pages, the real forms."""
+
+    def __init__(self, url: str, address: str | None) -> None:
+        self.address = address
+        self.http = httpx.Client(base_url=url, timeout=15, follow_redirects=False)
+
+    def _headers(self, address: str | None, extra: dict[str, str]) -> dict[str, str]:
+        # What the proxy passes on: whatever the client claimed, then the address it saw (none: no proxy).
+        forwarded = address or self.address
+        return {**({"X-Forwarded-For": forwarded} if forwarded else {}), **extra}
+
+    def csrf(self, path: str, address: str | None = None) -> str:
+        page = self.http.get(path, headers=self._headers(address, {}))
+        assert page.status_code == 200, (path, page.status_code, page.text[:500])
+        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert match, page.text[:2000]
+        return match.group(1)
+
+    def post_form(self, path: str, data: dict[str, Any], address: str | None = None, **headers: str) -> httpx.Response:
+        token = self.csrf(path, address)
+        return self.http.post(
+            path, data={"csrfmiddlewaretoken": token, **data}, headers=self._headers(address, headers)
+        )
+
+    def login(self, username: str, password: str, address: str | None = None, **headers: str) -> httpx.Response:
+        body = {"username": username, "password": password, "next": "/admin/"}
+        return self.post_form("/admin/login/", body, address, **headers)
+
+    def in_admin(self) -> bool:
+        return self.http.get("/admin/", headers=self._headers(None, {})).status_code == 200
+
+
+def audit_events(action: str) -> list[dict[str, Any]]:
+    rows = OutboxEvent.objects.filter(topic="audit").order_by("created_at", "id")
+    return [r.payload for r in rows if r.payload["action"] == action]
+
+
+def assert_refused(response: httpx.Response) -> None:
+    assert response.status_code == 429, response.text[:1000]
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Too many failed logins" in response.text
+    assert response.headers["retry-after"] == str(LOGIN_COOL_OFF)
+    assert "sessionid" not in response.cookies
+
+
+def test_hostile_admin_logins_lock_out_a_username_until_an_operator_unlocks_it(throttled_portal: AtriumProcess):
+    # given a staff user and an operator
+    superuser(username="alice")
+    user_with_role("operator", username="opal")
+    attacker = AdminVisitor(throttled_portal.url, "198.51.100.1")
+
+    # when wrong passwords for alice come from a new address each time, up to the limit
+    for i in range(1, LOGIN_LIMIT):
+        response = attacker.login("alice", "guess-" + str(i), address=f"198.51.100.{i}")
+        assert response.status_code == 200  # the form again, with its error
+        assert "errornote" in response.text
+    last = attacker.login("alice", "guess-last", address=f"198.51.100.{LOGIN_LIMIT}")
+
+    # then alice is locked out: the right password is refused from anywhere, as a page or as problem+json
+    assert_refused(last)
+    alice = AdminVisitor(throttled_portal.url, "192.0.2.10")
+    assert_refused(alice.login("alice", PASSWORD))
+    as_json = alice.login("alice", PASSWORD, Accept="application/json")
+    assert as_json.status_code == 429
+    assert as_json.headers["content-type"] == "application/problem+json"
+    assert as_json.json()["code"] == "login_locked_out"
+    assert not alice.in_admin()
+
+    # and the lockout was audited once, with the failure that reached the limit (every attempt is a failed login)
+    (locked,) = audit_events("auth.login.locked_out")
+    assert locked["object"] == {"type": "username", "id": "alice"}
+    assert locked["metadata"]["ip_address"] == f"198.51.100.{LOGIN_LIMIT}"
+    assert locked["metadata"]["failure_limit"] == LOGIN_LIMIT
+    assert len(audit_events("auth.login.failed")) == LOGIN_LIMIT + 2
+
+    # when an operator logs in and unlocks alice on the unlock page
+    operator = AdminVisitor(throttled_portal.url, "203.0.113.10")
+    assert operator.login("opal", PASSWORD).status_code == 302
+    unlocked = operator.post_form("/admin/axes/accessattempt/unlock/", {"username": "alice", "ip_address": ""})
+    assert unlocked.status_code == 302, unlocked.text[:2000]
+
+    # then alice's right password works again, and the unlock names the operator
+    response = alice.login("alice", PASSWORD)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/admin/"
+    assert alice.in_admin()
+    (event,) = audit_events("auth.login.unlocked")
+    assert event["actor"]["display"] == "opal"
+    assert event["object"] == {"type": "username", "id": "alice"}
+
+
+def test_hostile_admin_logins_lock_out_an_address_whatever_it_claims_and_spells(throttled_portal: AtriumProcess):
+    # given a staff user and an operator
+    superuser(username="alice")
+    user_with_role("operator", username="opal")
+    # and one client spraying usernames, claiming another address each time (the proxy appends the real one, in
+    # one of its spellings)
+    spellings = ["2001:db8::66", "2001:DB8:0::66", "2001:0db8:0000:0000:0000:0000:0000:0066", "2001:db8:0:0:0:0:0:66"]
+    sprayer = AdminVisitor(throttled_portal.url, spellings[0])
+    for i, (username, spelling) in enumerate(zip(["root", "admin", "ops", "alice"], spellings, strict=True)):
+        response = sprayer.login(username, "Winter2024!", address=f"10.0.{i}.1, {spelling}")
+        assert response.status_code == (200 if i < LOGIN_LIMIT - 1 else 429)
+
+    # then nobody logs in from that address, not even alice with her password
+    assert_refused(sprayer.login("alice", PASSWORD, address=f"192.0.2.1, {spellings[1]}"))
+    # and from the next address she does (her username is not locked: one failure)
+    elsewhere = AdminVisitor(throttled_portal.url, "2001:db8::67")
+    assert elsewhere.login("alice", PASSWORD).status_code == 302
+    (locked,) = audit_events("auth.login.locked_out")
+    assert locked["object"] == {"type": "address", "id": "2001:db8::66"}
+
+    # when an operator selects the address's attempts in the list and runs "unlock the addresses"
+    operator = AdminVisitor(throttled_portal.url, "203.0.113.11")
+    assert operator.login("opal", PASSWORD).status_code == 302
+    listing = operator.http.get(
+        "/admin/axes/accessattempt/", params={"q": "2001:db8::66"}, headers=operator._headers(None, {})
+    )
+    selected = re.findall(r'name="_selected_action" value="(\d+)"', listing.text)
+    assert selected, listing.text[:2000]
+    response = operator.post_form(
+        "/admin/axes/accessattempt/", {"action": "unlock_addresses", "_selected_action": selected[:1], "index": "0"}
+    )
+    assert response.status_code == 302, response.text[:2000]
+
+    # then logins from the address are accepted again, and the unlock is audited
+    assert sprayer.login("alice", PASSWORD, address=spellings[2]).status_code == 302
+    (event,) = audit_events("auth.login.unlocked")
+    assert event["object"] == {"type": "address", "id": "2001:db8::66"}
+    assert event["actor"]["display"] == "opal"
+
+
+def test_hostile_admin_lockout_ends_by_itself_after_the_cool_off(harness: ProcessHarness):
+    # given a portal with a short cool-off, reached directly (the address is the connection's)
+    env = {"AXES_FAILURE_LIMIT": "3", "AXES_COOLOFF_SECONDS": "3"}
+    portal = harness.web("portal", database_url=current_test_database_url(), env=env)
+    superuser(username="alice")
+    visitor = AdminVisitor(portal.url, None)
+    for _ in range(3):
+        visitor.login("alice", "wrong password")
+
+    # when alice's right password comes during the cool-off, it is refused (and the cool-off starts again)
+    refused = visitor.login("alice", PASSWORD)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "3"
+    assert len(audit_events("auth.login.locked_out")) == 2  # the username and the address (127.0.0.1)
+
+    # then once the cool-off has passed since that last failure, it works
+    time.sleep(3.5)
+    assert visitor.login("alice", PASSWORD).status_code == 302
+    assert visitor.in_admin()
 
 
 # ----------------------------------------------------------------------------------------------------------
