@@ -6,15 +6,20 @@ kinds of poisoned item, several spellings of an inside address, several kinds of
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from services.kit.models import OutboxEvent
-from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
+from tests.e2e.dev_runner import DemoClient, DevRunner, alive
+from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url, wait_until
 from tests.portal.factories import PASSWORD, superuser, user_with_role
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -212,6 +217,115 @@ def test_hostile_admin_lockout_ends_by_itself_after_the_cool_off(harness: Proces
 
 # ----------------------------------------------------------------------------------------------------------
 # 7. The dev runner keeps going when one process dies
+#
+# One `make up` on embedded PostgreSQL and Redis (a private ATRIUM_VAR_DIR, free ports) for the section; each kill
+# is checked against the supervisor's console, the catalog, a payment settling end to end, and the pids of every
+# other process. The last test is the Ctrl-C.
+
+RESTART_BOUND = 60  # seconds from a kill to the process serving again (1 s backoff, then its own start-up)
+
+
+@pytest.fixture(scope="module")
+def dev_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevRunner, DemoClient]]:
+    base = tmp_path_factory.mktemp("dev-runner")
+    runner = DevRunner(base / "var", base / "up.log")
+    try:
+        creds = runner.wait_up(180)
+        yield runner, DemoClient(creds)
+    finally:
+        runner.close()
+
+
+def _kill_and_watch_it_come_back(runner: DevRunner, name: str) -> tuple[int, int]:
+    """SIGKILL the process ``name``; its old and new pid once the supervisor has restarted it. The others must
+    keep their pids (the same processes: pid and start time)."""
+    before = runner.pids()
+    assert len(before) == 12, before
+    others = {n: psutil.Process(pid) for n, pid in before.items() if n != name}
+    assert all(alive(p) for p in others.values())
+    old = before[name]
+
+    os.kill(old, signal.SIGKILL)
+
+    line = wait_until(lambda: runner.lines(f"{name} (pid {old}) was killed by SIGKILL"), 15, f"{name}'s exit line")
+    assert "restarting it in 1 s" in line[0], line
+    new = wait_until(lambda: runner.pids()[name] != old and runner.pids()[name], 20, f"{name} to start again")
+    assert runner.lines(f"{name} started again (restart 1) (pid {new})")
+    assert {n: p for n, p in runner.pids().items() if n != name} == {n: p.pid for n, p in others.items()}
+    assert all(alive(p) for p in others.values())
+    return old, new
+
+
+@pytest.mark.timeout(600)  # make up's start-up is part of the first test
+def test_hostile_make_up_restarts_a_killed_worker_and_nothing_else_stops(
+    dev_runner: tuple[DevRunner, DemoClient],
+):
+    runner, demo = dev_runner
+    # given make up serving payments
+    demo.payment_settles(60)
+
+    # when the payments worker is killed, the supervisor says so and starts it again at once
+    started = time.monotonic()
+    old, new = _kill_and_watch_it_come_back(runner, "worker_payments")
+
+    # then it is back: it registers with the catalog, and a new payment settles through it
+    wait_until(lambda: demo.instance_heartbeats("worker-payments", new), RESTART_BOUND, "the new worker's heartbeat")
+    demo.payment_settles(RESTART_BOUND)
+    assert time.monotonic() - started < 2 * RESTART_BOUND
+    # and nothing was stopped: not the other processes (same pids, checked above), not the embedded servers
+    assert old != new
+    assert not runner.lines("| stopping ")
+    assert _ready(f"http://127.0.0.1:{runner.ports['portal']}")
+
+
+@pytest.mark.timeout(600)
+def test_hostile_make_up_restarts_a_killed_web_server_and_nothing_else_stops(
+    dev_runner: tuple[DevRunner, DemoClient],
+):
+    runner, demo = dev_runner
+    ledger = f"http://127.0.0.1:{runner.ports['ledger']}"
+    # given the ledger's gunicorn master and its worker
+    master = psutil.Process(runner.pids()["ledger"])
+    workers = master.children()
+    assert workers
+
+    # when the master is killed (its worker left orphaned, holding the port)
+    old, new = _kill_and_watch_it_come_back(runner, "ledger")
+
+    # then the orphaned worker is gone, the new server answers on the same port, registers, and payments get through
+    wait_until(lambda: not any(alive(w) for w in workers), 10, "the old server's worker to be killed")
+    wait_until(lambda: _ready(ledger), RESTART_BOUND, "the ledger to be ready again")
+    wait_until(lambda: demo.instance_heartbeats("ledger", new), RESTART_BOUND, "the new ledger's heartbeat")
+    demo.payment_settles(RESTART_BOUND)
+    assert old != new
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.timeout(600)
+def test_hostile_make_up_ctrl_c_stops_every_process_it_started(dev_runner: tuple[DevRunner, DemoClient]):
+    runner, _ = dev_runner
+    # given everything make up started: its processes (and their children) and the embedded servers
+    started = runner.processes()
+    assert set(runner.pids().values()) <= {p.pid for p in started}
+    assert len(started) > 12 + 2  # the runner, 12 processes, their children, PostgreSQL's and Redis's
+
+    # when Ctrl-C reaches the runner
+    runner.interrupt()
+
+    # then it stops every process and the embedded servers, and exits by itself, cleanly
+    assert runner.proc.wait(90) == 0, runner.console()[-3000:]
+    wait_until(lambda: not [p for p in started if alive(p)], 10, "every process to be gone")
+    assert runner.lines("every process has stopped")
+    assert "restarting it in" not in runner.console().split("stopping every process", 1)[1]  # nothing came back
+    for port in runner.ports.values():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)
 
 
 # ----------------------------------------------------------------------------------------------------------
