@@ -14,6 +14,8 @@ what is particular to it. Environment (12-factor):
     As in Django; ``DEBUG`` is off unless ``ATRIUM_ENV=dev``.
 ``JWT_ISSUER``, ``JWT_JWKS_URL``
     Where services fetch the portal's public keys from.
+``AXES_*``, ``ATRIUM_PROXY_COUNT``
+    Throttled admin logins (:func:`login_throttle_settings`, docs/logins.md).
 """
 
 from __future__ import annotations
