@@ -78,17 +78,25 @@ class DevRunner:
         return found
 
     def processes(self) -> list[psutil.Process]:
-        """The runner and everything it started that is still there: its descendants, and the embedded servers
-        (daemonized, found by their data directory)."""
+        """The runner and everything it started that is still there: its descendants, and the embedded servers,
+        which daemonize (PostgreSQL found by its data directory, with its own processes; Redis by its port)."""
         found: dict[int, psutil.Process] = {}
+        roots = []
         with contextlib.suppress(psutil.NoSuchProcess):
-            runner = psutil.Process(self.proc.pid)
-            found[runner.pid] = runner
-            for child in runner.children(recursive=True):
-                found[child.pid] = child
+            roots.append(psutil.Process(self.proc.pid))
         for process in psutil.process_iter(["cmdline"]):
             if str(self.var_dir) in " ".join(process.info["cmdline"] or []):
-                found[process.pid] = process
+                roots.append(process)
+        redis = re.search(r"redis\s+redis://127\.0\.0\.1:(\d+)/\d+ \(embedded\)", self.console())
+        if redis:
+            for conn in psutil.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == int(redis[1]) and conn.pid:
+                    roots.append(psutil.Process(conn.pid))
+        for root in roots:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found[root.pid] = root
+                for child in root.children(recursive=True):
+                    found[child.pid] = child
         return list(found.values())
 
     def interrupt(self) -> None:

@@ -314,6 +314,9 @@ def test_hostile_make_up_ctrl_c_stops_every_process_it_started(dev_runner: tuple
     started = runner.processes()
     assert set(runner.pids().values()) <= {p.pid for p in started}
     assert len(started) > 12 + 2  # the runner, 12 processes, their children, PostgreSQL's and Redis's
+    names = " ".join(p.name() for p in started)
+    assert "postgres" in names
+    assert "redis-server" in names
 
     # when Ctrl-C reaches the runner
     runner.interrupt()
