@@ -11,6 +11,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -192,6 +193,26 @@ def test_hostile_admin_logins_lock_out_an_address_whatever_it_claims_and_spells(
     (event,) = audit_events("auth.login.unlocked")
     assert event["object"] == {"type": "address", "id": "2001:db8::66"}
     assert event["actor"]["display"] == "opal"
+
+
+def test_hostile_admin_logins_in_parallel_are_one_lockout(throttled_portal: AtriumProcess):
+    # given a staff user
+    superuser(username="carol")
+
+    # when three times the limit of wrong passwords for her arrive at once, each from its own address
+    def attempt(i: int) -> int:
+        visitor = AdminVisitor(throttled_portal.url, f"198.18.0.{i + 1}")
+        return visitor.login("carol", f"parallel-{i}").status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(attempt, range(3 * LOGIN_LIMIT)))
+
+    # then some got the form and the rest the lockout, and the lockout was recorded exactly once
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(200) <= LOGIN_LIMIT - 1
+    (locked,) = audit_events("auth.login.locked_out")
+    assert locked["object"] == {"type": "username", "id": "carol"}
+    assert_refused(AdminVisitor(throttled_portal.url, "198.18.1.1").login("carol", PASSWORD))
 
 
 def test_hostile_admin_lockout_ends_by_itself_after_the_cool_off(harness: ProcessHarness):
