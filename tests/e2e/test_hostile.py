@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+from django.conf import settings
 
 from services.kit.models import OutboxEvent
 from tests.e2e.dev_runner import DemoClient, DevRunner, alive
@@ -248,13 +252,16 @@ RESTART_BOUND = 60  # seconds from a kill to the process serving again (1 s back
 
 @pytest.fixture(scope="module")
 def dev_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevRunner, DemoClient]]:
-    base = tmp_path_factory.mktemp("dev-runner")
-    runner = DevRunner(base / "var", base / "up.log")
+    # The embedded PostgreSQL runs as another user when we are root: its data lives outside pytest's temporary
+    # directories, which any pytest run of the same user may make private again at any time.
+    var_dir = Path(settings.ATRIUM_VAR_DIR) / f"dev-runner-{uuid.uuid4().hex[:8]}"
+    runner = DevRunner(var_dir, tmp_path_factory.mktemp("dev-runner") / "up.log")
     try:
         creds = runner.wait_up(180)
         yield runner, DemoClient(creds)
     finally:
         runner.close()
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def _kill_and_watch_it_come_back(runner: DevRunner, name: str) -> tuple[int, int]:
