@@ -19,7 +19,7 @@ keepalive = 5
 # worker lives minutes, not seconds (a new one costs a second or two of CPU to start).
 max_requests = int(os.environ.get("WEB_MAX_REQUESTS", "50000"))
 max_requests_jitter = max_requests // 10
-# Processes are supervised from outside (honcho, Kubernetes); the control socket's
+# Processes are supervised from outside (`make up`'s supervisor, Kubernetes); the control socket's
 # default path ($HOME/.gunicorn/gunicorn.ctl) would be shared by every service on a host.
 control_socket_disable = True
 

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def venv_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with this interpreter's bin directory first on PATH (gunicorn, celery, honcho)."""
+    """``env`` with this interpreter's bin directory first on PATH (gunicorn, celery)."""
     bin_dir = str(Path(sys.executable).parent)
     return {**env, "PATH": os.pathsep.join([bin_dir, env.get("PATH", "")])}
 

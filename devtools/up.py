@@ -1,4 +1,4 @@
-"""``make up``: databases, migrations, demo credentials, then every process under honcho."""
+"""``make up``: databases, migrations, demo credentials, then every process under the supervisor."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from devtools.infra import REPO_ROOT, database_create, infra_start, venv_env
+from devtools.supervisor import Supervisor, procfile_read
 
 # process name → (settings module, manage.py, port env, default port)
 WEB = {
@@ -34,9 +35,9 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
     subprocess.run(cmd, env=env, cwd=REPO_ROOT, check=True)
 
 
-def _wait_ready(urls: dict[str, str], deadline: float, proc: subprocess.Popen) -> bool:
+def _wait_ready(urls: dict[str, str], deadline: float, supervisor: Supervisor) -> bool:
     pending = dict(urls)
-    while pending and time.monotonic() < deadline and proc.poll() is None:
+    while pending and time.monotonic() < deadline and not supervisor.stopping:
         for name, url in list(pending.items()):
             try:
                 if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
@@ -96,25 +97,19 @@ def main(argv: list[str]) -> int:
         # there: other inside addresses stay refused by the kit's outbound guard).
         env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
 
-        # honcho gets its own session: a Ctrl-C (or SIGTERM) reaches only this runner,
-        # which asks honcho once to stop every process, then stops the embedded servers.
-        honcho = subprocess.Popen(
-            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile"],
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-        stopping = []
+        # Every Procfile process in a session of its own, restarted when it exits (devtools/supervisor.py):
+        # a Ctrl-C (or SIGTERM) reaches only this runner, which stops them all, then the embedded servers.
+        supervisor = Supervisor(procfile_read(REPO_ROOT / "Procfile"), env, cwd=REPO_ROOT)
 
         def stop(signum: int, frame: object) -> None:
-            if not stopping:
-                stopping.append(signum)
+            if not supervisor.stopping:
                 print("\natrium: stopping every process ...", flush=True)
-                honcho.terminate()
+            supervisor.stop()  # a second Ctrl-C kills at once
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        ready = _wait_ready(urls, time.monotonic() + 120, honcho)
+        supervisor.start()
+        ready = _wait_ready(urls, time.monotonic() + 120, supervisor)
         postgres_where = f"embedded ({var_dir}/dev/postgres)" if infra.embedded_postgres else "external (DATABASE_URL)"
         banner = [
             "",
@@ -132,13 +127,13 @@ def main(argv: list[str]) -> int:
             f"  postgres  {postgres_where}",
             f"  redis     {infra.redis_url}{' (embedded)' if infra.embedded_redis else ''}",
             f"  saved to  {credentials}",
-            "Press Ctrl-C to stop every process.",
+            "A process that exits is restarted (1 s, doubling to 30 s). Press Ctrl-C to stop every process.",
             "=" * 72,
             "",
         ]
         print("\n".join(banner), flush=True)
-        code = honcho.wait()
-        return 0 if stopping else code
+        supervisor.wait()
+        return 0 if supervisor.stopping else 1  # 1: the supervisor itself failed
     finally:
         print("atrium: stopping infrastructure ...", flush=True)
         infra.stop()

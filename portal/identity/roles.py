@@ -18,11 +18,13 @@ ROLE_VIEWER = "viewer"
 ROLE_RULES: dict[str, list[str]] = {
     # Everything, except writing history by hand: audit rows are only added by the sequencer.
     ROLE_ADMIN: ["*", "!audit.add_*", "!audit.change_*", "!audit.delete_*"],
-    # Runs the platform: catalog, machine clients, jobs (retry/revoke); reads the rest.
+    # Runs the platform: catalog, machine clients, jobs (retry/revoke), unlocking locked-out logins (clearing
+    # their failed attempts, services/kit/admin.py); reads the rest.
     ROLE_OPERATOR: [
         "identity.*",
         "catalog.*",
         "jobs.*",
+        "axes.delete_accessattempt",
         "*.view_*",
         "!identity.delete_*",
         "!audit.*",

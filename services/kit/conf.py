@@ -16,11 +16,14 @@ what is particular to it. Environment (12-factor):
     Where services fetch the portal's public keys from.
 ``ATRIUM_OUTBOUND_ALLOW_NETWORKS``
     Networks (CIDRs) that requests to URLs others chose may reach besides public addresses.
+``AXES_*``, ``ATRIUM_PROXY_COUNT``
+    Throttled admin logins (:func:`login_throttle_settings`, docs/logins.md).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +327,57 @@ def kit_settings(
         )
     if environment == "test":
         settings["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    if with_admin:
+        # Throttled logins (django-axes), in every admin: see login_throttle_settings.
+        settings["INSTALLED_APPS"].append("axes")
+        settings["MIDDLEWARE"].append("axes.middleware.AxesMiddleware")  # last: it turns a lockout into a 429
+        settings.update(login_throttle_settings())
     return settings
+
+
+LOCKOUT_PARAMETERS = ("username", "ip_address")
+
+
+def login_throttle_settings() -> dict[str, Any]:
+    """django-axes, configured from the environment (services/kit/logins.py says what the kit adds).
+
+    ``AXES_FAILURE_LIMIT`` failed logins (5) for one username (from any address) or from one address (for any
+    username) lock it out for ``AXES_COOLOFF_SECONDS`` (900; 0: until an operator unlocks it) after its last
+    failure; failures while locked out extend the lockout. ``AXES_LOCKOUT_PARAMETERS`` (``username,ip_address``)
+    can drop one of the two (e.g. ``username`` alone behind a NAT shared by many people). ``AXES_RESET_ON_SUCCESS``
+    (true): a successful login forgives that username's failures from that address. The client's address is
+    ``REMOTE_ADDR``, or behind ``ATRIUM_PROXY_COUNT`` reverse proxies the ``X-Forwarded-For`` entry that many hops
+    from the right (the left part is whatever the client sent). ``AXES_ENABLED`` (true) turns it all off.
+    """
+    parameters = env.list("AXES_LOCKOUT_PARAMETERS", default=list(LOCKOUT_PARAMETERS))
+    if not parameters or not set(parameters) <= set(LOCKOUT_PARAMETERS):
+        raise ImproperlyConfigured(f"AXES_LOCKOUT_PARAMETERS must name some of {LOCKOUT_PARAMETERS}")
+    limit = env.int("AXES_FAILURE_LIMIT", default=5)
+    cool_off = env.int("AXES_COOLOFF_SECONDS", default=900)
+    proxies = env.int("ATRIUM_PROXY_COUNT", default=0)
+    if limit < 1 or cool_off < 0 or proxies < 0:
+        raise ImproperlyConfigured(
+            "AXES_FAILURE_LIMIT must be positive, AXES_COOLOFF_SECONDS and ATRIUM_PROXY_COUNT not negative"
+        )
+    return {
+        "AUTHENTICATION_BACKENDS": [
+            "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any password check
+            "django.contrib.auth.backends.ModelBackend",
+        ],
+        "AXES_ENABLED": env.bool("AXES_ENABLED", default=True),
+        "AXES_HANDLER": "services.kit.logins.LoginThrottleHandler",
+        "AXES_FAILURE_LIMIT": limit,
+        "AXES_COOLOFF_TIME": timedelta(seconds=cool_off) if cool_off else None,
+        "AXES_LOCKOUT_PARAMETERS": parameters,
+        "AXES_RESET_ON_SUCCESS": env.bool("AXES_RESET_ON_SUCCESS", default=True),
+        "AXES_CLIENT_IP_CALLABLE": "services.kit.logins.client_ip_address",
+        "AXES_LOCKOUT_CALLABLE": "services.kit.logins.lockout_response",
+        "ATRIUM_PROXY_COUNT": proxies,
+        # The audit trail records logins and logouts; the kit's admin shows the attempts with an unlock.
+        "AXES_DISABLE_ACCESS_LOG": True,
+        "AXES_ENABLE_ADMIN": False,
+        "AXES_VERBOSE": False,  # no start-up banner in every process's output
+    }
 
 
 def web_layout() -> tuple[int, int]:
@@ -368,5 +421,7 @@ def logging_config(*, service: str, level: str) -> dict[str, Any]:
             # One line per outgoing call is noise; the kit's client logs failures itself.
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            # django-axes narrates every login; its warnings (failures, lockouts) are enough.
+            "axes": {"level": "WARNING"},
         },
     }

@@ -160,7 +160,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         assert drains[0]["service"] == "payments"
         assert drains[0]["worker"].startswith("payments@")
         children = psutil.Process(runner.pid).children(recursive=True)
-        assert len(children) >= 9  # honcho + 3 web + 4 workers + beat + the job monitor (and their pools)
+        assert len(children) >= 9  # 3 web + 4 workers + beat + the job monitor + 3 relays (and their pools)
     finally:
         # when Ctrl-C reaches the runner (the terminal's foreground process group)
         started_children = psutil.Process(runner.pid).children(recursive=True) if runner.poll() is None else []
