@@ -159,6 +159,7 @@ def kit_settings(
         "MIDDLEWARE": [
             "services.kit.middleware.RequestIdMiddleware",
             "services.kit.middleware.MetricsMiddleware",
+            "services.kit.querystring.QueryStringCheckMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "services.kit.middleware.BodySizeLimitMiddleware",

@@ -187,7 +187,7 @@ def test_payments_calling_ledger_is_observed_and_an_unused_declaration_is_flagge
         wait_until(lambda slug=slug: (b := catalog.service(slug)) and live_instances(b), 30, f"{slug} registered")
     worker = catalog.service("worker-payments")
     assert worker["queues"] == ["payments"]
-    assert worker["health_url"] == ""  # no HTTP: its heartbeats are its health
+    assert worker["health_url"] is None  # no HTTP: its heartbeats are its health
 
     def edge(source: str, target: str) -> dict[str, Any] | None:
         edges = [e for e in catalog.graph()["edges"] if (e["from"], e["to"]) == (source, target)]

@@ -147,8 +147,25 @@ class DependencySerializer(serializers.Serializer):
         return obj.target_id is not None if obj.target_slug else None
 
 
+class OptionalURLField(serializers.URLField):
+    """A URL a service may not have: ``null`` in the API when it has none (``""`` is no URI)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("read_only", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> str | None:
+        return value or None
+
+
 class ServiceSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(source="owner", slug_field="slug", read_only=True)
+    repository_url = OptionalURLField()
+    docs_url = OptionalURLField()
+    base_url = OptionalURLField()
+    health_url = OptionalURLField()
+    openapi_url = OptionalURLField()
     dependencies = DependencySerializer(many=True, read_only=True)
     instances = InstanceSerializer(many=True, read_only=True)
     status = serializers.SerializerMethodField(
