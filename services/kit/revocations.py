@@ -338,13 +338,12 @@ class RevocationWatcher:
             return False
         key = _key()
         version, complete = conn.hmget(key, VERSION_FIELD, COMPLETE_FIELD)
-        if complete is None:  # flushed, or never written by the portal: not to be trusted alone
-            return False
-        if not force and version is not None and version.decode() == self._version:
+        if complete is not None and not force and version is not None and version.decode() == self._version:
             return True
         entries, meta = _decoded(conn.hgetall(key))
-        self._merge(entries)
+        self._merge(entries)  # what it holds counts even if it is not the whole list
         self._version = meta.get(VERSION_FIELD)
+        # Not complete (flushed, or never written whole by the portal): not to be trusted alone.
         return COMPLETE_FIELD in meta
 
     def _read_portal(self) -> None:
@@ -381,16 +380,21 @@ class RevocationWatcher:
     # --- the thread -----------------------------------------------------------------------------------------
     def _run(self) -> None:
         pubsub: Any = None
+        subscribed = ""  # the channel (and Redis) listened to; settings may change under a test
         failures = 0
         while not self._halt.is_set():
             poll = float(settings.JWT_REVOCATIONS_POLL_SECONDS)
             announced = False
             try:
+                if pubsub is not None and subscribed != f"{settings.REDIS_URL} {_key()}":
+                    pubsub.close()
+                    pubsub = None
                 if pubsub is None:
                     conn = self._client()
                     if conn is not None:
                         pubsub = conn.pubsub(ignore_subscribe_messages=True)
                         pubsub.subscribe(_key())
+                        subscribed = f"{settings.REDIS_URL} {_key()}"
                         announced = True  # what was announced while not subscribed is read now
                 if pubsub is not None:
                     message = pubsub.get_message(timeout=poll)
@@ -434,14 +438,15 @@ class RevocationWatcher:
             self._thread = None
 
     def clear(self) -> None:
-        """Forget everything (tests): the next check reads the published list again."""
-        self.stop()
-        with self._merge_lock:
+        """Forget everything (tests): the next check reads the published list again (the thread keeps running)."""
+        with self._lock, self._merge_lock:
             self._entries = {}
-        self._loaded = False
-        self._load_attempt = -FIRST_LOAD_RETRY_SECONDS
-        self._version = None
-        self._portal_at = _monotonic()
+            self._loaded = False
+            self._load_attempt = -FIRST_LOAD_RETRY_SECONDS
+            self._version = None
+            self._portal_at = _monotonic()
+            self.refreshed_at = None
+            self._stale_logged = 0.0
 
 
 _watcher = RevocationWatcher()
