@@ -1,16 +1,24 @@
 """Publishing revocations: from the portal's database to every token verifier.
 
 What a verifier must refuse is kept on the client's row (``tokens_not_before``, ``secret_generation``,
-``previous_secret_valid_until``, ``revocation_until``); :func:`revocation_publish` writes it to Redis and announces
-it after the change commits, :func:`revocations_current` is what the public endpoint serves, and
-:func:`revocations_reconcile` — the portal's own processes read revocations through it — also writes the whole
-list to Redis, so a Redis that was flushed or missed an announcement is made whole again within one poll.
+``previous_secret_valid_until``, ``revocation_until``):
+
+- :func:`revocation_publish` writes it to Redis and announces it once the change commits (and, while Redis
+  refuses, again from a thread of this process until it takes it);
+- :func:`revocations_current` is what the public endpoint serves;
+- :func:`revocations_reconcile` — the portal's own processes read revocations through it when Redis cannot tell
+  them, and every ``JWT_REVOCATIONS_RECONCILE_SECONDS`` — also writes the whole list to Redis, so a Redis that was
+  flushed or missed an announcement is made whole again.
+
 The format and the merge rule belong to the kit (``services/kit/revocations.py``), which verifies.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from typing import Any
 
 import redis
@@ -71,8 +79,9 @@ def revocation_publish_on_commit(client_id: str) -> None:
 def revocation_publish(client_id: str) -> bool:
     """Write ``client_id``'s entry to Redis and announce it; whether Redis took it.
 
-    A failure is logged, not raised: the change is committed, and verifiers also read the endpoint every
-    ``JWT_REVOCATIONS_RECONCILE_SECONDS``, while the portal's own processes write the whole list again.
+    A failure is logged, not raised (the change is committed): this process tries again every second or so until
+    Redis takes it (:class:`_Republisher`); meanwhile verifiers that cannot read Redis read the endpoint, and all
+    of them read it every ``JWT_REVOCATIONS_RECONCILE_SECONDS`` anyway.
     """
     client = MachineClient.objects.filter(pk=client_id).only(*_FIELDS).first()
     entry = revocation_entry(client) if client is not None else None
@@ -82,9 +91,63 @@ def revocation_publish(client_id: str) -> bool:
         revocations_store(identity_redis(), {client_id: entry})
     except (redis.RedisError, OSError) as exc:
         log.error("identity.revocation_publish_failed", client_id=client_id, error=str(exc)[:300])
+        _republisher.add(client_id, entry)
         return False
     log.info("identity.revocation_published", client_id=client_id)
     return True
+
+
+class _Republisher:
+    """Entries Redis refused, written again by a thread of this process until it takes them (then it ends)."""
+
+    RETRY_SECONDS = (0.25, 0.5, 1.0)
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, RevocationEntry] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, client_id: str, entry: RevocationEntry) -> None:
+        with self._lock:
+            before = self._pending.get(client_id)
+            self._pending[client_id] = before.merge(entry) if before is not None else entry
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="revocations-republish", daemon=True)
+                self._thread.start()
+
+    def pending(self) -> set[str]:
+        with self._lock:
+            return set(self._pending)
+
+    def _run(self) -> None:
+        attempt = 0
+        while True:
+            time.sleep(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
+            with self._lock:
+                batch = dict(self._pending)
+            try:
+                revocations_store(identity_redis(), batch)
+            except (redis.RedisError, OSError) as exc:
+                attempt += 1
+                if attempt % 60 == 0:
+                    log.error("identity.revocation_publish_failed", clients=len(batch), error=str(exc)[:300])
+                continue
+            log.info("identity.revocation_published", clients=sorted(batch)[:100], retried=attempt + 1)
+            with self._lock:
+                for client_id, entry in batch.items():
+                    if self._pending.get(client_id) == entry:  # not replaced by a newer one meanwhile
+                        del self._pending[client_id]
+                if not self._pending:
+                    self._thread = None
+                    return
+            attempt = 0
+
+
+_republisher = _Republisher()
 
 
 def revocations_reconcile() -> dict[str, Any]:

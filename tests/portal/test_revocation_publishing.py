@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from portal.identity import services
 from portal.identity.models import MachineClient
-from portal.identity.revocations import revocation_publish, revocations_reconcile
+from portal.identity.revocations import _republisher, revocation_publish, revocations_reconcile
 from services.kit.models import OutboxEvent
-from services.kit.revocations import COMPLETE_FIELD, revocation_watcher, revocations_parse
+from services.kit.revocations import COMPLETE_FIELD, revocation_watcher, revocations_parse, revocations_store
 from tests.harness import wait_until
 from tests.portal.factories import machine_client
 from tests.portal.helpers import CLIENTS_URL
@@ -33,11 +33,13 @@ HEARTBEAT = "/api/v1/catalog/services/nowhere/instances/host-1/heartbeat"
 
 @pytest.fixture
 def published(settings):
-    """A Redis hash and channel of this test's own; the portal's watcher reads them afresh."""
+    """A Redis hash and channel of this test's own, holding the (empty) whole list, so the portal's watcher trusts
+    it and reads it afresh (rather than this test's uncommitted rows through the portal's own reconcile)."""
     settings.JWT_REVOCATIONS_KEY = f"atrium:test:revocations:{uuid.uuid4().hex}"
     settings.JWT_REVOCATIONS_POLL_SECONDS = 0.2
     settings.ATRIUM_OUTBOX_RELAY = "off"
     conn = redis.Redis.from_url(settings.REDIS_URL)
+    revocations_store(conn, {}, complete=True)
     revocation_watcher().clear()
     try:
         yield conn
@@ -168,6 +170,7 @@ def test_reconciling_mends_a_redis_that_lost_the_list(published, settings):
     revoked = machine_client(revoked=True)
     rotated = machine_client()
     services.client_rotate_secret(client=rotated.client, grace_seconds=60)
+    published.delete(settings.JWT_REVOCATIONS_KEY)
     published.hset(settings.JWT_REVOCATIONS_KEY, "cli_stray", json.dumps({"not_before": 1.0, "until": 9e9}))
 
     # when the portal reconciles (its processes do when Redis is not complete, and every minute)
@@ -179,12 +182,24 @@ def test_reconciling_mends_a_redis_that_lost_the_list(published, settings):
     assert published.hget(settings.JWT_REVOCATIONS_KEY, COMPLETE_FIELD) == b"1"
 
 
-def test_a_failed_publish_is_logged_not_raised(published, settings, caplog):
+def test_a_publish_redis_refused_is_logged_and_made_again_once_redis_is_back(published, settings, caplog):
+    # given a committed revocation whose publication Redis refuses
     revoked = machine_client(revoked=True)
+    redis_url = settings.REDIS_URL
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
+    # then the caller is not failed: it is logged, and kept to be published again
     assert revocation_publish(revoked.id) is False
     assert "identity.revocation_publish_failed" in [r.getMessage() for r in caplog.records]
+    time.sleep(0.6)
+    assert revoked.id in _republisher.pending()
+
+    # and once Redis is back, it is published without anyone asking
+    settings.REDIS_URL = redis_url
+    wait_until(
+        lambda: revoked.id in _stored(published, settings.JWT_REVOCATIONS_KEY), timeout=5, what="the publication"
+    )
+    wait_until(lambda: not _republisher.pending(), timeout=2, what="nothing left to publish")
 
 
 # ------------------------------------------------------------------------------ the caller's status on writes
