@@ -466,3 +466,7 @@ def revocations_watch() -> None:
         watcher._load_first()
     except RevocationsUnavailable:
         log.warning("revocations.unavailable_at_start")
+    finally:
+        from django.db import connections
+
+        connections.close_all()  # this (start-up) thread's, if a provider read the database: it serves no request
