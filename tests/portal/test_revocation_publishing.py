@@ -143,7 +143,8 @@ def test_the_endpoint_is_public_and_lists_only_clients_whose_tokens_must_be_chec
     assert entries[rotated.id].previous_valid_until is None  # no grace: cut off at once
     assert untouched.id not in response.content.decode()
     assert revoked.secret not in response.content.decode()
-    assert client.post(ENDPOINT).status_code == 405
+    assert_problem(client.post(ENDPOINT), 405, "method_not_allowed")
+    assert client.head(ENDPOINT).status_code == 200
 
 
 def test_the_portal_s_own_reads_refuse_a_revoked_client_s_token_within_seconds(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,6 @@ from urllib.parse import unquote_plus
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -38,19 +38,40 @@ from portal.identity.models import MachineClient
 from portal.identity.revocations import revocations_current
 from portal.identity.roles import user_roles
 from services.kit.auth import ClientPrincipal
+from services.kit.errors import problem_response
 from services.kit.ids import id_is_valid
 from services.kit.parsers import StrictJSONParser
 from services.kit.revocations import revocations_document
 
 
-@require_GET
+def _reads_only(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """GET and HEAD only; anything else a 405 problem document (Django's ``require_GET`` answers an empty HTML page)."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = problem_response(
+                request,
+                status_code=405,
+                code="method_not_allowed",
+                title="Method not allowed",
+                detail=f"Method {request.method} is not allowed here; use GET.",
+            )
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request)
+
+    return wrapped
+
+
+@_reads_only
 @cache_control(public=True, max_age=300)
 def jwks_view(request: HttpRequest) -> HttpResponse:
     """``/.well-known/jwks.json``: the public keys services verify tokens with."""
     return HttpResponse(json.dumps(jwks()), content_type="application/jwk-set+json")
 
 
-@require_GET
+@_reads_only
 def revocations_view(request: HttpRequest) -> HttpResponse:
     """``/.well-known/atrium-revocations.json``: what every token verifier must refuse (see services/kit/revocations).
 
