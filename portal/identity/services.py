@@ -116,9 +116,9 @@ def client_manage_authorize(
         scopes_beyond = sorted(set(scopes) - set(caller.allowed_scopes))
         if audiences_beyond or scopes_beyond:
             held = ", ".join(audiences_beyond + scopes_beyond)
+            verb = {"rotate_secret": "rotate the secrets of"}.get(operation, operation)
             error = GrantEscalation(
-                f"A client can only {operation.replace('_', ' ')} clients within its own grants; it does not hold: "
-                f"{held}."
+                f"A client can only {verb} clients within its own grants; it does not hold: {held}."
             )
             extra = {"audiences_beyond": audiences_beyond, "scopes_beyond": scopes_beyond}
     if error is None:
