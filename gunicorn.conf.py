@@ -56,6 +56,11 @@ def post_worker_init(worker: Any) -> None:
 
     web_agent_start(bind=list(worker.cfg.bind), master_pid=_master_pid, started_at=_started_at)
 
+    # Revoked clients: this worker's watcher thread, and its first copy before the first request.
+    from services.kit.revocations import revocations_watch
+
+    revocations_watch()
+
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Send the calls counted since the last report before the worker goes."""

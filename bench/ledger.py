@@ -416,16 +416,20 @@ class Jwks:
             "alg": "EdDSA",
             "use": "sig",
         }
-        document = json.dumps({"keys": [jwk]}).encode()
+        # The key set, and (as the portal serves next to it) the revocation list every service reads: empty.
+        documents = {
+            "/.well-known/jwks.json": json.dumps({"keys": [jwk]}).encode(),
+            "/.well-known/atrium-revocations.json": json.dumps({"generated_at": time.time(), "clients": {}}).encode(),
+        }
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                found = self.path == "/.well-known/jwks.json"
-                self.send_response(200 if found else 404)
+                document = documents.get(self.path)
+                self.send_response(200 if document else 404)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(document) if found else 2))
+                self.send_header("Content-Length", str(len(document) if document else 2))
                 self.end_headers()
-                self.wfile.write(document if found else b"{}")
+                self.wfile.write(document or b"{}")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -82,6 +82,9 @@ class Tokens(Jwks):
         key, kid = self.key, self.kid
         jwks_path = urllib.parse.urlsplit(self.url).path
         document = json.dumps({"keys": [self.jwk()]}).encode()
+        # The revocation list the portal serves next to its key set, which every service reads: empty.
+        revocations_path = jwks_path.rsplit("/", 1)[0] + "/atrium-revocations.json"
+        revocations = json.dumps({"generated_at": time.time(), "clients": {}}).encode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _reply(self, status: int, body: bytes) -> None:
@@ -92,7 +95,12 @@ class Tokens(Jwks):
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                self._reply(200, document) if self.path == jwks_path else self._reply(404, b"{}")
+                if self.path == jwks_path:
+                    self._reply(200, document)
+                elif self.path == revocations_path:
+                    self._reply(200, revocations)
+                else:
+                    self._reply(404, b"{}")
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

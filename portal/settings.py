@@ -19,7 +19,8 @@ globals().update(
 
 # Users use the admin session; machine clients use portal-issued JWTs (audience "portal").
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [  # noqa: F821
-    "services.kit.auth.JWTAuthentication",
+    # The kit's, plus the caller's client status on every write (portal/identity/authentication.py).
+    "portal.identity.authentication.PortalJWTAuthentication",
     "rest_framework.authentication.SessionAuthentication",
 ]
 REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] = ["portal.identity.permissions.RoleOrScope"]  # noqa: F821
@@ -30,6 +31,8 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [  # noqa: F821
 
 # The portal verifies its own tokens (audience "portal") against its own key set, in process.
 JWT_JWKS_PROVIDER = "portal.identity.keys.jwks"
+# ... and reads revocations from its own database when Redis cannot tell (mending Redis on the way).
+JWT_REVOCATIONS_PROVIDER = "portal.identity.revocations.revocations_reconcile"
 
 # Token signing (identity provider). PEM from the environment, or a file; dev and
 # test generate an Ed25519 key once under var/keys/.
@@ -40,10 +43,24 @@ JWT_RETIRED_PUBLIC_KEY_FILES = env.list("JWT_RETIRED_PUBLIC_KEY_FILES", default=
 JWT_ACCESS_TOKEN_TTL_SECONDS = env.int("JWT_ACCESS_TOKEN_TTL_SECONDS", default=900)
 # After a machine client's secret is rotated, the old one still obtains tokens this long (0: not at all).
 ATRIUM_CLIENT_SECRET_GRACE_SECONDS = env.int("ATRIUM_CLIENT_SECRET_GRACE_SECONDS", default=3600)
+# Token endpoint: this many failed secrets for one client id within the window lock it out for the cool-off
+# (429 too_many_attempts, even with the right secret; portal/identity/throttle.py). 0 turns throttling off.
+ATRIUM_TOKEN_FAILURE_LIMIT = env.int("ATRIUM_TOKEN_FAILURE_LIMIT", default=10)
+ATRIUM_TOKEN_FAILURE_WINDOW_SECONDS = env.int("ATRIUM_TOKEN_FAILURE_WINDOW_SECONDS", default=300)
+ATRIUM_TOKEN_LOCKOUT_SECONDS = env.int("ATRIUM_TOKEN_LOCKOUT_SECONDS", default=900)
 
 # What a machine client may be granted: audience → the scopes that audience knows.
 ATRIUM_AUDIENCE_SCOPES = {
-    "portal": ["portal:read", "portal:write", "catalog:register", "audit:read", "jobs:read", "jobs:write"],
+    # identity:manage: create, rotate, revoke and unlock machine clients (only within the caller's own grants).
+    "portal": [
+        "portal:read",
+        "portal:write",
+        "catalog:register",
+        "audit:read",
+        "jobs:read",
+        "jobs:write",
+        "identity:manage",
+    ],
     "ledger": ["ledger:read", "ledger:write"],
     "payments": ["payments:read", "payments:write"],
     "webhooks": ["webhooks:read", "webhooks:write"],

@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from rest_framework.routers import SimpleRouter
 
 from portal.diagnostics import PingView
-from portal.identity.api.views import MachineClientViewSet, MeView, TokenView, jwks_view
+from portal.identity.api.views import MachineClientViewSet, MeView, TokenView, jwks_view, revocations_view
 from services.kit.urls import kit_urlpatterns
 
 # Optional trailing slash, like the other API routes. SimpleRouter(trailing_slash=...) coerces its
@@ -31,6 +31,7 @@ urlpatterns = [
     path("admin/jobs/", include("portal.jobs.urls")),
     path("admin/", admin.site.urls),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
+    path(".well-known/atrium-revocations.json", revocations_view, name="revocations"),
     path("api/v1/", include(api_v1)),
     *kit_urlpatterns(),
 ]

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
 from services.kit import auth
+from services.kit.revocations import RevocationEntry, revocations_document
 from tests.servers import LocalServer, Responder, Seen, json_reply
 
 
@@ -62,16 +63,21 @@ class SigningKey:
 
 
 class JWKSServer:
-    """A real JWKS endpoint publishing ``keys``; counts its fetches."""
+    """A real JWKS endpoint publishing ``keys``, and the revocation list next to it (as the portal serves them:
+    ``revocations`` maps client ids to entries); counts its key set fetches."""
 
     path = "/.well-known/jwks.json"
+    revocations_path = "/.well-known/atrium-revocations.json"
 
     def __init__(self, start: Callable[[Responder], LocalServer], keys: list[SigningKey]) -> None:
         self.keys = keys
+        self.revocations: dict[str, RevocationEntry] = {}
         self.server = start(self._respond)
         self.url = self.server.url + self.path
 
     def _respond(self, seen: Seen) -> Any:
+        if seen.path == self.revocations_path:
+            return json_reply(200, revocations_document(self.revocations))
         if seen.path != self.path:
             return json_reply(404, {})
         return json_reply(200, {"keys": [key.jwk for key in self.keys]})

@@ -12,8 +12,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from portal.identity import services
-from portal.identity.errors import InvalidClientConfiguration
+from portal.identity import services, throttle
+from portal.identity.errors import InvalidClientConfiguration, LockoutsUnavailable
 from portal.identity.models import MachineClient
 from services.kit.audit import audit_record
 
@@ -63,8 +63,16 @@ class MachineClientAdmin(admin.ModelAdmin):
         "secret_rotated_at",
         "revoked_at",
         "last_used_at",
+        "token_lockout",
     ]
-    actions = ["rotate_secret", "revoke"]
+    actions = ["rotate_secret", "revoke", "unlock_token_endpoint"]
+
+    @admin.display(description="token endpoint lockout")
+    def token_lockout(self, obj: MachineClient) -> str:
+        if obj.pk is None:
+            return "-"
+        remaining = throttle.token_lockout_remaining(obj.pk)
+        return f"locked out for {remaining} more second(s) after repeated failed secrets" if remaining else "none"
 
     @admin.display(description="audiences")
     def audiences(self, obj: MachineClient) -> str:
@@ -122,6 +130,17 @@ class MachineClientAdmin(admin.ModelAdmin):
         client = queryset.get()
         secret = services.client_rotate_secret(client=client)
         return self._secret_page(request, client, secret, heading="Secret rotated")
+
+    @admin.action(description="Unlock the token endpoint for the selected clients", permissions=["change"])
+    def unlock_token_endpoint(self, request: HttpRequest, queryset: QuerySet[MachineClient]) -> None:
+        unlocked = 0
+        try:
+            for client_id in queryset.values_list("pk", flat=True):
+                unlocked += throttle.token_lockout_clear(client_id=client_id)  # audited, locked out or not
+        except LockoutsUnavailable as exc:
+            self.message_user(request, str(exc.detail), messages.ERROR)
+            return
+        self.message_user(request, f"Unlocked {unlocked} client(s) locked out of the token endpoint.", messages.SUCCESS)
 
     @admin.action(description="Revoke the selected clients", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[MachineClient]) -> None:

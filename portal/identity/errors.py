@@ -54,3 +54,51 @@ class InvalidClientConfiguration(DomainError):
     code = "invalid_client_configuration"
     status = 400
     title = "Invalid client configuration"
+
+
+class TooManyAttempts(DomainError):
+    """Too many failed secrets for one client id: locked out for a while, whatever the secret."""
+
+    code = "too_many_attempts"
+    status = 429
+    title = "Too many failed attempts"
+
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed client secrets for this client id; try again in {retry_after} s.",
+            extra={"error": "invalid_client", "retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class ClientManagementRefused(DomainError):
+    """A machine client may not manage this client (audited as ``portal.client.refused``)."""
+
+    status = 403
+    title = "Not allowed to manage this client"
+
+
+class GrantEscalation(ClientManagementRefused):
+    code = "grant_escalation"
+    title = "Grants beyond the caller's own"
+
+
+class ManageScopeMissing(ClientManagementRefused):
+    code = "insufficient_scope"
+    title = "Managing clients needs the identity:manage scope"
+
+
+class CallerRevoked(DomainError):
+    """The machine client calling has been revoked: its token no longer writes (audited)."""
+
+    code = "client_revoked"
+    status = 403
+    title = "Client revoked"
+
+
+class LockoutsUnavailable(DomainError):
+    """Token-endpoint lockouts live in Redis, which did not answer."""
+
+    code = "lockouts_unavailable"
+    status = 503
+    title = "Lockouts unavailable"

@@ -44,6 +44,14 @@ class MachineClient(models.Model):
         null=True, blank=True, editable=False, help_text="Until then the previous secret still obtains tokens."
     )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What every token verifier must refuse (published on Redis and at /.well-known/atrium-revocations.json):
+    # tokens issued at or before tokens_not_before (the last revocation; kept if the client is reactivated), and
+    # tokens minted with an older secret than the current generation (each rotation adds one; tokens carry theirs
+    # in the claim "sgen"), those of the previous one once its grace is over. revocation_until: after it every
+    # token those rules could refuse has expired, so the client is no longer published.
+    secret_generation = models.PositiveIntegerField(default=0, editable=False)
+    tokens_not_before = models.DateTimeField(null=True, blank=True, editable=False)
+    revocation_until = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:

@@ -8,8 +8,14 @@ signature against the portal's JSON Web Key Set, fetched once and cached
 A client sends the same token with every request until it expires, so a verified
 token's claims are kept in a small bounded cache (``JWT_VERIFIED_CACHE_SIZE``
 entries, each for at most ``JWT_VERIFIED_CACHE_SECONDS``): a hit skips parsing and
-the signature check but still checks expiry, and is dropped as soon as the signing
-key is no longer in the key set.
+the signature check but still checks expiry and revocation, and is dropped as soon as
+the signing key is no longer in the key set.
+
+Every token is also checked against the revoked clients and rotated secrets the portal
+publishes (``services/kit/revocations.py``): an in-memory lookup, refreshed by a
+background thread, so a revocation reaches every service within seconds without a call
+per request. A token names exactly one audience (``aud`` a string): a list, even of one,
+is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from rest_framework.request import Request
 
 from services.kit.catalog import call_count
 from services.kit.logs import get_logger
+from services.kit.revocations import revocation_watcher
 
 log = get_logger(__name__)
 
@@ -234,12 +241,23 @@ def token_verify(token: str, *, audience: str | None = None) -> dict[str, Any]:
             cache.discard(audience, token)
             raise exceptions.AuthenticationFailed("Token has expired.", code="token_expired")
         if jwks_cache().get(hit.kid) is hit.key:  # the signing key is still published (and unchanged)
+            _revocation_check(hit.claims, audience, token)
             return dict(hit.claims)
         cache.discard(audience, token)
     claims, kid, key = _token_decode(token, audience)
+    _revocation_check(claims, audience, token)
     expires = float(claims["exp"]) + settings.JWT_LEEWAY_SECONDS
     cache.put(audience, token, _Verified(dict(claims), kid, key, expires, _monotonic()))
     return claims
+
+
+def _revocation_check(claims: dict[str, Any], audience: str, token: str) -> None:
+    """Refuse a token whose client the portal revoked, or minted with a secret rotated out (in memory)."""
+    reason = revocation_watcher().refusal(claims)
+    if reason is not None:
+        verified_cache().discard(audience, token)
+        what = "was revoked" if reason == "revoked" else "obtained it with a secret that was rotated out"
+        raise exceptions.AuthenticationFailed(f"Token no longer valid: its client {what}.", code="token_revoked")
 
 
 def _token_decode(token: str, audience: str) -> tuple[dict[str, Any], str, jwt.PyJWK]:
@@ -259,19 +277,20 @@ def _token_decode(token: str, audience: str) -> tuple[dict[str, Any], str, jwt.P
             token,
             key=key.key,
             algorithms=[key.algorithm_name] if key.algorithm_name in ALGORITHMS else ALGORITHMS,
-            audience=audience,
             issuer=settings.JWT_ISSUER,
             leeway=settings.JWT_LEEWAY_SECONDS,
-            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            # The audience is checked below: PyJWT accepts a list that contains ours, we accept exactly one.
+            options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_aud": False},
         )
     except jwt.ExpiredSignatureError as exc:
         raise exceptions.AuthenticationFailed("Token has expired.", code="token_expired") from exc
-    except jwt.InvalidAudienceError as exc:
-        raise exceptions.PermissionDenied(
-            f"Token is not valid for the '{audience}' service.", code="invalid_audience"
-        ) from exc
     except jwt.PyJWTError as exc:
         raise exceptions.AuthenticationFailed(f"Invalid token: {exc}", code="invalid_token") from exc
+    if not isinstance(claims.get("aud"), str):
+        # A token valid for several services would let one of them replay it against the others.
+        raise exceptions.AuthenticationFailed("A token must name exactly one audience.", code="invalid_token")
+    if claims["aud"] != audience:
+        raise exceptions.PermissionDenied(f"Token is not valid for the '{audience}' service.", code="invalid_audience")
     return claims, kid, key
 
 

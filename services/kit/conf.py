@@ -18,6 +18,8 @@ what is particular to it. Environment (12-factor):
     Networks (CIDRs) that requests to URLs others chose may reach besides public addresses.
 ``AXES_*``, ``ATRIUM_PROXY_COUNT``
     Throttled admin logins (:func:`login_throttle_settings`, docs/logins.md).
+``JWT_REVOCATIONS_URL``
+    Where services read revoked clients when Redis cannot tell (default: next to ``JWT_JWKS_URL``).
 """
 
 from __future__ import annotations
@@ -251,6 +253,13 @@ def kit_settings(
         ),
         "JWT_JWKS_CACHE_SECONDS": env.int("JWT_JWKS_CACHE_SECONDS", default=300),
         "JWT_LEEWAY_SECONDS": env.int("JWT_LEEWAY_SECONDS", default=30),
+        # Revoked clients and rotated secrets (services/kit/revocations.py): a Redis hash + pub/sub channel on
+        # REDIS_URL, and the portal's endpoint (empty: atrium-revocations.json next to JWT_JWKS_URL), read by a
+        # background thread per process: on each announcement, every POLL seconds, and the endpoint every RECONCILE.
+        "JWT_REVOCATIONS_KEY": env.str("JWT_REVOCATIONS_KEY", default="atrium:identity:revocations"),
+        "JWT_REVOCATIONS_URL": env.str("JWT_REVOCATIONS_URL", default=""),
+        "JWT_REVOCATIONS_POLL_SECONDS": env.float("JWT_REVOCATIONS_POLL_SECONDS", default=2.0),
+        "JWT_REVOCATIONS_RECONCILE_SECONDS": env.float("JWT_REVOCATIONS_RECONCILE_SECONDS", default=60.0),
         # Outbox relay: "daemon" (default) — `manage.py outbox_relay` delivers, web processes do no relay work;
         # "thread" — each process delivers right after its own commits; "off" — only the beat sweep delivers.
         "ATRIUM_OUTBOX_RELAY": env.str("ATRIUM_OUTBOX_RELAY", default="daemon"),

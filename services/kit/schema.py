@@ -9,6 +9,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 class JWTAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "services.kit.auth.JWTAuthentication"
+    match_subclasses = True  # a service's own refinement (the portal's checks its clients on writes) is the same scheme
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

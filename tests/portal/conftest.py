@@ -14,6 +14,18 @@ from django.test import Client
 from tests.portal.helpers import PORTAL_QUEUE, TOKEN_URL, clear_key_caches
 
 
+@pytest.fixture(autouse=True)
+def _token_lockouts_forgotten() -> None:
+    """Failed secrets are counted in Redis, which outlives a test: each test starts with none counted."""
+    conn = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        stale = list(conn.scan_iter(match="atrium:identity:token-*", count=1000))
+        if stale:
+            conn.delete(*stale)
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def request_token(client: Client) -> Callable[..., Any]:
     """POST a JSON body to the token endpoint with the Django test client."""

@@ -150,15 +150,15 @@ def test_client_token_with_portal_read_lists_but_cannot_create(mint_token):
     # when it tries to create one
     created = _post(api, CLIENTS_URL, NEW_CLIENT)
 
-    # then the token lacks portal:write
+    # then the token lacks identity:manage
     body = assert_problem(created, 403, "insufficient_scope")
-    assert "portal:write" in body["detail"]
+    assert "identity:manage" in body["detail"]
     assert not MachineClient.objects.filter(name="reconciler").exists()
 
 
-def test_client_token_with_portal_write_creates_a_client_without_a_creator(mint_token):
-    writer = machine_client(audiences=["portal"], scopes=["portal:write"])
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {mint_token(writer, 'portal')}")
+def test_client_token_with_identity_manage_creates_a_client_within_its_grants_without_a_creator(mint_token):
+    manager = machine_client(audiences=["portal", "ledger"], scopes=["identity:manage", "ledger:read"])
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {mint_token(manager, 'portal')}")
 
     response = _post(api, CLIENTS_URL, NEW_CLIENT)
 

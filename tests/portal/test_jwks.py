@@ -73,7 +73,8 @@ def test_jwks_publishes_one_ed25519_key_named_by_its_thumbprint(client, fresh_ke
 def test_jwks_refuses_post(client):
     response = client.post(JWKS_URL)
 
-    assert response.status_code == 405
+    assert_problem(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET, HEAD"
 
 
 def test_retired_public_keys_are_published_after_the_current_one(client, settings, tmp_path, fresh_key_caches):

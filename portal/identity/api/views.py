@@ -1,9 +1,10 @@
-"""Identity API: OAuth token endpoint, JWKS, machine clients, and who-am-i."""
+"""Identity API: OAuth token endpoint, JWKS, revocations, machine clients, and who-am-i."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,18 +13,17 @@ from urllib.parse import unquote_plus
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.parsers import FormParser
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.identity import services
+from portal.identity import services, throttle
 from portal.identity.api.serializers import (
     MachineClientCreateSerializer,
     MachineClientSerializer,
@@ -35,17 +35,53 @@ from portal.identity.api.serializers import (
 from portal.identity.errors import InvalidClient, InvalidRequest, OAuthError
 from portal.identity.keys import jwks
 from portal.identity.models import MachineClient
+from portal.identity.revocations import revocations_current
 from portal.identity.roles import user_roles
 from services.kit.auth import ClientPrincipal
+from services.kit.errors import problem_response
 from services.kit.ids import id_is_valid
 from services.kit.parsers import StrictJSONParser
+from services.kit.revocations import revocations_document
 
 
-@require_GET
+def _reads_only(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """GET and HEAD only; anything else a 405 problem document (Django's ``require_GET`` answers an empty HTML page)."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = problem_response(
+                request,
+                status_code=405,
+                code="method_not_allowed",
+                title="Method not allowed",
+                detail=f"Method {request.method} is not allowed here; use GET.",
+            )
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request)
+
+    return wrapped
+
+
+@_reads_only
 @cache_control(public=True, max_age=300)
 def jwks_view(request: HttpRequest) -> HttpResponse:
     """``/.well-known/jwks.json``: the public keys services verify tokens with."""
     return HttpResponse(json.dumps(jwks()), content_type="application/jwk-set+json")
+
+
+@_reads_only
+def revocations_view(request: HttpRequest) -> HttpResponse:
+    """``/.well-known/atrium-revocations.json``: what every token verifier must refuse (see services/kit/revocations).
+
+    Public, like a certificate revocation list: a service whose own client was revoked must still be able to read
+    it, and it holds client ids and times, nothing secret. Verifiers read it when Redis cannot tell them.
+    """
+    body = json.dumps(revocations_document(revocations_current()), separators=(",", ":"))
+    response = HttpResponse(body, content_type="application/json")
+    response["Cache-Control"] = "no-store"  # a revocation must not wait in a cache
+    return response
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -137,14 +173,36 @@ class TokenView(APIView):
         return value if isinstance(value, str) else ""
 
 
+def _caller_client(request: Request) -> str | None:
+    """The machine client making the request (None for a portal user)."""
+    return request.user.client_id if isinstance(request.user, ClientPrincipal) else None
+
+
 class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Machine clients: list, read, create (secret shown once), rotate secret, revoke."""
+    """Machine clients: list, read, create (secret shown once), rotate secret, revoke, unlock the token endpoint.
+
+    Users by role (operators and admins manage); machine clients need ``identity:manage``, and only manage clients
+    within their own grants (``services.client_manage_authorize``). Every refused change is audited.
+    """
 
     queryset = MachineClient.objects.all()
     serializer_class = MachineClientSerializer
     filterset_fields = ["is_active", "name"]
     lookup_value_regex = "[^/]+"
-    required_scopes = {"GET": {"portal:read"}, "*": {"portal:write"}}
+    required_scopes = {"GET": {"portal:read"}, "*": {services.MANAGE_SCOPE}}
+
+    def check_permissions(self, request: Request) -> None:
+        try:
+            super().check_permissions(request)
+        except PermissionDenied as exc:
+            if request.method not in SAFE_METHODS:
+                code = exc.get_codes()
+                services.client_refusal_record(
+                    code=code if isinstance(code, str) else "permission_denied",
+                    operation=self.action or "",
+                    target_id=str(self.kwargs.get(self.lookup_field or "pk", ""))[:64],
+                )
+            raise
 
     def get_object(self) -> MachineClient:
         if not id_is_valid(self.kwargs.get(self.lookup_field or "pk"), "cli"):
@@ -165,6 +223,7 @@ class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
             scopes=values["allowed_scopes"],
             token_ttl_seconds=values["token_ttl_seconds"],
             created_by=request.user if not isinstance(request.user, ClientPrincipal) else None,
+            by_client=_caller_client(request),
         )
         body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
@@ -175,19 +234,45 @@ class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         client = self.get_object()
         options = RotateSecretSerializer(data=request.data if request.data else {})
         options.is_valid(raise_exception=True)
-        secret = services.client_rotate_secret(client=client, grace_seconds=options.validated_data.get("grace_seconds"))
+        secret = services.client_rotate_secret(
+            client=client, grace_seconds=options.validated_data.get("grace_seconds"), by_client=_caller_client(request)
+        )
         body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
         return Response(body, headers={"Cache-Control": "no-store"})
 
     @extend_schema(request=None, responses={200: MachineClientSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
-        client = services.client_revoke(client=self.get_object())
+        client = services.client_revoke(client=self.get_object(), by_client=_caller_client(request))
         return Response(MachineClientSerializer(client).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "TokenLockoutCleared", {"client_id": serializers.CharField(), "was_locked": serializers.BooleanField()}
+            )
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def unlock(self, request: Request, pk: str | None = None) -> Response:
+        """End the client's token-endpoint lockout after repeated failed secrets (audited)."""
+        client = self.get_object()
+        caller = _caller_client(request)
+        if caller is not None:
+            services.client_manage_authorize(
+                caller_id=caller,
+                operation="unlock",
+                audiences=client.allowed_audiences,
+                scopes=client.allowed_scopes,
+                target_id=client.id,
+            )
+        was_locked = throttle.token_lockout_clear(client_id=client.id)
+        return Response({"client_id": client.id, "was_locked": was_locked})
 
     def get_permissions(self) -> list[Any]:
         # Writes need change/add permission; POST actions map to "change".
-        if self.action in ("rotate_secret", "revoke"):
+        if self.action in ("rotate_secret", "revoke", "unlock"):
             self.required_user_permissions = ["identity.change_machineclient"]
         return super().get_permissions()
 
