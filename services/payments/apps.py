@@ -9,6 +9,7 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from services.kit.metrics import REGISTRY
+        from services.payments import checks  # noqa: F401  (system checks)
         from services.payments.reconcile import ReconciliationCollector
 
         if REGISTRY is not None:
