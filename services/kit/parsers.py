@@ -54,6 +54,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_reject_constant)
 _PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_Pairs, parse_constant=_reject_constant)
 _CONTAINERS = (dict, list)
+_COUNT_MAX = 4096
 
 
 def max_json_depth() -> int:
@@ -165,8 +166,9 @@ def json_document(text: str, *, max_depth: int | None = None, utf8: bool = True)
         raise _too_deep(max_depth) from None
     except ValueError as exc:
         raise JSONRefused(f"Request body is not valid JSON: {exc}", code="malformed_json") from exc
-    # Cheap bounds first: a document with no more brackets than the limit cannot nest deeper than it.
-    deep = text.count("{") + text.count("[") > max_depth
+    # Cheap bounds first: a document with no more brackets than the limit cannot nest deeper than it (a long
+    # one surely has more: walked without counting).
+    deep = len(text) > _COUNT_MAX or text.count("{") + text.count("[") > max_depth
     strings = not utf8 or "\\u" in text
     if deep or strings:
         _walk(data, max_depth=max_depth, strings=strings)
