@@ -12,11 +12,13 @@ import time
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.contrib import admin
+from django.test import Client, RequestFactory
 
 from devtools.infra import REPO_ROOT, venv_env
+from services.payments.admin import CurrencyLimitAdmin, VelocityLimitAdmin
 from services.payments.checks import check_currencies_are_iso_4217
-from services.payments.models import IdempotencyKey, Payment
+from services.payments.models import CurrencyLimit, IdempotencyKey, Payment, VelocityLimit
 from tests.harness import MANAGE, current_test_database_url
 from tests.payments.conftest import LedgerAdmin, PaymentsAPI
 from tests.problems import assert_problem
@@ -144,3 +146,21 @@ def test_the_payments_process_refuses_to_start_with_a_non_iso_code():
     assert result.returncode != 0
     assert "payments.E101" in result.stderr
     assert "XTS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("admin_class", "model", "data"),
+    [
+        (CurrencyLimitAdmin, CurrencyLimit, {"max_amount": 5000, "enabled": True}),
+        (VelocityLimitAdmin, VelocityLimit, {"name": "v", "window_hours": 24, "max_count": 3, "enabled": True}),
+    ],
+    ids=["currency-limit", "velocity-limit"],
+)
+def test_a_screening_rule_in_a_currency_payments_do_not_accept_is_refused_in_the_admin(admin_class, model, data):
+    form_class = admin_class(model, admin.site).get_form(RequestFactory().get("/"))
+
+    for currency in ("XXX", "eur", "XAU"):
+        form = form_class(data={**data, "currency": currency})
+        assert not form.is_valid()
+        assert "currency" in form.errors
+    assert form_class(data={**data, "currency": "EUR"}).is_valid()
