@@ -12,6 +12,9 @@ _service = os.environ.get("DJANGO_SETTINGS_MODULE", "portal.settings").split("."
 
 # WEB_CONCURRENCY / WEB_THREADS, else 2 x usable cores + 1 workers with 2 threads each.
 workers, threads = web_layout()
+# gthread (threads > 1) or sync, as gunicorn would pick, answering gunicorn's own errors (431, 400, 414...) as
+# problem details instead of HTML pages.
+worker_class = "services.kit.webserver.ProblemWorker"
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5

@@ -217,8 +217,11 @@ def kit_settings(
         # Dev and test serve static files straight from the apps (no collectstatic step).
         "WHITENOISE_USE_FINDERS": not production,
         "WHITENOISE_AUTOREFRESH": environment == "dev",
+        # Bounded input (services/kit/middleware.py, parsers.py): a body limit per route (a service may set its
+        # own default and larger limits for named routes), chunked bodies included; JSON nesting depth.
         "DATA_UPLOAD_MAX_MEMORY_SIZE": env.int("ATRIUM_MAX_BODY_BYTES", default=1024 * 1024),
         "ATRIUM_MAX_BODY_BYTES": env.int("ATRIUM_MAX_BODY_BYTES", default=1024 * 1024),
+        "ATRIUM_MAX_JSON_DEPTH": env.int("ATRIUM_MAX_JSON_DEPTH", default=32),
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["services.kit.auth.JWTAuthentication"],
             "DEFAULT_PERMISSION_CLASSES": ["services.kit.auth.HasScope"],

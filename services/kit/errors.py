@@ -176,8 +176,10 @@ def _drf_problem(exc: exceptions.APIException, instance: str | None) -> tuple[di
     specific = exc.get_codes()
     if isinstance(specific, str) and specific not in (generic, "invalid", "error"):
         code = specific
+    # A parser's refusal may add members, e.g. the duplicate key's pointer (services/kit/parsers.py).
+    members = getattr(exc, "problem_members", None) or {}
     return problem_body(
-        status_code=exc.status_code, code=code, title=title, detail=str(exc.detail), instance=instance
+        status_code=exc.status_code, code=code, title=title, detail=str(exc.detail), instance=instance, **members
     ), headers
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.kit.errors import DomainError
+from services.kit.metadata import InvalidMetadata as KitInvalidMetadata
 
 
 class LedgerError(DomainError):
@@ -37,6 +38,10 @@ class InvalidAmount(LedgerError):
 class InvalidCurrency(LedgerError):
     code = "invalid_currency"
     title = "Invalid currency"
+
+
+class InvalidMetadata(KitInvalidMetadata, LedgerError):
+    """The kit's metadata limits (``services.kit.metadata``); a ledger error, so a batch item fails alone."""
 
 
 class InsufficientFunds(LedgerError):

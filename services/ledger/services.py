@@ -28,10 +28,12 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event, audit_record
+from services.kit.currencies import currency_is_valid
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.errors import NotFound
 from services.kit.ids import id_new
 from services.kit.logs import get_logger
+from services.kit.metadata import metadata_check
 from services.ledger import audit as ledger_audit
 from services.ledger.errors import (
     AccountClosed,
@@ -42,6 +44,8 @@ from services.ledger.errors import (
     DuplicateAccountCode,
     InsufficientFunds,
     InvalidAmount,
+    InvalidCurrency,
+    InvalidMetadata,
     LedgerError,
     ProcessingError,
     ReferenceConflict,
@@ -106,6 +110,8 @@ def account_create(
         "allow_negative": allow_negative,
     }
     try:
+        _check_currency(currency)
+        metadata_check(metadata or {}, error=InvalidMetadata)
         if not isinstance(overdraft_limit, int) or not 0 <= overdraft_limit <= MAX_AMOUNT:
             raise InvalidAmount("overdraft_limit must be an integer from 0 to 2^63-1.")
         try:
@@ -146,6 +152,8 @@ def account_update(
     """Rename, re-tag, freeze, unfreeze or close an account (closing needs zero balances)."""
 
     def run() -> Account:
+        if metadata is not None:
+            metadata_check(metadata, error=InvalidMetadata)
         with transaction.atomic():
             account = Account.objects.select_for_update().filter(pk=account_id).first()
             if account is None:
@@ -227,7 +235,19 @@ class BatchRejected(LedgerError):
     title = "Batch rejected; nothing was applied"
 
 
+def _check_currency(currency: Any) -> None:
+    """An active ISO 4217 code (the kit's one list); ``XXX``, ``XTS``, metals and units of account are not."""
+    if not currency_is_valid(currency):
+        detail = f"{currency!r} is not an active ISO 4217 currency code that Atrium accepts."
+        error = {"field": "currency", "pointer": "#/currency", "code": "invalid_currency", "detail": detail}
+        raise InvalidCurrency(detail, extra={"errors": [error]})
+
+
 def _check_shape(item: TransactionInput) -> None:
+    if item.currency is not None:
+        _check_currency(item.currency)
+    if item.metadata:
+        metadata_check(item.metadata, error=InvalidMetadata)
     if len(item.postings) < 2:
         raise TooFewPostings("A transaction needs at least two postings.")
     debits = credits = 0

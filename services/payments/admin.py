@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -104,8 +106,21 @@ class PaymentAdmin(ReadOnlyAdmin):
             self.message_user(request, "Not canceled: " + "; ".join(refused[:20]), messages.WARNING)
 
 
+class ScreeningRuleForm(forms.ModelForm):
+    """A rule's currency is one payments accept (PAYMENTS_CURRENCIES, a subset of the kit's ISO 4217 list):
+    a rule for another code could never apply, and a typo (``eur``) would pass silently."""
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data.get("currency") or ""
+        if currency and currency not in settings.PAYMENTS_CURRENCIES:
+            accepted = ", ".join(settings.PAYMENTS_CURRENCIES)
+            raise forms.ValidationError(f"{currency!r} is not a currency payments accept ({accepted}).")
+        return currency
+
+
 @admin.register(CurrencyLimit)
 class CurrencyLimitAdmin(admin.ModelAdmin):
+    form = ScreeningRuleForm
     list_display = ["currency", "max_amount", "enabled", "updated_at"]
     list_filter = ["enabled"]
     list_editable = ["max_amount", "enabled"]
@@ -113,6 +128,7 @@ class CurrencyLimitAdmin(admin.ModelAdmin):
 
 @admin.register(VelocityLimit)
 class VelocityLimitAdmin(admin.ModelAdmin):
+    form = ScreeningRuleForm
     list_display = ["name", "currency", "window_hours", "max_count", "max_amount", "enabled", "updated_at"]
     list_filter = ["enabled", "currency"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.kit.errors import DomainError
+from services.kit.metadata import InvalidMetadata as KitInvalidMetadata
 
 
 class PaymentError(DomainError):
@@ -22,6 +23,10 @@ class AmountTooLarge(PaymentError):
 class UnsupportedCurrency(PaymentError):
     code = "unsupported_currency"
     title = "Unsupported currency"
+
+
+class InvalidMetadata(KitInvalidMetadata, PaymentError):
+    """The kit's metadata limits (``services.kit.metadata``)."""
 
 
 class SameAccount(PaymentError):

@@ -27,6 +27,7 @@ from services.kit.context import request_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.db import execute as db_execute
 from services.kit.logs import get_logger
+from services.kit.metadata import metadata_check
 from services.kit.outbox import isoformat, outbox_put_many
 from services.payments import idempotency
 from services.payments.api.serializers import payment_body
@@ -35,6 +36,7 @@ from services.payments.errors import (
     AmountTooLarge,
     CurrencyMismatch,
     InvalidAmount,
+    InvalidMetadata,
     PaymentNotCancelable,
     PaymentNotFound,
     SameAccount,
@@ -175,6 +177,7 @@ def payment_create(
     amount = _check_amount(amount)
     currency = _check_currency(currency)
     _check_amount_limit(amount, currency)
+    metadata = metadata_check(metadata or {}, error=InvalidMetadata)
     _check_accounts(source_account, destination_account, currency)
     now = timezone.now()
     payment = Payment(

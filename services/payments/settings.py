@@ -23,7 +23,11 @@ from services.kit.conf import env  # noqa: E402
 LEDGER_URL = env.str("LEDGER_URL", default="http://127.0.0.1:8001")
 PAYMENTS_LEDGER_TIMEOUT = env.float("PAYMENTS_LEDGER_TIMEOUT", default=5.0)
 PAYMENTS_LEDGER_RETRIES = env.int("PAYMENTS_LEDGER_RETRIES", default=2)  # within one attempt; attempts below
-# Currencies payments accept (ISO 4217).
+# Request body limit (413 payload_too_large above it, chunked bodies included): a payment is at most ~170 KB of
+# JSON (metadata at its limits, every character escaped); 256 KiB leaves room and refuses anything larger.
+ATRIUM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ATRIUM_MAX_BODY_BYTES", default=256 * 1024)
+# Currencies payments accept: a subset of the kit's ISO 4217 list (services/kit/currencies.py; a system check
+# refuses any other code).
 PAYMENTS_CURRENCIES = env.list(
     "PAYMENTS_CURRENCIES", default=["EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "JPY", "CAD", "AUD"]
 )

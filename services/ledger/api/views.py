@@ -146,6 +146,9 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 class TransactionBatchView(APIView):
     """Up to 1,000 transactions in one call, each with its own result; ``atomic`` for all or nothing."""
 
+    # 1,000 transactions need more than the ledger's 1 MiB body limit (services/kit/middleware.py).
+    max_body_setting = "LEDGER_MAX_BATCH_BODY_BYTES"
+
     @extend_schema(
         request=BatchInputSerializer,
         responses={200: inline_serializer("BatchResults", {"results": BatchResultSerializer(many=True)})},

@@ -21,12 +21,8 @@ class PaymentCreateSerializer(StrictSerializer):
     source_account = serializers.CharField(max_length=40)
     destination_account = serializers.CharField(max_length=40)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    # Its limits (keys, key and value lengths) are the kit's, checked by the service (422 invalid_metadata).
     metadata = serializers.DictField(required=False, default=dict)
-
-    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
-        if len(value) > 50:
-            raise serializers.ValidationError("At most 50 keys.", code="too_many_keys")
-        return value
 
 
 _CREATE_KEYS = frozenset(PaymentCreateSerializer._declared_fields)
@@ -56,7 +52,7 @@ def create_input_fast(data: Any) -> dict[str, Any] | None:
         return None
     description = data.get("description", "")
     metadata = data.get("metadata", {})
-    if not _plain(description, 500, blank=True) or type(metadata) is not dict or len(metadata) > 50:
+    if not _plain(description, 500, blank=True) or type(metadata) is not dict:
         return None
     if not all(type(k) is str for k in metadata):
         return None
