@@ -69,6 +69,12 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))  # noqa: F821
 # The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).
 AUDIT_ARCHIVE_AUTOMATIC = env.bool("AUDIT_ARCHIVE_AUTOMATIC", default=False)
+# Poison isolation in the sequencer: an event that fails alone for no known reason is tried this many times in
+# all, then parked in its place (portal/audit/parked.py).
+AUDIT_INGEST_ATTEMPTS = env.int("AUDIT_INGEST_ATTEMPTS", default=3)
+# audit_verify: a jump in a service's sequence over more numbers than this cannot be events still in flight
+# (the relays deliver in order, in batches): it is reported as tampering, not as a gap.
+AUDIT_VERIFY_SERVICE_GAP_MAX = env.int("AUDIT_VERIFY_SERVICE_GAP_MAX", default=10_000_000)
 
 # Service catalog: instances heartbeat this often (each heartbeat's answer says so); one that misses three is
 # critical, one silent this long is gone (kept). Health checks: timeout, how many at once, when 2xx is "slow".
