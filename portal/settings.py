@@ -93,6 +93,8 @@ JOBS_MONITOR_BATCH = env.int("JOBS_MONITOR_BATCH", default=20)  # stream entries
 JOBS_MONITOR_CONSUMER = env.str("JOBS_MONITOR_CONSUMER", default="")  # default: the host name
 JOBS_MONITOR_GATHER_SECONDS = env.float("JOBS_MONITOR_GATHER_SECONDS", default=0.5)
 JOBS_MONITOR_CLAIM_SECONDS = env.float("JOBS_MONITOR_CLAIM_SECONDS", default=60.0)
+# An event that fails alone for no known reason is tried this many times in all, then parked (jobs_deadletter).
+JOBS_MONITOR_ATTEMPTS = env.int("JOBS_MONITOR_ATTEMPTS", default=3)
 # Retention (portal.jobs_prune, hourly): tasks and their events, then the per-minute chart counts; deleted in
 # batches of JOBS_PRUNE_BATCH rows, for at most JOBS_PRUNE_SECONDS a run (under the task time limit).
 JOBS_RETENTION_DAYS = env.int("JOBS_RETENTION_DAYS", default=30)

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from portal.audit.models import AuditNode, AuditRejected
@@ -48,6 +48,7 @@ from portal.audit.verifier import (
     node_hash,
     parse_timestamp,
 )
+from services.kit.db import database_transient
 from services.kit.logs import get_logger
 from services.kit.outbox import event_expand, isoformat
 
@@ -508,19 +509,8 @@ class _Done(IngestResult):
 
 
 def _deferred_if_unavailable(exc: BaseException) -> None:
-    """Raise :class:`IngestDeferred` if ``exc`` says the database is away rather than that an event is bad:
-    a lost connection, too few resources, the server shutting down, a serialisation failure or deadlock — or
-    the database not answering a plain query right after."""
-    state = str(getattr(exc.__cause__, "sqlstate", None) or getattr(exc, "sqlstate", None) or "")
-    away = isinstance(exc, InterfaceError) or state[:2] in ("08", "40", "53", "57", "58")
-    away = away or (isinstance(exc, OperationalError) and not state)
-    if not away:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except Exception:
-            away = True
-    if away:
+    """Raise :class:`IngestDeferred` if ``exc`` says the database is away rather than that an event is bad."""
+    if database_transient(exc):
         raise IngestDeferred(f"the portal database is unavailable: {type(exc).__name__}: {exc}"[:500]) from exc
 
 
