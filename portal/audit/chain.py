@@ -258,7 +258,11 @@ def _prepare(event: dict[str, Any], now: dt.datetime, recorded_at: str) -> _Prep
 def _state_locked(cursor: Any) -> tuple[int, bytes, dict[str, str], dt.datetime | None]:
     """The sequencer's (size, last hash, frontier, the last batch's ``recorded_at``), row-locked (created on
     first use; no batch yet: None)."""
-    select = "SELECT size, last_hash, frontier, updated_at FROM audit_chain_state WHERE id = 1 FOR UPDATE"
+    # A last stamp no datetime holds (the row was tampered with) is no floor: the batch keeps its own.
+    select = (
+        "SELECT size, last_hash, frontier, CASE WHEN updated_at BETWEEN '2000-01-01Z' AND '9999-12-31Z' "
+        "THEN updated_at END FROM audit_chain_state WHERE id = 1 FOR UPDATE"
+    )
     cursor.execute(select)
     row = cursor.fetchone()
     if row is None:

@@ -649,11 +649,16 @@ def _stream_halves(
     """
     mid = start + (high - start) // 2
     with connection.cursor() as cursor:
-        cursor.execute("SELECT hash, recorded_at FROM audit_event WHERE seq = %s", [mid])
+        # (a time no datetime holds, out of range anyway, is no claim to start from)
+        cursor.execute(
+            "SELECT hash, CASE WHEN recorded_at BETWEEN '2000-01-01Z' AND '9999-12-31Z' THEN recorded_at END "
+            "FROM audit_event WHERE seq = %s",
+            [mid],
+        )
         row = cursor.fetchone()
     wanted = {(level, (mid >> level) - 1) for level in range(mid.bit_length()) if mid >> level & 1}
     found = node_lookup(wanted)
-    if row is None or len(found) != len(wanted):
+    if row is None or row[1] is None or len(found) != len(wanted):
         return None
     claimed_prev, claimed_recorded = bytes(row[0]), micros(row[1])
     claimed_frontier = [found.get((level, (mid >> level) - 1)) for level in range(mid.bit_length())]
@@ -749,7 +754,8 @@ def verify_log(
                 else:
                     snapshot = None
         try:
-            state = AuditChainState.objects.filter(id=1).first()
+            # (updated_at is not needed, and a forged one may be a time no datetime holds)
+            state = AuditChainState.objects.filter(id=1).only("size", "last_hash", "frontier").first()
             state_size = state.size if state is not None else 0
             heads = _heads_check(state_size, problems)
             report.heads = len(heads)

@@ -253,3 +253,20 @@ def test_the_database_away_defers_the_whole_batch_and_parks_nothing():
     # then nothing of it was parked or chained: the task retries the whole message later
     assert AuditEvent.objects.count() == 1
     assert not AuditEvent.objects.filter(action=PARKED_ACTION).exists()
+
+
+def test_a_tampered_sequencer_stamp_neither_parks_events_nor_breaks_verification():
+    from tests.audit.test_verify import rogue, run_command
+
+    # given a sequencer whose last batch stamp was rewritten to a time no datetime holds
+    ingest([make_event("ledger", 1)])
+    rogue("UPDATE audit_chain_state SET updated_at = 'infinity'")
+
+    # when more events arrive, and the log is verified
+    result = ingest([make_event("ledger", 2), make_event("ledger", 3)])
+    code, output = run_command()
+
+    # then they are chained as usual, and the verification runs to its end
+    assert (result.inserted, result.parked) == (2, [])
+    assert code == 0, output
+    assert output.strip().endswith("OK")

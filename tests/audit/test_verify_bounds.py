@@ -394,3 +394,20 @@ def verifier_key() -> bytes:
     from portal.audit.heads import public_key_pem
 
     return public_key_pem()
+
+
+@pytest.mark.parametrize("moment", ["infinity", "-infinity", "20000-01-01T00:00:00Z"])
+def test_a_time_no_datetime_holds_is_out_of_range_even_at_the_midpoint_of_a_split_stream(monkeypatch, moment):
+    from portal.audit import verify as verify_module
+
+    # given a log streamed in two processes (from 10 events on), whose midpoint row's recorded_at is rewritten
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_EVENTS", 10)
+    build_log()
+    rogue("UPDATE audit_event SET recorded_at = %s WHERE seq = 15", [moment])
+
+    # when the command runs (its own snapshot: the split is tried)
+    code, output = run_command()
+
+    # then it does not break down: seq 15 is reported, out of range (and its column disagrees with its JSON)
+    assert code == 1
+    assert "FAIL at seq 15: out of range" in output
