@@ -364,7 +364,9 @@ def _admit(item: Any, now: dt.datetime, recorded_at: str) -> tuple[Any, _Prepare
         prepared = _prepare(event, now, recorded_at)
     except Exception as exc:  # what cannot be serialised: a lone surrogate, NaN, nesting too deep, a huge number
         return event, None, f"cannot be serialised: {type(exc).__name__}: {exc}"[:500]
-    if _NUL.search(prepared.head) or _NUL.search(prepared.tail):
+    if ("\\u0000" in prepared.head or "\\u0000" in prepared.tail) and (
+        _NUL.search(prepared.head) or _NUL.search(prepared.tail)
+    ):
         return event, None, "holds a NUL character, which PostgreSQL cannot store"
     # The bounds every chained event is verified against, with the largest seq it could be given.
     why = event_out_of_range({**prepared.body, "seq": 1}, prepared.size + len(str(SEQ_MAX)) - 1)

@@ -122,15 +122,19 @@ def event_out_of_range(event: dict[str, Any], size: int) -> str | None:
             f"its occurred_at {event['occurred_at']} is after its recorded_at {event['recorded_at']} "
             f"(by more than the {CLOCK_SKEW_SECONDS} s a service's clock may be ahead)"
         )
-    for path, limit in FIELD_MAX.items():
-        value: Any = event
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if not isinstance(value, str):
-            return f"its {'.'.join(path)} is not a string"
-        if len(value) > limit:
-            return f"its {'.'.join(path)} is {len(value)} characters long, more than the {limit} the sequencer writes"
+    for path, limit in _FIELD_PATHS:
+        value = event.get(path[0])
+        if len(path) == 2:
+            value = value.get(path[1]) if isinstance(value, dict) else None
+        if not isinstance(value, str) or len(value) > limit:
+            name = ".".join(path)
+            if not isinstance(value, str):
+                return f"its {name} is not a string"
+            return f"its {name} is {len(value)} characters long, more than the {limit} the sequencer writes"
     return None
+
+
+_FIELD_PATHS = tuple(FIELD_MAX.items())
 
 
 def canonical(event: dict[str, Any]) -> bytes:
