@@ -86,6 +86,12 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))  # noqa: F821
 # The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).
 AUDIT_ARCHIVE_AUTOMATIC = env.bool("AUDIT_ARCHIVE_AUTOMATIC", default=False)
+# Poison isolation in the sequencer: an event that fails alone for no known reason is tried this many times in
+# all, then parked in its place (portal/audit/parked.py).
+AUDIT_INGEST_ATTEMPTS = env.int("AUDIT_INGEST_ATTEMPTS", default=3)
+# audit_verify: a jump in a service's sequence over more numbers than this cannot be events still in flight
+# (the relays deliver in order, in batches): it is reported as tampering, not as a gap.
+AUDIT_VERIFY_SERVICE_GAP_MAX = env.int("AUDIT_VERIFY_SERVICE_GAP_MAX", default=10_000_000)
 
 # Service catalog: instances heartbeat this often (each heartbeat's answer says so); one that misses three is
 # critical, one silent this long is gone (kept). Health checks: timeout, how many at once, when 2xx is "slow".
@@ -104,6 +110,8 @@ JOBS_MONITOR_BATCH = env.int("JOBS_MONITOR_BATCH", default=20)  # stream entries
 JOBS_MONITOR_CONSUMER = env.str("JOBS_MONITOR_CONSUMER", default="")  # default: the host name
 JOBS_MONITOR_GATHER_SECONDS = env.float("JOBS_MONITOR_GATHER_SECONDS", default=0.5)
 JOBS_MONITOR_CLAIM_SECONDS = env.float("JOBS_MONITOR_CLAIM_SECONDS", default=60.0)
+# An event that fails alone for no known reason is tried this many times in all, then parked (jobs_deadletter).
+JOBS_MONITOR_ATTEMPTS = env.int("JOBS_MONITOR_ATTEMPTS", default=3)
 # Retention (portal.jobs_prune, hourly): tasks and their events, then the per-minute chart counts; deleted in
 # batches of JOBS_PRUNE_BATCH rows, for at most JOBS_PRUNE_SECONDS a run (under the task time limit).
 JOBS_RETENTION_DAYS = env.int("JOBS_RETENTION_DAYS", default=30)

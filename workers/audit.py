@@ -8,8 +8,10 @@ from typing import Any
 from django.conf import settings
 
 from portal.audit.archive import archive_run, retention_cutoff
+from portal.audit.chain import IngestDeferred
 from portal.audit.chain import ingest as chain_ingest
 from portal.audit.heads import head_sign
+from portal.audit.parked import AuditEventsParked
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
 
@@ -18,11 +20,24 @@ probe = probe_task("audit")
 noop = noop_task("audit")
 
 
-@app.task(name="audit.ingest", bind=True, max_retries=None, acks_late=True)
+@app.task(name="audit.ingest", bind=True, max_retries=None, acks_late=True, autoretry_for=(IngestDeferred,))
 def ingest(self: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Chain a batch of events from a service's outbox (idempotent on event id). The outbox relays send it
-    with ``ignore_result`` (nobody waits for their batches); a caller that wants the counts can wait for them."""
+    with ``ignore_result`` (nobody waits for their batches); a caller that wants the counts can wait for them.
+
+    One bad event never stops the others (``portal.audit.chain``): it is parked in its place and the rest are
+    chained. The task then fails with :class:`AuditEventsParked` (JSON-safe: a message only), so the park shows
+    in the job dashboard's failures; running it again changes nothing (every event is a duplicate by then).
+    With the portal's database away, the whole batch is retried later, with backoff, as often as it takes.
+    """
     result = chain_ingest(events)
+    if result.parked or result.rejected:
+        shown = [f"{p['service']}#{p['service_seq']} {p['id']} ({p['reason'][:200]})" for p in result.parked[:5]]
+        shown += [reason[:200] for reason in result.reasons[:5]]
+        raise AuditEventsParked(
+            f"{len(result.parked)} event(s) parked in their place and {result.rejected} kept aside in "
+            f"audit_rejected; {result.inserted - len(result.parked)} chained: " + "; ".join(shown)
+        )
     return {
         "inserted": result.inserted,
         "duplicates": result.duplicates,

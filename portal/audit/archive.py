@@ -4,8 +4,9 @@
 head older than the retention period, and for the events after the previous archive up to that head:
 
 1. streams them in ``seq`` order and checks each one on the way (its hashes, its link to the previous
-   event, its embedded ``seq``, the Merkle tree against every signed head in the range) — a log that does
-   not verify is never archived;
+   event, its size and embedded ``seq``, the Merkle tree against every signed head in the range) — a log that
+   does not verify is never archived (the file read back in step 3 is also held to every bound the standalone
+   verifier checks: numbers, timestamps, sizes);
 2. writes them to ``<AUDIT_ARCHIVE_DIR>/audit-<first>-<last>.jsonl.gz``: a header (the covering signed
    head, the heads in the range, and where the archive starts: the previous archive's head, its last
    chain hash and its Merkle frontier), one line per event (its canonical JSON, hashes and, by default,
@@ -41,6 +42,7 @@ from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditArchive, AuditHead
 from portal.audit.verifier import (
     ARCHIVE_FORMAT,
+    EVENT_MAX_BYTES,
     ZERO_HASH,
     check_archive,
     frontier_root_hex,
@@ -231,6 +233,8 @@ def archive_write(plan: ArchivePlan, directory: Path, *, proofs: bool = True, ba
                         or sha256(b"\x00" + data).digest() != leaf
                     ):
                         raise ArchiveError(f"seq {seq} does not verify (hashes or link); run audit_verify")
+                    if len(data) > EVENT_MAX_BYTES:  # never parsed: no event the sequencer writes is this big
+                        raise ArchiveError(f"seq {seq} is larger than any event the sequencer writes; run audit_verify")
                     if json.loads(data).get("seq") != seq:
                         raise ArchiveError(f"seq {seq} holds an event chained under another seq; run audit_verify")
                     line: dict[str, Any] = {

@@ -6,23 +6,49 @@ assigns the next global sequence numbers, computes each event's chain hash
 ``SHA-256(canonical ‖ previous hash)`` and Merkle leaf ``SHA-256(0x00 ‖ canonical)``, adds the
 completed subtree roots to ``audit_node``, writes the batch with COPY and seals it (``audit_seal``: the
 transaction id its rows carry, see :mod:`portal.audit.seal`). Validation and serialisation happen before
-the lock. Malformed or conflicting events are kept in ``audit_rejected`` with the reason, never dropped.
+the lock. ``recorded_at`` never goes back along the chain: a batch stamped before the one written ahead of it
+(another worker held the lock meanwhile) takes that batch's stamp.
+
+One item never stops a batch. An event the sequencer refuses — malformed, a value PostgreSQL would refuse
+(a NUL, a number beyond bigint, a lone surrogate, NaN, nesting too deep), beyond the bounds every event is
+verified against (:func:`portal.audit.verifier.event_out_of_range`: size, numbers, timestamps, field lengths)
+— is parked at once: chained as a placeholder in its own place (:mod:`portal.audit.parked`), so every
+service's sequence stays gapless. An unexpected error writing a batch splits it in halves, each written in
+its own transaction, until the failing event is alone; that event is tried ``AUDIT_INGEST_ATTEMPTS`` times in
+all, then parked. The database being away is not an event's fault: :class:`IngestDeferred` is raised and the
+whole message is retried later. Events that claim no place, or a place another event holds, are kept in
+``audit_rejected`` with the reason, never dropped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from portal.audit.models import AuditNode, AuditRejected
+from portal.audit.parked import place, placeholder, rejected_payload
 from portal.audit.seal import seal_write
-from portal.audit.verifier import ZERO_HASH, canonical, chain_hash, leaf_hash, node_hash
+from portal.audit.verifier import (
+    FIELD_MAX,
+    SEQ_MAX,
+    ZERO_HASH,
+    canonical,
+    chain_hash,
+    event_out_of_range,
+    leaf_hash,
+    node_hash,
+    parse_timestamp,
+)
+from services.kit.db import database_transient
 from services.kit.logs import get_logger
 from services.kit.outbox import event_expand, isoformat
 
@@ -37,25 +63,45 @@ _EVENT_COLUMNS = (
 )
 
 
+class IngestDeferred(Exception):
+    """The portal's database is away: nothing was parked, the whole message is retried later (JSON-safe)."""
+
+
 @dataclass
 class IngestResult:
-    inserted: int = 0
+    inserted: int = 0  # chained, placeholders of parked events included
     duplicates: int = 0
     rejected: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
     reasons: list[str] = field(default_factory=list)
+    parked: list[dict[str, Any]] = field(default_factory=list)  # {id, service, service_seq, reason, attempts}
+
+    def merge(self, other: IngestResult) -> None:
+        """Add what one transaction of this ingest did."""
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.reasons += other.reasons
+        if other.first_seq is not None:
+            self.first_seq = other.first_seq if self.first_seq is None else min(self.first_seq, other.first_seq)
+            self.last_seq = max(self.last_seq or 0, other.last_seq or 0)
 
 
 def _problem(event: Any) -> str | None:
-    """Why ``event`` cannot be chained (None: it can)."""
+    """Why ``event`` cannot be chained (None: it can, once serialised and within bounds: see :func:`_admit`)."""
     if not isinstance(event, dict):
         return "event is not a JSON object"
+    if "unparsable_payload" in event:
+        return "the payload is not JSON (or is nested too deeply to read)"
     for name in _TEXT_FIELDS:
         if not isinstance(event.get(name), str) or not event[name]:
             return f"{name} is missing or not a string"
-    if not isinstance(event.get("service_seq"), int) or isinstance(event["service_seq"], bool):
+    number = event.get("service_seq")
+    if not isinstance(number, int) or isinstance(number, bool):
         return "service_seq is missing or not an integer"
+    if not 1 <= number <= SEQ_MAX:
+        return "service_seq is out of range (1 to 2^63-1)"
     if event["outcome"] not in ("success", "failure"):
         return "outcome must be success or failure"
     actor, obj = event.get("actor"), event.get("object")
@@ -66,12 +112,11 @@ def _problem(event: Any) -> str | None:
     for name in ("changes", "metadata"):
         if not isinstance(event.get(name, {}), dict):
             return f"{name} must be an object"
-    try:
-        dt.datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
-    except ValueError:
+    if parse_timestamp(event["occurred_at"]) is None:
         return "occurred_at is not an ISO 8601 timestamp"
-    if len(event["id"]) > 64 or len(event["action"]) > 200:
-        return "id or action too long"
+    for name in ("id", "service", "action"):
+        if len(event[name]) > FIELD_MAX[(name,)]:
+            return f"{name} is longer than {FIELD_MAX[(name,)]} characters"
     return None
 
 
@@ -133,11 +178,21 @@ def _parse_time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+# A NUL anywhere in the event (json.dumps writes it \u0000; an escaped backslash before "u0000" is not one):
+# PostgreSQL stores neither a NUL in text nor \u0000 in jsonb.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 # The canonical text is built before the sequencer lock with seq 0, then the number is spliced in
 # under the lock. Keys are sorted, so "seq" sits between "request_id" and "service"; only strings
 # and an integer follow it, which cannot contain this text, so its last occurrence is the top-level one.
 _SEQ_MARK = ',"seq":0,"service":'
 _SEQ_ZERO = len(',"seq":0')
+
+
+# recorded_at is the last top-level key before request_id (whose string value cannot hold a bare quote): the
+# last occurrence of this text in the head is the top-level one.
+_RECORDED_MARK = ',"recorded_at":"'
 
 
 @dataclass
@@ -146,16 +201,36 @@ class _Prepared:
     head: str  # canonical text up to ``,"seq":``
     tail: str  # canonical text after the number
     columns: tuple[Any, ...]  # event_id … metadata
+    recorded_at: dt.datetime
+    body: dict[str, Any]  # the event as chained, with seq 0
+    size: int  # bytes of its canonical text, with seq 0
+    item: Any = None  # what arrived (to park it)
+    parked: dict[str, Any] | None = None  # a placeholder: what it stands for
+
+    def retime(self, moment: dt.datetime) -> None:
+        """Stamp the event ``moment`` instead (a later time: ``recorded_at`` never goes back along the chain)."""
+        old, new = isoformat(self.recorded_at), isoformat(moment)
+        found = self.head.rfind(_RECORDED_MARK + old)
+        if found < 0 or len(new) != len(old):
+            raise ValueError(f"cannot restamp {old} as {new}")
+        cut = found + len(_RECORDED_MARK)
+        self.head = self.head[:cut] + new + self.head[cut + len(old) :]
+        self.columns = (*self.columns[:4], moment, *self.columns[5:])
+        self.recorded_at = moment
 
 
 def _prepare(event: dict[str, Any], now: dt.datetime, recorded_at: str) -> _Prepared:
     """Everything about ``event`` that does not depend on its place in the chain (no lock needed)."""
     body = chained_event(event, 0, recorded_at)
-    text = canonical(body).decode("utf-8")
+    data = canonical(body)
+    text = data.decode("utf-8")
     cut = text.rfind(_SEQ_MARK)
     actor, obj = body["actor"], body["object"]
     return _Prepared(
         event=event,
+        recorded_at=now,
+        body=body,
+        size=len(data),
         head=text[:cut],
         tail=text[cut + _SEQ_ZERO :],
         columns=(
@@ -180,9 +255,15 @@ def _prepare(event: dict[str, Any], now: dt.datetime, recorded_at: str) -> _Prep
     )
 
 
-def _state_locked(cursor: Any) -> tuple[int, bytes, dict[str, str]]:
-    """The sequencer's (size, last hash, frontier), row-locked (created on first use)."""
-    cursor.execute("SELECT size, last_hash, frontier FROM audit_chain_state WHERE id = 1 FOR UPDATE")
+def _state_locked(cursor: Any) -> tuple[int, bytes, dict[str, str], dt.datetime | None]:
+    """The sequencer's (size, last hash, frontier, the last batch's ``recorded_at``), row-locked (created on
+    first use; no batch yet: None)."""
+    # A last stamp no datetime holds (the row was tampered with) is no floor: the batch keeps its own.
+    select = (
+        "SELECT size, last_hash, frontier, CASE WHEN updated_at BETWEEN '2000-01-01Z' AND '9999-12-31Z' "
+        "THEN updated_at END FROM audit_chain_state WHERE id = 1 FOR UPDATE"
+    )
+    cursor.execute(select)
     row = cursor.fetchone()
     if row is None:
         cursor.execute(
@@ -190,12 +271,12 @@ def _state_locked(cursor: Any) -> tuple[int, bytes, dict[str, str]]:
             "VALUES (1, 0, %s, '{}', now()) ON CONFLICT (id) DO NOTHING",
             [ZERO_HASH],
         )
-        cursor.execute("SELECT size, last_hash, frontier FROM audit_chain_state WHERE id = 1 FOR UPDATE")
+        cursor.execute(select)
         row = cursor.fetchone()
-    size, last_hash, frontier = row
+    size, last_hash, frontier, updated_at = row
     if isinstance(frontier, str):
         frontier = json.loads(frontier)
-    return size, bytes(last_hash), dict(frontier)
+    return size, bytes(last_hash), dict(frontier), updated_at if size else None
 
 
 def _recorded(prepared: list[_Prepared]) -> tuple[set[str], set[tuple[str, int]]]:
@@ -218,10 +299,10 @@ def _recorded(prepared: list[_Prepared]) -> tuple[set[str], set[tuple[str, int]]
 
 def _chain_write(
     prepared: list[_Prepared],
-    state: tuple[int, bytes, dict[str, str]],
+    state: tuple[int, bytes, dict[str, str], dt.datetime | None],
     known: set[str],
     taken: set[tuple[str, int]],
-    result: IngestResult,
+    result: _Done,
     rejected: list[AuditRejected],
     now: dt.datetime,
 ) -> None:
@@ -238,9 +319,8 @@ def _chain_write(
             continue
         pair = (event["service"], event["service_seq"])
         if pair in taken:
-            rejected.append(
-                AuditRejected(reason=f"{pair[0]} sequence {pair[1]} already holds another event", payload=event)
-            )
+            reason = f"{pair[0]} sequence {pair[1]} already holds another event"
+            rejected.append(AuditRejected(reason=reason, payload=rejected_payload(item.item, event)))
             continue
         seen.add(event["id"])
         taken.add(pair)
@@ -271,50 +351,173 @@ def _chain_write(
         )
     result.inserted = len(rows)
     result.first_seq, result.last_seq = rows[0][0], rows[-1][0]
+    result.written = seen
+
+
+def _admit(item: Any, now: dt.datetime, recorded_at: str) -> tuple[Any, _Prepared | None, str | None]:
+    """``item`` expanded, and either prepared for the chain or refused (with the reason). Never raises."""
+    event = event_expand(item)
+    problem = _problem(event)
+    if problem is not None:
+        return event, None, problem
+    try:
+        prepared = _prepare(event, now, recorded_at)
+    except Exception as exc:  # what cannot be serialised: a lone surrogate, NaN, nesting too deep, a huge number
+        return event, None, f"cannot be serialised: {type(exc).__name__}: {exc}"[:500]
+    if ("\\u0000" in prepared.head or "\\u0000" in prepared.tail) and (
+        _NUL.search(prepared.head) or _NUL.search(prepared.tail)
+    ):
+        return event, None, "holds a NUL character, which PostgreSQL cannot store"
+    # The bounds every chained event is verified against, with the largest seq it could be given.
+    why = event_out_of_range({**prepared.body, "seq": 1}, prepared.size + len(str(SEQ_MAX)) - 1)
+    if why is not None:
+        return event, None, why
+    prepared.item = item
+    return event, prepared, None
+
+
+def _park(item: Any, event: Any, reason: str, *, attempts: int, now: dt.datetime, recorded_at: str) -> _Prepared | None:
+    """The placeholder that takes ``event``'s place in the chain (None: it names no place to take)."""
+    where = place(item, event)
+    if where is None:
+        return None
+    body = placeholder(item, event, where, reason, attempts=attempts, occurred_at=recorded_at)
+    prepared = _prepare(body, now, recorded_at)
+    prepared.item = item
+    prepared.parked = {"id": where[0], "service": where[1], "service_seq": where[2], "reason": reason[:500]}
+    prepared.parked["attempts"] = attempts
+    return prepared
 
 
 def ingest(events: list[Any]) -> IngestResult:
     """Chain ``events`` (idempotent on event id). Safe to call concurrently from many workers.
 
     Validation and serialisation happen first, outside the lock, so concurrent workers overlap that
-    work; only numbering, hashing and the writes are serialised.
+    work; only numbering, hashing and the writes are serialised. What the sequencer refuses is parked in its
+    place at once; an unexpected error isolates the failing event (see the module's docstring). Raises only
+    :class:`IngestDeferred` (the database is away: nothing was written by the failing transaction).
     """
     result = IngestResult()
     now = timezone.now()
     recorded_at = isoformat(now)
-    prepared: list[_Prepared] = []
-    rejected: list[AuditRejected] = []
+    batch: list[_Prepared] = []
+    rejected: list[tuple[str, dict[str, Any]]] = []
     for item in events:
-        event = event_expand(item)
-        problem = _problem(event)
-        if problem:
-            rejected.append(AuditRejected(reason=problem, payload=event if isinstance(event, dict) else {"raw": event}))
-        else:
-            prepared.append(_prepare(event, now, recorded_at))
-    invalid = len(rejected)
+        event, prepared, problem = _admit(item, now, recorded_at)
+        if prepared is None:
+            assert problem is not None
+            prepared = _park(item, event, problem, attempts=1, now=now, recorded_at=recorded_at)
+            if prepared is None:
+                rejected.append((problem, rejected_payload(item, event)))
+                continue
+        batch.append(prepared)
+    _chain_isolating(batch, rejected, result)
+    if result.parked:
+        log.error(
+            "audit.events_parked",
+            count=len(result.parked),
+            events=[f"{p['service']}#{p['service_seq']} {p['id']}: {p['reason'][:200]}" for p in result.parked[:5]],
+        )
+    if result.rejected:
+        log.error("audit.events_rejected", count=result.rejected, reasons=result.reasons[:5])
+    return result
 
+
+def _chain_isolating(batch: list[_Prepared], rejected: list[tuple[str, dict[str, Any]]], result: IngestResult) -> None:
+    """Chain ``batch`` in one transaction; on an unexpected error, in halves, down to the failing event, which
+    is tried ``AUDIT_INGEST_ATTEMPTS`` times in all and then parked."""
+    try:
+        _chain_recording(batch, rejected, result)
+        return
+    except IngestDeferred:
+        raise
+    except Exception as exc:
+        _deferred_if_unavailable(exc)
+        failure = exc
+    if len(batch) > 1:
+        middle = len(batch) // 2
+        log.warning("audit.ingest_split", events=len(batch), error=f"{type(failure).__name__}: {failure}"[:300])
+        _chain_isolating(batch[:middle], rejected, result)
+        _chain_isolating(batch[middle:], [], result)
+        return
+    attempts = int(getattr(settings, "AUDIT_INGEST_ATTEMPTS", 3))
+    for attempt in range(2, attempts + 1):
+        time.sleep(0.1 * attempt)  # what is transient gets a moment to pass
+        try:
+            _chain_recording(batch, rejected, result)
+            return
+        except IngestDeferred:
+            raise
+        except Exception as exc:
+            _deferred_if_unavailable(exc)
+            failure = exc
+    (prepared,) = batch if batch else (None,)
+    reason = f"{type(failure).__name__}: {failure}"[:500]
+    log.error("audit.ingest_event_failed", attempts=attempts, error=reason)
+    if prepared is None or prepared.parked is not None:  # the rejected rows, or a placeholder itself, failed
+        rows = [*rejected, *([] if prepared is None else [(reason, rejected_payload(prepared.item, prepared.event))])]
+        _chain_recording([], rows, result)
+        return
+    moment = prepared.recorded_at
+    stand_in = _park(
+        prepared.item, prepared.event, reason, attempts=attempts, now=moment, recorded_at=isoformat(moment)
+    )
+    if stand_in is None:  # it named its place when admitted: only a bug gets here; keep it aside all the same
+        _chain_recording([], [*rejected, (reason, rejected_payload(prepared.item, prepared.event))], result)
+        return
+    _chain_isolating([stand_in], rejected, result)
+
+
+def _chain_recording(batch: list[_Prepared], rejected: list[tuple[str, dict[str, Any]]], result: IngestResult) -> None:
+    """One transaction: chain ``batch`` and keep ``rejected`` aside; add what it did to ``result``."""
+    done = _chain(batch, rejected)
+    result.merge(done)
+    result.parked += [p.parked for p in batch if p.parked is not None and p.event["id"] in done.written]
+
+
+def _chain(batch: list[_Prepared], rejected: list[tuple[str, dict[str, Any]]]) -> _Done:
+    """Number, hash and write ``batch`` under the sequencer lock, and ``rejected`` to ``audit_rejected``."""
+    done = _Done()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
             state = _state_locked(cursor)
+        moment = max((p.recorded_at for p in batch), default=timezone.now())
+        if state[3] is not None and state[3] > moment:  # the batch before was stamped later: not back in time
+            moment = state[3]
+        for prepared in batch:
+            if prepared.recorded_at != moment:
+                prepared.retime(moment)
+        conflicts: list[AuditRejected] = []
         # Optimistically every event is new (the usual case): the unique indexes on event_id and on
         # (service, service_seq) say otherwise by failing the COPY, and then the batch is redone after
         # looking its events up.
         try:
             with transaction.atomic():
-                _chain_write(prepared, state, set(), set(), result, rejected, now)
+                _chain_write(batch, state, set(), set(), done, conflicts, moment)
         except (IntegrityError, psycopg.errors.UniqueViolation):
-            result.inserted = result.duplicates = 0
-            del rejected[invalid:]
-            known, taken = _recorded(prepared)
-            _chain_write(prepared, state, known, taken, result, rejected, now)
-        if rejected:
-            AuditRejected.objects.bulk_create(rejected)
-            result.rejected = len(rejected)
-            result.reasons = [r.reason for r in rejected]
-    if result.rejected:
-        log.error("audit.events_rejected", count=result.rejected, reasons=result.reasons[:5])
-    return result
+            done, conflicts = _Done(), []
+            known, taken = _recorded(batch)
+            _chain_write(batch, state, known, taken, done, conflicts, moment)
+        rows = [AuditRejected(reason=reason, payload=payload) for reason, payload in rejected] + conflicts
+        if rows:
+            AuditRejected.objects.bulk_create(rows)
+            done.rejected = len(rows)
+            done.reasons = [r.reason for r in rows]
+    return done
+
+
+@dataclass
+class _Done(IngestResult):
+    """What one transaction did, and which event ids it wrote."""
+
+    written: set[str] = field(default_factory=set)
+
+
+def _deferred_if_unavailable(exc: BaseException) -> None:
+    """Raise :class:`IngestDeferred` if ``exc`` says the database is away rather than that an event is bad."""
+    if database_transient(exc):
+        raise IngestDeferred(f"the portal database is unavailable: {type(exc).__name__}: {exc}"[:500]) from exc
 
 
 def _json(value: Any) -> str:

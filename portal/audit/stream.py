@@ -9,18 +9,49 @@ the row is still the version its seal vouches for. :class:`Chain` says what is w
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal.audit.verifier import ZERO_HASH, chain_hash
-
-STREAM_SQL = (
-    "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint "
-    "FROM audit_event WHERE seq > %s AND seq <= %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+from portal.audit.verifier import (
+    CLOCK_SKEW_SECONDS,
+    EPOCH,
+    EVENT_MAX_BYTES,
+    ZERO_HASH,
+    chain_hash,
+    isoformat_utc,
+    parse_timestamp,
 )
-STREAM_TYPES = ["int8", "bytea", "bytea", "bytea", "bytea", "int8"]
+
+# The two timestamps come as PostgreSQL sends a timestamptz in binary: microseconds since 2000-01-01 UTC, read
+# as plain integers (no datetime built per row; 'infinity' is the largest integer). The search columns are
+# checked against the hashed JSON (sealed rows: by their seal), so bounds on them are bounds on the JSON.
+STREAM_SQL = (
+    "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint, "
+    "occurred_at, recorded_at FROM audit_event WHERE seq > %s AND seq <= %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+)
+STREAM_TYPES = ["int8", "bytea", "bytea", "bytea", "bytea", "int8", "int8", "int8"]
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+SKEW_MICROS = CLOCK_SKEW_SECONDS * 1_000_000
+OUT_OF_RANGE_MAX = 100  # out-of-range rows reported per stream (the lowest seqs; the chain goes on being checked)
+assert EPOCH == PG_EPOCH  # "not before EPOCH" is "not negative" below
+
+
+def micros(moment: dt.datetime) -> int:
+    """``moment`` as PostgreSQL's binary timestamptz: microseconds since 2000-01-01 UTC."""
+    return (moment - PG_EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> str:
+    """A binary timestamptz for a message (beyond what a datetime holds: said so)."""
+    try:
+        return isoformat_utc(PG_EPOCH + dt.timedelta(microseconds=value))
+    except OverflowError:
+        return "infinity" if value > 0 else "-infinity"
+
+
 NO_END = 2**63 - 1
 # Rows in seq order straight off the primary key: without statistics (a freshly loaded table) the planner
 # may otherwise sort the whole range before sending the first row.
@@ -37,6 +68,36 @@ class Problem:
 
 
 Heads = dict[int, list[tuple[str, dict[str, Any], bool]]]  # tree size → (where, head, signature valid)
+
+
+@dataclass
+class Clock:
+    """What the stream holds each row's timestamps to (microseconds since 2000-01-01 UTC, see :func:`micros`).
+
+    ``recorded_at`` never goes back from one row to the next (the sequencer stamps batches under its lock, never
+    earlier than the batch before), is not later than ``latest`` (the verification's start, plus the skew another
+    portal host's clock may have), and no row is recorded after a head covering it was signed; ``occurred_at``
+    is not before 2000, nor later than the row's ``recorded_at`` plus ``CLOCK_SKEW_SECONDS``.
+    """
+
+    latest: int
+    last_recorded: int = -1  # the previous row's (in range), -1: none yet
+    signed: dict[int, int] = field(default_factory=dict)  # tree size → its head's timestamp (the earliest copy)
+    reported: int = 0
+
+    def bound(self, head: int | None) -> int:
+        """The latest ``recorded_at`` a row may have when ``head`` is the first signed head covering it."""
+        return self.latest if head is None else min(self.latest, self.signed[head] + SKEW_MICROS)
+
+    @classmethod
+    def of(cls, heads: Heads, *, now: dt.datetime, last_recorded: int = -1) -> Clock:
+        signed: dict[int, int] = {}
+        for size, copies in heads.items():
+            times = [parse_timestamp(head.get("timestamp")) for _, head, valid in copies if valid]
+            known = [micros(moment) for moment in times if moment is not None]
+            if known:
+                signed[size] = min(known)
+        return cls(latest=micros(now) + SKEW_MICROS, last_recorded=last_recorded, signed=signed)
 
 
 @dataclass
@@ -91,10 +152,13 @@ class Seals:
 
 
 def _embedded_seq(data: bytes) -> int | None:
-    """The ``seq`` inside a canonical JSON (slow path only), None if it has none."""
+    """The ``seq`` inside a canonical JSON (slow path only), None if it has none (or is too big to be an event:
+    reported as out of range, never parsed)."""
+    if len(data) > EVENT_MAX_BYTES:
+        return None
     try:
         value = json.loads(data).get("seq")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -124,8 +188,12 @@ class Chain:
     def examine(self, seq: int, data: bytes, digest: bytes, prev_hash: bytes, stored_leaf: bytes, leaf: bytes) -> None:
         """A row that failed a fast check: say what is wrong with it (or with its neighbours)."""
         if seq != self.expected:  # seq is the primary key and rows come in order: seq > expected
-            absent = f"seq {self.expected}" if seq == self.expected + 1 else f"seqs {self.expected}-{seq - 1}"
-            self.report(self.expected, "missing", f"{absent} absent: deleted (the next row is seq {seq})")
+            # Only seqs the sequencer recorded can be missing; a row beyond them (and the jump to it, however
+            # large) is reported once, as inserted, where the rows beyond the recorded size begin.
+            if self.expected <= self.state_size:
+                end = min(seq - 1, self.state_size)
+                absent = f"seq {self.expected}" if end == self.expected else f"seqs {self.expected}-{end}"
+                self.report(self.expected, "missing", f"{absent} absent: deleted (the next row is seq {seq})")
             self.pending = None
         if chain_hash(data, prev_hash) != digest or leaf != stored_leaf:
             self.report(seq, "modified", f"seq {seq}: its hashes do not match its canonical JSON")
@@ -218,9 +286,12 @@ def stream_rows(
     seals: Seals,
     start: int = 0,
     frontier: list[bytes | None] | None = None,
+    clock: Clock | None = None,
 ) -> tuple[int, bytes, list[bytes | None]]:
     """The hot loop: every row's hashes, link and embedded seq; the frontier; heads at their sizes; whether
-    the row is still the version its seal vouches for (``seals`` collects those that are not).
+    the row is still the version its seal vouches for (``seals`` collects those that are not); whether its
+    size and timestamps are within what the sequencer writes (``clock``; rows outside are reported ``out of
+    range`` at once, the chain goes on being checked).
 
     Starts after ``start`` archived events (the chain's last hash and the tree's ``frontier`` there).
     Return the tree size reached, the last chain hash and the frontier (``nodes[level]``: a complete
@@ -234,7 +305,14 @@ def stream_rows(
     nodes: list[bytes | None] = list(frontier or [])
     size = start
     seal_last, seal_xmin, seal_at = -1, -1, seals.at
-    for seq, data, digest, prev_hash, stored_leaf, xmin in cursor:
+    clock = clock or Clock(latest=2**63 - 1)
+    last_recorded = clock.last_recorded
+    # A row's recorded_at is bounded by the first validly signed head covering it (the stream's size when it
+    # reaches the head's tree size), and by the verification's start: ``bound`` moves on at each head.
+    marks = sorted(s for s in clock.signed if s > start)
+    mark = 0
+    bound = clock.bound(marks[0] if marks else None)
+    for seq, data, digest, prev_hash, stored_leaf, xmin, occurred, recorded in cursor:
         if seq > seal_last or xmin != seal_xmin:
             seal_last, seal_xmin = seal_at(seq, xmin)
         leaf = sha256(b"\x00" + data).digest()
@@ -247,6 +325,16 @@ def stream_rows(
         ):
             chain.prev, chain.prev2, chain.expected = prev, prev2, expected
             examine(seq, data, digest, prev_hash, stored_leaf, leaf)
+        if (
+            len(data) > EVENT_MAX_BYTES
+            or not last_recorded <= recorded <= bound
+            or not 0 <= occurred <= recorded + SKEW_MICROS
+        ):
+            clock.last_recorded = last_recorded
+            _out_of_range(chain, clock, seq, len(data), occurred, recorded, marks[mark] if mark < len(marks) else None)
+            last_recorded = clock.last_recorded
+        else:
+            last_recorded = recorded
         # Merkle: add the leaf to the right frontier, merging complete subtrees upwards.
         carry, level = leaf, 0
         while size >> level & 1:
@@ -271,9 +359,49 @@ def stream_rows(
                             f"the {where}'s head at tree size {size} does not match the recomputed tree",
                         )
                     )
+            while mark < len(marks) and marks[mark] <= size:
+                mark += 1
+            bound = clock.bound(marks[mark] if mark < len(marks) else None)
     chain.prev, chain.expected = prev, expected
+    clock.last_recorded = last_recorded
     chain.finish()
     return size, prev, nodes
+
+
+def _out_of_range(
+    chain: Chain, clock: Clock, seq: int, size: int, occurred: int, recorded: int, head: int | None
+) -> None:
+    """Report what is out of range about row ``seq`` (the first ``OUT_OF_RANGE_MAX`` rows; ``head``: the tree
+    size of the first signed head covering it); move the clock on only with a ``recorded_at`` in range, so one
+    absurd row does not make its honest successors look late."""
+    bound = clock.bound(head)
+    if size > EVENT_MAX_BYTES:
+        why = f"its canonical JSON is {size} bytes, more than the {EVENT_MAX_BYTES} the sequencer writes"
+    elif recorded < 0:
+        why = f"its recorded_at {from_micros(recorded)} is before {EPOCH:%Y}"
+    elif recorded > clock.latest:
+        why = f"its recorded_at {from_micros(recorded)} is in the future"
+    elif recorded > bound and head is not None:
+        signed = from_micros(clock.signed[head])
+        why = (
+            f"its recorded_at {from_micros(recorded)} is after the head at tree size {head} covering it was "
+            f"signed ({signed})"
+        )
+    elif recorded < clock.last_recorded:
+        previous = from_micros(clock.last_recorded)
+        why = f"its recorded_at {from_micros(recorded)} is before the previous event's ({previous})"
+    elif occurred < 0:
+        why = f"its occurred_at {from_micros(occurred)} is before {EPOCH:%Y}"
+    else:
+        why = (
+            f"its occurred_at {from_micros(occurred)} is after its recorded_at {from_micros(recorded)} "
+            f"(by more than the {CLOCK_SKEW_SECONDS} s a service's clock may be ahead)"
+        )
+    if 0 <= recorded <= bound and recorded >= clock.last_recorded:
+        clock.last_recorded = recorded
+    if clock.reported < OUT_OF_RANGE_MAX:
+        clock.reported += 1
+        chain.report(seq, "out of range", f"seq {seq}: {why}")
 
 
 def stream_part(
@@ -286,6 +414,7 @@ def stream_part(
     heads: Heads,
     spans: list[tuple[int, int, int]],
     state_size: int,
+    clock: Clock,
 ) -> dict[str, Any]:
     """Stream seqs (start, end] in ``snapshot`` on a connection of its own (run in another process)."""
     import psycopg
@@ -299,7 +428,7 @@ def stream_part(
         conn.execute(ORDERED_SCAN)
         with conn.cursor() as cursor, cursor.copy(STREAM_SQL, [start, end]) as copy:
             copy.set_types(STREAM_TYPES)
-            size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier)
+            size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier, clock)
         conn.execute("COMMIT")
     return {
         "problems": problems,
@@ -308,4 +437,5 @@ def stream_part(
         "nodes": nodes,
         "expected": chain.expected,
         "unsealed": seals.unsealed,
+        "recorded": clock.last_recorded,
     }

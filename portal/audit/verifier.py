@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -31,10 +32,114 @@ from typing import Any
 
 ZERO_HASH = bytes(32)
 
+# --- what the sequencer writes, and nothing else ---------------------------------------------------------------
+# The sequencer (portal/audit/chain.py) parks, as a placeholder event, whatever would break these bounds; so a
+# chained event outside them was not written by it. Both verifiers (``audit_verify`` and this file) report such
+# a value at once, at its seq, and no check ever costs more for a bigger value: every loop is over what is
+# present (rows, lines, path entries), never over a range of numbers found in the data.
+EVENT_MAX_BYTES = 1 << 20  # the largest canonical event the sequencer chains (1 MiB)
+SEQ_MAX = 2**63 - 1  # seq and service_seq are PostgreSQL bigints; both start at 1
+EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # nothing in an Atrium log happened before it
+CLOCK_SKEW_SECONDS = 300  # how far a service's clock (occurred_at) may run ahead of the portal's (recorded_at)
+# The longest value of each field the sequencer writes (it cuts the optional ones to these lengths; the search
+# columns are as long), by path in the event.
+FIELD_MAX = {
+    ("id",): 64,
+    ("service",): 40,
+    ("action",): 200,
+    ("outcome",): 10,
+    ("actor", "type"): 10,
+    ("actor", "id"): 200,
+    ("actor", "display"): 200,
+    ("object", "type"): 100,
+    ("object", "id"): 200,
+    ("request_id",): 128,
+    ("source_ip",): 64,
+    ("user_agent",): 512,
+}
+# An archive line holds an event's canonical text as a JSON string (each character escaped at most once: twice
+# as long), its hashes and an inclusion proof of at most 64 hashes.
+ARCHIVE_LINE_MAX = 2 * EVENT_MAX_BYTES + 64 * 1024
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """An event's ISO 8601 timestamp (``Z`` or an offset; none: UTC) as an aware datetime; None if it is none."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _short(value: Any) -> str:
+    """A value for a message: at most 60 characters (a huge number by its size, never by its digits)."""
+    if isinstance(value, int) and value.bit_length() > 96:
+        return f"a {value.bit_length()}-bit number"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _count(value: Any) -> int:
+    """A tree size or seq from a document: an integer from 0 to 2^63-1 (ValueError otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SEQ_MAX:
+        raise ValueError(f"{_short(value)} is not a count from 0 to 2^63-1")
+    return value
+
+
+def _count_or_zero(value: Any) -> int:
+    try:
+        return _count(value)
+    except ValueError:
+        return 0
+
+
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def event_out_of_range(event: dict[str, Any], size: int) -> str | None:
+    """Why a chained event (``size`` bytes of canonical JSON) holds what the sequencer never writes; None: it does not.
+
+    Its size, ``seq`` and ``service_seq`` (1 to 2^63-1), its timestamps (not before 2000; ``occurred_at`` not more
+    than ``CLOCK_SKEW_SECONDS`` after ``recorded_at``) and the length of each field in ``FIELD_MAX``. The order of
+    events (``recorded_at`` never goes back) is the caller's to check.
+    """
+    if size > EVENT_MAX_BYTES:
+        return f"its canonical JSON is {size} bytes, more than the {EVENT_MAX_BYTES} the sequencer writes"
+    for name in ("seq", "service_seq"):
+        value = event.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= SEQ_MAX:
+            return f"its {name} {_short(value)} is out of range (1 to 2^63-1)"
+    recorded = parse_timestamp(event.get("recorded_at"))
+    occurred = parse_timestamp(event.get("occurred_at"))
+    if recorded is None or recorded < EPOCH:
+        return f"its recorded_at {_short(event.get('recorded_at'))} is not a time since {EPOCH:%Y}"
+    if occurred is None or occurred < EPOCH:
+        return f"its occurred_at {_short(event.get('occurred_at'))} is not a time since {EPOCH:%Y}"
+    if occurred > recorded + dt.timedelta(seconds=CLOCK_SKEW_SECONDS):
+        return (
+            f"its occurred_at {event['occurred_at']} is after its recorded_at {event['recorded_at']} "
+            f"(by more than the {CLOCK_SKEW_SECONDS} s a service's clock may be ahead)"
+        )
+    for path, limit in _FIELD_PATHS:
+        value = event.get(path[0])
+        if len(path) == 2:
+            value = value.get(path[1]) if isinstance(value, dict) else None
+        if not isinstance(value, str) or len(value) > limit:
+            name = ".".join(path)
+            if not isinstance(value, str):
+                return f"its {name} is not a string"
+            return f"its {name} is {len(value)} characters long, more than the {limit} the sequencer writes"
+    return None
+
+
+_FIELD_PATHS = tuple(FIELD_MAX.items())
+
 
 def canonical(event: dict[str, Any]) -> bytes:
-    """The bytes that are hashed for an event (and for a signed head)."""
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The bytes that are hashed for an event (and for a signed head): strict JSON (no NaN or Infinity)."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -191,13 +296,21 @@ def _hex(value: str) -> bytes:
 def check_proof(document: dict[str, Any], public_key_pem: bytes) -> list[str]:
     """Every problem with an inclusion-proof document (empty list: it verifies)."""
     problems: list[str] = []
-    event, head = document["event"], document["head"]
-    leaf = leaf_hash(canonical(event))
-    if document.get("leaf_hash") and _hex(document["leaf_hash"]) != leaf:
-        problems.append("the event does not hash to the stated leaf hash (event modified)")
-    path = [_hex(h) for h in document["proof"]]
-    if not verify_inclusion(leaf, int(document["leaf_index"]), int(head["tree_size"]), path, _hex(head["root_hash"])):
-        problems.append("the inclusion path does not lead to the head's root hash")
+    try:
+        event, head = document["event"], document["head"]
+        data = canonical(event)
+        leaf = leaf_hash(data)
+        if document.get("leaf_hash") and _hex(document["leaf_hash"]) != leaf:
+            problems.append("the event does not hash to the stated leaf hash (event modified)")
+        why = event_out_of_range(event, len(data))
+        if why is not None:
+            problems.append(f"the event is out of range: {why}")
+        path = [_hex(h) for h in document["proof"]]
+        index, size = _count(document["leaf_index"]), _count(head["tree_size"])
+        if not verify_inclusion(leaf, index, size, path, _hex(head["root_hash"])):
+            problems.append("the inclusion path does not lead to the head's root hash")
+    except (*_MALFORMED, UnicodeError) as exc:
+        return [*problems, f"the proof document is malformed ({type(exc).__name__}: {_short(str(exc))})"]
     if not verify_head_signature(head, public_key_pem):
         problems.append("the tree head's signature is not valid for this public key (forged head)")
     return problems
@@ -206,14 +319,21 @@ def check_proof(document: dict[str, Any], public_key_pem: bytes) -> list[str]:
 def check_heads(heads: list[dict[str, Any]], public_key_pem: bytes) -> list[str]:
     """Signatures of every head and consistency between consecutive ones (oldest first)."""
     problems: list[str] = []
-    ordered = sorted(heads, key=lambda h: h["tree_size"])
+    try:
+        ordered = sorted(heads, key=lambda h: _count(h["tree_size"]))
+    except _MALFORMED as exc:
+        return [f"the heads document is malformed ({type(exc).__name__}: {_short(str(exc))})"]
     for head in ordered:
         if not verify_head_signature(head, public_key_pem):
             problems.append(f"head at tree size {head['tree_size']}: bad signature (forged head)")
     for older, newer in itertools.pairwise(ordered):
-        path = [_hex(h) for h in newer.get("consistency_proof", [])]
+        try:
+            path = [_hex(h) for h in newer.get("consistency_proof", [])]
+            old_root, new_root = _hex(older["root_hash"]), _hex(newer["root_hash"])
+        except _MALFORMED:
+            path, old_root, new_root = [], b"", b""
         if older["tree_size"] and not verify_consistency(
-            older["tree_size"], newer["tree_size"], _hex(older["root_hash"]), _hex(newer["root_hash"]), path
+            older["tree_size"], newer["tree_size"], old_root, new_root, path
         ):
             problems.append(
                 f"heads at tree sizes {older['tree_size']} and {newer['tree_size']} are not consistent "
@@ -253,84 +373,142 @@ class ArchiveCheck:
 
     @property
     def first_seq(self) -> int:
-        return int(self.header.get("first_seq", 0))
+        return _count_or_zero(self.header.get("first_seq"))
 
     @property
     def last_seq(self) -> int:
-        return int(self.header.get("last_seq", 0))
+        return _count_or_zero(self.header.get("last_seq"))
+
+
+OUT_OF_RANGE_MAX = 100  # out-of-range events reported per archive (the chain goes on being checked)
 
 
 def check_archive(path: Path, public_key_pem: bytes, *, proofs: bool = True) -> ArchiveCheck:
     """Check an ``audit_archive`` file on its own: every event's hashes, the chain from the archive's start,
     the Merkle tree from the start's frontier to the covering head's root, every signed head in the range,
-    each event's inclusion proof (unless ``proofs`` is false), and the end line (count and body digest).
+    each event's inclusion proof (unless ``proofs`` is false), the end line (count and body digest), and that
+    every event is within what the sequencer writes (:func:`event_out_of_range`, ``recorded_at`` never going
+    back, no event recorded after a head covering it was signed). A malformed header or line is a problem,
+    never an exception; no line is read past ``ARCHIVE_LINE_MAX`` bytes.
     """
     check = ArchiveCheck(path)
+    try:
+        _archive_check(check, public_key_pem, proofs)
+    except _MALFORMED as exc:  # the header (the lines have their own handling)
+        check.problems.append(f"the header is malformed ({type(exc).__name__}: {_short(str(exc))})")
+    return check
+
+
+def _archive_check(check: ArchiveCheck, public_key_pem: bytes, proofs: bool) -> None:
     problems = check.problems
     body = hashlib.sha256()
-    with _open_archive(path) as handle:
-        first_line = handle.readline()
+    with _open_archive(check.path) as handle:
+        first_line = handle.readline()  # every head of the range: as long as they are many, never longer
         body.update(first_line)
         try:
             header = json.loads(first_line)
         except ValueError:
             problems.append("the first line is not the archive header")
-            return check
+            return
         if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
             problems.append(f"not an Atrium audit archive (format {ARCHIVE_FORMAT} expected)")
-            return check
+            return
         check.header = header
         head, start = header["head"], header["start"]
+        covering = _count(head["tree_size"])
         if not verify_head_signature(head, public_key_pem):
-            problems.append(f"the covering head (tree size {head['tree_size']}): bad signature (forged head)")
-        size = int(start["tree_size"])
-        if int(head["tree_size"]) != check.last_seq or check.first_seq != size + 1:
+            problems.append(f"the covering head (tree size {covering}): bad signature (forged head)")
+        size = _count(start["tree_size"])
+        if covering != check.last_seq or check.first_seq != size + 1:
             problems.append("the header's seq range does not run from the start to the covering head")
         frontier = {int(level): _hex(h) for level, h in start["frontier"].items()}
+        if set(frontier) != {level for level in range(size.bit_length()) if size >> level & 1}:
+            problems.append(f"the start frontier is not the right edge of a tree of size {size}")
+            return
         prev = _hex(start["last_hash"]) if size else ZERO_HASH
         if size:
             start_head = start.get("head") or {}
             if not verify_head_signature(start_head, public_key_pem):
                 problems.append(f"the start head (tree size {size}): bad signature (forged head)")
             elif (
-                int(start_head["tree_size"]) != size
+                start_head["tree_size"] != size
                 or frontier_root_hex(start["frontier"]).hex() != start_head["root_hash"]
                 or start["last_hash"] != start_head["last_hash"]
             ):
                 problems.append(f"the start frontier and last hash do not match the signed head at tree size {size}")
-        heads = {int(h["tree_size"]): h for h in header.get("heads", [])}
+        heads = {_count(h["tree_size"]): h for h in header.get("heads", [])}
+        valid = {covering: head} if verify_head_signature(head, public_key_pem) else {}
         for tree_size, signed in sorted(heads.items()):
-            if not verify_head_signature(signed, public_key_pem):
+            if verify_head_signature(signed, public_key_pem):
+                valid[tree_size] = signed
+            else:
                 problems.append(f"head at tree size {tree_size}: bad signature (forged head)")
+        # Each event was recorded before the first signed head covering it: (tree size, signed at), in order.
+        signed_at = sorted(
+            (s, moment) for s, h in valid.items() if (moment := parse_timestamp(h.get("timestamp"))) is not None
+        )
+        next_head = 0
         root = _hex(head["root_hash"])
         trailer: dict[str, Any] | None = None
-        for raw in handle:
+        last_recorded: dt.datetime | None = None
+        out_of_range = 0
+        skew = dt.timedelta(seconds=CLOCK_SKEW_SECONDS)
+        while raw := handle.readline(ARCHIVE_LINE_MAX + 1):
             if trailer is not None:
                 problems.append("lines after the end line")
                 break
-            line = json.loads(raw)
-            if "end" in line:
-                trailer = line
-                continue
-            body.update(raw)
-            seq = int(line["seq"])
             expected = size + 1
-            if seq != expected:
-                problems.append(f"seq {expected}: missing (the next line is seq {seq})")
+            if len(raw) > ARCHIVE_LINE_MAX:
+                problems.append(f"seq {expected}: its line is longer than any the archiver writes (out of range)")
                 break
-            data = line["canonical"].encode("utf-8")
-            leaf = leaf_hash(data)
-            digest = chain_hash(data, prev)
-            if leaf.hex() != line["leaf_hash"] or digest.hex() != line["hash"] or line["prev_hash"] != prev.hex():
-                problems.append(f"seq {seq}: its hashes do not match its canonical JSON and the chain (modified)")
+            try:
+                line = json.loads(raw)
+                if "end" in line:
+                    trailer = line
+                    continue
+                body.update(raw)
+                seq = _count(line["seq"])
+                if seq != expected:
+                    problems.append(f"seq {expected}: missing (the next line is seq {seq})")
+                    break
+                data = line["canonical"].encode("utf-8")
+                leaf = leaf_hash(data)
+                digest = chain_hash(data, prev)
+                if leaf.hex() != line["leaf_hash"] or digest.hex() != line["hash"] or line["prev_hash"] != prev.hex():
+                    problems.append(f"seq {seq}: its hashes do not match its canonical JSON and the chain (modified)")
+                    break
+                if len(data) > EVENT_MAX_BYTES:
+                    event: Any = {}
+                    why = event_out_of_range(event, len(data))
+                else:
+                    event = json.loads(data)
+                    if not isinstance(event, dict) or event.get("seq") != seq:
+                        problems.append(f"seq {seq}: its canonical JSON was chained as another seq")
+                        break
+                    why = event_out_of_range(event, len(data))
+                    recorded = parse_timestamp(event.get("recorded_at"))
+                    while next_head < len(signed_at) and signed_at[next_head][0] < seq:
+                        next_head += 1
+                    if why is None and last_recorded is not None and recorded < last_recorded:  # type: ignore[operator]
+                        why = f"its recorded_at {event['recorded_at']} is before the previous event's"
+                    elif why is None and next_head < len(signed_at) and recorded > signed_at[next_head][1] + skew:  # type: ignore[operator]
+                        covered, moment = signed_at[next_head]
+                        why = (
+                            f"its recorded_at {event['recorded_at']} is after the head at tree size {covered} "
+                            f"covering it was signed ({isoformat_utc(moment)})"
+                        )
+                    elif why is None:
+                        last_recorded = recorded
+                if why is not None and out_of_range < OUT_OF_RANGE_MAX:
+                    problems.append(f"seq {seq}: {why} (out of range)")
+                    out_of_range += 1
+                if proofs and "proof" in line:
+                    path = [_hex(h) for h in line["proof"]]
+                    if not verify_inclusion(leaf, seq - 1, covering, path, root):
+                        problems.append(f"seq {seq}: its inclusion proof does not lead to the covering head's root")
+            except _MALFORMED as exc:
+                problems.append(f"seq {expected}: its line is malformed ({type(exc).__name__}: {_short(str(exc))})")
                 break
-            if json.loads(data).get("seq") != seq:
-                problems.append(f"seq {seq}: its canonical JSON was chained as another seq")
-                break
-            if proofs and "proof" in line:
-                path = [_hex(h) for h in line["proof"]]
-                if not verify_inclusion(leaf, seq - 1, int(head["tree_size"]), path, root):
-                    problems.append(f"seq {seq}: its inclusion proof does not lead to the covering head's root")
             carry, level, position = leaf, 0, size
             while position >> level & 1:
                 carry = node_hash(frontier.pop(level), carry)
@@ -346,8 +524,10 @@ def check_archive(path: Path, public_key_pem: bytes, *, proofs: bool = True) -> 
     if trailer is None:
         problems.append("no end line: the archive is truncated")
     else:
-        if int(trailer.get("events", -1)) != check.events:
-            problems.append(f"the end line counts {trailer.get('events')} events, the file holds {check.events}")
+        if trailer.get("events", -1) != check.events:
+            problems.append(
+                f"the end line counts {_short(trailer.get('events'))} events, the file holds {check.events}"
+            )
         if trailer.get("body_sha256") != body.hexdigest():
             problems.append("the end line's digest does not match the lines before it")
     if not problems and size == check.last_seq:
@@ -356,7 +536,11 @@ def check_archive(path: Path, public_key_pem: bytes, *, proofs: bool = True) -> 
             problems.append("the archived events do not add up to the covering head's root and last hash")
     elif not problems:
         problems.append(f"the archive ends at seq {size}, its head covers {check.last_seq}")
-    return check
+
+
+def isoformat_utc(moment: dt.datetime) -> str:
+    """UTC, microseconds, ``Z``: the format of every timestamp in the log."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def check_archives(paths: Sequence[Path], public_key_pem: bytes, *, proofs: bool = True) -> list[ArchiveCheck]:
@@ -364,8 +548,14 @@ def check_archives(paths: Sequence[Path], public_key_pem: bytes, *, proofs: bool
     checks = sorted((check_archive(p, public_key_pem, proofs=proofs) for p in paths), key=lambda c: c.first_seq)
     for before, after in itertools.pairwise(checks):
         if before.header and after.header:
-            start = after.header["start"]
-            if start["tree_size"] != before.last_seq or start["last_hash"] != before.header["head"]["last_hash"]:
+            try:
+                start = after.header["start"]
+                follows = start["tree_size"] == before.last_seq and (
+                    start["last_hash"] == before.header["head"]["last_hash"]
+                )
+            except _MALFORMED:
+                follows = False
+            if not follows:
                 after.problems.append(f"does not continue {before.path.name} (which ends at seq {before.last_seq})")
     return checks
 
@@ -387,6 +577,15 @@ def archive_proof(path: Path, seq: int) -> dict[str, Any]:
     raise LookupError(f"seq {seq} is not in {path}")
 
 
+def _document(path: str, problems: list[str]) -> Any:
+    """A JSON document from ``path`` (None, and a problem, if it is not JSON: a huge number included)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as exc:
+        problems.append(f"{Path(path).name} is not JSON ({_short(str(exc))})")
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m portal.audit.verifier", description=__doc__.split("\n\n")[0])
     parser.add_argument("proof", nargs="?", help="inclusion proof JSON (GET /api/v1/audit/events/{id}/proof)")
@@ -400,16 +599,20 @@ def main(argv: list[str] | None = None) -> int:
     key = Path(args.public_key).read_bytes()
     problems: list[str] = []
     if args.proof:
-        document = json.loads(Path(args.proof).read_text())
-        problems += check_proof(document, key)
+        document = _document(args.proof, problems)
+        if isinstance(document, dict):
+            problems += check_proof(document, key)
+        elif document is not None:
+            problems.append("the proof is not a JSON object")
         if not problems:
             print(
                 f"OK: event {document['event'].get('id')} is leaf {document['leaf_index']} of the signed tree "
                 f"of size {document['head']['tree_size']}"
             )
     if args.heads:
-        data = json.loads(Path(args.heads).read_text())
-        heads = data["results"] if isinstance(data, dict) else data
+        data = _document(args.heads, problems)
+        heads = data.get("results") if isinstance(data, dict) else data
+        heads = heads if isinstance(heads, list) else []
         problems += check_heads(heads, key)
         if not problems:
             print(f"OK: {len(heads)} signed heads, each signature valid and each consistent with the previous")

@@ -49,6 +49,19 @@ lowest ``seq``. The reasons, and the rule that picks each:
     A correctly signed head in the file but not the database, or in the database but not the file.
 ``forged seal``
     A seal whose MAC does not verify under the signing key (its rows are then compared field by field).
+``out of range``
+    A value the sequencer never writes (see ``portal.audit.verifier``: ``EVENT_MAX_BYTES``, ``CLOCK_SKEW_SECONDS``),
+    at the row that holds it: a seq below 1; a canonical JSON over 1 MiB; a ``recorded_at`` before 2000, in the
+    future, earlier than the previous row's, or later than a signed head covering the row; an ``occurred_at``
+    before 2000 or more than the clock skew after its ``recorded_at``; a service sequence number below 1, or
+    reached by a jump over more numbers than can be in flight (``AUDIT_VERIFY_SERVICE_GAP_MAX``). A service
+    sequence number two rows hold is ``inserted`` (at the later row), and a row beyond the sequencer's recorded
+    size is ``inserted`` where such rows begin, however far beyond it is.
+
+Every check costs time in proportion to the rows present, never to the values they hold: gaps are found by
+comparing each row with the one before it (in seq order while streaming, in service sequence order with
+``lag()``), the column check is cut into chunks of rows, and nothing builds a series or loops over a range
+of numbers found in the data.
 
 After archival (``audit_archive``) the live log starts after the last archive: the chain from that archive's
 signed head's last hash, the Merkle tree from the frontier stored in ``audit_node`` at that size (which must
@@ -74,7 +87,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.db import DataError, connection, transaction
+from django.conf import settings
+from django.db import DatabaseError, DataError, connection, transaction
+from django.utils import timezone
 
 from portal.audit import heads as heads_mod
 from portal.audit.chain import node_lookup
@@ -86,14 +101,16 @@ from portal.audit.stream import (
     STREAM_SQL,
     STREAM_TYPES,
     Chain,
+    Clock,
     Heads,
     Problem,
     Seals,
+    micros,
     nodes_root,
     stream_part,
     stream_rows,
 )
-from portal.audit.verifier import ZERO_HASH, verify_head_signature
+from portal.audit.verifier import SEQ_MAX, ZERO_HASH, verify_head_signature
 
 # The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
 # (``seq`` apart: a renumbered row disagrees on it alone, and the stream has already said why.)
@@ -114,19 +131,30 @@ _COLUMNS_DISAGREE = (
     f"AND NOT (coalesce((c->>'seq')::bigint = seq, false) AND coalesce({_COLUMNS_MATCH}, false)) "
     "ORDER BY seq LIMIT %s"
 )
-# Before any archival a service's sequence starts at 1; after it, at the lowest number still live.
-_SERVICE_GAPS = """
-    SELECT s.service, g.n FROM (
-        SELECT service, CASE WHEN %s THEN min(service_seq) ELSE 1 END AS low, max(service_seq) AS top,
-               count(*) AS present
-        FROM audit_event GROUP BY service
-    ) AS s, LATERAL generate_series(s.low, s.top) AS g(n)
-    WHERE s.present < s.top - s.low + 1
-      AND NOT EXISTS (SELECT 1 FROM audit_event e WHERE e.service = s.service AND e.service_seq = g.n)
-    ORDER BY 1, 2 LIMIT 10000
+# Each service's sequence, row by row in (service, service_seq) order (the unique index's): every row whose
+# number does not follow the one before it — a gap, a duplicate (the unique index dropped), a number below 1.
+# Linear in the rows present, whatever the numbers are (no series is built over them). Before any archival a
+# service's sequence starts at 1; after it, at the lowest number still live.
+_SERVICE_SEQUENCE = """
+    SELECT service, service_seq, seq, prev, prev_seq FROM (
+        SELECT service, service_seq, seq,
+               lag(service_seq) OVER w AS prev, lag(seq) OVER w AS prev_seq
+        FROM audit_event WINDOW w AS (PARTITION BY service ORDER BY service_seq)
+    ) AS s
+    WHERE service_seq < 1 OR (prev IS NULL AND service_seq <> 1 AND NOT %s) OR service_seq <> prev + 1
+    ORDER BY service, service_seq LIMIT %s
 """
+SERVICE_ANOMALIES_MAX = 10_000  # rows of the query above (each a gap, however wide, or a bad number)
+SERVICE_GAP_NUMBERS_MAX = 10_000  # missing numbers listed in the report (the count is always exact)
+# Rows of a chunk of the column check: how many, and the last one's seq (chunks are counted in rows, not seqs).
+_CHUNK = (
+    "SELECT count(*), max(seq) FROM (SELECT seq FROM audit_event WHERE seq BETWEEN %s AND %s ORDER BY seq LIMIT %s) c"
+)
+_SEQS = "SELECT seq FROM audit_event WHERE seq BETWEEN %s AND %s ORDER BY seq"
+# Rows below 1: the stream never reads them (it starts after the archived prefix, at seq 1 at the lowest).
+_BELOW_ONE = "SELECT seq FROM audit_event WHERE seq < 1 ORDER BY seq LIMIT 100"
 COLUMN_PROBLEMS_MAX = 100  # rows reported for column disagreement (the first ones)
-COLUMN_CHUNK = 25_000  # seqs per column-check query (shared out between the two connections)
+COLUMN_CHUNK = 25_000  # rows per column-check query (shared out between the two connections)
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
 
 
@@ -140,7 +168,8 @@ class VerifyReport:
     columns_compared: int = 0  # rows compared with their JSON field by field (the rest: sealed, untouched)
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
-    service_gaps: dict[str, list[int]] = field(default_factory=dict)
+    service_gaps: dict[str, list[int]] = field(default_factory=dict)  # the first missing numbers
+    service_missing: dict[str, int] = field(default_factory=dict)  # how many numbers are missing, per service
 
     @property
     def ok(self) -> bool:
@@ -170,6 +199,7 @@ class VerifyReport:
             else {"seq": first.seq, "reason": first.reason, "detail": first.detail},
             "problems": len(self.problems),
             "service_gaps": {s: gaps[:20] for s, gaps in self.service_gaps.items()},
+            "service_missing": dict(self.service_missing),
         }
 
 
@@ -186,7 +216,11 @@ def _heads_check(state_size: int, problems: list[Problem]) -> Heads:
     db = {h.tree_size: heads_mod.head_as_dict(h) for h in AuditHead.objects.order_by("tree_size")}
     file: dict[int, dict[str, Any]] = {}
     for head in heads_mod.heads_outside_read():
-        size = int(head.get("tree_size", 0))
+        size = head.get("tree_size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= SEQ_MAX:
+            shown = repr(size) if len(repr(size)) <= 40 else f"{repr(size)[:37]}..."
+            problems.append(Problem(0, "forged head", f"the file holds a head whose tree size is {shown}"))
+            continue
         if size in file and file[size] != head:
             problems.append(Problem(size, "forged head", f"the file holds two different heads at tree size {size}"))
         file.setdefault(size, head)
@@ -227,66 +261,126 @@ Disagreement = tuple[int, int | None, bool]  # seq, the seq in its JSON, whether
 def _columns_disagree(cursor: Any, low: int, high: int, out: list[Disagreement]) -> None:
     """Rows in [low, high] whose columns disagree with their JSON; a row whose JSON does not even cast counts.
 
-    A canonical text that is not JSON (or a field of the wrong type) makes the query fail: halve the range
-    until the failing row is alone.
+    A canonical text that is not JSON (or a field of the wrong type or size) makes the query fail: the rows
+    present are then halved (by count, not by seq) until the failing row is alone.
     """
     if low > high or len(out) >= COLUMN_PROBLEMS_MAX:
         return
+    if _columns_query(cursor, low, high, out):
+        return
+    cursor.execute(_SEQS, [low, high])
+    _columns_halve(cursor, [row[0] for row in cursor.fetchall()], out)
+
+
+def _columns_halve(cursor: Any, seqs: list[int], out: list[Disagreement]) -> None:
+    if not seqs or len(out) >= COLUMN_PROBLEMS_MAX:
+        return
+    if len(seqs) == 1:
+        out.append((seqs[0], None, False))
+        return
+    middle = len(seqs) // 2
+    for part in (seqs[:middle], seqs[middle:]):
+        if not _columns_query(cursor, part[0], part[-1], out):
+            _columns_halve(cursor, part, out)
+
+
+def _columns_query(cursor: Any, low: int, high: int, out: list[Disagreement]) -> bool:
+    """Run the column check on [low, high]; False if a row's JSON or a field of it cannot be read at all."""
     try:
         with transaction.atomic():
             cursor.execute(_COLUMNS_DISAGREE, [low, high, COLUMN_PROBLEMS_MAX - len(out)])
             out.extend(cursor.fetchall())
-    except DataError:
-        if low == high:
-            out.append((low, None, False))
-            return
-        middle = (low + high) // 2
-        _columns_disagree(cursor, low, middle, out)
-        _columns_disagree(cursor, middle + 1, high, out)
+    except DatabaseError as exc:
+        if not _row_error(exc):
+            raise
+        return False
+    return True
 
 
-def _service_gaps(cursor: Any, *, archived: bool) -> dict[str, list[int]]:
-    """Each service's missing sequence numbers (the first 10,000 in all)."""
-    gaps: dict[str, list[int]] = {}
-    cursor.execute(_SERVICE_GAPS, [archived])
-    for service, number in cursor.fetchall():
-        gaps.setdefault(service, []).append(number)
-    return gaps
+def _row_error(exc: DatabaseError) -> bool:
+    """Whether PostgreSQL refused a value (a data exception, or a program limit such as JSON nested too
+    deeply), as opposed to the connection or the server failing."""
+    state = str(getattr(exc.__cause__, "sqlstate", "") or "")
+    return isinstance(exc, DataError) or state[:2] in ("22", "54")
+
+
+def _service_sequences(cursor: Any, *, archived: bool, report: VerifyReport) -> None:
+    """Each service's sequence: gaps (warnings: maybe in flight), and what cannot be in flight (problems).
+
+    A number below 1, a number two rows hold, or a jump over more numbers than ``AUDIT_VERIFY_SERVICE_GAP_MAX``
+    (more events than can be on their way: the relays deliver in order, in batches) is reported as tampering at
+    the row that holds it.
+    """
+    gap_max = int(getattr(settings, "AUDIT_VERIFY_SERVICE_GAP_MAX", 10_000_000))
+    listed = 0
+    cursor.execute(_SERVICE_SEQUENCE, [archived, SERVICE_ANOMALIES_MAX])
+    for service, number, seq, prev, prev_seq in cursor.fetchall():
+        if number < 1:
+            report.problems.append(
+                Problem(seq, "out of range", f"seq {seq}: its {service} sequence number {number} is below 1")
+            )
+            continue
+        if prev == number:
+            later, earlier = max(seq, prev_seq), min(seq, prev_seq)
+            detail = f"seq {later} holds {service} sequence number {number}, as seq {earlier} does"
+            report.problems.append(Problem(later, "inserted", detail))
+            continue
+        low = 1 if prev is None else max(prev + 1, 1)
+        missing = number - low
+        if missing > gap_max:
+            report.problems.append(
+                Problem(
+                    seq,
+                    "out of range",
+                    f"seq {seq}: {service} sequence jumps from {low - 1} to {number}: {missing} events cannot be in "
+                    f"flight (at most {gap_max}, AUDIT_VERIFY_SERVICE_GAP_MAX)",
+                )
+            )
+            continue
+        report.service_missing[service] = report.service_missing.get(service, 0) + missing
+        take = min(missing, SERVICE_GAP_NUMBERS_MAX - listed)
+        if take > 0:
+            report.service_gaps.setdefault(service, []).extend(range(low, low + take))
+            listed += take
 
 
 class _ColumnWork:
-    """The column check over ranges of seqs, in chunks taken by whichever connection is free (thread-safe).
+    """The column check over ranges of seqs, in chunks of ``COLUMN_CHUNK`` rows (rows present: a range's width
+    costs nothing) taken by whichever connection is free (thread-safe).
 
     It starts with the ranges no seal covers; the stream adds the sealed rows whose ``xmin`` changed.
     """
 
     def __init__(self, ranges: list[tuple[int, int]]) -> None:
         self.ranges = [list(r) for r in ranges if r[0] <= r[1]]
-        self.compared = sum(high - low + 1 for low, high in self.ranges)
+        self.compared = 0  # rows handed out
         self.disagreeing: list[Disagreement] = []
         self.lock = threading.Lock()
 
     def add(self, ranges: list[list[int]]) -> None:
         with self.lock:
-            for low, high in ranges:
-                self.ranges.append([low, high])
-                self.compared += high - low + 1
+            self.ranges.extend([low, high] for low, high in ranges)
 
-    def _take(self) -> tuple[int, int] | None:
+    def _take(self, cursor: Any) -> tuple[int, int] | None:
+        """The next chunk: up to ``COLUMN_CHUNK`` rows from the start of the first range (found on the index)."""
         with self.lock:
-            if not self.ranges or len(self.disagreeing) >= COLUMN_PROBLEMS_MAX:
-                return None
-            chunk = self.ranges[0]
-            low, high = chunk[0], min(chunk[1], chunk[0] + COLUMN_CHUNK - 1)
-            if high == chunk[1]:
-                self.ranges.pop(0)
-            else:
-                chunk[0] = high + 1
-            return low, high
+            while self.ranges and len(self.disagreeing) < COLUMN_PROBLEMS_MAX:
+                chunk = self.ranges[0]
+                cursor.execute(_CHUNK, [chunk[0], chunk[1], COLUMN_CHUNK])
+                rows, end = cursor.fetchone()
+                low = chunk[0]
+                if rows < COLUMN_CHUNK or end >= chunk[1]:
+                    self.ranges.pop(0)
+                else:
+                    chunk[0] = end + 1
+                if rows:
+                    self.compared += rows
+                    return low, end
+            return None
 
     def run(self, cursor: Any) -> None:
         """Check chunks on ``cursor`` until none is left."""
-        while (chunk := self._take()) is not None:
+        while (chunk := self._take(cursor)) is not None:
             found: list[Disagreement] = []
             _columns_disagree(cursor, chunk[0], chunk[1], found)
             with self.lock:
@@ -346,9 +440,14 @@ def _final_checks(
             Problem(last_seq + 1, "missing", f"the sequencer recorded {state_size} events, the last is seq {last_seq}")
         )
     elif last_seq > state_size:
+        with connection.cursor() as cursor:  # where the rows beyond the recorded size begin (however far)
+            cursor.execute("SELECT min(seq) FROM audit_event WHERE seq > %s", [state_size])
+            beyond = cursor.fetchone()[0] or state_size + 1
         problems.append(
             Problem(
-                state_size + 1, "inserted", f"the sequencer recorded {state_size} events, the last is seq {last_seq}"
+                beyond,
+                "inserted",
+                f"seq {beyond} is beyond the {state_size} events the sequencer recorded (the last is seq {last_seq})",
             )
         )
     if problems or state is None or not size:
@@ -537,6 +636,7 @@ def _stream_halves(
     heads: Heads,
     seals: Seals,
     state_size: int,
+    clock: Clock,
 ) -> tuple[int, bytes, list[bytes | None], int] | None:
     """Stream the two halves of the live log at once, this process and another; None: stream it whole.
 
@@ -549,13 +649,18 @@ def _stream_halves(
     """
     mid = start + (high - start) // 2
     with connection.cursor() as cursor:
-        cursor.execute("SELECT hash FROM audit_event WHERE seq = %s", [mid])
+        # (a time no datetime holds, out of range anyway, is no claim to start from)
+        cursor.execute(
+            "SELECT hash, CASE WHEN recorded_at BETWEEN '2000-01-01Z' AND '9999-12-31Z' THEN recorded_at END "
+            "FROM audit_event WHERE seq = %s",
+            [mid],
+        )
         row = cursor.fetchone()
     wanted = {(level, (mid >> level) - 1) for level in range(mid.bit_length()) if mid >> level & 1}
     found = node_lookup(wanted)
-    if row is None or len(found) != len(wanted):
+    if row is None or row[1] is None or len(found) != len(wanted):
         return None
-    claimed_prev = bytes(row[0])
+    claimed_prev, claimed_recorded = bytes(row[0]), micros(row[1])
     claimed_frontier = [found.get((level, (mid >> level) - 1)) for level in range(mid.bit_length())]
     if multiprocessing.current_process().daemon:  # a daemonic process (a Celery pool worker) may not fork
         return None
@@ -575,13 +680,15 @@ def _stream_halves(
             heads,
             seals.spans,
             state_size,
+            Clock(clock.latest, claimed_recorded, clock.signed),
         )
         left_problems: list[Problem] = []
         left_seals = Seals(seals.spans)
+        left_clock = Clock(clock.latest, clock.last_recorded, clock.signed)
         with connection.connection.cursor() as cursor, cursor.copy(STREAM_SQL, [start, mid]) as copy:
             copy.set_types(STREAM_TYPES)
             chain = Chain(left_problems, state_size, start, start_hash)
-            size, last, nodes = stream_rows(copy.rows(), chain, heads, left_seals, start, frontier)
+            size, last, nodes = stream_rows(copy.rows(), chain, heads, left_seals, start, frontier, left_clock)
         try:
             right = future.result()
         except Exception:
@@ -591,9 +698,11 @@ def _stream_halves(
         or right["problems"]
         or size != mid
         or last != claimed_prev
+        or left_clock.last_recorded != claimed_recorded
         or _trimmed(nodes) != _trimmed(claimed_frontier)
     ):
         return None
+    clock.last_recorded = right["recorded"]
     seals.unsealed = left_seals.unsealed + right["unsealed"]
     return right["size"], right["last"], right["nodes"], right["expected"]
 
@@ -645,7 +754,8 @@ def verify_log(
                 else:
                     snapshot = None
         try:
-            state = AuditChainState.objects.filter(id=1).first()
+            # (updated_at is not needed, and a forged one may be a time no datetime holds)
+            state = AuditChainState.objects.filter(id=1).only("size", "last_hash", "frontier").first()
             state_size = state.size if state is not None else 0
             heads = _heads_check(state_size, problems)
             report.heads = len(heads)
@@ -654,32 +764,36 @@ def verify_log(
             if archive_files:
                 _archive_files(archives, archive_dir, problems)
             chain = Chain(problems, state_size, start, start_hash)
+            clock = Clock.of(heads, now=timezone.now())
             with connection.cursor() as cursor:
                 cursor.execute(ORDERED_SCAN)  # this transaction only
+                cursor.execute(_BELOW_ONE)
+                for (seq,) in cursor.fetchall():
+                    problems.append(Problem(seq, "out of range", f"seq {seq} is below 1, where the log begins"))
             halves = None
             if snapshot is not None and high - start >= PARALLEL_MIN_EVENTS:
-                halves = _stream_halves(snapshot, start, start_hash, frontier, high, heads, seals, state_size)
+                halves = _stream_halves(snapshot, start, start_hash, frontier, high, heads, seals, state_size, clock)
             if halves is not None:
                 size, last, nodes, chain.expected = halves
             else:
                 # COPY in binary: psycopg decodes its rows in C, about twice as fast as a named cursor's fetches.
                 with connection.connection.cursor() as cursor, cursor.copy(STREAM_SQL, [start, NO_END]) as copy:
                     copy.set_types(STREAM_TYPES)
-                    size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier)
+                    size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier, clock)
             work.add(seals.unsealed)
         except BaseException:
             work.cancel()  # the other connection stops after its current chunk
             raise
         report.events = size - start
-        report.columns_compared = work.compared
         report.archived = start
         last_seq = chain.expected - 1
         _heads_beyond(heads, size, last_seq, state_size, problems)
         with connection.cursor() as cursor:
-            report.service_gaps = _service_gaps(cursor, archived=bool(start))
+            _service_sequences(cursor, archived=bool(start), report=report)
             work.run(cursor)  # what the other connection has not yet taken
         if checker is not None:
             checker.finish()
+        report.columns_compared = work.compared
         seen = {(p.seq, p.reason) for p in problems}
         for seq, embedded, others_agree in work.result():
             if (seq, "modified") in seen or (others_agree and embedded is not None and chain.renumbered(seq, embedded)):

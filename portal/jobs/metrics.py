@@ -6,7 +6,10 @@ so the counters only go up — and exports, per service, queue and task name:
 
 - ``atrium_jobs_tasks_total{state}``: tasks that succeeded, failed, were retried, revoked or rejected;
 - ``atrium_jobs_task_runtime_seconds``: a histogram of runtimes (succeeded, failed and retried runs);
-- ``atrium_jobs_queue_latency_seconds``: a histogram of the wait from published (or due, with an ETA) to started.
+- ``atrium_jobs_queue_latency_seconds``: a histogram of the wait from published (or due, with an ETA) to started;
+
+and ``atrium_jobs_monitor_parked_total``: tracking entries or events the monitor could not record and parked in
+``jobs_deadletter`` (never pruned, so the counter only goes up).
 
 The stored buckets count observations per bucket (:data:`~portal.jobs.recorder.RUNTIME_BOUNDS`, the last one above
 every bound); Prometheus wants them cumulative, so they are summed here. It also exports the broker's queue depths
@@ -22,7 +25,7 @@ from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from portal.jobs.models import JobTotal, Worker, WorkerStatus
+from portal.jobs.models import DeadLetter, JobTotal, Worker, WorkerStatus
 from portal.jobs.recorder import LATENCY_BOUNDS, RUNTIME_BOUNDS
 from services.kit.logs import get_logger
 
@@ -78,17 +81,41 @@ def _workers_family() -> GaugeMetricFamily:
     )
 
 
+def _parked_family() -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "atrium_jobs_monitor_parked", "Tracking entries or events the job monitor could not record (jobs_deadletter)."
+    )
+
+
 class JobsCollector(Collector):
     """Task counters and histograms from the recorded totals; queue depths and workers now."""
 
     def describe(self) -> list[Metric]:
         # What registering asks for: the names, without reading the database or the broker at start-up.
-        return [_tasks_family(), _runtime_family(), _latency_family(), _depth_family(), _workers_family()]
+        return [
+            _tasks_family(),
+            _runtime_family(),
+            _latency_family(),
+            _depth_family(),
+            _workers_family(),
+            _parked_family(),
+        ]
 
     def collect(self) -> Iterator[Metric]:
         yield from self._totals()
         yield from self._queues()
         yield from self._workers()
+        yield from self._parked()
+
+    def _parked(self) -> Iterator[Metric]:
+        try:
+            count = DeadLetter.objects.count()
+        except Exception as exc:
+            log.warning("jobs.metrics_failed", part="parked", error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        parked = _parked_family()
+        parked.add_metric([], count)
+        yield parked
 
     def _totals(self) -> Iterator[Metric]:
         try:

@@ -200,3 +200,30 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+class DeadLetter(models.Model):
+    """A stream entry, or one event of one, that the job monitor could not record: kept, acknowledged, counted.
+
+    Refused on arrival (malformed JSON, the wrong shape, absurd values, what PostgreSQL cannot store) or failing
+    ``JOBS_MONITOR_ATTEMPTS`` times alone after its batch was split down to it. Never pruned: few, and each one
+    is a bug or an attack to look at (``atrium_jobs_monitor_parked_total`` counts them).
+    """
+
+    stream_id = models.CharField(
+        max_length=64, unique=True, help_text="The stream entry id, or <entry id>/<n> for one event of a batch."
+    )
+    reason = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    raw = models.BinaryField(help_text="What arrived (its first MiB).")
+    raw_sha256 = models.CharField(max_length=64, help_text="SHA-256 of every byte that arrived.")
+    raw_bytes = models.BigIntegerField(help_text="How many bytes arrived.")
+    parked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "jobs_deadletter"
+        ordering = ["-id"]
+        verbose_name = "unrecorded tracking event"
+
+    def __str__(self) -> str:
+        return f"{self.stream_id}: {self.reason[:60]}"

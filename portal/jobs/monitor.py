@@ -10,6 +10,10 @@ acknowledges them; after a batch that was not full it waits ``JOBS_MONITOR_GATHE
 to gather (fewer, larger transactions: far less work per event). A monitor that stops between the commit and the
 acknowledgement reads the batch again and records nothing twice.
 
+A poisoned entry or event never blocks the others: :func:`~portal.jobs.recorder.record` isolates it (splitting
+the batch), retries it a bounded number of times and parks it in ``jobs_deadletter``; the monitor acknowledges it
+with the rest and goes on. Only the database being away keeps a batch pending (read again after a backoff).
+
 Every few seconds it also marks workers that stopped heartbeating without saying goodbye ``lost``.
 """
 
@@ -118,6 +122,7 @@ class Monitor:
             self.recorded.events += done.events
             self.recorded.new += done.new
             self.recorded.jobs += done.jobs
+            self.recorded.parked += done.parked
         if now - self._last_lost > 5:
             self._last_lost = now
             workers_mark_lost()

@@ -5,6 +5,15 @@
 (the monitor crashed after the commit and before acknowledging) counts nothing twice. Batches are serialized by
 a transaction-level advisory lock, so two monitors never merge the same task at once.
 
+One poisoned item never stops a batch. An entry or event that cannot be recorded as it is — not JSON, the wrong
+shape, an absurd value (a time before 2000 or more than a day ahead, a negative or oversized count, a runtime
+that is not a finite number), something PostgreSQL cannot store (a NUL, a lone surrogate, NaN), more than
+``EVENT_MAX_BYTES`` — is refused on arrival. An unexpected error recording a batch splits it in halves, each its
+own transaction, down to the failing event, which is tried ``JOBS_MONITOR_ATTEMPTS`` times in all. Either way the
+item is parked in ``jobs_deadletter`` (its bytes, their digest, why), logged (``jobs.monitor_parked``) and counted
+(``atrium_jobs_monitor_parked_total``); the monitor acknowledges it with the rest. The database being away is no
+item's fault: :func:`record` raises, nothing is parked, and the batch stays pending until it is back.
+
 Events of one task come from several processes (the publisher, the worker's main process, the pool process
 running it) and can arrive in any order. A task's state is the state of its latest event by time; at the same
 instant, the later step of the life cycle wins. A finished task goes back to an earlier state only when Celery
@@ -14,18 +23,25 @@ runs it again (a retry: a higher ``retries``; or a redelivery after its worker w
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import re
+import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from portal.jobs.models import FINAL_STATES, Job, JobState, Worker, WorkerStatus
-from services.kit.db import execute
+from services.kit.db import database_transient, execute
+from services.kit.logs import get_logger
+
+log = get_logger(__name__)
 
 # Seconds; a histogram bucket counts observations ≤ its bound, the last one everything above.
 RUNTIME_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -67,28 +83,143 @@ class Event:
 
 @dataclass
 class Recorded:
-    events: int = 0  # in the batch
+    events: int = 0  # in the batch (that could be recorded)
     new: int = 0  # not seen before
     jobs: int = 0
     workers: int = 0
+    parked: int = 0  # entries or events parked in jobs_deadletter
+
+    def add(self, other: Recorded) -> None:
+        self.new += other.new
+        self.jobs += other.jobs
+        self.workers += other.workers
 
 
-def parse(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> list[Event]:
-    """Stream entries as events: ``{"b": json list}`` (a process's batch; the n-th event's key is ``<entry
-    id>/<n>``) or ``{"e": json object}`` (one event, keyed by the entry id). What is not an event is skipped."""
-    events = []
+@dataclass
+class Refused:
+    """An entry, or one event of one, that cannot be recorded: parked with its bytes and why."""
+
+    stream_id: str
+    raw: bytes
+    reason: str
+    attempts: int = 1
+
+
+# What an event may hold. The tracking caps what it sends (args 2,000 characters, the raw payload 64 KB, a
+# traceback 20,000 characters), so an event is far below EVENT_MAX_BYTES; times are Unix seconds.
+EVENT_MAX_BYTES = 256 * 1024
+AT_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()
+AT_AHEAD_SECONDS = 86_400  # a process whose clock runs a day ahead of the portal's sends times that mean nothing
+RUNTIME_MS_MAX = 1e10  # about 115 days
+_COUNTS = {  # the columns' ranges (integer, bigint)
+    "retries": 2**31 - 1,
+    "pid": 2**31 - 1,
+    "concurrency": 2**31 - 1,
+    "active": 2**31 - 1,
+    "reserved": 2**31 - 1,
+    "processed": 2**63 - 1,
+}
+DEADLETTER_RAW_BYTES = 1 << 20
+# In an entry's JSON text: what may decode to something PostgreSQL cannot store (a NUL, a lone surrogate, NaN or
+# Infinity). Only entries holding one of them, or longer than an event may be, get the full check per event.
+_SUSPECT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|NaN|Infinity")
+# A NUL in JSON text written by json.dumps (\\u0000; an escaped backslash before "u0000" is not one).
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _short(value: Any) -> str:
+    text = f"a {value.bit_length()}-bit number" if isinstance(value, int) and value.bit_length() > 64 else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _problem(data: Any, now: float, *, deep: bool) -> str | None:
+    """Why ``data`` cannot be recorded as an event (None: it can). ``deep``: also serialise it as PostgreSQL
+    will store it (its entry's text held something suspect, or was long)."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    state = data.get("state")
+    if not isinstance(state, str) or (state not in STEP and state not in WORKER_EVENTS):
+        return f"state {_short(state)} is not one the tracking sends"
+    at = data.get("at")
+    if not _number(at) or not AT_MIN <= at <= now + AT_AHEAD_SECONDS:  # NaN and infinities fail the comparison
+        return f"at {_short(at)} is not a time from 2000 to a day from now"
+    if state in STEP:
+        if not isinstance(data.get("task_id"), str) or not data["task_id"]:
+            return "task_id is missing or not a string"
+    else:
+        if not isinstance(data.get("worker"), str) or not data["worker"]:
+            return "worker is missing or not a string"
+        if not isinstance(data.get("queues", []), list):
+            return "queues is not a list"
+    for name, top in _COUNTS.items():
+        value = data.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top):
+            return f"{name} {_short(value)} is out of range (0 to {top})"
+    runtime = data.get("runtime_ms")
+    if runtime is not None and (not _number(runtime) or not 0 <= runtime <= RUNTIME_MS_MAX):
+        return f"runtime_ms {_short(runtime)} is out of range (0 to {RUNTIME_MS_MAX:.0e})"
+    if deep:
+        try:
+            text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+            size = len(text.encode("utf-8"))
+        except (ValueError, TypeError, RecursionError, UnicodeEncodeError) as exc:
+            return f"cannot be stored: {type(exc).__name__}: {exc}"[:300]
+        if _NUL.search(text):
+            return "holds a NUL character, which PostgreSQL cannot store"
+        if size > EVENT_MAX_BYTES:
+            return f"is {size} bytes, more than the {EVENT_MAX_BYTES} an event may be"
+    return None
+
+
+def _bytes(value: Any) -> bytes:
+    """What arrived, as bytes (an event as JSON; never raises)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    try:
+        return json.dumps(value, ensure_ascii=True, default=repr).encode("ascii")
+    except (ValueError, TypeError, RecursionError):
+        return repr(value).encode("utf-8", "backslashreplace")
+
+
+def parse(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> tuple[list[Event], list[Refused]]:
+    """Stream entries as events — ``{"b": json list}`` (a process's batch; the n-th event's key is ``<entry
+    id>/<n>``) or ``{"e": json object}`` (one event, keyed by the entry id) — and what cannot be recorded."""
+    events: list[Event] = []
+    refused: list[Refused] = []
+    now = time.time()
     for stream_id, fields in entries:
         sid = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
-        batch = fields.get(b"b") or fields.get("b")
-        try:
-            if batch is not None:
-                items = [(f"{sid}/{n}", data) for n, data in enumerate(json.loads(batch))]
-            else:
-                items = [(sid, json.loads(fields.get(b"e") or fields.get("e")))]
-        except (TypeError, ValueError):
+        batch = fields.get(b"b") if b"b" in fields else fields.get("b")
+        single = fields.get(b"e") if b"e" in fields else fields.get("e")
+        text = batch if batch is not None else single
+        if text is None:
+            refused.append(Refused(sid, _bytes({_bytes(k).decode("utf-8", "replace"): _bytes(v).decode(
+                "utf-8", "replace") for k, v in fields.items()}), "neither a batch (b) nor an event (e)"))  # fmt: skip
             continue
-        events += [Event(key, data) for key, data in items if isinstance(data, dict) and data.get("state")]
-    return events
+        raw = _bytes(text)
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            refused.append(Refused(sid, raw, f"not JSON ({type(exc).__name__})"))
+            continue
+        if batch is not None and not isinstance(value, list):
+            refused.append(Refused(sid, raw, "a batch (b) that is not a JSON list"))
+            continue
+        items = [(f"{sid}/{n}", data) for n, data in enumerate(value)] if batch is not None else [(sid, value)]
+        deep = len(raw) > EVENT_MAX_BYTES or _SUSPECT.search(raw) is not None
+        for key, data in items:
+            problem = _problem(data, now, deep=deep)
+            if problem is None:
+                events.append(Event(key, data))
+            else:
+                refused.append(Refused(key, _bytes(data), problem))
+    return events, refused
 
 
 _INSERT_EVENTS = """
@@ -103,8 +234,70 @@ _NOT_DETAIL = {"state", "task_id", "at", "worker", "payload", "args", "kwargs", 
 
 
 def record(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> Recorded:
-    """Record a batch of stream entries (one transaction); return what it changed."""
-    events = parse(entries)
+    """Record a batch of stream entries (one transaction, unless an item fails: see the module's docstring);
+    return what it changed. What cannot be recorded is parked. Raises only when the database is away (nothing
+    parked then: the whole batch is to be read again)."""
+    events, refused = parse(entries)
+    result = Recorded(events=len(events))
+    refused += _record_isolating(events, result)
+    if refused:
+        _park(refused)
+        result.parked = len(refused)
+    return result
+
+
+def _record_isolating(events: list[Event], result: Recorded) -> list[Refused]:
+    """Record ``events``; on an unexpected error, in halves down to the failing event, which is tried
+    ``JOBS_MONITOR_ATTEMPTS`` times in all; return those that still failed."""
+    if not events:
+        return []
+    try:
+        result.add(_record_events(events))
+        return []
+    except Exception as exc:
+        if database_transient(exc):
+            raise
+        failure = exc
+    if len(events) > 1:
+        log.warning("jobs.monitor_split", events=len(events), error=f"{type(failure).__name__}: {failure}"[:300])
+        middle = len(events) // 2
+        return _record_isolating(events[:middle], result) + _record_isolating(events[middle:], result)
+    attempts = int(getattr(settings, "JOBS_MONITOR_ATTEMPTS", 3))
+    for attempt in range(2, attempts + 1):
+        time.sleep(0.05 * attempt)  # what is transient gets a moment to pass
+        try:
+            result.add(_record_events(events))
+            return []
+        except Exception as exc:
+            if database_transient(exc):
+                raise
+            failure = exc
+    return [Refused(events[0].stream_id, _bytes(events[0].data), f"{type(failure).__name__}: {failure}", attempts)]
+
+
+def _park(refused: list[Refused]) -> None:
+    """Keep ``refused`` in jobs_deadletter (once per stream id: a batch read again parks nothing twice)."""
+    execute(
+        "INSERT INTO jobs_deadletter (stream_id, reason, attempts, raw, raw_sha256, raw_bytes, parked_at) "
+        "SELECT *, now() FROM unnest(%b::varchar[], %b::text[], %b::int[], %b::bytea[], %b::varchar[], %b::int8[]) "
+        "ON CONFLICT (stream_id) DO NOTHING",
+        [
+            [r.stream_id[:64] for r in refused],
+            [r.reason[:2000].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0") for r in refused],
+            [r.attempts for r in refused],
+            [r.raw[:DEADLETTER_RAW_BYTES] for r in refused],
+            [hashlib.sha256(r.raw).hexdigest() for r in refused],
+            [len(r.raw) for r in refused],
+        ],
+    )
+    for item in refused[:20]:
+        log.error("jobs.monitor_parked", stream_id=item.stream_id, reason=item.reason[:300], attempts=item.attempts)
+    if len(refused) > 20:
+        log.error("jobs.monitor_parked", count=len(refused) - 20, reason="and more")
+
+
+def _record_events(events: list[Event]) -> Recorded:
+    """Record ``events`` in one transaction."""
     result = Recorded(events=len(events))
     task_events = [e for e in events if e.state in STEP and e.get("task_id")]
     worker_events = [e for e in events if e.state in WORKER_EVENTS and e.get("worker")]
@@ -256,11 +449,11 @@ def _apply(job: Job, event: Event, *, new: bool = False) -> None:
 
 
 def _datetime(value: Any) -> dt.datetime | None:
-    if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
     try:
+        if isinstance(value, (int, float)):
+            return dt.datetime.fromtimestamp(value, tz=dt.UTC)
         parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a time, or not one a datetime holds: left out
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 

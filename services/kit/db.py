@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from services.kit.logs import get_logger
 
@@ -141,3 +141,27 @@ class WriteTransaction:
                 pg.execute("ROLLBACK")
         except psycopg.Error:
             connection.close()
+
+
+# SQLSTATE classes that say the database is away or busy, not that a statement's data is bad: connection
+# exception, transaction rollback (serialisation failure, deadlock), insufficient resources, operator
+# intervention (shutdown, cancel), system error.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def database_transient(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while writing a batch, says the database is away or busy — retry the whole batch
+    later — rather than that some item of it is bad (the batch can then be split to find it): a lost
+    connection, a serialisation failure or deadlock, too few resources, the server shutting down; or the
+    database not answering ``SELECT 1`` right after. Call it outside the failed transaction."""
+    state = str(getattr(exc.__cause__, "sqlstate", None) or getattr(exc, "sqlstate", None) or "")
+    if isinstance(exc, InterfaceError | psycopg.InterfaceError) or state[:2] in _TRANSIENT_CLASSES:
+        return True
+    if isinstance(exc, OperationalError | psycopg.OperationalError) and not state:
+        return True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        return True
+    return False

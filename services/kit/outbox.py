@@ -206,7 +206,7 @@ def event_expand(item: Any) -> Any:
     if isinstance(item, list) and len(item) == 4 and isinstance(item[3], str):
         try:
             body = json.loads(item[3])
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to read: the consumer says so
             return {"id": item[0], "service": item[1], "service_seq": item[2], "unparsable_payload": item[3]}
         if isinstance(body, dict):
             return {**body, "id": item[0], "service": item[1], "service_seq": item[2]}

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from portal.jobs.models import Job, JobEvent, JobMinute, JobTotal, Worker, WorkerStatus
+from portal.jobs.models import DeadLetter, Job, JobEvent, JobMinute, JobTotal, Worker, WorkerStatus
 from portal.jobs.monitor import workers_mark_lost
 from portal.jobs.recorder import LATENCY_BOUNDS, RUNTIME_BOUNDS, record
 
 pytestmark = pytest.mark.django_db
 
-T0 = dt.datetime(2030, 1, 1, 12, 0, 10, tzinfo=dt.UTC).timestamp()  # 10 s into a minute
+T0 = dt.datetime(2026, 1, 1, 12, 0, 10, tzinfo=dt.UTC).timestamp()  # 10 s into a minute (in the past)
 _seq = itertools.count(1)
 TASK = {"task_id": "t-1", "name": "payments.process", "queue": "payments", "service": "payments"}
 
@@ -120,7 +120,7 @@ def test_minutes_and_totals_count_each_state_and_put_runtimes_and_waits_in_their
 
     minutes = {m.minute: m for m in JobMinute.objects.all()}
     assert len(minutes) == 2
-    first = minutes[dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)]
+    first = minutes[dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)]
     assert (first.queued, first.started, first.succeeded, first.failed) == (1, 1, 1, 0)
     assert first.runtime_ms_total == 42.0
     total = JobTotal.objects.get()
@@ -165,11 +165,12 @@ def test_workers_silent_for_three_heartbeats_are_marked_lost(settings):
     }
 
 
-def test_entries_that_are_not_events_are_skipped():
+def test_entries_that_are_not_events_are_parked_not_recorded():
     result = record([(b"1-1", {b"e": b"not json"}), (b"1-2", {b"x": b"{}"}), (b"1-3", {b"e": b'{"no": "state"}'})])
 
-    assert (result.events, result.new) == (0, 0)
+    assert (result.events, result.new, result.parked) == (0, 0, 3)
     assert not Job.objects.exists()
+    assert sorted(DeadLetter.objects.values_list("stream_id", flat=True)) == ["1-1", "1-2", "1-3"]
 
 
 def test_a_batch_entry_is_recorded_once_even_when_read_twice():
