@@ -192,18 +192,21 @@ class CatalogAgent(threading.Thread):
                 level = log.warning if failures == 1 or failures % 10 == 0 else log.debug
                 level("catalog.agent_failed", slug=self.slug, attempt=failures, retry_in=wait, error=str(exc)[:300])
             self._halt.wait(wait)
-        self.client.close()
 
     def stop(self, *, report: bool = True, timeout: float = 3.0) -> None:
-        """Stop the loop; send the calls counted since the last report (best effort, ``timeout`` at most)."""
+        """Stop the loop; send the calls counted since the last report (best effort, ``timeout`` at most); close the
+        client. The loop is joined first: its last call must not share a client the report or the close is using
+        (a close while the loop's call was in flight surfaced as "Bad file descriptor")."""
         self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
         if report and self.report_calls and self.registered.is_set():
             try:
                 self._report()
             except Exception as exc:
                 log.warning("catalog.agent_final_report_failed", slug=self.slug, error=str(exc)[:300])
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout)
+        if not self.is_alive():
+            self.client.close()
 
     # --- the calls -------------------------------------------------------------------------------------------
     def _check(self, response: Any, doing: str) -> Any:
