@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Model
 from django.db.models.base import ModelState
 from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event, audit_record
 from services.kit.currencies import currency_is_valid
-from services.kit.db import Pipeline, WriteTransaction
+from services.kit.db import Pipeline, WriteTransaction, database_transient
 from services.kit.errors import NotFound
 from services.kit.ids import id_new
 from services.kit.logs import get_logger
@@ -645,9 +645,11 @@ def transactions_create(
         raise
 
 
-# Errors that say nothing about an item: the database is unreachable or busy. They fail the whole call (503,
-# retried by the caller); splitting a batch because of them would blame innocent items.
-UNAVAILABLE = (OperationalError, InterfaceError)
+def _item_error(exc: Exception) -> bool:
+    """Whether ``exc`` from a batch may be an item's fault: not a refusal (that is already the item's result),
+    and not the database being away or busy (:func:`services.kit.db.database_transient`), which fails the whole
+    call (503, retried by the caller) — splitting the batch because of it would blame innocent items."""
+    return not isinstance(exc, LedgerError) and not database_transient(exc)
 
 
 def _storable(value: Any, limit: int = 200) -> str:
@@ -667,9 +669,9 @@ def _create_isolating(items: list[TransactionInput], atomic: bool) -> list[ItemR
     the poisoned item is located with dry runs and the batch rejected, naming it."""
     try:
         return with_retry(lambda: _create_batch(items, atomic))
-    except (LedgerError, *UNAVAILABLE):
-        raise
     except Exception as exc:
+        if not _item_error(exc):
+            raise
         if atomic:
             raise _poisoned_atomic(items, exc) from exc
         if len(items) == 1:
@@ -698,7 +700,7 @@ def _poisoned_atomic(items: list[TransactionInput], exc: Exception) -> BatchReje
                     _create_batch(items[:count], False)
                 finally:
                     transaction.set_rollback(True)
-        except (LedgerError, *UNAVAILABLE):
+        except LedgerError:
             return False
         except Exception:
             return True
@@ -846,9 +848,9 @@ def _settle_isolating(transaction_ids: list[str], post: bool) -> list[SettleResu
     """:func:`_settle_batch`, isolating a poisoned item as :func:`_create_isolating` does."""
     try:
         return _settle_batch(transaction_ids, post)
-    except (LedgerError, *UNAVAILABLE):
-        raise
     except Exception as exc:
+        if not _item_error(exc):
+            raise
         if len(transaction_ids) == 1:
             action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
             log.exception("ledger.batch_item_failed", transaction_id=transaction_ids[0], error=type(exc).__name__)
@@ -993,9 +995,9 @@ def transactions_expire(*, now: datetime | None = None, limit: int = 500) -> int
             voided += 1
         except TransactionNotPending:
             continue  # posted or voided meanwhile
-        except UNAVAILABLE:
-            raise
-        except Exception:
+        except Exception as exc:
+            if database_transient(exc):
+                raise
             # One hold that cannot be voided must not keep the others from expiring; it is tried again next run.
             log.exception("ledger.expire_failed", transaction_id=transaction_id)
     if voided:

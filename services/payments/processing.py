@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from services.kit.db import database_transient
 from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
@@ -72,9 +73,13 @@ _CLAIM_SQL = (
 _DRAIN_LOCK = int.from_bytes(hashlib.sha256(b"atrium-payments-drain").digest()[:4], "big", signed=True)
 
 
-# Errors that say nothing about a payment: its database or the ledger is away. They end the batch (its payments
-# are taken up again later); splitting it because of them would blame innocent payments.
-UNAVAILABLE = (OperationalError, InterfaceError, UpstreamUnavailable)
+def _payment_error(exc: Exception) -> bool:
+    """Whether ``exc`` may be a payment's fault: not the ledger or the database being away or busy
+    (:func:`services.kit.db.database_transient`), which ends the batch for a later retry — splitting it because of
+    that would blame innocent payments."""
+    return not isinstance(exc, UpstreamUnavailable) and not database_transient(exc)
+
+
 PROCESSING_ERROR = "processing_error"
 
 
@@ -163,9 +168,9 @@ def _run_isolating(ids: list[str], result: BatchResult) -> None:
     try:
         _run(ids, result)
         return
-    except UNAVAILABLE:
-        raise
     except Exception as exc:
+        if not _payment_error(exc):
+            raise
         if len(ids) == 1:
             outcome = _processing_error(ids[0], exc, may_park=False)
             result.suspects[ids[0]] = outcome.retry_in or 0.0
@@ -444,9 +449,9 @@ def _park(payment_id: str, error: str, errors: int) -> str:
     }
     try:
         moved = bool(services.transition_many({payment_id: fields}, OPEN, PaymentStatus.FAILED))
-    except UNAVAILABLE:
-        raise
-    except Exception:
+    except Exception as exc:
+        if not _payment_error(exc):
+            raise
         log.exception("payments.park_fallback", payment_id=payment_id)
         moved = services.payment_park_raw(payment_id=payment_id, **fields)
     if moved:
@@ -473,9 +478,9 @@ def _hold_release_now(payment_id: str) -> None:
             payment.ledger_transaction, payment.hold_status = hold["id"], HoldStatus.PENDING
         if payment.hold_status == HoldStatus.PENDING:
             _release_holds([payment], BatchResult())
-    except UNAVAILABLE:
-        raise
-    except Exception:
+    except Exception as exc:
+        if not _payment_error(exc):
+            raise
         log.exception("payments.hold_release_failed", payment_id=payment_id)
         db_execute(
             "UPDATE payments_payment SET next_attempt_at = created_at + %s WHERE id = %s AND hold_status = 'pending'",
@@ -495,9 +500,9 @@ def advance(payment_id: str) -> Outcome:
     try:
         try:
             _run([payment_id], result)
-        except UNAVAILABLE:
-            raise
         except Exception as exc:
+            if not _payment_error(exc):
+                raise
             return _processing_error(payment_id, exc, may_park=True)
     finally:
         _lease_release([payment_id])
