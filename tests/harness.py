@@ -242,6 +242,24 @@ class ProcessHarness:
         self.processes.append(process)
         return process.start().wait_ready()
 
+    def jobs_monitor(
+        self, stream: str, *, name: str = "jobs-monitor", consumer: str = "e2e", batch: int = 200
+    ) -> AtriumProcess:
+        """``manage.py jobs_monitor`` on this run's test database reading ``stream``, started (its log says when
+        it reads)."""
+        process = AtriumProcess(
+            name=name,
+            cmd=[sys.executable, "manage.py", "jobs_monitor", "--consumer", consumer, "--batch", str(batch)],
+            env=base_env("portal", current_test_database_url(), JOBS_STREAM=stream),
+            log_path=self.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log",
+        )
+        self.processes.append(process)
+        process.start()
+        wait_until(
+            lambda: any(r.get("event") == "jobs.monitor_started" for r in process.log_records()), 30, "monitor up"
+        )
+        return process
+
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()

@@ -29,7 +29,7 @@ import re
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from portal.jobs.models import FINAL_STATES, Job, JobState, Worker, WorkerStatus
+from services.kit.batches import batch_isolate
 from services.kit.db import database_transient, execute
 from services.kit.logs import get_logger
 
@@ -247,32 +248,36 @@ def record(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> Recorded:
 
 
 def _record_isolating(events: list[Event], result: Recorded) -> list[Refused]:
-    """Record ``events``; on an unexpected error, in halves down to the failing event, which is tried
-    ``JOBS_MONITOR_ATTEMPTS`` times in all; return those that still failed."""
+    """Record ``events``; on an unexpected error, in halves down to the failing event
+    (:func:`services.kit.batches.batch_isolate`), which is tried ``JOBS_MONITOR_ATTEMPTS`` times in all; return
+    those that still failed."""
     if not events:
         return []
-    try:
-        result.add(_record_events(events))
+
+    def run(part: Sequence[Event]) -> list[Refused]:
+        result.add(_record_events(list(part)))
         return []
-    except Exception as exc:
-        if database_transient(exc):
-            raise
-        failure = exc
-    if len(events) > 1:
-        log.warning("jobs.monitor_split", events=len(events), error=f"{type(failure).__name__}: {failure}"[:300])
-        middle = len(events) // 2
-        return _record_isolating(events[:middle], result) + _record_isolating(events[middle:], result)
-    attempts = int(getattr(settings, "JOBS_MONITOR_ATTEMPTS", 3))
-    for attempt in range(2, attempts + 1):
-        time.sleep(0.05 * attempt)  # what is transient gets a moment to pass
-        try:
-            result.add(_record_events(events))
-            return []
-        except Exception as exc:
-            if database_transient(exc):
-                raise
-            failure = exc
-    return [Refused(events[0].stream_id, _bytes(events[0].data), f"{type(failure).__name__}: {failure}", attempts)]
+
+    def alone(event: Event, failure: Exception) -> list[Refused]:
+        attempts = int(getattr(settings, "JOBS_MONITOR_ATTEMPTS", 3))
+        for attempt in range(2, attempts + 1):
+            time.sleep(0.05 * attempt)  # what is transient gets a moment to pass
+            try:
+                return run([event])
+            except Exception as exc:
+                if database_transient(exc):
+                    raise
+                failure = exc
+        return [Refused(event.stream_id, _bytes(event.data), f"{type(failure).__name__}: {failure}", attempts)]
+
+    return batch_isolate(
+        events,
+        run,
+        item_error=lambda exc: not database_transient(exc),
+        alone=alone,
+        merge=lambda left, right: left + right,
+        event="jobs.monitor_split",
+    )
 
 
 def _park(refused: list[Refused]) -> None:

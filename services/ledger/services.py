@@ -28,6 +28,7 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event, audit_record
+from services.kit.batches import batch_isolate
 from services.kit.currencies import currency_is_valid
 from services.kit.db import Pipeline, WriteTransaction, database_transient
 from services.kit.errors import NotFound
@@ -663,29 +664,40 @@ def _unexpected(exc: Exception) -> str:
 
 
 def _create_isolating(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
-    """:func:`_create_batch`, isolating a poisoned item: an unexpected error (not a refusal, not an unavailable
-    database) splits the batch in halves, each its own database transaction, until the item that raises is
-    alone; it fails with ``processing_error`` and the others are applied. An atomic batch is all or nothing:
-    the poisoned item is located with dry runs and the batch rejected, naming it."""
-    try:
-        return with_retry(lambda: _create_batch(items, atomic))
-    except Exception as exc:
-        if not _item_error(exc):
-            raise
-        if atomic:
+    """:func:`_create_batch`, isolating a poisoned item (:func:`services.kit.batches.batch_isolate`): an
+    unexpected error (not a refusal, not an unavailable database) splits the batch, each half its own database
+    transaction, until the item that raises is alone; it fails with ``processing_error`` and the others are
+    applied. An atomic batch is all or nothing: the poisoned item is located with dry runs and the batch
+    rejected, naming it."""
+    if atomic:
+        try:
+            return with_retry(lambda: _create_batch(items, atomic=True))
+        except Exception as exc:
+            if not _item_error(exc):
+                raise
             raise _poisoned_atomic(items, exc) from exc
-        if len(items) == 1:
-            log.exception("ledger.batch_item_failed", reference=items[0].reference, error=type(exc).__name__)
-            error = ProcessingError(_unexpected(exc))
-            transactions_refused(refusals=[(_storable(items[0].reference), error)])
-            return [ItemResult(0, "error", error=error)]
-        log.warning("ledger.batch_split", size=len(items), error=type(exc).__name__)
-        half = len(items) // 2
-        left = _create_isolating(items[:half], atomic=False)
-        right = _create_isolating(items[half:], atomic=False)
-        for result in right:
-            result.index += half
-        return left + right
+
+    def alone(item: TransactionInput, exc: Exception) -> list[ItemResult]:
+        log.error("ledger.batch_item_failed", reference=item.reference, error=type(exc).__name__, exc_info=exc)
+        error = ProcessingError(_unexpected(exc))
+        transactions_refused(refusals=[(_storable(item.reference), error)])
+        return [ItemResult(0, "error", error=error)]
+
+    return batch_isolate(
+        items,
+        lambda part: with_retry(lambda: _create_batch(list(part), atomic=False)),
+        item_error=_item_error,
+        alone=alone,
+        merge=_shifted,
+        event="ledger.batch_split",
+    )
+
+
+def _shifted(left: list[Any], right: list[Any]) -> list[Any]:
+    """Two halves' results as one list: the right half's indexes follow the left half's items."""
+    for result in right:
+        result.index += len(left)
+    return left + right
 
 
 def _poisoned_atomic(items: list[TransactionInput], exc: Exception) -> BatchRejected:
@@ -846,30 +858,25 @@ def transactions_settle(*, transaction_ids: list[str], post: bool) -> list[Settl
 
 def _settle_isolating(transaction_ids: list[str], post: bool) -> list[SettleResult]:
     """:func:`_settle_batch`, isolating a poisoned item as :func:`_create_isolating` does."""
-    try:
-        return _settle_batch(transaction_ids, post)
-    except Exception as exc:
-        if not _item_error(exc):
-            raise
-        if len(transaction_ids) == 1:
-            action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
-            log.exception("ledger.batch_item_failed", transaction_id=transaction_ids[0], error=type(exc).__name__)
-            error = ProcessingError(_unexpected(exc))
-            ledger_audit.record_after_rollback(
-                [
-                    ledger_audit.refused_event(
-                        action, error, object_type="transaction", object_id=_storable(transaction_ids[0], 64)
-                    )
-                ]
-            )
-            return [SettleResult(0, "error", error=error)]
-        log.warning("ledger.batch_split", size=len(transaction_ids), error=type(exc).__name__)
-        half = len(transaction_ids) // 2
-        left = _settle_isolating(transaction_ids[:half], post)
-        right = _settle_isolating(transaction_ids[half:], post)
-        for result in right:
-            result.index += half
-        return left + right
+    action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
+
+    def alone(transaction_id: str, exc: Exception) -> list[SettleResult]:
+        log.error("ledger.batch_item_failed", transaction_id=transaction_id, error=type(exc).__name__, exc_info=exc)
+        error = ProcessingError(_unexpected(exc))
+        refused = ledger_audit.refused_event(
+            action, error, object_type="transaction", object_id=_storable(transaction_id, 64)
+        )
+        ledger_audit.record_after_rollback([refused])
+        return [SettleResult(0, "error", error=error)]
+
+    return batch_isolate(
+        transaction_ids,
+        lambda part: _settle_batch(list(part), post),
+        item_error=_item_error,
+        alone=alone,
+        merge=_shifted,
+        event="ledger.batch_split",
+    )
 
 
 def _settle_batch(transaction_ids: list[str], post: bool) -> list[SettleResult]:

@@ -47,6 +47,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from services.kit.batches import batch_isolate
 from services.kit.db import database_transient
 from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
@@ -165,23 +166,22 @@ def run(ids: list[str]) -> BatchResult:
 
 
 def _run_isolating(ids: list[str], result: BatchResult) -> None:
-    try:
-        _run(ids, result)
-        return
-    except Exception as exc:
-        if not _payment_error(exc):
-            raise
-        if len(ids) == 1:
-            outcome = _processing_error(ids[0], exc, may_park=False)
-            result.suspects[ids[0]] = outcome.retry_in or 0.0
-            result.statuses[ids[0]] = outcome.status
-            result.changed += 1
-            return
-        log.warning("payments.batch_split", size=len(ids), error=_describe(exc))
-    # (outside the except block: each half's own errors are not chained to this one)
-    half = len(ids) // 2
-    _run_isolating(ids[:half], result)
-    _run_isolating(ids[half:], result)
+    """:func:`_run`, isolating a poisoned payment (:func:`services.kit.batches.batch_isolate`)."""
+
+    def alone(payment_id: str, exc: Exception) -> None:
+        outcome = _processing_error(payment_id, exc, may_park=False)
+        result.suspects[payment_id] = outcome.retry_in or 0.0
+        result.statuses[payment_id] = outcome.status
+        result.changed += 1
+
+    batch_isolate(
+        ids,
+        lambda part: _run(list(part), result),
+        item_error=_payment_error,
+        alone=alone,
+        merge=lambda left, right: None,
+        event="payments.batch_split",
+    )
 
 
 def _run(ids: list[str], result: BatchResult) -> None:

@@ -4,17 +4,20 @@ workers on their own databases, all talking over real HTTP and the real broker."
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from playwright.sync_api import Browser, sync_playwright
 
 from portal.identity import services as identity
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
+from workers.tracking import tracker
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,17 @@ def live_portal(django_db_setup: None, module_harness: ProcessHarness) -> Atrium
 def jwks_env(live_portal: AtriumProcess) -> dict[str, str]:
     """Environment that makes a service trust the live portal's keys."""
     return {"JWT_JWKS_URL": f"{live_portal.url}/.well-known/jwks.json"}
+
+
+@pytest.fixture
+def stream(settings: Any) -> Iterator[str]:
+    """This test's job-tracking stream, for this process (a publisher) and every process it starts: a job monitor
+    on it records only what this test's processes do."""
+    name = f"atrium:jobs:e2e-{uuid.uuid4().hex[:8]}"
+    settings.JOBS_STREAM = name
+    yield name
+    tracker.close()
+    redis.Redis.from_url(settings.REDIS_URL).delete(name)
 
 
 @pytest.fixture

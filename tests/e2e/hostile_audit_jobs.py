@@ -18,10 +18,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from django.conf import settings
-
 from devtools.infra import REPO_ROOT
-from tests.harness import AtriumProcess, ProcessHarness, base_env, current_test_database_url, wait_until
+from tests.harness import AtriumProcess, ProcessHarness, base_env, current_test_database_url
 
 
 def sql(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -126,38 +124,6 @@ def audit_verify(heads: str, *args: str, timeout: float = 120) -> tuple[subproce
 
 
 # --- the job monitor ------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def tracking_stream() -> Iterator[str]:
-    """A tracking stream of the test's own, for this process and every process it starts."""
-    import redis
-
-    from workers.tracking import tracker
-
-    name = f"atrium:jobs:hostile-{uuid.uuid4().hex[:8]}"
-    previous = settings.JOBS_STREAM
-    settings.JOBS_STREAM = name
-    try:
-        yield name
-    finally:
-        tracker.close()
-        settings.JOBS_STREAM = previous
-        redis.Redis.from_url(settings.REDIS_URL).delete(name)
-
-
-def tracking_monitor(harness: ProcessHarness, stream: str) -> AtriumProcess:
-    """``manage.py jobs_monitor`` on the test's database, reading ``stream``."""
-    process = AtriumProcess(
-        name="jobs-monitor",
-        cmd=[sys.executable, "manage.py", "jobs_monitor", "--consumer", "hostile", "--batch", "50"],
-        env=base_env("portal", current_test_database_url(), JOBS_STREAM=stream),
-        log_path=harness.log_dir / f"jobs-monitor-{uuid.uuid4().hex[:6]}.log",
-    )
-    harness.processes.append(process)
-    process.start()
-    wait_until(lambda: any(r.get("event") == "jobs.monitor_started" for r in process.log_records()), 30, "monitor up")
-    return process
 
 
 def tracking_poison(now: float) -> list[dict[str, Any]]:

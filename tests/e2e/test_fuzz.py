@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,6 @@ SEED = 20261204
 # Cases per operation: enough to reach every documented status of most operations, bounded for CI.
 MAX_EXAMPLES = int(os.environ.get("ATRIUM_FUZZ_EXAMPLES", "25"))
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-
-
-def _token(portal: AtriumProcess, client_id: str, secret: str, audience: str) -> str:
-    response = httpx.post(
-        f"{portal.url}/api/v1/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": secret,
-            "audience": audience,
-        },
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
 
 
 def _config(path: Path, fixed: dict[str, dict[str, str]]) -> Path:
@@ -207,7 +193,7 @@ def _seed(
 
 
 def test_every_service_answers_a_seeded_fuzz_without_a_5xx_and_as_its_schema_says(
-    harness: ProcessHarness, live_portal: AtriumProcess
+    harness: ProcessHarness, live_portal: AtriumProcess, get_token: Callable[..., str]
 ):
     # given every service live, and a fuzzing client of its own (every audience and scope but client management)
     audiences = list(settings.ATRIUM_AUDIENCE_SCOPES)
@@ -234,7 +220,7 @@ def test_every_service_answers_a_seeded_fuzz_without_a_5xx_and_as_its_schema_say
     harness.worker("portal", database_url=current_test_database_url())
     targets = {"portal": live_portal, "ledger": ledger, "payments": payments}
 
-    tokens = {name: _token(live_portal, client.id, secret, name) for name in targets}
+    tokens = {name: get_token(client.id, secret, name) for name in targets}
     fixed = _seed(live_portal, ledger, payments, tokens)
 
     # when Schemathesis fuzzes each one's schema

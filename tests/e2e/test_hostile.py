@@ -36,30 +36,18 @@ from tests.e2e.dev_runner import DemoClient, DevRunner, alive
 from tests.e2e.hostile_input import CountedBody, check_problem, raw_request
 from tests.e2e.hostile_input import server_errors as server_errors_in
 from tests.e2e.payments_stack import PaymentsStack, payments_stack
-from tests.e2e.test_jobs_live import monitor
 from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url, wait_until
 from tests.portal.factories import PASSWORD, superuser, user_with_role
 from tests.problems import assert_problem
 from tests.proxy import LedgerProxy
 from workers.base import TaskFailed
 from workers.celery import app
-from workers.tracking import tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # 1. Poison isolation: one item never stops a batch
-
-
-@pytest.fixture
-def stream(settings: Any) -> Iterator[str]:
-    """This test's job-tracking stream (the monitor records only what this test's processes do)."""
-    name = f"atrium:jobs:hostile-{uuid.uuid4().hex[:8]}"
-    settings.JOBS_STREAM = name
-    yield name
-    tracker.close()
-    redis.Redis.from_url(settings.REDIS_URL).delete(name)
 
 
 @pytest.fixture
@@ -105,7 +93,7 @@ def test_poisoned_payments_among_200_are_parked_alone_while_the_others_settle_in
     # given the payments stack, its worker reaching the ledger through a proxy, and the job monitor recording
     stack = _poison_stack(harness, live_portal, stream, ledger_proxy)
     proxy = ledger_proxy["proxy"]
-    monitor(harness, stream)
+    harness.jobs_monitor(stream)
     source = stack.funded(10_000_000)
     destinations = [stack.account() for _ in range(10)]
 
@@ -235,7 +223,9 @@ def test_items_the_ledger_refuses_fail_alone_with_its_code_whether_it_refuses_th
 # 1b. audit ingest and the job monitor (helpers: tests/e2e/hostile_audit_jobs.py)
 
 
-def test_poisoned_audit_events_are_parked_in_place_and_every_good_one_is_chained(harness, live_portal, tmp_path):
+def test_poisoned_audit_events_are_parked_in_place_and_every_good_one_is_chained(
+    harness, live_portal, tmp_path, stream
+):
     import time
 
     import httpx
@@ -248,11 +238,11 @@ def test_poisoned_audit_events_are_parked_in_place_and_every_good_one_is_chained
     heads = str(tmp_path / "heads.jsonl")
     with app.connection_for_write() as conn:  # no stale batches other tests' relays left on the shared broker
         conn.default_channel.queue_purge("audit")
-    with h.tracking_stream() as stream, h.refusing_database():
+    with h.refusing_database():
         # given a portal audit worker and a job monitor on this test's database, and the ledger's outbox relay
         env = {"AUDIT_HEADS_PATH": heads, "JOBS_STREAM": stream}
         harness.worker("audit", database_url=current_test_database_url(), env=env)
-        h.tracking_monitor(harness, stream)
+        harness.jobs_monitor(stream, consumer="hostile", batch=50)
         ledger_db = harness.service_database("ledger")
         h.ledger_relay(harness, ledger_db)
 
@@ -292,11 +282,12 @@ def test_poisoned_audit_events_are_parked_in_place_and_every_good_one_is_chained
         assert 'atrium_audit_events_parked_total{service="intruder"} 5.0' in metrics
 
 
-def test_poisoned_tracking_entries_are_parked_and_the_live_monitor_records_every_good_task(harness, live_portal):
+def test_poisoned_tracking_entries_are_parked_and_the_live_monitor_records_every_good_task(
+    harness, live_portal, stream
+):
     import time
 
     import httpx
-    import redis
     from django.conf import settings
 
     from portal.jobs.models import DeadLetter, Job, JobState
@@ -304,10 +295,10 @@ def test_poisoned_tracking_entries_are_parked_and_the_live_monitor_records_every
     from tests.harness import wait_until
     from workers.celery import app
 
-    with h.tracking_stream() as stream, h.refusing_database():
+    with h.refusing_database():
         # given a ledger worker whose tracking feeds a live job monitor
         harness.worker("ledger", env={"JOBS_STREAM": stream})
-        monitor = h.tracking_monitor(harness, stream)
+        monitor = harness.jobs_monitor(stream, consumer="hostile", batch=50)
         client = redis.Redis.from_url(settings.REDIS_URL)
 
         # when 30 tasks run while a buggy or hostile producer writes nine kinds of poison to the same stream
@@ -472,7 +463,6 @@ def test_a_revocation_arrives_within_5_s_when_redis_lost_the_announcement_or_the
     identity_services, get_token, lost
 ):
     # given a client whose tokens the ledger and payments accepted (cached)
-    import redis
     from django.conf import settings
     from django.utils import timezone
 

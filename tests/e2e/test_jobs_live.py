@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,37 +22,10 @@ from devtools.infra import free_port
 from portal.identity import services as identity
 from portal.jobs.models import Job, JobEvent, JobState, Worker
 from services.kit.context import request_id_var
-from tests.harness import AtriumProcess, ProcessHarness, base_env, current_test_database_url, wait_until
+from tests.harness import ProcessHarness, current_test_database_url, wait_until
 from workers.celery import app
-from workers.tracking import tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def stream(settings: Any) -> Iterator[str]:
-    """This test's tracking stream, for this process (the publisher) and every process it starts."""
-    name = f"atrium:jobs:e2e-{uuid.uuid4().hex[:8]}"
-    settings.JOBS_STREAM = name
-    yield name
-    tracker.close()
-    from redis import Redis
-
-    Redis.from_url(settings.REDIS_URL).delete(name)
-
-
-def monitor(harness: ProcessHarness, stream: str, name: str = "jobs-monitor") -> AtriumProcess:
-    """``manage.py jobs_monitor`` on the test database, started (its log says when it reads)."""
-    process = AtriumProcess(
-        name=name,
-        cmd=[sys.executable, "manage.py", "jobs_monitor", "--consumer", "e2e", "--batch", "200"],
-        env=base_env("portal", current_test_database_url(), JOBS_STREAM=stream),
-        log_path=harness.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log",
-    )
-    harness.processes.append(process)
-    process.start()
-    wait_until(lambda: any(r.get("event") == "jobs.monitor_started" for r in process.log_records()), 30, "monitor up")
-    return process
 
 
 def probe(queue: str, **kwargs: Any) -> str:
@@ -72,7 +42,7 @@ def test_every_state_is_recorded_from_two_services_and_a_retry_from_the_api_succ
     env = {"JOBS_STREAM": stream, "JOBS_WORKER_HEARTBEAT_SECONDS": "1"}
     harness.worker("ledger", env=env)
     harness.worker("payments", env=env)
-    recorder = monitor(harness, stream)
+    recorder = harness.jobs_monitor(stream)
 
     request_token = request_id_var.set("req-jobs-e2e")
     try:
@@ -163,7 +133,7 @@ def test_a_stopped_or_killed_monitor_loses_and_duplicates_nothing(harness: Proce
     env = {"JOBS_STREAM": stream}
     harness.worker("ledger", env=env)
     harness.worker("payments", env=env)
-    recorder = monitor(harness, stream)
+    recorder = harness.jobs_monitor(stream)
     warm = probe("ledger")
     wait_until(lambda: jobs([warm]).get(warm) and jobs([warm])[warm].state == "succeeded", 20, "the monitor")
 
@@ -176,11 +146,11 @@ def test_a_stopped_or_killed_monitor_loses_and_duplicates_nothing(harness: Proce
     assert Job.objects.filter(task_id__in=task_ids).count() == 0
 
     # when it starts again and is killed while it catches up, then starts once more
-    crashed = monitor(harness, stream, name="jobs-monitor-crash")
+    crashed = harness.jobs_monitor(stream, name="jobs-monitor-crash")
     wait_until(lambda: Job.objects.filter(task_id__in=task_ids).exists(), 30, "catching up")
     os.killpg(crashed.proc.pid, signal.SIGKILL)
     crashed.proc.wait(10)
-    monitor(harness, stream, name="jobs-monitor-again")
+    harness.jobs_monitor(stream, name="jobs-monitor-again")
 
     # then all 500 are there, each once, in its final state, each event recorded once
     wait_until(
