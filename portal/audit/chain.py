@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from portal.audit.verifier import (
     node_hash,
     parse_timestamp,
 )
+from services.kit.batches import batch_isolate
 from services.kit.db import database_transient
 from services.kit.logs import get_logger
 from services.kit.outbox import event_expand, isoformat
@@ -424,48 +426,56 @@ def ingest(events: list[Any]) -> IngestResult:
 
 
 def _chain_isolating(batch: list[_Prepared], rejected: list[tuple[str, dict[str, Any]]], result: IngestResult) -> None:
-    """Chain ``batch`` in one transaction; on an unexpected error, in halves, down to the failing event, which
-    is tried ``AUDIT_INGEST_ATTEMPTS`` times in all and then parked."""
-    try:
-        _chain_recording(batch, rejected, result)
+    """Chain ``batch`` in one transaction; on an unexpected error, in halves, down to the failing event
+    (:func:`services.kit.batches.batch_isolate`), which is tried ``AUDIT_INGEST_ATTEMPTS`` times in all and then
+    parked. ``rejected`` rows are kept aside with the first part (the whole batch, or its left-most half)."""
+    if not batch:
+        _chain_recording([], rejected, result)
         return
-    except IngestDeferred:
-        raise
-    except Exception as exc:
-        _deferred_if_unavailable(exc)
-        failure = exc
-    if len(batch) > 1:
-        middle = len(batch) // 2
-        log.warning("audit.ingest_split", events=len(batch), error=f"{type(failure).__name__}: {failure}"[:300])
-        _chain_isolating(batch[:middle], rejected, result)
-        _chain_isolating(batch[middle:], [], result)
-        return
-    attempts = int(getattr(settings, "AUDIT_INGEST_ATTEMPTS", 3))
-    for attempt in range(2, attempts + 1):
-        time.sleep(0.1 * attempt)  # what is transient gets a moment to pass
-        try:
-            _chain_recording(batch, rejected, result)
+
+    def first(part: Sequence[_Prepared]) -> list[tuple[str, dict[str, Any]]]:
+        return rejected if part[0] is batch[0] else []
+
+    def item_error(exc: Exception) -> bool:
+        if isinstance(exc, IngestDeferred):
+            return False
+        _deferred_if_unavailable(exc)  # raises IngestDeferred when the database is away
+        return True
+
+    def alone(prepared: _Prepared, failure: Exception) -> None:
+        rows = first([prepared])
+        attempts = int(getattr(settings, "AUDIT_INGEST_ATTEMPTS", 3))
+        for attempt in range(2, attempts + 1):
+            time.sleep(0.1 * attempt)  # what is transient gets a moment to pass
+            try:
+                _chain_recording([prepared], rows, result)
+                return
+            except Exception as exc:
+                if not item_error(exc):
+                    raise
+                failure = exc
+        reason = f"{type(failure).__name__}: {failure}"[:500]
+        log.error("audit.ingest_event_failed", attempts=attempts, error=reason)
+        if prepared.parked is not None:  # a placeholder itself failed: keep what arrived aside
+            _chain_recording([], [*rows, (reason, rejected_payload(prepared.item, prepared.event))], result)
             return
-        except IngestDeferred:
-            raise
-        except Exception as exc:
-            _deferred_if_unavailable(exc)
-            failure = exc
-    (prepared,) = batch if batch else (None,)
-    reason = f"{type(failure).__name__}: {failure}"[:500]
-    log.error("audit.ingest_event_failed", attempts=attempts, error=reason)
-    if prepared is None or prepared.parked is not None:  # the rejected rows, or a placeholder itself, failed
-        rows = [*rejected, *([] if prepared is None else [(reason, rejected_payload(prepared.item, prepared.event))])]
-        _chain_recording([], rows, result)
-        return
-    moment = prepared.recorded_at
-    stand_in = _park(
-        prepared.item, prepared.event, reason, attempts=attempts, now=moment, recorded_at=isoformat(moment)
+        moment = prepared.recorded_at
+        stand_in = _park(
+            prepared.item, prepared.event, reason, attempts=attempts, now=moment, recorded_at=isoformat(moment)
+        )
+        if stand_in is None:  # it named its place when admitted: only a bug gets here; keep it aside all the same
+            _chain_recording([], [*rows, (reason, rejected_payload(prepared.item, prepared.event))], result)
+            return
+        _chain_isolating([stand_in], rows, result)
+
+    batch_isolate(
+        batch,
+        lambda part: _chain_recording(list(part), first(part), result),
+        item_error=item_error,
+        alone=alone,
+        merge=lambda left, right: None,
+        event="audit.ingest_split",
     )
-    if stand_in is None:  # it named its place when admitted: only a bug gets here; keep it aside all the same
-        _chain_recording([], [*rejected, (reason, rejected_payload(prepared.item, prepared.event))], result)
-        return
-    _chain_isolating([stand_in], rejected, result)
 
 
 def _chain_recording(batch: list[_Prepared], rejected: list[tuple[str, dict[str, Any]]], result: IngestResult) -> None:

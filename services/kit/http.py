@@ -26,6 +26,7 @@ log = get_logger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+UPSTREAM_UP_ERRORS = frozenset({500, 501})  # server errors of a request, not signs the upstream is away
 
 
 class UpstreamUnavailable(DomainError):
@@ -231,8 +232,10 @@ class ServiceClient:
                 log.warning("http.call_failed", upstream=self.base_url, path=path, attempt=attempt, error=str(exc))
             else:
                 # 429 means the upstream is alive and asking us to slow down: retry, but
-                # do not count it towards opening the circuit.
-                if response.status_code >= 500:
+                # do not count it towards opening the circuit. Nor does a 500 (or 501): the upstream is up and
+                # answered, it failed on this request — a batch caller isolates the item that makes it fail, and
+                # an open circuit would stop every other request with it.
+                if response.status_code >= 500 and response.status_code not in UPSTREAM_UP_ERRORS:
                     self.breaker.record_failure()
                 else:
                     self.breaker.record_success()

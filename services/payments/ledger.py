@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from services.kit.batches import batch_isolate
 from services.kit.http import ServiceClient, UpstreamUnavailable, default_credentials
 from services.kit.logs import get_logger
 
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 HOLD_LIFETIME = dt.timedelta(days=7)  # the ledger voids a hold nobody posted or voided by then
 _ACCOUNT_CACHE_SECONDS = 60.0
 BATCH_MAX = 1000  # items per call to the ledger's batch endpoints (their limit)
+PROCESSING_ERROR = "processing_error"  # an item the ledger (or its answer) failed on: not a refusal
 
 
 class LedgerRefused(Exception):
@@ -161,18 +163,41 @@ class Ledger:
         return results
 
     def _batch(self, path: str, items: list[Any], body: Callable[[list[Any]], dict[str, Any]]) -> list[dict[str, Any]]:
-        """One call to a batch endpoint: one result per item, in order. A refusal of the whole call (a 4xx for the
-        request, not for an item) is never the batch's fate: the batch is split until the refused item is alone,
-        and the refusal becomes that item's result, with the ledger's code."""
-        try:
-            reply = self._json(self.client.post(path, json=body(items)))
-        except LedgerRefused as exc:
-            if len(items) == 1:
+        """One call to a batch endpoint: one result per item, in order.
+
+        A whole call that the ledger refuses (a 4xx for the request, not for an item) or fails (a 500, or an answer
+        without one result per item) because of one item is never the batch's fate: the call is split
+        (:func:`services.kit.batches.batch_isolate`) until that item is alone. A refusal becomes the item's result
+        with the ledger's code; a failure becomes ``{"status": "error", "code": "processing_error",
+        "unexpected": true}`` — the payment is then retried alone and parked if it keeps failing. Splitting costs
+        only calls, not database work. When every item of a larger batch fails on its own, the ledger is failing,
+        not an item: that is :class:`UpstreamUnavailable` (the payments wait), never a reason to park them all."""
+
+        def alone(item: Any, exc: Exception) -> list[dict[str, Any]]:
+            if isinstance(exc, LedgerRefused):
                 log.warning("payments.ledger_item_refused", path=path, code=exc.code, detail=exc.detail)
                 return [{"index": 0, "status": "error", "code": exc.code, "detail": exc.detail}]
-            log.warning("payments.ledger_batch_split", path=path, size=len(items), code=exc.code)
-            half = len(items) // 2
-            return self._batch(path, items[:half], body) + self._batch(path, items[half:], body)
+            log.error("payments.ledger_item_failed", path=path, error=str(exc)[:300])
+            return [
+                {"index": 0, "status": "error", "code": PROCESSING_ERROR, "detail": str(exc)[:500], "unexpected": True}
+            ]
+
+        results = batch_isolate(
+            items,
+            lambda part: self._batch_call(path, list(part), body),
+            item_error=lambda exc: isinstance(exc, LedgerRefused | LedgerFailed),
+            alone=alone,
+            merge=lambda left, right: left + right,
+            event="payments.ledger_batch_split",
+        )
+        if len(items) > 1 and all(r.get("unexpected") for r in results):
+            raise UpstreamUnavailable(f"{path}: every item of the batch failed on its own; the ledger is failing")
+        return results
+
+    def _batch_call(
+        self, path: str, items: list[Any], body: Callable[[list[Any]], dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        reply = self._json(self.client.post(path, json=body(items)))
         results = reply.get("results") if isinstance(reply, dict) else None
         if (
             not isinstance(results, list)

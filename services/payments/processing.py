@@ -53,7 +53,7 @@ from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import metrics, services
-from services.payments.ledger import HOLD_LIFETIME, Ledger, ledger
+from services.payments.ledger import HOLD_LIFETIME, PROCESSING_ERROR, Ledger, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
 from services.payments.screening import accounts_lock, screen_many
 
@@ -81,7 +81,6 @@ def _payment_error(exc: Exception) -> bool:
     return not isinstance(exc, UpstreamUnavailable) and not database_transient(exc)
 
 
-PROCESSING_ERROR = "processing_error"
 
 
 @dataclass
@@ -104,6 +103,8 @@ class BatchResult:
     changed: int = 0  # payments whose status or hold changed
     # Payments that met an unexpected error alone, → seconds until ``payments.process`` tries them again alone.
     suspects: dict[str, float] = field(default_factory=dict)
+    # Payments the ledger failed on within a run that went on for the others (the gateway isolated them).
+    item_errors: dict[str, Exception] = field(default_factory=dict)
 
 
 def backoff(attempt: int) -> float:
@@ -182,6 +183,9 @@ def _run_isolating(ids: list[str], result: BatchResult) -> None:
         merge=lambda left, right: None,
         event="payments.batch_split",
     )
+    for payment_id, exc in result.item_errors.items():
+        if payment_id not in result.suspects:
+            alone(payment_id, exc)
 
 
 def _run(ids: list[str], result: BatchResult) -> None:
@@ -253,6 +257,24 @@ def hold_place(payment: Payment) -> dict[str, Any]:
     return ledger().hold(**_hold_args(payment))
 
 
+class LedgerItemFailed(Exception):
+    """The ledger failed on one payment's item (a 500 or a malformed answer, isolated by the gateway, or its own
+    ``processing_error``): an unexpected error of that payment, not a refusal."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        code, detail = str(item.get("code") or PROCESSING_ERROR), str(item.get("detail") or "")[:400]
+        super().__init__(code, detail)
+        self.code, self.detail = code, detail
+
+    def __str__(self) -> str:
+        return f"the ledger failed on this item ({self.code}): {self.detail}"
+
+
+def _unexpected(item: dict[str, Any]) -> bool:
+    """An item result that is the ledger failing on the item rather than refusing it."""
+    return bool(item.get("unexpected")) or item.get("code") == PROCESSING_ERROR
+
+
 def _refusal(item: dict[str, Any]) -> dict[str, Any]:
     code = str(item.get("code") or "ledger_error")
     return {"failure_code": code, "failure_message": (str(item.get("detail") or "") or code)[:500]}
@@ -265,21 +287,33 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
     settled: list[Payment] = []
     waiting: list[Payment] = []
     unavailable: Exception | None = None
+    # Payments the ledger failed on (not refused): left processing, handed back as item errors (see run()).
+    stuck: list[Payment] = []
     try:
         need_hold = [p for p in processing if p.hold_status == HoldStatus.NONE or not p.ledger_transaction]
         if need_hold:
             for payment, item in zip(need_hold, gateway.holds([hold_body(p) for p in need_hold]), strict=True):
                 if item["status"] in ("created", "exists"):
                     payment.ledger_transaction, payment.hold_status = item["id"], HoldStatus.PENDING
+                elif _unexpected(item):
+                    stuck.append(payment)
+                    result.item_errors[payment.id] = LedgerItemFailed(item)
                 else:
                     failed[payment.id] = _refusal(item)
-        to_post = [p for p in processing if p.id not in failed and p.hold_status == HoldStatus.PENDING]
+        to_post = [
+            p
+            for p in processing
+            if p.id not in failed and p.id not in result.item_errors and p.hold_status == HoldStatus.PENDING
+        ]
         # A hold seen posted earlier (its payment was saved before the run died) needs no call.
         settled.extend(p for p in processing if p.id not in failed and p.hold_status == HoldStatus.POSTED)
         if to_post:
             items = gateway.settle_many([p.ledger_transaction for p in to_post], post=True)
             for payment, item in zip(to_post, items, strict=True):
-                if item["status"] == "posted":
+                if _unexpected(item):
+                    stuck.append(payment)  # its hold is pending: kept on the payment below, so a park voids it
+                    result.item_errors[payment.id] = LedgerItemFailed(item)
+                elif item["status"] == "posted":
                     payment.hold_status = HoldStatus.POSTED
                     settled.append(payment)
                 elif item.get("code") == "transaction_not_pending":
@@ -299,9 +333,10 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
             }
     except UpstreamUnavailable as exc:
         unavailable = exc
-        decided = {p.id for p in settled} | set(failed)
+        decided = {p.id for p in settled} | set(failed) | set(result.item_errors)
         waiting = [p for p in processing if p.id not in decided]
 
+    services.rows_write(stuck)  # leased and processing: what the ledger did for them (a pending hold) is kept
     by_id = {p.id: p for p in processing}
     services.transition_many(
         {
@@ -504,6 +539,8 @@ def advance(payment_id: str) -> Outcome:
             if not _payment_error(exc):
                 raise
             return _processing_error(payment_id, exc, may_park=True)
+        if payment_id in result.item_errors:
+            return _processing_error(payment_id, result.item_errors[payment_id], may_park=True)
     finally:
         _lease_release([payment_id])
     status = result.statuses.get(payment_id) or "missing"

@@ -100,10 +100,26 @@ def test_server_error_that_is_not_transient_is_returned_without_retry(local_serv
     # when the client GETs
     response = make_client(server.url).get("/api/v1/thing")
 
-    # then the 500 comes back at once, and counts against the circuit
+    # then the 500 comes back at once; it does not count against the circuit (the upstream is up: it answered)
     assert response.status_code == 500
     assert len(server.calls()) == 1
-    assert breaker.failures == 1
+    assert breaker.failures == 0
+
+
+def test_repeated_500s_never_open_the_circuit_for_the_other_requests(local_server, make_client, breaker):
+    # given an upstream that fails on one request, again and again (a poisoned item), and serves the others
+    def respond(seen):
+        return json_reply(500, {"code": "internal_error"}) if "poison" in seen.path else json_reply(200, {})
+
+    client = make_client(local_server(respond).url)
+
+    # when the poisoned request is sent more times than the breaker's threshold
+    for _ in range(breaker.failure_threshold + 2):
+        assert client.get("/api/v1/poison").status_code == 500
+
+    # then the circuit stays closed and the other requests go through
+    assert breaker.state == "closed"
+    assert client.get("/api/v1/fine").status_code == 200
 
 
 def test_client_error_is_returned_and_counts_as_upstream_health(local_server, make_client, breaker):

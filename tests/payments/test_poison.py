@@ -149,7 +149,8 @@ def test_an_item_that_makes_the_ledger_fail_is_isolated_retried_alone_then_parke
     )
     assert list(result.suspects) == [poisoned.id]
     suspect = Payment.objects.get(id=poisoned.id)
-    assert (suspect.status, suspect.processing_errors, suspect.hold_status) == ("processing", 1, "")
+    # (the ledger failed on its posting: its hold is pending, and kept on the payment)
+    assert (suspect.status, suspect.processing_errors, suspect.hold_status) == ("processing", 1, "pending")
     assert suspect.next_attempt_at is not None
     Payment.objects.filter(id=poisoned.id).update(next_attempt_at=None)
     assert processing.claim(limit=50) == []
@@ -163,7 +164,7 @@ def test_an_item_that_makes_the_ledger_fail_is_isolated_retried_alone_then_parke
     assert (stored.status, stored.failure_code) == ("failed", "processing_error")
     assert stored.processing_errors == settings.PAYMENTS_PROCESSING_ATTEMPTS
     assert stored.hold_status == HoldStatus.VOIDED
-    assert "LedgerFailed" in stored.failure_message
+    assert "LedgerItemFailed" in stored.failure_message
     (hold,) = ledger_admin.transaction_by_reference(poisoned.id)
     assert hold["status"] == "voided"
     assert audit_actions(poisoned.id)[-1] == "payments.payment.failed"
@@ -268,3 +269,29 @@ def test_reconciliation_voids_the_holds_of_payments_that_ended_without_settling(
     again = reconcile(since=since, now=timezone.now() + dt.timedelta(minutes=2))
     assert again.holds_voided == 0
     assert [m for m in again.mismatches if m.kind == "hold_not_released"] == []
+
+
+def test_a_ledger_failing_on_every_item_is_an_outage_to_wait_out_not_a_reason_to_park_anything(
+    ledger_admin: LedgerAdmin, proxy: LedgerProxy, settings
+):
+    # given a ledger that fails (500) on the posting of every payment of a batch
+    source, destination = ledger_admin.funded(1_000_000), ledger_admin.account()
+    payments = [create(source, destination, 100) for _ in range(6)]
+    proxy.fail_posting_of({p.id for p in payments})
+
+    # when the batch runs
+    result = processing.run(processing.claim(limit=50))
+
+    # then nobody is suspected or parked: the batch waits for the ledger as for an outage
+    assert result.suspects == {}
+    assert set(result.waits) == {p.id for p in payments}
+    stored = Payment.objects.filter(id__in=[p.id for p in payments])
+    assert {(p.status, p.processing_errors, p.attempts) for p in stored} == {("processing", 0, 1)}
+    assert counter(settings, "processing_errors") == 0
+
+    # and once the ledger stops failing, they settle (its 500s never opened the circuit breaker)
+    proxy.rules.clear()
+    assert processing.ledger().client.breaker.state == "closed"
+    Payment.objects.filter(id__in=[p.id for p in payments]).update(next_attempt_at=None)
+    processing.run(processing.claim(limit=50))
+    assert {p.status for p in Payment.objects.filter(id__in=[p.id for p in payments])} == {"settled"}
