@@ -81,8 +81,6 @@ def _payment_error(exc: Exception) -> bool:
     return not isinstance(exc, UpstreamUnavailable) and not database_transient(exc)
 
 
-
-
 @dataclass
 class Outcome:
     """What :func:`advance` did to one payment: the status it left it in, or that it had to wait."""
