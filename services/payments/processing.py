@@ -182,7 +182,8 @@ def _run_isolating(ids: list[str], result: BatchResult) -> None:
         event="payments.batch_split",
     )
     for payment_id, exc in result.item_errors.items():
-        if payment_id not in result.suspects:
+        # (a payment a later part of the split carried on — e.g. settled — is no longer a suspect)
+        if payment_id not in result.suspects and result.statuses.get(payment_id, PaymentStatus.PROCESSING) in OPEN:
             alone(payment_id, exc)
 
 
