@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 BEAT_SCHEDULE = {
-    # Proves beat → broker → portal worker keeps working; later issues add
-    # health polling, outbox sweeps and reconciliation here.
+    # Proves beat → broker → portal worker keeps working (the job dashboard shows it every 5 minutes).
     "portal.ping.beat": {"task": "portal.ping", "schedule": 300.0, "kwargs": {"message": "beat"}},
     "ledger.integrity_check": {"task": "ledger.integrity_check", "schedule": 600.0},
     "ledger.expire_pending": {"task": "ledger.expire_pending", "schedule": 30.0},

@@ -26,7 +26,12 @@ class Command(BaseCommand):
     help = "Publish this service's outbox events to their queues, continuously (or once with --once)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--interval", type=float, default=None, help="seconds between polls (default 0.2)")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="seconds between polls (default 0.5, ATRIUM_OUTBOX_RELAY_INTERVAL)",
+        )
         parser.add_argument("--once", action="store_true", help="deliver what is pending, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
