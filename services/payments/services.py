@@ -30,7 +30,7 @@ from services.kit.logs import get_logger
 from services.kit.metadata import metadata_check
 from services.kit.outbox import isoformat, outbox_put_many
 from services.payments import idempotency, queries
-from services.payments.api.serializers import payment_body
+from services.payments.bodies import payment_body
 from services.payments.errors import (
     AccountNotFound,
     AmountTooLarge,

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from services.kit.models import OutboxEvent
 from services.payments import processing, queries, services
-from services.payments.api.serializers import PaymentSerializer, payment_body
+from services.payments.api.serializers import PaymentSerializer
+from services.payments.bodies import payment_body
 from services.payments.models import BlockedAccount, HoldStatus, Payment, VelocityLimit
 from tests.payments.conftest import LedgerAdmin
 from tests.payments.test_processing import create
