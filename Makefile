@@ -13,7 +13,7 @@ test-fast:
 	ATRIUM_SKIP_SLOW=1 ./bin/atrium test $(ARGS)
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

@@ -95,8 +95,8 @@ def _child(role: str, arg: str) -> None:
 
 def _publish(spec: dict[str, Any]) -> dict[str, Any]:
     """Publish ``tasks`` noop tasks, then wait until ``node`` has run them all; the seconds that took."""
+    from services.kit.tracking import tracker
     from workers.celery import app
-    from workers.tracking import tracker
 
     node, count = spec["node"], int(spec["tasks"])
     inspect = app.control.inspect([node], timeout=2)

@@ -396,7 +396,7 @@ def broker_purge(redis_url: str) -> int:
     numbers, to this run's audit worker. Return how many keys were deleted."""
     import redis
 
-    from workers.routing import QUEUES
+    from services.kit.queues import QUEUES
 
     client = redis.Redis.from_url(redis_url)
     keys = [k for k in client.scan_iter(count=1000) if k.split(b"\x06\x16")[0].decode(errors="replace") in QUEUES]

@@ -10,9 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.identity.roles import ROLE_ADMIN, ROLE_OPERATOR
+from services.kit.celery_app import app
 from services.kit.errors import DomainError
 from services.kit.serializers import StrictSerializer
-from workers.celery import app
 
 
 class WorkerTimeout(DomainError):

@@ -4,13 +4,15 @@ The version and URLs are added by the running process; everything else is kept h
 describes. Edit it like code: a change is registered (and audited) when the new version starts.
 """
 
+from services.kit.queues import service_queues
+
 MANIFEST = {
     "display_name": "Portal",
     "description": "Admin UI, identity provider (tokens, JWKS), service catalog, audit trail and job dashboard.",
     "team": {"slug": "platform", "name": "Platform", "contact": "#atrium-platform", "on_call": "platform rota"},
     "tier": 1,
     "lifecycle": "production",
-    "queues": ["portal", "audit"],
+    "queues": service_queues("portal"),
     "tags": ["identity", "catalog", "audit"],
     "dependencies": [{"resource": "postgres"}, {"resource": "redis"}],
 }

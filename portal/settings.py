@@ -104,7 +104,8 @@ CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)
 CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)
 # A dependency counts as observed if a call was reported in this many days.
 CATALOG_OBSERVED_DAYS = env.float("CATALOG_OBSERVED_DAYS", default=7.0)
-# Job dashboard: the tracking stream every process appends to and the monitor reads (portal/jobs, workers/tracking.py).
+# Job dashboard: the tracking stream every process appends to and the monitor reads
+# (portal/jobs, services/kit/tracking.py).
 # (The stream's settings are every process's: services/kit/conf.py.)
 JOBS_MONITOR_BATCH = env.int("JOBS_MONITOR_BATCH", default=20)  # stream entries (each a batch of events)
 JOBS_MONITOR_CONSUMER = env.str("JOBS_MONITOR_CONSUMER", default="")  # default: the host name

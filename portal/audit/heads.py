@@ -4,26 +4,19 @@ Each head is stored in ``audit_head`` and, after commit, in the sink outside the
 ``AUDIT_HEADS_SINK`` names (``portal.audit.sinks``: the JSONL file at ``AUDIT_HEADS_PATH`` by default, an
 S3 bucket with Object Lock in production), so rewriting the database cannot also rewrite the proofs. A
 head the sink missed (the bucket was down) is delivered by ``heads_sync``, which every ``head_sign`` runs
-first. The key comes from ``AUDIT_SIGNING_KEY`` (PEM) or ``AUDIT_SIGNING_KEY_FILE``; dev and test
-generate one under ``var/keys/``.
+first. The key is ``portal.audit.keys``'s.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import os
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
 from portal.audit.chain import frontier_root
+from portal.audit.keys import key_id, public_key_pem, signing_key
 from portal.audit.models import AuditChainState, AuditHead
 from portal.audit.sinks import get_sink
 from portal.audit.verifier import head_message, verify_head_signature
@@ -31,56 +24,6 @@ from services.kit.logs import get_logger
 from services.kit.outbox import isoformat
 
 log = get_logger(__name__)
-
-
-def _dev_key_path() -> Path:
-    return Path(settings.ATRIUM_VAR_DIR) / "keys" / "audit-signing-ed25519.pem"
-
-
-def _private_pem() -> bytes:
-    if settings.AUDIT_SIGNING_KEY:
-        return settings.AUDIT_SIGNING_KEY.encode()
-    if settings.AUDIT_SIGNING_KEY_FILE:
-        return Path(settings.AUDIT_SIGNING_KEY_FILE).read_bytes()
-    if settings.ATRIUM_ENV == "production":
-        raise ImproperlyConfigured("Set AUDIT_SIGNING_KEY or AUDIT_SIGNING_KEY_FILE in production")
-    path = _dev_key_path()
-    if path.exists():
-        return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return pem
-
-
-@functools.cache
-def signing_key() -> ed25519.Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(_private_pem(), password=None)
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be an Ed25519 private key")
-    return key
-
-
-def public_key_pem() -> bytes:
-    return (
-        signing_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-
-
-def key_id() -> str:
-    import hashlib
-
-    raw = signing_key().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def head_as_dict(head: AuditHead) -> dict[str, Any]:

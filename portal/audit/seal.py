@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.audit import keys
 from portal.audit.stream import Seals
 from services.kit.logs import get_logger
 
@@ -32,13 +33,11 @@ log = get_logger(__name__)
 @functools.cache
 def _key() -> tuple[str, bytes] | None:
     """(key id, MAC key) from the audit signing key; None when there is no key (rows are then unsealed)."""
-    from portal.audit.heads import key_id, signing_key
-
     try:
-        raw = signing_key().private_bytes(
+        raw = keys.signing_key().private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
-        return key_id(), hashlib.sha256(b"atrium audit seal v1\x00" + raw).digest()
+        return keys.key_id(), hashlib.sha256(b"atrium audit seal v1\x00" + raw).digest()
     except (ImproperlyConfigured, OSError, ValueError) as exc:
         log.warning("audit.seal_key_unavailable", error=f"{type(exc).__name__}: {exc}")
         return None

@@ -14,7 +14,6 @@ import base64
 import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from services.kit.keys import dev_key_path as kit_dev_key_path
+from services.kit.keys import private_pem_load
+
+_DEV_KEY = "jwt-signing-ed25519.pem"
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
@@ -71,35 +74,11 @@ def _load_private_pem(pem: bytes) -> PrivateKey:
 
 
 def dev_key_path() -> Path:
-    return Path(settings.ATRIUM_VAR_DIR) / "keys" / "jwt-signing-ed25519.pem"
-
-
-def _generate_dev_key(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    # O_EXCL: two processes starting together must not write two different keys.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    return pem
+    return kit_dev_key_path(_DEV_KEY)
 
 
 def _private_pem() -> bytes:
-    if settings.JWT_PRIVATE_KEY:
-        return settings.JWT_PRIVATE_KEY.encode()
-    if settings.JWT_PRIVATE_KEY_FILE:
-        return Path(settings.JWT_PRIVATE_KEY_FILE).read_bytes()
-    if settings.ATRIUM_ENV == "production":
-        raise ImproperlyConfigured("Set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE in production")
-    path = dev_key_path()
-    if path.exists():
-        return path.read_bytes()
-    return _generate_dev_key(path)
+    return private_pem_load(pem_setting="JWT_PRIVATE_KEY", file_setting="JWT_PRIVATE_KEY_FILE", dev_name=_DEV_KEY)
 
 
 @functools.cache

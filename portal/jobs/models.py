@@ -1,6 +1,6 @@
 """Every Celery task of every service, recorded by the job monitor from the tracking stream.
 
-Each process's Celery signals append a task's life-cycle events to a Redis stream (``workers/tracking.py``);
+Each process's Celery signals append a task's life-cycle events to a Redis stream (``services/kit/tracking.py``);
 the monitor (``manage.py jobs_monitor``) reads them with a consumer group, writes them here in one transaction
 per batch and acknowledges them after the commit. An event is stored once, by its stream entry id
 (:class:`JobEvent`), so a batch read again after a crash changes nothing. A :class:`Job` is the task's latest

@@ -336,7 +336,7 @@ def task_filters(params: Mapping[str, str]) -> tuple[selectors.TaskFilters, list
 
 def known_choices() -> tuple[list[str], list[str], list[str]]:
     """Every queue, service and task name seen (one query on the per-name totals) and the configured queues."""
-    from workers.routing import QUEUES
+    from services.kit.queues import QUEUES
 
     seen = list(JobTotal.objects.order_by().values_list("service", "queue", "name").distinct())
     services = sorted({s for s, _, _ in seen if s})

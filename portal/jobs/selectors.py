@@ -234,7 +234,7 @@ def task_stats(*, since: dt.datetime, group_by: str = "queue") -> list[dict[str,
 
 def queues_live() -> list[dict[str, Any]]:
     """Every known queue's depth and the age of its oldest message, read from the broker now."""
-    from workers.routing import QUEUES
+    from services.kit.queues import QUEUES
 
     broker = settings.CELERY_BROKER_URL
     out = []

@@ -65,8 +65,8 @@ def _retry_check(job: Job) -> None:
 
 
 def _publish(job: Job) -> str:
-    from workers.celery import app
-    from workers.routing import QUEUES
+    from services.kit.celery_app import app
+    from services.kit.queues import QUEUES
 
     new_id = str(uuid.uuid4())
     payload = job.payload or {}
@@ -163,7 +163,7 @@ def job_revoke(*, task_id: str, terminate: bool = False) -> None:
     job = _job(task_id)
     if job.state in FINAL_STATES:
         raise JobNotRevocable(f"Job {job.task_id} already ended ({job.state}).")
-    from workers.celery import app
+    from services.kit.celery_app import app
 
     app.control.revoke(job.task_id, terminate=terminate, signal="SIGTERM")
     with transaction.atomic():

@@ -11,7 +11,11 @@ class KitConfig(AppConfig):
     def ready(self) -> None:
         # Every process (web or worker) configures the one Celery app, so tasks sent
         # from a request carry the request id and go through the same routing.
-        import workers.celery  # noqa: F401
-        from services.kit import admin_audit, checks, schema  # noqa: F401  (system checks, OpenAPI extensions)
+        from services.kit import (  # noqa: F401  (system checks, OpenAPI extensions)
+            admin_audit,
+            celery_app,
+            checks,
+            schema,
+        )
 
         admin_audit.connect()

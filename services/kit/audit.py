@@ -9,80 +9,25 @@ event is written, so they never leave the service.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
 from services.kit.context import request_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.outbox import isoformat, outbox_put
+from services.kit.redaction import REDACTED, redact, sensitive
 
 current_request_var: ContextVar[HttpRequest | None] = ContextVar("atrium_current_request", default=None)
 
-REDACTED = "[redacted]"
 OUTCOMES = ("success", "failure")
 ACTOR_TYPES = ("user", "client", "system")
-# Key names whose values never leave a service (compared case-insensitively, '-' read as '_').
-SENSITIVE_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "new_password",
-        "old_password",
-        "password1",
-        "password2",
-        "secret",
-        "client_secret",
-        "secret_hash",
-        "webhook_secret",
-        "signing_secret",
-        "token",
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "api_key",
-        "apikey",
-        "authorization",
-        "cookie",
-        "private_key",
-        "card_number",
-        "pan",
-        "cvv",
-        "cvc",
-    }
-)
-SENSITIVE_SUFFIXES = ("_secret", "_password", "_token", "_private_key", "_api_key")
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_USER_AGENT = 512
-
-
-@functools.lru_cache(maxsize=4096)
-def _sensitive(key: str) -> bool:
-    name = key.lower().replace("-", "_")
-    extra = {k.lower() for k in getattr(settings, "ATRIUM_AUDIT_SENSITIVE_KEYS", ())}
-    return name in SENSITIVE_KEYS or name in extra or name.endswith(SENSITIVE_SUFFIXES)
-
-
-@receiver(setting_changed)
-def _sensitive_keys_changed(setting: str, **kwargs: Any) -> None:
-    if setting == "ATRIUM_AUDIT_SENSITIVE_KEYS":
-        _sensitive.cache_clear()
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with every sensitive key's value replaced by ``[redacted]`` (nested too)."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if _sensitive(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
 
 
 def redact_changes(changes: dict[str, Any]) -> dict[str, list[Any]]:
@@ -90,7 +35,7 @@ def redact_changes(changes: dict[str, Any]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for field, pair in changes.items():
         before, after = ([*list(pair), None, None])[:2] if isinstance(pair, (list, tuple)) else (None, pair)
-        if _sensitive(str(field)):
+        if sensitive(str(field)):
             out[str(field)] = [REDACTED if before is not None else None, REDACTED if after is not None else None]
         else:
             out[str(field)] = [redact(_jsonable(before)), redact(_jsonable(after))]

@@ -1,8 +1,8 @@
 """This process in the portal's service catalog: its registration, its heartbeats, and the calls it received.
 
 Every Atrium process (web server, Celery worker, beat, outbox relay) starts one :class:`CatalogAgent` from its
-server's start-up hook (``gunicorn.conf.py``, ``workers/celery.py``, the relay command). The agent is a daemon
-thread that:
+server's start-up hook (``gunicorn.conf.py``, ``services/kit/celery_app.py``, the relay command). The agent is a
+daemon thread that:
 
 1. registers the service — ``PUT /api/v1/catalog/services/{slug}`` with the manifest kept in the service's own
    code (``<package>/manifest.py``) plus what only the running process knows (version, URLs) — retrying with

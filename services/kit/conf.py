@@ -297,7 +297,7 @@ def kit_settings(
         # these networks (CIDRs) besides: services/kit/outbound.py. Empty by default; `make up` allows 127.0.0.1/32.
         "ATRIUM_OUTBOUND_ALLOW_NETWORKS": outbound_allow_networks(),
         # Job tracking: every process appends its tasks' life-cycle events to this Redis stream, which the
-        # portal's job monitor reads (workers/tracking.py, portal/jobs/monitor.py).
+        # portal's job monitor reads (services/kit/tracking.py, portal/jobs/monitor.py).
         "JOBS_TRACKING": env.bool("JOBS_TRACKING", default=True),
         "JOBS_STREAM": env.str("JOBS_STREAM", default="atrium:jobs:events"),
         "JOBS_REDIS_URL": env.str("JOBS_REDIS_URL", default="") or redis_url,
@@ -306,7 +306,7 @@ def kit_settings(
         "JOBS_TRACKING_BATCH": env.int("JOBS_TRACKING_BATCH", default=500),
         "JOBS_TRACKING_BUFFER_MAX": env.int("JOBS_TRACKING_BUFFER_MAX", default=100_000),
         "JOBS_WORKER_HEARTBEAT_SECONDS": env.float("JOBS_WORKER_HEARTBEAT_SECONDS", default=5.0),
-        # Celery (namespace CELERY_ in workers/celery.py).
+        # Celery (namespace CELERY_ in services/kit/celery_app.py).
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": env.str("CELERY_RESULT_BACKEND", default=redis_url),
         "CELERY_IMPORTS": celery_imports or [],

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
@@ -214,10 +215,9 @@ def event_expand(item: Any) -> Any:
 
 
 def celery_publish(task_name: str, events: list[dict[str, Any]]) -> None:
-    """Send one batch of events to ``task_name`` (its queue comes from routing); fail fast when the broker is away."""
-    from workers.celery import app
-
-    app.send_task(
+    """Send one batch of events to ``task_name`` by name through the current Celery app (the kit's, see
+    ``services.kit.celery_app``; its queue comes from routing); fail fast when the broker is away."""
+    current_app.send_task(
         task_name,
         args=[events],
         ignore_result=True,  # nobody waits for it (and a sender that may wait subscribes to every result)

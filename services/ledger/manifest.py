@@ -4,6 +4,8 @@ The version and URLs are added by the running process; everything else is kept h
 describes. Edit it like code: a change is registered (and audited) when the new version starts.
 """
 
+from services.kit.queues import service_queues
+
 MANIFEST = {
     "display_name": "Ledger",
     "description": "Double-entry accounts, transactions, two-phase holds and balances.",
@@ -15,7 +17,7 @@ MANIFEST = {
     },
     "tier": 1,
     "lifecycle": "production",
-    "queues": ["ledger"],
+    "queues": service_queues("ledger"),
     "tags": ["money", "ledger"],
     # The portal signs the tokens it verifies (JWKS) and keeps its catalog entry and audit trail.
     "dependencies": [{"service": "portal"}, {"resource": "postgres"}, {"resource": "redis"}],

@@ -4,6 +4,8 @@ The version and URLs are added by the running process; everything else is kept h
 describes. Edit it like code: a change is registered (and audited) when the new version starts.
 """
 
+from services.kit.queues import service_queues
+
 MANIFEST = {
     "display_name": "Payments",
     "description": "Payment orders: idempotent creation, screening rules, holds and settlement in the ledger.",
@@ -15,7 +17,7 @@ MANIFEST = {
     },
     "tier": 1,
     "lifecycle": "production",
-    "queues": ["payments"],
+    "queues": service_queues("payments"),
     "tags": ["money", "payments"],
     # Holds and settles in the ledger; the portal signs tokens and keeps the catalog and audit trail.
     "dependencies": [

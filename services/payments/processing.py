@@ -37,7 +37,6 @@ runs payments untouched for ``PAYMENTS_STALE_SECONDS`` whose work was lost. :fun
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from services.kit.db import database_transient
 from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
-from services.payments import metrics, services
+from services.payments import metrics, queries, services
 from services.payments.ledger import HOLD_LIFETIME, PROCESSING_ERROR, Ledger, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
 from services.payments.screening import accounts_lock, screen_many
@@ -71,7 +70,6 @@ _CLAIM_SQL = (
     "  ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
     ") RETURNING id"
 )
-_DRAIN_LOCK = int.from_bytes(hashlib.sha256(b"atrium-payments-drain").digest()[:4], "big", signed=True)
 
 
 def _payment_error(exc: Exception) -> bool:
@@ -216,7 +214,7 @@ def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:
     if not screening:
         return
     with transaction.atomic():
-        rows = db_execute(services.LOCK_SQL, [sorted(p.id for p in screening)])
+        rows = db_execute(queries.LOCK_SQL, [sorted(p.id for p in screening)])
         locked = [payments[i] for i, status in rows if status == PaymentStatus.SCREENING == str(payments[i].status)]
         if not locked:
             return
@@ -335,7 +333,7 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         decided = {p.id for p in settled} | set(failed) | set(result.item_errors)
         waiting = [p for p in processing if p.id not in decided]
 
-    services.rows_write(stuck)  # leased and processing: what the ledger did for them (a pending hold) is kept
+    queries.rows_write(stuck)  # leased and processing: what the ledger did for them (a pending hold) is kept
     by_id = {p.id: p for p in processing}
     services.transition_many(
         {
@@ -396,7 +394,7 @@ def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], 
         )
         result.waits[payment.id] = delay
         later.append(payment)
-    services.rows_write(later)  # leased and processing (not cancelable): nobody else writes them meanwhile
+    queries.rows_write(later)  # leased and processing (not cancelable): nobody else writes them meanwhile
     services.transition_many(exhausted, [PaymentStatus.PROCESSING], PaymentStatus.FAILED, known=payments)
     if exhausted:
         log.warning("payments.retries_exhausted", count=len(exhausted))
@@ -435,7 +433,7 @@ def _release_holds(releasing: list[Payment], result: BatchResult) -> None:
                 log.error("payments.hold_release_refused", payment_id=payment.id, code=item.get("code"))
                 payment.hold_status = HoldStatus.NONE
             payment.updated_at = now
-    services.rows_write(releasing)
+    queries.rows_write(releasing)
 
 
 def _describe(exc: Exception) -> str:
@@ -550,7 +548,7 @@ def _slot_take() -> int | None:
     """One of ``PAYMENTS_DRAINERS`` session advisory locks, or None if every slot is taken."""
     with connection.cursor() as cursor:
         for slot in range(settings.PAYMENTS_DRAINERS):
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_DRAIN_LOCK, slot])
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [queries.DRAIN_LOCK, slot])
             if cursor.fetchone()[0]:
                 return slot
     return None
@@ -558,18 +556,7 @@ def _slot_take() -> int | None:
 
 def _slot_release(slot: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_DRAIN_LOCK, slot])
-
-
-def drain_running() -> bool:
-    """Whether some drain holds a slot now (it claims at least once more before it ends)."""
-    rows = db_execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND classid = %s::bigint::oid AND objsubid = 2)",
-        [_DRAIN_LOCK % 2**32],
-    )
-    return bool(rows[0][0])
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [queries.DRAIN_LOCK, slot])
 
 
 def next_due() -> dt.datetime | None:
@@ -587,8 +574,8 @@ def drain(*, seconds: float | None = None) -> dict[str, Any]:
     At most ``PAYMENTS_DRAINERS`` drains work at once (session advisory locks); a drain that finds every slot
     taken returns at once, since the running ones claim until nothing is due. After letting go of its slot a
     drain claims once more: a payment committed just before, whose kick found the slots taken (or was not sent
-    because a drain was running, see :func:`drain_running`), is not left for the sweeper. When payments wait
-    for the ledger, a drain is scheduled for the earliest retry.
+    because a drain was running, see :func:`services.payments.queries.drain_running`), is not left for the
+    sweeper. When payments wait for the ledger, a drain is scheduled for the earliest retry.
     """
     budget = settings.PAYMENTS_DRAIN_SECONDS if seconds is None else seconds
     gather = settings.PAYMENTS_DRAIN_GATHER

@@ -29,8 +29,8 @@ from services.kit.db import execute as db_execute
 from services.kit.logs import get_logger
 from services.kit.metadata import metadata_check
 from services.kit.outbox import isoformat, outbox_put_many
-from services.payments import idempotency
-from services.payments.api.serializers import payment_body
+from services.payments import idempotency, queries
+from services.payments.bodies import payment_body
 from services.payments.errors import (
     AccountNotFound,
     AmountTooLarge,
@@ -288,10 +288,8 @@ class _Kicker:
         before now: no message is needed (under load one always is running). If in doubt, False."""
         from django.db import connection
 
-        from services.payments.processing import drain_running
-
         try:
-            return drain_running()
+            return queries.drain_running()
         except Exception as exc:
             log.warning("payments.kick_check_failed", error=f"{type(exc).__name__}: {exc}")
             connection.close()
@@ -303,7 +301,7 @@ kick = _Kicker()
 
 def drain_send(*, countdown: float | None = None) -> bool:
     """Send one ``payments.drain`` (the workers claim whatever is due); False if the broker refused."""
-    from workers.celery import app
+    from services.kit.celery_app import app
 
     try:
         app.send_task(
@@ -322,7 +320,7 @@ def drain_send(*, countdown: float | None = None) -> bool:
 def process_send(payment_id: str, *, countdown: float | None = None) -> bool:
     """Send ``payments.process`` for one payment (processed alone: it met an unexpected error in a batch);
     False if the broker refused (the sweeper sends it again)."""
-    from workers.celery import app
+    from services.kit.celery_app import app
 
     try:
         app.send_task(
@@ -430,31 +428,6 @@ def _apply(payment: Payment, to: str, fields: dict[str, Any], *, actor: dict[str
     _record(payment, previous, actor=actor)
 
 
-# What a status change may set besides the status: the columns :func:`transition_many` writes.
-_MUTABLE = (
-    ("status", "text"),
-    ("status_history", "jsonb"),
-    ("updated_at", "timestamptz"),
-    ("ledger_transaction", "text"),
-    ("hold_status", "text"),
-    ("failure_code", "text"),
-    ("failure_message", "text"),
-    ("attempts", "integer"),
-    ("processing_errors", "integer"),
-    ("next_attempt_at", "timestamptz"),
-    ("lease_until", "timestamptz"),
-)
-_TRANSITION_SQL = (
-    "UPDATE payments_payment AS p SET "  # noqa: S608  (column names from _MUTABLE only)
-    + ", ".join(f"{name} = v.{name}" + ("::jsonb" if kind == "jsonb" else "") for name, kind in _MUTABLE)
-    + " FROM unnest(%s::text[], "
-    + ", ".join(f"%s::{'text' if kind == 'jsonb' else kind}[]" for _, kind in _MUTABLE)
-    + ") AS v(id, "
-    + ", ".join(name for name, _ in _MUTABLE)
-    + ") WHERE p.id = v.id"
-)
-
-
 def transition_many(
     changes: dict[str, dict[str, Any]],
     expected: Iterable[str],
@@ -481,7 +454,7 @@ def transition_many(
                 Payment.objects.select_for_update().filter(id__in=list(changes), status__in=expected).order_by("id")
             )
         else:
-            rows = db_execute(LOCK_SQL, [sorted(changes)])
+            rows = db_execute(queries.LOCK_SQL, [sorted(changes)])
             payments = [
                 known[payment_id]
                 for payment_id, status in rows
@@ -501,28 +474,9 @@ def transition_many(
             for name, value in changes[payment.id].items():
                 setattr(payment, name, value)
             events.extend(_events(payment, previous, context))
-        rows_write(payments)
+        queries.rows_write(payments)
         outbox_put_many(events)
     return payments
-
-
-LOCK_SQL = "SELECT id, status FROM payments_payment WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
-
-
-def rows_write(payments: list[Payment]) -> None:
-    """Write the payments' mutable columns (status, history, hold, failure, attempts, lease) with one UPDATE.
-    No events: callers that change the status use :func:`transition_many`."""
-    if not payments:
-        return
-    columns: list[list[Any]] = [[p.id for p in payments]]
-    for name, kind in _MUTABLE:
-        values = [getattr(p, name) for p in payments]
-        if kind == "jsonb":
-            values = [json.dumps(v, separators=(",", ":")) for v in values]
-        elif kind == "text":
-            values = [None if v is None else str(v) for v in values]  # choices enums as their values
-        columns.append(values)
-    db_execute(_TRANSITION_SQL, columns)
 
 
 def payment_get(payment_id: str) -> Payment:

@@ -15,9 +15,9 @@ import redis
 from playwright.sync_api import Browser, sync_playwright
 
 from portal.identity import services as identity
+from services.kit.tracking import tracker
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness import AtriumProcess, ProcessHarness, current_test_database_url
-from workers.tracking import tracker
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from portal.audit.models import AuditEvent
 from portal.jobs.models import Job, JobState
 from portal.jobs.selectors import TaskFilters, failures_grouped
 from services.kit.models import OutboxEvent
+from services.kit.task_base import TaskFailed
 from tests.e2e.dev_runner import DemoClient, DevRunner, alive
 from tests.e2e.hostile_input import CountedBody, check_problem, raw_request
 from tests.e2e.hostile_input import server_errors as server_errors_in
@@ -40,7 +41,6 @@ from tests.harness import AtriumProcess, ProcessHarness, current_test_database_u
 from tests.portal.factories import PASSWORD, superuser, user_with_role
 from tests.problems import assert_problem
 from tests.proxy import LedgerProxy
-from workers.base import TaskFailed
 from workers.celery import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

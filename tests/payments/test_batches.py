@@ -15,8 +15,9 @@ from django.db import connection
 from django.utils import timezone
 
 from services.kit.models import OutboxEvent
-from services.payments import processing, services
-from services.payments.api.serializers import PaymentSerializer, payment_body
+from services.payments import processing, queries, services
+from services.payments.api.serializers import PaymentSerializer
+from services.payments.bodies import payment_body
 from services.payments.models import BlockedAccount, HoldStatus, Payment, VelocityLimit
 from tests.payments.conftest import LedgerAdmin
 from tests.payments.test_processing import create
@@ -135,7 +136,7 @@ def test_a_drain_settles_everything_due_and_a_drain_without_a_slot_returns_at_on
 
     # the only slot is taken (another worker's drain): this one leaves the work to it
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, 0)", [processing._DRAIN_LOCK])
+        cursor.execute("SELECT pg_advisory_lock(%s, 0)", [queries.DRAIN_LOCK])
     holder = threading.Thread(target=lambda: (processing.drain(), connection.close()))
     try:
         holder.start()
@@ -143,7 +144,7 @@ def test_a_drain_settles_everything_due_and_a_drain_without_a_slot_returns_at_on
         assert Payment.objects.filter(status="created").count() == 20
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, 0)", [processing._DRAIN_LOCK])
+            cursor.execute("SELECT pg_advisory_unlock(%s, 0)", [queries.DRAIN_LOCK])
 
     counts = processing.drain()
 
@@ -206,15 +207,15 @@ def test_no_message_is_sent_while_a_drain_is_running_it_claims_once_more_anyway(
     before = broker.llen("payments")
     slot_holder = psycopg.connect(_database_url(), autocommit=True)  # another worker's drain, mid-run
     try:
-        slot_holder.execute("SELECT pg_advisory_lock(%s, 1)", [processing._DRAIN_LOCK])
-        assert processing.drain_running()
+        slot_holder.execute("SELECT pg_advisory_lock(%s, 1)", [queries.DRAIN_LOCK])
+        assert queries.drain_running()
 
         payment = create(source, destination, 10)
         time.sleep(0.5)
         assert broker.llen("payments") == before
     finally:
         slot_holder.close()
-    assert not processing.drain_running()
+    assert not queries.drain_running()
     # what that drain does after letting go of its slot: one more claim, which finds the payment
     assert processing.claim() == [payment.id]
 

@@ -10,10 +10,10 @@ from django.conf import settings
 from kombu.exceptions import ContentDisallowed
 
 from services.kit.context import request_id_var
+from services.kit.queues import QUEUES, route_task
+from services.kit.task_base import AtriumTask
 from tests.portal.helpers import PORTAL_QUEUE, queued_messages
-from workers.base import AtriumTask
 from workers.celery import app
-from workers.routing import QUEUES, route_task
 
 
 def test_app_policy_is_json_only_with_late_acks_and_time_limits():
@@ -182,7 +182,7 @@ class _Unbuildable(Exception):
     ],
 )
 def test_an_exception_is_portable_when_json_args_rebuild_it(exc, portable):
-    from workers.base import exception_portable
+    from services.kit.task_base import exception_portable
 
     assert exception_portable(exc) is portable
 
@@ -190,9 +190,9 @@ def test_an_exception_is_portable_when_json_args_rebuild_it(exc, portable):
 def test_domain_and_gateway_errors_raised_from_tasks_are_portable():
     from services.kit.errors import DomainError
     from services.kit.http import UpstreamUnavailable
+    from services.kit.task_base import exception_portable
     from services.payments.errors import PaymentParked
     from services.payments.ledger import LedgerFailed, LedgerRefused
-    from workers.base import exception_portable
 
     for exc in (
         LedgerRefused("invalid_amount", "too large", 422),
@@ -205,7 +205,7 @@ def test_domain_and_gateway_errors_raised_from_tasks_are_portable():
 
 
 def test_a_task_raising_an_unportable_exception_raises_task_failed_naming_it_with_the_original_as_cause():
-    from workers.base import TaskFailed
+    from services.kit.task_base import TaskFailed
     from workers.diagnostics import ProbeRefused
 
     probe = app.tasks["portal.probe"]

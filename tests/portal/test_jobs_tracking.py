@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from devtools.infra import free_port
+from services.kit import tracking
 from services.kit.context import request_id_var
-from workers import tracking
+from services.kit.tracking import Tracker, tracker
 from workers.celery import app
-from workers.tracking import Tracker, tracker
 
 
 @pytest.fixture

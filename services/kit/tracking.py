@@ -30,6 +30,8 @@ from typing import Any
 from celery import signals
 
 from services.kit.logs import get_logger
+from services.kit.queues import QUEUE_SERVICES
+from services.kit.redaction import redact
 
 log = get_logger(__name__)
 
@@ -37,8 +39,6 @@ ARGS_MAX_CHARS = 2_000  # what the dashboard shows of args/kwargs (redacted)
 PAYLOAD_MAX_CHARS = 64_000  # the raw args kept for a retry from the dashboard
 RESULT_MAX_CHARS = 500
 TRACEBACK_MAX_CHARS = 20_000
-# Queue → the service whose settings and database its worker runs with.
-QUEUE_SERVICES = {"portal": "portal", "audit": "portal", "ledger": "ledger", "payments": "payments"}
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -162,8 +162,6 @@ def _capped(value: Any, limit: int) -> Any:
 
 
 def _shown(args: Any, kwargs: Any) -> tuple[Any, Any]:
-    from services.kit.audit import redact
-
     return _capped(redact(list(args or [])), ARGS_MAX_CHARS), _capped(redact(dict(kwargs or {})), ARGS_MAX_CHARS)
 
 

@@ -1,4 +1,4 @@
-"""Queues and task routing: a task's name prefix is its queue."""
+"""Queues and task routing: a task's name prefix is its queue. The one list of queue names."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from typing import Any
 from kombu import Exchange, Queue
 
 QUEUES = ("portal", "audit", "ledger", "payments")
+# Queue → the service whose settings and database its worker runs with.
+QUEUE_SERVICES = {"portal": "portal", "audit": "portal", "ledger": "ledger", "payments": "payments"}
+
+
+def service_queues(service: str) -> list[str]:
+    """The queues whose workers run with ``service``'s settings (what its catalog entry lists)."""
+    return [queue for queue in QUEUES if QUEUE_SERVICES.get(queue) == service]
+
 
 TASK_QUEUES = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES)
 
