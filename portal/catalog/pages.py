@@ -27,16 +27,16 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from portal.catalog import svg
 from portal.catalog.graph import Edge, graph
 from portal.catalog.health import UPTIME_WINDOWS, uptime
 from portal.catalog.models import HealthCheck, HealthHour, Instance, InstanceStatus, Lifecycle, Service, Team
 from portal.catalog.status import UNKNOWN, instance_status, service_status
+from portal.ui.charts.graph import DRIFT_LABELS, GraphNode, dependents, graph_svg
+from portal.ui.charts.health import HealthBucket, health_chart_svg
 
 # Worst first: how statuses are counted, listed and summed up (a team is as bad as its worst service).
 STATUS_ORDER = ("critical", "warning", "passing", UNKNOWN)
 _WORST = {"critical": 3, "warning": 2, "passing": 1, UNKNOWN: 0}
-DRIFT_LABELS = svg.DRIFT_LABELS
 NO_TEAM = "none"
 GONE_SHOWN = 20
 RECENT_CHECKS = 20
@@ -266,7 +266,7 @@ class Link:
 class HealthHistory:
     window: str
     windows: list[str]
-    buckets: list[svg.HealthBucket]
+    buckets: list[HealthBucket]
     chart: SafeString
     passing: int
     warning: int
@@ -313,7 +313,7 @@ def health_history(service: Service, *, window: str, now: dt.datetime) -> Health
     width, slots, label_every = CHART_RANGES[window]
     end = _EPOCH + (math.floor((now - _EPOCH) / width) + 1) * width  # the slot holding "now" is the last
     start = end - slots * width
-    buckets = [svg.HealthBucket(start + i * width, start + (i + 1) * width) for i in range(slots)]
+    buckets = [HealthBucket(start + i * width, start + (i + 1) * width) for i in range(slots)]
     totals = Counter[str]()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -351,7 +351,7 @@ def health_history(service: Service, *, window: str, now: dt.datetime) -> Health
         window=window,
         windows=list(CHART_RANGES),
         buckets=buckets,
-        chart=svg.health_chart_svg(buckets, label_every=label_every),
+        chart=health_chart_svg(buckets, label_every=label_every),
         passing=totals["passing"],
         warning=totals["warning"],
         critical=totals["critical"],
@@ -429,15 +429,15 @@ def graph_page(*, now: dt.datetime | None = None) -> GraphPage:
     now = now or timezone.now()
     found = graph(now=now)
     rows = {r.service.slug: r for r in service_rows(now=now, with_uptime=False)}
-    nodes: list[svg.GraphNode] = []
+    nodes: list[GraphNode] = []
     for n in found.nodes:
         if n["kind"] == "resource":
-            nodes.append(svg.GraphNode(_resource_id(n["id"]), "resource", n["id"], status=""))
+            nodes.append(GraphNode(_resource_id(n["id"]), "resource", n["id"], status=""))
             continue
         row = rows.get(n["id"])
         detail = f"tier {n['tier']}" + (f" \u00b7 {n['team']}" if n.get("team") else "") if row else ""
         nodes.append(
-            svg.GraphNode(
+            GraphNode(
                 n["id"],
                 "service",
                 n["display_name"],
@@ -449,7 +449,7 @@ def graph_page(*, now: dt.datetime | None = None) -> GraphPage:
         )
     edges = [dataclasses.replace(e, target=_resource_id(e.target)) if e.kind == "resource" else e for e in found.edges]
     critical = [
-        CriticalRow(rows[slug], [rows[d] for d in svg.dependents(slug, nodes, edges) if d in rows])
+        CriticalRow(rows[slug], [rows[d] for d in dependents(slug, nodes, edges) if d in rows])
         for slug, row in rows.items()
         if row.status == "critical"
     ]
@@ -466,7 +466,7 @@ def graph_page(*, now: dt.datetime | None = None) -> GraphPage:
         if e.drift
     ]
     return GraphPage(
-        svg=svg.graph_svg(nodes, edges),
+        svg=graph_svg(nodes, edges),
         nodes=len(nodes),
         edges=len(edges),
         critical=critical,

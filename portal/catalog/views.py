@@ -2,7 +2,7 @@
 
 Each page is an admin view (login, staff, the admin's header and breadcrumbs) that needs
 ``catalog.view_service``; what it shows is built in :mod:`portal.catalog.pages`. Each page keeps one region
-up to date without a reload (:mod:`portal.live_pages`).
+up to date without a reload (:mod:`portal.ui.live`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from portal.catalog import pages
-from portal.live_pages import admin_page, render_live
+from portal.ui.live import admin_page, render_live
 
 VIEW_PERMISSION = "catalog.view_service"
 EDIT_PERMISSION = "catalog.change_service"

@@ -23,11 +23,11 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from portal.catalog import svg
 from portal.catalog.pages import ago
 from portal.jobs import selectors
 from portal.jobs.models import FINAL_STATES, Job, JobEvent, JobState, JobTotal
 from portal.jobs.services import RETRYABLE_STATES, retry_max
+from portal.ui.charts.timeseries import Series, series_chart_svg
 
 PAGE_SIZE = 50
 STATES = [s.value for s in JobState]
@@ -196,10 +196,10 @@ def charts(*, window: str, now: dt.datetime) -> tuple[SafeString, SafeString, bo
     span = WINDOW_LABELS[window]
 
     def chart(counts: dict[str, list[float]], chart_id: str, what: str) -> SafeString:
-        series = [svg.Series(q or "(no queue)", counts[q]) for q in queues]
+        series = [Series(q or "(no queue)", counts[q]) for q in queues]
         if not series:
-            series = [svg.Series("no tasks", [0.0] * len(starts), colour="#9e9e9e")]
-        return svg.series_chart_svg(
+            series = [Series("no tasks", [0.0] * len(starts), colour="#9e9e9e")]
+        return series_chart_svg(
             starts,
             end,
             series,

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
 from portal.jobs import pages, selectors, services
-from portal.live_pages import admin_page, render_live
+from portal.ui.live import admin_page, render_live
 from services.kit.errors import DomainError
 
 VIEW_PERMISSION = "jobs.view_job"

@@ -1,5 +1,5 @@
-"""The catalog's SVG pictures, without a database: the graph's layout (columns, cycles, lanes, determinism),
-what a critical service takes down, escaping, and the health chart."""
+"""The SVG charts (portal/ui/charts), without a database: the graph's layout (columns, cycles, lanes,
+determinism), what a critical service takes down, escaping, and the health chart."""
 
 from __future__ import annotations
 
@@ -11,16 +11,8 @@ from itertools import pairwise
 import pytest
 
 from portal.catalog.graph import Edge
-from portal.catalog.svg import (
-    NODE_W,
-    GraphNode,
-    HealthBucket,
-    dependents,
-    graph_svg,
-    health_chart_svg,
-    impact,
-    layout,
-)
+from portal.ui.charts.graph import NODE_W, GraphNode, dependents, graph_svg, impact, layout
+from portal.ui.charts.health import HealthBucket, health_chart_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
