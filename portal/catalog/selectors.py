@@ -1,6 +1,5 @@
-"""Catalog reads behind the API: a service or team by slug (with what their status needs), and health by hour.
-
-(Selectors in the style guide's sense; they live next to the API that is their only caller for now.)
+"""Catalog reads: a service or team by slug (with what their status needs) and health by hour (the API); the
+services, teams, instances and checks the admin pages show.
 """
 
 from __future__ import annotations
@@ -11,17 +10,11 @@ from dataclasses import dataclass
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncHour
 
-from portal.catalog.errors import ServiceNotFound
+from portal.catalog.errors import ServiceNotFound, TeamNotFound
 from portal.catalog.models import HealthCheck, HealthHour, HealthStatus, Service, Team
-from services.kit.errors import NotFound
 
 HOUR = dt.timedelta(hours=1)
 HOURS_WINDOW_MAX = dt.timedelta(days=31)
-
-
-class TeamNotFound(NotFound):
-    code = "team_not_found"
-    title = "No such team in the catalog"
 
 
 def service_queryset() -> QuerySet[Service]:
