@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from portal.jobs import queries
 from portal.jobs.models import Job, JobEvent, JobMinute, JobState, Worker, WorkerStatus
 from services.kit.errors import DomainError
 
@@ -150,22 +150,10 @@ def failures_grouped(filters: TaskFilters, *, limit: int = 50) -> list[dict[str,
     """Failed tasks grouped by exception type (and task name): how many, the latest, an example."""
     qs = jobs_filter(TaskFilters(**{**filters.__dict__, "state": JobState.FAILED}))
     sql, params = qs.order_by().values("exception_type", "name", "seen_at", "task_id").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT exception_type, name, count(*), max(seen_at),
-                   (array_agg(task_id ORDER BY seen_at DESC))[1]
-            FROM ({sql}) AS failed
-            GROUP BY exception_type, name
-            ORDER BY count(*) DESC, max(seen_at) DESC
-            LIMIT %s
-            """,  # noqa: S608  (the inner query is Django's, parameters bound)
-            [*params, limit],
-        )
-        return [
-            {"exception_type": e or "", "name": n, "count": c, "last_seen": last, "example_task_id": example}
-            for e, n, c, last, example in cursor.fetchall()
-        ]
+    return [
+        {"exception_type": e or "", "name": n, "count": c, "last_seen": last, "example_task_id": example}
+        for e, n, c, last, example in queries.failures_grouped(sql, params, limit=limit)
+    ]
 
 
 def throughput(
@@ -173,63 +161,38 @@ def throughput(
 ) -> list[dict[str, Any]]:
     """Per bucket and queue: succeeded, failed, retried and started counts (from the per-minute counts)."""
     until = until or timezone.now()
-    where = "minute >= %s AND minute < %s" + (" AND queue = %s" if queue else "")
-    params: list[Any] = [bucket_minutes * 60, since, until, *([queue] if queue else [])]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, queue,
-                   sum(succeeded), sum(failed), sum(retried), sum(started), sum(queued)
-            FROM jobs_minute WHERE {where}
-            GROUP BY bucket, queue ORDER BY bucket, queue
-            """,  # noqa: S608  (fixed clauses, parameters bound)
-            [params[0], *params],
-        )
-        return [
-            {
-                "bucket": bucket,
-                "queue": q,
-                "succeeded": int(s),
-                "failed": int(f),
-                "retried": int(r),
-                "started": int(st),
-                "queued": int(qd),
-            }
-            for bucket, q, s, f, r, st, qd in cursor.fetchall()
-        ]
+    rows = queries.throughput(since=since, until=until, bucket_seconds=bucket_minutes * 60, queue=queue)
+    return [
+        {
+            "bucket": bucket,
+            "queue": q,
+            "succeeded": int(s),
+            "failed": int(f),
+            "retried": int(r),
+            "started": int(st),
+            "queued": int(qd),
+        }
+        for bucket, q, s, f, r, st, qd in rows
+    ]
 
 
 def task_stats(*, since: dt.datetime, group_by: str = "queue") -> list[dict[str, Any]]:
     """Per queue (or task ``name``) over the window: counts by state and p50/p95 runtime of finished tasks."""
-    if group_by not in ("queue", "name"):
-        raise ValueError(group_by)
     states = [s.value for s in JobState]
-    counts = ", ".join(f"count(*) FILTER (WHERE state = '{s}')" for s in states)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT {group_by}, count(*), {counts},
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY runtime_ms) FILTER (WHERE finished_at IS NOT NULL),
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY runtime_ms) FILTER (WHERE finished_at IS NOT NULL)
-            FROM jobs_job WHERE seen_at >= %s
-            GROUP BY {group_by} ORDER BY {group_by}
-            """,  # noqa: S608  (group_by is checked, states are the enum's)
-            [since],
+    rows = []
+    for key, total, *rest in queries.task_stats(since=since, group_by=group_by):
+        by_state = dict(zip(states, rest[: len(states)], strict=True))
+        p50, p95 = rest[len(states) :]
+        rows.append(
+            {
+                group_by: key,
+                "total": total,
+                "states": by_state,
+                "runtime_ms_p50": None if p50 is None else round(p50, 3),
+                "runtime_ms_p95": None if p95 is None else round(p95, 3),
+            }
         )
-        rows = []
-        for key, total, *rest in cursor.fetchall():
-            by_state = dict(zip(states, rest[: len(states)], strict=True))
-            p50, p95 = rest[len(states) :]
-            rows.append(
-                {
-                    group_by: key,
-                    "total": total,
-                    "states": by_state,
-                    "runtime_ms_p50": None if p50 is None else round(p50, 3),
-                    "runtime_ms_p95": None if p95 is None else round(p95, 3),
-                }
-            )
-        return rows
+    return rows
 
 
 def queues_live() -> list[dict[str, Any]]:
