@@ -33,6 +33,7 @@ from portal.catalog.models import HealthCheck, HealthHour, Instance, InstanceSta
 from portal.catalog.status import UNKNOWN, instance_status, service_status
 from portal.ui.charts.graph import DRIFT_LABELS, GraphNode, dependents, graph_svg
 from portal.ui.charts.health import HealthBucket, health_chart_svg
+from portal.ui.text import ago
 
 # Worst first: how statuses are counted, listed and summed up (a team is as bad as its worst service).
 STATUS_ORDER = ("critical", "warning", "passing", UNKNOWN)
@@ -47,22 +48,6 @@ CHART_RANGES: dict[str, tuple[dt.timedelta, int, int]] = {
     "30d": (dt.timedelta(hours=6), 120, 20),
 }
 _EPOCH = dt.datetime(2000, 1, 3, tzinfo=dt.UTC)  # a Monday at midnight: slots line up with hours and days
-
-
-def ago(moment: dt.datetime | None, now: dt.datetime) -> str:
-    """``12 s ago``, ``4 min ago``, ``3 h ago``, ``2 d ago`` (empty for None)."""
-    if moment is None:
-        return ""
-    seconds = int((now - moment).total_seconds())
-    if seconds < 1:
-        return "just now"
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} d ago"
 
 
 def worst(statuses: list[str]) -> str:

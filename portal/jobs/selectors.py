@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from portal.jobs import queries
-from portal.jobs.models import Job, JobEvent, JobMinute, JobState, Worker, WorkerStatus
+from portal.jobs.models import Job, JobEvent, JobMinute, JobState, JobTotal, Worker, WorkerStatus
 from services.kit.errors import DomainError
 
 PAGE_SIZE_MAX = 200
@@ -118,8 +118,28 @@ def jobs_page(qs: QuerySet[Job], *, after: str | None = None, limit: int = 50) -
     return rows, (cursor_encode(rows[-1]) if more and rows else None)
 
 
+def jobs_page_before(qs: QuerySet[Job], *, before: str, limit: int) -> tuple[list[Job], bool]:
+    """The page of ``qs`` just newer than the cursor ``before`` (newest first), and whether newer ones remain.
+
+    The same keyset as :func:`~portal.jobs.selectors.jobs_page`, read the other way along the same index."""
+    seen_at, pk = cursor_decode(before)
+    newer = (
+        qs.filter(Q(seen_at__gt=seen_at) | Q(seen_at=seen_at, id__gt=pk))
+        .order_by("seen_at", "id")
+        .defer("traceback", "payload", "args", "kwargs", "result")
+    )
+    rows = list(newer[: limit + 1])
+    more = len(rows) > limit
+    return list(reversed(rows[:limit])), more
+
+
 def job_get(task_id: str) -> Job | None:
     return Job.objects.filter(task_id=task_id).first()
+
+
+def job_task_id(pk: int) -> str | None:
+    """The task id of the job row ``pk`` (None if there is none)."""
+    return Job.objects.filter(pk=pk).values_list("task_id", flat=True).first()
 
 
 def job_timeline(task_id: str) -> list[JobEvent]:
@@ -154,6 +174,17 @@ def failures_grouped(filters: TaskFilters, *, limit: int = 50) -> list[dict[str,
         {"exception_type": e or "", "name": n, "count": c, "last_seen": last, "example_task_id": example}
         for e, n, c, last, example in queries.failures_grouped(sql, params, limit=limit)
     ]
+
+
+def failure_group_pending(filters: TaskFilters, *, exception_type: str, limit: int) -> tuple[list[str], int]:
+    """The failed tasks matching ``filters`` with ``exception_type`` (also when it is "") not yet re-run from the
+    dashboard, newest first (at most ``limit + 1``: one more says more are waiting); and how many of them were
+    re-run already (counted up to ``limit``)."""
+    failed = jobs_filter(filters).filter(exception_type=exception_type)  # jobs_filter skips empty values
+    rerun = Exists(Job.objects.filter(retry_of=OuterRef("task_id")))
+    ids = list(failed.filter(~rerun).values_list("task_id", flat=True)[: limit + 1])
+    already = failed.filter(rerun)[:limit].count()
+    return ids, already
 
 
 def throughput(
@@ -253,6 +284,12 @@ def workers_list() -> list[dict[str, Any]]:
         ):
             in_flight.setdefault(job.worker, []).append(job)
     return [{"worker": w, "in_flight": in_flight.get(w.hostname, [])} for w in workers]
+
+
+def job_names_seen() -> list[tuple[str, str, str]]:
+    """Every ``(service, queue, name)`` a task was counted under (one query on the per-name totals, a small table;
+    never ``DISTINCT`` over the jobs)."""
+    return list(JobTotal.objects.order_by().values_list("service", "queue", "name").distinct())
 
 
 def job_minutes_since(since: dt.datetime) -> QuerySet[JobMinute]:
