@@ -19,17 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from django.db import connection
-from django.db.models import Count, Prefetch, Q, QuerySet
-from django.http import Http404
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from portal.catalog import selectors
+from portal.catalog.errors import ServiceNotFound
 from portal.catalog.graph import Edge, graph
 from portal.catalog.health import UPTIME_WINDOWS, uptime
-from portal.catalog.models import HealthCheck, HealthHour, Instance, InstanceStatus, Lifecycle, Service, Team
+from portal.catalog.models import HealthCheck, Instance, InstanceStatus, Lifecycle, Service, Team
 from portal.catalog.status import UNKNOWN, instance_status, service_status
 from portal.ui.charts.graph import DRIFT_LABELS, GraphNode, dependents, graph_svg
 from portal.ui.charts.health import HealthBucket, health_chart_svg
@@ -92,32 +92,12 @@ class ServiceRow:
     last_checked_ago: str
 
 
-def _with_instances(services: QuerySet[Service]) -> QuerySet[Service]:
-    gone = InstanceStatus.GONE
-    return (
-        services.select_related("owner")
-        .annotate(gone_count=Count("instances", filter=Q(instances__status=gone)))
-        .prefetch_related(
-            Prefetch(
-                "instances",
-                queryset=Instance.objects.exclude(status=gone).order_by("-last_heartbeat", "instance"),
-                to_attr="current_instances",
-            ),
-            Prefetch(
-                "instances",
-                queryset=Instance.objects.filter(status=gone).order_by("-last_heartbeat")[:1],
-                to_attr="latest_gone",
-            ),
-        )
-    )
-
-
 def service_rows(
     *, services: QuerySet[Service] | None = None, now: dt.datetime, with_uptime: bool = True
 ) -> list[ServiceRow]:
     """A row per service (by slug) with its derived status, instance counts and uptime: four queries
     (two without uptime), whatever the number of services."""
-    listed = list(_with_instances(Service.objects.all() if services is None else services).order_by("slug"))
+    listed = selectors.services_with_instances(services)
     figures = uptime(listed, now=now) if with_uptime and listed else {}
     rows = []
     for s in listed:
@@ -176,17 +156,9 @@ def overview_page(*, params: Mapping[str, str], now: dt.datetime | None = None) 
     now = now or timezone.now()
     team, lifecycle = params.get("team", ""), params.get("lifecycle", "")
     tier, status = params.get("tier", ""), params.get("status", "")
-    services = Service.objects.all()
-    if team == NO_TEAM:
-        services = services.filter(owner__isnull=True)
-    elif team:
-        services = services.filter(owner__slug=team)
-    if lifecycle:
-        services = services.filter(lifecycle=lifecycle)
-    if tier:
-        services = services.filter(tier=int(tier)) if tier in ("1", "2", "3") else services.none()
+    services = selectors.service_list(owner=None if team == NO_TEAM else team, lifecycle=lifecycle, tier=tier)
     rows = service_rows(services=services, now=now)
-    registered = Service.objects.count() if team or lifecycle or tier else len(rows)
+    registered = selectors.service_count() if team or lifecycle or tier else len(rows)
     by_status = Counter(r.status for r in rows)
     kept = {k: v for k, v in params.items() if k in ("team", "lifecycle", "tier") and v}
     counts = [
@@ -199,7 +171,7 @@ def overview_page(*, params: Mapping[str, str], now: dt.datetime | None = None) 
         for s in STATUS_ORDER
     ]
     teams = [Choice("", "every team", not team), Choice(NO_TEAM, "(no team)", team == NO_TEAM)]
-    teams += [Choice(t.slug, t.name, t.slug == team) for t in Team.objects.order_by("name")]
+    teams += [Choice(t.slug, t.name, t.slug == team) for t in selectors.team_list()]
     return OverviewPage(
         rows=[r for r in rows if r.status == status] if status else rows,
         registered=registered,
@@ -300,23 +272,16 @@ def health_history(service: Service, *, window: str, now: dt.datetime) -> Health
     start = end - slots * width
     buckets = [HealthBucket(start + i * width, start + (i + 1) * width) for i in range(slots)]
     totals = Counter[str]()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT date_bin(%(width)s, checked_at, %(start)s) AS slot,"
-            " count(*) FILTER (WHERE status = 'passing'), count(*) FILTER (WHERE status = 'warning'),"
-            " count(*) FILTER (WHERE status = 'critical'), coalesce(sum(latency_ms), 0), count(latency_ms)"
-            " FROM catalog_health_check WHERE service_id = %(id)s AND checked_at >= %(start)s"
-            " AND checked_at < %(end)s GROUP BY slot",
-            {"width": width, "start": start, "end": end, "id": service.id},
-        )
-        for slot, passing, warning, critical, latency_total, latency_count in cursor.fetchall():
-            b = buckets[(slot - start) // width]
-            b.passing, b.warning, b.critical = b.passing + passing, b.warning + warning, b.critical + critical
-            b.latency_total += int(latency_total)
-            b.latency_count += latency_count
-            totals.update(passing=passing, warning=warning, critical=critical)
+    for slot, passing, warning, critical, latency_total, latency_count in selectors.health_slots(
+        service, width=width, start=start, end=end
+    ):
+        b = buckets[(slot - start) // width]
+        b.passing, b.warning, b.critical = b.passing + passing, b.warning + warning, b.critical + critical
+        b.latency_total += int(latency_total)
+        b.latency_count += latency_count
+        totals.update(passing=passing, warning=warning, critical=critical)
     hour = dt.timedelta(hours=1)
-    for rolled in HealthHour.objects.filter(service=service, hour__gte=start, hour__lt=end):
+    for rolled in selectors.health_hours_rolled(service, start=start, end=end):
         totals.update(passing=rolled.passing, warning=rolled.warning, critical=rolled.critical)
         first = (rolled.hour - start) // width
         # a slot of an hour or more adds the hour up; shorter slots each show the whole hour, marked so
@@ -344,20 +309,20 @@ def health_history(service: Service, *, window: str, now: dt.datetime) -> Health
 
 
 def service_page(*, slug: str, window: str = "24h", now: dt.datetime | None = None) -> ServicePage:
-    """Everything a service's page shows (404 for an unknown slug)."""
+    """Everything a service's page shows (:class:`~portal.catalog.errors.ServiceNotFound` for an unknown slug)."""
     now = now or timezone.now()
     window = window if window in CHART_RANGES else "24h"
     edges = [e for e in graph(now=now).edges if slug in (e.source, e.target)]
     involved = {slug} | {e.source for e in edges} | {e.target for e in edges if e.kind == "service"}
-    rows = {r.service.slug: r for r in service_rows(services=Service.objects.filter(slug__in=involved), now=now)}
+    rows = {r.service.slug: r for r in service_rows(services=selectors.service_list(slugs=involved), now=now)}
     if slug not in rows:
-        raise Http404(f"No service {slug!r} in the catalog.")
+        raise ServiceNotFound(f"No service {slug!r} in the catalog.")
     row = rows[slug]
     row.uptime = [  # the others' uptime is not shown: computed for this one only
         UptimeFigure(w, p) for w, p in uptime([row.service], now=now)[row.service.id].items()
     ]
     service = row.service
-    gone = list(service.instances.filter(status=InstanceStatus.GONE).order_by("-last_heartbeat")[:GONE_SHOWN])
+    gone = selectors.instances_gone(service, limit=GONE_SHOWN)
     instances = [InstanceRow(i, instance_status(i, now=now), ago(i.last_heartbeat, now)) for i in row.instances]
     instances += [InstanceRow(i, InstanceStatus.GONE, ago(i.last_heartbeat, now)) for i in gone]
 
@@ -377,7 +342,7 @@ def service_page(*, slug: str, window: str = "24h", now: dt.datetime | None = No
         links=_links(service),
         instances=instances,
         gone_hidden=max(row.gone - len(gone), 0),
-        checks=list(service.health_checks.order_by("-checked_at")[:RECENT_CHECKS]),
+        checks=selectors.health_checks_recent(service, limit=RECENT_CHECKS),
         history=health_history(service, window=window, now=now),
         outgoing=[other_end(e, e.target) for e in edges if e.source == slug],
         incoming=[other_end(e, e.source) for e in edges if e.target == slug and e.source != slug],
@@ -488,7 +453,7 @@ def teams_page(*, now: dt.datetime | None = None) -> list[TeamBlock]:
     by_owner: dict[int | None, list[ServiceRow]] = {}
     for row in service_rows(now=now, with_uptime=False):
         by_owner.setdefault(row.service.owner_id, []).append(row)
-    blocks = [TeamBlock(team, by_owner.get(team.id, [])) for team in Team.objects.order_by("name")]
+    blocks = [TeamBlock(team, by_owner.get(team.id, [])) for team in selectors.team_list()]
     if None in by_owner:
         blocks.append(TeamBlock(None, by_owner[None]))
     return blocks

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
 from portal.catalog import pages
+from portal.catalog.errors import ServiceNotFound
 from portal.ui.live import admin_page, render_live
 
 VIEW_PERMISSION = "catalog.view_service"
@@ -49,7 +50,10 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @catalog_view
 def service(request: HttpRequest, slug: str) -> HttpResponse:
-    found = pages.service_page(slug=slug, window=request.GET.get("range", "24h"))
+    try:
+        found = pages.service_page(slug=slug, window=request.GET.get("range", "24h"))
+    except ServiceNotFound as exc:
+        raise Http404(exc.detail) from exc
     context: dict[str, Any] = {"service_page": found, "service": found.row.service}
     if request.user.has_perm(EDIT_PERMISSION):
         context["edit_url"] = reverse("admin:catalog_service_change", args=[found.row.service.pk])
