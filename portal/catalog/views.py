@@ -12,8 +12,11 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
-from portal.catalog import pages
 from portal.catalog.errors import ServiceNotFound
+from portal.catalog.pages.graph import graph_page
+from portal.catalog.pages.overview import overview_page
+from portal.catalog.pages.service import service_page
+from portal.catalog.pages.teams import teams_page
 from portal.ui.live import admin_page, render_live
 
 VIEW_PERMISSION = "catalog.view_service"
@@ -44,14 +47,14 @@ def _render(
 
 @catalog_view
 def overview(request: HttpRequest) -> HttpResponse:
-    found = pages.overview_page(params=request.GET.dict())
+    found = overview_page(params=request.GET.dict())
     return _render(request, page="overview", title="Service catalog", context={"overview": found}, crumbs=[])
 
 
 @catalog_view
 def service(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        found = pages.service_page(slug=slug, window=request.GET.get("range", "24h"))
+        found = service_page(slug=slug, window=request.GET.get("range", "24h"))
     except ServiceNotFound as exc:
         raise Http404(exc.detail) from exc
     context: dict[str, Any] = {"service_page": found, "service": found.row.service}
@@ -72,7 +75,7 @@ def dependency_graph(request: HttpRequest) -> HttpResponse:
         request,
         page="graph",
         title="Dependency graph",
-        context={"graph_page": pages.graph_page()},
+        context={"graph_page": graph_page()},
         crumbs=[("Overview", reverse("catalog_pages:overview"))],
     )
 
@@ -83,6 +86,6 @@ def teams(request: HttpRequest) -> HttpResponse:
         request,
         page="teams",
         title="Teams",
-        context={"teams": pages.teams_page()},
+        context={"teams": teams_page()},
         crumbs=[("Overview", reverse("catalog_pages:overview"))],
     )
