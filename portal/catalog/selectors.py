@@ -32,6 +32,16 @@ def service_get(*, slug: str) -> Service:
     return service
 
 
+def instance_queryset(*, slug: str) -> QuerySet[Instance]:
+    """The instances of the service ``slug``, gone ones included."""
+    return Instance.objects.filter(service__slug=slug)
+
+
+def health_check_queryset(*, slug: str) -> QuerySet[HealthCheck]:
+    """The single health checks of the service ``slug``."""
+    return HealthCheck.objects.filter(service__slug=slug)
+
+
 def service_id_get(*, slug: str) -> int:
     """The id of ``slug`` (404 ``service_not_found`` if it is not in the catalog)."""
     found = Service.objects.filter(slug=slug).values_list("id", flat=True).first()

@@ -135,7 +135,7 @@ class InstanceListView(CatalogRead, generics.ListAPIView):
     pagination_class = InstanceCursor
 
     def get_queryset(self) -> QuerySet[Instance]:
-        return Instance.objects.filter(service__slug=self.kwargs.get("slug", ""))
+        return selectors.instance_queryset(slug=self.kwargs.get("slug", ""))
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), **self.status_context()}
@@ -156,7 +156,7 @@ class HealthCheckListView(CatalogRead, generics.ListAPIView):
     pagination_class = HealthCheckCursor
 
     def get_queryset(self) -> QuerySet[HealthCheck]:
-        return HealthCheck.objects.filter(service__slug=self.kwargs.get("slug", ""))
+        return selectors.health_check_queryset(slug=self.kwargs.get("slug", ""))
 
     @extend_schema(parameters=[SLUG], responses={200: HealthCheckSerializer(many=True), **BAD_FILTER, **NOT_FOUND})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
