@@ -12,6 +12,17 @@ class ServiceNotFound(NotFound):
     title = "No such service in the catalog"
 
 
+class TeamNotFound(NotFound):
+    code = "team_not_found"
+    title = "No such team in the catalog"
+
+
+class InvalidSlug(DomainError):
+    code = "invalid_slug"
+    status = status.HTTP_400_BAD_REQUEST
+    title = "Invalid service slug"
+
+
 class ServiceRegisteredByAnotherClient(DomainError):
     code = "service_registered_by_another_client"
     status = status.HTTP_403_FORBIDDEN

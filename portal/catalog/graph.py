@@ -17,17 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
+from portal.catalog import queries
 from portal.catalog.models import Dependency, ObservedCall, Service
 from portal.catalog.status import service_status
-
-_RECORD = """
-INSERT INTO catalog_observed_call AS o (callee_id, caller_client, calls, first_seen, last_seen)
-SELECT %s, caller, n, %s, %s FROM unnest(%s::text[], %s::bigint[]) AS v(caller, n)
-ON CONFLICT (callee_id, caller_client) DO UPDATE SET calls = o.calls + EXCLUDED.calls, last_seen = EXCLUDED.last_seen
-"""
 
 
 def calls_record(service: Service, callers: dict[str, int], *, at: dt.datetime | None = None) -> int:
@@ -36,8 +30,7 @@ def calls_record(service: Service, callers: dict[str, int], *, at: dt.datetime |
     if not items:
         return 0
     at = at or timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(_RECORD, [service.id, at, at, [c for c, _ in items], [n for _, n in items]])
+    queries.calls_add(service_id=service.id, at=at, callers=[c for c, _ in items], counts=[n for _, n in items])
     return len(items)
 
 

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from portal.catalog import queries
 from portal.catalog.models import HealthCheck, HealthStatus, Instance, InstanceStatus, Service
 from services.kit.logs import get_logger
 from services.kit.outbound import BLOCKED, outbound_request
@@ -134,43 +135,13 @@ def instances_mark(*, now: dt.datetime | None = None) -> dict[str, int]:
     )
     critical_count = critical.update(status=InstanceStatus.CRITICAL)
     # A restarted process is a new instance on the same host: the one it replaced is gone, not an outage.
-    with connection.cursor() as cursor:
-        cursor.execute(_REPLACED, [now - dt.timedelta(seconds=3 * interval)])
-        replaced_count = cursor.rowcount
+    replaced_count = queries.instances_mark_replaced(before=now - dt.timedelta(seconds=3 * interval))
     if gone_count or critical_count or replaced_count:
         log.warning("catalog.instances_marked", critical=critical_count, gone=gone_count, replaced=replaced_count)
     return {"critical": critical_count, "gone": gone_count + replaced_count}
 
 
-_REPLACED = """
-UPDATE catalog_instance AS old SET status = 'gone'
-WHERE old.status <> 'gone' AND old.host <> '' AND old.last_heartbeat < %s AND EXISTS (
-    SELECT 1 FROM catalog_instance AS new
-    WHERE new.service_id = old.service_id AND new.host = old.host AND new.status = 'passing'
-      AND new.first_heartbeat > old.last_heartbeat
-)
-"""
-
-
 UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
-
-_ROLL_UP = """
-WITH old AS (
-    DELETE FROM catalog_health_check WHERE checked_at < %(before)s
-    RETURNING service_id, date_trunc('hour', checked_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, status,
-              latency_ms
-)
-INSERT INTO catalog_health_hour AS h
-    (service_id, hour, passing, warning, critical, latency_ms_total, latency_count)
-SELECT service_id, hour,
-       count(*) FILTER (WHERE status = 'passing'), count(*) FILTER (WHERE status = 'warning'),
-       count(*) FILTER (WHERE status = 'critical'), coalesce(sum(latency_ms), 0), count(latency_ms)
-FROM old GROUP BY service_id, hour
-ON CONFLICT (service_id, hour) DO UPDATE SET
-    passing = h.passing + EXCLUDED.passing, warning = h.warning + EXCLUDED.warning,
-    critical = h.critical + EXCLUDED.critical, latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total,
-    latency_count = h.latency_count + EXCLUDED.latency_count
-"""
 
 
 def health_roll_up(*, now: dt.datetime | None = None) -> int:
@@ -178,9 +149,7 @@ def health_roll_up(*, now: dt.datetime | None = None) -> int:
     deleted and counted together, so none is lost or counted twice); return how many hours were written."""
     now = now or timezone.now()
     before = now - dt.timedelta(days=_setting("CATALOG_HEALTH_RAW_DAYS", 2))
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_ROLL_UP, {"before": before})
-        return cursor.rowcount
+    return queries.health_roll_up(before=before)
 
 
 def uptime(services: list[Service], *, now: dt.datetime | None = None) -> dict[int, dict[str, float | None]]:
@@ -191,26 +160,7 @@ def uptime(services: list[Service], *, now: dt.datetime | None = None) -> dict[i
     out: dict[int, dict[str, float | None]] = {i: {} for i in ids}
     if not ids:
         return out
-    sums = ", ".join(
-        f"count(*) FILTER (WHERE checked_at >= %(since_{name})s), "
-        f"count(*) FILTER (WHERE checked_at >= %(since_{name})s AND status <> 'critical')"
-        for name in UPTIME_WINDOWS
-    )
-    hour_sums = ", ".join(
-        f"coalesce(sum(passing + warning + critical) FILTER (WHERE hour >= %(since_{name})s), 0), "
-        f"coalesce(sum(passing + warning) FILTER (WHERE hour >= %(since_{name})s), 0)"
-        for name in UPTIME_WINDOWS
-    )
-    params: dict[str, Any] = {"ids": ids, **{f"since_{n}": now - w for n, w in UPTIME_WINDOWS.items()}}
-    totals: dict[int, list[int]] = {i: [0] * (2 * len(UPTIME_WINDOWS)) for i in ids}
-    with connection.cursor() as cursor:
-        for table, columns in (("catalog_health_check", sums), ("catalog_health_hour", hour_sums)):
-            cursor.execute(
-                f"SELECT service_id, {columns} FROM {table} WHERE service_id = ANY(%(ids)s) GROUP BY service_id",  # noqa: S608
-                params,
-            )
-            for service_id, *values in cursor.fetchall():
-                totals[service_id] = [a + int(b) for a, b in zip(totals[service_id], values, strict=True)]
+    totals = queries.uptime_totals(ids=ids, since=[now - w for w in UPTIME_WINDOWS.values()])
     for service_id, values in totals.items():
         for index, name in enumerate(UPTIME_WINDOWS):
             checks, up = values[2 * index], values[2 * index + 1]

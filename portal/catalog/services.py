@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from portal.catalog import queries
 from portal.catalog.errors import (
     HEALTH_URL_BLOCKED,
     HEALTH_URL_FOREIGN_HOST,
@@ -213,17 +214,6 @@ def _dependencies_set(service: Service, keys: list[tuple[str, str]]) -> None:
     )
 
 
-_HEARTBEAT_SQL = """
-INSERT INTO catalog_instance AS i
-    (service_id, instance, host, pid, version, started_at, first_heartbeat, last_heartbeat, heartbeats, status)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, 'passing')
-ON CONFLICT (service_id, instance) DO UPDATE SET
-    host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version, started_at = EXCLUDED.started_at,
-    last_heartbeat = EXCLUDED.last_heartbeat, heartbeats = i.heartbeats + 1, status = 'passing'
-RETURNING id, (xmax = 0) AS inserted
-"""
-
-
 def instance_heartbeat(
     *,
     slug: str,
@@ -237,9 +227,9 @@ def instance_heartbeat(
     """Record a heartbeat of ``instance`` of ``slug`` (created on its first); return it and whether it is new."""
     service = _owned(slug, client_id, "heartbeat its instances")
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(_HEARTBEAT_SQL, [service.id, instance, host, pid, version, started_at, now, now])
-        instance_id, inserted = cursor.fetchone()
+    instance_id, inserted = queries.instance_heartbeat(
+        service_id=service.id, instance=instance, host=host, pid=pid, version=version, started_at=started_at, now=now
+    )
     if inserted:
         log.info("catalog.instance_started", slug=slug, instance=instance, host=host, pid=pid)
     return Instance.objects.select_related("service").get(id=instance_id), bool(inserted)

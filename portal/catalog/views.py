@@ -2,18 +2,22 @@
 
 Each page is an admin view (login, staff, the admin's header and breadcrumbs) that needs
 ``catalog.view_service``; what it shows is built in :mod:`portal.catalog.pages`. Each page keeps one region
-up to date without a reload (:mod:`portal.live_pages`).
+up to date without a reload (:mod:`portal.ui.live`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
-from portal.catalog import pages
-from portal.live_pages import admin_page, render_live
+from portal.catalog.errors import ServiceNotFound
+from portal.catalog.pages.graph import graph_page
+from portal.catalog.pages.overview import overview_page
+from portal.catalog.pages.service import service_page
+from portal.catalog.pages.teams import teams_page
+from portal.ui.live import admin_page, render_live
 
 VIEW_PERMISSION = "catalog.view_service"
 EDIT_PERMISSION = "catalog.change_service"
@@ -43,13 +47,16 @@ def _render(
 
 @catalog_view
 def overview(request: HttpRequest) -> HttpResponse:
-    found = pages.overview_page(params=request.GET.dict())
+    found = overview_page(params=request.GET.dict())
     return _render(request, page="overview", title="Service catalog", context={"overview": found}, crumbs=[])
 
 
 @catalog_view
 def service(request: HttpRequest, slug: str) -> HttpResponse:
-    found = pages.service_page(slug=slug, window=request.GET.get("range", "24h"))
+    try:
+        found = service_page(slug=slug, window=request.GET.get("range", "24h"))
+    except ServiceNotFound as exc:
+        raise Http404(exc.detail) from exc
     context: dict[str, Any] = {"service_page": found, "service": found.row.service}
     if request.user.has_perm(EDIT_PERMISSION):
         context["edit_url"] = reverse("admin:catalog_service_change", args=[found.row.service.pk])
@@ -68,7 +75,7 @@ def dependency_graph(request: HttpRequest) -> HttpResponse:
         request,
         page="graph",
         title="Dependency graph",
-        context={"graph_page": pages.graph_page()},
+        context={"graph_page": graph_page()},
         crumbs=[("Overview", reverse("catalog_pages:overview"))],
     )
 
@@ -79,6 +86,6 @@ def teams(request: HttpRequest) -> HttpResponse:
         request,
         page="teams",
         title="Teams",
-        context={"teams": pages.teams_page()},
+        context={"teams": teams_page()},
         crumbs=[("Overview", reverse("catalog_pages:overview"))],
     )

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from portal.jobs import selectors
 from portal.jobs.models import Job, Worker
 
 # Admin change-list filters that mean the same on the dashboard's task list.
@@ -41,8 +42,8 @@ class JobAdmin(ReadOnly):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        job = Job.objects.filter(pk=object_id).only("task_id").first() if object_id.isdigit() else None
-        task_id = job.task_id if job else object_id
+        found = selectors.job_task_id(int(object_id)) if object_id.isdigit() else None
+        task_id = found or object_id
         return HttpResponseRedirect(reverse("jobs_pages:task", args=[task_id]))
 
 

@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from psycopg.types.json import Jsonb
 
+from portal.jobs import queries
 from portal.jobs.models import FINAL_STATES, Job, JobState, Worker, WorkerStatus
 from services.kit.batches import batch_isolate
-from services.kit.db import database_transient, execute
+from services.kit.db import database_transient
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -223,13 +224,6 @@ def parse(entries: Iterable[tuple[Any, dict[Any, Any]]]) -> tuple[list[Event], l
     return events, refused
 
 
-_INSERT_EVENTS = """
-INSERT INTO jobs_event (stream_id, task_id, state, at, worker, detail)
-SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::varchar[], %b::jsonb[])
-ON CONFLICT (stream_id) DO NOTHING
-RETURNING stream_id
-"""
-
 # What an event keeps in jobs_event.detail (the timeline): everything but what has columns and the raw payload.
 _NOT_DETAIL = {"state", "task_id", "at", "worker", "payload", "args", "kwargs", "traceback"}
 
@@ -282,10 +276,7 @@ def _record_isolating(events: list[Event], result: Recorded) -> list[Refused]:
 
 def _park(refused: list[Refused]) -> None:
     """Keep ``refused`` in jobs_deadletter (once per stream id: a batch read again parks nothing twice)."""
-    execute(
-        "INSERT INTO jobs_deadletter (stream_id, reason, attempts, raw, raw_sha256, raw_bytes, parked_at) "
-        "SELECT *, now() FROM unnest(%b::varchar[], %b::text[], %b::int[], %b::bytea[], %b::varchar[], %b::int8[]) "
-        "ON CONFLICT (stream_id) DO NOTHING",
+    queries.deadletters_add(
         [
             [r.stream_id[:64] for r in refused],
             [r.reason[:2000].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0") for r in refused],
@@ -308,12 +299,11 @@ def _record_events(events: list[Event]) -> Recorded:
     worker_events = [e for e in events if e.state in WORKER_EVENTS and e.get("worker")]
     # Statements with arrays of thousands of values go through the kit's execute (server-side, binary binding):
     # them into the SQL text in Python would cost more than the statements.
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+    with transaction.atomic():
+        queries.advisory_xact_lock(LOCK_KEY)
         new: list[Event] = []
         if task_events:
-            rows = execute(
-                _INSERT_EVENTS,
+            rows = queries.events_add(
                 [
                     [e.stream_id for e in task_events],
                     [str(e.get("task_id"))[:64] for e in task_events],
@@ -329,7 +319,7 @@ def _record_events(events: list[Event]) -> Recorded:
         if new:
             jobs = _jobs_merge(new)
             result.jobs = len(jobs)
-            _counts_add(cursor, new, jobs)
+            _counts_add(new, jobs)
         if worker_events:
             result.workers = _workers_update(worker_events)
     return result
@@ -364,13 +354,7 @@ def _jobs_write(jobs: list[Job]) -> None:
             values.append([None if getattr(j, column) is None else Jsonb(getattr(j, column)) for j in jobs])
         else:
             values.append([getattr(j, column) for j in jobs])
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _JOB_FIELDS)
-    execute(
-        f"INSERT INTO jobs_job ({', '.join(columns)}) "  # noqa: S608  (the model's own column names)
-        f"SELECT * FROM unnest({', '.join(f'%b::{cast}' for cast in casts)}) "
-        f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
-        values,
-    )
+    queries.jobs_upsert(columns=columns, casts=casts, values=values)
 
 
 _CASTS = {
@@ -465,41 +449,10 @@ def _datetime(value: Any) -> dt.datetime | None:
 
 # --- counts for charts and metrics -----------------------------------------------------------------------------
 
-_MINUTES = """
-INSERT INTO jobs_minute AS m (minute, service, queue, name, queued, started, succeeded, failed, retried, revoked,
-                              rejected, runtime_ms_total, runtime_count)
-SELECT * FROM unnest(%b::timestamptz[], %b::varchar[], %b::varchar[], %b::varchar[], %b::int[], %b::int[], %b::int[],
-                     %b::int[], %b::int[], %b::int[], %b::int[], %b::float8[], %b::int[])
-ON CONFLICT (minute, service, queue, name) DO UPDATE SET
-    queued = m.queued + EXCLUDED.queued, started = m.started + EXCLUDED.started,
-    succeeded = m.succeeded + EXCLUDED.succeeded, failed = m.failed + EXCLUDED.failed,
-    retried = m.retried + EXCLUDED.retried, revoked = m.revoked + EXCLUDED.revoked,
-    rejected = m.rejected + EXCLUDED.rejected, runtime_ms_total = m.runtime_ms_total + EXCLUDED.runtime_ms_total,
-    runtime_count = m.runtime_count + EXCLUDED.runtime_count
-"""
-
-_ADD_ARRAYS = (
-    "(SELECT array_agg(coalesce(a, 0) + coalesce(b, 0) ORDER BY i) FROM unnest({0}, {1}) WITH ORDINALITY AS u(a, b, i))"
-)
-
-_TOTALS = f"""
-INSERT INTO jobs_total AS t (service, queue, name, succeeded, failed, retried, revoked, rejected,
-                             runtime_seconds_sum, runtime_buckets, latency_seconds_sum, latency_buckets)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (service, queue, name) DO UPDATE SET
-    succeeded = t.succeeded + EXCLUDED.succeeded, failed = t.failed + EXCLUDED.failed,
-    retried = t.retried + EXCLUDED.retried, revoked = t.revoked + EXCLUDED.revoked,
-    rejected = t.rejected + EXCLUDED.rejected,
-    runtime_seconds_sum = t.runtime_seconds_sum + EXCLUDED.runtime_seconds_sum,
-    runtime_buckets = {_ADD_ARRAYS.format("t.runtime_buckets", "EXCLUDED.runtime_buckets")},
-    latency_seconds_sum = t.latency_seconds_sum + EXCLUDED.latency_seconds_sum,
-    latency_buckets = {_ADD_ARRAYS.format("t.latency_buckets", "EXCLUDED.latency_buckets")}
-"""  # noqa: S608  (column expressions only, no input)
-
 _MINUTE_COLUMNS = ("queued", "started", "succeeded", "failed", "retried", "revoked", "rejected")
 
 
-def _counts_add(cursor: Any, events: list[Event], jobs: dict[str, Job]) -> None:
+def _counts_add(events: list[Event], jobs: dict[str, Job]) -> None:
     minutes: dict[tuple[dt.datetime, str, str, str], list[float]] = defaultdict(lambda: [0.0] * 9)
     totals: dict[tuple[str, str, str], dict[str, Any]] = {}
     for event in events:
@@ -527,8 +480,7 @@ def _counts_add(cursor: Any, events: list[Event], jobs: dict[str, Job]) -> None:
             ready = max(filter(None, [job.queued_at, job.eta]))
             _observe(total["latency"], max(0.0, (event.at - ready).total_seconds()), LATENCY_BOUNDS)
     rows = sorted(minutes.items())
-    execute(
-        _MINUTES,
+    queries.minutes_add(
         [
             [k[0] for k, _ in rows],
             [k[1] for k, _ in rows],
@@ -539,25 +491,25 @@ def _counts_add(cursor: Any, events: list[Event], jobs: dict[str, Job]) -> None:
             [int(v[8]) for _, v in rows],
         ],
     )
-    for (service, queue, name), total in sorted(totals.items()):
-        counts = total["counts"]
-        cursor.execute(
-            _TOTALS,
+    queries.totals_add(
+        [
             [
                 service,
                 queue,
                 name,
-                counts["succeeded"],
-                counts["failed"],
-                counts["retried"],
-                counts["revoked"],
-                counts["rejected"],
+                total["counts"]["succeeded"],
+                total["counts"]["failed"],
+                total["counts"]["retried"],
+                total["counts"]["revoked"],
+                total["counts"]["rejected"],
                 total["runtime"][0],
                 total["runtime"][1],
                 total["latency"][0],
                 total["latency"][1],
-            ],
-        )
+            ]
+            for (service, queue, name), total in sorted(totals.items())
+        ]
+    )
 
 
 def _observe(histogram: list[Any], seconds: float, bounds: tuple[float, ...]) -> None:

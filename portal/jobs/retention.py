@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.utils import timezone
 
+from portal.jobs import queries
 from portal.jobs.models import Worker, WorkerStatus
 from services.kit.logs import get_logger
 
@@ -33,19 +33,6 @@ _MINUTES = ("minutes", "jobs_minute", "minute")
 
 def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
-
-
-def _batch_delete(table: str, column: str, *, before: dt.datetime, batch: int) -> int:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            DELETE FROM {table} WHERE id IN (
-                SELECT id FROM {table} WHERE {column} < %s ORDER BY {column} LIMIT %s
-            )
-            """,  # noqa: S608  (fixed table and column names, parameters bound)
-            [before, batch],
-        )
-        return cursor.rowcount
 
 
 def jobs_prune(now: dt.datetime | None = None) -> dict[str, Any]:
@@ -66,7 +53,7 @@ def jobs_prune(now: dt.datetime | None = None) -> dict[str, Any]:
             if time.monotonic() >= deadline:
                 out["complete"] = False
                 break
-            deleted = _batch_delete(table, column, before=before, batch=batch)
+            deleted = queries.batch_delete(table, column, before=before, batch=batch)
             out[what] += deleted
             if deleted < batch:
                 break

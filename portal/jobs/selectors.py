@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from portal.jobs.models import Job, JobEvent, JobMinute, JobState, Worker, WorkerStatus
+from portal.jobs import queries
+from portal.jobs.models import Job, JobEvent, JobMinute, JobState, JobTotal, Worker, WorkerStatus
 from services.kit.errors import DomainError
 
 PAGE_SIZE_MAX = 200
@@ -118,8 +118,28 @@ def jobs_page(qs: QuerySet[Job], *, after: str | None = None, limit: int = 50) -
     return rows, (cursor_encode(rows[-1]) if more and rows else None)
 
 
+def jobs_page_before(qs: QuerySet[Job], *, before: str, limit: int) -> tuple[list[Job], bool]:
+    """The page of ``qs`` just newer than the cursor ``before`` (newest first), and whether newer ones remain.
+
+    The same keyset as :func:`~portal.jobs.selectors.jobs_page`, read the other way along the same index."""
+    seen_at, pk = cursor_decode(before)
+    newer = (
+        qs.filter(Q(seen_at__gt=seen_at) | Q(seen_at=seen_at, id__gt=pk))
+        .order_by("seen_at", "id")
+        .defer("traceback", "payload", "args", "kwargs", "result")
+    )
+    rows = list(newer[: limit + 1])
+    more = len(rows) > limit
+    return list(reversed(rows[:limit])), more
+
+
 def job_get(task_id: str) -> Job | None:
     return Job.objects.filter(task_id=task_id).first()
+
+
+def job_task_id(pk: int) -> str | None:
+    """The task id of the job row ``pk`` (None if there is none)."""
+    return Job.objects.filter(pk=pk).values_list("task_id", flat=True).first()
 
 
 def job_timeline(task_id: str) -> list[JobEvent]:
@@ -150,22 +170,21 @@ def failures_grouped(filters: TaskFilters, *, limit: int = 50) -> list[dict[str,
     """Failed tasks grouped by exception type (and task name): how many, the latest, an example."""
     qs = jobs_filter(TaskFilters(**{**filters.__dict__, "state": JobState.FAILED}))
     sql, params = qs.order_by().values("exception_type", "name", "seen_at", "task_id").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT exception_type, name, count(*), max(seen_at),
-                   (array_agg(task_id ORDER BY seen_at DESC))[1]
-            FROM ({sql}) AS failed
-            GROUP BY exception_type, name
-            ORDER BY count(*) DESC, max(seen_at) DESC
-            LIMIT %s
-            """,  # noqa: S608  (the inner query is Django's, parameters bound)
-            [*params, limit],
-        )
-        return [
-            {"exception_type": e or "", "name": n, "count": c, "last_seen": last, "example_task_id": example}
-            for e, n, c, last, example in cursor.fetchall()
-        ]
+    return [
+        {"exception_type": e or "", "name": n, "count": c, "last_seen": last, "example_task_id": example}
+        for e, n, c, last, example in queries.failures_grouped(sql, params, limit=limit)
+    ]
+
+
+def failure_group_pending(filters: TaskFilters, *, exception_type: str, limit: int) -> tuple[list[str], int]:
+    """The failed tasks matching ``filters`` with ``exception_type`` (also when it is "") not yet re-run from the
+    dashboard, newest first (at most ``limit + 1``: one more says more are waiting); and how many of them were
+    re-run already (counted up to ``limit``)."""
+    failed = jobs_filter(filters).filter(exception_type=exception_type)  # jobs_filter skips empty values
+    rerun = Exists(Job.objects.filter(retry_of=OuterRef("task_id")))
+    ids = list(failed.filter(~rerun).values_list("task_id", flat=True)[: limit + 1])
+    already = failed.filter(rerun)[:limit].count()
+    return ids, already
 
 
 def throughput(
@@ -173,63 +192,38 @@ def throughput(
 ) -> list[dict[str, Any]]:
     """Per bucket and queue: succeeded, failed, retried and started counts (from the per-minute counts)."""
     until = until or timezone.now()
-    where = "minute >= %s AND minute < %s" + (" AND queue = %s" if queue else "")
-    params: list[Any] = [bucket_minutes * 60, since, until, *([queue] if queue else [])]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, queue,
-                   sum(succeeded), sum(failed), sum(retried), sum(started), sum(queued)
-            FROM jobs_minute WHERE {where}
-            GROUP BY bucket, queue ORDER BY bucket, queue
-            """,  # noqa: S608  (fixed clauses, parameters bound)
-            [params[0], *params],
-        )
-        return [
-            {
-                "bucket": bucket,
-                "queue": q,
-                "succeeded": int(s),
-                "failed": int(f),
-                "retried": int(r),
-                "started": int(st),
-                "queued": int(qd),
-            }
-            for bucket, q, s, f, r, st, qd in cursor.fetchall()
-        ]
+    rows = queries.throughput(since=since, until=until, bucket_seconds=bucket_minutes * 60, queue=queue)
+    return [
+        {
+            "bucket": bucket,
+            "queue": q,
+            "succeeded": int(s),
+            "failed": int(f),
+            "retried": int(r),
+            "started": int(st),
+            "queued": int(qd),
+        }
+        for bucket, q, s, f, r, st, qd in rows
+    ]
 
 
 def task_stats(*, since: dt.datetime, group_by: str = "queue") -> list[dict[str, Any]]:
     """Per queue (or task ``name``) over the window: counts by state and p50/p95 runtime of finished tasks."""
-    if group_by not in ("queue", "name"):
-        raise ValueError(group_by)
     states = [s.value for s in JobState]
-    counts = ", ".join(f"count(*) FILTER (WHERE state = '{s}')" for s in states)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT {group_by}, count(*), {counts},
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY runtime_ms) FILTER (WHERE finished_at IS NOT NULL),
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY runtime_ms) FILTER (WHERE finished_at IS NOT NULL)
-            FROM jobs_job WHERE seen_at >= %s
-            GROUP BY {group_by} ORDER BY {group_by}
-            """,  # noqa: S608  (group_by is checked, states are the enum's)
-            [since],
+    rows = []
+    for key, total, *rest in queries.task_stats(since=since, group_by=group_by):
+        by_state = dict(zip(states, rest[: len(states)], strict=True))
+        p50, p95 = rest[len(states) :]
+        rows.append(
+            {
+                group_by: key,
+                "total": total,
+                "states": by_state,
+                "runtime_ms_p50": None if p50 is None else round(p50, 3),
+                "runtime_ms_p95": None if p95 is None else round(p95, 3),
+            }
         )
-        rows = []
-        for key, total, *rest in cursor.fetchall():
-            by_state = dict(zip(states, rest[: len(states)], strict=True))
-            p50, p95 = rest[len(states) :]
-            rows.append(
-                {
-                    group_by: key,
-                    "total": total,
-                    "states": by_state,
-                    "runtime_ms_p50": None if p50 is None else round(p50, 3),
-                    "runtime_ms_p95": None if p95 is None else round(p95, 3),
-                }
-            )
-        return rows
+    return rows
 
 
 def queues_live() -> list[dict[str, Any]]:
@@ -290,6 +284,12 @@ def workers_list() -> list[dict[str, Any]]:
         ):
             in_flight.setdefault(job.worker, []).append(job)
     return [{"worker": w, "in_flight": in_flight.get(w.hostname, [])} for w in workers]
+
+
+def job_names_seen() -> list[tuple[str, str, str]]:
+    """Every ``(service, queue, name)`` a task was counted under (one query on the per-name totals, a small table;
+    never ``DISTINCT`` over the jobs)."""
+    return list(JobTotal.objects.order_by().values_list("service", "queue", "name").distinct())
 
 
 def job_minutes_since(since: dt.datetime) -> QuerySet[JobMinute]:

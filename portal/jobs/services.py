@@ -14,40 +14,15 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from django.db import transaction
 
+from portal.jobs.errors import FilterRequired, JobNotFound, JobNotRetryable, JobNotRevocable, TooManyJobs
 from portal.jobs.models import FINAL_STATES, Job, JobState
 from portal.jobs.selectors import TaskFilters, jobs_filter
 from services.kit.audit import audit_record
-from services.kit.errors import Conflict, DomainError, NotFound
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)
 
 RETRYABLE_STATES = (JobState.FAILED, JobState.REVOKED, JobState.REJECTED)
-
-
-class JobNotFound(NotFound):
-    code = "job_not_found"
-    title = "No such job"
-
-
-class JobNotRetryable(Conflict):
-    code = "job_not_retryable"
-    title = "This job cannot be retried"
-
-
-class JobNotRevocable(Conflict):
-    code = "job_not_revocable"
-    title = "This job cannot be revoked"
-
-
-class TooManyJobs(Conflict):
-    code = "too_many_jobs"
-    title = "Too many jobs in one action"
-
-
-class FilterRequired(DomainError):
-    code = "filter_required"
-    title = "A filter is required"
 
 
 def _job(task_id: str) -> Job:

@@ -24,8 +24,13 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
-from portal.jobs import pages, selectors, services
-from portal.live_pages import admin_page, render_live
+from portal.jobs import selectors, services
+from portal.jobs.pages.common import task_url, tasks_url
+from portal.jobs.pages.failures import failure_group_retry, failures_page
+from portal.jobs.pages.overview import overview_page
+from portal.jobs.pages.task import task_page
+from portal.jobs.pages.tasks import FILTER_KEYS, task_list_page
+from portal.ui.live import admin_page, render_live
 from services.kit.errors import DomainError
 
 VIEW_PERMISSION = "jobs.view_job"
@@ -78,7 +83,7 @@ def _render(
 
 @jobs_view
 def overview(request: HttpRequest) -> HttpResponse:
-    found = pages.overview_page(window=request.GET.get("range", "1h"))
+    found = overview_page(window=request.GET.get("range", "1h"))
     return _render(request, page="overview", title="Background jobs", context={"overview": found}, crumbs=[])
 
 
@@ -86,14 +91,14 @@ def overview(request: HttpRequest) -> HttpResponse:
 def tasks(request: HttpRequest) -> HttpResponse:
     params = request.GET.dict()
     q = params.get("q", "").strip()
-    if q and not any(params.get(k) for k in pages.FILTER_KEYS if k != "q") and selectors.job_get(q):
-        return HttpResponseRedirect(pages.task_url(q))  # a whole task id: straight to it
+    if q and not any(params.get(k) for k in FILTER_KEYS if k != "q") and selectors.job_get(q):
+        return HttpResponseRedirect(task_url(q))  # a whole task id: straight to it
     try:
-        found = pages.task_list_page(params=params)
+        found = task_list_page(params=params)
     except selectors.InvalidCursor as exc:
         messages.error(request, f"{exc.detail} Showing the newest tasks.")
-        kept = {k: v for k, v in params.items() if k in pages.FILTER_KEYS and v}
-        return HttpResponseRedirect(pages.tasks_url(**kept))
+        kept = {k: v for k, v in params.items() if k in FILTER_KEYS and v}
+        return HttpResponseRedirect(tasks_url(**kept))
     for error in found.errors:
         messages.warning(request, error)
     return _render(
@@ -121,11 +126,11 @@ def task(request: HttpRequest, task_id: str) -> HttpResponse:
         if retry_of is None:
             raise Http404(f"No task {task_id!r} has been recorded.")
         context = {
-            "pending": {"task_id": task_id, "retry_of": retry_of, "retry_of_url": pages.task_url(retry_of)},
+            "pending": {"task_id": task_id, "retry_of": retry_of, "retry_of_url": task_url(retry_of)},
             "task_id": task_id,
         }
         return _render(request, page="task", title=f"Task {task_id}", context=context, crumbs=crumbs)
-    found = pages.task_page(job=job)
+    found = task_page(job=job)
     return _render(
         request,
         page="task",
@@ -144,21 +149,21 @@ def task_retry(request: HttpRequest, task_id: str) -> HttpResponse:
         new_id = services.job_retry(task_id=task_id)
     except DomainError as exc:
         messages.error(request, f"Not retried: {exc.detail}")
-        return HttpResponseRedirect(pages.task_url(task_id))
+        return HttpResponseRedirect(task_url(task_id))
     except PUBLISH_ERRORS as exc:
         messages.error(request, f"Not retried: the broker could not be reached ({type(exc).__name__}).")
-        return HttpResponseRedirect(pages.task_url(task_id))
+        return HttpResponseRedirect(task_url(task_id))
     _remember_retry(request, new_id, task_id)
     messages.success(
         request,
         format_html(
             'Task <a href="{}">{}</a> was published again as {} (this page).',
-            pages.task_url(task_id),
+            task_url(task_id),
             task_id,
             new_id,
         ),
     )
-    return HttpResponseRedirect(pages.task_url(new_id))
+    return HttpResponseRedirect(task_url(new_id))
 
 
 @jobs_view
@@ -180,20 +185,20 @@ def task_revoke(request: HttpRequest, task_id: str) -> HttpResponse:
         else:
             how = " and its process was sent SIGTERM if it was running" if terminate else ""
             messages.success(request, f"Task {task_id} was revoked{how}: workers discard it.")
-        return HttpResponseRedirect(pages.task_url(task_id))
+        return HttpResponseRedirect(task_url(task_id))
     return _render(
         request,
         page="revoke",
         title=f"Revoke {job.name}?",
-        context={"job": job, "task_url": pages.task_url(task_id)},
-        crumbs=[("Tasks", reverse("jobs_pages:tasks")), (job.task_id, pages.task_url(task_id))],
+        context={"job": job, "task_url": task_url(task_id)},
+        crumbs=[("Tasks", reverse("jobs_pages:tasks")), (job.task_id, task_url(task_id))],
         live=False,
     )
 
 
 @jobs_view
 def failures(request: HttpRequest) -> HttpResponse:
-    found = pages.failures_page(params=request.GET.dict())
+    found = failures_page(params=request.GET.dict())
     return _render(request, page="failures", title="Failures", context={"failures": found}, crumbs=[])
 
 
@@ -204,7 +209,7 @@ def failures_retry(request: HttpRequest) -> HttpResponse:
     _require(request, RETRY_PERMISSION)
     source = request.POST if request.method == "POST" else request.GET
     params = {k: source.get(k, "") for k in ("exception_type", "name", "range", "queue")}
-    group = pages.failure_group_retry(params=params)
+    group = failure_group_retry(params=params)
     back = reverse("jobs_pages:failures") + "?" + urlencode({k: params[k] for k in ("range", "queue") if params[k]})
     if request.method == "POST":
         if not group.task_ids:

@@ -486,3 +486,17 @@ def test_fragments_are_the_live_region_only(viewer: Client, failed_job: Job):
         body = response.content.decode()
         assert "<html" not in body
         assert 'data-region="' in body
+
+
+def test_the_admins_job_pages_open_the_dashboard(viewer: Client, failed_job: Job):
+    # given the admin's list and a job's change page, by row id or by task id
+    listed = viewer.get("/admin/jobs/job/", {"state__exact": "failed", "o": "1"})
+    by_pk = viewer.get(f"/admin/jobs/job/{failed_job.pk}/change/")
+    by_task_id = viewer.get(f"/admin/jobs/job/{failed_job.task_id}/change/")
+    unknown = viewer.get("/admin/jobs/job/999999999/change/")
+
+    # then each redirects to the dashboard (its filters kept; a number that is no row is taken as a task id)
+    assert (listed.status_code, listed.url) == (302, f"{TASKS}?state=failed")
+    assert (by_pk.status_code, by_pk.url) == (302, task_url(failed_job.task_id))
+    assert by_task_id.url == task_url(failed_job.task_id)
+    assert unknown.url == task_url("999999999")

@@ -10,7 +10,6 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from portal.catalog.api.selectors import HOURS_WINDOW_MAX
 from portal.catalog.models import (
     HEALTH_ERRORS,
     SLUG_REGEX,
@@ -21,6 +20,7 @@ from portal.catalog.models import (
     Service,
     Team,
 )
+from portal.catalog.selectors import HOURS_WINDOW_MAX
 from portal.catalog.status import STATUSES, instance_status, service_status
 from services.kit.serializers import StrictSerializer
 

@@ -17,8 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.catalog import services
-from portal.catalog.api import selectors
+from portal.catalog import selectors, services
 from portal.catalog.api.permissions import READ_SCOPES, CatalogAccess
 from portal.catalog.api.serializers import (
     GRAPH_EDGE,
@@ -32,24 +31,18 @@ from portal.catalog.api.serializers import (
     ServiceSerializer,
     TeamSerializer,
 )
+from portal.catalog.errors import InvalidSlug
 from portal.catalog.filters import HealthCheckFilterSet, InstanceFilterSet, ServiceFilterSet
 from portal.catalog.graph import graph
 from portal.catalog.health import uptime
 from portal.catalog.models import SLUG_REGEX, HealthCheck, HealthHour, Instance, Service, Team
 from services.kit.auth import ClientPrincipal
-from services.kit.errors import DomainError
 from services.kit.pagination import CursorPagination
 from services.kit.serializers import ProblemSerializer
 
 # Reads: people by role, machine clients with portal:read or catalog:register (permissions.py); writes need
 # catalog:register.
 WRITE = {"*": {"catalog:register"}}
-
-
-class InvalidSlug(DomainError):
-    code = "invalid_slug"
-    status = 400
-    title = "Invalid service slug"
 
 
 def _client_id(request: Request) -> str | None:
@@ -142,7 +135,7 @@ class InstanceListView(CatalogRead, generics.ListAPIView):
     pagination_class = InstanceCursor
 
     def get_queryset(self) -> QuerySet[Instance]:
-        return Instance.objects.filter(service__slug=self.kwargs.get("slug", ""))
+        return selectors.instance_queryset(slug=self.kwargs.get("slug", ""))
 
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), **self.status_context()}
@@ -163,7 +156,7 @@ class HealthCheckListView(CatalogRead, generics.ListAPIView):
     pagination_class = HealthCheckCursor
 
     def get_queryset(self) -> QuerySet[HealthCheck]:
-        return HealthCheck.objects.filter(service__slug=self.kwargs.get("slug", ""))
+        return selectors.health_check_queryset(slug=self.kwargs.get("slug", ""))
 
     @extend_schema(parameters=[SLUG], responses={200: HealthCheckSerializer(many=True), **BAD_FILTER, **NOT_FOUND})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -43,10 +43,10 @@ from portal.jobs.api.serializers import (
     WorkerSerializer,
     WorkersSerializer,
 )
+from portal.jobs.errors import BrokerUnavailable, JobNotFound
 from portal.jobs.filters import FailureFilterSet, TaskFilterSet, task_filters_parse
 from portal.jobs.models import Job, Worker
 from portal.jobs.selectors import TaskFilters
-from services.kit.errors import DomainError
 from services.kit.serializers import ProblemSerializer
 
 READ = {"*": {"jobs:read"}}
@@ -63,12 +63,6 @@ BAD_PAGE = {
 }
 NOT_FOUND = {(404, PROBLEM): OpenApiResponse(ProblemSerializer, description="job_not_found")}
 TASK_ID = OpenApiParameter("task_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The Celery task id.")
-
-
-class BrokerUnavailable(DomainError):
-    code = "broker_unavailable"
-    status = 503
-    title = "The broker did not answer"
 
 
 class JobsRead:
@@ -127,7 +121,7 @@ class TaskDetailView(JobsRead, APIView):
     def get(self, request: Request, task_id: str) -> Response:
         job = selectors.job_get(task_id)
         if job is None:
-            raise services.JobNotFound(f"No job {task_id!r} has been recorded.")
+            raise JobNotFound(f"No job {task_id!r} has been recorded.")
         context = {"timeline": selectors.job_timeline(job.task_id), "relatives": selectors.job_relatives(job)}
         return Response(JobDetailSerializer(job, context=context).data)
 

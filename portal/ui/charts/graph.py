@@ -1,5 +1,4 @@
-"""Server-rendered SVG for the admin pages: the dependency graph, a service's health history (catalog) and
-time-series line charts (the job dashboard's throughput and failures).
+"""The dependency graph as server-rendered SVG (the catalog's graph page).
 
 No JavaScript library draws anything: the layout is computed here, deterministically (the same catalog
 always gives the same picture), and emitted as plain ``<svg>`` markup. Every value that comes from the
@@ -15,24 +14,32 @@ of their neighbours (a few barycenter sweeps), which keeps most edges from cross
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Protocol
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from portal.catalog.graph import Edge
+from portal.ui.charts.common import FONT, STATUS_STYLE
 
-# Status → (fill, stroke, symbol). The symbol goes next to the word, never instead of it.
-STATUS_STYLE: dict[str, tuple[str, str, str]] = {
-    "passing": ("#e8f5e9", "#2e7d32", "\u2714"),
-    "warning": ("#fff4d6", "#b58100", "\u25b2"),
-    "critical": ("#fdecea", "#ba2121", "\u2716"),
-    "unknown": ("#f3f3f3", "#757575", "?"),
-}
+
+class Edge(Protocol):
+    """What the picture reads of an edge (the catalog's :class:`~portal.catalog.graph.Edge` is one)."""
+
+    source: str
+    target: str
+    kind: str  # "service" or "resource"
+    declared: bool
+    observed: bool
+    calls: int
+
+    @property
+    def drift(self) -> str | None: ...
+
+
 RESOURCE_STYLE = ("#e8eef7", "#5c6f8a")
 EDGE_COLOURS = {
     "ok": "#555555",
@@ -54,10 +61,6 @@ MARGIN = 20
 LANE_H = 16.0  # the room a long edge takes in a column it crosses
 LEGEND_ROW = 26
 MIN_WIDTH = 960
-FONT = "font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
-
-
-# --------------------------------------------------------------------------------------- the graph
 
 
 @dataclass(frozen=True)
@@ -531,282 +534,3 @@ def graph_svg(nodes: list[GraphNode], edges: list[Edge]) -> SafeString:
         f'<g id="nodes">{"".join(boxes)}</g></g></svg>'
     )
     return mark_safe(svg)  # noqa: S308 - every catalog value in it went through escape()
-
-
-# ------------------------------------------------------------------------------- health history
-
-
-@dataclass
-class HealthBucket:
-    """The checks of one service in one time slot (from single checks, hourly roll-ups, or both)."""
-
-    start: dt.datetime
-    end: dt.datetime
-    passing: int = 0
-    warning: int = 0
-    critical: int = 0
-    latency_total: int = 0
-    latency_count: int = 0
-    rolled_up: bool = False  # counts from hourly roll-ups are included
-    hour: dt.datetime | None = None  # a slot shorter than an hour showing its whole hour's roll-up
-
-    @property
-    def total(self) -> int:
-        return self.passing + self.warning + self.critical
-
-    @property
-    def latency_ms(self) -> float | None:
-        return self.latency_total / self.latency_count if self.latency_count else None
-
-    @property
-    def status(self) -> str:
-        if self.critical:
-            return "critical"
-        if self.warning:
-            return "warning"
-        return "passing" if self.passing else "unknown"
-
-
-CHART_W, CHART_H = 960, 190
-_PLOT_LEFT, _PLOT_RIGHT, _PLOT_TOP, _PLOT_BOTTOM = 44, 64, 12, 30
-LATENCY_COLOUR = "#1f4e9c"
-
-
-def _nice_ceiling(value: float) -> int:
-    for step in (10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000):
-        if value <= step:
-            return step
-    return int(value) + 1
-
-
-def _time_label(moment: dt.datetime, span: dt.timedelta) -> str:
-    if span <= dt.timedelta(days=1):
-        return moment.strftime("%H:%M")
-    return moment.strftime("%b %d")
-
-
-def _time_axis(starts: list[dt.datetime], end: dt.datetime, *, step: float, base: float, label_every: int) -> list[str]:
-    """Ticks and time labels under a plot of ``len(starts)`` slots ``step`` wide (``end``: the last one's end)."""
-    span = end - starts[0]
-    parts = []
-    for index in range(0, len(starts) + 1, max(label_every, 1)):
-        x = _PLOT_LEFT + index * step
-        moment = starts[index] if index < len(starts) else end
-        parts.append(
-            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#999"/>'
-            f'<text x="{x:.1f}" y="{base + 16}" font-size="10" text-anchor="middle" fill="#555">'
-            f"{_time_label(moment, span)}</text>"
-        )
-    return parts
-
-
-def health_chart_svg(buckets: list[HealthBucket], *, label_every: int = 12) -> SafeString:
-    """A stacked bar per time slot (share of passing / warning / critical checks; grey: no check) and the
-    mean latency as a line against the right-hand axis."""
-    if not buckets:
-        return mark_safe("")
-    plot_w = CHART_W - _PLOT_LEFT - _PLOT_RIGHT
-    plot_h = CHART_H - _PLOT_TOP - _PLOT_BOTTOM
-    step = plot_w / len(buckets)
-    bar_w = max(step - (1.5 if step > 4 else 0.5), 1)
-    base = _PLOT_TOP + plot_h
-    latencies = [b.latency_ms for b in buckets if b.latency_ms is not None]
-    top_latency = _nice_ceiling(max(latencies)) if latencies else 0
-    parts: list[str] = [
-        f'<rect x="{_PLOT_LEFT}" y="{_PLOT_TOP}" width="{plot_w}" height="{plot_h}" fill="#fcfcfc" stroke="#e3e3e3"/>',
-    ]
-    for fraction in (0.5, 1.0):
-        y = base - plot_h * fraction
-        parts.append(
-            f'<line x1="{_PLOT_LEFT}" y1="{y:.1f}" x2="{_PLOT_LEFT + plot_w}" y2="{y:.1f}" stroke="#ececec"/>'
-            f'<text x="{_PLOT_LEFT - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#666">'
-            f"{int(fraction * 100)}%</text>"
-        )
-    points: list[str] = []
-    for index, bucket in enumerate(buckets):
-        x = _PLOT_LEFT + index * step
-        when = f"{bucket.start:%Y-%m-%d %H:%M}\u2013{bucket.end:%H:%M} UTC"
-        if not bucket.total:
-            parts.append(
-                f'<g class="bucket bucket-empty"><title>{when}: no checks</title>'
-                f'<rect x="{x:.1f}" y="{base - 4:.1f}" width="{bar_w:.1f}" height="4" fill="#d5d5d5"/></g>'
-            )
-            continue
-        rolled = " (includes hourly roll-ups)" if bucket.rolled_up else ""
-        if bucket.hour is not None:
-            end = bucket.hour + dt.timedelta(hours=1)
-            when, rolled = f"{bucket.hour:%Y-%m-%d %H:%M}\u2013{end:%H:%M} UTC", " (the hour's roll-up)"
-        latency = f", mean latency {bucket.latency_ms:.0f} ms" if bucket.latency_ms is not None else ""
-        title = (
-            f"{when}{rolled}: {bucket.status}; {bucket.passing} passing, {bucket.warning} warning, "
-            f"{bucket.critical} critical{latency}"
-        )
-        segments: list[str] = []
-        y = base
-        for count, status in ((bucket.passing, "passing"), (bucket.warning, "warning"), (bucket.critical, "critical")):
-            if not count:
-                continue
-            h = plot_h * count / bucket.total
-            y -= h
-            segments.append(
-                f'<rect x="{x:.1f}" y="{y:.2f}" width="{bar_w:.1f}" height="{h:.2f}" fill="{STATUS_STYLE[status][1]}"/>'
-            )
-        parts.append(
-            f'<g class="bucket bucket-{bucket.status}" data-status="{bucket.status}">'
-            f"<title>{escape(title)}</title>{''.join(segments)}</g>"
-        )
-        if bucket.latency_ms is not None and top_latency:
-            ly = base - plot_h * min(bucket.latency_ms / top_latency, 1.0)
-            points.append(f"{x + bar_w / 2:.1f},{ly:.1f}")
-    if len(points) > 1:
-        parts.append(
-            f'<polyline class="latency" points="{" ".join(points)}" fill="none" stroke="{LATENCY_COLOUR}" '
-            f'stroke-width="1.4" stroke-linejoin="round" opacity="0.85"/>'
-        )
-    elif points:
-        px, py = points[0].split(",")
-        parts.append(f'<circle class="latency" cx="{px}" cy="{py}" r="2.5" fill="{LATENCY_COLOUR}"/>')
-    if top_latency:
-        right = _PLOT_LEFT + plot_w + 6
-        parts.append(
-            f'<text x="{right}" y="{_PLOT_TOP + 9}" font-size="10" fill="{LATENCY_COLOUR}">{top_latency} ms</text>'
-            f'<text x="{right}" y="{base}" font-size="10" fill="{LATENCY_COLOUR}">0 ms</text>'
-            f'<text x="{right}" y="{_PLOT_TOP + plot_h / 2 + 4:.0f}" font-size="10" fill="{LATENCY_COLOUR}">'
-            "latency</text>"
-        )
-    parts += _time_axis([b.start for b in buckets], buckets[-1].end, step=step, base=base, label_every=label_every)
-    summary = (
-        f"Health checks from {buckets[0].start:%Y-%m-%d %H:%M} to {buckets[-1].end:%Y-%m-%d %H:%M} UTC, "
-        f"{len(buckets)} slots"
-    )
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="catalog-health-chart" role="img" '
-        f'aria-labelledby="catalog-health-chart-title" width="{CHART_W}" height="{CHART_H}" '
-        f'viewBox="0 0 {CHART_W} {CHART_H}" style="{FONT}">'
-        f'<title id="catalog-health-chart-title">{escape(summary)}</title>{"".join(parts)}</svg>'
-    )
-    return mark_safe(svg)  # noqa: S308 - only numbers, times and escaped text in it
-
-
-# ------------------------------------------------------------------------------------ time series
-
-
-@dataclass(frozen=True)
-class Series:
-    """One line of a time-series chart: a value per slot (the slots are the chart's)."""
-
-    label: str
-    values: list[float]
-    colour: str = ""  # default: the next of SERIES_STYLES
-    dash: str = ""
-
-    @property
-    def total(self) -> float:
-        return sum(self.values)
-
-
-# Colour and dash together, so that lines stay apart for people who cannot tell the colours apart.
-SERIES_STYLES: tuple[tuple[str, str], ...] = (
-    ("#1f4e9c", ""),
-    ("#d9480f", "6 3"),
-    ("#2e7d32", "2 3"),
-    ("#8e24aa", "9 3 2 3"),
-    ("#b58100", ""),
-    ("#00838f", "6 3"),
-    ("#5c6f8a", "2 3"),
-    ("#c2185b", "9 3 2 3"),
-)
-SERIES_LEGEND_H = 24
-
-
-def _count_ceiling(value: float) -> int:
-    """A round top for a count axis whose half is a whole number too."""
-    for step in (2, 4, 6, 8, 10):
-        if value <= step:
-            return step
-    return _nice_ceiling(value)
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
-
-
-def series_chart_svg(
-    starts: list[dt.datetime],
-    end: dt.datetime,
-    series: list[Series],
-    *,
-    chart_id: str,
-    title: str,
-    unit: str = "",
-    label_every: int = 10,
-    width: int = CHART_W,
-    height: int = CHART_H,
-) -> SafeString:
-    """A line per series over fixed time slots (``starts``, the last ending at ``end``), a legend naming each
-    line with its total, and a hover target per slot whose tooltip lists every series' value in it."""
-    if not starts:
-        return mark_safe("")
-    styled = [
-        Series(s.label, s.values, s.colour or SERIES_STYLES[i % len(SERIES_STYLES)][0],
-               s.dash or SERIES_STYLES[i % len(SERIES_STYLES)][1])
-        for i, s in enumerate(series)
-    ]  # fmt: skip
-    top_margin = _PLOT_TOP + SERIES_LEGEND_H
-    plot_w = width - _PLOT_LEFT - _PLOT_RIGHT
-    plot_h = height - top_margin - _PLOT_BOTTOM
-    step = plot_w / len(starts)
-    base = top_margin + plot_h
-    peak = max((v for s in styled for v in s.values), default=0)
-    top = _count_ceiling(peak) if peak > 0 else 1
-    e = escape
-    parts: list[str] = []
-    x = float(_PLOT_LEFT)
-    for s in styled:  # the legend, on one line above the plot
-        label = f"{s.label} ({_number(s.total)}{unit and ' ' + unit})"
-        dashes = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        parts.append(
-            f'<g class="legend-item" data-series="{e(s.label)}" transform="translate({x:.1f} {_PLOT_TOP})">'
-            f'<line x1="0" y1="7" x2="24" y2="7" stroke="{s.colour}" stroke-width="2.2"{dashes}/>'
-            f'<text x="30" y="11" font-size="11.5" fill="#1f2933">{e(label)}</text></g>'
-        )
-        x += 30 + 6.8 * len(label) + 22
-    parts.append(
-        f'<rect x="{_PLOT_LEFT}" y="{top_margin}" width="{plot_w}" height="{plot_h}" fill="#fcfcfc" stroke="#e3e3e3"/>'
-    )
-    for fraction in (0.5, 1.0):
-        y = base - plot_h * fraction
-        parts.append(
-            f'<line x1="{_PLOT_LEFT}" y1="{y:.1f}" x2="{_PLOT_LEFT + plot_w}" y2="{y:.1f}" stroke="#ececec"/>'
-            f'<text x="{_PLOT_LEFT - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#666">'
-            f"{_number(top * fraction)}</text>"
-        )
-    parts.append(f'<text x="{_PLOT_LEFT - 6}" y="{base + 4:.1f}" font-size="10" text-anchor="end" fill="#666">0</text>')
-    for s in styled:
-        points = [
-            f"{_PLOT_LEFT + (i + 0.5) * step:.1f},{base - plot_h * min(v / top, 1.0):.1f}"
-            for i, v in enumerate(s.values)
-        ]
-        dashes = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        parts.append(
-            f'<polyline class="series" data-series="{e(s.label)}" points="{" ".join(points)}" fill="none" '
-            f'stroke="{s.colour}" stroke-width="1.8" stroke-linejoin="round"{dashes}><title>{e(s.label)}</title>'
-            "</polyline>"
-        )
-    span = end - starts[0]
-    for i, start in enumerate(starts):
-        slot_end = starts[i + 1] if i + 1 < len(starts) else end
-        when = f"{start:%H:%M}\u2013{slot_end:%H:%M} UTC" if span <= dt.timedelta(days=1) else f"{start:%b %d %H:%M}"
-        values = ", ".join(f"{s.label} {_number(s.values[i])}" for s in styled) or "nothing"
-        parts.append(
-            f'<rect class="slot" x="{_PLOT_LEFT + i * step:.1f}" y="{top_margin}" width="{step:.2f}" '
-            f'height="{plot_h}" fill="transparent"><title>{e(f"{when}: {values}")}</title></rect>'
-        )
-    parts += _time_axis(starts, end, step=step, base=base, label_every=label_every)
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="{e(chart_id)}" class="series-chart" role="img" '
-        f'aria-labelledby="{e(chart_id)}-title" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" style="{FONT}">'
-        f'<title id="{e(chart_id)}-title">{e(title)}</title>{"".join(parts)}</svg>'
-    )
-    return mark_safe(svg)  # noqa: S308 - only numbers, times and escaped text in it

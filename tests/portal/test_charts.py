@@ -1,5 +1,5 @@
-"""The catalog's SVG pictures, without a database: the graph's layout (columns, cycles, lanes, determinism),
-what a critical service takes down, escaping, and the health chart."""
+"""The SVG charts (portal/ui/charts), without a database: the graph's layout (columns, cycles, lanes,
+determinism), what a critical service takes down, escaping, the health chart and the time-series lines."""
 
 from __future__ import annotations
 
@@ -11,16 +11,9 @@ from itertools import pairwise
 import pytest
 
 from portal.catalog.graph import Edge
-from portal.catalog.svg import (
-    NODE_W,
-    GraphNode,
-    HealthBucket,
-    dependents,
-    graph_svg,
-    health_chart_svg,
-    impact,
-    layout,
-)
+from portal.ui.charts.graph import NODE_W, GraphNode, dependents, graph_svg, impact, layout
+from portal.ui.charts.health import HealthBucket, health_chart_svg
+from portal.ui.charts.timeseries import SERIES_STYLES, Series, series_chart_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -199,3 +192,26 @@ def test_the_health_chart_stacks_each_slots_checks_and_marks_empty_slots():
     assert root.find(f".//{SVG}polyline[@class='latency']") is not None
     assert "2000 ms" in markup  # the latency axis, rounded up
     assert re.findall(r">(\d\d:\d\d)<", markup) == ["10:00", "11:00", "12:00"]
+
+
+def test_a_time_series_chart_draws_a_line_per_series_told_apart_by_colour_and_dash():
+    start = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
+    starts = [start + dt.timedelta(minutes=i) for i in range(4)]
+    series = [Series("portal", [1, 2, 0, 5]), Series("<ledger>", [0, 0, 3, 0])]
+
+    markup = series_chart_svg(
+        starts, start + dt.timedelta(minutes=4), series, chart_id="tasks-chart", title="Tasks", label_every=2
+    )
+    root = parsed(markup)
+
+    assert root.get("id") == "tasks-chart"
+    lines = root.findall(f".//{SVG}polyline[@class='series']")
+    assert [line.get("data-series") for line in lines] == ["portal", "<ledger>"]
+    assert [(line.get("stroke"), line.get("stroke-dasharray") or "") for line in lines] == list(SERIES_STYLES[:2])
+    assert len(lines[0].get("points").split()) == 4
+    legend = [g.find(f"{SVG}text").text for g in root.iter(f"{SVG}g") if g.get("class") == "legend-item"]
+    assert legend == ["portal (8)", "<ledger> (3)"]  # with each one's total; the label escaped in the markup
+    assert "&lt;ledger&gt;" in markup
+    slots = root.findall(f".//{SVG}rect[@class='slot']")
+    assert [s.find(f"{SVG}title").text for s in slots][2] == "10:02\u201310:03 UTC: portal 0, <ledger> 3"
+    assert series_chart_svg([], start, series, chart_id="x", title="x") == ""

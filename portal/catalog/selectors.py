@@ -1,27 +1,23 @@
-"""Catalog reads behind the API: a service or team by slug (with what their status needs), and health by hour.
-
-(Selectors in the style guide's sense; they live next to the API that is their only caller for now.)
+"""Catalog reads: a service or team by slug (with what their status needs) and health by hour (the API); the
+services, teams, instances and checks the admin pages show.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import TruncHour
 
-from portal.catalog.errors import ServiceNotFound
-from portal.catalog.models import HealthCheck, HealthHour, HealthStatus, Service, Team
-from services.kit.errors import NotFound
+from portal.catalog import queries
+from portal.catalog.errors import ServiceNotFound, TeamNotFound
+from portal.catalog.models import HealthCheck, HealthHour, HealthStatus, Instance, InstanceStatus, Service, Team
 
 HOUR = dt.timedelta(hours=1)
 HOURS_WINDOW_MAX = dt.timedelta(days=31)
-
-
-class TeamNotFound(NotFound):
-    code = "team_not_found"
-    title = "No such team in the catalog"
 
 
 def service_queryset() -> QuerySet[Service]:
@@ -34,6 +30,16 @@ def service_get(*, slug: str) -> Service:
     if service is None:
         raise ServiceNotFound(f"No service {slug!r} in the catalog.")
     return service
+
+
+def instance_queryset(*, slug: str) -> QuerySet[Instance]:
+    """The instances of the service ``slug``, gone ones included."""
+    return Instance.objects.filter(service__slug=slug)
+
+
+def health_check_queryset(*, slug: str) -> QuerySet[HealthCheck]:
+    """The single health checks of the service ``slug``."""
+    return HealthCheck.objects.filter(service__slug=slug)
 
 
 def service_id_get(*, slug: str) -> int:
@@ -119,3 +125,79 @@ def health_hours(*, service_id: int, since: dt.datetime, until: dt.datetime) -> 
             counts.latency_ms_total += int(latency_total)
             counts.latency_count += latency_count
     return [hours[hour] for hour in sorted(hours)]
+
+
+# --- what the admin pages read
+
+
+def service_list(
+    *, slugs: Collection[str] | None = None, owner: str | None = "", lifecycle: str = "", tier: str = ""
+) -> QuerySet[Service]:
+    """Services, optionally only those of ``slugs``, a team's (``owner``: its slug; None: the services no team
+    owns), a lifecycle's and a tier's (``1`` to ``3``; any other value: none)."""
+    services = Service.objects.all() if slugs is None else Service.objects.filter(slug__in=slugs)
+    if owner is None:
+        services = services.filter(owner__isnull=True)
+    elif owner:
+        services = services.filter(owner__slug=owner)
+    if lifecycle:
+        services = services.filter(lifecycle=lifecycle)
+    if tier:
+        services = services.filter(tier=int(tier)) if tier in ("1", "2", "3") else services.none()
+    return services
+
+
+def service_count() -> int:
+    return Service.objects.count()
+
+
+def services_with_instances(services: QuerySet[Service] | None = None) -> list[Service]:
+    """``services`` (default: every one) by slug, each with its team, its current instances (latest heartbeat
+    first) as ``current_instances``, its latest gone one as ``latest_gone`` and ``gone_count``: three queries."""
+    gone = InstanceStatus.GONE
+    listed = (
+        (Service.objects.all() if services is None else services)
+        .select_related("owner")
+        .annotate(gone_count=Count("instances", filter=Q(instances__status=gone)))
+        .prefetch_related(
+            Prefetch(
+                "instances",
+                queryset=Instance.objects.exclude(status=gone).order_by("-last_heartbeat", "instance"),
+                to_attr="current_instances",
+            ),
+            Prefetch(
+                "instances",
+                queryset=Instance.objects.filter(status=gone).order_by("-last_heartbeat")[:1],
+                to_attr="latest_gone",
+            ),
+        )
+    )
+    return list(listed.order_by("slug"))
+
+
+def team_list() -> list[Team]:
+    """Every team, by name."""
+    return list(Team.objects.order_by("name"))
+
+
+def instances_gone(service: Service, *, limit: int) -> list[Instance]:
+    """The service's latest ``limit`` gone instances, latest heartbeat first."""
+    return list(service.instances.filter(status=InstanceStatus.GONE).order_by("-last_heartbeat")[:limit])
+
+
+def health_checks_recent(service: Service, *, limit: int) -> list[HealthCheck]:
+    """The service's latest ``limit`` single checks, newest first."""
+    return list(service.health_checks.order_by("-checked_at")[:limit])
+
+
+def health_slots(
+    service: Service, *, width: dt.timedelta, start: dt.datetime, end: dt.datetime
+) -> list[tuple[Any, ...]]:
+    """``(slot start, passing, warning, critical, latency total, latency count)`` per slot of ``width`` from
+    ``start`` to ``end`` holding a single check of the service (one query)."""
+    return queries.health_slots(service_id=service.id, width=width, start=start, end=end)
+
+
+def health_hours_rolled(service: Service, *, start: dt.datetime, end: dt.datetime) -> list[HealthHour]:
+    """The service's hourly roll-ups from ``start`` to ``end``."""
+    return list(HealthHour.objects.filter(service=service, hour__gte=start, hour__lt=end))
