@@ -58,7 +58,7 @@ def test_twenty_concurrent_posts_with_one_key_make_one_payment(
 
     def post(_: int) -> httpx.Response:
         with http(live_payments, module_key) as client:
-            return client.post("/api/v1/payments/", json=body, headers={"Idempotency-Key": "order-20"})
+            return client.post("/api/v1/payments", json=body, headers={"Idempotency-Key": "order-20"})
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(post, range(20)))
@@ -72,7 +72,7 @@ def test_twenty_concurrent_posts_with_one_key_make_one_payment(
     assert all(r.json() == originals[0].json() for r in created)
     assert all(r.json()["code"] == "idempotency_key_in_progress" for r in in_progress)
     with http(live_payments, module_key) as client:
-        mine = client.get("/api/v1/payments/", params={"account": source}).json()["results"]
+        mine = client.get("/api/v1/payments", params={"account": source}).json()["results"]
     assert [p["id"] for p in mine] == [originals[0].json()["id"]]
 
 
@@ -81,12 +81,12 @@ def test_a_different_body_with_the_key_is_422_and_a_settled_payment_replays_its_
 ):
     source, destination = ledger_admin.funded(100_000), ledger_admin.account()
     with http(live_payments, module_key) as client:
-        first = client.post("/api/v1/payments/", json=order(source, destination), headers={"Idempotency-Key": "k1"})
+        first = client.post("/api/v1/payments", json=order(source, destination), headers={"Idempotency-Key": "k1"})
         assert first.status_code == 201, first.text
         assert first.json()["status"] == "created"
 
         other = client.post(
-            "/api/v1/payments/", json=order(source, destination, 2501), headers={"Idempotency-Key": "k1"}
+            "/api/v1/payments", json=order(source, destination, 2501), headers={"Idempotency-Key": "k1"}
         )
         assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
 
@@ -97,14 +97,14 @@ def test_a_different_body_with_the_key_is_422_and_a_settled_payment_replays_its_
             assert time.monotonic() < deadline, "not settled in 30 s"
             time.sleep(0.1)
 
-        replay = client.post("/api/v1/payments/", json=order(source, destination), headers={"Idempotency-Key": "k1"})
+        replay = client.post("/api/v1/payments", json=order(source, destination), headers={"Idempotency-Key": "k1"})
         assert replay.status_code == 201
         assert replay.headers["Idempotent-Replayed"] == "true"
         assert replay.json() == first.json()  # the original body, status "created" and all
         # keys are per client: another client's k1 is another payment
         with http(live_payments, module_key, "cli_other") as other_client:
             theirs = other_client.post(
-                "/api/v1/payments/", json=order(source, destination), headers={"Idempotency-Key": "k1"}
+                "/api/v1/payments", json=order(source, destination), headers={"Idempotency-Key": "k1"}
             )
         assert theirs.status_code == 201
         assert theirs.json()["id"] != payment_id
@@ -131,7 +131,7 @@ def test_a_refused_request_spends_no_key_and_a_dead_claim_is_taken_over(api: Pay
     assert api.create(order(source, destination, 10), key="fix-me").status_code == 201
 
     # a claim whose request died (no answer) blocks the key until its lock passes, then is taken over
-    fingerprint = idempotency.request_hash("POST", "/api/v1/payments/", {"a": 1})
+    fingerprint = idempotency.request_hash("POST", "/api/v1/payments", {"a": 1})
     held = idempotency.claim(client_id="cli_x", key="dead", fingerprint=fingerprint)
     assert isinstance(held, idempotency.Claim)
     with pytest.raises(IdempotencyKeyInProgress):
