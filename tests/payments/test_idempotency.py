@@ -4,12 +4,15 @@ concurrent cases, and a live payments worker to settle the payment before replay
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from django.test import RequestFactory
+from django.urls import resolve
 from django.utils import timezone
 
 from services.kit.models import OutboxEvent
@@ -120,6 +123,36 @@ def test_a_bad_key_header_is_a_400(api: PaymentsAPI, ledger_admin: LedgerAdmin):
         assert response.status_code == 400, bad
         assert response.json()["code"] == "invalid_idempotency_key"
     assert not Payment.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_request_through_either_spelling_of_the_url_is_a_replay(api: PaymentsAPI, ledger_admin: LedgerAdmin):
+    source, destination = ledger_admin.funded(1000), ledger_admin.account()
+    body = json.dumps(order(source, destination, 10))
+    headers = {**api.headers, "HTTP_IDEMPOTENCY_KEY": "spelled-twice"}
+
+    # given a payment made through the slashed spelling, which is redirected to the canonical one
+    first = api.client.post("/api/v1/payments/", body, content_type="application/json", follow=True, **headers)
+    assert first.redirect_chain == [("/api/v1/payments", 308)]
+    assert first.status_code == 201, first.content
+
+    # when the same request is sent to the canonical spelling
+    again = api.client.post("/api/v1/payments", body, content_type="application/json", **headers)
+
+    # then it is the same request: the saved answer, not idempotency_key_reused
+    assert again.status_code == 201, again.content
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert Payment.objects.count() == 1
+
+
+def test_the_key_fingerprint_takes_the_route_not_the_raw_path():
+    # given a request whose raw path is not its route's canonical spelling
+    request = RequestFactory().post("/api/v1/payments/", {}, content_type="application/json")
+    request.resolver_match = resolve("/api/v1/payments")
+
+    # then its route is the canonical path of the pattern it resolved to
+    assert idempotency.request_route(request) == "/api/v1/payments"
 
 
 @pytest.mark.django_db(transaction=True)
