@@ -480,9 +480,9 @@ def test_balance_as_of_garbage_is_400_invalid_timestamp(api, funded):
 # ------------------------------------------------------------------------------ not found, auth
 
 
-@pytest.mark.parametrize("suffix", ["", "postings", "balance"])
+@pytest.mark.parametrize("suffix", ["", "/postings", "/balance"])
 def test_an_unknown_account_id_in_the_url_is_404_not_found(api, suffix):
-    response = api.get(f"accounts/acc_00000000000000000000000000/{suffix}")
+    response = api.get(f"accounts/acc_00000000000000000000000000{suffix}")
 
     assert_problem(response, 404, "not_found")
 

@@ -83,7 +83,7 @@ def test_get_a_transaction_by_id_returns_it_with_its_postings(api, funded, shop)
 
 
 def test_an_unknown_transaction_id_is_404_not_found(api):
-    assert_problem(api.get("transactions/txn_00000000000000000000000000/"), 404, "not_found")
+    assert_problem(api.get("transactions/txn_00000000000000000000000000"), 404, "not_found")
     assert_problem(api.post("transactions/txn_00000000000000000000000000/post"), 404, "not_found")
     assert_problem(api.post("transactions/txn_00000000000000000000000000/void"), 404, "not_found")
 

@@ -125,7 +125,7 @@ def test_account_refusals_are_committed_as_failures(api: LedgerAPI, funded: tupl
         "accounts", {"name": "second", "code": "shared", "currency": "EUR", "normal_balance": "credit"}
     )
     not_empty = api.patch(f"accounts/{customer['id']}", {"status": "closed"})
-    missing = api.patch("accounts/acc_00000000000000000000000000/", {"name": "x"})
+    missing = api.patch("accounts/acc_00000000000000000000000000", {"name": "x"})
 
     assert (duplicate.status_code, not_empty.status_code, missing.status_code) == (409, 409, 404)
     assert Account.objects.filter(code="shared").count() == 1
