@@ -8,7 +8,7 @@ it is never a different resource. The Django admin (``/admin/...``, the catalog 
 Django's own convention, a trailing slash: its slashed paths resolve to admin views and are never redirected.
 
 A route's capture never takes a word that a sibling route spells literally (``transactions/batch`` is never
-the transaction ``batch``): see :func:`id_segment`. ``tests/service_contract.py`` proves the rule for each
+the transaction ``batch``): see :func:`id_segment`. ``tests/url_rule.py`` proves the rule for each
 process's URLconf.
 """
 
