@@ -20,7 +20,7 @@ Three fresh databases are created and dropped at the end:
   --archives`` again, which must pass.
 * **list**: ``--list-events`` rows generated directly in SQL (``generate_series``; realistic spread of
   services, actions, actors, objects and request ids; the hashes are filler since only search is measured),
-  vacuumed and analysed, then ``GET /api/v1/audit/events/`` with filters through Django's full request
+  vacuumed and analysed, then ``GET /api/v1/audit/events`` with filters through Django's full request
   handler (every middleware, authentication as an auditor, DRF, the query), 100 requests per filter: p50/p95.
 
 Targets on the 2-core machine: ingest ≥ 5,000 events/s, verification ≥ 100,000 events/s, filtered list
@@ -240,7 +240,7 @@ def _list_latency(requests: int) -> dict[str, Any]:
         status = None
         for _ in range(requests):
             began = time.perf_counter()
-            response = client.get("/api/v1/audit/events/", params)
+            response = client.get("/api/v1/audit/events", params)
             times.append((time.perf_counter() - began) * 1000)
             status = response.status_code
         times.sort()

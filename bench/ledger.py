@@ -14,7 +14,7 @@ the ledger's own migrations (same tables, constraints and triggers):
   key the service fetches from a JWKS server in this process.
 
 Four runs use the same workload (10 funded accounts, random distinct pairs, same amounts): baseline
-single (one DB transaction per transfer), API single (``POST /api/v1/transactions/``), baseline batched
+single (one DB transaction per transfer), API single (``POST /api/v1/transactions``), baseline batched
 (``--batch`` transfers per DB transaction, set-based) and API batch (``POST /api/v1/transactions/batch``).
 Warm-up requests are excluded. The report goes to stdout; the exit status is 0 unless a request failed
 unexpectedly (5xx, a transport error, or a refusal other than insufficient funds).
@@ -615,7 +615,7 @@ def service_accounts(base: str, token: str) -> list[str]:
         def account(index: int) -> str:
             body = {"name": "world" if index == 0 else f"bench {index}", "code": f"bench-{index}"}
             body.update(currency=CURRENCY, normal_balance="credit", allow_negative=index == 0)
-            response = http.post("accounts/", json=body)
+            response = http.post("accounts", json=body)
             if response.status_code != 201:
                 raise RuntimeError(f"creating an account: {response.status_code} {response.text}")
             return response.json()["id"]
@@ -672,7 +672,7 @@ def service_run(
             began = time.perf_counter()
             try:
                 if batch == 1:
-                    response = http.post("transactions/", json=bodies[0])
+                    response = http.post("transactions", json=bodies[0])
                 else:
                     response = http.post("transactions/batch", json={"transactions": bodies})
             except (httpx.HTTPError, http.client.HTTPException, OSError) as exc:

@@ -14,7 +14,7 @@ audit event into the portal's database, and the job monitor recording every task
 a key this process publishes (JWKS) and mints for the services' token requests, so the portal's web
 process is not needed.
 
-For each offered rate, client threads create payments open-loop (``POST /api/v1/payments/``, keep-alive
+For each offered rate, client threads create payments open-loop (``POST /api/v1/payments``, keep-alive
 ``http.client``, evenly spaced) for ``--seconds``; the run then waits up to ``--drain`` seconds for them
 to settle. Latency is create → settled from the payment's own ``status_history`` (both stamps taken by
 the services, on this machine's clock). Reported per rate: payments created, the rate achieved, settled
@@ -291,7 +291,7 @@ def drive(base: str, token: str, rate: float, seconds: float, sources: list[str]
                     "source_account": source,
                     "destination_account": rng.choice(destinations),
                 }
-                reply = client.post("payments/", body)
+                reply = client.post("payments", body)
                 with lock:
                     if reply.status_code == 201:
                         step.created += 1

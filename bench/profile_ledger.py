@@ -34,7 +34,7 @@ def _accounts(client: Any) -> list[str]:
     ids = []
     for index in range(ACCOUNTS + 1):
         body = {"name": f"p{index}", "currency": CURRENCY, "normal_balance": "credit", "allow_negative": index == 0}
-        response = client.post("/api/v1/accounts/", body, content_type="application/json")
+        response = client.post("/api/v1/accounts", body, content_type="application/json")
         assert response.status_code == 201, response.content
         ids.append(response.json()["id"])
     funding = [transfer_body(ids, (0, i + 1, FUNDING), f"fund-{i}") for i in range(ACCOUNTS)]
@@ -48,7 +48,7 @@ def _send(client: Any, accounts: list[str], transfers: list[Any], batch: int, ta
         unit = transfers[start : start + batch]
         bodies = [transfer_body(accounts, t, f"{tag}-{start + i}") for i, t in enumerate(unit)]
         if batch == 1:
-            response = client.post("/api/v1/transactions/", bodies[0], content_type="application/json")
+            response = client.post("/api/v1/transactions", bodies[0], content_type="application/json")
             assert response.status_code == 201, response.content
         else:
             response = client.post(

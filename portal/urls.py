@@ -9,10 +9,8 @@ from portal.diagnostics import PingView
 from portal.identity.api.views import MachineClientViewSet, MeView, TokenView, jwks_view, revocations_view
 from services.kit.urls import kit_urlpatterns
 
-# Optional trailing slash, like the other API routes. SimpleRouter(trailing_slash=...) coerces its
-# argument to "/" or "", so "/?" has to be set on the instance after construction.
-router = SimpleRouter()
-router.trailing_slash = "/?"
+# No trailing slash, like every API route; the slashed spelling answers 308 (services/kit/canonical_urls.py).
+router = SimpleRouter(trailing_slash=False)
 router.register("identity/clients", MachineClientViewSet, basename="machine-client")
 
 api_v1 = [

@@ -9,7 +9,7 @@ An outside auditor copies this one file, fetches a proof from the portal
 
 It checks that the event's leaf hash is what its canonical JSON hashes to, that the inclusion path
 leads from the leaf to the signed head's root (RFC 6962 / RFC 9162 Merkle tree), and the head's
-Ed25519 signature. With ``--heads heads.json`` (``GET /api/v1/audit/heads/``) it also checks each
+Ed25519 signature. With ``--heads heads.json`` (``GET /api/v1/audit/heads``) it also checks each
 head's signature and the consistency proof between consecutive heads (the log only grew).
 
 Hashes: leaf = SHA-256(0x00 ‖ canonical event), node = SHA-256(0x01 ‖ left ‖ right),
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m portal.audit.verifier", description=__doc__.split("\n\n")[0])
     parser.add_argument("proof", nargs="?", help="inclusion proof JSON (GET /api/v1/audit/events/{id}/proof)")
     parser.add_argument("--public-key", required=True, help="the portal's audit public key (PEM)")
-    parser.add_argument("--heads", help="signed heads JSON (GET /api/v1/audit/heads/)")
+    parser.add_argument("--heads", help="signed heads JSON (GET /api/v1/audit/heads)")
     parser.add_argument(
         "--archive", action="append", default=[], help="an audit_archive file to check (repeat for several)"
     )

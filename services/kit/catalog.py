@@ -91,7 +91,7 @@ def web_manifest(bind: list[str] | None = None) -> dict[str, Any]:
     base_url = settings.ATRIUM_PUBLIC_URL or _bound_url(bind or [])
     manifest.setdefault("version", settings.SPECTACULAR_SETTINGS["VERSION"])
     if base_url:
-        manifest.update(base_url=base_url, health_url=f"{base_url}/health/ready", openapi_url=f"{base_url}/api/schema/")
+        manifest.update(base_url=base_url, health_url=f"{base_url}/health/ready", openapi_url=f"{base_url}/api/schema")
     return manifest
 
 

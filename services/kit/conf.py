@@ -164,6 +164,7 @@ def kit_settings(
             "services.kit.querystring.QueryStringCheckMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
+            "services.kit.canonical_urls.CanonicalPathMiddleware",  # 308 for the slashed spelling, body unread
             "services.kit.middleware.BodySizeLimitMiddleware",
             "django.contrib.sessions.middleware.SessionMiddleware",
             "django.middleware.common.CommonMiddleware",

@@ -8,6 +8,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path, registe
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from services.kit import health
+from services.kit.canonical_urls import NOT_FOUND_NAME
 from services.kit.errors import handler404
 from services.kit.ids import PrefixedIdConverter
 from services.kit.metrics import metrics_view
@@ -16,24 +17,23 @@ register_converter(PrefixedIdConverter, "pid")
 
 
 def kit_urlpatterns() -> list[URLPattern]:
-    """Health, metrics, ``/api/schema/`` and ``/api/docs/``, and a problem-details 404 for the rest.
+    """Health, metrics, ``/api/schema`` and ``/api/docs``, and a problem-details 404 for the rest.
 
     Include them last: the final pattern answers every unknown path (even with
-    DEBUG on) so API clients never get an HTML error page.
+    DEBUG on) so API clients never get an HTML error page. The URL rule (no
+    trailing slash; the slashed spelling answers 308) is in services/kit/canonical_urls.py.
     """
     return [
         path("health/live", health.live, name="health-live"),
         path("health/ready", health.ready, name="health-ready"),
         path("metrics", health.require_get(metrics_view), name="metrics"),
+        path("api/schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
         path(
-            "api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"
-        ),
-        path(
-            "api/docs/",
+            "api/docs",
             SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
             name="api-docs",
         ),
-        re_path(r"^.*$", _not_found, name="not-found"),
+        re_path(r"^.*$", _not_found, name=NOT_FOUND_NAME),
     ]
 
 

@@ -3,8 +3,9 @@
 * first request with a key: the key is claimed (``in_flight``, in a transaction of its own, so concurrent
   requests see it at once); the request runs; its response is saved **in the same transaction** that
   creates the payment, so a crash can never leave a payment without its saved response or the reverse;
-* same key, same request (method, path and canonical JSON body): the saved response again (same status,
-  same body, header ``Idempotent-Replayed: true``) — also long after the payment moved on;
+* same key, same request (method, route and canonical JSON body): the saved response again (same status,
+  same body, header ``Idempotent-Replayed: true``) — also long after the payment moved on. The route is the
+  matched URL pattern's canonical path, never the raw one: how the client spelled the URL does not matter;
 * same key, different request: ``422 idempotency_key_reused``;
 * same key while the first is still running: ``409 idempotency_key_in_progress``. A claim whose request
   died (no response after ``PAYMENTS_IDEMPOTENCY_LOCK_SECONDS``) is taken over by the next request.
@@ -25,6 +26,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 
 from services.payments.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
@@ -56,9 +59,18 @@ def key_check(value: str) -> str:
     return value
 
 
-def request_hash(method: str, path: str, body: Any) -> str:
+def request_route(request: HttpRequest) -> str:
+    """The route ``request`` resolved to, as its URL pattern's canonical path (rebuilt from the resolver match,
+    not read from the request). Equal to the path a canonical request had, so keys saved before keep matching."""
+    match = request.resolver_match
+    if match is None:
+        raise ValueError("request_route needs a request that went through URL resolution")
+    return reverse(match.view_name, args=match.args, kwargs=match.kwargs)
+
+
+def request_hash(method: str, route: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+    return hashlib.sha256(f"{method} {route}\n{canonical}".encode()).hexdigest()
 
 
 def claim(*, client_id: str, key: str, fingerprint: str) -> Claim | Replay:
@@ -99,13 +111,13 @@ def claim(*, client_id: str, key: str, fingerprint: str) -> Claim | Replay:
         return Claim(row.id, token)
 
 
-def begin(*, client_id: str, header: str | None, method: str, path: str, body: Any) -> Claim | Replay | None:
+def begin(*, client_id: str, header: str | None, method: str, route: str, body: Any) -> Claim | Replay | None:
     """What a request carrying ``header`` (None: no key) may do: proceed holding a claim, proceed without a
     key, or answer the saved response (raises 400/409/422 as :func:`claim` and :func:`key_check` do)."""
     if header is None:
         return None
     key = key_check(header)
-    return claim(client_id=client_id, key=key, fingerprint=request_hash(method, path, body))
+    return claim(client_id=client_id, key=key, fingerprint=request_hash(method, route, body))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from tests.problems import assert_problem
 
 pytestmark = pytest.mark.django_db
 
-EVENTS = "/api/v1/audit/events/"
+EVENTS = "/api/v1/audit/events"
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +100,7 @@ def test_bad_filters_are_problems_not_errors(auditor, log):
     assert_problem(auditor.get(EVENTS, {"occurred_after": "yesterday"}), 400, "validation_error")
     assert_problem(auditor.get(EVENTS, {"outcome": "maybe"}), 400, "validation_error")
     assert_problem(auditor.get("/api/v1/audit/export", {"format": "xml"}), 400, "validation_error")
-    assert_problem(auditor.get(f"{EVENTS}evt_nope/"), 404, "not_found")
+    assert_problem(auditor.get(f"{EVENTS}/evt_nope"), 404, "not_found")
 
 
 def test_only_auditors_and_audit_read_clients_may_read(client, log):
@@ -128,9 +128,9 @@ def test_a_proof_verifies_standalone_and_heads_are_consistent(auditor, log):
     head_sign()
     ingest([make_event("ledger", 100, id="evt_late")])
 
-    document = auditor.get(f"{EVENTS}evt_7/proof").json()
-    late = auditor.get(f"{EVENTS}evt_late/proof").json()  # not covered yet: a head is signed on demand
-    heads = auditor.get("/api/v1/audit/heads/").json()["results"]
+    document = auditor.get(f"{EVENTS}/evt_7/proof").json()
+    late = auditor.get(f"{EVENTS}/evt_late/proof").json()  # not covered yet: a head is signed on demand
+    heads = auditor.get("/api/v1/audit/heads").json()["results"]
     pem = auditor.get("/api/v1/audit/public-key")
 
     assert verifier.check_proof(document, public_key_pem()) == []
@@ -142,8 +142,8 @@ def test_a_proof_verifies_standalone_and_heads_are_consistent(auditor, log):
 
 
 def test_heads_can_be_signed_on_demand(auditor, log):
-    first = auditor.post("/api/v1/audit/heads/")
-    again = auditor.post("/api/v1/audit/heads/")
+    first = auditor.post("/api/v1/audit/heads")
+    again = auditor.post("/api/v1/audit/heads")
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["tree_size"] == 30
 
@@ -163,10 +163,10 @@ def test_export_streams_jsonl_and_csv(auditor, log):
 
 def test_every_read_is_audited(auditor, log):
     auditor.get(EVENTS, {"service": "ledger"})
-    auditor.get(f"{EVENTS}evt_1/")
-    auditor.get(f"{EVENTS}evt_1/proof")
+    auditor.get(f"{EVENTS}/evt_1")
+    auditor.get(f"{EVENTS}/evt_1/proof")
     b"".join(auditor.get("/api/v1/audit/export", {"format": "csv"}).streaming_content)
-    auditor.get("/api/v1/audit/heads/")
+    auditor.get("/api/v1/audit/heads")
 
     actions = [
         e.payload["action"]

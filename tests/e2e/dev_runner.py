@@ -158,7 +158,7 @@ class DemoClient:
             accounts.append(created.json()["id"])
         payments = self.http("payments")
         order = {"amount": 700, "currency": "EUR", "source_account": accounts[0], "destination_account": accounts[1]}
-        created = payments.post("/api/v1/payments/", json=order)
+        created = payments.post("/api/v1/payments", json=order)
         assert created.status_code == 201, created.text
         payment_id = created.json()["id"]
 

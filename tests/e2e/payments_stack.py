@@ -75,7 +75,7 @@ class PaymentsStack:
     # --- payments ---------------------------------------------------------------------------------------
     def pay(self, source: str, destination: str, amount: int, **extra: Any) -> dict[str, Any]:
         body = {"amount": amount, "currency": "EUR", "source_account": source, "destination_account": destination}
-        response = self.payments_http.post("/api/v1/payments/", json=body, **extra)
+        response = self.payments_http.post("/api/v1/payments", json=body, **extra)
         assert response.status_code == 201, response.text
         return response.json()
 

@@ -103,12 +103,12 @@ def test_broker_outage_loses_no_audit_event_and_delivers_each_once(harness, jwks
         with httpx.Client(
             base_url=f"{ledger.url}/api/v1/", headers={"Authorization": f"Bearer {token}"}, timeout=30
         ) as http:
-            world = http.post("accounts/", json={"name": "w", "currency": "EUR", "normal_balance": "credit",
+            world = http.post("accounts", json={"name": "w", "currency": "EUR", "normal_balance": "credit",
                                                  "allow_negative": True})  # fmt: skip
-            alice = http.post("accounts/", json={"name": "a", "currency": "EUR", "normal_balance": "credit"})
+            alice = http.post("accounts", json={"name": "a", "currency": "EUR", "normal_balance": "credit"})
             assert (world.status_code, alice.status_code) == (201, 201)
             statuses = [
-                http.post("transactions/", json=pay(world.json()["id"], alice.json()["id"], 1, f"r-{n}")).status_code
+                http.post("transactions", json=pay(world.json()["id"], alice.json()["id"], 1, f"r-{n}")).status_code
                 for n in range(MUTATIONS - 2)
             ]
         assert statuses == [201] * (MUTATIONS - 2)

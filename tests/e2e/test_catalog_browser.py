@@ -91,7 +91,7 @@ def catalog(transactional_db: None, health_servers: dict[str, LocalServer]) -> d
         "ledger", "Ledger", owner=money, tier=1, lifecycle="production", version="1.4.0",
         description="Double-entry ledger: accounts, transactions, postings and balances as of any time.",
         base_url="http://127.0.0.1:8001", health_url=f"{health_servers['ledger'].url}/health/ready",
-        openapi_url="http://127.0.0.1:8001/api/schema/", docs_url="https://docs.atrium.test/ledger",
+        openapi_url="http://127.0.0.1:8001/api/schema", docs_url="https://docs.atrium.test/ledger",
         repository_url="https://git.atrium.test/atrium", queues=["ledger"], tags=["money"],
     )  # fmt: skip
     payments = service(
@@ -190,7 +190,7 @@ def test_a_viewer_reads_the_catalog_and_sees_the_ledger_turn_critical_without_a_
     expect(page.locator("#catalog-health-chart")).to_be_visible()
     expect(page.locator("#catalog-health-chart .bucket-critical").first).to_be_attached()
     expect(page.locator("#service-links").get_by_role("link", name="API docs")).to_have_attribute(
-        "href", "http://127.0.0.1:8001/api/docs/"
+        "href", "http://127.0.0.1:8001/api/docs"
     )
     expect(page.locator("#service-incoming tr[data-other=webhooks]")).to_contain_text("called, not declared")
     expect(page.locator("#catalog-edit")).to_have_count(0)  # a viewer edits nothing

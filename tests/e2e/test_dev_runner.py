@@ -103,7 +103,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             base_url=creds["urls"]["payments"], headers={"Authorization": f"Bearer {payments_token}"}, timeout=10
         )
         order = {"amount": 500, "currency": "EUR", "source_account": accounts[0], "destination_account": accounts[1]}
-        created = payments_http.post("/api/v1/payments/", json=order)
+        created = payments_http.post("/api/v1/payments", json=order)
         assert created.status_code == 201, created.text
         status, settle_by = "", time.monotonic() + 60
         while status != "settled" and time.monotonic() < settle_by:

@@ -56,7 +56,7 @@ def fuzz(service: str, url: str, token: str, out: Path, fixed: dict[str, dict[st
         "--config-file",
         str(_config(out / f"fuzz-{service}.toml", fixed)),
         "run",
-        f"{url}/api/schema/",
+        f"{url}/api/schema",
         "--url",
         url,
         "--header",
@@ -122,7 +122,7 @@ def _seed(
             "team": {"slug": "fuzzers", "name": "Fuzzers"},
             "base_url": ledger.url,
             "health_url": f"{ledger.url}/health/ready",
-            "openapi_url": f"{ledger.url}/api/schema/",
+            "openapi_url": f"{ledger.url}/api/schema",
             "version": "1.0.0",
         },
     )

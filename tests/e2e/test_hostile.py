@@ -868,7 +868,7 @@ def input_targets(input_services: dict[str, Any], all_access_client: Any, get_to
             1024 * 1024,
         ),
         "payments": InputTarget(
-            input_services["payments"], "/api/v1/payments/", bearer["payments"], payment, 256 * 1024
+            input_services["payments"], "/api/v1/payments", bearer["payments"], payment, 256 * 1024
         ),
     }
 

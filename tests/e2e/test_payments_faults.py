@@ -62,9 +62,7 @@ def _create(stack: PaymentsStack, planned: Planned, deadline: float) -> str:
     }
     while True:
         try:
-            response = stack.payments_http.post(
-                "/api/v1/payments/", json=body, headers={"Idempotency-Key": planned.key}
-            )
+            response = stack.payments_http.post("/api/v1/payments", json=body, headers={"Idempotency-Key": planned.key})
         except httpx.TransportError as exc:
             last = repr(exc)
         else:

@@ -217,7 +217,7 @@ def test_web_manifest_adds_the_urls_the_server_binds_to(settings):
     assert manifest["display_name"] == "Ledger"
     assert manifest["base_url"] == "http://127.0.0.1:8123"
     assert manifest["health_url"] == "http://127.0.0.1:8123/health/ready"
-    assert manifest["openapi_url"] == "http://127.0.0.1:8123/api/schema/"
+    assert manifest["openapi_url"] == "http://127.0.0.1:8123/api/schema"
     settings.ATRIUM_PUBLIC_URL = "https://ledger.internal.example"
     assert catalog.web_manifest(["0.0.0.0:8000"])["base_url"] == "https://ledger.internal.example"
     # every address: a name other hosts can use

@@ -354,7 +354,7 @@ def test_id_with_an_encoded_trailing_newline_gives_not_found(client):
 
 def test_openapi_schema_declares_bearer_auth_for_jwt_views(client):
     # when the OpenAPI schema is fetched
-    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    schema = client.get("/api/schema", HTTP_ACCEPT="application/json").json()
 
     # then JWT-protected operations name the bearer scheme
     assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"

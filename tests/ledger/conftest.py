@@ -42,7 +42,7 @@ class LedgerAPI:
 
     def account(self, **fields: Any) -> dict[str, Any]:
         body = {"name": "account", "currency": "EUR", "normal_balance": "credit", **fields}
-        response = self.post("accounts/", body)
+        response = self.post("accounts", body)
         assert response.status_code == 201, response.content
         return response.json()
 
@@ -55,7 +55,7 @@ class LedgerAPI:
             ],
             **fields,
         }
-        return self.post("transactions/", body)
+        return self.post("transactions", body)
 
 
 @pytest.fixture

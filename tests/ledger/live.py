@@ -28,7 +28,7 @@ class LiveLedger:
 
     def account(self, http: httpx.Client, **fields: Any) -> dict[str, Any]:
         body = {"name": "account", "currency": "EUR", "normal_balance": "credit", **fields}
-        response = http.post("accounts/", json=body)
+        response = http.post("accounts", json=body)
         assert response.status_code == 201, response.text
         return response.json()
 

@@ -25,7 +25,7 @@ def _stored(account_id: str) -> tuple[int, int, int, int]:
 def test_creating_an_account_returns_201_with_zero_balances_and_stores_it(api):
     # given / when
     response = api.post(
-        "accounts/",
+        "accounts",
         {
             "code": "cust-1",
             "name": "Customer one",
@@ -75,7 +75,7 @@ def test_creating_an_account_with_malformed_fields_is_a_validation_error(api, fi
     body = {"name": "x", "currency": "EUR", "normal_balance": "credit", **fields}
 
     # when
-    response = api.post("accounts/", body)
+    response = api.post("accounts", body)
 
     # then
     assert_problem(response, 400, "validation_error")
@@ -87,7 +87,7 @@ def test_a_taken_account_code_is_409_account_code_taken(api):
     api.account(code="shared")
 
     # when
-    response = api.post("accounts/", {"code": "shared", "name": "b", "currency": "EUR", "normal_balance": "credit"})
+    response = api.post("accounts", {"code": "shared", "name": "b", "currency": "EUR", "normal_balance": "credit"})
 
     # then
     assert_problem(response, 409, "account_code_taken")
@@ -108,7 +108,7 @@ def test_credit_normal_balance_is_credits_minus_debits_and_available_subtracts_p
     assert api.transfer(world["id"], customer["id"], 50, reference="hold-in", pending=True).status_code == 201
 
     # then balance = credits_posted - debits_posted; available = balance - debits_pending + limit
-    body = api.get(f"accounts/{customer['id']}/").json()
+    body = api.get(f"accounts/{customer['id']}").json()
     assert (body["debits_posted"], body["credits_posted"], body["debits_pending"], body["credits_pending"]) == (
         100,
         1000,
@@ -131,13 +131,13 @@ def test_debit_normal_balance_is_debits_minus_credits_and_available_subtracts_pe
             {"account": equity["id"], "direction": "credit", "amount": 1000},
         ],
     }
-    assert api.post("transactions/", funding).status_code == 201
+    assert api.post("transactions", funding).status_code == 201
 
     # when 100 is credited out of it, 300 is held on the credit side and 50 is held on the debit side
     def move(reference: str, direction: str, amount: int, pending: bool) -> Any:
         other = "debit" if direction == "credit" else "credit"
         return api.post(
-            "transactions/",
+            "transactions",
             {
                 "reference": reference,
                 "pending": pending,
@@ -153,7 +153,7 @@ def test_debit_normal_balance_is_debits_minus_credits_and_available_subtracts_pe
     assert move("hold-debit", "debit", 50, True).status_code == 201
 
     # then balance = debits_posted - credits_posted; available = balance - credits_pending + overdraft_limit
-    body = api.get(f"accounts/{cash['id']}/").json()
+    body = api.get(f"accounts/{cash['id']}").json()
     assert (body["debits_posted"], body["credits_posted"], body["debits_pending"], body["credits_pending"]) == (
         1000,
         100,
@@ -166,7 +166,7 @@ def test_debit_normal_balance_is_debits_minus_credits_and_available_subtracts_pe
     # and a credit taking available below zero is refused, while exactly to zero is accepted
     assert_problem(move("too-much", "credit", 641, False), 409, "insufficient_funds")
     assert move("all-of-it", "credit", 640, False).status_code == 201
-    body = api.get(f"accounts/{cash['id']}/").json()
+    body = api.get(f"accounts/{cash['id']}").json()
     assert (body["balance"], body["available"]) == (260, 0)
 
 
@@ -180,7 +180,7 @@ def test_overdraft_limit_lets_an_account_go_down_to_minus_the_limit_and_no_furth
 
     # then it is accepted and the account sits at -500 with nothing available
     assert first.status_code == 201, first.content
-    body = api.get(f"accounts/{spender['id']}/").json()
+    body = api.get(f"accounts/{spender['id']}").json()
     assert (body["balance"], body["available"]) == (-500, 0)
 
     # and one more unit is refused, with nothing written
@@ -202,7 +202,7 @@ def test_an_allow_negative_account_is_never_refused(api):
     # then both are accepted
     assert posted.status_code == 201, posted.content
     assert held.status_code == 201, held.content
-    body = api.get(f"accounts/{world['id']}/").json()
+    body = api.get(f"accounts/{world['id']}").json()
     assert body["balance"] == -(10**15)
     assert body["available"] == -(10**15) - 10**12
     assert _stored(world["id"]) == (10**15, 0, 10**12, 0)
@@ -221,7 +221,7 @@ def test_a_pending_hold_counts_against_available_at_once(api, funded):
     # then only the second fits in what the hold left available
     assert_problem(refused, 409, "insufficient_funds")
     assert accepted.status_code == 201, accepted.content
-    body = api.get(f"accounts/{customer['id']}/").json()
+    body = api.get(f"accounts/{customer['id']}").json()
     assert (body["balance"], body["available"]) == (800, 0)
     assert _stored(customer["id"]) == (200, 1000, 800, 0)
 
@@ -234,7 +234,7 @@ def test_patch_renames_and_retags_an_account(api):
     account = api.account(name="old")
 
     # when
-    response = api.patch(f"accounts/{account['id']}/", {"name": "new", "metadata": {"k": "v"}})
+    response = api.patch(f"accounts/{account['id']}", {"name": "new", "metadata": {"k": "v"}})
 
     # then
     assert response.status_code == 200, response.content
@@ -247,7 +247,7 @@ def test_a_frozen_account_refuses_postings_both_ways_and_unfreezing_restores_it(
     # given a funded customer, a pending hold on it, then the customer frozen
     world, customer = funded
     hold = api.transfer(customer["id"], world["id"], 10, reference="hold-before-freeze", pending=True).json()
-    frozen = api.patch(f"accounts/{customer['id']}/", {"status": "frozen"})
+    frozen = api.patch(f"accounts/{customer['id']}", {"status": "frozen"})
     assert frozen.status_code == 200, frozen.content
     assert frozen.json()["status"] == "frozen"
 
@@ -265,7 +265,7 @@ def test_a_frozen_account_refuses_postings_both_ways_and_unfreezing_restores_it(
     assert _stored(customer["id"]) == (0, 1000, 10, 0)
 
     # and once unfrozen, the account works again
-    unfrozen = api.patch(f"accounts/{customer['id']}/", {"status": "open"})
+    unfrozen = api.patch(f"accounts/{customer['id']}", {"status": "open"})
     assert unfrozen.status_code == 200
     assert unfrozen.json()["status"] == "open"
     assert api.transfer(customer["id"], world["id"], 1, reference="out-open").status_code == 201
@@ -278,7 +278,7 @@ def test_a_hold_on_a_frozen_account_can_still_be_voided(api, funded):
     # given a hold, then the account frozen
     world, customer = funded
     hold = api.transfer(customer["id"], world["id"], 10, reference="hold", pending=True).json()
-    api.patch(f"accounts/{customer['id']}/", {"status": "frozen"})
+    api.patch(f"accounts/{customer['id']}", {"status": "frozen"})
 
     # when
     response = api.post(f"transactions/{hold['id']}/void")
@@ -294,7 +294,7 @@ def test_closing_an_account_with_a_balance_is_409_account_not_empty(api, funded)
     _, customer = funded
 
     # when
-    response = api.patch(f"accounts/{customer['id']}/", {"status": "closed"})
+    response = api.patch(f"accounts/{customer['id']}", {"status": "closed"})
 
     # then
     assert_problem(response, 409, "account_not_empty")
@@ -308,7 +308,7 @@ def test_closing_an_account_with_only_a_pending_hold_is_409_account_not_empty(ap
     assert api.transfer(world["id"], account["id"], 5, reference="incoming", pending=True).status_code == 201
 
     # when
-    response = api.patch(f"accounts/{account['id']}/", {"status": "closed"})
+    response = api.patch(f"accounts/{account['id']}", {"status": "closed"})
 
     # then
     assert_problem(response, 409, "account_not_empty")
@@ -321,13 +321,13 @@ def test_a_closed_account_cannot_be_reopened_or_frozen_and_refuses_postings(api)
     account = api.account(name="acc")
     assert api.transfer(world["id"], account["id"], 5, reference="in").status_code == 201
     assert api.transfer(account["id"], world["id"], 5, reference="out").status_code == 201
-    closed = api.patch(f"accounts/{account['id']}/", {"status": "closed"})
+    closed = api.patch(f"accounts/{account['id']}", {"status": "closed"})
     assert closed.status_code == 200, closed.content
     assert closed.json()["status"] == "closed"
 
     # when it is reopened, frozen, or posted to
-    reopen = api.patch(f"accounts/{account['id']}/", {"status": "open"})
-    freeze = api.patch(f"accounts/{account['id']}/", {"status": "frozen"})
+    reopen = api.patch(f"accounts/{account['id']}", {"status": "open"})
+    freeze = api.patch(f"accounts/{account['id']}", {"status": "frozen"})
     posting = api.transfer(world["id"], account["id"], 1, reference="to-closed")
 
     # then each is refused with account_closed and it stays closed
@@ -346,11 +346,11 @@ def test_accounts_are_filtered_by_currency_status_and_code(api):
     eur = api.account(name="eur", currency="EUR", code="eur-main")
     usd = api.account(name="usd", currency="USD")
     frozen = api.account(name="frozen", currency="USD")
-    api.patch(f"accounts/{frozen['id']}/", {"status": "frozen"})
+    api.patch(f"accounts/{frozen['id']}", {"status": "frozen"})
 
     # when / then
     def ids(**params: Any) -> set[str]:
-        response = api.get("accounts/", **params)
+        response = api.get("accounts", **params)
         assert response.status_code == 200, response.content
         return {a["id"] for a in response.json()["results"]}
 
@@ -367,9 +367,9 @@ def test_account_list_pages_with_a_cursor_newest_first(api):
     created = [api.account(name=f"a{i}")["id"] for i in range(7)]
 
     # when the list is read two at a time, following next
-    first = api.get("accounts/", limit=2)
+    first = api.get("accounts", limit=2)
     assert len(first.json()["results"]) == 2
-    items = api.all("accounts/", limit=2)
+    items = api.all("accounts", limit=2)
 
     # then every account appears exactly once, newest first
     assert [a["id"] for a in items] == sorted(created, reverse=True)
@@ -383,7 +383,7 @@ def test_postings_are_listed_newest_first_with_cursor_and_time_filters(api, fund
     payments = [api.transfer(customer["id"], shop["id"], 10 + i, reference=f"p{i}").json() for i in range(5)]
 
     # when its postings are read two at a time
-    items = api.all(f"accounts/{customer['id']}/postings/", limit=2)
+    items = api.all(f"accounts/{customer['id']}/postings", limit=2)
 
     # then they come newest first, each naming its transaction, six in all
     assert [p["reference"] for p in items] == ["p4", "p3", "p2", "p1", "p0", "fund-customer"]
@@ -395,8 +395,8 @@ def test_postings_are_listed_newest_first_with_cursor_and_time_filters(api, fund
 
     # and created_after (inclusive) / created_before (exclusive) narrow them
     cut = payments[2]["created_at"]
-    after = api.get(f"accounts/{customer['id']}/postings/", created_after=cut).json()["results"]
-    before = api.get(f"accounts/{customer['id']}/postings/", created_before=cut).json()["results"]
+    after = api.get(f"accounts/{customer['id']}/postings", created_after=cut).json()["results"]
+    before = api.get(f"accounts/{customer['id']}/postings", created_before=cut).json()["results"]
     assert [p["reference"] for p in after] == ["p4", "p3", "p2"]
     assert [p["reference"] for p in before] == ["p1", "p0", "fund-customer"]
 
@@ -404,7 +404,7 @@ def test_postings_are_listed_newest_first_with_cursor_and_time_filters(api, fund
 def test_postings_with_a_malformed_time_filter_are_400(api, funded):
     _, customer = funded
 
-    response = api.get(f"accounts/{customer['id']}/postings/", created_after="yesterday")
+    response = api.get(f"accounts/{customer['id']}/postings", created_after="yesterday")
 
     assert_problem(response, 400, "invalid_timestamp")
 
@@ -423,10 +423,10 @@ def test_balance_as_of_an_instant_between_two_transfers_returns_the_earlier_bala
     between = t1 + (t2 - t1) / 2
 
     # when the balance is asked for between them, before both, and now
-    at_between = api.get(f"accounts/{customer['id']}/balance/", as_of=between.isoformat())
-    at_first = api.get(f"accounts/{customer['id']}/balance/", as_of=first["created_at"])
-    before_both = api.get(f"accounts/{customer['id']}/balance/", as_of=(t1 - dt.timedelta(microseconds=1)).isoformat())
-    now = api.get(f"accounts/{customer['id']}/balance/")
+    at_between = api.get(f"accounts/{customer['id']}/balance", as_of=between.isoformat())
+    at_first = api.get(f"accounts/{customer['id']}/balance", as_of=first["created_at"])
+    before_both = api.get(f"accounts/{customer['id']}/balance", as_of=(t1 - dt.timedelta(microseconds=1)).isoformat())
+    now = api.get(f"accounts/{customer['id']}/balance")
 
     # then
     assert at_between.status_code == 200, at_between.content
@@ -449,9 +449,9 @@ def test_balance_as_of_shows_a_hold_as_pending_until_it_was_posted(api, funded):
     between = t1 + (t2 - t1) / 2
 
     # when / then between them it was pending; after, posted
-    mid = api.get(f"accounts/{customer['id']}/balance/", as_of=between.isoformat()).json()
+    mid = api.get(f"accounts/{customer['id']}/balance", as_of=between.isoformat()).json()
     assert (mid["debits_pending"], mid["debits_posted"], mid["balance"], mid["available"]) == (300, 0, 1000, 700)
-    end = api.get(f"accounts/{customer['id']}/balance/", as_of=t2.isoformat()).json()
+    end = api.get(f"accounts/{customer['id']}/balance", as_of=t2.isoformat()).json()
     assert (end["debits_pending"], end["debits_posted"], end["balance"], end["available"]) == (0, 300, 700, 700)
 
 
@@ -461,7 +461,7 @@ def test_balance_as_of_a_timestamp_without_offset_is_read_as_utc(api, funded):
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).replace(tzinfo=None)
 
     # when the balance is asked for at a naive timestamp an hour from now
-    response = api.get(f"accounts/{customer['id']}/balance/", as_of=later.isoformat())
+    response = api.get(f"accounts/{customer['id']}/balance", as_of=later.isoformat())
 
     # then it is taken as UTC (not a server error)
     assert response.status_code == 200, response.content
@@ -472,7 +472,7 @@ def test_balance_as_of_a_timestamp_without_offset_is_read_as_utc(api, funded):
 def test_balance_as_of_garbage_is_400_invalid_timestamp(api, funded):
     _, customer = funded
 
-    response = api.get(f"accounts/{customer['id']}/balance/", as_of="not-a-date")
+    response = api.get(f"accounts/{customer['id']}/balance", as_of="not-a-date")
 
     assert_problem(response, 400, "invalid_timestamp")
 
@@ -480,24 +480,24 @@ def test_balance_as_of_garbage_is_400_invalid_timestamp(api, funded):
 # ------------------------------------------------------------------------------ not found, auth
 
 
-@pytest.mark.parametrize("suffix", ["", "postings/", "balance/"])
+@pytest.mark.parametrize("suffix", ["", "/postings", "/balance"])
 def test_an_unknown_account_id_in_the_url_is_404_not_found(api, suffix):
-    response = api.get(f"accounts/acc_00000000000000000000000000/{suffix}")
+    response = api.get(f"accounts/acc_00000000000000000000000000{suffix}")
 
     assert_problem(response, 404, "not_found")
 
 
 def test_patching_an_unknown_account_is_404_not_found(api):
-    response = api.patch("accounts/acc_nope/", {"name": "x"})
+    response = api.patch("accounts/acc_nope", {"name": "x"})
 
     assert_problem(response, 404, "not_found")
 
 
 def test_account_calls_without_a_token_are_401(client, db):
     # when
-    listing = client.get("/api/v1/accounts/")
+    listing = client.get("/api/v1/accounts")
     creating = client.post(
-        "/api/v1/accounts/",
+        "/api/v1/accounts",
         '{"name": "x", "currency": "EUR", "normal_balance": "credit"}',
         content_type="application/json",
     )
@@ -515,10 +515,10 @@ def test_a_read_only_token_can_list_accounts_but_not_create_or_change_them(api, 
     body = '{"name": "x", "currency": "EUR", "normal_balance": "credit"}'
 
     # when
-    listing = api.client.get("/api/v1/accounts/", **headers)
-    creating = api.client.post("/api/v1/accounts/", body, content_type="application/json", **headers)
+    listing = api.client.get("/api/v1/accounts", **headers)
+    creating = api.client.post("/api/v1/accounts", body, content_type="application/json", **headers)
     patching = api.client.patch(
-        f"/api/v1/accounts/{account['id']}/", '{"name": "after"}', content_type="application/json", **headers
+        f"/api/v1/accounts/{account['id']}", '{"name": "after"}', content_type="application/json", **headers
     )
 
     # then

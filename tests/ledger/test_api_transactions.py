@@ -44,7 +44,7 @@ def test_a_posted_transfer_is_201_and_moves_both_balances(api, funded, shop):
 
     # when
     response = api.post(
-        "transactions/", _pay(customer["id"], shop["id"], 120, "order-1", description="order", metadata={"o": 1})
+        "transactions", _pay(customer["id"], shop["id"], 120, "order-1", description="order", metadata={"o": 1})
     )
 
     # then
@@ -76,14 +76,14 @@ def test_get_a_transaction_by_id_returns_it_with_its_postings(api, funded, shop)
     _, customer = funded
     created = api.transfer(customer["id"], shop["id"], 7, reference="get-me").json()
 
-    response = api.get(f"transactions/{created['id']}/")
+    response = api.get(f"transactions/{created['id']}")
 
     assert response.status_code == 200
     assert response.json() == created
 
 
 def test_an_unknown_transaction_id_is_404_not_found(api):
-    assert_problem(api.get("transactions/txn_00000000000000000000000000/"), 404, "not_found")
+    assert_problem(api.get("transactions/txn_00000000000000000000000000"), 404, "not_found")
     assert_problem(api.post("transactions/txn_00000000000000000000000000/post"), 404, "not_found")
     assert_problem(api.post("transactions/txn_00000000000000000000000000/void"), 404, "not_found")
 
@@ -101,7 +101,7 @@ def test_an_amount_that_is_not_a_positive_int64_is_422_invalid_amount(api, funde
     _, customer = funded
 
     # when
-    response = api.post("transactions/", _pay(customer["id"], shop["id"], amount, "bad-amount"))
+    response = api.post("transactions", _pay(customer["id"], shop["id"], amount, "bad-amount"))
 
     # then
     assert_problem(response, 422, "invalid_amount")
@@ -116,7 +116,7 @@ def test_totals_above_int64_are_422_invalid_amount(api, funded, shop):
     body = _body("overflow", (world["id"], "debit", half), (world["id"], "debit", half), (shop["id"], "credit", half))
 
     # when
-    response = api.post("transactions/", body)
+    response = api.post("transactions", body)
 
     # then
     assert_problem(response, 422, "invalid_amount")
@@ -126,7 +126,7 @@ def test_totals_above_int64_are_422_invalid_amount(api, funded, shop):
 def test_an_amount_of_exactly_2_to_the_63_minus_1_is_accepted(api, shop):
     world = api.account(name="world", allow_negative=True)
 
-    response = api.post("transactions/", _pay(world["id"], shop["id"], MAX_AMOUNT, "max"))
+    response = api.post("transactions", _pay(world["id"], shop["id"], MAX_AMOUNT, "max"))
 
     assert response.status_code == 201, response.content
     assert _stored(shop["id"]) == (0, MAX_AMOUNT, 0, 0)
@@ -135,10 +135,10 @@ def test_an_amount_of_exactly_2_to_the_63_minus_1_is_accepted(api, shop):
 def test_a_total_beyond_int64_on_an_account_is_422_invalid_amount(api, shop):
     # given a shop already credited 2^63-1
     world = api.account(name="world", allow_negative=True)
-    assert api.post("transactions/", _pay(world["id"], shop["id"], MAX_AMOUNT, "max")).status_code == 201
+    assert api.post("transactions", _pay(world["id"], shop["id"], MAX_AMOUNT, "max")).status_code == 201
 
     # when one more unit is credited to it
-    response = api.post("transactions/", _pay(world["id"], shop["id"], 1, "one-more"))
+    response = api.post("transactions", _pay(world["id"], shop["id"], 1, "one-more"))
 
     # then
     assert_problem(response, 422, "invalid_amount")
@@ -149,11 +149,11 @@ def test_a_hold_whose_posted_plus_pending_debits_exceed_int64_is_422_not_a_serve
     # given an account with the largest overdraft, fully drawn, then credited 1
     world = api.account(name="world", allow_negative=True)
     spender = api.account(name="spender", overdraft_limit=MAX_AMOUNT)
-    assert api.post("transactions/", _pay(spender["id"], world["id"], MAX_AMOUNT, "draw")).status_code == 201
-    assert api.post("transactions/", _pay(world["id"], spender["id"], 1, "back")).status_code == 201
+    assert api.post("transactions", _pay(spender["id"], world["id"], MAX_AMOUNT, "draw")).status_code == 201
+    assert api.post("transactions", _pay(world["id"], spender["id"], 1, "back")).status_code == 201
 
     # when a hold of 1 would leave available at 0 but debits_posted + debits_pending above 2^63-1
-    response = api.post("transactions/", _pay(spender["id"], world["id"], 1, "edge-hold", pending=True))
+    response = api.post("transactions", _pay(spender["id"], world["id"], 1, "edge-hold", pending=True))
 
     # then it is refused as an unrepresentable total (PostgreSQL's check would overflow: it was a 500)
     assert_problem(response, 422, "invalid_amount")
@@ -164,11 +164,11 @@ def test_a_hold_whose_posted_plus_pending_debits_exceed_int64_is_422_not_a_serve
 def test_an_allow_negative_account_may_hold_beyond_int64_posted_plus_pending(api, shop):
     # given a world account that has sent 2^63-1
     world = api.account(name="world", allow_negative=True)
-    assert api.post("transactions/", _pay(world["id"], shop["id"], MAX_AMOUNT, "max")).status_code == 201
+    assert api.post("transactions", _pay(world["id"], shop["id"], MAX_AMOUNT, "max")).status_code == 201
     other = api.account(name="other")
 
     # when it places a further hold
-    response = api.post("transactions/", _pay(world["id"], other["id"], 5, "hold", pending=True))
+    response = api.post("transactions", _pay(world["id"], other["id"], 5, "hold", pending=True))
 
     # then it is accepted (no overdraft rule applies to it)
     assert response.status_code == 201, response.content
@@ -178,7 +178,7 @@ def test_an_allow_negative_account_may_hold_beyond_int64_posted_plus_pending(api
 def test_an_unknown_account_in_a_posting_is_422_account_not_found(api, funded):
     _, customer = funded
 
-    response = api.post("transactions/", _pay(customer["id"], "acc_00000000000000000000000000", 5, "ghost"))
+    response = api.post("transactions", _pay(customer["id"], "acc_00000000000000000000000000", 5, "ghost"))
 
     assert_problem(response, 422, "account_not_found")
     assert not Transaction.objects.filter(reference="ghost").exists()
@@ -191,8 +191,8 @@ def test_postings_across_currencies_are_422_currency_mismatch(api, funded):
     usd = api.account(name="usd", currency="USD")
 
     # when money is moved between them, or the stated currency differs from the accounts'
-    mixed = api.post("transactions/", _pay(customer["id"], usd["id"], 5, "mixed"))
-    stated = api.post("transactions/", _pay(customer["id"], customer["id"], 5, "stated", currency="USD"))
+    mixed = api.post("transactions", _pay(customer["id"], usd["id"], 5, "mixed"))
+    stated = api.post("transactions", _pay(customer["id"], customer["id"], 5, "stated", currency="USD"))
 
     # then
     assert_problem(mixed, 422, "currency_mismatch")
@@ -205,7 +205,7 @@ def test_debits_not_equal_to_credits_are_422_unbalanced(api, funded, shop):
     _, customer = funded
     body = _body("lopsided", (customer["id"], "debit", 10), (shop["id"], "credit", 9))
 
-    response = api.post("transactions/", body)
+    response = api.post("transactions", body)
 
     assert_problem(response, 422, "unbalanced")
     assert not Transaction.objects.filter(reference="lopsided").exists()
@@ -216,7 +216,7 @@ def test_fewer_than_two_postings_are_422_too_few_postings(api, funded, count):
     _, customer = funded
     postings = [(customer["id"], "debit", 10)][:count]
 
-    response = api.post("transactions/", _body("lonely", *postings))
+    response = api.post("transactions", _body("lonely", *postings))
 
     assert_problem(response, 422, "too_few_postings")
     assert not Transaction.objects.filter(reference="lonely").exists()
@@ -225,7 +225,7 @@ def test_fewer_than_two_postings_are_422_too_few_postings(api, funded, count):
 def test_spending_more_than_available_is_409_insufficient_funds_and_writes_nothing(api, funded, shop):
     _, customer = funded
 
-    response = api.post("transactions/", _pay(customer["id"], shop["id"], 1001, "too-much"))
+    response = api.post("transactions", _pay(customer["id"], shop["id"], 1001, "too-much"))
 
     body = assert_problem(response, 409, "insufficient_funds")
     assert customer["id"] in body["detail"]
@@ -238,15 +238,15 @@ def test_a_malformed_transaction_is_400_validation_error(api, funded, shop):
     _, customer = funded
     body = _body("bad-direction", (customer["id"], "sideways", 5), (shop["id"], "credit", 5))
 
-    assert_problem(api.post("transactions/", body), 400, "validation_error")
-    assert_problem(api.post("transactions/", {"postings": []}), 400, "validation_error")
+    assert_problem(api.post("transactions", body), 400, "validation_error")
+    assert_problem(api.post("transactions", {"postings": []}), 400, "validation_error")
     assert not Transaction.objects.exists() or Transaction.objects.count() == 1  # only the funding
 
 
 def test_a_nul_character_in_the_reference_is_400(api, funded, shop):
     _, customer = funded
 
-    response = api.post("transactions/", _pay(customer["id"], shop["id"], 5, "nul\x00ref"))
+    response = api.post("transactions", _pay(customer["id"], shop["id"], 5, "nul\x00ref"))
 
     assert_problem(response, 400, "invalid_characters")
     assert Transaction.objects.count() == 1  # only the funding
@@ -260,11 +260,11 @@ def test_the_same_reference_and_content_again_is_200_with_the_same_transaction_m
     # given a transfer
     _, customer = funded
     body = _pay(customer["id"], shop["id"], 100, "once", metadata={"a": 1})
-    first = api.post("transactions/", body)
+    first = api.post("transactions", body)
     assert first.status_code == 201
 
     # when it is sent again
-    again = api.post("transactions/", body)
+    again = api.post("transactions", body)
 
     # then the same transaction comes back and the money moved once
     assert again.status_code == 200, again.content
@@ -276,12 +276,12 @@ def test_the_same_reference_and_content_again_is_200_with_the_same_transaction_m
 def test_a_replay_spelling_out_the_defaults_is_the_same_content(api, funded, shop):
     # given a transfer sent with only the required fields
     _, customer = funded
-    first = api.post("transactions/", _pay(customer["id"], shop["id"], 10, "defaults"))
+    first = api.post("transactions", _pay(customer["id"], shop["id"], 10, "defaults"))
     assert first.status_code == 201
 
     # when it is replayed with every optional field at its default
     explicit = _pay(customer["id"], shop["id"], 10, "defaults", description="", pending=False, metadata={})
-    again = api.post("transactions/", {**explicit, "expires_at": None})
+    again = api.post("transactions", {**explicit, "expires_at": None})
 
     # then it is recognised as the same transaction
     assert again.status_code == 200, again.content
@@ -293,11 +293,11 @@ def test_a_replay_is_answered_even_when_the_transfer_would_no_longer_fit(api, fu
     # given a hold of 600, then the customer spends the rest
     _, customer = funded
     body = _pay(customer["id"], shop["id"], 600, "hold-600", pending=True)
-    first = api.post("transactions/", body)
-    assert api.post("transactions/", _pay(customer["id"], shop["id"], 400, "rest")).status_code == 201
+    first = api.post("transactions", body)
+    assert api.post("transactions", _pay(customer["id"], shop["id"], 400, "rest")).status_code == 201
 
     # when the hold request is replayed
-    again = api.post("transactions/", body)
+    again = api.post("transactions", body)
 
     # then the existing hold comes back instead of insufficient_funds, and nothing more is held
     assert again.status_code == 200, again.content
@@ -313,11 +313,11 @@ def test_a_replay_is_answered_even_when_the_transfer_would_no_longer_fit(api, fu
 def test_the_same_reference_with_different_content_is_409_reference_conflict(api, funded, shop, change):
     # given
     _, customer = funded
-    assert api.post("transactions/", _pay(customer["id"], shop["id"], 100, "dup", metadata={"a": 1})).status_code == 201
+    assert api.post("transactions", _pay(customer["id"], shop["id"], 100, "dup", metadata={"a": 1})).status_code == 201
 
     # when
     fields = {"metadata": {"a": 1}, **{k: v for k, v in change.items() if k != "amount"}}
-    response = api.post("transactions/", _pay(customer["id"], shop["id"], change.get("amount", 100), "dup", **fields))
+    response = api.post("transactions", _pay(customer["id"], shop["id"], change.get("amount", 100), "dup", **fields))
 
     # then
     assert_problem(response, 409, "reference_conflict")
@@ -331,7 +331,7 @@ def test_the_same_reference_with_different_content_is_409_reference_conflict(api
 def test_a_hold_then_post_moves_the_amount_from_pending_to_posted(api, funded, shop):
     # given a hold
     _, customer = funded
-    hold = api.post("transactions/", _pay(customer["id"], shop["id"], 300, "hold", pending=True))
+    hold = api.post("transactions", _pay(customer["id"], shop["id"], 300, "hold", pending=True))
     assert hold.status_code == 201
     assert (hold.json()["status"], hold.json()["posted_at"]) == ("pending", None)
     assert _stored(customer["id"]) == (0, 1000, 300, 0)
@@ -347,13 +347,13 @@ def test_a_hold_then_post_moves_the_amount_from_pending_to_posted(api, funded, s
     assert Transaction.objects.get(pk=hold.json()["id"]).status == "posted"
     assert _stored(customer["id"]) == (300, 1000, 0, 0)
     assert _stored(shop["id"]) == (0, 300, 0, 0)
-    assert api.get(f"accounts/{shop['id']}/").json()["available"] == 300
+    assert api.get(f"accounts/{shop['id']}").json()["available"] == 300
 
 
 def test_a_hold_then_void_releases_the_amount(api, funded, shop):
     # given
     _, customer = funded
-    hold = api.post("transactions/", _pay(customer["id"], shop["id"], 300, "hold", pending=True)).json()
+    hold = api.post("transactions", _pay(customer["id"], shop["id"], 300, "hold", pending=True)).json()
 
     # when
     response = api.post(f"transactions/{hold['id']}/void")
@@ -364,7 +364,7 @@ def test_a_hold_then_void_releases_the_amount(api, funded, shop):
     assert response.json()["voided_at"] is not None
     assert _stored(customer["id"]) == (0, 1000, 0, 0)
     assert _stored(shop["id"]) == (0, 0, 0, 0)
-    assert api.get(f"accounts/{customer['id']}/").json()["available"] == 1000
+    assert api.get(f"accounts/{customer['id']}").json()["available"] == 1000
 
 
 @pytest.mark.parametrize(
@@ -374,7 +374,7 @@ def test_a_hold_then_void_releases_the_amount(api, funded, shop):
 def test_settling_a_settled_hold_is_409_transaction_not_pending(api, funded, shop, first, second):
     # given a hold settled once
     _, customer = funded
-    hold = api.post("transactions/", _pay(customer["id"], shop["id"], 300, "hold", pending=True)).json()
+    hold = api.post("transactions", _pay(customer["id"], shop["id"], 300, "hold", pending=True)).json()
     assert api.post(f"transactions/{hold['id']}/{first}").status_code == 200
     before = _stored(customer["id"])
 
@@ -407,7 +407,7 @@ def test_transactions_are_filtered_by_reference_account_status_and_time(api, fun
     elsewhere = api.transfer(world["id"], other["id"], 30, reference="elsewhere").json()
 
     def refs(**params: Any) -> list[str]:
-        return [t["reference"] for t in api.all("transactions/", **params)]
+        return [t["reference"] for t in api.all("transactions", **params)]
 
     # when / then
     assert refs(reference="held") == ["held"]
@@ -428,8 +428,8 @@ def test_transaction_list_pages_with_a_cursor_newest_first(api, funded, shop):
         assert api.transfer(customer["id"], shop["id"], 1, reference=f"p{i}").status_code == 201
 
     # when read two at a time
-    first = api.get("transactions/", limit=2).json()
-    items = api.all("transactions/", limit=2)
+    first = api.get("transactions", limit=2).json()
+    items = api.all("transactions", limit=2)
 
     # then
     assert len(first["results"]) == 2
@@ -622,11 +622,11 @@ def test_a_batch_of_1000_is_accepted(api, funded, shop):
 
 def test_transaction_calls_without_a_token_are_401(client, db):
     creating = client.post(
-        "/api/v1/transactions/", '{"reference": "x", "postings": []}', content_type="application/json"
+        "/api/v1/transactions", '{"reference": "x", "postings": []}', content_type="application/json"
     )
 
     assert_problem(creating, 401, "not_authenticated")
-    assert_problem(client.get("/api/v1/transactions/"), 401, "not_authenticated")
+    assert_problem(client.get("/api/v1/transactions"), 401, "not_authenticated")
 
 
 def test_a_read_only_token_cannot_create_settle_or_batch(api, funded, shop, signing_key):
@@ -639,10 +639,10 @@ def test_a_read_only_token_cannot_create_settle_or_batch(api, funded, shop, sign
         return api.client.post(f"/api/v1/{path}", body, content_type="application/json", **headers)
 
     # when / then writes are refused, reads allowed
-    assert_problem(post("transactions/", _pay(customer["id"], shop["id"], 1, "ro")), 403, "insufficient_scope")
+    assert_problem(post("transactions", _pay(customer["id"], shop["id"], 1, "ro")), 403, "insufficient_scope")
     assert_problem(post(f"transactions/{hold['id']}/post", {}), 403, "insufficient_scope")
     assert_problem(post("transactions/batch", {"transactions": [{}]}), 403, "insufficient_scope")
-    assert api.client.get(f"/api/v1/transactions/{hold['id']}/", **headers).status_code == 200
+    assert api.client.get(f"/api/v1/transactions/{hold['id']}", **headers).status_code == 200
     assert Transaction.objects.get(pk=hold["id"]).status == "pending"
     assert not Transaction.objects.filter(reference="ro").exists()
 
@@ -705,4 +705,4 @@ def test_a_pending_transaction_may_only_change_its_status(api, funded, shop):
     _refused("UPDATE ledger_transaction SET reference = 'other' WHERE id = %s", [hold["id"]])
     # and the ledger's own status change still works
     assert api.post(f"transactions/{hold['id']}/post").status_code == 200
-    assert parse_datetime(api.get(f"transactions/{hold['id']}/").json()["posted_at"]) is not None
+    assert parse_datetime(api.get(f"transactions/{hold['id']}").json()["posted_at"]) is not None

@@ -77,7 +77,7 @@ def items(world: dict[str, Any], customer: dict[str, Any], count: int, prefix: s
 
 def test_an_account_creation_is_audited_once_with_its_terms(api: LedgerAPI) -> None:
     response = api.post(
-        "accounts/",
+        "accounts",
         {"name": "alice", "code": "alice-1", "currency": "EUR", "normal_balance": "debit", "overdraft_limit": 50},
     )
     assert response.status_code == 201
@@ -102,8 +102,8 @@ def test_an_account_change_is_audited_with_before_and_after(api: LedgerAPI) -> N
     account = api.account(name="alice", metadata={"tier": "gold"})
     clear()
 
-    response = api.patch(f"accounts/{account['id']}/", {"name": "Alice", "metadata": {"tier": "silver"}})
-    frozen = api.patch(f"accounts/{account['id']}/", {"status": "frozen"})
+    response = api.patch(f"accounts/{account['id']}", {"name": "Alice", "metadata": {"tier": "silver"}})
+    frozen = api.patch(f"accounts/{account['id']}", {"status": "frozen"})
 
     assert (response.status_code, frozen.status_code) == (200, 200)
     first, second = committed("ledger.account.changed")
@@ -122,10 +122,10 @@ def test_account_refusals_are_committed_as_failures(api: LedgerAPI, funded: tupl
     clear()
 
     duplicate = api.post(
-        "accounts/", {"name": "second", "code": "shared", "currency": "EUR", "normal_balance": "credit"}
+        "accounts", {"name": "second", "code": "shared", "currency": "EUR", "normal_balance": "credit"}
     )
-    not_empty = api.patch(f"accounts/{customer['id']}/", {"status": "closed"})
-    missing = api.patch("accounts/acc_00000000000000000000000000/", {"name": "x"})
+    not_empty = api.patch(f"accounts/{customer['id']}", {"status": "closed"})
+    missing = api.patch("accounts/acc_00000000000000000000000000", {"name": "x"})
 
     assert (duplicate.status_code, not_empty.status_code, missing.status_code) == (409, 409, 404)
     assert Account.objects.filter(code="shared").count() == 1
@@ -352,8 +352,8 @@ def test_no_write_path_bypasses_the_audit_trail(api: LedgerAPI, funded: tuple[di
     expected_failures += 1
     assert api.transfer(world["id"], customer["id"], 1, reference="mix-0").status_code == 200  # replay
     late = api.account(name="late")
-    assert api.patch(f"accounts/{late['id']}/", {"name": "later"}).status_code == 200
-    assert api.patch(f"accounts/{late['id']}/", {"status": "closed"}).status_code == 200
+    assert api.patch(f"accounts/{late['id']}", {"name": "later"}).status_code == 200
+    assert api.patch(f"accounts/{late['id']}", {"status": "closed"}).status_code == 200
     changes = 2
     services.transaction_post(transaction_id=holds[2]["id"])
 

@@ -33,7 +33,7 @@ def _legs(source: str, destination: str, amount: int = 10) -> list[dict[str, Any
 @pytest.mark.parametrize("currency", ["XXX", "XTS", "XAU", "XDR", "ABC", "ZWL"])
 def test_an_account_in_a_code_that_is_not_an_active_currency_is_invalid_currency(api, currency):
     # when an account is opened in a code ISO 4217 does not give a currency (or no longer does)
-    response = api.post("accounts/", {"name": "x", "currency": currency, "normal_balance": "credit"})
+    response = api.post("accounts", {"name": "x", "currency": currency, "normal_balance": "credit"})
 
     # then it is refused with the stable code, naming the field, and nothing is stored
     body = assert_problem(response, 422, "invalid_currency")
@@ -68,7 +68,7 @@ def test_a_transaction_naming_an_invalid_currency_is_invalid_currency_not_a_mism
     ids=["too-many-keys", "long-key", "long-value", "long-nested-value"],
 )
 def test_account_metadata_over_a_limit_is_a_422_field_error(api, metadata, code):
-    response = api.post("accounts/", {"name": "x", "currency": "EUR", "normal_balance": "credit", "metadata": metadata})
+    response = api.post("accounts", {"name": "x", "currency": "EUR", "normal_balance": "credit", "metadata": metadata})
 
     body = assert_problem(response, 422, "invalid_metadata")
     assert [e["code"] for e in body["errors"]] == [code]
@@ -87,7 +87,7 @@ def test_account_metadata_within_the_limits_nested_values_included_is_kept(api):
 def test_changing_an_account_to_metadata_over_a_limit_is_refused_and_changes_nothing(api):
     account = api.account(metadata={"tier": "gold"})
 
-    response = api.patch(f"accounts/{account['id']}/", {"name": "renamed", "metadata": {"note": "v" * 501}})
+    response = api.patch(f"accounts/{account['id']}", {"name": "renamed", "metadata": {"note": "v" * 501}})
 
     assert_problem(response, 422, "invalid_metadata")
     stored = Account.objects.get(id=account["id"])
@@ -147,7 +147,7 @@ def test_a_duplicate_key_in_a_transfer_is_refused_not_last_wins(api, funded, sho
         f'{{"account": "{shop["id"]}", "direction": "credit", "amount": 900}}]}}'
     )
 
-    response = api.client.post("/api/v1/transactions/", text, content_type="application/json", **api.headers)
+    response = api.client.post("/api/v1/transactions", text, content_type="application/json", **api.headers)
 
     body = assert_problem(response, 400, "duplicate_key")
     assert body["errors"][0]["pointer"] == "#/postings/0/amount"
@@ -160,7 +160,7 @@ def test_deep_account_metadata_is_json_too_deep(api):
         metadata = '{"m": ' + metadata + "}"
     text = '{"name": "x", "currency": "EUR", "normal_balance": "credit", "metadata": ' + metadata + "}"
 
-    response = api.client.post("/api/v1/accounts/", text, content_type="application/json", **api.headers)
+    response = api.client.post("/api/v1/accounts", text, content_type="application/json", **api.headers)
 
     assert_problem(response, 400, "json_too_deep")
 
@@ -177,7 +177,7 @@ def test_a_2_mib_account_body_is_413_not_a_field_error(api):
     # given an account whose name alone is 2 MiB
     body = {"name": "n" * (2 * 1024 * 1024), "currency": "EUR", "normal_balance": "credit"}
 
-    response = api.post("accounts/", body)
+    response = api.post("accounts", body)
 
     # then the body limit answers, before any field is looked at
     problem = assert_problem(response, 413, "payload_too_large")

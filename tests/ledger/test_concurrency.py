@@ -122,7 +122,7 @@ def _client_run(ledger: LiveLedger, ids: list[str], number: int, barrier: thread
                 continue
             pending = roll < BATCH_SHARE + HOLD_SHARE
             source, destination, amount = pick()
-            response = http.post("transactions/", json=pay(source, destination, amount, reference(), pending=pending))
+            response = http.post("transactions", json=pay(source, destination, amount, reference(), pending=pending))
             tally.transfers += 1
             if response.status_code != 201:
                 _refusal(tally, "transfer", response)
@@ -212,7 +212,7 @@ def test_concurrent_transfers_with_hot_spots_and_holds_keep_the_books_exact(harn
                 source, destination = bank, account["id"]
             else:
                 source, destination = account["id"], bank
-            seed = http.post("transactions/", json=pay(source, destination, SEED_AMOUNT, f"seed-{account['code']}"))
+            seed = http.post("transactions", json=pay(source, destination, SEED_AMOUNT, f"seed-{account['code']}"))
             assert seed.status_code == 201, seed.text
             expected[source][0] += SEED_AMOUNT
             expected[destination][1] += SEED_AMOUNT
@@ -260,7 +260,7 @@ def test_concurrent_transfers_with_hot_spots_and_holds_keep_the_books_exact(harn
     # and the API reports the same balances, with nothing available below zero except for the bank
     with ledger.client() as http:
         for account_id in ids:
-            body = http.get(f"accounts/{account_id}/").json()
+            body = http.get(f"accounts/{account_id}").json()
             assert [body[f] for f in ("debits_posted", "credits_posted", "debits_pending", "credits_pending")] == (
                 expected[account_id]
             )

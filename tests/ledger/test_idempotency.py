@@ -28,7 +28,7 @@ def accounts(ledger) -> dict[str, dict[str, Any]]:
         world = ledger.account(http, name="world", allow_negative=True)
         customer = ledger.account(http, name="customer")
         shop = ledger.account(http, name="shop")
-        assert http.post("transactions/", json=pay(world["id"], customer["id"], 1000, "fund")).status_code == 201
+        assert http.post("transactions", json=pay(world["id"], customer["id"], 1000, "fund")).status_code == 201
     return {"world": world, "customer": customer, "shop": shop}
 
 
@@ -41,7 +41,7 @@ def _all_at_once(ledger: LiveLedger, bodies: list[dict[str, Any]]) -> list[httpx
 
     def send(index: int) -> httpx.Response:
         barrier.wait(timeout=30)
-        return clients[index].post("transactions/", json=bodies[index])
+        return clients[index].post("transactions", json=bodies[index])
 
     try:
         with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
@@ -52,7 +52,7 @@ def _all_at_once(ledger: LiveLedger, bodies: list[dict[str, Any]]) -> list[httpx
 
 
 def _balances(http: httpx.Client, account_id: str) -> tuple[int, int, int, int, int]:
-    body = http.get(f"accounts/{account_id}/").json()
+    body = http.get(f"accounts/{account_id}").json()
     return (
         body["debits_posted"],
         body["credits_posted"],
@@ -79,11 +79,11 @@ def test_twenty_concurrent_identical_creations_make_one_transaction_and_move_mon
 
     # and the live database holds one transaction, with the money moved once
     with ledger.client() as http:
-        listed = http.get("transactions/", params={"reference": "concurrent-1"}).json()["results"]
+        listed = http.get("transactions", params={"reference": "concurrent-1"}).json()["results"]
         assert [t["id"] for t in listed] == list(ids)
         assert _balances(http, customer) == (100, 1000, 0, 0, 900)
         assert _balances(http, shop) == (0, 100, 0, 0, 100)
-        postings = http.get(f"accounts/{customer}/postings/").json()["results"]
+        postings = http.get(f"accounts/{customer}/postings").json()["results"]
         assert [p["reference"] for p in postings] == ["concurrent-1", "fund"]
 
 
@@ -111,7 +111,7 @@ def test_concurrent_creations_with_one_reference_but_two_contents_make_one_and_r
 
     # and the live database has one transaction with the winner's amount, moved once
     with ledger.client() as http:
-        listed = http.get("transactions/", params={"reference": "concurrent-2"}).json()["results"]
+        listed = http.get("transactions", params={"reference": "concurrent-2"}).json()["results"]
         assert [t["id"] for t in listed] == [winner.json()["id"]]
         assert listed[0]["postings"][0]["amount"] == amount
         assert _balances(http, customer) == (amount, 1000, 0, 0, 1000 - amount)
@@ -122,11 +122,11 @@ def test_a_replay_after_the_fact_with_other_content_is_409(ledger, accounts):
     # given a transfer created on the live ledger
     customer, shop = accounts["customer"]["id"], accounts["shop"]["id"]
     with ledger.client() as http:
-        assert http.post("transactions/", json=pay(customer, shop, 5, "later")).status_code == 201
+        assert http.post("transactions", json=pay(customer, shop, 5, "later")).status_code == 201
 
         # when the same reference comes with another amount, then with the original
-        conflict = http.post("transactions/", json=pay(customer, shop, 6, "later"))
-        replay = http.post("transactions/", json=pay(customer, shop, 5, "later"))
+        conflict = http.post("transactions", json=pay(customer, shop, 6, "later"))
+        replay = http.post("transactions", json=pay(customer, shop, 5, "later"))
 
         # then
         assert_problem(conflict, 409, "reference_conflict")

@@ -11,3 +11,8 @@ from tests.service_contract import (  # noqa: F401  (pytest collects the importe
     test_unknown_route_is_a_problem_document,
     test_whoami_needs_a_token,
 )
+from tests.url_rule import (  # noqa: F401  (pytest collects the imported tests)
+    test_every_route_is_named_once_and_spelled_without_a_trailing_slash,
+    test_no_route_captures_the_literal_path_of_another,
+    test_the_slashed_spelling_of_every_route_answers_308_to_it_for_every_method,
+)

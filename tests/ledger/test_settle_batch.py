@@ -49,7 +49,7 @@ def test_each_item_has_its_own_result_and_refusals_touch_nothing_else(api: Ledge
     voided = hold(api, customer["id"], shop["id"], 100, "voided")
     api.post(f"transactions/{voided}/void")
     to_frozen = hold(api, customer["id"], frozen["id"], 100, "to-frozen")
-    assert api.patch(f"accounts/{frozen['id']}/", {"status": "frozen"}).status_code == 200
+    assert api.patch(f"accounts/{frozen['id']}", {"status": "frozen"}).status_code == 200
 
     ids = [good, voided, "txn_00000000000000000000000000", to_frozen, good]
     results = settle(api, "post", ids).json()["results"]

@@ -65,7 +65,7 @@ def test_expired_holds_are_voided_and_release_their_amounts(api, funded):
     assert voided == 1
     assert Transaction.objects.get(pk=old["id"]).status == "voided"
     assert Transaction.objects.get(pk=new["id"]).status == "pending"
-    assert api.get(f"accounts/{customer['id']}/").json()["available"] == 950
+    assert api.get(f"accounts/{customer['id']}").json()["available"] == 950
 
 
 @pytest.mark.django_db

@@ -168,7 +168,7 @@ class PaymentsAPI:
     def create(self, body: Any, *, key: str | None = None, raw: str | None = None) -> Any:
         extra = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
         data = raw if raw is not None else json.dumps(body)
-        return self.client.post("/api/v1/payments/", data, content_type="application/json", **self.headers, **extra)
+        return self.client.post("/api/v1/payments", data, content_type="application/json", **self.headers, **extra)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.client.get(f"/api/v1/{path}", params, **self.headers)

@@ -97,14 +97,14 @@ def test_tokens_need_the_payments_scopes(api: PaymentsAPI, accounts, module_key)
     source, destination = accounts
     reader = module_key.mint(aud="payments", sub="cli_reader", scope="payments:read")
     response = api.client.post(
-        "/api/v1/payments/",
+        "/api/v1/payments",
         body(source, destination),
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {reader}",
     )
     assert response.status_code == 403
     assert response.json()["code"] == "insufficient_scope"
-    assert api.client.get("/api/v1/payments/").status_code == 401
+    assert api.client.get("/api/v1/payments").status_code == 401
 
 
 def test_list_filters_and_detail(api: PaymentsAPI, accounts, ledger_admin: LedgerAdmin):
@@ -114,20 +114,20 @@ def test_list_filters_and_detail(api: PaymentsAPI, accounts, ledger_admin: Ledge
     second = api.create(body(other, destination, amount=200)).json()
     api.cancel(second["id"])
 
-    everything = api.get("payments/").json()
+    everything = api.get("payments").json()
     assert [p["id"] for p in everything["results"]] == [second["id"], first["id"]]  # newest first
-    assert [p["id"] for p in api.get("payments/", status="canceled").json()["results"]] == [second["id"]]
-    assert [p["id"] for p in api.get("payments/", account=source).json()["results"]] == [first["id"]]
-    assert len(api.get("payments/", account=destination).json()["results"]) == 2
-    after = api.get("payments/", created_after=second["created_at"]).json()["results"]
+    assert [p["id"] for p in api.get("payments", status="canceled").json()["results"]] == [second["id"]]
+    assert [p["id"] for p in api.get("payments", account=source).json()["results"]] == [first["id"]]
+    assert len(api.get("payments", account=destination).json()["results"]) == 2
+    after = api.get("payments", created_after=second["created_at"]).json()["results"]
     assert [p["id"] for p in after] == [second["id"]]
-    page = api.get("payments/", limit=1).json()
+    page = api.get("payments", limit=1).json()
     assert len(page["results"]) == 1
     assert page["next"]
     assert api.get(f"payments/{first['id']}").json() == first
     missing = api.get("payments/pay_00000000000000000000000000")
     assert (missing.status_code, missing.json()["code"]) == (404, "payment_not_found")
-    assert api.get("payments/", status="nonsense").status_code == 400
+    assert api.get("payments", status="nonsense").status_code == 400
 
 
 def test_cancel_while_created_and_while_screening_and_not_after(api: PaymentsAPI, accounts):

@@ -4,12 +4,15 @@ concurrent cases, and a live payments worker to settle the payment before replay
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from django.test import RequestFactory
+from django.urls import resolve
 from django.utils import timezone
 
 from services.kit.models import OutboxEvent
@@ -58,7 +61,7 @@ def test_twenty_concurrent_posts_with_one_key_make_one_payment(
 
     def post(_: int) -> httpx.Response:
         with http(live_payments, module_key) as client:
-            return client.post("/api/v1/payments/", json=body, headers={"Idempotency-Key": "order-20"})
+            return client.post("/api/v1/payments", json=body, headers={"Idempotency-Key": "order-20"})
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(post, range(20)))
@@ -72,7 +75,7 @@ def test_twenty_concurrent_posts_with_one_key_make_one_payment(
     assert all(r.json() == originals[0].json() for r in created)
     assert all(r.json()["code"] == "idempotency_key_in_progress" for r in in_progress)
     with http(live_payments, module_key) as client:
-        mine = client.get("/api/v1/payments/", params={"account": source}).json()["results"]
+        mine = client.get("/api/v1/payments", params={"account": source}).json()["results"]
     assert [p["id"] for p in mine] == [originals[0].json()["id"]]
 
 
@@ -81,12 +84,12 @@ def test_a_different_body_with_the_key_is_422_and_a_settled_payment_replays_its_
 ):
     source, destination = ledger_admin.funded(100_000), ledger_admin.account()
     with http(live_payments, module_key) as client:
-        first = client.post("/api/v1/payments/", json=order(source, destination), headers={"Idempotency-Key": "k1"})
+        first = client.post("/api/v1/payments", json=order(source, destination), headers={"Idempotency-Key": "k1"})
         assert first.status_code == 201, first.text
         assert first.json()["status"] == "created"
 
         other = client.post(
-            "/api/v1/payments/", json=order(source, destination, 2501), headers={"Idempotency-Key": "k1"}
+            "/api/v1/payments", json=order(source, destination, 2501), headers={"Idempotency-Key": "k1"}
         )
         assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
 
@@ -97,14 +100,14 @@ def test_a_different_body_with_the_key_is_422_and_a_settled_payment_replays_its_
             assert time.monotonic() < deadline, "not settled in 30 s"
             time.sleep(0.1)
 
-        replay = client.post("/api/v1/payments/", json=order(source, destination), headers={"Idempotency-Key": "k1"})
+        replay = client.post("/api/v1/payments", json=order(source, destination), headers={"Idempotency-Key": "k1"})
         assert replay.status_code == 201
         assert replay.headers["Idempotent-Replayed"] == "true"
         assert replay.json() == first.json()  # the original body, status "created" and all
         # keys are per client: another client's k1 is another payment
         with http(live_payments, module_key, "cli_other") as other_client:
             theirs = other_client.post(
-                "/api/v1/payments/", json=order(source, destination), headers={"Idempotency-Key": "k1"}
+                "/api/v1/payments", json=order(source, destination), headers={"Idempotency-Key": "k1"}
             )
         assert theirs.status_code == 201
         assert theirs.json()["id"] != payment_id
@@ -123,6 +126,36 @@ def test_a_bad_key_header_is_a_400(api: PaymentsAPI, ledger_admin: LedgerAdmin):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_same_request_through_either_spelling_of_the_url_is_a_replay(api: PaymentsAPI, ledger_admin: LedgerAdmin):
+    source, destination = ledger_admin.funded(1000), ledger_admin.account()
+    body = json.dumps(order(source, destination, 10))
+    headers = {**api.headers, "HTTP_IDEMPOTENCY_KEY": "spelled-twice"}
+
+    # given a payment made through the slashed spelling, which is redirected to the canonical one
+    first = api.client.post("/api/v1/payments/", body, content_type="application/json", follow=True, **headers)
+    assert first.redirect_chain == [("/api/v1/payments", 308)]
+    assert first.status_code == 201, first.content
+
+    # when the same request is sent to the canonical spelling
+    again = api.client.post("/api/v1/payments", body, content_type="application/json", **headers)
+
+    # then it is the same request: the saved answer, not idempotency_key_reused
+    assert again.status_code == 201, again.content
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert Payment.objects.count() == 1
+
+
+def test_the_key_fingerprint_takes_the_route_not_the_raw_path():
+    # given a request whose raw path is not its route's canonical spelling
+    request = RequestFactory().post("/api/v1/payments/", {}, content_type="application/json")
+    request.resolver_match = resolve("/api/v1/payments")
+
+    # then its route is the canonical path of the pattern it resolved to
+    assert idempotency.request_route(request) == "/api/v1/payments"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_refused_request_spends_no_key_and_a_dead_claim_is_taken_over(api: PaymentsAPI, ledger_admin: LedgerAdmin):
     source, destination = ledger_admin.funded(1000), ledger_admin.account()
     # a validation failure saves nothing: the key is free for the corrected request
@@ -131,7 +164,7 @@ def test_a_refused_request_spends_no_key_and_a_dead_claim_is_taken_over(api: Pay
     assert api.create(order(source, destination, 10), key="fix-me").status_code == 201
 
     # a claim whose request died (no answer) blocks the key until its lock passes, then is taken over
-    fingerprint = idempotency.request_hash("POST", "/api/v1/payments/", {"a": 1})
+    fingerprint = idempotency.request_hash("POST", "/api/v1/payments", {"a": 1})
     held = idempotency.claim(client_id="cli_x", key="dead", fingerprint=fingerprint)
     assert isinstance(held, idempotency.Claim)
     with pytest.raises(IdempotencyKeyInProgress):

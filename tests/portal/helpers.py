@@ -11,7 +11,7 @@ from portal.identity.keys import jwks, signing_key
 from services.kit.auth import jwks_cache
 
 TOKEN_URL = "/api/v1/auth/token"
-CLIENTS_URL = "/api/v1/identity/clients/"
+CLIENTS_URL = "/api/v1/identity/clients"
 PORTAL_QUEUE = "portal"
 
 

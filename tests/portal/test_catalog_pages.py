@@ -81,7 +81,7 @@ def catalog() -> dict[str, Service]:
         version="1.4.0",
         base_url="http://ledger.internal:8001",
         health_url="http://ledger.internal:8001/health/ready",
-        openapi_url="http://ledger.internal:8001/api/schema/",
+        openapi_url="http://ledger.internal:8001/api/schema",
         health_status="passing",
         last_checked_at=now,
         registered_by="cli_ledger",
@@ -294,8 +294,8 @@ def test_the_service_page_shows_instances_checks_links_and_drift_both_ways(catal
 
     assert _status_of(page, "service-status") == "passing"
     assert "Double-entry ledger." in page
-    assert 'href="http://ledger.internal:8001/api/docs/"' in page
-    assert 'href="http://ledger.internal:8001/api/schema/"' in page
+    assert 'href="http://ledger.internal:8001/api/docs"' in page
+    assert 'href="http://ledger.internal:8001/api/schema"' in page
     # instances: the live one, and the gone one greyed (history)
     assert 'data-instance="web-1:100:a"' in page
     gone = re.search(r'<tr class="catalog-gone" data-instance="web-1:90:old">', page)

@@ -25,7 +25,7 @@ MANIFEST = {
     "lifecycle": "production",
     "base_url": "http://127.0.0.1:8001",
     "health_url": "http://127.0.0.1:8001/health/ready",
-    "openapi_url": "http://127.0.0.1:8001/api/schema/",
+    "openapi_url": "http://127.0.0.1:8001/api/schema",
     "version": "1.4.0",
     "queues": ["ledger"],
     "tags": ["money"],

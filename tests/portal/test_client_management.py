@@ -47,8 +47,8 @@ def test_portal_write_alone_does_not_manage_clients(mint_token):
     # when it tries to create, rotate and revoke
     victim = machine_client()
     created = _post(api, CLIENTS_URL, {"name": "minted", "allowed_audiences": ["ledger"]})
-    rotated = _post(api, f"{CLIENTS_URL}{victim.id}/rotate-secret")
-    revoked = _post(api, f"{CLIENTS_URL}{victim.id}/revoke")
+    rotated = _post(api, f"{CLIENTS_URL}/{victim.id}/rotate-secret")
+    revoked = _post(api, f"{CLIENTS_URL}/{victim.id}/revoke")
 
     # then each is refused for the missing scope, audited, and nothing changed
     for response in (created, rotated, revoked):
@@ -122,12 +122,12 @@ def test_a_manager_cannot_rotate_revoke_or_unlock_a_broader_client(mint_token):
 
     # then what it may not touch is refused and audited, and what it may is done
     for action in ("rotate-secret", "revoke", "unlock"):
-        assert_problem(_post(api, f"{CLIENTS_URL}{broader.id}/{action}"), 403, "grant_escalation")
+        assert_problem(_post(api, f"{CLIENTS_URL}/{broader.id}/{action}"), 403, "grant_escalation")
     row = MachineClient.objects.get(pk=broader.id)
     assert (row.is_active, row.secret_generation) == (True, 0)
     assert [e["metadata"]["operation"] for e in _refusals()] == ["rotate_secret", "revoke", "unlock"]
-    assert _post(api, f"{CLIENTS_URL}{narrower.id}/rotate-secret").status_code == 200
-    assert _post(api, f"{CLIENTS_URL}{narrower.id}/revoke").status_code == 200
+    assert _post(api, f"{CLIENTS_URL}/{narrower.id}/rotate-secret").status_code == 200
+    assert _post(api, f"{CLIENTS_URL}/{narrower.id}/revoke").status_code == 200
 
 
 def test_grants_narrowed_since_the_token_was_issued_count(mint_token):

@@ -1,4 +1,4 @@
-"""Portal API /api/v1/identity/clients/ and /api/v1/me: users by role (session), clients by scope (JWT)."""
+"""Portal API /api/v1/identity/clients and /api/v1/me: users by role (session), clients by scope (JWT)."""
 
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def test_viewer_cannot_rotate_or_revoke(client):
     existing = machine_client()
     client.force_login(user_with_role("viewer"))
 
-    assert_problem(_post(client, f"{CLIENTS_URL}{existing.id}/rotate-secret"), 403, "role_required")
-    assert_problem(_post(client, f"{CLIENTS_URL}{existing.id}/revoke"), 403, "role_required")
+    assert_problem(_post(client, f"{CLIENTS_URL}/{existing.id}/rotate-secret"), 403, "role_required")
+    assert_problem(_post(client, f"{CLIENTS_URL}/{existing.id}/revoke"), 403, "role_required")
 
     assert MachineClient.objects.get(pk=existing.id).secret_hash == secret_hash(existing.secret)
     assert MachineClient.objects.get(pk=existing.id).is_active
@@ -97,7 +97,7 @@ def test_operator_creates_a_client_and_sees_its_secret_only_once(client, request
     assert request_token({**token_body, "audience": "ledger"}).status_code == 200
 
     # when the client is read again
-    again = client.get(f"{CLIENTS_URL}{row.id}")
+    again = client.get(f"{CLIENTS_URL}/{row.id}")
 
     # then the secret is nowhere in it
     assert again.status_code == 200
@@ -186,7 +186,7 @@ def test_rotate_secret_replaces_the_old_secret(client, request_token):
     client.force_login(user_with_role("operator"))
 
     # when the operator rotates the secret with no grace period
-    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret", {"grace_seconds": 0})
+    response = _post(client, f"{CLIENTS_URL}/{machine.id}/rotate-secret", {"grace_seconds": 0})
 
     # then a new secret is returned once
     assert response.status_code == 200, response.content
@@ -206,7 +206,7 @@ def test_after_a_rotation_the_old_secret_works_for_the_grace_period_only(client,
     machine = machine_client()
     client.force_login(user_with_role("operator"))
 
-    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret")
+    response = _post(client, f"{CLIENTS_URL}/{machine.id}/rotate-secret")
 
     assert response.status_code == 200, response.content
     new_secret = response.json()["client_secret"]
@@ -219,12 +219,12 @@ def test_after_a_rotation_the_old_secret_works_for_the_grace_period_only(client,
     assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
     assert request_token({**machine.token_request("ledger"), "client_secret": new_secret}).status_code == 200
     # a second rotation ends the first secret's grace at once: only the one just replaced keeps one
-    third = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret").json()["client_secret"]
+    third = _post(client, f"{CLIENTS_URL}/{machine.id}/rotate-secret").json()["client_secret"]
     assert request_token({**machine.token_request("ledger"), "client_secret": new_secret}).status_code == 200
     assert request_token({**machine.token_request("ledger"), "client_secret": third}).status_code == 200
     assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
     # a revoked client gets nothing, whichever secret
-    _post(client, f"{CLIENTS_URL}{machine.id}/revoke")
+    _post(client, f"{CLIENTS_URL}/{machine.id}/revoke")
     assert_problem(
         request_token({**machine.token_request("ledger"), "client_secret": new_secret}), 401, "invalid_client"
     )
@@ -234,7 +234,7 @@ def test_a_bad_grace_period_is_a_field_error(client):
     machine = machine_client()
     client.force_login(user_with_role("operator"))
 
-    response = _post(client, f"{CLIENTS_URL}{machine.id}/rotate-secret", {"grace_seconds": -1})
+    response = _post(client, f"{CLIENTS_URL}/{machine.id}/rotate-secret", {"grace_seconds": -1})
 
     body = assert_problem(response, 400, "validation_error")
     assert body["errors"][0]["field"] == "grace_seconds"
@@ -247,7 +247,7 @@ def test_revoked_client_can_no_longer_get_tokens(client, request_token):
     client.force_login(user_with_role("operator"))
 
     # when an operator revokes it
-    response = _post(client, f"{CLIENTS_URL}{machine.id}/revoke")
+    response = _post(client, f"{CLIENTS_URL}/{machine.id}/revoke")
 
     # then it is inactive, with the time of revocation, and the token endpoint refuses it
     assert response.status_code == 200, response.content
@@ -259,26 +259,21 @@ def test_revoked_client_can_no_longer_get_tokens(client, request_token):
     assert_problem(request_token(machine.token_request("ledger")), 401, "invalid_client")
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/api/v1/identity/clients",
-        "/api/v1/identity/clients/",
-        "/api/v1/identity/clients/{id}",
-        "/api/v1/identity/clients/{id}/",
-    ],
-)
-def test_routes_take_an_optional_trailing_slash(client, path):
+@pytest.mark.parametrize("path", ["/api/v1/identity/clients", "/api/v1/identity/clients/{id}"])
+def test_routes_have_one_spelling_and_the_slashed_one_redirects_to_it(client, path):
     # given a client and a viewer
     existing = machine_client()
     client.force_login(user_with_role("viewer"))
+    url = path.format(id=existing.id)
 
-    # when the list or detail route is called with or without the slash
-    response = client.get(path.format(id=existing.id))
+    # when the route is called as it is spelled, and with a trailing slash
+    response = client.get(url)
+    slashed = client.get(f"{url}/?limit=5")
 
-    # then both forms reach the API (like /api/v1/me and /api/v1/auth/token, which have none)
+    # then the first reaches the API and the second is sent there, query string kept
     assert response.status_code == 200, response.content
     assert existing.id in response.content.decode()
+    assert (slashed.status_code, slashed["Location"]) == (308, f"{url}?limit=5")
 
 
 @pytest.mark.parametrize(
@@ -294,19 +289,19 @@ def test_unknown_or_malformed_client_id_is_404(client, client_id, detail):
     client.force_login(user_with_role("viewer"))
 
     # when they ask for a client that does not exist
-    response = client.get(f"{CLIENTS_URL}{client_id}")
+    response = client.get(f"{CLIENTS_URL}/{client_id}")
 
     # then the view (not the catch-all route) answers with a problem document
     body = assert_problem(response, 404, "not_found")
     assert body["detail"] == detail
-    assert body["instance"] == f"{CLIENTS_URL}{client_id}"
+    assert body["instance"] == f"{CLIENTS_URL}/{client_id}"
 
 
 def test_machine_clients_cannot_be_deleted_through_the_api(client):
     existing = machine_client()
     client.force_login(superuser())
 
-    response = client.delete(f"{CLIENTS_URL}{existing.id}")
+    response = client.delete(f"{CLIENTS_URL}/{existing.id}")
 
     assert_problem(response, 405, "method_not_allowed")
     assert MachineClient.objects.filter(pk=existing.id).exists()

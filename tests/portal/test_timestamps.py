@@ -46,7 +46,7 @@ def _reader(mint_token, *scopes: str) -> Client:
     [
         ("/api/v1/jobs/failures", "jobs:read"),
         ("/api/v1/jobs/tasks", "jobs:read"),
-        ("/api/v1/audit/events/", "audit:read"),
+        ("/api/v1/audit/events", "audit:read"),
     ],
 )
 def test_far_offsets_in_filters_are_answered_not_a_500(mint_token, path, scope):

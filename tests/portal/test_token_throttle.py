@@ -158,7 +158,7 @@ def test_an_operator_unlocks_a_client_through_the_api_and_it_is_audited(request_
     staff.force_login(user_with_role("operator") if role == "operator" else superuser())
 
     # when an operator unlocks it
-    response = staff.post(f"{CLIENTS_URL}{machine.id}/unlock")
+    response = staff.post(f"{CLIENTS_URL}/{machine.id}/unlock")
 
     # then the right secret works again, and who unlocked it is audited
     assert response.status_code == 200, response.content
@@ -178,7 +178,7 @@ def test_a_viewer_cannot_unlock(request_token, client):
         _wrong(request_token, machine)
     client.force_login(user_with_role("viewer"))
 
-    assert_problem(client.post(f"{CLIENTS_URL}{machine.id}/unlock"), 403, "role_required")
+    assert_problem(client.post(f"{CLIENTS_URL}/{machine.id}/unlock"), 403, "role_required")
     assert request_token(machine.token_request("ledger")).status_code == 429
     assert not _events("auth.token.unlocked")
 

@@ -81,7 +81,7 @@ def _links(service: Service) -> list[Link]:
     base = safe_link(service.base_url)
     candidates = [
         ("Base URL", base),
-        ("API docs", f"{base.rstrip('/')}/api/docs/" if base else ""),
+        ("API docs", f"{base.rstrip('/')}/api/docs" if base else ""),
         ("OpenAPI schema", service.openapi_url),
         ("Health URL", service.health_url),
         ("Documentation", service.docs_url),

@@ -1,6 +1,6 @@
 """``/api/v1/jobs/...``"""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from portal.jobs.api.views import (
     FailureListView,
@@ -14,11 +14,12 @@ from portal.jobs.api.views import (
     ThroughputView,
     WorkerListView,
 )
+from services.kit.canonical_urls import id_segment
 
 urlpatterns = [
     path("tasks", TaskListView.as_view(), name="jobs-tasks"),
-    path("tasks/retry", TasksRetryView.as_view(), name="jobs-tasks-retry"),  # before tasks/<task_id>
-    path("tasks/<str:task_id>", TaskDetailView.as_view(), name="jobs-task"),
+    path("tasks/retry", TasksRetryView.as_view(), name="jobs-tasks-retry"),
+    re_path(rf"^tasks/(?P<task_id>{id_segment('retry')})$", TaskDetailView.as_view(), name="jobs-task"),
     path("tasks/<str:task_id>/retry", TaskRetryView.as_view(), name="jobs-task-retry"),
     path("tasks/<str:task_id>/revoke", TaskRevokeView.as_view(), name="jobs-task-revoke"),
     path("failures", FailureListView.as_view(), name="jobs-failures"),

@@ -9,8 +9,7 @@ from services.ledger.api.views import (
     TransactionViewSet,
 )
 
-router = SimpleRouter()
-router.trailing_slash = "/?"
+router = SimpleRouter(trailing_slash=False)  # the URL rule: services/kit/canonical_urls.py
 router.register("accounts", AccountViewSet, basename="account")
 router.register("transactions", TransactionViewSet, basename="transaction")
 

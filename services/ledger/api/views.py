@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from services.kit.canonical_urls import id_segment
 from services.kit.errors import DomainError
 from services.kit.pagination import CursorPagination
 from services.kit.timestamps import timestamp_parse
@@ -113,7 +114,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     serializer_class = TransactionSerializer
     filterset_class = TransactionFilterSet
     pagination_class = NewestFirst
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = id_segment("batch")  # transactions/batch is the batch endpoint, never an id
 
     def get_object(self) -> Any:
         return selectors.transaction_get(transaction_id=self.kwargs["pk"])

@@ -4,8 +4,7 @@ from rest_framework.routers import SimpleRouter
 from services.kit.views import WhoAmIView
 from services.payments.api.views import PaymentViewSet
 
-router = SimpleRouter()
-router.trailing_slash = "/?"
+router = SimpleRouter(trailing_slash=False)  # the URL rule: services/kit/canonical_urls.py
 router.register("payments", PaymentViewSet, basename="payment")
 
 urlpatterns = [

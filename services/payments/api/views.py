@@ -51,7 +51,7 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             client_id=request.user.client_id,
             header=request.headers.get(idempotency.HEADER),
             method=request.method or "POST",
-            path=request.path,
+            route=idempotency.request_route(request),
             body=request.data,
         )
         if isinstance(held, idempotency.Replay):
