@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from workers.beat import BEAT_SCHEDULE
+from workers.beat import BEAT_SCHEDULE, QUIET_TASKS
 from workers.routing import TASK_QUEUES, route_task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -85,10 +85,16 @@ def _catalog_agent_stop(**kwargs: Any) -> None:
 
 @signals.setup_logging.connect
 def _use_django_logging(**kwargs: Any) -> None:
-    """Workers log JSON lines through the same LOGGING config as the web processes."""
+    """Workers log JSON lines through the same LOGGING config as the web processes; Celery's lines about the
+    frequent periodic tasks are DEBUG (an idle system stays quiet)."""
     from django.conf import settings
 
+    from services.kit.logs import QuietTasks
+
     logging.config.dictConfig(settings.LOGGING)
+    quiet = QuietTasks(QUIET_TASKS)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
 
 
 @signals.before_task_publish.connect
