@@ -21,11 +21,16 @@ def port_taken(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def port_owner(port: int) -> psutil.Process | None:
-    """The process listening on ``port``, when this user may see it."""
+    """The process listening on ``port`` when this user may see it; of processes sharing the socket, the
+    parent that runs the same program (gunicorn's master, not one of its workers)."""
     with contextlib.suppress(psutil.Error, OSError):
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                return psutil.Process(conn.pid)
+                process = psutil.Process(conn.pid)
+                parent = process.parent()
+                while parent is not None and parent.cmdline() == process.cmdline():
+                    process, parent = parent, parent.parent()
+                return process
     return None
 
 
@@ -37,5 +42,5 @@ def port_problem(port: int, host: str = "127.0.0.1") -> str | None:
     who = ""
     if owner is not None:
         with contextlib.suppress(psutil.Error):
-            who = f" (pid {owner.pid}: {' '.join(owner.cmdline())[:80] or owner.name()})"
+            who = f" (pid {owner.pid}: {' '.join(owner.cmdline())[:120] or owner.name()})"
     return f"port {port} is in use — is another `make up` running?{who}"

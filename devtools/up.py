@@ -129,14 +129,15 @@ def preflight(var_dir: Path, env: dict[str, str]) -> str | None:
 
 def main(argv: list[str]) -> int:
     var_dir = var_dir_get()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["ATRIUM_VAR_DIR"] = str(var_dir)
     problem = preflight(var_dir, dict(os.environ))
     if problem:
         print(f"atrium: {problem}", file=sys.stderr, flush=True)
         return 1
+    var_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["ATRIUM_VAR_DIR"] = str(var_dir)
     print("atrium: starting infrastructure ...", flush=True)
     infra = infra_start("dev", var_dir=var_dir)
+    started: Supervisor | None = None
     try:
         base = dict(os.environ)
         base.setdefault("ATRIUM_LOG_COLOR", "1" if sys.stdout.isatty() else "0")
@@ -189,6 +190,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         supervisor.start()
+        started = supervisor
         ready = _wait_ready(urls, ports, time.monotonic() + 120, supervisor)
         if supervisor.stopping:
             supervisor.wait()
@@ -205,7 +207,7 @@ def main(argv: list[str]) -> int:
             if len(ready) == len(urls)
             else "Atrium started, but not every service answers yet (see logs above).",
             web("portal", f"{urls['portal']}/admin/   (API docs {urls['portal']}/api/docs/)"),
-            web("catalog", f"{urls['portal']}/admin/catalog/overview/") if "portal" in ready else None,
+            f"  catalog   {urls['portal']}/admin/catalog/overview/" if "portal" in ready else None,
             *(web(s.name, f"{urls[s.name]}/api/docs/") for s in SERVICES if s.name != "portal"),
             f"  admin     username={creds['admin']['username']}  password={creds['admin']['password']}",
             f"  client    client_id={creds['client']['client_id']}",
@@ -224,6 +226,9 @@ def main(argv: list[str]) -> int:
         supervisor.wait()
         return 0 if supervisor.stopping else 1  # 1: the supervisor itself failed
     finally:
+        if started is not None and not started.wait(0):  # a bug above: never leave the processes behind
+            started.stop()
+            started.wait()
         state_remove(var_dir)
         print("atrium: stopping infrastructure ...", flush=True)
         infra.stop()

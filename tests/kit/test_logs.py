@@ -219,6 +219,18 @@ def test_probe_and_scrape_requests_are_not_logged(client, http_log):
     assert http_log() == []
 
 
+@pytest.mark.urls("tests.kit.urls")
+def test_requests_machines_repeat_every_few_seconds_are_debug_unless_they_fail(client, http_log):
+    # when a view marked access_log_quiet answers once with success and once with a refusal
+    client.post("/api/v1/heartbeat", {"name": "beat", "amount": 1}, content_type="application/json")
+    client.post("/api/v1/heartbeat", {"name": "beat"}, content_type="application/json")
+
+    # then the success is a DEBUG line and the failure an INFO one
+    ok, refused = http_log()
+    assert (ok["status"], ok["level"]) == (201, "debug")
+    assert (refused["status"], refused["level"]) == (400, "info")
+
+
 def console_lines(logger_name: str, *, colour: bool = False) -> tuple[logging.Handler, io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
