@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from devtools.infra import REPO_ROOT
 
 
@@ -51,10 +53,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _runner_alive(pid: int) -> bool:
+    """Whether ``pid`` is still a dev runner (not a later process that got its number)."""
+    try:
+        return "devtools" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return pid_alive(pid)
+
+
 def state_read(var_dir: Path) -> dict[str, Any] | None:
     """The running ``make up``'s record, or None when none runs from this var directory."""
     with contextlib.suppress(OSError, ValueError):
         state = json.loads(state_path(var_dir).read_text())
-        if isinstance(state, dict) and isinstance(state.get("pid"), int) and pid_alive(state["pid"]):
+        if isinstance(state, dict) and isinstance(state.get("pid"), int) and _runner_alive(state["pid"]):
             return state
     return None

@@ -8,6 +8,7 @@ Exit status: 0 when everything runs and answers, 1 when ``make up`` runs but a p
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -16,6 +17,15 @@ from devtools.ports import port_problem
 from devtools.registry import SERVICES, service_ports
 from devtools.state import pid_alive, state_read, var_dir_get
 from devtools.supervisor import procfile_read
+
+
+def _shown(url: str) -> str:
+    """``url`` with any password masked (an external server's; the embedded ones have none)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _health(url: str) -> str:
@@ -48,11 +58,11 @@ def main(argv: list[str]) -> int:
         out.append("data:")
         external = os.environ.get("DATABASE_URL")
         if external:
-            out.append(f"  postgres  {external} (external, DATABASE_URL)")
+            out.append(f"  postgres  {_shown(external)} (external, DATABASE_URL)")
         else:
             out.append(f"  postgres  not running (embedded, data in {var_dir / 'dev' / 'postgres'})")
         out.append(
-            f"  redis     {os.environ['REDIS_URL']} (external, REDIS_URL)"
+            f"  redis     {_shown(os.environ['REDIS_URL'])} (external, REDIS_URL)"
             if os.environ.get("REDIS_URL")
             else f"  redis     not running (embedded, data in {var_dir / 'dev' / 'redis'})"
         )
@@ -83,8 +93,8 @@ def main(argv: list[str]) -> int:
     out.append("data:")
     where = f"embedded, data in {var_dir / 'dev' / 'postgres'}" if state["embedded_postgres"] else "external"
     out.append(f"  postgres  ({where})")
-    out += [f"    {s.name:<9} {database_url_with_name(state['database_url'], s.database)}" for s in SERVICES]
-    out.append(f"  redis     {state['redis_url']} ({'embedded' if state['embedded_redis'] else 'external'})")
+    out += [f"    {s.name:<9} {_shown(database_url_with_name(state['database_url'], s.database))}" for s in SERVICES]
+    out.append(f"  redis     {_shown(state['redis_url'])} ({'embedded' if state['embedded_redis'] else 'external'})")
     out.append(f"  credentials {state['credentials']}")
     print("\n".join(out))
     return 0 if healthy else 1

@@ -198,3 +198,25 @@ def test_manage_and_status_use_a_running_make_up_and_a_second_one_is_refused(clo
 
     # when make up has stopped, then status says so again
     assert atrium(clone, env, "status").stdout.startswith("make up: not running")
+
+
+def test_a_record_left_by_a_runner_that_was_killed_does_not_count_as_running(tmp_path: Path):
+    # given var/dev/up.json naming a pid that is no dev runner (this test's own)
+    var_dir = tmp_path / "var"
+    (var_dir / "dev").mkdir(parents=True)
+    (var_dir / "dev" / "up.json").write_text(f'{{"pid": {os.getpid()}, "urls": {{}}}}')
+
+    # when status is asked
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools", "status"],
+        cwd=REPO_ROOT,
+        env=dev_env(var_dir, port_base()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # then make up is not running
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.startswith("make up: not running")
