@@ -49,7 +49,7 @@ def process_env(
     ports = service_ports(env)
     for service in SERVICES:
         env[service.port_var] = str(ports[service.name])
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    urls = service_urls(env)
     env.setdefault("JWT_JWKS_URL", f"{urls['portal']}/.well-known/jwks.json")
     env.setdefault("ATRIUM_TOKEN_URL", f"{urls['portal']}/api/v1/auth/token")
     # Each service's own machine credentials, and where it finds the others.
@@ -144,26 +144,9 @@ def main(argv: list[str]) -> int:
         env = process_env(database_url=infra.database_url, redis_url=infra.redis_url, creds=None, base=base)
         ports = service_ports(env)
         urls = service_urls(env)
-
-        for service in SERVICES:
-            database_create(infra.database_url, service.database)
-            print(f"atrium: migrating {service.name} ...", flush=True)
-            _run(
-                [sys.executable, service.manage, "migrate", "--noinput", "-v", "0"],
-                env | {"DJANGO_SETTINGS_MODULE": service.settings},
-            )
         credentials = var_dir / "dev-credentials.json"
-        _run(
-            [sys.executable, "manage.py", "demo_setup", "--credentials", str(credentials)]
-            + [f"--url={name}={url}" for name, url in urls.items()],
-            env | {"DJANGO_SETTINGS_MODULE": "portal.settings"},
-        )
-        creds = json.loads(credentials.read_text())
-        env = process_env(database_url=infra.database_url, redis_url=infra.redis_url, creds=creds, base=base)
-
-        # Every Procfile process in a session of its own, restarted when it exits (devtools/supervisor.py):
-        # a Ctrl-C (or SIGTERM) reaches only this runner, which stops them all, then the embedded servers.
-        supervisor = Supervisor(procfile_read(REPO_ROOT / "Procfile"), env, cwd=REPO_ROOT)
+        # From here on a second `make up` from this var directory is refused (even before any port is bound),
+        # `manage` uses these servers and `status` reports on them.
         state = {
             "pid": os.getpid(),
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -176,6 +159,26 @@ def main(argv: list[str]) -> int:
             "credentials": str(credentials),
             "processes": {},
         }
+        state_write(var_dir, state)
+
+        for service in SERVICES:
+            database_create(infra.database_url, service.database)
+            print(f"atrium: migrating {service.name} ...", flush=True)
+            _run(
+                [sys.executable, service.manage, "migrate", "--noinput", "-v", "0"],
+                env | {"DJANGO_SETTINGS_MODULE": service.settings},
+            )
+        _run(
+            [sys.executable, "manage.py", "demo_setup", "--credentials", str(credentials)]
+            + [f"--url={name}={url}" for name, url in urls.items()],
+            env | {"DJANGO_SETTINGS_MODULE": "portal.settings"},
+        )
+        creds = json.loads(credentials.read_text())
+        env = process_env(database_url=infra.database_url, redis_url=infra.redis_url, creds=creds, base=base)
+
+        # Every Procfile process in a session of its own, restarted when it exits (devtools/supervisor.py):
+        # a Ctrl-C (or SIGTERM) reaches only this runner, which stops them all, then the embedded servers.
+        supervisor = Supervisor(procfile_read(REPO_ROOT / "Procfile"), env, cwd=REPO_ROOT)
 
         def processes_changed() -> None:
             state_write(var_dir, {**state, "processes": supervisor.pids()})
