@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from devtools.infra import REPO_ROOT, Infra, database_create, infra_start
 from devtools.registry import SERVICES, service_get
@@ -74,6 +75,10 @@ def main(argv: list[str]) -> int:
         psql = _psql_dir() if embedded_postgres else None
         if psql is not None:
             env["PATH"] = os.pathsep.join([str(psql), env["PATH"]])
+        # The embedded server listens on a socket named in the URL's query, which dbshell does not pass to psql.
+        socket_dir = parse_qs(urlsplit(database_url).query).get("host")
+        if socket_dir:
+            env.setdefault("PGHOST", socket_dir[0])
         # The command owns the terminal: a Ctrl-C is its to handle; this process waits, then cleans up. (A handler,
         # not SIG_IGN: an ignored signal would stay ignored in the command, a handler is reset by exec.)
         previous = signal.signal(signal.SIGINT, lambda signum, frame: None)

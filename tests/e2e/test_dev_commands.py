@@ -45,9 +45,18 @@ def dev_env(var_dir: Path, base: int) -> dict[str, str]:
     return env
 
 
-def atrium(clone: Path, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def atrium(
+    clone: Path, env: dict[str, str], *args: str, timeout: float = 240, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["./bin/atrium", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        ["./bin/atrium", *args],
+        cwd=clone,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -86,12 +95,16 @@ def test_manage_and_status_work_when_make_up_is_stopped(clone: Path, tmp_path: P
     # when the portal's database is migrated and verified through manage
     migrated = atrium(clone, env, "manage", "portal", "migrate", "--noinput", "-v", "0")
     verified = atrium(clone, env, "manage", "portal", "audit_verify")
+    # and psql is opened on the ledger's database
+    psql = atrium(clone, env, "manage", "ledger", "dbshell", stdin="SELECT current_database();\n")
 
-    # then both ran on the embedded servers manage started, which are gone again
+    # then each ran on the embedded servers manage started, which are gone again
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     assert "`make up` is not running; starting the servers" in migrated.stderr
     assert verified.returncode == 0, verified.stderr[-3000:]
     assert verified.stdout.strip().endswith("OK")
+    assert psql.returncode == 0, psql.stderr[-3000:]
+    assert " atrium_ledger\n" in psql.stdout
     assert servers_of(var_dir) == []
 
 
