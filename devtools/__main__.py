@@ -1,22 +1,29 @@
-"""``python -m devtools up|test [pytest args]``."""
+"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status``."""
 
 from __future__ import annotations
 
 import sys
 
+COMMANDS = ("up", "test", "manage", "status")
+
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("up", "test"):
-        print("usage: python -m devtools up | test [pytest args]", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(
+            "usage: python -m devtools up | test [pytest args] | manage <process> <command> [args] | status",
+            file=sys.stderr,
+        )
         return 2
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "up":
-        from devtools.up import main as up
-
-        return up(rest)
-    from devtools.test import main as test
-
-    return test(rest)
+        from devtools.up import main as run
+    elif command == "test":
+        from devtools.test import main as run
+    elif command == "manage":
+        from devtools.manage import main as run
+    else:
+        from devtools.status import main as run
+    return run(rest)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -165,6 +166,8 @@ class Supervisor:
         self._kill = threading.Event()
         self._done = threading.Event()
         self._monitor: threading.Thread | None = None
+        # Called (from the watching thread) after a process starts or exits: the runner records the pids.
+        self.on_change: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------------------------------- public
 
@@ -237,6 +240,7 @@ class Supervisor:
         supervised.readers = [r for r in supervised.readers if r.is_alive()] + [reader]
         again = f" again (restart {supervised.restarts})" if supervised.restarts else ""
         self.say(f"{supervised.entry.name} started{again} (pid {proc.pid})")
+        self._changed()
 
     def _relay(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
@@ -289,6 +293,14 @@ class Supervisor:
             f"{supervised.entry.name} (pid {supervised.proc.pid}) {exit_description(returncode)} after {uptime:.0f} s;"
             f" restarting it in {supervised.delay:g} s"
         )
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception as exc:  # a report that failed must not stop the supervision
+                self.say(f"could not record the processes ({type(exc).__name__}: {exc})")
 
     def _stop_all(self) -> None:
         running = [s.proc for s in self.processes if s.proc is not None and s.proc.returncode is None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -9,18 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 
-from devtools.infra import REPO_ROOT, database_create, infra_start, venv_env
+from devtools.infra import REPO_ROOT, database_create, database_url_with_name, infra_start, venv_env
+from devtools.ports import port_problem
+from devtools.registry import SERVICES, service_ports
+from devtools.state import state_read, state_remove, state_write, var_dir_get
 from devtools.supervisor import Supervisor, procfile_read
-
-# process name → (settings module, manage.py, port env, default port)
-WEB = {
-    "portal": ("portal.settings", "manage.py", "PORTAL_PORT", 8000),
-    "ledger": ("services.ledger.settings", "services/ledger/manage.py", "LEDGER_PORT", 8001),
-    "payments": ("services.payments.settings", "services/payments/manage.py", "PAYMENTS_PORT", 8002),
-}
 
 
 def service_env(infra_urls: dict[str, str], base: dict[str, str]) -> dict[str, str]:
@@ -31,75 +30,160 @@ def service_env(infra_urls: dict[str, str], base: dict[str, str]) -> dict[str, s
     return env
 
 
+def process_env(
+    *, database_url: str, redis_url: str, creds: dict[str, Any] | None, base: dict[str, str]
+) -> dict[str, str]:
+    """The environment ``make up`` gives every process (the Procfile line adds its settings module): the
+    servers, each service's database, port and URL, and, once ``demo_setup`` made them, each service's
+    machine credentials. ``manage`` builds the same one."""
+    env = service_env(
+        {
+            "REDIS_URL": redis_url,
+            **{s.database_url_var: database_url_with_name(database_url, s.database) for s in SERVICES},
+        },
+        base,
+    )
+    env.pop("DATABASE_URL", None)  # each process gets its own <SERVICE>_DATABASE_URL
+    env.setdefault("WEB_CONCURRENCY", "2")  # a laptop runs every service at once: keep each one small
+    env.setdefault("ATRIUM_LOG_FORMAT", "console")  # one readable line per event (services/kit/logs.py)
+    ports = service_ports(env)
+    for service in SERVICES:
+        env[service.port_var] = str(ports[service.name])
+    urls = service_urls(env)
+    env.setdefault("JWT_JWKS_URL", f"{urls['portal']}/.well-known/jwks.json")
+    env.setdefault("ATRIUM_TOKEN_URL", f"{urls['portal']}/api/v1/auth/token")
+    # Each service's own machine credentials, and where it finds the others.
+    for service, own in (creds or {}).get("services", {}).items():
+        env[f"{service.upper()}_CLIENT_ID"] = own["client_id"]
+        env[f"{service.upper()}_CLIENT_SECRET"] = own["client_secret"]
+    # Where each service is reached: what the others call, and what it registers in the catalog.
+    for name, url in urls.items():
+        env.setdefault(f"{name.upper()}_URL", url)
+    env.setdefault("ATRIUM_PORTAL_URL", urls["portal"])
+    # Every service runs on this machine's loopback: the portal may poll their health URLs there (and only
+    # there: other inside addresses stay refused by the kit's outbound guard).
+    env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
+    return env
+
+
+def service_urls(env: dict[str, str]) -> dict[str, str]:
+    return {name: f"http://127.0.0.1:{port}" for name, port in service_ports(env).items()}
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> None:
     subprocess.run(cmd, env=env, cwd=REPO_ROOT, check=True)
 
 
-def _wait_ready(urls: dict[str, str], deadline: float, supervisor: Supervisor) -> bool:
-    pending = dict(urls)
-    while pending and time.monotonic() < deadline and not supervisor.stopping:
-        for name, url in list(pending.items()):
+def _listeners(ports: dict[str, int]) -> dict[str, set[int]]:
+    """Service name → pids listening on its port."""
+    by_port = {port: name for name, port in ports.items()}
+    found: dict[str, set[int]] = {name: set() for name in ports}
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in by_port and conn.pid:
+            found[by_port[conn.laddr.port]].add(conn.pid)
+    return found
+
+
+def _ours(pid: int | None, listeners: set[int]) -> bool:
+    """Whether the supervised process ``pid`` (or one of its children: gunicorn's workers) holds the port."""
+    if pid is None:
+        return False
+    try:
+        family = {pid} | {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return False
+    return bool(family & listeners)
+
+
+def _wait_ready(urls: dict[str, str], ports: dict[str, int], deadline: float, supervisor: Supervisor) -> set[str]:
+    """The services that answer ready from a process this run started (another program on the port does not
+    count), waiting for all of them until ``deadline``."""
+    ready: set[str] = set()
+    while len(ready) < len(urls) and time.monotonic() < deadline and not supervisor.stopping:
+        listeners = _listeners(ports)
+        pids = supervisor.pids()
+        for name, url in urls.items():
+            if name in ready or not _ours(pids.get(name), listeners[name]):
+                continue
             try:
                 if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    del pending[name]
+                    ready.add(name)
             except httpx.HTTPError:
                 pass
         time.sleep(0.5)
-    return not pending
+    return ready
+
+
+def preflight(var_dir: Path, env: dict[str, str]) -> str | None:
+    """Why ``make up`` cannot start here, in one line, before it starts anything; None when it can."""
+    running = state_read(var_dir)
+    if running is not None:
+        return f"`make up` is already running from {var_dir} (pid {running['pid']}); stop it first (Ctrl-C there)"
+    host = env.get("BIND_HOST") or "127.0.0.1"
+    for port in service_ports(env).values():
+        problem = port_problem(port, host)
+        if problem:
+            return problem
+    return None
 
 
 def main(argv: list[str]) -> int:
-    var_dir = Path(os.environ.get("ATRIUM_VAR_DIR") or REPO_ROOT / "var").resolve()
+    var_dir = var_dir_get()
+    problem = preflight(var_dir, dict(os.environ))
+    if problem:
+        print(f"atrium: {problem}", file=sys.stderr, flush=True)
+        return 1
     var_dir.mkdir(parents=True, exist_ok=True)
     os.environ["ATRIUM_VAR_DIR"] = str(var_dir)
     print("atrium: starting infrastructure ...", flush=True)
     infra = infra_start("dev", var_dir=var_dir)
+    started: Supervisor | None = None
     try:
-        env = service_env(
-            {
-                "REDIS_URL": infra.redis_url,
-                **{f"{name.upper()}_DATABASE_URL": infra.service_database_url(f"atrium_{name}") for name in WEB},
-            },
-            dict(os.environ),
-        )
-        env.pop("DATABASE_URL", None)  # each process gets its own <SERVICE>_DATABASE_URL
-        env.setdefault("WEB_CONCURRENCY", "2")  # a laptop runs every service at once: keep each one small
-        ports = {name: int(env.get(port_var, default)) for name, (_, _, port_var, default) in WEB.items()}
-        for name, (_, _, port_var, _) in WEB.items():
-            env[port_var] = str(ports[name])
-        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        env.setdefault("JWT_JWKS_URL", f"{urls['portal']}/.well-known/jwks.json")
-        env.setdefault("ATRIUM_TOKEN_URL", f"{urls['portal']}/api/v1/auth/token")
-
-        for name, (settings_module, manage, _, _) in WEB.items():
-            database_create(infra.database_url, f"atrium_{name}")
-            print(f"atrium: migrating {name} ...", flush=True)
-            _run(
-                [sys.executable, manage, "migrate", "--noinput", "-v", "0"],
-                env | {"DJANGO_SETTINGS_MODULE": settings_module},
-            )
+        base = dict(os.environ)
+        base.setdefault("ATRIUM_LOG_COLOR", "1" if sys.stdout.isatty() else "0")
+        env = process_env(database_url=infra.database_url, redis_url=infra.redis_url, creds=None, base=base)
+        ports = service_ports(env)
+        urls = service_urls(env)
         credentials = var_dir / "dev-credentials.json"
+        # From here on a second `make up` from this var directory is refused (even before any port is bound),
+        # `manage` uses these servers and `status` reports on them.
+        state = {
+            "pid": os.getpid(),
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "var_dir": str(var_dir),
+            "database_url": infra.database_url,
+            "redis_url": infra.redis_url,
+            "embedded_postgres": infra.embedded_postgres,
+            "embedded_redis": infra.embedded_redis,
+            "urls": urls,
+            "credentials": str(credentials),
+            "processes": {},
+        }
+        state_write(var_dir, state)
+
+        for service in SERVICES:
+            database_create(infra.database_url, service.database)
+            print(f"atrium: migrating {service.name} ...", flush=True)
+            _run(
+                [sys.executable, service.manage, "migrate", "--noinput", "-v", "0"],
+                env | {"DJANGO_SETTINGS_MODULE": service.settings},
+            )
         _run(
             [sys.executable, "manage.py", "demo_setup", "--credentials", str(credentials)]
             + [f"--url={name}={url}" for name, url in urls.items()],
             env | {"DJANGO_SETTINGS_MODULE": "portal.settings"},
         )
         creds = json.loads(credentials.read_text())
-        # Each service's own machine credentials, and where it finds the others.
-        for service, own in creds.get("services", {}).items():
-            env[f"{service.upper()}_CLIENT_ID"] = own["client_id"]
-            env[f"{service.upper()}_CLIENT_SECRET"] = own["client_secret"]
-        # Where each service is reached: what the others call, and what it registers in the catalog.
-        for name, url in urls.items():
-            env.setdefault(f"{name.upper()}_URL", url)
-        env.setdefault("ATRIUM_PORTAL_URL", urls["portal"])
-        # Every service runs on this machine's loopback: the portal may poll their health URLs there (and only
-        # there: other inside addresses stay refused by the kit's outbound guard).
-        env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
+        env = process_env(database_url=infra.database_url, redis_url=infra.redis_url, creds=creds, base=base)
 
         # Every Procfile process in a session of its own, restarted when it exits (devtools/supervisor.py):
         # a Ctrl-C (or SIGTERM) reaches only this runner, which stops them all, then the embedded servers.
         supervisor = Supervisor(procfile_read(REPO_ROOT / "Procfile"), env, cwd=REPO_ROOT)
+
+        def processes_changed() -> None:
+            state_write(var_dir, {**state, "processes": supervisor.pids()})
+
+        supervisor.on_change = processes_changed
 
         def stop(signum: int, frame: object) -> None:
             if not supervisor.stopping:
@@ -109,16 +193,25 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         supervisor.start()
-        ready = _wait_ready(urls, time.monotonic() + 120, supervisor)
+        started = supervisor
+        ready = _wait_ready(urls, ports, time.monotonic() + 120, supervisor)
+        if supervisor.stopping:
+            supervisor.wait()
+            return 0
         postgres_where = f"embedded ({var_dir}/dev/postgres)" if infra.embedded_postgres else "external (DATABASE_URL)"
+
+        def web(name: str, line: str) -> str:
+            return f"  {name:<9} {line}" if name in ready else f"  {name:<9} {urls[name]} is not answering yet"
+
         banner = [
             "",
             "=" * 72,
-            "Atrium is up." if ready else "Atrium started, but not every service is ready yet (see logs above).",
-            f"  portal    {urls['portal']}/admin/   (API docs {urls['portal']}/api/docs)",
-            f"  catalog   {urls['portal']}/admin/catalog/overview/",
-            f"  ledger    {urls['ledger']}/api/docs",
-            f"  payments  {urls['payments']}/api/docs",
+            "Atrium is up."
+            if len(ready) == len(urls)
+            else "Atrium started, but not every service answers yet (see logs above).",
+            web("portal", f"{urls['portal']}/admin/   (API docs {urls['portal']}/api/docs)"),
+            f"  catalog   {urls['portal']}/admin/catalog/overview/" if "portal" in ready else None,
+            *(web(s.name, f"{urls[s.name]}/api/docs") for s in SERVICES if s.name != "portal"),
             f"  admin     username={creds['admin']['username']}  password={creds['admin']['password']}",
             f"  client    client_id={creds['client']['client_id']}",
             f"            client_secret={creds['client']['client_secret']}",
@@ -127,13 +220,18 @@ def main(argv: list[str]) -> int:
             f"  postgres  {postgres_where}",
             f"  redis     {infra.redis_url}{' (embedded)' if infra.embedded_redis else ''}",
             f"  saved to  {credentials}",
+            "  status    ./bin/atrium status;  commands: ./bin/atrium manage <process> <command> (e.g. portal shell)",
             "A process that exits is restarted (1 s, doubling to 30 s). Press Ctrl-C to stop every process.",
             "=" * 72,
             "",
         ]
-        print("\n".join(banner), flush=True)
+        print("\n".join(line for line in banner if line is not None), flush=True)
         supervisor.wait()
         return 0 if supervisor.stopping else 1  # 1: the supervisor itself failed
     finally:
+        if started is not None and not started.wait(0):  # a bug above: never leave the processes behind
+            started.stop()
+            started.wait()
+        state_remove(var_dir)
         print("atrium: stopping infrastructure ...", flush=True)
         infra.stop()

@@ -19,6 +19,10 @@ BEAT_SCHEDULE = {
     "portal.jobs_prune": {"task": "portal.jobs_prune", "schedule": 3600.0},
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
+    # Outbox retention: published rows past ATRIUM_OUTBOX_RETENTION_DAYS, in each service's database.
+    "portal.outbox_purge": {"task": "portal.outbox_purge", "schedule": 3600.0},
+    "ledger.outbox_purge": {"task": "ledger.outbox_purge", "schedule": 3600.0},
+    "payments.outbox_purge": {"task": "payments.outbox_purge", "schedule": 3600.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
     "audit.archive": {"task": "audit.archive", "schedule": 3600.0},  # a no-op unless AUDIT_ARCHIVE_AUTOMATIC
     # Payments: resume lost work, reconcile with the ledger, forget idempotency keys after 24 h.
@@ -29,3 +33,6 @@ BEAT_SCHEDULE = {
     },
     "payments.idempotency_purge": {"task": "payments.idempotency_purge", "schedule": 3600.0},
 }
+
+# Tasks run every minute or more often: Celery's INFO lines about them (sent, received, succeeded) are DEBUG.
+QUIET_TASKS = tuple(sorted({entry["task"] for entry in BEAT_SCHEDULE.values() if entry["schedule"] <= 60}))

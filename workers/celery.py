@@ -11,8 +11,8 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 from services.kit.celery_app import app
-from workers.beat import BEAT_SCHEDULE
+from workers.beat import BEAT_SCHEDULE, QUIET_TASKS
 
-app.conf.update(beat_schedule=BEAT_SCHEDULE)
+app.conf.update(beat_schedule=BEAT_SCHEDULE, atrium_quiet_tasks=QUIET_TASKS)
 
 __all__ = ["app"]

@@ -8,12 +8,13 @@ from services.ledger import services
 from services.ledger.integrity import integrity_check_run
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
-from workers.outbox import outbox_relay_task
+from workers.outbox import outbox_purge_task, outbox_relay_task
 
 ping = ping_task("ledger")
 probe = probe_task("ledger")
 noop = noop_task("ledger")
 outbox_relay = outbox_relay_task("ledger")
+outbox_purge = outbox_purge_task("ledger")
 
 
 @app.task(name="ledger.integrity_check")

@@ -1,4 +1,5 @@
-"""The outbox sweep, one task per service (each runs in that service's worker, on its own database)."""
+"""The outbox sweep and retention, one task each per service (each runs in that service's worker, on its own
+database)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,15 @@ def outbox_relay_task(service: str) -> Any:
         return relay_run()
 
     return outbox_relay
+
+
+def outbox_purge_task(service: str) -> Any:
+    """Register ``<service>.outbox_purge``: delete published rows past ATRIUM_OUTBOX_RETENTION_DAYS."""
+
+    @app.task(name=f"{service}.outbox_purge", ignore_result=True)
+    def outbox_purge() -> int:
+        from services.kit.outbox import outbox_purge as purge
+
+        return purge()
+
+    return outbox_purge

@@ -14,7 +14,7 @@ from services.payments.processing import sweep as sweep_run
 from services.payments.reconcile import reconcile as reconcile_run
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
-from workers.outbox import outbox_relay_task
+from workers.outbox import outbox_purge_task, outbox_relay_task
 
 log = get_logger(__name__)
 
@@ -22,6 +22,7 @@ ping = ping_task("payments")
 probe = probe_task("payments")
 noop = noop_task("payments")
 outbox_relay = outbox_relay_task("payments")
+outbox_purge = outbox_purge_task("payments")
 
 
 @app.task(name="payments.process", bind=True, acks_late=True, max_retries=None)

@@ -4,12 +4,13 @@ from typing import Any
 
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
-from workers.outbox import outbox_relay_task
+from workers.outbox import outbox_purge_task, outbox_relay_task
 
 ping = ping_task("portal")
 probe = probe_task("portal")
 noop = noop_task("portal")
 outbox_relay = outbox_relay_task("portal")
+outbox_purge = outbox_purge_task("portal")
 
 
 @app.task(name="portal.catalog_health", ignore_result=True)

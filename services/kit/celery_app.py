@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from services.kit.logs import QuietTasks
 from services.kit.queues import TASK_QUEUES, route_task
 
 app = Celery("atrium", task_cls="services.kit.task_base:AtriumTask")
@@ -87,10 +88,15 @@ def _catalog_agent_stop(**kwargs: Any) -> None:
 
 @signals.setup_logging.connect
 def _use_django_logging(**kwargs: Any) -> None:
-    """Workers log JSON lines through the same LOGGING config as the web processes."""
+    """Workers log through the same LOGGING config as the web processes; Celery's lines about the tasks named in
+    ``app.conf.atrium_quiet_tasks`` (beat's frequent ones, set by ``workers/celery.py``) are DEBUG, so an idle
+    system stays quiet."""
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+    quiet = QuietTasks(tuple(app.conf.get("atrium_quiet_tasks") or ()))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
 
 
 @signals.before_task_publish.connect

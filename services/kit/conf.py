@@ -25,6 +25,7 @@ what is particular to it. Environment (12-factor):
 from __future__ import annotations
 
 import ipaddress
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,8 @@ def kit_settings(
         "ATRIUM_OUTBOX_POLL_SECONDS": env.float("ATRIUM_OUTBOX_POLL_SECONDS", default=5.0),
         # Events per published message when there is a backlog (fewer, larger messages: less overhead per event).
         "ATRIUM_OUTBOX_BATCH": env.int("ATRIUM_OUTBOX_BATCH", default=1000),
+        # Published outbox rows are deleted this many days after they were written (beat: <service>.outbox_purge).
+        "ATRIUM_OUTBOX_RETENTION_DAYS": env.int("ATRIUM_OUTBOX_RETENTION_DAYS", default=7),
         # Verified tokens remembered per process (0 disables), each for at most this long.
         "JWT_VERIFIED_CACHE_SIZE": env.int("JWT_VERIFIED_CACHE_SIZE", default=1024),
         "JWT_VERIFIED_CACHE_SECONDS": env.int("JWT_VERIFIED_CACHE_SECONDS", default=60),
@@ -412,17 +415,24 @@ def web_layout() -> tuple[int, int]:
 
 
 def logging_config(*, service: str, level: str) -> dict[str, Any]:
-    """JSON lines on stdout for every logger, each line tagged with service, request and task id."""
+    """JSON lines on stdout for every logger, each line tagged with service, request and task id; outside
+    production, ``ATRIUM_LOG_FORMAT=console`` (``make up``) makes them readable lines, in colour when
+    ``ATRIUM_LOG_COLOR=1`` or stdout is a terminal."""
+    console = env.str("ATRIUM_LOG_FORMAT", default="json") == "console" and atrium_env() != "production"
+    colour = env.bool("ATRIUM_LOG_COLOR", default=sys.stdout.isatty())
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": "services.kit.logs.ContextFilter", "service": service}},
-        "formatters": {"json": {"()": "services.kit.logs.JsonFormatter"}},
+        "formatters": {
+            "json": {"()": "services.kit.logs.JsonFormatter"},
+            "console": {"()": "services.kit.logs.ConsoleFormatter", "colour": colour},
+        },
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
-                "formatter": "json",
+                "formatter": "console" if console else "json",
                 "filters": ["context"],
             }
         },

@@ -2,6 +2,7 @@
 
 Use ``log = get_logger(__name__)`` then ``log.info("payment.settled", payment_id=pid)``:
 the first argument is a stable event name, keyword arguments become JSON fields.
+In dev (``ATRIUM_LOG_FORMAT=console``, set by ``make up``) each event is one readable line instead.
 """
 
 from __future__ import annotations
@@ -74,6 +75,72 @@ class JsonFormatter(logging.Formatter):
             payload["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             payload["traceback"] = "".join(traceback.format_exception(*record.exc_info))
         return json.dumps(payload, default=repr, ensure_ascii=False)
+
+
+_COLOURS = {"DEBUG": "\033[2m", "WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
+_RESET = "\033[0m"
+
+
+def _console_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(_jsonable(value), default=repr, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False) if not text or any(c in text for c in ' "=\n') else text
+
+
+class ConsoleFormatter(logging.Formatter):
+    """One readable line per event for a developer's console: level, event, fields, ``[request id]``
+    (``make up`` puts the time and the process name in front), the level in colour when ``colour``."""
+
+    def __init__(self, colour: bool = False) -> None:
+        super().__init__()
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname:<7}"
+        if self.colour and record.levelname in _COLOURS:
+            level = f"{_COLOURS[record.levelname]}{level}{_RESET}"
+        parts = [level, record.getMessage()]
+        for key, value in record.__dict__.items():
+            if key in _STANDARD_ATTRS or key in ("service", "request_id", "task_id"):
+                continue
+            if key == "data" and record.name.startswith("celery"):  # Celery's copy of what its message says
+                continue
+            parts.append(f"{key}={'[redacted]' if _is_sensitive(key) else _console_value(value)}")
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            parts.append(f"[{request_id}]")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        return line
+
+
+class QuietTasks(logging.Filter):
+    """Celery's own lines about frequent periodic tasks (beat sending them, a worker receiving and finishing
+    them) are DEBUG, not INFO: an idle system prints nothing every few seconds. Their failures stay loud."""
+
+    _MESSAGES = ("Scheduler: Sending due task", "Task %(name)s[%(id)s] received", "Task %(name)s[%(id)s] succeeded")
+
+    def __init__(self, tasks: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.tasks = frozenset(tasks)
+
+    def _task(self, record: logging.LogRecord) -> str | None:
+        if isinstance(record.args, dict):
+            return record.args.get("name")
+        if isinstance(record.args, tuple) and len(record.args) == 2:  # beat: (entry name, task name)
+            return str(record.args[1])
+        return None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.INFO
+            and isinstance(record.msg, str)
+            and record.msg.startswith(self._MESSAGES)
+            and self._task(record) in self.tasks
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
 
 
 class EventLogger(logging.LoggerAdapter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,7 +57,11 @@ class MetricsMiddleware:
         HTTP_REQUESTS.labels(self.service, request.method, view, str(response.status_code)).inc()
         HTTP_LATENCY.labels(self.service, request.method, view).observe(elapsed)
         if not request.path.startswith(("/health/", "/metrics", "/static/")):
-            log.info(
+            # Views that machines call every few seconds (catalog heartbeats) say so: their successes are DEBUG.
+            view_class = getattr(getattr(match, "func", None), "view_class", None)
+            quiet = response.status_code < 400 and getattr(view_class, "access_log_quiet", False)
+            log.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "http.request",
                 method=request.method,
                 path=request.path,

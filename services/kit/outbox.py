@@ -334,3 +334,42 @@ def relay_kick() -> None:
 def isoformat(moment: dt.datetime) -> str:
     """UTC, microseconds, ``Z``: the one timestamp format events carry."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ------------------------------------------------------------------------------------- retention
+
+# One range of a topic's published rows, by the (topic, seq) unique index: at most ``batch`` numbers, none above
+# the watermark (unpublished rows and unnumbered ones are never touched), none younger than the cutoff.
+_PURGE = (
+    f"DELETE FROM {_TABLE} WHERE topic = %(topic)s AND seq >= %(low)s AND seq <= %(high)s "  # noqa: S608
+    "AND created_at < %(cutoff)s"
+)
+
+
+def outbox_purge(*, days: int | None = None, batch: int = 10_000, max_batches: int = 1000) -> int:
+    """Delete published outbox rows older than ``days`` (``ATRIUM_OUTBOX_RETENTION_DAYS``, 7 by default), a
+    range of sequence numbers under each topic's watermark at a time, each range in a transaction of its own;
+    return how many rows went."""
+    days = int(getattr(settings, "ATRIUM_OUTBOX_RETENTION_DAYS", 7)) if days is None else days
+    cutoff = timezone.now() - dt.timedelta(days=days)
+    removed = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT topic, published_seq FROM kit_outbox_counter")
+        watermarks = cursor.fetchall()
+    for topic, watermark in watermarks:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT min(seq) FROM {_TABLE} WHERE topic = %s AND seq IS NOT NULL", [topic])  # noqa: S608
+            low = cursor.fetchone()[0]
+        for _ in range(max_batches):
+            if low is None or low > watermark:
+                break
+            high = min(low + batch - 1, watermark)
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(_PURGE, {"topic": topic, "low": low, "high": high, "cutoff": cutoff})
+                deleted = cursor.rowcount
+            removed += deleted
+            if not deleted:  # sequence numbers follow creation: the rows from here on are within retention
+                break
+            low = high + 1
+    log.info("outbox.purged", rows=removed, retention_days=days)
+    return removed

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from services.kit.conf import logging_config
 from services.kit.context import request_id_var, task_id_var
-from services.kit.logs import ContextFilter, JsonFormatter, get_logger
+from services.kit.logs import ConsoleFormatter, ContextFilter, JsonFormatter, QuietTasks, get_logger
 
 
 def attach(logger_name: str, *, propagate: bool = False) -> tuple[logging.Handler, Callable[[], list[dict]]]:
@@ -216,3 +217,115 @@ def test_probe_and_scrape_requests_are_not_logged(client, http_log):
 
     # then they add no request log lines
     assert http_log() == []
+
+
+@pytest.mark.urls("tests.kit.urls")
+def test_requests_machines_repeat_every_few_seconds_are_debug_unless_they_fail(client, http_log):
+    # when a view marked access_log_quiet answers once with success and once with a refusal
+    client.post("/api/v1/heartbeat", {"name": "beat", "amount": 1}, content_type="application/json")
+    client.post("/api/v1/heartbeat", {"name": "beat"}, content_type="application/json")
+
+    # then the success is a DEBUG line and the failure an INFO one
+    ok, refused = http_log()
+    assert (ok["status"], ok["level"]) == (201, "debug")
+    assert (refused["status"], refused["level"]) == (400, "info")
+
+
+def console_lines(logger_name: str, *, colour: bool = False) -> tuple[logging.Handler, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(ConsoleFormatter(colour=colour))
+    handler.addFilter(ContextFilter(service="ledger"))
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return handler, stream
+
+
+def test_dev_console_prints_one_readable_line_per_event_with_its_request_id():
+    name = f"tests.kit.logs.{uuid.uuid4().hex[:8]}"
+    handler, stream = console_lines(name)
+    token = request_id_var.set("req-console-1")
+    try:
+        # when an event with fields (one secret, one with spaces) is logged in a request
+        get_logger(name).warning("payment.parked", payment_id="pay_1", reason="ledger away", client_secret="s3")
+    finally:
+        request_id_var.reset(token)
+        logging.getLogger(name).removeHandler(handler)
+
+    # then it is one plain line: level, event, fields, request id; no JSON, no secret, no colour codes
+    assert stream.getvalue() == (
+        'WARNING payment.parked payment_id=pay_1 reason="ledger away" client_secret=[redacted] [req-console-1]\n'
+    )
+
+
+def test_dev_console_colours_the_level_only_when_asked():
+    name = f"tests.kit.logs.{uuid.uuid4().hex[:8]}"
+    handler, stream = console_lines(name, colour=True)
+    try:
+        get_logger(name).error("thing.failed")
+        get_logger(name).info("thing.done")
+    finally:
+        logging.getLogger(name).removeHandler(handler)
+
+    failed, done = stream.getvalue().splitlines()
+    assert failed == "\033[31mERROR  \033[0m thing.failed"
+    assert done == "INFO    thing.done"
+
+
+@pytest.mark.parametrize(
+    ("atrium_env", "log_format", "formatter"),
+    [("dev", "console", "console"), ("dev", "", "json"), ("test", "", "json"), ("production", "console", "json")],
+)
+def test_logs_are_readable_lines_only_where_asked_and_never_in_production(
+    monkeypatch, atrium_env, log_format, formatter
+):
+    monkeypatch.setenv("ATRIUM_ENV", atrium_env)
+    monkeypatch.setenv("ATRIUM_LOG_FORMAT", log_format)
+
+    config = logging_config(service="ledger", level="INFO")
+
+    assert config["handlers"]["stdout"]["formatter"] == formatter
+
+
+def celery_record(logger: str, msg: str, args: object, level: int = logging.INFO) -> logging.LogRecord:
+    record = logging.LogRecord(logger, level, __file__, 1, msg, None, None)
+    record.args = args  # as Celery passes them (a dict, or beat's tuple)
+    return record
+
+
+def test_frequent_periodic_tasks_are_debug_so_an_idle_system_is_quiet():
+    quiet = QuietTasks(["portal.catalog_health"])
+    logging.getLogger("celery.beat").setLevel(logging.INFO)
+    sent = celery_record(
+        "celery.beat", "Scheduler: Sending due task %s (%s)", ("portal.catalog_health", "portal.catalog_health")
+    )
+    received = celery_record(
+        "celery.worker.strategy", "Task %(name)s[%(id)s] received", {"name": "portal.catalog_health", "id": "1"}
+    )
+    other = celery_record(
+        "celery.beat", "Scheduler: Sending due task %s (%s)", ("portal.jobs_prune", "portal.jobs_prune")
+    )
+    failed = celery_record(
+        "celery.app.trace",
+        "Task %(name)s[%(id)s] %(description)s: %(exc)s",
+        {"name": "portal.catalog_health", "id": "1", "description": "raised", "exc": "boom"},
+        logging.ERROR,
+    )
+
+    assert not quiet.filter(sent)
+    assert sent.levelname == "DEBUG"
+    assert not quiet.filter(received)
+    assert quiet.filter(other)
+    assert other.levelname == "INFO"
+    assert quiet.filter(failed)
+    assert failed.levelname == "ERROR"
+
+
+def test_every_periodic_task_run_each_minute_or_more_often_is_quiet():
+    from workers.beat import BEAT_SCHEDULE, QUIET_TASKS
+
+    assert "portal.catalog_health" in QUIET_TASKS
+    assert "portal.jobs_prune" not in QUIET_TASKS
+    assert set(QUIET_TASKS) == {e["task"] for e in BEAT_SCHEDULE.values() if e["schedule"] <= 60}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from services.kit.audit import REDACTED, audit_record
 from services.kit.models import OutboxEvent
-from services.kit.outbox import event_expand, relay_run
+from services.kit.outbox import event_expand, outbox_purge, relay_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,3 +125,43 @@ def test_the_relay_numbers_in_batches_and_an_idle_relay_writes_nothing():
     assert [row[1:] for row in before] == [(7, 7)]
     assert after == before
     assert not OutboxEvent.objects.unpublished().exists()
+
+
+def test_retention_deletes_only_published_rows_past_the_retention_period_in_batches(caplog):
+    # given 7 published events, 5 of them written 10 days ago, then 2 unpublished ones also 10 days old
+    for n in range(7):
+        audit_record("ledger.transaction.created", object_type="transaction", object_id=f"txn_{n}")
+    relay_run(publish=Collector())
+    for n in range(2):
+        audit_record("ledger.transaction.created", object_type="transaction", object_id=f"late_{n}")
+    old = timezone.now() - dt.timedelta(days=10)
+    recent = {"txn_5", "txn_6"}
+    for event in OutboxEvent.objects.all():
+        if event.payload["object"]["id"] not in recent:
+            OutboxEvent.objects.filter(pk=event.pk).update(created_at=old)
+
+    # when retention runs with 7 days, two rows per range
+    with caplog.at_level(logging.INFO, logger="services.kit.outbox"):
+        removed = outbox_purge(days=7, batch=2)
+
+    # then the 5 old published rows are gone; recent ones and unpublished ones (however old) stay
+    assert removed == 5
+    left = sorted(e.payload["object"]["id"] for e in OutboxEvent.objects.all())
+    assert left == ["late_0", "late_1", "txn_5", "txn_6"]
+    assert OutboxEvent.objects.unpublished().count() == 2
+    assert any(r.getMessage() == "outbox.purged" and r.rows == 5 for r in caplog.records)
+    # and the relay carries on numbering and publishing after them
+    collector = Collector()
+    relay_run(publish=collector)
+    assert [e["service_seq"] for e in collector.events] == [8, 9]
+    assert outbox_purge(days=7, batch=2) == 0
+
+
+def test_retention_keeps_everything_younger_than_the_setting(settings):
+    settings.ATRIUM_OUTBOX_RETENTION_DAYS = 7
+    for n in range(3):
+        audit_record("ledger.transaction.created", object_type="transaction", object_id=f"txn_{n}")
+    relay_run(publish=Collector())
+
+    assert outbox_purge() == 0
+    assert OutboxEvent.objects.count() == 3

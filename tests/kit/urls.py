@@ -33,6 +33,12 @@ class EchoView(APIView):
         return Response(serializer.validated_data, status=201)
 
 
+class HeartbeatView(EchoView):
+    """Called by machines every few seconds: its successful requests are logged at DEBUG."""
+
+    access_log_quiet = True
+
+
 class InsufficientFunds(DomainError):
     code = "insufficient_funds"
     status = 409
@@ -107,6 +113,7 @@ class ScopedView(APIView):
 
 urlpatterns = [
     path("api/v1/echo", EchoView.as_view(), name="echo"),
+    path("api/v1/heartbeat", HeartbeatView.as_view(), name="heartbeat"),
     path("api/v1/pay", PayView.as_view(), name="pay"),
     path("api/v1/busy", BusyView.as_view(), name="busy"),
     path("api/v1/relay", RelayView.as_view(), name="relay"),

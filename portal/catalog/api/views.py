@@ -217,6 +217,7 @@ class TeamDetailView(CatalogRead, APIView):
 
 
 class InstanceHeartbeatView(APIView):
+    access_log_quiet = True  # every agent calls it every few seconds: successes are DEBUG lines
     queryset = Instance.objects.all()
     required_scopes = WRITE
 
@@ -244,6 +245,7 @@ class InstanceHeartbeatView(APIView):
 class CallsReportView(APIView):
     """A service reports the calls it received since its last report, by calling machine client."""
 
+    access_log_quiet = True  # every agent calls it every few seconds: successes are DEBUG lines
     queryset = Service.objects.all()
     required_scopes = WRITE
 
