@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.ledger import services
 from services.ledger.integrity import integrity_check_run
+from services.ledger.services import settlement
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
 from workers.outbox import outbox_purge_task, outbox_relay_task
@@ -26,4 +26,4 @@ def integrity_check() -> dict[str, Any]:
 @app.task(name="ledger.expire_pending")
 def expire_pending(limit: int = 500) -> int:
     """Void pending transactions past their ``expires_at``."""
-    return services.transactions_expire(limit=limit)
+    return settlement.transactions_expire(limit=limit)

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import current_app
@@ -40,6 +40,8 @@ log = get_logger(__name__)
 
 DEFAULT_TOPICS = {"audit": "audit.ingest"}
 _TABLE = OutboxEvent._meta.db_table
+# The columns every writer fills (outbox_put, outbox_put_many, outbox_copy); seq is set by the relay.
+_COLUMNS = "id, topic, payload, created_at, attempts, last_error"
 _COUNTER_CREATE = (
     "INSERT INTO kit_outbox_counter (topic, last_seq, published_seq) VALUES (%s, 0, 0) ON CONFLICT (topic) DO NOTHING"
 )
@@ -48,6 +50,13 @@ _COUNTER_CREATE = (
 def topics() -> dict[str, str]:
     """topic → Celery task name that receives its events."""
     return dict(getattr(settings, "ATRIUM_OUTBOX_TOPICS", DEFAULT_TOPICS))
+
+
+def _topics_check(names: Iterable[str]) -> None:
+    known = topics()
+    for topic in names:
+        if topic not in known:
+            raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
 
 
 def outbox_put(
@@ -63,14 +72,10 @@ def outbox_put(
     With ``pipeline`` the INSERT joins the caller's pipelined statements (same transaction, no extra
     round trip); otherwise it runs now. The relay is woken after commit (``tx``'s when given).
     """
-    if topic not in topics():
-        raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
+    _topics_check([topic])
     event_id = event_id or id_new("evt")
     params = [event_id, topic, json.dumps(payload, separators=(",", ":"), ensure_ascii=False), timezone.now()]
-    sql = (
-        f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) "  # noqa: S608
-        "VALUES (%s, %s, %s::jsonb, %s, 0, '')"
-    )
+    sql = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES (%s, %s, %s::jsonb, %s, 0, '')"  # noqa: S608
     if pipeline is not None:
         pipeline.add(sql, params)
     else:
@@ -95,10 +100,7 @@ def outbox_put_many(
     (and ``tx``'s commit wakes the relay)."""
     if not events:
         return []
-    known = topics()
-    for topic, _ in events:
-        if topic not in known:
-            raise ValueError(f"unknown outbox topic {topic!r}; configure it in ATRIUM_OUTBOX_TOPICS")
+    _topics_check(topic for topic, _ in events)
     ids = [id_new("evt") for _ in events]
     params = [
         timezone.now(),
@@ -118,10 +120,35 @@ def outbox_put_many(
 
 
 _INSERT_MANY = (
-    f"INSERT INTO {_TABLE} (id, topic, payload, created_at, attempts, last_error) "  # noqa: S608  (constants)
+    f"INSERT INTO {_TABLE} ({_COLUMNS}) "  # noqa: S608  (constants)
     "SELECT id, topic, payload::jsonb, %s, 0, '' "
     "FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(id, topic, payload)"
 )
+
+
+def outbox_copy(
+    cursor: Any, events: list[tuple[str, dict[str, Any]]], *, tx: WriteTransaction | None = None
+) -> list[str]:
+    """Write many ``(topic, payload)`` events to the outbox with COPY on ``cursor`` (a raw psycopg cursor of the
+    current transaction, for writers already on a COPY path); return their ids in order. The relay is woken
+    once after commit (``tx``'s when given)."""
+    if not events:
+        return []
+    _topics_check(topic for topic, _ in events)
+    now = timezone.now()
+    ids: list[str] = []
+    with cursor.copy(f"COPY {_TABLE} ({_COLUMNS}) FROM STDIN") as copy:
+        for topic, payload in events:
+            event_id = id_new("evt")
+            ids.append(event_id)
+            copy.write_row(
+                (event_id, topic, json.dumps(payload, separators=(",", ":"), ensure_ascii=False), now, 0, "")
+            )
+    if tx is not None:
+        tx.on_commit(relay_kick)
+    else:
+        transaction.on_commit(relay_kick)
+    return ids
 
 
 # ------------------------------------------------------------------------------------- relay

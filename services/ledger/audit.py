@@ -1,6 +1,6 @@
 """Audit events of the ledger's mutations, written through the kit's outbox in the write's own transaction.
 
-What is recorded, and where (``services/ledger/services.py``):
+What is recorded, and where (``services/ledger/services/``: accounts, transactions, settlement):
 
 * ``ledger.account.created`` / ``ledger.account.changed``: ``account_create`` / ``account_update``, in their
   atomic block (``audit_record``); refusals (duplicate code, invalid overdraft limit, not found, closed,
@@ -22,21 +22,13 @@ Failure events carry ``metadata.code`` (and ``detail``, and the reference where 
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event
 from services.kit.db import Pipeline, WriteTransaction
-from services.kit.ids import id_new
-from services.kit.models import OutboxEvent
-from services.kit.outbox import outbox_put_many, relay_kick
+from services.kit.outbox import outbox_copy, outbox_put_many
 
 TOPIC = "audit"
-# The outbox's columns, as services.kit.outbox.outbox_put writes them.
-_TABLE = OutboxEvent._meta.db_table
-_COLUMNS = "id, topic, payload, created_at, attempts, last_error"
 
 
 def transaction_metadata(txn: Any) -> dict[str, Any]:
@@ -57,10 +49,6 @@ def refusal_metadata(error: Any, **extra: Any) -> dict[str, Any]:
     return {"code": getattr(error, "code", "error"), "detail": str(getattr(error, "detail", error)), **extra}
 
 
-def _payload(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-
-
 def queue_events(pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
     """Queue the INSERT of every event body on ``pipeline`` (the write's transaction, no extra round trip; the
     kit's one array INSERT); wake the relay once after commit. Return the event ids."""
@@ -68,18 +56,8 @@ def queue_events(pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str
 
 
 def copy_events(raw_cursor: Any, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
-    """The same rows with COPY (large batches, already on the COPY path); wake the relay after commit."""
-    if not bodies:
-        return []
-    now = timezone.now()
-    ids: list[str] = []
-    with raw_cursor.copy(f"COPY {_TABLE} ({_COLUMNS}) FROM STDIN") as copy:
-        for body in bodies:
-            event_id = id_new("evt")
-            ids.append(event_id)
-            copy.write_row((event_id, TOPIC, _payload(body), now, 0, ""))
-    tx.on_commit(relay_kick)
-    return ids
+    """The same rows with the kit's COPY (large batches, already on the COPY path); wake the relay after commit."""
+    return outbox_copy(raw_cursor, [(TOPIC, body) for body in bodies], tx=tx)
 
 
 def record_after_rollback(bodies: list[dict[str, Any]]) -> list[str]:

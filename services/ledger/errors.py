@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.errors import DomainError
+from services.kit.errors import DomainError, NotFound
 from services.kit.metadata import InvalidMetadata as KitInvalidMetadata
 
 
@@ -11,7 +11,15 @@ class LedgerError(DomainError):
 
 
 class AccountNotFound(LedgerError):
+    """A posting names an account that does not exist (422: the transaction is what is wrong)."""
+
     code = "account_not_found"
+    title = "Account not found"
+
+
+class AccountAbsent(NotFound):
+    """The account a request is about (its URL) does not exist: 404 ``not_found``."""
+
     title = "Account not found"
 
 
@@ -99,3 +107,15 @@ class ProcessingError(LedgerError):
     code = "processing_error"
     status = 500
     title = "The item could not be processed"
+
+
+class BatchRejected(LedgerError):
+    code = "batch_rejected"
+    status = 422
+    title = "Batch rejected; nothing was applied"
+
+
+class InvalidTimestamp(DomainError):
+    code = "invalid_timestamp"
+    status = 400
+    title = "Invalid timestamp"

@@ -4,6 +4,7 @@ are read-only, since they change only through the API and the workers' state mac
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -14,7 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from services.kit.errors import DomainError
-from services.payments import services
+from services.payments import selectors, services
 from services.payments.models import (
     BlockedAccount,
     CurrencyLimit,
@@ -24,7 +25,18 @@ from services.payments.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class SelectorAdmin(admin.ModelAdmin):
+    """Reads its rows through a selector; the admin adds its filters, search and ordering."""
+
+    selector: Callable[[], QuerySet[Any]]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = type(self).selector()
+        ordering = self.get_ordering(request)
+        return queryset.order_by(*ordering) if ordering else queryset
+
+
+class ReadOnlyAdmin(SelectorAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -37,6 +49,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
+    selector = selectors.payment_list
     list_display = [
         "id",
         "status",
@@ -119,7 +132,8 @@ class ScreeningRuleForm(forms.ModelForm):
 
 
 @admin.register(CurrencyLimit)
-class CurrencyLimitAdmin(admin.ModelAdmin):
+class CurrencyLimitAdmin(SelectorAdmin):
+    selector = selectors.currency_limit_list
     form = ScreeningRuleForm
     list_display = ["currency", "max_amount", "enabled", "updated_at"]
     list_filter = ["enabled"]
@@ -127,20 +141,23 @@ class CurrencyLimitAdmin(admin.ModelAdmin):
 
 
 @admin.register(VelocityLimit)
-class VelocityLimitAdmin(admin.ModelAdmin):
+class VelocityLimitAdmin(SelectorAdmin):
+    selector = selectors.velocity_limit_list
     form = ScreeningRuleForm
     list_display = ["name", "currency", "window_hours", "max_count", "max_amount", "enabled", "updated_at"]
     list_filter = ["enabled", "currency"]
 
 
 @admin.register(BlockedAccount)
-class BlockedAccountAdmin(admin.ModelAdmin):
+class BlockedAccountAdmin(SelectorAdmin):
+    selector = selectors.blocked_account_list
     list_display = ["account", "reason", "created_at"]
     search_fields = ["account", "reason"]
 
 
 @admin.register(IdempotencyKey)
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    selector = selectors.idempotency_key_list
     list_display = ["key", "client_id", "state", "response_status", "payment", "created_at", "expires_at"]
     list_filter = ["state"]
     search_fields = ["key", "client_id", "payment__id"]

@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from services.kit.db import Pipeline
 from services.kit.models import OutboxEvent
-from services.ledger import services
 from services.ledger.models import Account, Posting, Transaction
+from services.ledger.services import settlement
 from tests.ledger.conftest import LedgerAPI
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("_relay_off")]
@@ -236,7 +236,7 @@ def test_expiry_voids_are_audited_as_the_system(api: LedgerAPI, funded: tuple[di
     ]
     clear()
 
-    assert services.transactions_expire(now=timezone.now() + dt.timedelta(minutes=1)) == 2
+    assert settlement.transactions_expire(now=timezone.now() + dt.timedelta(minutes=1)) == 2
 
     voided = committed()
     assert sorted(e["object"]["id"] for e in voided) == sorted(h["id"] for h in holds)
@@ -355,7 +355,7 @@ def test_no_write_path_bypasses_the_audit_trail(api: LedgerAPI, funded: tuple[di
     assert api.patch(f"accounts/{late['id']}", {"name": "later"}).status_code == 200
     assert api.patch(f"accounts/{late['id']}", {"status": "closed"}).status_code == 200
     changes = 2
-    services.transaction_post(transaction_id=holds[2]["id"])
+    settlement.transaction_post(transaction_id=holds[2]["id"])
 
     posted_later = Transaction.objects.filter(status="posted", posted_at__gt=F("created_at")).count()
     expected = (

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from services.kit.models import OutboxEvent
-from services.ledger import services
-from services.ledger.services import BatchRejected, PostingInput, TransactionInput
+from services.ledger.errors import BatchRejected
+from services.ledger.models import Account
+from services.ledger.services import accounts, settlement, transactions
+from services.ledger.services.transactions import PostingInput, TransactionInput
 from tests.ledger.conftest import LedgerAPI
 from tests.ledger.test_settle_batch import hold, settle
 
@@ -61,14 +63,14 @@ def test_an_item_postgresql_refuses_fails_alone_with_processing_error_and_the_re
     ]
 
     # when the batch is created
-    results = services.transactions_create(items=items)
+    results = transactions.transactions_create(items=items)
 
     # then the two poisoned items failed alone, the six others were created, each result at its own index
     assert [(r.index, r.status, r.error.code if r.error else None) for r in results] == [
         (n, "error", "processing_error") if n in (2, 5) else (n, "created", None) for n in range(8)
     ]
     expected = 1000 + sum(10 + n for n in range(8) if n not in (2, 5))
-    assert services.Account.objects.get(pk=customer["id"]).balance == expected
+    assert Account.objects.get(pk=customer["id"]).balance == expected
     # and each failure is audited as the item's refusal
     refused = OutboxEvent.objects.filter(topic="audit", payload__outcome="failure")
     assert sorted(e.payload["metadata"]["reference"] for e in refused) == ["ok-2", "ok-5"]
@@ -78,7 +80,7 @@ def test_an_item_postgresql_refuses_fails_alone_with_processing_error_and_the_re
 def test_an_atomic_batch_meeting_an_unexpected_error_is_rejected_naming_the_poisoned_item(funded):
     # given an atomic batch whose fourth item cannot be stored, and whose last depends on the first's balance
     world, customer = funded
-    shop = services.account_create(name="shop", currency="EUR", normal_balance="credit")
+    shop = accounts.account_create(name="shop", currency="EUR", normal_balance="credit")
     items = [
         transfer("a-0", world["id"], customer["id"], 500),
         transfer("a-1", customer["id"], shop.id, 100),
@@ -89,7 +91,7 @@ def test_an_atomic_batch_meeting_an_unexpected_error_is_rejected_naming_the_pois
 
     # when it is created all or nothing
     with pytest.raises(BatchRejected) as rejected:
-        services.transactions_create(items=items, atomic=True)
+        transactions.transactions_create(items=items, atomic=True)
 
     # then nothing was applied, and the rejection names the item that raised
     assert rejected.value.extra["results"] == [
@@ -100,8 +102,8 @@ def test_an_atomic_batch_meeting_an_unexpected_error_is_rejected_naming_the_pois
             "detail": rejected.value.extra["results"][0]["detail"],
         }
     ]
-    assert services.Account.objects.get(pk=customer["id"]).balance == 1000
-    assert services.Account.objects.get(pk=shop.id).balance == 0
+    assert Account.objects.get(pk=customer["id"]).balance == 1000
+    assert Account.objects.get(pk=shop.id).balance == 0
 
 
 def test_a_settle_batch_with_an_id_postgresql_refuses_settles_the_others(api: LedgerAPI, funded):
@@ -112,7 +114,7 @@ def test_a_settle_batch_with_an_id_postgresql_refuses_settles_the_others(api: Le
     batch = [ids[0], "txn_\x00bad", ids[1], ids[2], "\x00", ids[3]]
 
     # when they are posted in one call of the service
-    results = services.transactions_settle(transaction_ids=batch, post=True)
+    results = settlement.transactions_settle(transaction_ids=batch, post=True)
 
     # then the two poisoned ids failed alone (audited, the NUL escaped) and every hold was posted
     assert [(r.index, r.status, r.error.code if r.error else None) for r in results] == [

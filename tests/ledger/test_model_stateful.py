@@ -42,9 +42,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from services.kit.errors import DomainError, NotFound
+from services.kit.errors import DomainError
 from services.ledger import selectors
 from services.ledger.errors import (
+    AccountAbsent,
     AccountClosed,
     AccountFrozen,
     AccountNotEmpty,
@@ -59,15 +60,9 @@ from services.ledger.errors import (
     Unbalanced,
 )
 from services.ledger.models import MAX_AMOUNT, Account
-from services.ledger.services import (
-    PostingInput,
-    TransactionInput,
-    account_create,
-    account_update,
-    transaction_create,
-    transaction_post,
-    transaction_void,
-)
+from services.ledger.services.accounts import account_create, account_update
+from services.ledger.services.settlement import transaction_post, transaction_void
+from services.ledger.services.transactions import PostingInput, TransactionInput, transaction_create
 
 T = TypeVar("T")
 FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
@@ -434,7 +429,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def set_status(self, data: st.DataObject, status: str) -> None:
         """Freeze, unfreeze or close an account (closing needs zero balance and nothing pending)."""
         if data.draw(st.integers(min_value=0, max_value=19), label="unknown?") == 19:
-            self._expect(NotFound, account_update, account_id=f"acc_{uuid.uuid4().hex[:26]}", status=status)
+            self._expect(AccountAbsent, account_update, account_id=f"acc_{uuid.uuid4().hex[:26]}", status=status)
             return
         account = self.accounts[self._pick_account(data)]
         expected: type[DomainError] | None = None

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from services.ledger.models import Transaction
-from services.ledger.services import transactions_expire
+from services.ledger.services.settlement import transactions_expire
 from workers.ledger import expire_pending, integrity_check
 
 

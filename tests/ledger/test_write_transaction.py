@@ -10,17 +10,17 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
-from services.ledger import services
-from services.ledger.errors import InsufficientFunds
+from services.ledger.errors import BatchRejected, InsufficientFunds
 from services.ledger.models import Account, Transaction
-from services.ledger.services import PostingInput, TransactionInput
+from services.ledger.services import accounts, bulk, settlement, transactions
+from services.ledger.services.transactions import PostingInput, TransactionInput
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _accounts() -> tuple[Account, Account]:
-    world = services.account_create(name="world", currency="EUR", normal_balance="credit", allow_negative=True)
-    alice = services.account_create(name="alice", currency="EUR", normal_balance="credit")
+    world = accounts.account_create(name="world", currency="EUR", normal_balance="credit", allow_negative=True)
+    alice = accounts.account_create(name="alice", currency="EUR", normal_balance="credit")
     return world, alice
 
 
@@ -54,7 +54,7 @@ def test_a_transfer_outside_any_atomic_block_is_committed_and_leaves_no_transact
     world, alice = _accounts()
     assert not connection.in_atomic_block
 
-    txn, created = services.transaction_create(item=_transfer("own-1", world, alice, 500))
+    txn, created = transactions.transaction_create(item=_transfer("own-1", world, alice, 500))
 
     assert created
     assert _idle()
@@ -66,39 +66,39 @@ def test_a_transfer_outside_any_atomic_block_is_committed_and_leaves_no_transact
 
 def test_a_refusal_rolls_back_and_the_connection_stays_usable():
     world, alice = _accounts()
-    services.transaction_create(item=_transfer("fund", world, alice, 100))
+    transactions.transaction_create(item=_transfer("fund", world, alice, 100))
 
     with pytest.raises(InsufficientFunds):
-        services.transaction_create(item=_transfer("too-much", alice, world, 101))
+        transactions.transaction_create(item=_transfer("too-much", alice, world, 101))
 
     assert _idle()
     assert _committed("SELECT count(*) FROM ledger_transaction WHERE reference = 'too-much'", []) == [(0,)]
     # the same connection goes on working
-    services.transaction_create(item=_transfer("after", alice, world, 100))
+    transactions.transaction_create(item=_transfer("after", alice, world, 100))
     assert Account.objects.get(pk=alice.id).available == 0
 
 
 def test_a_database_error_in_the_final_pipeline_rolls_everything_back(monkeypatch):
     # given a write whose last statement fails in PostgreSQL (after the balances were updated)
     world, alice = _accounts()
-    real = services._write_accounts
+    real = bulk.accounts_write
 
     def update_then_fail(pipeline, accounts, now):
         real(pipeline, accounts, now)
         pipeline.add("INSERT INTO ledger_transaction (id) VALUES (NULL)", [])  # violates NOT NULL
 
-    monkeypatch.setattr(services, "_write_accounts", update_then_fail)
+    monkeypatch.setattr(bulk, "accounts_write", update_then_fail)
 
     # when it runs
     with pytest.raises(IntegrityError):
-        services.transaction_create(item=_transfer("doomed", world, alice, 700))
+        transactions.transaction_create(item=_transfer("doomed", world, alice, 700))
 
     # then neither the balances nor the transaction were committed, and nothing is left open
     assert _idle()
     assert _committed("SELECT credits_posted FROM ledger_account WHERE id = %s", [alice.id]) == [(0,)]
     assert _committed("SELECT count(*) FROM ledger_transaction", []) == [(0,)]
     monkeypatch.undo()
-    services.transaction_create(item=_transfer("doomed", world, alice, 700))
+    transactions.transaction_create(item=_transfer("doomed", world, alice, 700))
     assert Account.objects.get(pk=alice.id).credits_posted == 700
 
 
@@ -108,7 +108,7 @@ def test_inside_a_callers_atomic_block_the_write_joins_it():
     # when the caller rolls back its own transaction after a successful transfer
     def caller() -> None:
         with transaction.atomic():
-            services.transaction_create(item=_transfer("joined", world, alice, 300))
+            transactions.transaction_create(item=_transfer("joined", world, alice, 300))
             assert Transaction.objects.filter(reference="joined").exists()
             raise RuntimeError("the caller changes its mind")
 
@@ -122,9 +122,9 @@ def test_inside_a_callers_atomic_block_the_write_joins_it():
 
 def test_a_large_batch_written_with_copy_is_committed():
     world, alice = _accounts()
-    items = [_transfer(f"copy-{i}", world, alice, 1) for i in range(services.COPY_THRESHOLD + 5)]
+    items = [_transfer(f"copy-{i}", world, alice, 1) for i in range(bulk.COPY_THRESHOLD + 5)]
 
-    results = services.transactions_create(items=items)
+    results = transactions.transactions_create(items=items)
 
     assert {r.status for r in results} == {"created"}
     assert _idle()
@@ -135,8 +135,8 @@ def test_an_atomic_batch_refusal_commits_nothing():
     world, alice = _accounts()
     items = [_transfer("ok", world, alice, 5), _transfer("bad", alice, world, 10**6)]
 
-    with pytest.raises(services.BatchRejected):
-        services.transactions_create(items=items, atomic=True)
+    with pytest.raises(BatchRejected):
+        transactions.transactions_create(items=items, atomic=True)
 
     assert _idle()
     assert _committed("SELECT count(*) FROM ledger_transaction", []) == [(0,)]
@@ -144,9 +144,9 @@ def test_an_atomic_batch_refusal_commits_nothing():
 
 def test_a_pending_hold_is_posted_through_the_write_path():
     world, alice = _accounts()
-    hold, _ = services.transaction_create(item=_transfer("hold", world, alice, 40, pending=True))
+    hold, _ = transactions.transaction_create(item=_transfer("hold", world, alice, 40, pending=True))
 
-    services.transaction_post(transaction_id=hold.id)
+    settlement.transaction_post(transaction_id=hold.id)
 
     assert _idle()
     assert _committed("SELECT credits_posted, credits_pending FROM ledger_account WHERE id = %s", [alice.id]) == [

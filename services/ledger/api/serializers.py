@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from services.kit.serializers import StrictSerializer
 from services.ledger.models import MAX_AMOUNT, Account, AccountStatus, Direction, NormalBalance, Posting, Transaction
-from services.ledger.services import PostingInput, TransactionInput
+from services.ledger.services.transactions import PostingInput, TransactionInput
 
 CURRENCY = r"^[A-Z]{3}$"
 

@@ -17,7 +17,7 @@ from services.kit.canonical_urls import id_segment
 from services.kit.errors import DomainError
 from services.kit.pagination import CursorPagination
 from services.kit.timestamps import timestamp_parse
-from services.ledger import selectors, services
+from services.ledger import selectors
 from services.ledger.api.serializers import (
     AccountCreateSerializer,
     AccountPostingSerializer,
@@ -33,18 +33,14 @@ from services.ledger.api.serializers import (
     transaction_input,
     transaction_input_fast,
 )
+from services.ledger.errors import BatchRejected, InvalidTimestamp
 from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, TransactionFilterSet
+from services.ledger.services import accounts, settlement, transactions
 
 
 class NewestFirst(CursorPagination):
     # Ids are time-ordered and unique: a stable cursor even under concurrent inserts.
     ordering = "-id"
-
-
-class InvalidTimestamp(DomainError):
-    code = "invalid_timestamp"
-    status = 400
-    title = "Invalid timestamp"
 
 
 class AccountViewSet(
@@ -65,14 +61,14 @@ class AccountViewSet(
     def create(self, request: Request) -> Response:
         serializer = AccountCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        account = services.account_create(**serializer.validated_data)
+        account = accounts.account_create(**serializer.validated_data)
         return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=AccountUpdateSerializer, responses={200: AccountSerializer})
     def partial_update(self, request: Request, pk: str) -> Response:
         serializer = AccountUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        account = services.account_update(account_id=pk, **serializer.validated_data)
+        account = accounts.account_update(account_id=pk, **serializer.validated_data)
         return Response(AccountSerializer(account).data)
 
     @extend_schema(
@@ -128,7 +124,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             serializer = TransactionInputSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             item = serializer.to_input()
-        txn, created = services.transaction_create(item=item)
+        txn, created = transactions.transaction_create(item=item)
         return Response(
             TransactionSerializer(txn).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -136,12 +132,12 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @extend_schema(request=None, responses={200: TransactionSerializer})
     @action(detail=True, methods=["post"])
     def post(self, request: Request, pk: str) -> Response:
-        return Response(TransactionSerializer(services.transaction_post(transaction_id=pk)).data)
+        return Response(TransactionSerializer(settlement.transaction_post(transaction_id=pk)).data)
 
     @extend_schema(request=None, responses={200: TransactionSerializer})
     @action(detail=True, methods=["post"])
     def void(self, request: Request, pk: str) -> Response:
-        return Response(TransactionSerializer(services.transaction_void(transaction_id=pk)).data)
+        return Response(TransactionSerializer(settlement.transaction_void(transaction_id=pk)).data)
 
 
 class TransactionBatchView(APIView):
@@ -181,14 +177,16 @@ class TransactionBatchView(APIView):
             # Malformed items never reach the write path, so the rejection is audited here: one failure event
             # per item (the malformed ones' validation_error, batch_rejected for the others).
             references = [_reference(raw) for raw in raws]
-            services.transactions_refused(refusals=services.batch_refusals(references, list(shape_errors.values())))
+            transactions.transactions_refused(
+                refusals=transactions.batch_refusals(references, list(shape_errors.values()))
+            )
         outcome = _run(items, atomic, shape_errors)
         if shape_errors:
             # The malformed items of a committed batch: their refusals in a short transaction after it.
-            services.transactions_refused(
+            transactions.transactions_refused(
                 refusals=[(_reference(raws[i]), _ShapeError(**e).error) for i, e in sorted(shape_errors.items())]
             )
-        return Response({"results": [services.result_as_dict(r) for r in outcome]})
+        return Response({"results": [transactions.result_as_dict(r) for r in outcome]})
 
 
 class TransactionSettleBatchView(APIView):
@@ -201,10 +199,10 @@ class TransactionSettleBatchView(APIView):
     def post(self, request: Request) -> Response:
         batch = SettleBatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
-        results = services.transactions_settle(
+        results = settlement.transactions_settle(
             transaction_ids=batch.validated_data["transactions"], post=batch.validated_data["action"] == "post"
         )
-        return Response({"results": [services.settle_result_as_dict(r) for r in results]})
+        return Response({"results": [settlement.settle_result_as_dict(r) for r in results]})
 
 
 def _reference(raw: Any) -> str:
@@ -215,11 +213,11 @@ def _reference(raw: Any) -> str:
 
 def _run(items: list[Any], atomic: bool, shape_errors: dict[int, dict[str, Any]]) -> list[Any]:
     if atomic and shape_errors:
-        raise services.BatchRejected(
+        raise BatchRejected(
             "At least one transaction is malformed, so none were applied.",
             extra={"results": list(shape_errors.values())},
         )
-    outcome = services.transactions_create(items=items, atomic=atomic) if items else []
+    outcome = transactions.transactions_create(items=items, atomic=atomic) if items else []
     # Re-number service results to the request's indices (malformed items were left out).
     positions = [i for i in range(len(items) + len(shape_errors)) if i not in shape_errors]
     merged: list[Any] = []

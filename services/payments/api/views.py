@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from services.kit.pagination import CursorPagination
-from services.payments import idempotency, services
+from services.payments import idempotency, selectors, services
 from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer, create_input_fast
 from services.payments.filtersets import PaymentFilterSet
 from services.payments.models import Payment
@@ -32,7 +32,7 @@ class NewestFirst(CursorPagination):
 class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Payment orders: accepted at once (``created``), carried out by the payments workers."""
 
-    queryset = Payment.objects.all()
+    queryset = selectors.payment_list()
     serializer_class = PaymentSerializer
     filterset_class = PaymentFilterSet
     pagination_class = NewestFirst
