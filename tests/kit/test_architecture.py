@@ -38,6 +38,7 @@ def test_readme_layout_names_every_top_level_package_and_only_existing_ones() ->
     packages = {p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     listed = {e.split("/")[0] for e in entries}
     assert packages <= listed, f"top-level packages missing from the README layout: {packages - listed}"
-    nested = [line.split()[0].rstrip("/") for line in block.splitlines() if line.startswith("  ") and line.strip()]
-    for entry in nested:  # indented entries are under the last top-level one
-        assert any((REPO / top / entry).exists() for top in entries), entry
+    nested = re.findall(r"^  (\w+)/ ", block, re.M)  # the portal's apps, indented under it
+    assert nested, block
+    for entry in nested:
+        assert (REPO / "portal" / entry / "__init__.py").exists(), entry

@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 # ValidationError) live inside ``errors`` and are not problem codes.
 CLASS_CODE = re.compile(r'^\s+(?:default_)?code = (?:\w+ = )?"([a-z_]+)"', re.M)
 CALL_CODE = re.compile(r'(?<![\w.])code="([a-z_]+)"')
-CONSTANT_CODE = re.compile(r'^HEALTH_URL_[A-Z_]+ = "([a-z_]+)"', re.M)
+CONSTANT_CODE = re.compile(r'^(?:HEALTH_URL_[A-Z_]+|[A-Z_]+_CODE) = "([a-z_]+)"', re.M)
+# gunicorn's refusals, as the kit's worker class maps them: (exception, status, code, title)
+WORKER_CODE = re.compile(r'^\s+\(http_errors\.\w+, \d{3}, "([a-z_]+)"', re.M)
 FIELD_ERROR = re.compile(r"(?:ValidationError|ErrorDetail)\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)", re.S)
 APPS = ["services/kit", "services/ledger", "services/payments", "portal"]
 
@@ -23,7 +25,7 @@ def _declared_codes() -> dict[str, set[str]]:
             if "migrations" in path.parts:
                 continue
             text = path.read_text()
-            codes = set(CLASS_CODE.findall(text)) | set(CONSTANT_CODE.findall(text))
+            codes = set(CLASS_CODE.findall(text)) | set(CONSTANT_CODE.findall(text)) | set(WORKER_CODE.findall(text))
             codes |= set(CALL_CODE.findall(FIELD_ERROR.sub("", text)))
             for code in codes:
                 found.setdefault(code, set()).add(str(path.relative_to(REPO)))
@@ -36,7 +38,15 @@ def test_every_problem_code_is_in_the_error_catalogue() -> None:
     missing = {code: sorted(where) for code, where in declared.items() if code not in documented}
     assert not missing, f"problem codes missing from docs/errors.md: {missing}"
     # The scan itself finds codes of every kind of declaration (so an empty scan cannot pass).
-    for code in ("account_code_taken", "invalid_client", "health_url_blocked", "json_too_deep", "token_revoked"):
+    for code in (
+        "account_code_taken",
+        "invalid_client",
+        "health_url_blocked",
+        "json_too_deep",
+        "token_revoked",
+        "uri_too_long",
+        "login_locked_out",
+    ):
         assert code in declared, code
 
 
