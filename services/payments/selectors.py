@@ -1,14 +1,19 @@
-"""Payments reads for the API's lists and the admin: payments, idempotency keys, screening rules.
-
-One payment by id is still ``services.payment_get``: a read, to move here with the rest of services.py's
-reorganisation.
-"""
+"""Payments reads for the API and the admin: payments, idempotency keys, screening rules."""
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from services.payments.errors import PaymentNotFound
 from services.payments.models import BlockedAccount, CurrencyLimit, IdempotencyKey, Payment, VelocityLimit
+
+
+def payment_get(payment_id: str) -> Payment:
+    """One payment, or ``payment_not_found`` (404)."""
+    payment = Payment.objects.filter(id=payment_id).first()
+    if payment is None:
+        raise PaymentNotFound(f"No payment {payment_id}.")
+    return payment
 
 
 def payment_list() -> QuerySet[Payment]:

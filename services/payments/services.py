@@ -479,13 +479,6 @@ def transition_many(
     return payments
 
 
-def payment_get(payment_id: str) -> Payment:
-    payment = Payment.objects.filter(id=payment_id).first()
-    if payment is None:
-        raise PaymentNotFound(f"No payment {payment_id}.")
-    return payment
-
-
 def payment_cancel(*, payment_id: str) -> Payment:
     """Cancel a payment still ``created`` or ``screening``; later → ``payment_not_cancelable`` (409)."""
     with transaction.atomic():

@@ -39,7 +39,7 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Payment:
-        return services.payment_get(self.kwargs["pk"])
+        return selectors.payment_get(self.kwargs["pk"])
 
     @extend_schema(
         request=PaymentCreateSerializer,
