@@ -1,4 +1,4 @@
-"""Dependencies point one way (docs/import-rules.md): the import-linter contracts in pyproject.toml hold, and no
+"""Dependencies point one way (docs/architecture.md): the import-linter contracts in pyproject.toml hold, and no
 modules import each other in a cycle — imports inside functions included (grimp reads every import statement)."""
 
 from __future__ import annotations
