@@ -1,5 +1,8 @@
 """The audit trail's REST API: search, detail, inclusion proofs, signed heads, public key, export.
 
+Views parse, call :mod:`portal.audit.selectors` (reads) and :mod:`portal.audit.services` (writes), and serialize.
+No GET signs a head: a proof is against the latest signed head (``POST heads/`` signs one now).
+
 Everything here needs the auditor role (admins included) or, for machine clients, the scope
 ``audit:read``; every read is itself audited. Lists use keyset (cursor) pagination on ``seq`` and never
 count the table.
@@ -12,7 +15,7 @@ from typing import Any
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
@@ -130,7 +133,12 @@ class AuditEventProofView(APIView):
     required_roles = AUDITORS
     required_scopes = READ
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        responses={
+            200: OpenApiTypes.OBJECT,
+            409: OpenApiResponse(description="`event_not_signed`: the event is newer than the latest signed head"),
+        }
+    )
     def get(self, request: Request, event_id: str) -> Response:
         event = selectors.event_get(event_id=event_id)
         document = selectors.event_proof_get(event=event)
