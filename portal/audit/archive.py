@@ -11,7 +11,7 @@ head older than the retention period, and for the events after the previous arch
    head, the heads in the range, and where the archive starts: the previous archive's head, its last
    chain hash and its Merkle frontier), one line per event (its canonical JSON, hashes and, by default,
    its inclusion proof against the covering head) and an end line (count and digest);
-3. reads the file back with the standalone verifier (:func:`portal.audit.verifier.check_archive`);
+3. reads the file back with the standalone verifier (:func:`portal.audit.standalone_verifier.check_archive`);
 4. records the archive in ``audit_archive`` together with an ``audit.log.archived`` audit event, and only
    then deletes the archived rows, in batches, each batch in a transaction that sets
    ``atrium.audit_archival`` — the one door the append-only trigger has. ``audit_node`` rows stay: they
@@ -40,7 +40,7 @@ from django.utils import timezone
 from portal.audit.chain import node_lookup
 from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditArchive, AuditHead
-from portal.audit.verifier import (
+from portal.audit.standalone_verifier import (
     ARCHIVE_FORMAT,
     EVENT_MAX_BYTES,
     ZERO_HASH,

@@ -11,8 +11,8 @@ the lock. ``recorded_at`` never goes back along the chain: a batch stamped befor
 
 One item never stops a batch. An event the sequencer refuses — malformed, a value PostgreSQL would refuse
 (a NUL, a number beyond bigint, a lone surrogate, NaN, nesting too deep), beyond the bounds every event is
-verified against (:func:`portal.audit.verifier.event_out_of_range`: size, numbers, timestamps, field lengths)
-— is parked at once: chained as a placeholder in its own place (:mod:`portal.audit.parked`), so every
+verified against (:func:`portal.audit.standalone_verifier.event_out_of_range`: size, numbers, timestamps, field
+lengths) — is parked at once: chained as a placeholder in its own place (:mod:`portal.audit.parked`), so every
 service's sequence stays gapless. An unexpected error writing a batch splits it in halves, each written in
 its own transaction, until the failing event is alone; that event is tried ``AUDIT_INGEST_ATTEMPTS`` times in
 all, then parked. The database being away is not an event's fault: :class:`IngestDeferred` is raised and the
@@ -38,7 +38,7 @@ from django.utils import timezone
 from portal.audit.models import AuditNode, AuditRejected
 from portal.audit.parked import place, placeholder, rejected_payload
 from portal.audit.seal import seal_write
-from portal.audit.verifier import (
+from portal.audit.standalone_verifier import (
     FIELD_MAX,
     SEQ_MAX,
     ZERO_HASH,

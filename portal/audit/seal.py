@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.audit.stream import Seals
+from portal.audit.parallel_stream import Seals
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)

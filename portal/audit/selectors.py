@@ -20,7 +20,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from portal.audit import heads, queries, verifier
+from portal.audit import heads, queries
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import NodeSource, frontier_root, node_lookup
 from portal.audit.errors import AuditEventNotFound, EventNotSigned, InvalidFilter
 from portal.audit.models import AuditChainState, AuditEvent, AuditHead

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from portal.audit import admin as audit_admin
-from portal.audit import pages, selectors, verifier
+from portal.audit import pages, selectors
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign, key_id, signing_key
 from portal.audit.models import AuditChainState, AuditEvent, AuditHead, AuditRejected

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from portal.audit import verifier
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign, public_key_pem
 from portal.audit.models import AuditEvent, AuditHead

@@ -1,11 +1,11 @@
 """``python manage.py audit_verify``: recompute the chain and Merkle roots, check every signed head.
 
 Prints how many events and heads were checked and how fast, then ``OK`` or ``FAIL at seq N: <reason>:
-<detail>`` (the lowest ``seq`` with a problem; see :mod:`portal.audit.verify` for the reasons), and exits
+<detail>`` (the lowest ``seq`` with a problem; see :mod:`portal.audit.chain_check` for the reasons), and exits
 with status 1 on failure. Gaps in a service's own sequence are warnings (those events may still be in
 flight), failures with ``--strict-services``; a gap wider than can be in flight, a number below 1 or held
 twice, and any other value the sequencer never writes are failures (``out of range``, see
-:mod:`portal.audit.verify`). Every run, whatever its result, is itself audited (``audit.log.verified``).
+:mod:`portal.audit.chain_check`). Every run, whatever its result, is itself audited (``audit.log.verified``).
 It takes time in proportion to the rows present, whatever values a row holds.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from portal.audit.verify import VerifyReport, verify_log
+from portal.audit.chain_check import VerifyReport, verify_log
 from services.kit.audit import audit_record
 
 ACTOR = {"type": "system", "id": "audit_verify", "display": "manage.py audit_verify"}

@@ -1,7 +1,7 @@
 """Full verification of the audit log: chain, Merkle roots, signed heads (database and file), service gaps.
 
 :func:`verify_log` streams ``audit_event`` in ``seq`` order with a binary COPY, the canonical JSON fetched as
-bytes and never parsed in Python unless a row is already suspect (the loop is :mod:`portal.audit.stream`).
+bytes and never parsed in Python unless a row is already suspect (the loop is :mod:`portal.audit.parallel_stream`).
 For each row Python recomputes the chain hash ``SHA-256(canonical ‖ previous hash)`` and the Merkle leaf
 ``SHA-256(0x00 ‖ canonical)`` and checks the link to the previous row, folds the leaf into the tree's right
 frontier and, at every signed head's size, compares the recomputed root and last hash with the head. A long
@@ -50,7 +50,8 @@ lowest ``seq``. The reasons, and the rule that picks each:
 ``forged seal``
     A seal whose MAC does not verify under the signing key (its rows are then compared field by field).
 ``out of range``
-    A value the sequencer never writes (see ``portal.audit.verifier``: ``EVENT_MAX_BYTES``, ``CLOCK_SKEW_SECONDS``),
+    A value the sequencer never writes (``portal.audit.standalone_verifier``: ``EVENT_MAX_BYTES``,
+    ``CLOCK_SKEW_SECONDS``),
     at the row that holds it: a seq below 1; a canonical JSON over 1 MiB; a ``recorded_at`` before 2000, in the
     future, earlier than the previous row's, or later than a signed head covering the row; an ``occurred_at``
     before 2000 or more than the clock skew after its ``recorded_at``; a service sequence number below 1, or
@@ -94,8 +95,7 @@ from django.utils import timezone
 from portal.audit import heads as heads_mod
 from portal.audit.chain import node_lookup
 from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead
-from portal.audit.seal import seals_load
-from portal.audit.stream import (
+from portal.audit.parallel_stream import (
     NO_END,
     ORDERED_SCAN,
     STREAM_SQL,
@@ -110,7 +110,8 @@ from portal.audit.stream import (
     stream_part,
     stream_rows,
 )
-from portal.audit.verifier import SEQ_MAX, ZERO_HASH, verify_head_signature
+from portal.audit.seal import seals_load
+from portal.audit.standalone_verifier import SEQ_MAX, ZERO_HASH, verify_head_signature
 
 # The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
 # (``seq`` apart: a renumbered row disagrees on it alone, and the stream has already said why.)
@@ -585,7 +586,7 @@ def _vouched(archive: AuditArchive) -> bool:
 
 def _archive_files(archives: list[AuditArchive], directory: Path | None, problems: list[Problem]) -> None:
     """Each archive file (at its recorded path, or by name in ``directory``): digest and full standalone check."""
-    from portal.audit.verifier import check_archives
+    from portal.audit.standalone_verifier import check_archives
 
     paths: list[Path] = []
     for archive in archives:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal.audit.verifier import (
+from portal.audit.standalone_verifier import (
     CLOCK_SKEW_SECONDS,
     EPOCH,
     EVENT_MAX_BYTES,
