@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from portal.audit import queries
 from portal.audit.chain import node_lookup
+from portal.audit.errors import ArchiveError
 from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditArchive, AuditHead
 from portal.audit.standalone_verifier import (
@@ -59,10 +60,6 @@ log = get_logger(__name__)
 ACTOR = {"type": "system", "id": "audit_archive", "display": "manage.py audit_archive"}
 DELETE_BATCH = 20_000
 ARCHIVE_LOCK = 0x41554449545F4152  # "AUDIT_AR": one archival run at a time
-
-
-class ArchiveError(Exception):
-    """The archive could not be written (nothing was deleted)."""
 
 
 @dataclass

@@ -21,6 +21,14 @@ class AuditLogEmpty(DomainError):
     title = "The audit log is empty"
 
 
+class ArchiveError(Conflict):
+    """The archive could not be written (nothing was deleted): another run holds the lock, or the log does not
+    verify."""
+
+    code = "archive_refused"
+    title = "Archival refused"
+
+
 class EventNotSigned(Conflict):
     """The event is newer than the latest signed head: no proof exists yet (heads are signed every minute)."""
 

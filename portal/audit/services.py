@@ -33,6 +33,22 @@ def access_record(
         audit_record(action, outcome=outcome, object_type=object_type, object_id=object_id, metadata=metadata or {})
 
 
+VERIFY_ACTOR = {"type": "system", "id": "audit_verify", "display": "manage.py audit_verify"}
+
+
+def verification_record(*, outcome: str, metadata: dict[str, Any]) -> None:
+    """Audit a run of ``audit_verify`` (in its own transaction, after the verification's read-only one)."""
+    with transaction.atomic():
+        audit_record(
+            "audit.log.verified",
+            outcome=outcome,
+            object_type="audit_log",
+            object_id="portal",
+            metadata=metadata,
+            actor=VERIFY_ACTOR,
+        )
+
+
 def head_sign_now() -> tuple[AuditHead, bool]:
     """Sign the current tree now (``POST /api/v1/audit/heads/``); the head, and whether it is new.
 

@@ -22,7 +22,6 @@ from django.db import DatabaseError, connection, transaction
 from portal.audit import standalone_verifier as verifier
 from portal.audit.archive import (
     ARCHIVE_LOCK,
-    ArchiveError,
     ArchivePlan,
     archive_plan,
     archive_record,
@@ -31,6 +30,7 @@ from portal.audit.archive import (
 )
 from portal.audit.chain import ingest
 from portal.audit.chain_check import verify_log
+from portal.audit.errors import ArchiveError
 from portal.audit.heads import head_sign, public_key_pem
 from portal.audit.models import AuditArchive, AuditEvent, AuditHead
 from services.kit.models import OutboxEvent
