@@ -152,6 +152,13 @@ def test_a_proof_of_an_event_newer_than_the_latest_head_signs_nothing(auditor, l
     assert list(AuditHead.objects.values_list("tree_size", flat=True)) == [30]
 
 
+def test_signing_an_empty_log_is_refused(auditor):
+    response = auditor.post("/api/v1/audit/heads/")
+
+    assert_problem(response, 400, "audit_log_empty")
+    assert not AuditHead.objects.exists()
+
+
 def test_heads_can_be_signed_on_demand(auditor, log):
     first = auditor.post("/api/v1/audit/heads/")
     again = auditor.post("/api/v1/audit/heads/")
