@@ -7,10 +7,9 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.audit.archive import archive_run, retention_cutoff
+from portal.audit import services
+from portal.audit.archive import retention_cutoff
 from portal.audit.chain import IngestDeferred
-from portal.audit.chain import ingest as chain_ingest
-from portal.audit.heads import head_sign
 from portal.audit.parked import AuditEventsParked
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
@@ -30,7 +29,7 @@ def ingest(self: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
     in the job dashboard's failures; running it again changes nothing (every event is a duplicate by then).
     With the portal's database away, the whole batch is retried later, with backoff, as often as it takes.
     """
-    result = chain_ingest(events)
+    result = services.event_ingest(events=events)
     if result.parked or result.rejected:
         shown = [f"{p['service']}#{p['service_seq']} {p['id']} ({p['reason'][:200]})" for p in result.parked[:5]]
         shown += [reason[:200] for reason in result.reasons[:5]]
@@ -50,7 +49,7 @@ def ingest(self: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
 @app.task(name="audit.sign_head")
 def sign_head() -> dict[str, Any] | None:
     """Sign the tree head if the log grew since the last one."""
-    head = head_sign()
+    head = services.head_sign()
     return None if head is None else {"tree_size": head.tree_size, "root_hash": head.root_hash}
 
 
@@ -63,5 +62,5 @@ def archive() -> dict[str, Any]:
     """
     if not settings.AUDIT_ARCHIVE_AUTOMATIC:
         return {"archived": 0, "enabled": False}
-    done = archive_run(before=retention_cutoff(), directory=Path(settings.AUDIT_ARCHIVE_DIR))
+    done = services.archive_run(before=retention_cutoff(), directory=Path(settings.AUDIT_ARCHIVE_DIR))
     return {"archived": sum(a.events for a in done), "files": [a.path for a in done], "enabled": True}

@@ -11,7 +11,7 @@ head older than the retention period, and for the events after the previous arch
    head, the heads in the range, and where the archive starts: the previous archive's head, its last
    chain hash and its Merkle frontier), one line per event (its canonical JSON, hashes and, by default,
    its inclusion proof against the covering head) and an end line (count and digest);
-3. reads the file back with the standalone verifier (:func:`portal.audit.verifier.check_archive`);
+3. reads the file back with the standalone verifier (:func:`portal.audit.standalone_verifier.check_archive`);
 4. records the archive in ``audit_archive`` together with an ``audit.log.archived`` audit event, and only
    then deletes the archived rows, in batches, each batch in a transaction that sets
    ``atrium.audit_archival`` — the one door the append-only trigger has. ``audit_node`` rows stay: they
@@ -37,10 +37,12 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from portal.audit import queries
 from portal.audit.chain import node_lookup
+from portal.audit.errors import ArchiveError
 from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditArchive, AuditHead
-from portal.audit.verifier import (
+from portal.audit.standalone_verifier import (
     ARCHIVE_FORMAT,
     EVENT_MAX_BYTES,
     ZERO_HASH,
@@ -56,13 +58,8 @@ from services.kit.outbox import isoformat
 log = get_logger(__name__)
 
 ACTOR = {"type": "system", "id": "audit_archive", "display": "manage.py audit_archive"}
-_STREAM = "SELECT seq, canonical, leaf_hash, hash, prev_hash FROM audit_event WHERE seq BETWEEN %s AND %s ORDER BY seq"
 DELETE_BATCH = 20_000
 ARCHIVE_LOCK = 0x41554449545F4152  # "AUDIT_AR": one archival run at a time
-
-
-class ArchiveError(Exception):
-    """The archive could not be written (nothing was deleted)."""
 
 
 @dataclass
@@ -144,10 +141,7 @@ class _Nodes:
         window = windows.get(number)
         if window is None:
             with connection.cursor() as cursor:
-                cursor.execute(
-                    'SELECT "index", hash FROM audit_node WHERE level = %s AND "index" >= %s AND "index" < %s',
-                    [level, number * self.WINDOW, (number + 1) * self.WINDOW],
-                )
+                cursor.execute(queries.NODE_WINDOW, [level, number * self.WINDOW, (number + 1) * self.WINDOW])
                 window = {i: bytes(h) for i, h in cursor.fetchall()}
             windows[number] = window
             while len(windows) > self.KEEP:
@@ -221,7 +215,7 @@ def archive_write(plan: ArchivePlan, directory: Path, *, proofs: bool = True, ba
             out.write(first)
             with connection.connection.cursor(name="audit_archive") as cursor:
                 cursor.itersize = batch
-                cursor.execute(_STREAM, [plan.first_seq, plan.last_seq])
+                cursor.execute(queries.ARCHIVE_EVENTS, [plan.first_seq, plan.last_seq])
                 for seq, text, leaf, digest, prev_hash in cursor:
                     data = text.encode("utf-8")
                     leaf, digest, prev_hash = bytes(leaf), bytes(digest), bytes(prev_hash)
@@ -320,12 +314,8 @@ def delete_archived(*, batch: int = DELETE_BATCH) -> int:
     deleted = 0
     while upto:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL atrium.audit_archival = 'on'")
-            cursor.execute(
-                "DELETE FROM audit_event WHERE seq IN "
-                "(SELECT seq FROM audit_event WHERE seq <= %s ORDER BY seq LIMIT %s)",
-                [upto, batch],
-            )
+            cursor.execute(queries.ARCHIVAL_DOOR_OPEN)
+            cursor.execute(queries.ARCHIVED_DELETE, [upto, batch])
             count = cursor.rowcount
         deleted += count
         if count < batch:
@@ -346,7 +336,7 @@ def archive_run(
     One run at a time (a session advisory lock): a second one raises :class:`ArchiveError` at once.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ARCHIVE_LOCK])
+        cursor.execute(queries.SESSION_LOCK_TRY, [ARCHIVE_LOCK])
         if not cursor.fetchone()[0]:
             raise ArchiveError("another audit_archive run holds the archival lock")
     try:
@@ -358,4 +348,4 @@ def archive_run(
         return done
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [ARCHIVE_LOCK])
+            cursor.execute(queries.SESSION_LOCK_RELEASE, [ARCHIVE_LOCK])

@@ -11,8 +11,8 @@ the lock. ``recorded_at`` never goes back along the chain: a batch stamped befor
 
 One item never stops a batch. An event the sequencer refuses — malformed, a value PostgreSQL would refuse
 (a NUL, a number beyond bigint, a lone surrogate, NaN, nesting too deep), beyond the bounds every event is
-verified against (:func:`portal.audit.verifier.event_out_of_range`: size, numbers, timestamps, field lengths)
-— is parked at once: chained as a placeholder in its own place (:mod:`portal.audit.parked`), so every
+verified against (:func:`portal.audit.standalone_verifier.event_out_of_range`: size, numbers, timestamps, field
+lengths) — is parked at once: chained as a placeholder in its own place (:mod:`portal.audit.parked`), so every
 service's sequence stays gapless. An unexpected error writing a batch splits it in halves, each written in
 its own transaction, until the failing event is alone; that event is tried ``AUDIT_INGEST_ATTEMPTS`` times in
 all, then parked. The database being away is not an event's fault: :class:`IngestDeferred` is raised and the
@@ -35,10 +35,11 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from portal.audit import queries
 from portal.audit.models import AuditNode, AuditRejected
 from portal.audit.parked import place, placeholder, rejected_payload
 from portal.audit.seal import seal_write
-from portal.audit.verifier import (
+from portal.audit.standalone_verifier import (
     FIELD_MAX,
     SEQ_MAX,
     ZERO_HASH,
@@ -58,11 +59,6 @@ log = get_logger(__name__)
 
 SEQUENCER_LOCK = 0x41554449545F5351  # "AUDIT_SQ": one sequencer at a time, across every worker
 _TEXT_FIELDS = ("id", "service", "occurred_at", "action", "outcome")
-_EVENT_COLUMNS = (
-    "seq, event_id, service, service_seq, occurred_at, recorded_at, actor_type, actor_id, actor_display, action, "
-    "outcome, object_type, object_id, request_id, source_ip, user_agent, changes, metadata, canonical, leaf_hash, "
-    "hash, prev_hash"
-)
 
 
 class IngestDeferred(Exception):
@@ -261,19 +257,11 @@ def _state_locked(cursor: Any) -> tuple[int, bytes, dict[str, str], dt.datetime 
     """The sequencer's (size, last hash, frontier, the last batch's ``recorded_at``), row-locked (created on
     first use; no batch yet: None)."""
     # A last stamp no datetime holds (the row was tampered with) is no floor: the batch keeps its own.
-    select = (
-        "SELECT size, last_hash, frontier, CASE WHEN updated_at BETWEEN '2000-01-01Z' AND '9999-12-31Z' "
-        "THEN updated_at END FROM audit_chain_state WHERE id = 1 FOR UPDATE"
-    )
-    cursor.execute(select)
+    cursor.execute(queries.CHAIN_STATE_LOCK)
     row = cursor.fetchone()
     if row is None:
-        cursor.execute(
-            "INSERT INTO audit_chain_state (id, size, last_hash, frontier, updated_at) "
-            "VALUES (1, 0, %s, '{}', now()) ON CONFLICT (id) DO NOTHING",
-            [ZERO_HASH],
-        )
-        cursor.execute(select)
+        cursor.execute(queries.CHAIN_STATE_CREATE, [ZERO_HASH])
+        cursor.execute(queries.CHAIN_STATE_LOCK)
         row = cursor.fetchone()
     size, last_hash, frontier, updated_at = row
     if isinstance(frontier, str):
@@ -285,16 +273,12 @@ def _recorded(prepared: list[_Prepared]) -> tuple[set[str], set[tuple[str, int]]
     """Of these events: the ids already chained, and the (service, service_seq) pairs other events hold."""
     ids = [p.event["id"] for p in prepared]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT event_id FROM audit_event WHERE event_id = ANY(%s)", [ids])
+        cursor.execute(queries.EVENT_IDS_KNOWN, [ids])
         known = {row[0] for row in cursor.fetchall()}
         pairs = {(p.event["service"], p.event["service_seq"]) for p in prepared if p.event["id"] not in known}
         taken: set[tuple[str, int]] = set()
         if pairs:
-            cursor.execute(
-                "SELECT service, service_seq FROM audit_event WHERE (service, service_seq) IN "
-                "(SELECT * FROM unnest(%s::text[], %s::bigint[]))",
-                [[p[0] for p in pairs], [p[1] for p in pairs]],
-            )
+            cursor.execute(queries.SERVICE_PLACES_TAKEN, [[p[0] for p in pairs], [p[1] for p in pairs]])
             taken = {(s, n) for s, n in cursor.fetchall()}
     return known, taken
 
@@ -339,18 +323,14 @@ def _chain_write(
         return
     with connection.cursor() as cursor:
         raw = cursor.cursor
-        with raw.copy(f"COPY audit_event ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+        with raw.copy(queries.EVENT_COPY_IN) as copy:
             for row in rows:
                 copy.write_row(row)
-        with raw.copy("COPY audit_node (level, index, hash) FROM STDIN") as copy:
+        with raw.copy(queries.NODE_COPY_IN) as copy:
             for node in nodes:
                 copy.write_row(node)
         seal_write(cursor, rows[0][0], rows[-1][0])
-        cursor.execute(
-            "UPDATE audit_chain_state SET size = %s, last_hash = %s, frontier = %s::jsonb, updated_at = %s "
-            "WHERE id = 1",
-            [size, prev, json.dumps(frontier), now],
-        )
+        cursor.execute(queries.CHAIN_STATE_UPDATE, [size, prev, json.dumps(frontier), now])
     result.inserted = len(rows)
     result.first_seq, result.last_seq = rows[0][0], rows[-1][0]
     result.written = seen
@@ -490,7 +470,7 @@ def _chain(batch: list[_Prepared], rejected: list[tuple[str, dict[str, Any]]]) -
     done = _Done()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+            cursor.execute(queries.XACT_LOCK, [SEQUENCER_LOCK])
             state = _state_locked(cursor)
         moment = max((p.recorded_at for p in batch), default=timezone.now())
         if state[3] is not None and state[3] > moment:  # the batch before was stamped later: not back in time
@@ -540,11 +520,7 @@ def node_lookup(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         return {}
     levels, indexes = zip(*sorted(pairs), strict=True)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT n.level, n.index, n.hash FROM audit_node n JOIN unnest(%s::smallint[], %s::bigint[]) AS w(l, i) "
-            "ON n.level = w.l AND n.index = w.i",
-            [list(levels), list(indexes)],
-        )
+        cursor.execute(queries.NODES_AT, [list(levels), list(indexes)])
         return {(level, index): bytes(digest) for level, index, digest in cursor.fetchall()}
 
 

@@ -19,7 +19,7 @@ from portal.audit.chain import frontier_root
 from portal.audit.keys import key_id, public_key_pem, signing_key
 from portal.audit.models import AuditChainState, AuditHead
 from portal.audit.sinks import get_sink
-from portal.audit.verifier import head_message, verify_head_signature
+from portal.audit.standalone_verifier import head_message, verify_head_signature
 from services.kit.logs import get_logger
 from services.kit.outbox import isoformat
 
@@ -79,7 +79,7 @@ def heads_outside_read() -> list[dict[str, Any]]:
     return get_sink().read()
 
 
-# The names from when the only sink was the JSONL file: verify.py and the tests use them.
+# The names from when the only sink was the JSONL file: chain_check.py and the tests use them.
 def heads_file_append(head: AuditHead) -> None:
     """Store ``head`` in the configured sink (the JSONL file by default); see ``heads_outside_put``."""
     heads_outside_put(head)

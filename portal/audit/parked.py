@@ -19,7 +19,7 @@ import json
 import reprlib
 from typing import Any
 
-from portal.audit.verifier import FIELD_MAX, SEQ_MAX
+from portal.audit.standalone_verifier import FIELD_MAX, SEQ_MAX
 
 PARKED_ACTION = "audit.event.parked"
 PARKED_CODE = "processing_error"

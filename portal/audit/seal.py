@@ -23,8 +23,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.audit import keys
-from portal.audit.stream import Seals
+from portal.audit import keys, queries
+from portal.audit.parallel_stream import Seals
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -52,12 +52,10 @@ def seal_write(cursor: Any, first_seq: int, last_seq: int) -> bool:
     key = _key()
     if key is None:
         return False
-    cursor.execute("SELECT xmin::text::bigint FROM audit_event WHERE seq = %s", [first_seq])
+    cursor.execute(queries.EVENT_XMIN, [first_seq])
     row_xmin = cursor.fetchone()[0]
     cursor.execute(
-        "INSERT INTO audit_seal (first_seq, last_seq, row_xmin, key_id, mac, created_at) "
-        "VALUES (%s, %s, %s, %s, %s, now())",
-        [first_seq, last_seq, row_xmin, key[0], seal_mac(key[1], first_seq, last_seq, row_xmin)],
+        queries.SEAL_INSERT, [first_seq, last_seq, row_xmin, key[0], seal_mac(key[1], first_seq, last_seq, row_xmin)]
     )
     return True
 
@@ -72,10 +70,7 @@ def seals_load(cursor: Any, after: int, *, use: bool = True) -> tuple[Seals, lis
     key = _key()
     if key is None:
         return Seals([]), []
-    cursor.execute(
-        "SELECT first_seq, last_seq, row_xmin, key_id, mac FROM audit_seal WHERE last_seq > %s ORDER BY first_seq",
-        [after],
-    )
+    cursor.execute(queries.SEALS_AFTER, [after])
     spans: list[tuple[int, int, int]] = []
     forged: list[tuple[int, int]] = []
     last = after

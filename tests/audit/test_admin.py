@@ -11,7 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from portal.audit import admin as audit_admin
-from portal.audit import verifier
+from portal.audit import pages, selectors
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign, key_id, signing_key
 from portal.audit.models import AuditChainState, AuditEvent, AuditHead, AuditRejected
@@ -209,7 +210,7 @@ def test_unfiltered_list_never_counts_or_offsets_audit_event(auditor):
 
 
 def test_filtered_count_stops_at_the_cap(chain, auditor, monkeypatch):
-    monkeypatch.setattr(audit_admin.EstimatedCountPaginator, "cap", 3)
+    monkeypatch.setattr(pages.EstimatedCountPaginator, "cap", 3)
     monkeypatch.setattr(audit_admin.AuditEventAdmin, "list_per_page", 2)
 
     with CaptureQueriesContext(connection) as captured:
@@ -227,7 +228,7 @@ def test_filtered_count_stops_at_the_cap(chain, auditor, monkeypatch):
 
 
 def test_heads_and_rejected_lists_use_estimates_not_counts_when_large(chain, auditor, monkeypatch):
-    monkeypatch.setattr(audit_admin, "table_estimate", lambda table: 5_000_000)
+    monkeypatch.setattr(selectors, "table_estimate", lambda table: 5_000_000)
 
     response = auditor.get(HEADS_URL)
 

@@ -10,10 +10,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from portal.audit import verifier
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign, public_key_pem
-from portal.audit.models import AuditEvent
+from portal.audit.models import AuditEvent, AuditHead
 from portal.identity import services as identity
 from services.kit.models import OutboxEvent
 from tests.audit.test_chain import make_event
@@ -129,7 +129,8 @@ def test_a_proof_verifies_standalone_and_heads_are_consistent(auditor, log):
     ingest([make_event("ledger", 100, id="evt_late")])
 
     document = auditor.get(f"{EVENTS}/evt_7/proof").json()
-    late = auditor.get(f"{EVENTS}/evt_late/proof").json()  # not covered yet: a head is signed on demand
+    auditor.post("/api/v1/audit/heads")  # evt_late is newer than the last head: sign one to prove it
+    late = auditor.get(f"{EVENTS}/evt_late/proof").json()
     heads = auditor.get("/api/v1/audit/heads").json()["results"]
     pem = auditor.get("/api/v1/audit/public-key")
 
@@ -139,6 +140,23 @@ def test_a_proof_verifies_standalone_and_heads_are_consistent(auditor, log):
     assert [h["tree_size"] for h in heads] == [31, 30]
     assert verifier.check_heads(heads, pem.content) == []
     assert pem["Content-Type"] == "application/x-pem-file"
+
+
+def test_a_proof_of_an_event_newer_than_the_latest_head_signs_nothing(auditor, log):
+    head_sign()
+    ingest([make_event("ledger", 100, id="evt_late")])
+
+    response = auditor.get(f"{EVENTS}/evt_late/proof")
+
+    assert_problem(response, 409, "event_not_signed")
+    assert list(AuditHead.objects.values_list("tree_size", flat=True)) == [30]
+
+
+def test_signing_an_empty_log_is_refused(auditor):
+    response = auditor.post("/api/v1/audit/heads")
+
+    assert_problem(response, 400, "audit_log_empty")
+    assert not AuditHead.objects.exists()
 
 
 def test_heads_can_be_signed_on_demand(auditor, log):
@@ -162,6 +180,7 @@ def test_export_streams_jsonl_and_csv(auditor, log):
 
 
 def test_every_read_is_audited(auditor, log):
+    head_sign()
     auditor.get(EVENTS, {"service": "ledger"})
     auditor.get(f"{EVENTS}/evt_1")
     auditor.get(f"{EVENTS}/evt_1/proof")

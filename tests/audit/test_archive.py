@@ -19,10 +19,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from portal.audit import verifier
+from portal.audit import standalone_verifier as verifier
 from portal.audit.archive import (
     ARCHIVE_LOCK,
-    ArchiveError,
     ArchivePlan,
     archive_plan,
     archive_record,
@@ -30,9 +29,10 @@ from portal.audit.archive import (
     archived_upto,
 )
 from portal.audit.chain import ingest
+from portal.audit.chain_check import verify_log
+from portal.audit.errors import ArchiveError
 from portal.audit.heads import head_sign, public_key_pem
 from portal.audit.models import AuditArchive, AuditEvent, AuditHead
-from portal.audit.verify import verify_log
 from services.kit.models import OutboxEvent
 from tests.audit.test_chain import make_event
 from tests.audit.test_verify import SERVICES, first, rogue
@@ -137,18 +137,25 @@ def test_archives_follow_each_other_and_an_event_can_be_proven_from_its_file(tmp
     # and the standalone verifier, as an outside auditor runs it, checks the files and extracts a proof
     key = tmp_path / "audit.pem"
     key.write_bytes(public_key_pem())
-    run = [sys.executable, "-m", "portal.audit.verifier", "--public-key", str(key)]
+    module = [sys.executable, "-m", "portal.audit.standalone_verifier"]
     checked = subprocess.run(
-        [*run, "--archive", older.path, "--archive", newer.path], capture_output=True, text=True, check=False
+        [*module, "--public-key", str(key), "--archive", older.path, "--archive", newer.path],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "OK: audit-000000000011-000000000030.jsonl.gz: seqs 11-30, 20 events" in checked.stdout
-    extracted = subprocess.run(
-        [*run, "--archive", newer.path, "--extract", "17"], capture_output=True, text=True, check=True
+    extracted = subprocess.run(  # extracting checks nothing: no key needed
+        [*module, "--archive", newer.path, "--extract", "17"], capture_output=True, text=True, check=True
     )
     proof = json.loads(extracted.stdout)
     assert proof["event"]["seq"] == 17
     assert verifier.check_proof(proof, public_key_pem()) == []
+    keyless = subprocess.run([*module, "--archive", newer.path], capture_output=True, text=True, check=False)
+    assert keyless.returncode == 2
+    assert "--public-key PEM is required" in keyless.stderr
+    assert "GET /api/v1/audit/public-key" in keyless.stderr
 
 
 def test_a_log_that_does_not_verify_is_not_archived():

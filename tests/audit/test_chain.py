@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from portal.audit import verifier
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import NodeSource, frontier_root, ingest
 from portal.audit.heads import head_as_dict, head_sign, public_key_pem
 from portal.audit.models import AuditChainState, AuditEvent, AuditRejected

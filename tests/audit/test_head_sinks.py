@@ -23,6 +23,7 @@ from moto.server import ThreadedMotoServer
 
 from portal.audit import heads as heads_mod
 from portal.audit.chain import ingest
+from portal.audit.chain_check import verify_log
 from portal.audit.heads import (
     head_as_dict,
     head_sign,
@@ -33,7 +34,6 @@ from portal.audit.heads import (
 )
 from portal.audit.models import AuditHead
 from portal.audit.sinks import FileHeadsSink, HeadConflictError, S3HeadsSink, get_sink, head_bytes
-from portal.audit.verify import verify_log
 from tests.audit.test_chain import make_event
 from tests.audit.test_verify import build_log, first, rogue
 

@@ -20,9 +20,9 @@ from django.db import connection, transaction
 from django.test import Client
 
 from portal.audit.chain import IngestDeferred, ingest
+from portal.audit.chain_check import verify_log
 from portal.audit.models import AuditEvent, AuditRejected
 from portal.audit.parked import PARKED_ACTION, PARKED_RAW_BYTES, AuditEventsParked
-from portal.audit.verify import verify_log
 from tests.audit.test_chain import make_event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]

@@ -1,7 +1,7 @@
 """The standalone verifier, run as an outside auditor would: a proof, the public key, and one file of code.
 
-Each check runs twice: as ``python -m portal.audit.verifier`` from the repository, and as a copy of
-``verifier.py`` alone in an empty directory whose import path makes ``portal``, ``services`` and ``django``
+Each check runs twice: as ``python -m portal.audit.standalone_verifier`` from the repository, and as a copy of
+``standalone_verifier.py`` alone in an empty directory whose import path makes ``portal``, ``services`` and ``django``
 fail loudly if imported (so the copy provably needs no portal code).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from portal.audit import verifier
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import NodeSource, ingest
 from portal.audit.heads import head_as_dict, head_sign, public_key_pem
 from portal.audit.models import AuditEvent, AuditHead
@@ -37,7 +37,7 @@ def auditor(tmp_path, settings):
     settings.AUDIT_HEADS_PATH = str(tmp_path / "heads.jsonl")
     alone = tmp_path / "auditor"
     alone.mkdir()
-    shutil.copy(REPO / "portal" / "audit" / "verifier.py", alone / "verifier.py")
+    shutil.copy(REPO / "portal" / "audit" / "standalone_verifier.py", alone / "standalone_verifier.py")
     poison = tmp_path / "poison"
     for package in POISONED:
         (poison / package).mkdir(parents=True)
@@ -50,10 +50,14 @@ def auditor(tmp_path, settings):
         path.write_text(json.dumps(document))
         args = [str(path)] if option is None else [option, str(path)]
         if mode == "module":
-            command, cwd, env = [sys.executable, "-m", "portal.audit.verifier"], REPO, {"PATH": "/usr/bin:/bin"}
+            command, cwd, env = (
+                [sys.executable, "-m", "portal.audit.standalone_verifier"],
+                REPO,
+                {"PATH": "/usr/bin:/bin"},
+            )
         else:
             command, cwd, env = (
-                [sys.executable, "verifier.py"],
+                [sys.executable, "standalone_verifier.py"],
                 alone,
                 {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(poison)},
             )

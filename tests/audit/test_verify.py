@@ -18,12 +18,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from portal.audit import verifier
-from portal.audit import verify as verify_module
+from portal.audit import chain_check as verify_module
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import ingest
+from portal.audit.chain_check import VerifyReport, verify_log
 from portal.audit.heads import head_sign, heads_file_read
 from portal.audit.models import AuditEvent
-from portal.audit.verify import VerifyReport, verify_log
 from services.kit.models import OutboxEvent
 from tests.audit.test_chain import make_event
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from portal.audit import verifier
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import frontier_append
+from portal.audit.chain_check import verify_log
 from portal.audit.models import AuditArchive, AuditChainState, AuditEvent
-from portal.audit.verify import verify_log
 from tests.audit.test_verify import build_log, first, rogue, run_command
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -99,7 +99,7 @@ def test_a_consistent_append_verifies_so_the_value_checks_below_are_what_finds_t
     build_log()
     seq = append_consistently()
 
-    # when verified; then nothing is wrong (nothing signed covers it yet: see the Limits in verify.py)
+    # when verified; then nothing is wrong (nothing signed covers it yet: see the Limits in chain_check.py)
     report = verify_log()
     assert seq == 31
     assert report.ok, report.problems
@@ -369,11 +369,11 @@ def test_the_standalone_verifier_run_alone_fails_at_the_forged_seq_within_second
     key.write_bytes(verifier_key())
     alone = tmp_path / "auditor"
     alone.mkdir()
-    shutil.copy(Path(verifier.__file__), alone / "verifier.py")
+    shutil.copy(Path(verifier.__file__), alone / "standalone_verifier.py")
 
     # when run as an outside auditor would, with a time limit
     done = subprocess.run(
-        [sys.executable, "verifier.py", "--public-key", str(key), "--archive", str(forged)],
+        [sys.executable, "standalone_verifier.py", "--public-key", str(key), "--archive", str(forged)],
         cwd=alone,
         capture_output=True,
         text=True,
@@ -398,7 +398,7 @@ def verifier_key() -> bytes:
 
 @pytest.mark.parametrize("moment", ["infinity", "-infinity", "20000-01-01T00:00:00Z"])
 def test_a_time_no_datetime_holds_is_out_of_range_even_at_the_midpoint_of_a_split_stream(monkeypatch, moment):
-    from portal.audit import verify as verify_module
+    from portal.audit import chain_check as verify_module
 
     # given a log streamed in two processes (from 10 events on), whose midpoint row's recorded_at is rewritten
     monkeypatch.setattr(verify_module, "PARALLEL_MIN_EVENTS", 10)

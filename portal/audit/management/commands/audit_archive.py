@@ -12,7 +12,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal.audit.archive import ArchiveError, archive_plan, archive_run, archived_upto, retention_cutoff
+from portal.audit import services
+from portal.audit.archive import archive_plan, archived_upto, retention_cutoff
+from portal.audit.errors import ArchiveError
 
 
 class Command(BaseCommand):
@@ -57,7 +59,7 @@ class Command(BaseCommand):
                 )
             return
         try:
-            done = archive_run(
+            done = services.archive_run(
                 before=before,
                 directory=directory,
                 max_events=options["max_events"],

@@ -1,11 +1,11 @@
 """``python manage.py audit_verify``: recompute the chain and Merkle roots, check every signed head.
 
 Prints how many events and heads were checked and how fast, then ``OK`` or ``FAIL at seq N: <reason>:
-<detail>`` (the lowest ``seq`` with a problem; see :mod:`portal.audit.verify` for the reasons), and exits
+<detail>`` (the lowest ``seq`` with a problem; see :mod:`portal.audit.chain_check` for the reasons), and exits
 with status 1 on failure. Gaps in a service's own sequence are warnings (those events may still be in
 flight), failures with ``--strict-services``; a gap wider than can be in flight, a number below 1 or held
 twice, and any other value the sequencer never writes are failures (``out of range``, see
-:mod:`portal.audit.verify`). Every run, whatever its result, is itself audited (``audit.log.verified``).
+:mod:`portal.audit.chain_check`). Every run, whatever its result, is itself audited (``audit.log.verified``).
 It takes time in proportion to the rows present, whatever values a row holds.
 """
 
@@ -16,25 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
-from portal.audit.verify import VerifyReport, verify_log
-from services.kit.audit import audit_record
-
-ACTOR = {"type": "system", "id": "audit_verify", "display": "manage.py audit_verify"}
-
-
-def _record(outcome: str, metadata: dict[str, Any]) -> None:
-    """Audit this run (in its own transaction, after the verification's read-only one)."""
-    with transaction.atomic():
-        audit_record(
-            "audit.log.verified",
-            outcome=outcome,
-            object_type="audit_log",
-            object_id="portal",
-            metadata=metadata,
-            actor=ACTOR,
-        )
+from portal.audit import services
+from portal.audit.chain_check import VerifyReport, verify_log
 
 
 class Command(BaseCommand):
@@ -66,11 +50,14 @@ class Command(BaseCommand):
                 all_columns=bool(options["all_columns"]),
             )
         except Exception as exc:
-            _record("failure", {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500], "strict_services": strict})
+            services.verification_record(
+                outcome="failure",
+                metadata={"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500], "strict_services": strict},
+            )
             raise CommandError(f"audit log verification could not run: {exc}", returncode=1) from exc
         failed = not report.ok or (strict and any(report.service_missing.values()))
         summary = {**report.as_dict(), "ok": not failed, "strict_services": strict}
-        _record("failure" if failed else "success", summary)
+        services.verification_record(outcome="failure" if failed else "success", metadata=summary)
         if options["json"]:
             self.stdout.write(json.dumps(summary, sort_keys=True))
         else:

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal.audit.verifier import (
+from portal.audit import queries
+from portal.audit.standalone_verifier import (
     CLOCK_SKEW_SECONDS,
     EPOCH,
     EVENT_MAX_BYTES,
@@ -25,13 +26,10 @@ from portal.audit.verifier import (
     parse_timestamp,
 )
 
-# The two timestamps come as PostgreSQL sends a timestamptz in binary: microseconds since 2000-01-01 UTC, read
-# as plain integers (no datetime built per row; 'infinity' is the largest integer). The search columns are
-# checked against the hashed JSON (sealed rows: by their seal), so bounds on them are bounds on the JSON.
-STREAM_SQL = (
-    "COPY (SELECT seq, convert_to(canonical, 'UTF8'), hash, prev_hash, leaf_hash, xmin::text::bigint, "
-    "occurred_at, recorded_at FROM audit_event WHERE seq > %s AND seq <= %s ORDER BY seq) TO STDOUT (FORMAT BINARY)"
-)
+# The rows come from ``queries.STREAM_COPY``. Its two timestamps come as PostgreSQL sends a timestamptz in binary:
+# microseconds since 2000-01-01 UTC, read as plain integers (no datetime built per row; 'infinity' is the largest
+# integer). The search columns are checked against the hashed JSON (sealed rows: by their seal), so bounds on them
+# are bounds on the JSON.
 STREAM_TYPES = ["int8", "bytea", "bytea", "bytea", "bytea", "int8", "int8", "int8"]
 PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 SKEW_MICROS = CLOCK_SKEW_SECONDS * 1_000_000
@@ -53,9 +51,6 @@ def from_micros(value: int) -> str:
 
 
 NO_END = 2**63 - 1
-# Rows in seq order straight off the primary key: without statistics (a freshly loaded table) the planner
-# may otherwise sort the whole range before sending the first row.
-ORDERED_SCAN = "SET LOCAL enable_sort = off"
 
 
 @dataclass
@@ -423,13 +418,13 @@ def stream_part(
     chain = Chain(problems, state_size, start, prev)
     seals = Seals(spans)
     with psycopg.connect(**conninfo, autocommit=True) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        conn.execute(ORDERED_SCAN)
-        with conn.cursor() as cursor, cursor.copy(STREAM_SQL, [start, end]) as copy:
+        conn.execute(queries.BEGIN_READ_ONLY_REPEATABLE)
+        conn.execute(queries.snapshot_set(snapshot))
+        conn.execute(queries.ORDERED_SCAN)
+        with conn.cursor() as cursor, cursor.copy(queries.STREAM_COPY, [start, end]) as copy:
             copy.set_types(STREAM_TYPES)
             size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier, clock)
-        conn.execute("COMMIT")
+        conn.execute(queries.COMMIT)
     return {
         "problems": problems,
         "size": size,

@@ -1,7 +1,7 @@
 """Full verification of the audit log: chain, Merkle roots, signed heads (database and file), service gaps.
 
 :func:`verify_log` streams ``audit_event`` in ``seq`` order with a binary COPY, the canonical JSON fetched as
-bytes and never parsed in Python unless a row is already suspect (the loop is :mod:`portal.audit.stream`).
+bytes and never parsed in Python unless a row is already suspect (the loop is :mod:`portal.audit.parallel_stream`).
 For each row Python recomputes the chain hash ``SHA-256(canonical ‖ previous hash)`` and the Merkle leaf
 ``SHA-256(0x00 ‖ canonical)`` and checks the link to the previous row, folds the leaf into the tree's right
 frontier and, at every signed head's size, compares the recomputed root and last hash with the head. A long
@@ -50,7 +50,8 @@ lowest ``seq``. The reasons, and the rule that picks each:
 ``forged seal``
     A seal whose MAC does not verify under the signing key (its rows are then compared field by field).
 ``out of range``
-    A value the sequencer never writes (see ``portal.audit.verifier``: ``EVENT_MAX_BYTES``, ``CLOCK_SKEW_SECONDS``),
+    A value the sequencer never writes (``portal.audit.standalone_verifier``: ``EVENT_MAX_BYTES``,
+    ``CLOCK_SKEW_SECONDS``),
     at the row that holds it: a seq below 1; a canonical JSON over 1 MiB; a ``recorded_at`` before 2000, in the
     future, earlier than the previous row's, or later than a signed head covering the row; an ``occurred_at``
     before 2000 or more than the clock skew after its ``recorded_at``; a service sequence number below 1, or
@@ -92,13 +93,11 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.utils import timezone
 
 from portal.audit import heads as heads_mod
+from portal.audit import queries
 from portal.audit.chain import node_lookup
 from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead
-from portal.audit.seal import seals_load
-from portal.audit.stream import (
+from portal.audit.parallel_stream import (
     NO_END,
-    ORDERED_SCAN,
-    STREAM_SQL,
     STREAM_TYPES,
     Chain,
     Clock,
@@ -110,49 +109,11 @@ from portal.audit.stream import (
     stream_part,
     stream_rows,
 )
-from portal.audit.verifier import SEQ_MAX, ZERO_HASH, verify_head_signature
+from portal.audit.seal import seals_load
+from portal.audit.standalone_verifier import SEQ_MAX, ZERO_HASH, verify_head_signature
 
-# The columns copied out of the canonical JSON for search, as PostgreSQL compares them with it.
-# (``seq`` apart: a renumbered row disagrees on it alone, and the stream has already said why.)
-_COLUMNS_MATCH = """(
-    c->>'id' = event_id AND c->>'service' = service AND (c->>'service_seq')::bigint = service_seq
-    AND c->>'action' = action AND c->>'outcome' = outcome
-    AND c->'actor'->>'type' = actor_type AND c->'actor'->>'id' = actor_id
-    AND c->'actor'->>'display' = actor_display AND c->'object'->>'type' = object_type
-    AND c->'object'->>'id' = object_id AND c->>'request_id' = request_id AND c->>'source_ip' = source_ip
-    AND c->>'user_agent' = user_agent AND c->'changes' = changes AND c->'metadata' = metadata
-    AND (c->>'occurred_at')::timestamptz = occurred_at AND (c->>'recorded_at')::timestamptz = recorded_at
-)"""
-# Rows whose columns no longer say what their hashed JSON says (a missing key compares as NULL: disagrees).
-# OFFSET 0 keeps the subquery from being inlined: the JSON is parsed once per row, not once per comparison.
-_COLUMNS_DISAGREE = (
-    f"SELECT seq, (c->>'seq')::bigint, coalesce({_COLUMNS_MATCH}, false) "  # noqa: S608
-    "FROM audit_event, LATERAL (SELECT canonical::jsonb AS c OFFSET 0) AS j WHERE seq BETWEEN %s AND %s "
-    f"AND NOT (coalesce((c->>'seq')::bigint = seq, false) AND coalesce({_COLUMNS_MATCH}, false)) "
-    "ORDER BY seq LIMIT %s"
-)
-# Each service's sequence, row by row in (service, service_seq) order (the unique index's): every row whose
-# number does not follow the one before it — a gap, a duplicate (the unique index dropped), a number below 1.
-# Linear in the rows present, whatever the numbers are (no series is built over them). Before any archival a
-# service's sequence starts at 1; after it, at the lowest number still live.
-_SERVICE_SEQUENCE = """
-    SELECT service, service_seq, seq, prev, prev_seq FROM (
-        SELECT service, service_seq, seq,
-               lag(service_seq) OVER w AS prev, lag(seq) OVER w AS prev_seq
-        FROM audit_event WINDOW w AS (PARTITION BY service ORDER BY service_seq)
-    ) AS s
-    WHERE service_seq < 1 OR (prev IS NULL AND service_seq <> 1 AND NOT %s) OR service_seq <> prev + 1
-    ORDER BY service, service_seq LIMIT %s
-"""
-SERVICE_ANOMALIES_MAX = 10_000  # rows of the query above (each a gap, however wide, or a bad number)
+SERVICE_ANOMALIES_MAX = 10_000  # rows of queries.SERVICE_SEQUENCE (each a gap, however wide, or a bad number)
 SERVICE_GAP_NUMBERS_MAX = 10_000  # missing numbers listed in the report (the count is always exact)
-# Rows of a chunk of the column check: how many, and the last one's seq (chunks are counted in rows, not seqs).
-_CHUNK = (
-    "SELECT count(*), max(seq) FROM (SELECT seq FROM audit_event WHERE seq BETWEEN %s AND %s ORDER BY seq LIMIT %s) c"
-)
-_SEQS = "SELECT seq FROM audit_event WHERE seq BETWEEN %s AND %s ORDER BY seq"
-# Rows below 1: the stream never reads them (it starts after the archived prefix, at seq 1 at the lowest).
-_BELOW_ONE = "SELECT seq FROM audit_event WHERE seq < 1 ORDER BY seq LIMIT 100"
 COLUMN_PROBLEMS_MAX = 100  # rows reported for column disagreement (the first ones)
 COLUMN_CHUNK = 25_000  # rows per column-check query (shared out between the two connections)
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
@@ -268,7 +229,7 @@ def _columns_disagree(cursor: Any, low: int, high: int, out: list[Disagreement])
         return
     if _columns_query(cursor, low, high, out):
         return
-    cursor.execute(_SEQS, [low, high])
+    cursor.execute(queries.SEQS_BETWEEN, [low, high])
     _columns_halve(cursor, [row[0] for row in cursor.fetchall()], out)
 
 
@@ -288,7 +249,7 @@ def _columns_query(cursor: Any, low: int, high: int, out: list[Disagreement]) ->
     """Run the column check on [low, high]; False if a row's JSON or a field of it cannot be read at all."""
     try:
         with transaction.atomic():
-            cursor.execute(_COLUMNS_DISAGREE, [low, high, COLUMN_PROBLEMS_MAX - len(out)])
+            cursor.execute(queries.COLUMNS_DISAGREE, [low, high, COLUMN_PROBLEMS_MAX - len(out)])
             out.extend(cursor.fetchall())
     except DatabaseError as exc:
         if not _row_error(exc):
@@ -313,7 +274,7 @@ def _service_sequences(cursor: Any, *, archived: bool, report: VerifyReport) -> 
     """
     gap_max = int(getattr(settings, "AUDIT_VERIFY_SERVICE_GAP_MAX", 10_000_000))
     listed = 0
-    cursor.execute(_SERVICE_SEQUENCE, [archived, SERVICE_ANOMALIES_MAX])
+    cursor.execute(queries.SERVICE_SEQUENCE, [archived, SERVICE_ANOMALIES_MAX])
     for service, number, seq, prev, prev_seq in cursor.fetchall():
         if number < 1:
             report.problems.append(
@@ -366,7 +327,7 @@ class _ColumnWork:
         with self.lock:
             while self.ranges and len(self.disagreeing) < COLUMN_PROBLEMS_MAX:
                 chunk = self.ranges[0]
-                cursor.execute(_CHUNK, [chunk[0], chunk[1], COLUMN_CHUNK])
+                cursor.execute(queries.COLUMN_CHUNK_ROWS, [chunk[0], chunk[1], COLUMN_CHUNK])
                 rows, end = cursor.fetchone()
                 low = chunk[0]
                 if rows < COLUMN_CHUNK or end >= chunk[1]:
@@ -407,8 +368,8 @@ class _ColumnChecker(threading.Thread):
     def run(self) -> None:
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+                cursor.execute(queries.READ_ONLY_REPEATABLE)
+                cursor.execute(queries.snapshot_set(self.snapshot))
                 self.work.run(cursor)
         except BaseException as exc:  # handed to the main thread, which raises it
             self.error = exc
@@ -441,7 +402,7 @@ def _final_checks(
         )
     elif last_seq > state_size:
         with connection.cursor() as cursor:  # where the rows beyond the recorded size begin (however far)
-            cursor.execute("SELECT min(seq) FROM audit_event WHERE seq > %s", [state_size])
+            cursor.execute(queries.SEQ_FIRST_AFTER, [state_size])
             beyond = cursor.fetchone()[0] or state_size + 1
         problems.append(
             Problem(
@@ -585,7 +546,7 @@ def _vouched(archive: AuditArchive) -> bool:
 
 def _archive_files(archives: list[AuditArchive], directory: Path | None, problems: list[Problem]) -> None:
     """Each archive file (at its recorded path, or by name in ``directory``): digest and full standalone check."""
-    from portal.audit.verifier import check_archives
+    from portal.audit.standalone_verifier import check_archives
 
     paths: list[Path] = []
     for archive in archives:
@@ -650,11 +611,7 @@ def _stream_halves(
     mid = start + (high - start) // 2
     with connection.cursor() as cursor:
         # (a time no datetime holds, out of range anyway, is no claim to start from)
-        cursor.execute(
-            "SELECT hash, CASE WHEN recorded_at BETWEEN '2000-01-01Z' AND '9999-12-31Z' THEN recorded_at END "
-            "FROM audit_event WHERE seq = %s",
-            [mid],
-        )
+        cursor.execute(queries.EVENT_CLAIMS_AT, [mid])
         row = cursor.fetchone()
     wanted = {(level, (mid >> level) - 1) for level in range(mid.bit_length()) if mid >> level & 1}
     found = node_lookup(wanted)
@@ -685,7 +642,7 @@ def _stream_halves(
         left_problems: list[Problem] = []
         left_seals = Seals(seals.spans)
         left_clock = Clock(clock.latest, clock.last_recorded, clock.signed)
-        with connection.connection.cursor() as cursor, cursor.copy(STREAM_SQL, [start, mid]) as copy:
+        with connection.connection.cursor() as cursor, cursor.copy(queries.STREAM_COPY, [start, mid]) as copy:
             copy.set_types(STREAM_TYPES)
             chain = Chain(left_problems, state_size, start, start_hash)
             size, last, nodes = stream_rows(copy.rows(), chain, heads, left_seals, start, frontier, left_clock)
@@ -731,12 +688,9 @@ def verify_log(
     with transaction.atomic():
         with connection.cursor() as cursor:
             if own_transaction:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursor.execute(queries.READ_ONLY_REPEATABLE)
             # The column check starts after the archived prefix (rows of it not yet deleted are not live).
-            cursor.execute(
-                "SELECT greatest(coalesce(min(seq), 1), (SELECT coalesce(max(last_seq), 0) + 1 FROM audit_archive)), "
-                "coalesce(max(seq), 0) FROM audit_event"
-            )
+            cursor.execute(queries.LIVE_BOUNDS)
             low, high = cursor.fetchone()
             seals, forged = seals_load(cursor, low - 1, use=not all_columns)
             for first_seq, last_seq in forged:
@@ -746,7 +700,7 @@ def verify_log(
             work = _ColumnWork(seals.uncovered(low, high))
             snapshot = None
             if own_transaction:
-                cursor.execute("SELECT pg_export_snapshot()")
+                cursor.execute(queries.SNAPSHOT_EXPORT)
                 snapshot = cursor.fetchone()[0]
                 if _SNAPSHOT_ID.match(snapshot):
                     checker = _ColumnChecker(work, snapshot)
@@ -766,8 +720,8 @@ def verify_log(
             chain = Chain(problems, state_size, start, start_hash)
             clock = Clock.of(heads, now=timezone.now())
             with connection.cursor() as cursor:
-                cursor.execute(ORDERED_SCAN)  # this transaction only
-                cursor.execute(_BELOW_ONE)
+                cursor.execute(queries.ORDERED_SCAN)  # this transaction only
+                cursor.execute(queries.SEQS_BELOW_ONE)
                 for (seq,) in cursor.fetchall():
                     problems.append(Problem(seq, "out of range", f"seq {seq} is below 1, where the log begins"))
             halves = None
@@ -777,7 +731,10 @@ def verify_log(
                 size, last, nodes, chain.expected = halves
             else:
                 # COPY in binary: psycopg decodes its rows in C, about twice as fast as a named cursor's fetches.
-                with connection.connection.cursor() as cursor, cursor.copy(STREAM_SQL, [start, NO_END]) as copy:
+                with (
+                    connection.connection.cursor() as cursor,
+                    cursor.copy(queries.STREAM_COPY, [start, NO_END]) as copy,
+                ):
                     copy.set_types(STREAM_TYPES)
                     size, last, nodes = stream_rows(copy.rows(), chain, heads, seals, start, frontier, clock)
             work.add(seals.unsealed)

@@ -4,8 +4,8 @@ An outside auditor copies this one file, fetches a proof from the portal
 (``GET /api/v1/audit/events/{id}/proof``) and the portal's audit public key
 (``GET /api/v1/audit/public-key``), and runs::
 
-    python -m portal.audit.verifier proof.json --public-key audit-key.pem
-    python verifier.py proof.json --public-key audit-key.pem      # the copied file works the same
+    python -m portal.audit.standalone_verifier proof.json --public-key audit-key.pem
+    python standalone_verifier.py proof.json --public-key audit-key.pem   # the copied file works the same
 
 It checks that the event's leaf hash is what its canonical JSON hashes to, that the inclusion path
 leads from the leaf to the signed head's root (RFC 6962 / RFC 9162 Merkle tree), and the head's
@@ -587,15 +587,33 @@ def _document(path: str, problems: list[str]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m portal.audit.verifier", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m portal.audit.standalone_verifier", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("proof", nargs="?", help="inclusion proof JSON (GET /api/v1/audit/events/{id}/proof)")
-    parser.add_argument("--public-key", required=True, help="the portal's audit public key (PEM)")
+    parser.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="the portal's audit public key (GET /api/v1/audit/public-key); needed for every check, not --extract",
+    )
     parser.add_argument("--heads", help="signed heads JSON (GET /api/v1/audit/heads)")
     parser.add_argument(
         "--archive", action="append", default=[], help="an audit_archive file to check (repeat for several)"
     )
     parser.add_argument("--extract", type=int, metavar="SEQ", help="with one --archive: print SEQ's proof document")
     args = parser.parse_args(argv)
+    if args.extract is not None:  # prints a document, checks nothing: no key needed
+        if len(args.archive) != 1 or args.proof or args.heads:
+            parser.error("--extract needs exactly one --archive (and no proof file or --heads)")
+        print(json.dumps(archive_proof(Path(args.archive[0]), args.extract), indent=2, ensure_ascii=False))
+        return 0
+    if not args.proof and not args.heads and not args.archive:
+        parser.error("give a proof file, --heads, --archive, or several")
+    if not args.public_key:
+        parser.error(
+            "--public-key PEM is required: signatures are checked against the portal's audit public key "
+            "(GET /api/v1/audit/public-key), never a key taken from the files being checked"
+        )
     key = Path(args.public_key).read_bytes()
     problems: list[str] = []
     if args.proof:
@@ -616,11 +634,6 @@ def main(argv: list[str] | None = None) -> int:
         problems += check_heads(heads, key)
         if not problems:
             print(f"OK: {len(heads)} signed heads, each signature valid and each consistent with the previous")
-    if args.extract is not None:
-        if len(args.archive) != 1:
-            parser.error("--extract needs exactly one --archive")
-        print(json.dumps(archive_proof(Path(args.archive[0]), args.extract), indent=2, ensure_ascii=False))
-        return 0
     for check in check_archives([Path(a) for a in args.archive], key):
         problems += [f"{check.path.name}: {p}" for p in check.problems]
         if not check.problems:
@@ -628,8 +641,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"OK: {check.path.name}: seqs {check.first_seq}-{check.last_seq}, {check.events} events, "
                 f"chain, Merkle root and {len(check.header.get('heads', []))} signed heads verified"
             )
-    if not args.proof and not args.heads and not args.archive:
-        parser.error("give a proof file, --heads, --archive, or several")
     for problem in problems:
         print("FAIL:", problem)
     return 1 if problems else 0
