@@ -28,6 +28,7 @@ from portal.catalog.pages import ago
 from portal.jobs import selectors
 from portal.jobs.models import FINAL_STATES, Job, JobEvent, JobState, JobTotal
 from portal.jobs.services import RETRYABLE_STATES, retry_max
+from services.kit.timestamps import timestamp_parse
 
 PAGE_SIZE = 50
 STATES = [s.value for s in JobState]
@@ -72,12 +73,6 @@ def task_url(task_id: str) -> str:
 
 def form_time(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.UTC).strftime(FORM_TIME) if moment else ""
-
-
-def parse_time(value: str) -> dt.datetime:
-    """An ISO date-time (``datetime-local`` sends one without a zone: UTC); ValueError if it is not one."""
-    parsed = dt.datetime.fromisoformat(value.strip())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def duration(ms: float | None) -> str:
@@ -325,7 +320,7 @@ def task_filters(params: Mapping[str, str]) -> tuple[selectors.TaskFilters, list
     for key in ("since", "until"):
         if values[key]:
             try:
-                values[key] = parse_time(values[key])
+                values[key] = timestamp_parse(values[key])  # (``datetime-local`` sends no zone: UTC)
             except ValueError:
                 errors.append(f"{key.title()} {values[key]!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC).")
                 values[key] = None
