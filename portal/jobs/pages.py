@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -346,24 +346,9 @@ def _choices(values: list[str], selected: str, every: str) -> list[Choice]:
     return [Choice("", every, not selected), *[Choice(v, v, v == selected) for v in values]]
 
 
-def jobs_page_before(qs: QuerySet[Job], *, before: str, limit: int) -> tuple[list[Job], bool]:
-    """The page of ``qs`` just newer than the cursor ``before`` (newest first), and whether newer ones remain.
-
-    The same keyset as :func:`~portal.jobs.selectors.jobs_page`, read the other way along the same index."""
-    seen_at, pk = selectors.cursor_decode(before)
-    newer = (
-        qs.filter(Q(seen_at__gt=seen_at) | Q(seen_at=seen_at, id__gt=pk))
-        .order_by("seen_at", "id")
-        .defer("traceback", "payload", "args", "kwargs", "result")
-    )
-    rows = list(newer[: limit + 1])
-    more = len(rows) > limit
-    return list(reversed(rows[:limit])), more
-
-
 def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None) -> TaskListPage:
     """A page of tasks, newest first: the first one, the one ``after`` a cursor (older) or ``before`` one
-    (newer). Raises :class:`~portal.jobs.selectors.InvalidCursor` for a cursor it did not give out."""
+    (newer). Raises :class:`~services.kit.pagination.InvalidCursor` for a cursor it did not give out."""
     now = now or timezone.now()
     filters, errors = task_filters(params)
     qs = selectors.jobs_filter(filters)
@@ -372,20 +357,11 @@ def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None)
     for key in ("since", "until"):  # as the form shows them
         if key in keep:
             keep[key] = form_time(getattr(filters, key))
-    older_cursor = None
-    newer_cursor = None
-    rows: list[Job] = []
-    if before:
-        rows, more_newer = jobs_page_before(qs, before=before, limit=PAGE_SIZE)
-        if more_newer:
-            newer_cursor = selectors.cursor_encode(rows[0])
-            older_cursor = selectors.cursor_encode(rows[-1]) if rows else None
-        else:
-            before = ""  # nothing newer: this is the first page
-    if not before:
-        rows, older_cursor = selectors.jobs_page(qs, after=after or None, limit=PAGE_SIZE)
-        if after and rows:
-            newer_cursor = selectors.cursor_encode(rows[0])
+    found = selectors.jobs_page(qs, cursor=after or before or None, limit=PAGE_SIZE)
+    if before and not after and found.previous is None:
+        before = ""  # nothing newer: this is the first page
+        found = selectors.jobs_page(qs, limit=PAGE_SIZE)
+    rows, older_cursor, newer_cursor = found.rows, found.next, found.previous
     first_page = not after and not before
     queues, services, names = known_choices()
     form = {k: keep.get(k, "") for k in FILTER_KEYS}

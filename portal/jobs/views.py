@@ -27,6 +27,7 @@ from kombu.exceptions import KombuError
 from portal.jobs import pages, selectors, services
 from portal.live_pages import admin_page, render_live
 from services.kit.errors import DomainError
+from services.kit.pagination import InvalidCursor
 
 VIEW_PERMISSION = "jobs.view_job"
 RETRY_PERMISSION = "jobs.retry_job"
@@ -90,7 +91,7 @@ def tasks(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(pages.task_url(q))  # a whole task id: straight to it
     try:
         found = pages.task_list_page(params=params)
-    except selectors.InvalidCursor as exc:
+    except InvalidCursor as exc:
         messages.error(request, f"{exc.detail} Showing the newest tasks.")
         kept = {k: v for k, v in params.items() if k in pages.FILTER_KEYS and v}
         return HttpResponseRedirect(pages.tasks_url(**kept))

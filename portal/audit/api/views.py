@@ -21,7 +21,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -34,6 +33,7 @@ from portal.audit.models import AuditEvent, AuditHead
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
 from services.kit.audit import audit_record
 from services.kit.errors import DomainError, NotFound
+from services.kit.pagination import CursorPagination
 from services.kit.timestamps import timestamp_parse
 
 AUDITORS = (ROLE_ADMIN, ROLE_AUDITOR)

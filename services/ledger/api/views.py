@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from services.kit.errors import DomainError
-from services.kit.pagination import CursorPagination
+from services.kit.pagination import IdCursor
 from services.kit.timestamps import timestamp_parse
 from services.ledger import selectors, services
 from services.ledger.api.serializers import (
@@ -35,11 +35,6 @@ from services.ledger.api.serializers import (
 from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, TransactionFilterSet
 
 
-class NewestFirst(CursorPagination):
-    # Ids are time-ordered and unique: a stable cursor even under concurrent inserts.
-    ordering = "-id"
-
-
 class InvalidTimestamp(DomainError):
     code = "invalid_timestamp"
     status = 400
@@ -54,7 +49,7 @@ class AccountViewSet(
     queryset = selectors.account_list()
     serializer_class = AccountSerializer
     filterset_class = AccountFilterSet
-    pagination_class = NewestFirst
+    pagination_class = IdCursor
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Any:
@@ -112,7 +107,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     queryset = selectors.transaction_list()
     serializer_class = TransactionSerializer
     filterset_class = TransactionFilterSet
-    pagination_class = NewestFirst
+    pagination_class = IdCursor
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Any:
