@@ -6,28 +6,123 @@ from services.kit.conf import env, kit_settings
 
 BASE_DIR = Path(__file__).resolve().parent
 
-globals().update(
-    kit_settings(
-        service="portal",
-        base_dir=BASE_DIR,
-        root_urlconf="portal.urls",
-        wsgi_application="portal.wsgi.application",
-        apps=["django.contrib.postgres", "portal.identity", "portal.audit", "portal.catalog", "portal.jobs"],
-        celery_imports=["workers.portal", "workers.audit"],
-    )
+kit = kit_settings(
+    service="portal",
+    root_urlconf="portal.urls",
+    wsgi_application="portal.wsgi.application",
+    apps=["django.contrib.postgres", "portal.identity", "portal.audit", "portal.catalog", "portal.jobs"],
+    celery_imports=["workers.portal", "workers.audit"],
 )
 
+# Shared by every process (services/kit/conf.py: KitSettings), each by name.
+ATRIUM_SERVICE = kit.ATRIUM_SERVICE
+ATRIUM_ENV = kit.ATRIUM_ENV
+ATRIUM_VAR_DIR = kit.ATRIUM_VAR_DIR
+DEBUG = kit.DEBUG
+SECRET_KEY = kit.SECRET_KEY
+ALLOWED_HOSTS = kit.ALLOWED_HOSTS
+INSTALLED_APPS = kit.INSTALLED_APPS
+MIDDLEWARE = kit.MIDDLEWARE
+ROOT_URLCONF = kit.ROOT_URLCONF
+WSGI_APPLICATION = kit.WSGI_APPLICATION
+TEMPLATES = kit.TEMPLATES
+DATABASES = kit.DATABASES
+DEFAULT_AUTO_FIELD = kit.DEFAULT_AUTO_FIELD
+AUTH_PASSWORD_VALIDATORS = kit.AUTH_PASSWORD_VALIDATORS
+PASSWORD_HASHERS = kit.PASSWORD_HASHERS
+LANGUAGE_CODE = kit.LANGUAGE_CODE
+TIME_ZONE = kit.TIME_ZONE
+USE_I18N = kit.USE_I18N
+USE_TZ = kit.USE_TZ
+STATIC_URL = kit.STATIC_URL
+STATIC_ROOT = kit.STATIC_ROOT
+STORAGES = kit.STORAGES
+WHITENOISE_USE_FINDERS = kit.WHITENOISE_USE_FINDERS
+WHITENOISE_AUTOREFRESH = kit.WHITENOISE_AUTOREFRESH
+DATA_UPLOAD_MAX_MEMORY_SIZE = kit.DATA_UPLOAD_MAX_MEMORY_SIZE
+ATRIUM_MAX_BODY_BYTES = kit.ATRIUM_MAX_BODY_BYTES
+ATRIUM_MAX_JSON_DEPTH = kit.ATRIUM_MAX_JSON_DEPTH
+SPECTACULAR_SETTINGS = kit.SPECTACULAR_SETTINGS
+JWT_ISSUER = kit.JWT_ISSUER
+JWT_AUDIENCE = kit.JWT_AUDIENCE
+JWT_JWKS_URL = kit.JWT_JWKS_URL
+JWT_JWKS_CACHE_SECONDS = kit.JWT_JWKS_CACHE_SECONDS
+JWT_LEEWAY_SECONDS = kit.JWT_LEEWAY_SECONDS
+JWT_REVOCATIONS_KEY = kit.JWT_REVOCATIONS_KEY
+JWT_REVOCATIONS_URL = kit.JWT_REVOCATIONS_URL
+JWT_REVOCATIONS_POLL_SECONDS = kit.JWT_REVOCATIONS_POLL_SECONDS
+JWT_REVOCATIONS_RECONCILE_SECONDS = kit.JWT_REVOCATIONS_RECONCILE_SECONDS
+ATRIUM_OUTBOX_RELAY = kit.ATRIUM_OUTBOX_RELAY
+ATRIUM_OUTBOX_RELAY_INTERVAL = kit.ATRIUM_OUTBOX_RELAY_INTERVAL
+ATRIUM_OUTBOX_POLL_SECONDS = kit.ATRIUM_OUTBOX_POLL_SECONDS
+ATRIUM_OUTBOX_BATCH = kit.ATRIUM_OUTBOX_BATCH
+ATRIUM_OUTBOX_RETENTION_DAYS = kit.ATRIUM_OUTBOX_RETENTION_DAYS
+JWT_VERIFIED_CACHE_SIZE = kit.JWT_VERIFIED_CACHE_SIZE
+JWT_VERIFIED_CACHE_SECONDS = kit.JWT_VERIFIED_CACHE_SECONDS
+ATRIUM_CLIENT_ID = kit.ATRIUM_CLIENT_ID
+ATRIUM_CLIENT_SECRET = kit.ATRIUM_CLIENT_SECRET
+ATRIUM_TOKEN_URL = kit.ATRIUM_TOKEN_URL
+ATRIUM_PORTAL_URL = kit.ATRIUM_PORTAL_URL
+ATRIUM_PUBLIC_URL = kit.ATRIUM_PUBLIC_URL
+ATRIUM_MANIFEST = kit.ATRIUM_MANIFEST
+ATRIUM_CATALOG_REGISTER = kit.ATRIUM_CATALOG_REGISTER
+ATRIUM_CATALOG_HEARTBEAT_SECONDS = kit.ATRIUM_CATALOG_HEARTBEAT_SECONDS
+ATRIUM_OUTBOUND_ALLOW_NETWORKS = kit.ATRIUM_OUTBOUND_ALLOW_NETWORKS
+JOBS_TRACKING = kit.JOBS_TRACKING
+JOBS_STREAM = kit.JOBS_STREAM
+JOBS_REDIS_URL = kit.JOBS_REDIS_URL
+JOBS_STREAM_MAXLEN = kit.JOBS_STREAM_MAXLEN
+JOBS_TRACKING_FLUSH_SECONDS = kit.JOBS_TRACKING_FLUSH_SECONDS
+JOBS_TRACKING_BATCH = kit.JOBS_TRACKING_BATCH
+JOBS_TRACKING_BUFFER_MAX = kit.JOBS_TRACKING_BUFFER_MAX
+JOBS_WORKER_HEARTBEAT_SECONDS = kit.JOBS_WORKER_HEARTBEAT_SECONDS
+CELERY_BROKER_URL = kit.CELERY_BROKER_URL
+CELERY_RESULT_BACKEND = kit.CELERY_RESULT_BACKEND
+CELERY_IMPORTS = kit.CELERY_IMPORTS
+CELERY_TASK_TIME_LIMIT = kit.CELERY_TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = kit.CELERY_TASK_SOFT_TIME_LIMIT
+CELERY_RESULT_EXPIRES = kit.CELERY_RESULT_EXPIRES
+CELERY_BROKER_TRANSPORT_OPTIONS = kit.CELERY_BROKER_TRANSPORT_OPTIONS
+CELERY_WORKER_CONCURRENCY = kit.CELERY_WORKER_CONCURRENCY
+REDIS_URL = kit.REDIS_URL
+LOGGING = kit.LOGGING
+SECURE_CONTENT_TYPE_NOSNIFF = kit.SECURE_CONTENT_TYPE_NOSNIFF
+X_FRAME_OPTIONS = kit.X_FRAME_OPTIONS
+SESSION_COOKIE_HTTPONLY = kit.SESSION_COOKIE_HTTPONLY
+SECURE_PROXY_SSL_HEADER = kit.SECURE_PROXY_SSL_HEADER
+SECURE_SSL_REDIRECT = kit.SECURE_SSL_REDIRECT
+SECURE_REDIRECT_EXEMPT = kit.SECURE_REDIRECT_EXEMPT
+SECURE_HSTS_SECONDS = kit.SECURE_HSTS_SECONDS
+SECURE_HSTS_INCLUDE_SUBDOMAINS = kit.SECURE_HSTS_INCLUDE_SUBDOMAINS
+SECURE_HSTS_PRELOAD = kit.SECURE_HSTS_PRELOAD
+SESSION_COOKIE_SECURE = kit.SESSION_COOKIE_SECURE
+CSRF_COOKIE_SECURE = kit.CSRF_COOKIE_SECURE
+CSRF_TRUSTED_ORIGINS = kit.CSRF_TRUSTED_ORIGINS
+AUTHENTICATION_BACKENDS = kit.AUTHENTICATION_BACKENDS
+AXES_ENABLED = kit.AXES_ENABLED
+AXES_HANDLER = kit.AXES_HANDLER
+AXES_FAILURE_LIMIT = kit.AXES_FAILURE_LIMIT
+AXES_COOLOFF_TIME = kit.AXES_COOLOFF_TIME
+AXES_LOCKOUT_PARAMETERS = kit.AXES_LOCKOUT_PARAMETERS
+AXES_RESET_ON_SUCCESS = kit.AXES_RESET_ON_SUCCESS
+AXES_CLIENT_IP_CALLABLE = kit.AXES_CLIENT_IP_CALLABLE
+AXES_LOCKOUT_CALLABLE = kit.AXES_LOCKOUT_CALLABLE
+ATRIUM_PROXY_COUNT = kit.ATRIUM_PROXY_COUNT
+AXES_DISABLE_ACCESS_LOG = kit.AXES_DISABLE_ACCESS_LOG
+AXES_ENABLE_ADMIN = kit.AXES_ENABLE_ADMIN
+AXES_VERBOSE = kit.AXES_VERBOSE
+
 # Users use the admin session; machine clients use portal-issued JWTs (audience "portal").
-REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [  # noqa: F821
-    # The kit's, plus the caller's client status on every write (portal/identity/authentication.py).
-    "portal.identity.authentication.PortalJWTAuthentication",
-    "rest_framework.authentication.SessionAuthentication",
-]
-REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] = ["portal.identity.permissions.RoleOrScope"]  # noqa: F821
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [  # noqa: F821
-    "services.kit.parsers.StrictJSONParser",
-    "rest_framework.parsers.FormParser",
-]
+REST_FRAMEWORK = {
+    **kit.REST_FRAMEWORK,
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # The kit's, plus the caller's client status on every write (portal/identity/authentication.py).
+        "portal.identity.authentication.PortalJWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.identity.permissions.RoleOrScope"],
+    "DEFAULT_PARSER_CLASSES": ["services.kit.parsers.StrictJSONParser", "rest_framework.parsers.FormParser"],
+}
 
 # The portal verifies its own tokens (audience "portal") against its own key set, in process.
 JWT_JWKS_PROVIDER = "portal.identity.keys.jwks"
@@ -74,7 +169,7 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # var/keys/), the append-only JSONL copy of every signed head outside the database, retention.
 AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="", multiline=True)
 AUDIT_SIGNING_KEY_FILE = env.str("AUDIT_SIGNING_KEY_FILE", default="")
-AUDIT_HEADS_PATH = env.str("AUDIT_HEADS_PATH", default=str(ATRIUM_VAR_DIR / "audit" / "heads.jsonl"))  # noqa: F821
+AUDIT_HEADS_PATH = env.str("AUDIT_HEADS_PATH", default=str(ATRIUM_VAR_DIR / "audit" / "heads.jsonl"))
 # Where signed heads go outside the database: "" = the file above, file:///abs/path.jsonl, or
 # s3://bucket/prefix (production: a bucket with Object Lock, COMPLIANCE mode; see docs/audit.md).
 AUDIT_HEADS_SINK = env.str("AUDIT_HEADS_SINK", default="")
@@ -83,7 +178,7 @@ AUDIT_HEADS_S3_REGION = env.str("AUDIT_HEADS_S3_REGION", default="us-east-1")
 AUDIT_HEADS_S3_OBJECT_LOCK_MODE = env.str("AUDIT_HEADS_S3_OBJECT_LOCK_MODE", default="")
 AUDIT_HEADS_S3_RETENTION_DAYS = env.int("AUDIT_HEADS_S3_RETENTION_DAYS", default=400)
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
-AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))  # noqa: F821
+AUDIT_ARCHIVE_DIR = env.str("AUDIT_ARCHIVE_DIR", default=str(ATRIUM_VAR_DIR / "audit" / "archive"))
 # The hourly beat task audit.archive archives by itself only when this is on (the directory must be durable).
 AUDIT_ARCHIVE_AUTOMATIC = env.bool("AUDIT_ARCHIVE_AUTOMATIC", default=False)
 # Poison isolation in the sequencer: an event that fails alone for no known reason is tried this many times in

@@ -38,7 +38,5 @@ admin.site.site_header = "Atrium portal"
 admin.site.site_title = "Atrium"
 admin.site.index_title = "Payments back office"
 
-handler400 = "services.kit.errors.handler400"
-handler403 = "services.kit.errors.handler403"
-handler404 = "services.kit.errors.handler404"
-handler500 = "services.kit.errors.handler500"
+# Django's error views (paths outside DRF): the kit's problem+json ones, the same in every root URLconf.
+from services.kit.errors import handler400, handler403, handler404, handler500  # noqa: E402, F401

@@ -16,9 +16,7 @@ The format and the merge rule belong to the kit (``services/kit/revocations.py``
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
-import time
 from typing import Any
 
 import redis
@@ -27,6 +25,7 @@ from django.utils import timezone
 
 from portal.identity.models import MachineClient
 from portal.identity.store import identity_redis
+from services.kit.background import BackgroundThread
 from services.kit.logs import get_logger
 from services.kit.revocations import RevocationEntry, revocations_document, revocations_store
 
@@ -97,54 +96,52 @@ def revocation_publish(client_id: str) -> bool:
     return True
 
 
-class _Republisher:
-    """Entries Redis refused, written again by a thread of this process until it takes them (then it ends)."""
+class _Republisher(BackgroundThread):
+    """Entries Redis refused, written again by a thread of this process until it takes them (then it waits)."""
 
     RETRY_SECONDS = (0.25, 0.5, 1.0)
 
     def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        super().__init__(name="revocations-republish")
+        self.after_fork()
 
-    def _reset(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, RevocationEntry] = {}
-        self._thread: threading.Thread | None = None
 
     def add(self, client_id: str, entry: RevocationEntry) -> None:
         with self._lock:
             before = self._pending.get(client_id)
             self._pending[client_id] = before.merge(entry) if before is not None else entry
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="revocations-republish", daemon=True)
-                self._thread.start()
+        self.start()
+        self.wake.set()
 
     def pending(self) -> set[str]:
         with self._lock:
             return set(self._pending)
 
-    def _run(self) -> None:
-        attempt = 0
-        while True:
-            time.sleep(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
-            with self._lock:
-                batch = dict(self._pending)
-            try:
-                revocations_store(identity_redis(), batch)
-            except (redis.RedisError, OSError) as exc:
-                attempt += 1
-                if attempt % 60 == 0:
-                    log.error("identity.revocation_publish_failed", clients=len(batch), error=str(exc)[:300])
-                continue
-            log.info("identity.revocation_published", clients=sorted(batch)[:100], retried=attempt + 1)
-            with self._lock:
-                for client_id, entry in batch.items():
-                    if self._pending.get(client_id) == entry:  # not replaced by a newer one meanwhile
-                        del self._pending[client_id]
-                if not self._pending:
-                    self._thread = None
-                    return
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.wake.wait()
+            self.wake.clear()  # before reading what is pending: an entry added later wakes the loop again
             attempt = 0
+            while self.pending() and not self.halt.is_set():
+                self.halt.wait(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
+                with self._lock:
+                    batch = dict(self._pending)
+                try:
+                    revocations_store(identity_redis(), batch)
+                except (redis.RedisError, OSError) as exc:
+                    attempt += 1
+                    if attempt % 60 == 0:
+                        log.error("identity.revocation_publish_failed", clients=len(batch), error=str(exc)[:300])
+                    continue
+                log.info("identity.revocation_published", clients=sorted(batch)[:100], retried=attempt + 1)
+                with self._lock:
+                    for client_id, entry in batch.items():
+                        if self._pending.get(client_id) == entry:  # not replaced by a newer one meanwhile
+                            del self._pending[client_id]
+                attempt = 0
 
 
 _republisher = _Republisher()

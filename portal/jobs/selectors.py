@@ -1,34 +1,28 @@
 """Reads behind the job dashboard's API and pages: filtered task lists with keyset pages, a task's timeline and
 relatives, failures grouped by exception, throughput and runtime statistics, live queues and workers.
 
-Lists are ordered newest first by ``(seen_at, id)`` and paged by keyset (``after`` the last row's cursor), never
+Lists are ordered newest first by ``(seen_at, id)`` and paged by keyset (services/kit/pagination.py), never
 by offset, so a page costs the same at the millionth row as at the first; each filter has an index that leads
 with its column and continues with the order.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from portal.jobs import queries
 from portal.jobs.models import Job, JobEvent, JobMinute, JobState, JobTotal, Worker, WorkerStatus
-from services.kit.errors import DomainError
+from services.kit.pagination import KeysetPage, keyset_page
 
 PAGE_SIZE_MAX = 200
-
-
-class InvalidCursor(DomainError):
-    code = "invalid_cursor"
-    status = 400
-    title = "Invalid cursor"
+JOBS_ORDER = ("-seen_at", "-id")  # newest first; the id makes each row's place unique
 
 
 @dataclass(frozen=True)
@@ -77,60 +71,16 @@ def jobs_filter(filters: TaskFilters) -> QuerySet[Job]:
         qs = qs.filter(exception_type=filters.exception_type)
     if filters.worker:
         qs = qs.filter(worker=filters.worker)
-    return qs.order_by("-seen_at", "-id")
+    return qs.order_by(*JOBS_ORDER)
 
 
-def cursor_encode(job: Job) -> str:
-    raw = json.dumps([job.seen_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-CURSOR_MAX_CHARS = 200
-_PK_MAX = 2**63 - 1
-
-
-def cursor_decode(cursor: str) -> tuple[dt.datetime, int]:
-    """The ``(seen_at, id)`` a cursor from :func:`cursor_encode` holds; :class:`InvalidCursor` for anything else
-    (also a naive time or an id out of range, which the query would otherwise fail on)."""
-    try:
-        if len(cursor) > CURSOR_MAX_CHARS:
-            raise ValueError("too long")
-        padded = cursor + "=" * (-len(cursor) % 4)
-        seen_at, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        when, pk = dt.datetime.fromisoformat(seen_at), int(pk)
-        if when.tzinfo is None or not 0 < pk <= _PK_MAX:
-            raise ValueError("naive time or id out of range")
-        return when, pk
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise InvalidCursor("The cursor is not one this list gave out.") from exc
-
-
-def jobs_page(qs: QuerySet[Job], *, after: str | None = None, limit: int = 50) -> tuple[list[Job], str | None]:
-    """One page of ``qs`` (ordered newest first) after the cursor ``after``; and the next page's cursor (None at
-    the end). Tracebacks, args and payloads are left out (a list does not show them)."""
+def jobs_page(qs: QuerySet[Job], *, cursor: str | None = None, limit: int = 50) -> KeysetPage:
+    """One page of ``qs``, newest first, at ``cursor`` (the kit's keyset pages; None: the first page).
+    Tracebacks, args and payloads are left out (a list does not show them)."""
     limit = max(1, min(limit, PAGE_SIZE_MAX))
-    if after:
-        seen_at, pk = cursor_decode(after)
-        qs = qs.filter(Q(seen_at__lt=seen_at) | Q(seen_at=seen_at, id__lt=pk))
-    rows = list(qs.defer("traceback", "payload", "args", "kwargs", "result")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (cursor_encode(rows[-1]) if more and rows else None)
-
-
-def jobs_page_before(qs: QuerySet[Job], *, before: str, limit: int) -> tuple[list[Job], bool]:
-    """The page of ``qs`` just newer than the cursor ``before`` (newest first), and whether newer ones remain.
-
-    The same keyset as :func:`~portal.jobs.selectors.jobs_page`, read the other way along the same index."""
-    seen_at, pk = cursor_decode(before)
-    newer = (
-        qs.filter(Q(seen_at__gt=seen_at) | Q(seen_at=seen_at, id__gt=pk))
-        .order_by("seen_at", "id")
-        .defer("traceback", "payload", "args", "kwargs", "result")
+    return keyset_page(
+        qs.defer("traceback", "payload", "args", "kwargs", "result"), ordering=JOBS_ORDER, cursor=cursor, limit=limit
     )
-    rows = list(newer[: limit + 1])
-    more = len(rows) > limit
-    return list(reversed(rows[:limit])), more
 
 
 def job_get(task_id: str) -> Job | None:

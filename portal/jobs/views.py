@@ -32,6 +32,7 @@ from portal.jobs.pages.task import task_page
 from portal.jobs.pages.tasks import FILTER_KEYS, task_list_page
 from portal.ui.live import admin_page, render_live
 from services.kit.errors import DomainError
+from services.kit.pagination import InvalidCursor
 
 VIEW_PERMISSION = "jobs.view_job"
 RETRY_PERMISSION = "jobs.retry_job"
@@ -95,7 +96,7 @@ def tasks(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(task_url(q))  # a whole task id: straight to it
     try:
         found = task_list_page(params=params)
-    except selectors.InvalidCursor as exc:
+    except InvalidCursor as exc:
         messages.error(request, f"{exc.detail} Showing the newest tasks.")
         kept = {k: v for k, v in params.items() if k in FILTER_KEYS and v}
         return HttpResponseRedirect(tasks_url(**kept))

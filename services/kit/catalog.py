@@ -34,6 +34,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from services.kit.background import BackgroundThread
 from services.kit.http import ClientCredentials, ServiceClient, circuit_breaker_for, default_credentials
 from services.kit.logs import get_logger
 
@@ -132,7 +133,7 @@ def process_manifest(slug: str, *, display_name: str, description: str, queues: 
     return manifest
 
 
-class CatalogAgent(threading.Thread):
+class CatalogAgent(BackgroundThread):
     """Registers ``slug`` with ``manifest``, then heartbeats ``instance`` and reports calls, until stopped."""
 
     def __init__(
@@ -149,7 +150,7 @@ class CatalogAgent(threading.Thread):
         interval: float = 10.0,
         timeout: float = 3.0,
     ) -> None:
-        super().__init__(name=f"catalog-agent-{slug}", daemon=True)
+        super().__init__(name=f"catalog-agent-{slug}")
         self.slug = slug
         self._manifest = manifest
         self.instance = instance
@@ -160,7 +161,6 @@ class CatalogAgent(threading.Thread):
         self.registered = threading.Event()
         self.version = ""
         self.beats = 0
-        self._halt = threading.Event()
         # No retries inside a call (the loop retries) and a breaker of its own (the portal being away must not
         # open the breaker other portal clients of this process share, nor the reverse).
         self.client = ServiceClient(
@@ -177,7 +177,7 @@ class CatalogAgent(threading.Thread):
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> None:
         failures = 0
-        while not self._halt.is_set():
+        while not self.halt.is_set():
             try:
                 if not self.registered.is_set():
                     self._register()
@@ -191,15 +191,13 @@ class CatalogAgent(threading.Thread):
                 wait = min(BACKOFF_MAX_SECONDS, 0.5 * 2 ** min(failures, 6))
                 level = log.warning if failures == 1 or failures % 10 == 0 else log.debug
                 level("catalog.agent_failed", slug=self.slug, attempt=failures, retry_in=wait, error=str(exc)[:300])
-            self._halt.wait(wait)
+            self.halt.wait(wait)
 
-    def stop(self, *, report: bool = True, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float = 3.0, *, report: bool = True) -> bool:
         """Stop the loop; send the calls counted since the last report (best effort, ``timeout`` at most); close the
         client. The loop is joined first: its last call must not share a client the report or the close is using
         (a close while the loop's call was in flight surfaced as "Bad file descriptor")."""
-        self._halt.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout)
+        ended = super().stop(timeout)
         if report and self.report_calls and self.registered.is_set():
             try:
                 self._report()
@@ -207,6 +205,7 @@ class CatalogAgent(threading.Thread):
                 log.warning("catalog.agent_final_report_failed", slug=self.slug, error=str(exc)[:300])
         if not self.is_alive():
             self.client.close()
+        return ended
 
     # --- the calls -------------------------------------------------------------------------------------------
     def _check(self, response: Any, doing: str) -> Any:

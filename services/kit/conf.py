@@ -1,7 +1,8 @@
 """Settings shared by every Atrium Django project, read from the environment.
 
-Each project's ``settings.py`` calls :func:`kit_settings` and then states only
-what is particular to it. Environment (12-factor):
+Each project's ``settings.py`` calls :func:`kit_settings`, which returns a :class:`KitSettings`, assigns
+every one of its fields by name (``DEBUG = kit.DEBUG``: each setting can be found with grep and checked by
+linters), then states what is particular to it. Environment (12-factor):
 
 ``ATRIUM_ENV``
     ``production`` (default), ``dev`` or ``test``. Production refuses to start
@@ -26,11 +27,13 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import environ
+from django.conf import global_settings
 from django.core.exceptions import ImproperlyConfigured
 
 ENVIRONMENTS = ("production", "dev", "test")
@@ -94,17 +97,120 @@ def outbound_allow_networks() -> list[str]:
     return networks
 
 
+@dataclass(frozen=True)
+class KitSettings:
+    """The Django settings every Atrium process shares, by their Django names. A project's settings module
+    assigns each of them explicitly (``DEBUG = kit.DEBUG``), or its own value instead; a test checks that every
+    field is assigned in every settings module."""
+
+    ATRIUM_SERVICE: str
+    ATRIUM_ENV: str
+    ATRIUM_VAR_DIR: Path
+    DEBUG: bool
+    SECRET_KEY: str
+    ALLOWED_HOSTS: list[str]
+    INSTALLED_APPS: list[str]
+    MIDDLEWARE: list[str]
+    ROOT_URLCONF: str
+    WSGI_APPLICATION: str
+    TEMPLATES: list[dict[str, Any]]
+    DATABASES: dict[str, dict[str, Any]]
+    DEFAULT_AUTO_FIELD: str
+    AUTH_PASSWORD_VALIDATORS: list[dict[str, Any]]
+    PASSWORD_HASHERS: list[str]
+    LANGUAGE_CODE: str
+    TIME_ZONE: str
+    USE_I18N: bool
+    USE_TZ: bool
+    STATIC_URL: str
+    STATIC_ROOT: str | None
+    STORAGES: dict[str, dict[str, Any]]
+    WHITENOISE_USE_FINDERS: bool
+    WHITENOISE_AUTOREFRESH: bool
+    DATA_UPLOAD_MAX_MEMORY_SIZE: int
+    ATRIUM_MAX_BODY_BYTES: int
+    ATRIUM_MAX_JSON_DEPTH: int
+    REST_FRAMEWORK: dict[str, Any]
+    SPECTACULAR_SETTINGS: dict[str, Any]
+    JWT_ISSUER: str
+    JWT_AUDIENCE: str
+    JWT_JWKS_URL: str
+    JWT_JWKS_CACHE_SECONDS: int
+    JWT_LEEWAY_SECONDS: int
+    JWT_REVOCATIONS_KEY: str
+    JWT_REVOCATIONS_URL: str
+    JWT_REVOCATIONS_POLL_SECONDS: float
+    JWT_REVOCATIONS_RECONCILE_SECONDS: float
+    ATRIUM_OUTBOX_RELAY: str
+    ATRIUM_OUTBOX_RELAY_INTERVAL: float
+    ATRIUM_OUTBOX_POLL_SECONDS: float
+    ATRIUM_OUTBOX_BATCH: int
+    ATRIUM_OUTBOX_RETENTION_DAYS: int
+    JWT_VERIFIED_CACHE_SIZE: int
+    JWT_VERIFIED_CACHE_SECONDS: int
+    ATRIUM_CLIENT_ID: str
+    ATRIUM_CLIENT_SECRET: str
+    ATRIUM_TOKEN_URL: str
+    ATRIUM_PORTAL_URL: str
+    ATRIUM_PUBLIC_URL: str
+    ATRIUM_MANIFEST: str
+    ATRIUM_CATALOG_REGISTER: bool
+    ATRIUM_CATALOG_HEARTBEAT_SECONDS: float
+    ATRIUM_OUTBOUND_ALLOW_NETWORKS: list[str]
+    JOBS_TRACKING: bool
+    JOBS_STREAM: str
+    JOBS_REDIS_URL: str
+    JOBS_STREAM_MAXLEN: int
+    JOBS_TRACKING_FLUSH_SECONDS: float
+    JOBS_TRACKING_BATCH: int
+    JOBS_TRACKING_BUFFER_MAX: int
+    JOBS_WORKER_HEARTBEAT_SECONDS: float
+    CELERY_BROKER_URL: str
+    CELERY_RESULT_BACKEND: str
+    CELERY_IMPORTS: list[str]
+    CELERY_TASK_TIME_LIMIT: int
+    CELERY_TASK_SOFT_TIME_LIMIT: int
+    CELERY_RESULT_EXPIRES: int
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any]
+    CELERY_WORKER_CONCURRENCY: int
+    REDIS_URL: str
+    LOGGING: dict[str, Any]
+    SECURE_CONTENT_TYPE_NOSNIFF: bool
+    X_FRAME_OPTIONS: str
+    SESSION_COOKIE_HTTPONLY: bool
+    SECURE_PROXY_SSL_HEADER: tuple[str, str] | None
+    SECURE_SSL_REDIRECT: bool
+    SECURE_REDIRECT_EXEMPT: list[str]
+    SECURE_HSTS_SECONDS: int
+    SECURE_HSTS_INCLUDE_SUBDOMAINS: bool
+    SECURE_HSTS_PRELOAD: bool
+    SESSION_COOKIE_SECURE: bool
+    CSRF_COOKIE_SECURE: bool
+    CSRF_TRUSTED_ORIGINS: list[str]
+    AUTHENTICATION_BACKENDS: list[str]
+    AXES_ENABLED: bool
+    AXES_HANDLER: str
+    AXES_FAILURE_LIMIT: int
+    AXES_COOLOFF_TIME: timedelta | None
+    AXES_LOCKOUT_PARAMETERS: list[str]
+    AXES_RESET_ON_SUCCESS: bool
+    AXES_CLIENT_IP_CALLABLE: str
+    AXES_LOCKOUT_CALLABLE: str
+    ATRIUM_PROXY_COUNT: int
+    AXES_DISABLE_ACCESS_LOG: bool
+    AXES_ENABLE_ADMIN: bool
+    AXES_VERBOSE: bool
+
+
 def kit_settings(
     *,
     service: str,
-    base_dir: Path,
     root_urlconf: str,
     wsgi_application: str,
     apps: list[str],
-    with_admin: bool = True,
     celery_imports: list[str] | None = None,
-) -> dict[str, Any]:
-    """Return the Django settings every Atrium process shares.
+) -> KitSettings:
+    """Return the Django settings every Atrium process shares (every project has an admin, behind throttled logins).
 
     ``service`` names the process (``portal``, ``ledger``, ``payments``): it is
     the JWT audience, the metrics label, the log field and the database prefix.
@@ -133,20 +239,18 @@ def kit_settings(
     var_dir = Path(env.str("ATRIUM_VAR_DIR", default=str(REPO_ROOT / "var")))
 
     contrib = [
+        "django.contrib.admin",
         "django.contrib.auth",
         "django.contrib.contenttypes",
         "django.contrib.sessions",
         "django.contrib.messages",
         "django.contrib.staticfiles",
     ]
-    if with_admin:
-        contrib.insert(0, "django.contrib.admin")
 
     settings: dict[str, Any] = {
         "ATRIUM_SERVICE": service,
         "ATRIUM_ENV": environment,
         "ATRIUM_VAR_DIR": var_dir,
-        "BASE_DIR": base_dir,
         "DEBUG": debug,
         "SECRET_KEY": secret_key,
         "ALLOWED_HOSTS": allowed_hosts,
@@ -158,6 +262,7 @@ def kit_settings(
             "drf_spectacular_sidecar",
             "services.kit",
             *apps,
+            "axes",  # throttled admin logins: see login_throttle_settings
         ],
         "MIDDLEWARE": [
             "services.kit.middleware.RequestIdMiddleware",
@@ -173,6 +278,7 @@ def kit_settings(
             "django.contrib.auth.middleware.AuthenticationMiddleware",
             "django.contrib.messages.middleware.MessageMiddleware",
             "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "axes.middleware.AxesMiddleware",  # last: it turns a lockout into a 429
         ],
         "ROOT_URLCONF": root_urlconf,
         "WSGI_APPLICATION": wsgi_application,
@@ -198,6 +304,11 @@ def kit_settings(
             {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
             {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
         ],
+        "PASSWORD_HASHERS": (
+            ["django.contrib.auth.hashers.MD5PasswordHasher"]
+            if environment == "test"
+            else list(global_settings.PASSWORD_HASHERS)
+        ),
         "LANGUAGE_CODE": "en-us",
         "TIME_ZONE": "UTC",
         "USE_I18N": True,
@@ -326,30 +437,21 @@ def kit_settings(
         "SECURE_CONTENT_TYPE_NOSNIFF": True,
         "X_FRAME_OPTIONS": "DENY",
         "SESSION_COOKIE_HTTPONLY": True,
-    }
-
-    if production:
-        # TLS terminates at the load balancer; health and metrics stay plain HTTP
-        # for in-cluster probes and scrapers.
-        settings.update(
-            SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"),
-            SECURE_SSL_REDIRECT=env.bool("SECURE_SSL_REDIRECT", default=True),
-            SECURE_REDIRECT_EXEMPT=[r"^health/", r"^metrics$"],
-            SECURE_HSTS_SECONDS=env.int("SECURE_HSTS_SECONDS", default=31_536_000),
-            SECURE_HSTS_INCLUDE_SUBDOMAINS=True,
-            SECURE_HSTS_PRELOAD=True,
-            SESSION_COOKIE_SECURE=True,
-            CSRF_COOKIE_SECURE=True,
-            CSRF_TRUSTED_ORIGINS=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
-        )
-    if environment == "test":
-        settings["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    if with_admin:
+        # TLS terminates at the load balancer (production); health and metrics stay plain HTTP for in-cluster
+        # probes and scrapers. Elsewhere: Django's defaults.
+        "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https") if production else None,
+        "SECURE_SSL_REDIRECT": production and env.bool("SECURE_SSL_REDIRECT", default=True),
+        "SECURE_REDIRECT_EXEMPT": [r"^health/", r"^metrics$"] if production else [],
+        "SECURE_HSTS_SECONDS": env.int("SECURE_HSTS_SECONDS", default=31_536_000) if production else 0,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": production,
+        "SECURE_HSTS_PRELOAD": production,
+        "SESSION_COOKIE_SECURE": production,
+        "CSRF_COOKIE_SECURE": production,
+        "CSRF_TRUSTED_ORIGINS": env.list("CSRF_TRUSTED_ORIGINS", default=[]) if production else [],
         # Throttled logins (django-axes), in every admin: see login_throttle_settings.
-        settings["INSTALLED_APPS"].append("axes")
-        settings["MIDDLEWARE"].append("axes.middleware.AxesMiddleware")  # last: it turns a lockout into a 429
-        settings.update(login_throttle_settings())
-    return settings
+        **login_throttle_settings(),
+    }
+    return KitSettings(**settings)
 
 
 LOCKOUT_PARAMETERS = ("username", "ip_address")

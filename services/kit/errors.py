@@ -229,7 +229,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     return response
 
 
-# Django-level handlers (ROOT_URLCONF's handler400/403/404/500) for paths outside DRF.
+# Django-level handlers for paths outside DRF: every root URLconf imports these four (its one error-view line).
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -30,6 +28,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from services.kit.background import BackgroundThread
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.db import execute as db_execute
 from services.kit.ids import id_new
@@ -306,32 +305,26 @@ def outbox_backlog() -> dict[str, dict[str, Any]]:
         }
 
 
-class _RelayThread:
+class _RelayThread(BackgroundThread):
     """One per process: wakes on ``kick`` (after a commit) and every ``poll`` seconds, delivers, sleeps."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.pid = 0
-        self.lock = threading.Lock()
+        super().__init__(name="atrium-outbox-relay")
 
     def kick(self) -> None:
         if getattr(settings, "ATRIUM_OUTBOX_RELAY", "thread") != "thread":
             return
-        with self.lock:
-            if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
-                self.pid = os.getpid()
-                self.event = threading.Event()
-                self.thread = threading.Thread(target=self._loop, name="atrium-outbox-relay", daemon=True)
-                self.thread.start()
-        self.event.set()
+        self.start()
+        self.wake.set()
 
-    def _loop(self) -> None:
+    def run(self) -> None:
         poll = float(getattr(settings, "ATRIUM_OUTBOX_POLL_SECONDS", 5.0))
-        while True:
-            self.event.wait(timeout=poll)
-            self.event.clear()
-            self._deliver()
+        while not self.halt.is_set():
+            self.wake.wait(timeout=poll)
+            self.wake.clear()
+            if not self.halt.is_set():
+                self._deliver()
+        connection.close()
 
     def _deliver(self) -> None:
         if getattr(settings, "ATRIUM_OUTBOX_RELAY", "thread") != "thread":

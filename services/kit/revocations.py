@@ -35,7 +35,6 @@ The per-request check (:meth:`RevocationWatcher.refusal`) is a dict lookup in me
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -49,6 +48,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
+from services.kit.background import BackgroundThread
 from services.kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -237,20 +237,18 @@ def revocations_store(
                 continue
 
 
-class RevocationWatcher:
+class RevocationWatcher(BackgroundThread):
     """This process's copy of the published revocations, and the thread that keeps it fresh."""
 
     def __init__(self) -> None:
+        super().__init__(name="jwt-revocations")
         self._entries: dict[str, RevocationEntry] = {}
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        self.after_fork()
 
-    def _reset(self) -> None:
+    def after_fork(self) -> None:
         # In a forked child: no thread, no connection, and a list that must be read again (the parent's may be old).
         self._lock = threading.Lock()
         self._merge_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._halt = threading.Event()
         self._loaded = False
         self._load_attempt = -FIRST_LOAD_RETRY_SECONDS
         self._version: str | None = None
@@ -263,22 +261,12 @@ class RevocationWatcher:
     # --- the per-request check ------------------------------------------------------------------------------
     def refusal(self, claims: Mapping[str, Any]) -> str | None:
         """Why this token must be refused (``revoked``, ``rotated``), or None. In memory, no I/O once loaded."""
-        if self._thread is None:
-            self.start()
+        self.start()
         if not self._loaded:
             self._load_first()
         subject = claims.get("sub")
         entry = self._entries.get(subject) if isinstance(subject, str) else None
         return entry.refusal(claims, _wall_clock()) if entry is not None else None
-
-    def start(self) -> None:
-        """Start this process's watcher thread (once per process; again in a forked child)."""
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._halt.clear()
-            self._thread = threading.Thread(target=self._run, name="jwt-revocations", daemon=True)
-            self._thread.start()
 
     def _load_first(self) -> None:
         with self._lock:
@@ -352,7 +340,7 @@ class RevocationWatcher:
             try:
                 document = import_string(provider)()
             finally:
-                if threading.current_thread() is self._thread:
+                if self.in_thread():
                     from django.db import connections
 
                     connections.close_all()  # this thread's own connections: none left open between reads
@@ -378,11 +366,11 @@ class RevocationWatcher:
             self._entries = merged  # one assignment: readers see the old dict or the new one
 
     # --- the thread -----------------------------------------------------------------------------------------
-    def _run(self) -> None:
+    def run(self) -> None:
         pubsub: Any = None
         subscribed = ""  # the channel (and Redis) listened to; settings may change under a test
         failures = 0
-        while not self._halt.is_set():
+        while not self.halt.is_set():
             poll = float(settings.JWT_REVOCATIONS_POLL_SECONDS)
             announced = False
             try:
@@ -404,7 +392,7 @@ class RevocationWatcher:
                         drained += 1
                         message = pubsub.get_message(timeout=0)
                 else:
-                    self._halt.wait(poll)
+                    self.halt.wait(poll)
                 failures = 0
             except (redis.RedisError, OSError) as exc:
                 failures += 1
@@ -416,7 +404,7 @@ class RevocationWatcher:
                 pubsub = None
                 if failures == 1:
                     log.warning("revocations.subscribe_failed", error=str(exc)[:200])
-                self._halt.wait(min(poll, 0.25 * 2**failures))
+                self.halt.wait(min(poll, 0.25 * 2**failures))
                 announced = True
             try:
                 self.refresh(force=announced)
@@ -427,15 +415,6 @@ class RevocationWatcher:
                 pubsub.close()
             except (redis.RedisError, OSError):
                 pass
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (tests); the next check starts another."""
-        thread = self._thread
-        self._halt.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        with self._lock:
-            self._thread = None
 
     def clear(self) -> None:
         """Forget everything (tests): the next check reads the published list again (the thread keeps running)."""

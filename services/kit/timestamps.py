@@ -1,4 +1,5 @@
-"""Instants given in requests (query parameters, filters): ISO 8601, read as UTC.
+"""Instants given in requests (query parameters, filters, serializer fields): ISO 8601, read as UTC. The one
+parser of request timestamps: :func:`timestamp_parse`, also behind the form/filter field and the DRF field here.
 
 PostgreSQL refuses UTC offsets beyond ±15:59 that Python accepts (``…-21:28``), and a far year with an offset
 can overflow when converted, so every instant is converted to UTC here, where a bad one is the client's 400,
@@ -11,6 +12,7 @@ import datetime as dt
 
 import django_filters
 from django import forms
+from rest_framework import serializers
 
 
 def timestamp_parse(value: str) -> dt.datetime:
@@ -55,3 +57,18 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
     """django-filter's ISO 8601 filter, its value converted to UTC (every Atrium time filter uses it)."""
 
     field_class = UTCDateTimeField
+
+
+class UTCTimestampField(serializers.DateTimeField):
+    """A DRF field for ISO 8601 instants, read with :func:`timestamp_parse` (an offset PostgreSQL refuses or a
+    year out of range is the client's 400); written as DRF writes date-times."""
+
+    def to_internal_value(self, value: object) -> dt.datetime:
+        try:
+            if isinstance(value, dt.datetime):
+                return timestamp_utc(value)
+            if isinstance(value, str):
+                return timestamp_parse(value)
+        except ValueError:
+            pass
+        self.fail("invalid", format="ISO 8601")

@@ -29,6 +29,7 @@ from typing import Any
 
 from celery import signals
 
+from services.kit.background import BackgroundThread
 from services.kit.logs import get_logger
 from services.kit.queues import QUEUE_SERVICES
 from services.kit.redaction import redact
@@ -51,19 +52,16 @@ def _now() -> float:
     return time.time()
 
 
-class Tracker:
+class Tracker(BackgroundThread):
     """The per-process buffer of tracking events and the thread that sends it."""
 
     def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        super().__init__(name="jobs-tracking")
+        self.after_fork()
 
-    def _reset(self) -> None:
-        self.pid = os.getpid()
+    def after_fork(self) -> None:
         self.buffer: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.thread: threading.Thread | None = None
         self.dropped = 0
         self.sent = 0
         self._redis: Any = None
@@ -76,9 +74,7 @@ class Tracker:
         with self.lock:
             self.buffer.append(event)
             size = len(self.buffer)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="jobs-tracking", daemon=True)
-                self.thread.start()
+        self.start()
         if size >= int(_setting("JOBS_TRACKING_BATCH", 500)):
             self.wake.set()
 
@@ -92,9 +88,9 @@ class Tracker:
             )
         return self._redis
 
-    def _run(self) -> None:
+    def run(self) -> None:
         backoff = 0.0
-        while True:
+        while not self.halt.is_set():
             self.wake.wait(max(backoff, float(_setting("JOBS_TRACKING_FLUSH_SECONDS", 0.1))))
             self.wake.clear()
             try:
@@ -396,13 +392,12 @@ def _unknown(name: str | None = None, id: str | None = None, message: Any = None
 # --- workers ---------------------------------------------------------------------------------------------------
 
 
-class _Heart(threading.Thread):
+class _Heart(BackgroundThread):
     """A worker's heartbeat into the stream, from its main process."""
 
     def __init__(self, consumer: Any) -> None:
-        super().__init__(name="jobs-worker-heartbeat", daemon=True)
+        super().__init__(name="jobs-worker-heartbeat")
         self.consumer = consumer
-        self.halt = threading.Event()
         self.started_at = _now()
 
     def beat(self, state: str = "worker-heartbeat") -> None:
@@ -455,7 +450,7 @@ def _worker_ready(sender: Any = None, **kwargs: Any) -> None:
 @signals.worker_shutdown.connect
 def _worker_shutdown(**kwargs: Any) -> None:
     if _heart is not None:
-        _heart.halt.set()
+        _heart.stop(timeout=1.0)
         try:
             _heart.beat("worker-offline")
         except Exception as exc:

@@ -6,7 +6,5 @@ urlpatterns = service_urlpatterns(api="services.ledger.api.urls")
 
 admin.site.site_header = "Atrium ledger"
 
-handler400 = "services.kit.errors.handler400"
-handler403 = "services.kit.errors.handler403"
-handler404 = "services.kit.errors.handler404"
-handler500 = "services.kit.errors.handler500"
+# Django's error views (paths outside DRF): the kit's problem+json ones, the same in every root URLconf.
+from services.kit.errors import handler400, handler403, handler404, handler500  # noqa: E402, F401

@@ -12,8 +12,6 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import json
-import os
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -23,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from services.kit.audit import audit_context, audit_event
+from services.kit.background import BackgroundThread
 from services.kit.context import request_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.db import execute as db_execute
@@ -221,7 +220,7 @@ def payment_create(
     return payment, body
 
 
-class _Kicker:
+class _Kicker(BackgroundThread):
     """Wakes the payments workers after new work was committed: at most one ``payments.drain`` message per
     ``PAYMENTS_KICK_DELAY`` seconds from this process, however many payments it created meanwhile.
 
@@ -232,55 +231,35 @@ class _Kicker:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._stopping = False
+        super().__init__(name="payments-kick")
+        atexit.register(self._flush)
 
     def __call__(self) -> None:
         if settings.PAYMENTS_KICK_DELAY <= 0:
             drain_send()
             return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                self._pid = os.getpid()  # (a forked child starts its own thread)
-                self._event = threading.Event()
-                self._thread = threading.Thread(target=self._loop, name="payments-kick", daemon=True)
-                self._thread.start()
-                atexit.register(self._flush)
-        self._event.set()
+        self.start()  # (a forked child starts its own thread)
+        self.wake.set()
 
-    def _loop(self) -> None:
+    def run(self) -> None:
         from django.db import connection
 
-        event = self._event
         while True:
-            if not event.wait(timeout=60.0):
+            if not self.wake.wait(timeout=60.0):
                 connection.close()  # this thread's connection: not kept open while nothing happens
                 continue
-            if self._stopping:
+            if self.halt.is_set():
                 connection.close()
                 return
             time.sleep(settings.PAYMENTS_KICK_DELAY)
-            event.clear()
+            self.wake.clear()
             if not self._drain_running():
                 drain_send()
 
     def _flush(self) -> None:
         """At process exit (a recycled web worker), send the kick still waiting for its delay."""
-        if self._pid == os.getpid() and self._event.is_set() and not self._stopping:
+        if self.is_alive() and self.wake.is_set() and not self.halt.is_set():
             drain_send()
-
-    def stop(self) -> None:
-        """End the thread and close its database connection (tests: before the test database is dropped)."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None and thread.is_alive():
-            self._stopping = True
-            self._event.set()
-            thread.join(timeout=5)
-            self._stopping = False
 
     @staticmethod
     def _drain_running() -> bool:

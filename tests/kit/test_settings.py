@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import os
 import secrets
 import string
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from devtools.infra import REPO_ROOT, venv_env
+from services.kit.conf import KitSettings
 from tests.harness import MANAGE, current_test_database_url
 
 SERVICES = ("portal", "ledger", "payments")
@@ -168,3 +171,32 @@ def test_redis_broker_without_password_is_a_deploy_warning(tmp_path):
     # then the warning names the problem
     assert result.returncode != 0
     assert "atrium.W001" in result.stderr
+
+
+SETTINGS_MODULES = {
+    "portal": REPO_ROOT / "portal" / "settings.py",
+    "ledger": REPO_ROOT / "services" / "ledger" / "settings.py",
+    "payments": REPO_ROOT / "services" / "payments" / "settings.py",
+}
+
+
+def _assigned_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_settings_module_names_every_shared_setting(service):
+    # given the settings every process shares, as the kit declares them
+    shared = {field.name for field in dataclasses.fields(KitSettings)}
+
+    # when a service's settings module is read
+    assigned = _assigned_names(SETTINGS_MODULES[service])
+
+    # then it assigns each of them by name (its own value or the kit's), none hidden from grep and linters
+    assert shared - assigned == set()

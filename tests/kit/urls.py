@@ -124,7 +124,5 @@ urlpatterns = [
     *kit_urlpatterns(),
 ]
 
-handler400 = "services.kit.errors.handler400"
-handler403 = "services.kit.errors.handler403"
-handler404 = "services.kit.errors.handler404"
-handler500 = "services.kit.errors.handler500"
+# Django's error views (paths outside DRF): the kit's problem+json ones, the same in every root URLconf.
+from services.kit.errors import handler400, handler403, handler404, handler500  # noqa: E402, F401

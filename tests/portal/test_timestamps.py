@@ -9,6 +9,7 @@ import pytest
 from django.db import OperationalError
 from django.test import Client
 
+from portal.catalog.models import Service
 from services.kit.errors import problem_exception_handler
 from services.kit.timestamps import timestamp_parse
 from tests.portal.factories import machine_client
@@ -59,6 +60,29 @@ def test_far_offsets_in_filters_are_answered_not_a_500(mint_token, path, scope):
 
     overflow = client.get(path, {until: "9999-12-31T23:59:59-01:00"})
     assert_problem(overflow, 400, "validation_error")
+
+
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [
+        ("/api/v1/jobs/throughput", "jobs:read"),
+        ("/api/v1/catalog/services/ledger/health/hours", "portal:read"),
+    ],
+)
+def test_far_offsets_in_time_windows_are_answered_not_a_500(mint_token, path, scope):
+    # given a service to ask about, and a reader
+    Service.objects.create(slug="ledger", display_name="Ledger")
+    client = _reader(mint_token, scope)
+
+    # when a window's ends carry offsets PostgreSQL refuses, or overflow in UTC
+    far = client.get(path, {"since": "2026-12-04T10:00:00+23:59", "until": "2026-12-03T10:30:00Z"})
+    overflow = client.get(path, {"until": "9999-12-31T23:59:59-01:00"})
+
+    # then the first is an answer, the second the client's 400
+    assert far.status_code == 200, far.content
+    assert far.json()["since"].startswith("2026-12-03T10:")
+    problem = assert_problem(overflow, 400, "validation_error")
+    assert {e["field"] for e in problem["errors"]} == {"until"}
 
 
 def test_a_model_validation_error_is_a_400_and_an_unreachable_database_a_503():

@@ -18,7 +18,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,6 +28,7 @@ from portal.audit.errors import InvalidFilter
 from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditEvent
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
+from services.kit.pagination import CursorPagination
 
 AUDITORS = (ROLE_ADMIN, ROLE_AUDITOR)
 READ = {"GET": {"audit:read"}, "*": {"audit:read"}}

@@ -23,6 +23,7 @@ from portal.catalog.models import (
 from portal.catalog.selectors import HOURS_WINDOW_MAX
 from portal.catalog.status import STATUSES, instance_status, service_status
 from services.kit.serializers import StrictSerializer
+from services.kit.timestamps import UTCTimestampField
 
 
 class TeamInputSerializer(StrictSerializer):
@@ -255,8 +256,8 @@ class HealthCheckSerializer(serializers.ModelSerializer):
 class HealthWindowSerializer(serializers.Serializer):
     """``GET .../health/hours`` query: a window of at most 31 days, the last 24 hours by default."""
 
-    since = serializers.DateTimeField(required=False, help_text="ISO 8601; default: 24 hours before until.")
-    until = serializers.DateTimeField(required=False, help_text="ISO 8601; default: now.")
+    since = UTCTimestampField(required=False, help_text="ISO 8601; default: 24 hours before until.")
+    until = UTCTimestampField(required=False, help_text="ISO 8601; default: now.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         until = attrs.get("until") or timezone.now()

@@ -14,6 +14,7 @@ from portal.jobs.models import FINAL_STATES, Job, JobEvent, JobState, Worker
 from portal.jobs.selectors import PAGE_SIZE_MAX
 from portal.jobs.services import RETRYABLE_STATES
 from services.kit.serializers import StrictSerializer
+from services.kit.timestamps import UTCTimestampField
 
 # What a list row shows: no args, result or traceback (jobs_page leaves them out of the query).
 SUMMARY_FIELDS = [
@@ -126,8 +127,8 @@ class BulkRetryInputSerializer(StrictSerializer):
     queue = serializers.CharField(required=False)
     service = serializers.CharField(required=False)
     name = serializers.CharField(required=False)
-    since = serializers.DateTimeField(required=False, help_text="First seen at or after (ISO 8601).")
-    until = serializers.DateTimeField(required=False, help_text="First seen before (ISO 8601).")
+    since = UTCTimestampField(required=False, help_text="First seen at or after (ISO 8601).")
+    until = UTCTimestampField(required=False, help_text="First seen before (ISO 8601).")
     request_id = serializers.CharField(required=False)
     q = serializers.CharField(required=False, help_text="A task id, or its beginning.")
     exception_type = serializers.CharField(required=False)
@@ -167,8 +168,8 @@ class StatsSerializer(serializers.Serializer):
 class ThroughputQuerySerializer(serializers.Serializer):
     """``GET throughput`` query: the last hour by minute by default."""
 
-    since = serializers.DateTimeField(required=False, help_text="ISO 8601; default: an hour before until.")
-    until = serializers.DateTimeField(required=False, help_text="ISO 8601; default: now.")
+    since = UTCTimestampField(required=False, help_text="ISO 8601; default: an hour before until.")
+    until = UTCTimestampField(required=False, help_text="ISO 8601; default: now.")
     bucket_minutes = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1440)
     queue = serializers.CharField(required=False, default="", allow_blank=True)
 

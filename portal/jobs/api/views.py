@@ -107,11 +107,12 @@ class TaskListView(JobsRead, generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = PageQuerySerializer(data=request.query_params)
         filters = _task_filters(request, filterset=TaskFilterSet, page=page)
-        rows, cursor = selectors.jobs_page(
-            selectors.jobs_filter(filters), after=page.validated_data.get("cursor"), limit=page.validated_data["limit"]
+        found = selectors.jobs_page(
+            selectors.jobs_filter(filters), cursor=page.validated_data.get("cursor"), limit=page.validated_data["limit"]
         )
-        next_url = replace_query_param(request.build_absolute_uri(), "cursor", cursor) if cursor else None
-        return Response({"next": next_url, "previous": None, "results": JobSummarySerializer(rows, many=True).data})
+        next_url = replace_query_param(request.build_absolute_uri(), "cursor", found.next) if found.next else None
+        rows = JobSummarySerializer(found.rows, many=True).data
+        return Response({"next": next_url, "previous": None, "results": rows})  # forward only (docs/jobs.md)
 
 
 class TaskDetailView(JobsRead, APIView):

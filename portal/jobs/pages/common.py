@@ -31,12 +31,6 @@ def form_time(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.UTC).strftime(FORM_TIME) if moment else ""
 
 
-def parse_time(value: str) -> dt.datetime:
-    """An ISO date-time (``datetime-local`` sends one without a zone: UTC); ValueError if it is not one."""
-    parsed = dt.datetime.fromisoformat(value.strip())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def duration(ms: float | None) -> str:
     """``840 ms``, ``2.4 s``, ``3 min 5 s`` (empty for None)."""
     if ms is None:

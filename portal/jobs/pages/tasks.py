@@ -14,8 +14,9 @@ from django.utils.http import urlencode
 
 from portal.jobs import selectors
 from portal.jobs.models import Job
-from portal.jobs.pages.common import STATES, Choice, choices, duration, form_time, known_choices, parse_time, task_url
+from portal.jobs.pages.common import STATES, Choice, choices, duration, form_time, known_choices, task_url
 from portal.ui.text import ago
+from services.kit.timestamps import timestamp_parse
 
 PAGE_SIZE = 50
 
@@ -59,7 +60,7 @@ def task_filters(params: Mapping[str, str]) -> tuple[selectors.TaskFilters, list
     for key in ("since", "until"):
         if values[key]:
             try:
-                values[key] = parse_time(values[key])
+                values[key] = timestamp_parse(values[key])  # (``datetime-local`` sends no zone: UTC)
             except ValueError:
                 errors.append(f"{key.title()} {values[key]!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC).")
                 values[key] = None
@@ -70,7 +71,7 @@ def task_filters(params: Mapping[str, str]) -> tuple[selectors.TaskFilters, list
 
 def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None) -> TaskListPage:
     """A page of tasks, newest first: the first one, the one ``after`` a cursor (older) or ``before`` one
-    (newer). Raises :class:`~portal.jobs.selectors.InvalidCursor` for a cursor it did not give out."""
+    (newer). Raises :class:`~services.kit.pagination.InvalidCursor` for a cursor it did not give out."""
     now = now or timezone.now()
     filters, errors = task_filters(params)
     qs = selectors.jobs_filter(filters)
@@ -79,20 +80,11 @@ def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None)
     for key in ("since", "until"):  # as the form shows them
         if key in keep:
             keep[key] = form_time(getattr(filters, key))
-    older_cursor = None
-    newer_cursor = None
-    rows: list[Job] = []
-    if before:
-        rows, more_newer = selectors.jobs_page_before(qs, before=before, limit=PAGE_SIZE)
-        if more_newer:
-            newer_cursor = selectors.cursor_encode(rows[0])
-            older_cursor = selectors.cursor_encode(rows[-1]) if rows else None
-        else:
-            before = ""  # nothing newer: this is the first page
-    if not before:
-        rows, older_cursor = selectors.jobs_page(qs, after=after or None, limit=PAGE_SIZE)
-        if after and rows:
-            newer_cursor = selectors.cursor_encode(rows[0])
+    found = selectors.jobs_page(qs, cursor=after or before or None, limit=PAGE_SIZE)
+    if before and not after and found.previous is None:
+        before = ""  # nothing newer: this is the first page
+        found = selectors.jobs_page(qs, limit=PAGE_SIZE)
+    rows, older_cursor, newer_cursor = found.rows, found.next, found.previous
     first_page = not after and not before
     queues, services, names = known_choices()
     form = {k: keep.get(k, "") for k in FILTER_KEYS}

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from services.kit.canonical_urls import id_segment
 from services.kit.errors import DomainError
-from services.kit.pagination import CursorPagination
+from services.kit.pagination import IdCursor
 from services.kit.timestamps import timestamp_parse
 from services.ledger import selectors
 from services.ledger.api.serializers import (
@@ -38,11 +38,6 @@ from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, Trans
 from services.ledger.services import accounts, settlement, transactions
 
 
-class NewestFirst(CursorPagination):
-    # Ids are time-ordered and unique: a stable cursor even under concurrent inserts.
-    ordering = "-id"
-
-
 class AccountViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
@@ -51,7 +46,7 @@ class AccountViewSet(
     queryset = selectors.account_list()
     serializer_class = AccountSerializer
     filterset_class = AccountFilterSet
-    pagination_class = NewestFirst
+    pagination_class = IdCursor
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Any:
@@ -109,7 +104,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     queryset = selectors.transaction_list()
     serializer_class = TransactionSerializer
     filterset_class = TransactionFilterSet
-    pagination_class = NewestFirst
+    pagination_class = IdCursor
     lookup_value_regex = id_segment("batch")  # transactions/batch is the batch endpoint, never an id
 
     def get_object(self) -> Any:

@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from services.kit.pagination import CursorPagination
+from services.kit.pagination import IdCursor
 from services.payments import idempotency, selectors, services
 from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer, create_input_fast
 from services.payments.filtersets import PaymentFilterSet
@@ -24,18 +24,13 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 )
 
 
-class NewestFirst(CursorPagination):
-    # Ids are time-ordered and unique: a stable cursor even under concurrent inserts.
-    ordering = "-id"
-
-
 class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Payment orders: accepted at once (``created``), carried out by the payments workers."""
 
     queryset = selectors.payment_list()
     serializer_class = PaymentSerializer
     filterset_class = PaymentFilterSet
-    pagination_class = NewestFirst
+    pagination_class = IdCursor
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Payment:
