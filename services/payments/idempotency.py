@@ -30,6 +30,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
+from services.payments import queries
 from services.payments.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
 from services.payments.models import IdempotencyKey
 
@@ -81,13 +82,7 @@ def claim(*, client_id: str, key: str, fingerprint: str) -> Claim | Replay:
     expires_at = now + dt.timedelta(hours=settings.PAYMENTS_IDEMPOTENCY_TTL_HOURS)
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {IdempotencyKey._meta.db_table} "  # noqa: S608  (no user input in the SQL text)
-                "(client_id, key, request_hash, state, locked_until, created_at, expires_at, lock_token) "
-                "VALUES (%s, %s, %s, 'in_flight', %s, %s, %s, %s) "
-                "ON CONFLICT (client_id, key) DO NOTHING RETURNING id",
-                [client_id, key, fingerprint, lock_until, now, expires_at, token],
-            )
+            cursor.execute(queries.KEY_CLAIM_SQL, [client_id, key, fingerprint, lock_until, now, expires_at, token])
             inserted = cursor.fetchone()
         if inserted is not None:
             return Claim(inserted[0], token)
@@ -152,13 +147,6 @@ def _take(
     row.save()
 
 
-_FINISH_SQL = (
-    f"UPDATE {IdempotencyKey._meta.db_table} SET state = 'done', response_status = %s, "  # noqa: S608  (constants)
-    "response_body = %s::jsonb, payment_id = %s WHERE id = %s AND lock_token = %s AND state = 'in_flight' "
-    "RETURNING id"
-)
-
-
 def finish_queue(pipeline: Any, held: Claim | None, *, status: int, body: Any, payment_id: str) -> int | None:
     """Save the response with the key, as a statement on the pipeline of the transaction that makes the payment;
     return its handle (None without a claim). :func:`finish_check` it after the pipeline ran, before the
@@ -166,7 +154,7 @@ def finish_queue(pipeline: Any, held: Claim | None, *, status: int, body: Any, p
     if held is None:
         return None
     return pipeline.add(
-        _FINISH_SQL,
+        queries.KEY_FINISH_SQL,
         [status, json.dumps(body, separators=(",", ":"), ensure_ascii=False), payment_id, held.id, held.token],
     )
 

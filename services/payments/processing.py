@@ -59,17 +59,6 @@ from services.payments.screening import accounts_lock, screen_many
 log = get_logger(__name__)
 
 OPEN = (PaymentStatus.CREATED, PaymentStatus.SCREENING, PaymentStatus.PROCESSING)
-_OPEN_SQL = "('created', 'screening', 'processing')"
-# What a worker may have to do: an open payment, or a final one whose hold is still to be voided. The same
-# predicate as the partial index ``payment_open``, so claims read that index only.
-_WORK = f"(status IN {_OPEN_SQL} OR hold_status = 'pending')"
-_CLAIM_SQL = (
-    "UPDATE payments_payment SET lease_until = %(until)s WHERE id IN ("  # noqa: S608  (constants only)
-    f" SELECT id FROM payments_payment WHERE {_WORK}"
-    "  AND (lease_until IS NULL OR lease_until < %(now)s) {extra}"
-    "  ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
-    ") RETURNING id"
-)
 
 
 def _payment_error(exc: Exception) -> bool:
@@ -135,11 +124,11 @@ def claim(
     if stale_before is not None:
         extra += " AND updated_at < %(stale)s"
         params["stale"] = stale_before
-    return [row[0] for row in db_execute(_CLAIM_SQL.replace("{extra}", extra), params)]
+    return [row[0] for row in db_execute(queries.CLAIM_SQL.replace("{extra}", extra), params)]
 
 
 def _lease_release(ids: list[str]) -> None:
-    db_execute("UPDATE payments_payment SET lease_until = NULL WHERE id = ANY(%s::text[])", [ids])
+    db_execute(queries.LEASE_RELEASE_SQL, [ids])
 
 
 def run(ids: list[str]) -> BatchResult:
@@ -447,21 +436,14 @@ def _processing_error(payment_id: str, exc: Exception, *, may_park: bool) -> Out
     error = _describe(exc)
     log.error("payments.processing_error", payment_id=payment_id, error=error, exc_info=exc)
     metrics.incr("processing_errors")
-    rows = db_execute(
-        "UPDATE payments_payment SET processing_errors = processing_errors + 1, updated_at = now()"
-        " WHERE id = %s RETURNING processing_errors, status",
-        [payment_id],
-    )
+    rows = db_execute(queries.PROCESSING_ERROR_COUNT_SQL, [payment_id])
     if not rows:
         return Outcome("missing", error=error)
     errors, status = rows[0]
     if may_park and errors >= settings.PAYMENTS_PROCESSING_ATTEMPTS:
         return Outcome(_park(payment_id, error, errors), error=error, parked=True)
     delay = backoff(errors - 1)
-    db_execute(
-        "UPDATE payments_payment SET next_attempt_at = %s WHERE id = %s",
-        [timezone.now() + dt.timedelta(seconds=delay), payment_id],
-    )
+    db_execute(queries.RETRY_AT_SQL, [timezone.now() + dt.timedelta(seconds=delay), payment_id])
     return Outcome(status, retry_in=delay, error=error)
 
 
@@ -514,10 +496,7 @@ def _hold_release_now(payment_id: str) -> None:
         if not _payment_error(exc):
             raise
         log.exception("payments.hold_release_failed", payment_id=payment_id)
-        db_execute(
-            "UPDATE payments_payment SET next_attempt_at = created_at + %s WHERE id = %s AND hold_status = 'pending'",
-            [HOLD_LIFETIME, payment_id],
-        )
+        db_execute(queries.HOLD_RETRY_AT_SQL, [HOLD_LIFETIME, payment_id])
 
 
 def advance(payment_id: str) -> Outcome:
@@ -548,7 +527,7 @@ def _slot_take() -> int | None:
     """One of ``PAYMENTS_DRAINERS`` session advisory locks, or None if every slot is taken."""
     with connection.cursor() as cursor:
         for slot in range(settings.PAYMENTS_DRAINERS):
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [queries.DRAIN_LOCK, slot])
+            cursor.execute(queries.SLOT_TAKE_SQL, [queries.DRAIN_LOCK, slot])
             if cursor.fetchone()[0]:
                 return slot
     return None
@@ -556,15 +535,13 @@ def _slot_take() -> int | None:
 
 def _slot_release(slot: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [queries.DRAIN_LOCK, slot])
+        cursor.execute(queries.SLOT_RELEASE_SQL, [queries.DRAIN_LOCK, slot])
 
 
 def next_due() -> dt.datetime | None:
     """When the earliest waiting payment's retry is due (None if nothing waits)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT min(next_attempt_at) FROM payments_payment WHERE {_WORK} AND next_attempt_at > now()"  # noqa: S608
-        )
+        cursor.execute(queries.NEXT_DUE_SQL)
         return cursor.fetchone()[0]
 
 

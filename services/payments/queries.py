@@ -1,7 +1,9 @@
-"""The payments app's raw SQL shared by its writes (``services``) and the processing (``processing``).
+"""The payments app's raw SQL: every statement its writes (``services``), processing (``processing``),
+idempotency keys and screening send as text, where one set-based statement earns its keep.
 
-Row locks and the one-statement write of the payments' mutable columns that status changes use, and the
-drain slots' advisory lock key. Depends on the models only, so both modules import it and not each other.
+Row locks and the one-statement write of the payments' mutable columns that status changes use, claims and
+drain slots, the creation insert, the repair park, the idempotency claim and finish, and screening's account
+locks. Depends on the models only, so every module of the app imports it and none imports another for SQL.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from typing import Any
 
 from services.kit.db import execute as db_execute
-from services.payments.models import Payment
+from services.payments.models import IdempotencyKey, Payment
 
 # Drains take session advisory locks (this key, slot) — at most PAYMENTS_DRAINERS at once.
 DRAIN_LOCK = int.from_bytes(hashlib.sha256(b"atrium-payments-drain").digest()[:4], "big", signed=True)
@@ -68,3 +70,83 @@ def drain_running() -> bool:
         [DRAIN_LOCK % 2**32],
     )
     return bool(rows[0][0])
+
+
+# ---- claims and drains (processing) ----
+OPEN_SQL = "('created', 'screening', 'processing')"
+# What a worker may have to do: an open payment, or a final one whose hold is still to be voided. The same
+# predicate as the partial index ``payment_open``, so claims read that index only.
+WORK_SQL = f"(status IN {OPEN_SQL} OR hold_status = 'pending')"
+CLAIM_SQL = (
+    "UPDATE payments_payment SET lease_until = %(until)s WHERE id IN ("  # noqa: S608  (constants only)
+    f" SELECT id FROM payments_payment WHERE {WORK_SQL}"
+    "  AND (lease_until IS NULL OR lease_until < %(now)s) {extra}"
+    "  ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    ") RETURNING id"
+)
+NEXT_DUE_SQL = f"SELECT min(next_attempt_at) FROM payments_payment WHERE {WORK_SQL} AND next_attempt_at > now()"  # noqa: S608
+LEASE_RELEASE_SQL = "UPDATE payments_payment SET lease_until = NULL WHERE id = ANY(%s::text[])"
+# A payment that met an unexpected error: counted (payments.process retries it alone, then parks it).
+PROCESSING_ERROR_COUNT_SQL = (
+    "UPDATE payments_payment SET processing_errors = processing_errors + 1, updated_at = now()"
+    " WHERE id = %s RETURNING processing_errors, status"
+)
+RETRY_AT_SQL = "UPDATE payments_payment SET next_attempt_at = %s WHERE id = %s"
+HOLD_RETRY_AT_SQL = (
+    "UPDATE payments_payment SET next_attempt_at = created_at + %s WHERE id = %s AND hold_status = 'pending'"
+)
+SLOT_TAKE_SQL = "SELECT pg_try_advisory_lock(%s, %s)"
+SLOT_RELEASE_SQL = "SELECT pg_advisory_unlock(%s, %s)"
+
+# ---- the payment's own rows (services) ----
+# A new payment's row: one prepared INSERT (the ORM's save costs more than the rest of the transaction).
+INSERT_COLUMNS = (
+    "id",
+    "client_id",
+    "amount",
+    "currency",
+    "source_account",
+    "destination_account",
+    "description",
+    "status",
+    "request_id",
+    "created_at",
+    "updated_at",
+    "ledger_transaction",
+    "hold_status",
+    "failure_code",
+    "failure_message",
+    "attempts",
+)
+INSERT_SQL = (
+    f"INSERT INTO payments_payment ({', '.join(INSERT_COLUMNS)}, metadata, status_history) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(INSERT_COLUMNS))}, %s::jsonb, %s::jsonb)"
+)
+
+# A park that cannot rely on the row: status_history is repaired to an array if it is not one, and the events
+# carry the columns read back rather than the whole payment (see processing._park).
+PARK_SQL = (
+    "UPDATE payments_payment SET status = 'failed', failure_code = %(code)s, failure_message = %(message)s,"
+    " processing_errors = %(errors)s, next_attempt_at = NULL, updated_at = %(now)s,"
+    " status_history = (CASE WHEN jsonb_typeof(status_history) = 'array' THEN status_history ELSE '[]'::jsonb END)"
+    "   || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', %(at)s::text))"
+    " WHERE id = %(id)s AND status IN ('created', 'screening', 'processing')"
+    " RETURNING amount, currency, source_account, destination_account, description, metadata, ledger_transaction,"
+    " hold_status, status_history, created_at"
+)
+
+# ---- idempotency keys ----
+KEY_CLAIM_SQL = (
+    f"INSERT INTO {IdempotencyKey._meta.db_table} "  # noqa: S608  (no user input in the SQL text)
+    "(client_id, key, request_hash, state, locked_until, created_at, expires_at, lock_token) "
+    "VALUES (%s, %s, %s, 'in_flight', %s, %s, %s, %s) "
+    "ON CONFLICT (client_id, key) DO NOTHING RETURNING id"
+)
+KEY_FINISH_SQL = (
+    f"UPDATE {IdempotencyKey._meta.db_table} SET state = 'done', response_status = %s, "  # noqa: S608  (constants)
+    "response_body = %s::jsonb, payment_id = %s WHERE id = %s AND lock_token = %s AND state = 'in_flight' "
+    "RETURNING id"
+)
+
+# ---- screening: one transaction advisory lock per source account, taken in one statement ----
+ACCOUNTS_LOCK_SQL = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k"

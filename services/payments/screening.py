@@ -24,6 +24,7 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from services.payments import queries
 from services.payments.models import BlockedAccount, CurrencyLimit, Payment, PaymentStatus, VelocityLimit
 
 PASSED = (PaymentStatus.PROCESSING, PaymentStatus.SETTLED)
@@ -46,7 +47,7 @@ def accounts_lock(accounts: Iterable[str]) -> None:
     keys = sorted({_lock_key(a) for a in accounts})
     if keys:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
+            cursor.execute(queries.ACCOUNTS_LOCK_SQL, [keys])
 
 
 def screen(payment: Payment) -> Verdict:

@@ -133,31 +133,6 @@ def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | N
     outbox_put_many(_events(payment, previous, audit_context(actor=actor)))
 
 
-# A new payment's row: one prepared INSERT (the ORM's save costs more than the rest of the transaction).
-_INSERT_COLUMNS = (
-    "id",
-    "client_id",
-    "amount",
-    "currency",
-    "source_account",
-    "destination_account",
-    "description",
-    "status",
-    "request_id",
-    "created_at",
-    "updated_at",
-    "ledger_transaction",
-    "hold_status",
-    "failure_code",
-    "failure_message",
-    "attempts",
-)
-_INSERT_SQL = (
-    f"INSERT INTO payments_payment ({', '.join(_INSERT_COLUMNS)}, metadata, status_history) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))}, %s::jsonb, %s::jsonb)"
-)
-
-
 def payment_create(
     *,
     client_id: str,
@@ -200,9 +175,9 @@ def payment_create(
         pipeline = Pipeline()
         tx.begin(pipeline)
         pipeline.add(
-            _INSERT_SQL,
+            queries.INSERT_SQL,
             [
-                *(str(v) if isinstance(v, str) else v for v in (getattr(payment, n) for n in _INSERT_COLUMNS)),
+                *(str(v) if isinstance(v, str) else v for v in (getattr(payment, n) for n in queries.INSERT_COLUMNS)),
                 json.dumps(payment.metadata, separators=(",", ":"), ensure_ascii=False),
                 json.dumps(payment.status_history, separators=(",", ":")),
             ],
@@ -315,19 +290,6 @@ def process_send(payment_id: str, *, countdown: float | None = None) -> bool:
     return True
 
 
-# A park that cannot rely on the row: status_history is repaired to an array if it is not one, and the events
-# carry the columns read back rather than the whole payment (see processing._park).
-_PARK_SQL = (
-    "UPDATE payments_payment SET status = 'failed', failure_code = %(code)s, failure_message = %(message)s,"
-    " processing_errors = %(errors)s, next_attempt_at = NULL, updated_at = %(now)s,"
-    " status_history = (CASE WHEN jsonb_typeof(status_history) = 'array' THEN status_history ELSE '[]'::jsonb END)"
-    "   || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', %(at)s::text))"
-    " WHERE id = %(id)s AND status IN ('created', 'screening', 'processing')"
-    " RETURNING amount, currency, source_account, destination_account, description, metadata, ledger_transaction,"
-    " hold_status, status_history, created_at"
-)
-
-
 def payment_park_raw(
     *,
     payment_id: str,
@@ -341,7 +303,7 @@ def payment_park_raw(
     now = timezone.now()
     with transaction.atomic():
         rows = db_execute(
-            _PARK_SQL,
+            queries.PARK_SQL,
             {
                 "code": failure_code,
                 "message": failure_message,
