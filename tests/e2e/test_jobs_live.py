@@ -119,8 +119,11 @@ def test_every_state_is_recorded_from_two_services_and_a_retry_from_the_api_succ
     assert new_id != failed
 
     # then a new task, linked to the failed one, runs with the same args and succeeds
+    # (retry_of comes with the publisher's "sent" event, which may be recorded after the worker's own events)
     rerun = wait_until(
-        lambda: (j := jobs([new_id])) and j[new_id].state == JobState.SUCCEEDED and j[new_id], 30, "the re-run"
+        lambda: (j := jobs([new_id])) and j[new_id].state == JobState.SUCCEEDED and j[new_id].retry_of and j[new_id],
+        30,
+        "the re-run, linked to the failed task",
     )
     assert rerun.retry_of == failed
     assert (rerun.name, rerun.queue, rerun.service) == ("ledger.probe", "ledger", "ledger")
