@@ -35,7 +35,7 @@ from services.ledger.api.serializers import (
 )
 from services.ledger.errors import BatchRejected, InvalidTimestamp
 from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, TransactionFilterSet
-from services.ledger.services import accounts, settlement, transactions
+from services.ledger.services import accounts, bulk, settlement, transactions
 
 
 class AccountViewSet(
@@ -181,7 +181,7 @@ class TransactionBatchView(APIView):
             transactions.transactions_refused(
                 refusals=[(_reference(raws[i]), _ShapeError(**e).error) for i, e in sorted(shape_errors.items())]
             )
-        return Response({"results": [transactions.result_as_dict(r) for r in outcome]})
+        return Response({"results": [bulk.result_as_dict(r) for r in outcome]})
 
 
 class TransactionSettleBatchView(APIView):
@@ -197,7 +197,7 @@ class TransactionSettleBatchView(APIView):
         results = settlement.transactions_settle(
             transaction_ids=batch.validated_data["transactions"], post=batch.validated_data["action"] == "post"
         )
-        return Response({"results": [settlement.settle_result_as_dict(r) for r in results]})
+        return Response({"results": [bulk.result_as_dict(r) for r in results]})
 
 
 def _reference(raw: Any) -> str:

@@ -199,3 +199,14 @@ def shifted(left: list[Any], right: list[Any]) -> list[Any]:
     for result in right:
         result.index += len(left)
     return left + right
+
+
+def result_as_dict(result: Any) -> dict[str, Any]:
+    """One batch item's result as the API answers it (a created/settled item, or its refusal's code)."""
+    body: dict[str, Any] = {"index": result.index, "status": result.status}
+    if result.transaction is not None:
+        body["id"] = result.transaction.id
+    if result.error is not None:
+        body["code"] = result.error.code
+        body["detail"] = result.error.detail
+    return body

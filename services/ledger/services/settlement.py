@@ -236,16 +236,6 @@ def _settle_one(
     return SettleResult(index, target, transaction=txn)
 
 
-def settle_result_as_dict(result: SettleResult) -> dict[str, Any]:
-    body: dict[str, Any] = {"index": result.index, "status": result.status}
-    if result.transaction is not None:
-        body["id"] = result.transaction.id
-    if result.error is not None:
-        body["code"] = result.error.code
-        body["detail"] = result.error.detail
-    return body
-
-
 def transactions_expire(*, now: datetime | None = None, limit: int = 500) -> int:
     """Void pending transactions whose ``expires_at`` has passed; return how many."""
     now = now or timezone.now()

@@ -184,7 +184,7 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
         if atomic and any(r.status == "error" for r in final):
             raise BatchRejected(
                 "At least one transaction was refused, so none were applied.",
-                extra={"results": [result_as_dict(r) for r in final]},
+                extra={"results": [bulk.result_as_dict(r) for r in final]},
             )
         context = audit_context()
         events = [
@@ -411,13 +411,3 @@ def transaction_create(*, item: TransactionInput) -> tuple[Transaction, bool]:
     if result.error is not None:
         raise result.error
     return result.transaction, result.status == "created"
-
-
-def result_as_dict(result: ItemResult) -> dict[str, Any]:
-    body: dict[str, Any] = {"index": result.index, "status": result.status}
-    if result.transaction is not None:
-        body["id"] = result.transaction.id
-    if result.error is not None:
-        body["code"] = result.error.code
-        body["detail"] = result.error.detail
-    return body
