@@ -29,6 +29,26 @@ USAGE = (
 )
 
 
+# Commands that make sense on a database whose migrations are not all applied (the rest would fail on a missing
+# table with a traceback: they are refused with one line saying what to run first).
+BEFORE_MIGRATIONS = frozenset(
+    {"migrate", "makemigrations", "showmigrations", "sqlmigrate", "squashmigrations", "dbshell", "shell", "check",
+     "help", "version", "diffsettings", "createcachetable"}
+)  # fmt: skip
+
+
+def _migrations_pending(manage: str, env: dict[str, str]) -> str | None:
+    """Why the command should not run yet (its database has unapplied migrations), or None."""
+    done = subprocess.run(
+        [sys.executable, manage, "migrate", "--check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode == 0:
+        return None
+    if not done.stderr.strip():  # --check's own answer: unapplied migrations, nothing else wrong
+        return "its database is not migrated yet"
+    return done.stderr.strip().splitlines()[-1]
+
+
 def _psql_dir() -> Path | None:
     """The embedded server's client programs (``dbshell`` runs ``psql``)."""
     try:
@@ -79,6 +99,15 @@ def main(argv: list[str]) -> int:
         socket_dir = parse_qs(urlsplit(database_url).query).get("host")
         if socket_dir:
             env.setdefault("PGHOST", socket_dir[0])
+        if running is None and argv[1] not in BEFORE_MIGRATIONS:  # (make up migrates everything as it starts)
+            reason = _migrations_pending(service.manage, env)
+            if reason is not None:
+                print(
+                    f"atrium manage: {service.name}: {reason}; run `./bin/atrium manage {service.name} migrate` "
+                    "(or `make up` once) first",
+                    file=sys.stderr,
+                )
+                return 2
         # The command owns the terminal: a Ctrl-C is its to handle; this process waits, then cleans up. (A handler,
         # not SIG_IGN: an ignored signal would stay ignored in the command, a handler is reset by exec.)
         previous = signal.signal(signal.SIGINT, lambda signum, frame: None)

@@ -92,6 +92,15 @@ def test_manage_and_status_work_when_make_up_is_stopped(clone: Path, tmp_path: P
     assert status.stdout.startswith("make up: not running")
     assert "not running (embedded, data in" in status.stdout
 
+    # when a command needs tables that are not there yet, then it is refused with one line saying what to run
+    early = atrium(clone, env, "manage", "portal", "audit_verify")
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert early.stderr.splitlines()[-1] == (
+        "atrium manage: portal: its database is not migrated yet; run `./bin/atrium manage portal migrate` "
+        "(or `make up` once) first"
+    )
+    assert "Traceback" not in early.stderr
+
     # when the portal's database is migrated and verified through manage
     migrated = atrium(clone, env, "manage", "portal", "migrate", "--noinput", "-v", "0")
     verified = atrium(clone, env, "manage", "portal", "audit_verify")
