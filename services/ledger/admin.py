@@ -64,7 +64,7 @@ class TransactionAdmin(ReadOnlyAdmin):
     selector = selectors.transaction_list
     list_display = ["id", "reference", "status", "currency", "created_at", "posted_at", "voided_at"]
     list_filter = ["status", "currency"]
-    search_fields = ["id", "reference"]
+    search_fields = ["id", "reference", "=request_id"]
     inlines = [PostingInline]
     show_full_result_count = False
 

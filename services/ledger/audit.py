@@ -18,6 +18,10 @@ What is recorded, and where (``services/ledger/services/``: accounts, transactio
   ``transaction_not_pending`` after the rollback.
 
 Failure events carry ``metadata.code`` (and ``detail``, and the reference where there is one).
+
+Every event carries a ``request_id``: the call's ``X-Request-ID`` (from :func:`~services.kit.audit.audit_context`,
+computed once per batch), or, for a batch item that has its own (``transactions/batch`` and
+``transactions/batch/settle`` items: a payment's request id), that one (:func:`item_context`).
 """
 
 from __future__ import annotations
@@ -106,10 +110,23 @@ def refused_event(
     )
 
 
-def refused_creations(refusals: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-    """Failure ``ledger.transaction.created`` bodies for ``(reference, error)`` pairs (one shared context)."""
+def item_context(context: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """The batch's shared ``context`` for one item: with the item's own request id when it has one (a copy of
+    the few keys, only then: the batch path builds thousands of these)."""
+    return {**context, "request_id": request_id} if request_id else context
+
+
+def refused_creations(refusals: list[tuple[str, Any, str]]) -> list[dict[str, Any]]:
+    """Failure ``ledger.transaction.created`` bodies for ``(reference, error, request id)`` triples (one shared
+    context; an item's own request id, when not "", replaces the call's)."""
     context = audit_context()
     return [
-        refused_event("ledger.transaction.created", error, object_type="transaction", context=context, reference=ref)
-        for ref, error in refusals
+        refused_event(
+            "ledger.transaction.created",
+            error,
+            object_type="transaction",
+            context=item_context(context, request_id),
+            reference=ref,
+        )
+        for ref, error, request_id in refusals
     ]

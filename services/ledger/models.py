@@ -115,6 +115,9 @@ class Transaction(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # SHA-256 of the request's canonical content: same reference + same content is a replay.
     content_hash = models.CharField(max_length=64, editable=False)
+    # The request that asked for it: a batch item's own request id (a payment's), else the call's X-Request-ID.
+    # db_default: rows inserted without the column (code older than migration 0003) still get one.
+    request_id = models.CharField(max_length=128, blank=True, default="", db_default="")
     created_at = models.DateTimeField()
     posted_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
@@ -133,6 +136,7 @@ class Transaction(models.Model):
         indexes = [
             models.Index(fields=["status", "expires_at"], name="txn_pending_expiry", condition=Q(status="pending")),
             models.Index(fields=["created_at"], name="txn_created_at"),
+            models.Index(fields=["request_id"], name="txn_request_id", condition=~Q(request_id="")),
         ]
 
     def __str__(self) -> str:

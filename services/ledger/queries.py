@@ -69,7 +69,8 @@ def account_row(account: Account) -> tuple[Any, ...]:
 
 
 _TXN_COLUMNS = (
-    "id, reference, description, currency, status, metadata, content_hash, created_at, posted_at, voided_at, expires_at"
+    "id, reference, description, currency, status, metadata, content_hash, request_id, "
+    "created_at, posted_at, voided_at, expires_at"
 )
 _POSTING_COLUMNS = "transaction_id, account_id, direction, amount, created_at"
 
@@ -79,7 +80,7 @@ POSTINGS_COPY = f"COPY {_POSTINGS} ({_POSTING_COLUMNS}) FROM STDIN"
 
 def transactions_insert(count: int) -> str:
     """One multi-row INSERT of ``count`` transactions (:func:`transaction_row` each)."""
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * count)
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)"] * count)
     return f"INSERT INTO {_TRANSACTIONS} ({_TXN_COLUMNS}) VALUES {values}"  # noqa: S608  (no user input)
 
 
@@ -99,6 +100,7 @@ def transaction_row(t: Transaction) -> tuple[Any, ...]:
         t.status,
         json.dumps(t.metadata),
         t.content_hash,
+        t.request_id,
         t.created_at,
         t.posted_at,
         t.voided_at,

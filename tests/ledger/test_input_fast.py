@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.ledger.api.serializers import TransactionInputSerializer, transaction_input, transaction_input_fast
+from services.ledger.api.serializers import (
+    BatchItemInputSerializer,
+    TransactionInputSerializer,
+    transaction_input,
+    transaction_input_fast,
+)
 
 LEGS = [
     {"account": "acc_a", "direction": "debit", "amount": 5},
@@ -63,3 +68,47 @@ def test_fast_path_matches_the_serializer_on_well_formed_input(raw):
 )
 def test_fast_path_defers_anything_unusual_to_the_serializer(raw):
     assert transaction_input_fast(raw) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"reference": "b1", "postings": LEGS, "request_id": "req_0123abcd"},
+        {"reference": "b2", "postings": LEGS, "request_id": "A.b_c:d-" + "9" * 120},
+        {"reference": "b3", "postings": LEGS},
+    ],
+)
+def test_fast_path_matches_the_serializer_on_batch_items_with_their_request_id(raw):
+    serializer = BatchItemInputSerializer(data=raw)
+    assert serializer.is_valid(), serializer.errors
+
+    fast = transaction_input_fast(raw, batch_item=True)
+
+    assert fast == transaction_input(serializer.validated_data)
+    assert fast.request_id == raw.get("request_id", "")
+    # the request id is not the transaction's content: the same item under another request is a replay
+    assert (
+        fast.content_hash()
+        == transaction_input_fast({**raw, "request_id": "req-other"}, batch_item=True).content_hash()
+    )
+
+
+@pytest.mark.parametrize(
+    "request_id", ["", " req", "req\n", "a b", "x" * 129, "ünï", 7, None, True, ["req"], {"req": 1}]
+)
+def test_fast_path_defers_an_invalid_request_id_to_the_serializer_which_refuses_it(request_id):
+    raw = {"reference": "r", "postings": LEGS, "request_id": request_id}
+
+    assert transaction_input_fast(raw, batch_item=True) is None
+    serializer = BatchItemInputSerializer(data=raw)
+    assert not serializer.is_valid()
+    assert list(serializer.errors) == ["request_id"]
+
+
+def test_a_single_transaction_takes_no_request_id_in_its_body():
+    raw = {"reference": "r", "postings": LEGS, "request_id": "req-1"}
+
+    assert transaction_input_fast(raw) is None
+    serializer = TransactionInputSerializer(data=raw)
+    assert not serializer.is_valid()
+    assert list(serializer.errors) == ["request_id"]

@@ -10,6 +10,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from services.kit.context import request_id_clean
 from services.kit.serializers import StrictSerializer
 from services.ledger.models import MAX_AMOUNT, Account, AccountStatus, Direction, NormalBalance, Posting, Transaction
 from services.ledger.services.transactions import PostingInput, TransactionInput
@@ -91,6 +92,7 @@ class TransactionSerializer(serializers.ModelSerializer):
             "postings",
             "description",
             "metadata",
+            "request_id",
             "created_at",
             "posted_at",
             "voided_at",
@@ -113,6 +115,7 @@ class TransactionSerializer(serializers.ModelSerializer):
             "postings": self.get_postings(obj),
             "description": obj.description,
             "metadata": obj.metadata,
+            "request_id": obj.request_id,
             "created_at": _iso(obj.created_at),
             "posted_at": _iso(obj.posted_at),
             "voided_at": _iso(obj.voided_at),
@@ -156,7 +159,50 @@ class TransactionInputSerializer(StrictSerializer):
         return transaction_input(data)
 
 
+REQUEST_ID_RULE = "1 to 128 characters among A-Z a-z 0-9 . _ : - (the X-Request-ID rule)"
+
+
+class StringField(serializers.CharField):
+    """A string and nothing else: DRF's CharField would take the number 7 as "7"."""
+
+    default_error_messages = {"invalid": "Not a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "pattern": r"^[A-Za-z0-9._:\-]{1,128}$", "maxLength": 128})
+class RequestIdField(serializers.CharField):
+    """An item's own request id: what ``X-Request-ID`` accepts (``request_id_clean``), nothing trimmed or coerced;
+    one error when it is not one (the value is not echoed)."""
+
+    default_error_messages = {"invalid": f"Not a request id: use {REQUEST_ID_RULE}."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault(
+            "help_text",
+            "The request this item belongs to, stored on its transaction and audit events instead of the call's "
+            f"X-Request-ID: {REQUEST_ID_RULE}.",
+        )
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or request_id_clean(data) is None:
+            self.fail("invalid")
+        return data
+
+
+class BatchItemInputSerializer(TransactionInputSerializer):
+    """A transaction of ``transactions/batch``: a single transaction's fields and the item's own request id."""
+
+    request_id = RequestIdField(required=False)
+
+
 _FAST_KEYS = frozenset({"reference", "description", "pending", "currency", "postings", "metadata", "expires_at"})
+_BATCH_FAST_KEYS = _FAST_KEYS | {"request_id"}
 # An ISO 8601 instant with an explicit offset: what DRF's DateTimeField accepts and reads the same way.
 _INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 _POSTING_KEYS = frozenset({"account", "direction", "amount"})
@@ -168,13 +214,19 @@ def _plain(value: Any, max_length: int, *, blank: bool = False) -> bool:
     return isinstance(value, str) and len(value) <= max_length and (blank or value != "") and value == value.strip()
 
 
-def transaction_input_fast(raw: Any) -> TransactionInput | None:
+def transaction_input_fast(raw: Any, *, batch_item: bool = False) -> TransactionInput | None:
     """The common, well-formed item without DRF's per-field machinery (a batch's main CPU cost).
 
-    Accepts only input :class:`TransactionInputSerializer` would accept unchanged; anything else
-    returns ``None`` so the serializer handles it and reports errors in its usual shape.
+    Accepts only input :class:`TransactionInputSerializer` (``batch_item``: :class:`BatchItemInputSerializer`,
+    which also takes ``request_id``) would accept unchanged; anything else returns ``None`` so the serializer
+    handles it and reports errors in its usual shape.
     """
-    if not isinstance(raw, dict) or not raw.keys() <= _FAST_KEYS:
+    if not isinstance(raw, dict) or not raw.keys() <= (_BATCH_FAST_KEYS if batch_item else _FAST_KEYS):
+        return None
+    request_id = raw.get("request_id", "")
+    if request_id != "" and (type(request_id) is not str or request_id_clean(request_id) is None):
+        return None
+    if "request_id" in raw and request_id == "":
         return None
     reference, postings = raw.get("reference"), raw.get("postings")
     description, pending = raw.get("description", ""), raw.get("pending", False)
@@ -211,6 +263,7 @@ def transaction_input_fast(raw: Any) -> TransactionInput | None:
         metadata=metadata,
         postings=parsed,
         expires_at=expires_at,
+        request_id=request_id,
     )
 
 
@@ -223,6 +276,7 @@ def transaction_input(data: dict[str, Any]) -> TransactionInput:
         metadata=data.get("metadata") or {},
         expires_at=data.get("expires_at"),
         postings=[PostingInput(p["account"], p["direction"], p["amount"]) for p in data["postings"]],
+        request_id=data.get("request_id", ""),
     )
 
 
@@ -231,9 +285,61 @@ class BatchInputSerializer(StrictSerializer):
     atomic = serializers.BooleanField(default=False)
 
 
+class SettleItemSerializer(StrictSerializer):
+    id = StringField(max_length=40)
+    request_id = RequestIdField(required=False)
+
+
+_SETTLE_ITEM_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "maxLength": 40, "description": "A transaction id."},
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "maxLength": 40},
+                "request_id": {"type": "string", "pattern": r"^[A-Za-z0-9._:\-]{1,128}$"},
+            },
+            "required": ["id"],
+            "additionalProperties": False,
+            "description": "A transaction id and the request it is settled for (its audit event carries it).",
+        },
+    ]
+}
+
+
+_JSON_KINDS = {int: "a number", float: "a number", bool: "a boolean", list: "an array", type(None): "null"}
+
+
+@extend_schema_field(_SETTLE_ITEM_SCHEMA)
+class SettleItemField(serializers.Field):
+    """One item of ``transactions/batch/settle``: a transaction id, or ``{"id", "request_id"}``; validated as
+    ``(id, request id or "")``."""
+
+    default_error_messages = {
+        "invalid": "Each item is a transaction id (a string) or an object with id and request_id, not {kind}.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plain = StringField(max_length=40)
+        self.item = SettleItemSerializer()
+
+    def to_internal_value(self, data: Any) -> tuple[str, str]:
+        if isinstance(data, str):
+            return self.plain.run_validation(data), ""
+        if isinstance(data, dict):
+            item = self.item.run_validation(data)
+            return item["id"], item.get("request_id", "")
+        self.fail("invalid", kind=_JSON_KINDS.get(type(data), "that"))
+        raise AssertionError("unreachable")  # fail() raises
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class SettleBatchInputSerializer(StrictSerializer):
     action = serializers.ChoiceField(choices=["post", "void"])
-    transactions = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1, max_length=1000)
+    transactions = serializers.ListField(child=SettleItemField(), min_length=1, max_length=1000)
 
 
 class SettleResultSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from services.kit.canonical_urls import id_segment
+from services.kit.context import request_id_clean
 from services.kit.errors import DomainError
 from services.kit.pagination import IdCursor
 from services.kit.timestamps import timestamp_parse
@@ -25,6 +26,7 @@ from services.ledger.api.serializers import (
     AccountUpdateSerializer,
     BalanceSerializer,
     BatchInputSerializer,
+    BatchItemInputSerializer,
     BatchResultSerializer,
     SettleBatchInputSerializer,
     SettleResultSerializer,
@@ -152,9 +154,9 @@ class TransactionBatchView(APIView):
         shape_errors: dict[int, dict[str, Any]] = {}
         raws = batch.validated_data["transactions"]
         # One serializer validates every item: building its field tree per item cost ~0.5 ms each.
-        serializer = TransactionInputSerializer()
+        serializer = BatchItemInputSerializer()
         for index, raw in enumerate(raws):
-            fast = transaction_input_fast(raw)
+            fast = transaction_input_fast(raw, batch_item=True)
             if fast is not None:
                 items.append(fast)
                 continue
@@ -171,15 +173,16 @@ class TransactionBatchView(APIView):
         if atomic and shape_errors:
             # Malformed items never reach the write path, so the rejection is audited here: one failure event
             # per item (the malformed ones' validation_error, batch_rejected for the others).
-            references = [_reference(raw) for raw in raws]
-            transactions.transactions_refused(
-                refusals=transactions.batch_refusals(references, list(shape_errors.values()))
-            )
+            keys = [(_reference(raw), _request_id(raw)) for raw in raws]
+            transactions.transactions_refused(refusals=transactions.batch_refusals(keys, list(shape_errors.values())))
         outcome = _run(items, atomic, shape_errors)
         if shape_errors:
             # The malformed items of a committed batch: their refusals in a short transaction after it.
             transactions.transactions_refused(
-                refusals=[(_reference(raws[i]), _ShapeError(**e).error) for i, e in sorted(shape_errors.items())]
+                refusals=[
+                    (_reference(raws[i]), _ShapeError(**e).error, _request_id(raws[i]))
+                    for i, e in sorted(shape_errors.items())
+                ]
             )
         return Response({"results": [bulk.result_as_dict(r) for r in outcome]})
 
@@ -194,8 +197,11 @@ class TransactionSettleBatchView(APIView):
     def post(self, request: Request) -> Response:
         batch = SettleBatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
+        items: list[tuple[str, str]] = batch.validated_data["transactions"]
         results = settlement.transactions_settle(
-            transaction_ids=batch.validated_data["transactions"], post=batch.validated_data["action"] == "post"
+            transaction_ids=[transaction_id for transaction_id, _ in items],
+            request_ids=[request_id for _, request_id in items],
+            post=batch.validated_data["action"] == "post",
         )
         return Response({"results": [bulk.result_as_dict(r) for r in results]})
 
@@ -204,6 +210,13 @@ def _reference(raw: Any) -> str:
     """The reference of a (possibly malformed) batch item, for its audit event."""
     reference = raw.get("reference") if isinstance(raw, dict) else None
     return reference[:200] if isinstance(reference, str) else ""
+
+
+def _request_id(raw: Any) -> str:
+    """The request id of a (possibly malformed) batch item for its audit event: its own if valid, else ""
+    (the call's)."""
+    request_id = raw.get("request_id") if isinstance(raw, dict) else None
+    return request_id if isinstance(request_id, str) and request_id_clean(request_id) else ""
 
 
 def _run(items: list[Any], atomic: bool, shape_errors: dict[int, dict[str, Any]]) -> list[Any]:

@@ -102,34 +102,47 @@ class SettleResult:
     error: LedgerError | None = None
 
 
-def transactions_settle(*, transaction_ids: list[str], post: bool) -> list[SettleResult]:
+def transactions_settle(
+    *, transaction_ids: list[str], post: bool, request_ids: list[str] | None = None
+) -> list[SettleResult]:
     """Post (or void) many pending transactions in one database transaction; each item has its own result.
 
     Idempotent per item: a transaction already posted (voided) is reported ``posted`` (``voided``) again.
     Refusals — unknown id, not pending, a frozen or closed account when posting — are errors of their item
     only, audited with outcome ``failure``; the other items are settled. The accounts are locked once, in id
     order, their totals written with one statement, every audit event with one INSERT.
+
+    ``request_ids`` (same order as ``transaction_ids``; "" for none) are the items' own request ids: each
+    item's audit event carries its own, else the call's.
     """
-    results = _settle_isolating(transaction_ids, post)
+    if request_ids is not None and len(request_ids) != len(transaction_ids):
+        raise ValueError("request_ids must have one entry per transaction id")
+    items = list(zip(transaction_ids, request_ids or [""] * len(transaction_ids), strict=True))
+    results = _settle_isolating(items, post)
     log.info("ledger.transactions_settled", action="post" if post else "void", items=len(results))
     return results
 
 
-def _settle_isolating(transaction_ids: list[str], post: bool) -> list[SettleResult]:
+def _settle_isolating(items: list[tuple[str, str]], post: bool) -> list[SettleResult]:
     """:func:`_settle_batch`, isolating a poisoned item as :func:`_create_isolating` does."""
     action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
 
-    def alone(transaction_id: str, exc: Exception) -> list[SettleResult]:
+    def alone(item: tuple[str, str], exc: Exception) -> list[SettleResult]:
+        transaction_id, request_id = item
         log.error("ledger.batch_item_failed", transaction_id=transaction_id, error=type(exc).__name__, exc_info=exc)
         error = ProcessingError(bulk.unexpected(exc))
         refused = ledger_audit.refused_event(
-            action, error, object_type="transaction", object_id=bulk.storable(transaction_id, 64)
+            action,
+            error,
+            object_type="transaction",
+            object_id=bulk.storable(transaction_id, 64),
+            context=ledger_audit.item_context(audit_context(), request_id),
         )
         ledger_audit.record_after_rollback([refused])
         return [SettleResult(0, "error", error=error)]
 
     return batch_isolate(
-        transaction_ids,
+        items,
         lambda part: _settle_batch(list(part), post),
         item_error=bulk.item_error,
         alone=alone,
@@ -138,13 +151,14 @@ def _settle_isolating(transaction_ids: list[str], post: bool) -> list[SettleResu
     )
 
 
-def _settle_batch(transaction_ids: list[str], post: bool) -> list[SettleResult]:
+def _settle_batch(items: list[tuple[str, str]], post: bool) -> list[SettleResult]:
+    """Settle ``(transaction id, request id or "")`` items in one database transaction."""
     target = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
     action = "ledger.transaction.posted" if post else "ledger.transaction.voided"
 
     def run() -> list[SettleResult]:
         with transaction.atomic(), WriteTransaction() as tx:
-            unique = sorted(set(transaction_ids))
+            unique = sorted({transaction_id for transaction_id, _ in items})
             txns = {t.id: t for t in Transaction.objects.select_for_update().filter(pk__in=unique).order_by("id")}
             pending = [i for i in unique if i in txns and txns[i].status == TransactionStatus.PENDING]
             postings: dict[str, list[Posting]] = {i: [] for i in pending}
@@ -157,16 +171,21 @@ def _settle_batch(transaction_ids: list[str], post: bool) -> list[SettleResult]:
             settled: list[Transaction] = []
             events: list[dict[str, Any]] = []
             seen: dict[str, SettleResult] = {}
-            for index, transaction_id in enumerate(transaction_ids):
+            for index, (transaction_id, request_id) in enumerate(items):
                 if transaction_id in seen:  # the same id twice: the same answer
                     earlier = seen[transaction_id]
                     results.append(SettleResult(index, earlier.status, earlier.transaction, earlier.error))
                     continue
                 result = _settle_one(index, txns.get(transaction_id), transaction_id, postings, accounts, post, target)
+                item_context = ledger_audit.item_context(context, request_id)
                 if result.error is not None:
                     events.append(
                         ledger_audit.refused_event(
-                            action, result.error, object_type="transaction", object_id=transaction_id, context=context
+                            action,
+                            result.error,
+                            object_type="transaction",
+                            object_id=transaction_id,
+                            context=item_context,
                         )
                     )
                 elif transaction_id in postings and result.transaction is not None:
@@ -179,7 +198,7 @@ def _settle_batch(transaction_ids: list[str], post: bool) -> list[SettleResult]:
                             object_type="transaction",
                             object_id=txn.id,
                             metadata=ledger_audit.transaction_metadata(txn),
-                            context=context,
+                            context=item_context,
                         )
                     )
                 seen[transaction_id] = result

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from services.kit.audit import audit_context
 from services.kit.batches import batch_isolate
+from services.kit.context import request_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.ids import id_new
 from services.kit.logs import get_logger
@@ -76,9 +77,12 @@ class TransactionInput:
     currency: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     expires_at: datetime | None = None
+    # The request this item belongs to (a batch item's own, e.g. its payment's); "" means the call's own.
+    request_id: str = ""
 
     def content_hash(self) -> str:
-        """Digest of everything that defines the transaction (not its reference)."""
+        """Digest of everything that defines the transaction (not its reference, nor its request id: a replay
+        under another request is the same transaction)."""
         canonical = {
             "description": self.description,
             "pending": self.pending,
@@ -142,6 +146,7 @@ def _existing_load(ids: list[str]) -> dict[str, Transaction]:
 
 def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResult]:
     now = timezone.now()
+    call_request_id = request_id_var.get() or ""
     results: list[ItemResult | None] = [None] * len(items)
     hashes: dict[int, str] = {}
     for index, item in enumerate(items):
@@ -173,7 +178,16 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
             item = items[index]
             try:
                 results[index] = _create_one(
-                    index, item, hashes[index], existing, created_here, accounts, touched, now, new_postings
+                    index,
+                    item,
+                    hashes[index],
+                    existing,
+                    created_here,
+                    accounts,
+                    touched,
+                    now,
+                    new_postings,
+                    item.request_id or call_request_id,
                 )
                 if results[index].status == "created":
                     new_transactions.append(results[index].transaction)
@@ -187,10 +201,11 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
                 extra={"results": [bulk.result_as_dict(r) for r in final]},
             )
         context = audit_context()
+        item_context = ledger_audit.item_context
         events = [
-            ledger_audit.created_event(r.transaction, context, now)
+            ledger_audit.created_event(r.transaction, item_context(context, items[r.index].request_id), now)
             if r.status == "created"
-            else _refused_create_event(r.error, items[r.index].reference, context)
+            else _refused_create_event(r.error, items[r.index], context)
             for r in final
             if r.status != "exists"
         ]
@@ -219,6 +234,7 @@ def _create_one(
     touched: dict[str, Account],
     now: datetime,
     new_postings: list[Posting],
+    request_id: str,
 ) -> ItemResult:
     prior = existing.get(item.reference)
     if prior is not None or item.reference in created_here:
@@ -272,6 +288,7 @@ def _create_one(
         status=TransactionStatus.PENDING if item.pending else TransactionStatus.POSTED,
         metadata=item.metadata,
         content_hash=content_hash,
+        request_id=request_id,
         created_at=now,
         posted_at=None if item.pending else now,
         voided_at=None,
@@ -295,9 +312,13 @@ def _create_one(
     return ItemResult(index, "created", transaction=txn)
 
 
-def _refused_create_event(error: Any, reference: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
+def _refused_create_event(error: Any, item: TransactionInput, context: dict[str, Any]) -> dict[str, Any]:
     return ledger_audit.refused_event(
-        "ledger.transaction.created", error, object_type="transaction", context=context, reference=reference
+        "ledger.transaction.created",
+        error,
+        object_type="transaction",
+        context=ledger_audit.item_context(context, item.request_id),
+        reference=item.reference,
     )
 
 
@@ -319,7 +340,8 @@ def transactions_create(
             return bulk.with_retry(lambda: _create_batch(items, atomic))
         return _create_isolating(items, atomic)
     except BatchRejected as exc:
-        transactions_refused(refusals=batch_refusals([item.reference for item in items], exc.extra["results"]))
+        keys = [(item.reference, item.request_id) for item in items]
+        transactions_refused(refusals=batch_refusals(keys, exc.extra["results"]))
         raise
 
 
@@ -340,7 +362,7 @@ def _create_isolating(items: list[TransactionInput], atomic: bool) -> list[ItemR
     def alone(item: TransactionInput, exc: Exception) -> list[ItemResult]:
         log.error("ledger.batch_item_failed", reference=item.reference, error=type(exc).__name__, exc_info=exc)
         error = ProcessingError(bulk.unexpected(exc))
-        transactions_refused(refusals=[(bulk.storable(item.reference), error)])
+        transactions_refused(refusals=[(bulk.storable(item.reference), error, item.request_id)])
         return [ItemResult(0, "error", error=error)]
 
     return batch_isolate(
@@ -384,24 +406,26 @@ def _poisoned_atomic(items: list[TransactionInput], exc: Exception) -> BatchReje
     return BatchRejected("An item met an unexpected error, so none were applied.", extra={"results": [result]})
 
 
-def batch_refusals(references: list[str], results: list[dict[str, Any]]) -> list[tuple[str, LedgerError]]:
-    """``(reference, error)`` of every item of a rejected atomic batch, in item order: the item's own refusal
-    (from ``results``, by index) or ``batch_rejected``."""
+def batch_refusals(keys: list[tuple[str, str]], results: list[dict[str, Any]]) -> list[tuple[str, LedgerError, str]]:
+    """``(reference, error, request id)`` of every item of a rejected atomic batch, in item order, from each
+    item's ``(reference, request id)``: the item's own refusal (from ``results``, by index) or
+    ``batch_rejected``."""
     refused = {r["index"]: r for r in results if r.get("code")}
-    out: list[tuple[str, LedgerError]] = []
-    for index, reference in enumerate(references):
+    out: list[tuple[str, LedgerError, str]] = []
+    for index, (reference, request_id) in enumerate(keys):
         result = refused.get(index)
         if result is not None:
-            out.append((reference, LedgerError(result.get("detail"), code=result["code"])))
+            out.append((reference, LedgerError(result.get("detail"), code=result["code"]), request_id))
         else:
-            out.append((reference, BatchRejected("Rejected with the rest of its atomic batch.")))
+            out.append((reference, BatchRejected("Rejected with the rest of its atomic batch."), request_id))
     return out
 
 
-def transactions_refused(*, refusals: list[tuple[str, Any]]) -> None:
+def transactions_refused(*, refusals: list[tuple[str, Any, str]]) -> None:
     """Audit transaction creations that were refused but whose refusal no committed write recorded: the items of
     a rejected atomic batch, and batch items refused as malformed before reaching the ledger. ``refusals``
-    are ``(reference, error with a code)``; one failure event each, in a short transaction of their own."""
+    are ``(reference, error with a code, the item's request id or "" for the call's)``; one failure event
+    each, in a short transaction of their own."""
     ledger_audit.record_after_rollback(ledger_audit.refused_creations(refusals))
 
 
