@@ -112,6 +112,29 @@ def events_add(columns: list[list[Any]]) -> list[tuple[Any, ...]]:
     return execute(_EVENTS_ADD, columns)
 
 
+def links_add(columns: list[list[Any]]) -> int:
+    """Link jobs to what they carried (``value, task_id, kind, at``, a list per column), each pair once; how many
+    were new."""
+    rows = execute(
+        "INSERT INTO jobs_link (value, task_id, kind, at) "
+        "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[]) "
+        "ON CONFLICT (value, task_id) DO NOTHING RETURNING 1",
+        columns,
+    )
+    return len(rows)
+
+
+def carried_totals(columns: list[list[Any]]) -> None:
+    """Raise jobs' carried totals (``task_id, requests, objects``, a list per column) to what was reported."""
+    execute(
+        "UPDATE jobs_job j SET carried_requests = GREATEST(j.carried_requests, t.requests), "
+        "carried_objects = GREATEST(j.carried_objects, t.objects) "
+        "FROM unnest(%b::varchar[], %b::int[], %b::int[]) AS t(task_id, requests, objects) "
+        "WHERE j.task_id = t.task_id",
+        columns,
+    )
+
+
 def deadletters_add(columns: list[list[Any]]) -> None:
     """Park entries (``stream_id, reason, attempts, raw, raw_sha256, raw_bytes``, a list per column), each stream
     id once."""
