@@ -79,7 +79,8 @@ def test_acting_for_an_item_makes_its_request_current_and_keeps_the_task_beside_
     assert event["request_id"] == "acc-rid-1"
     assert event["metadata"]["task_id"] == in_task
     assert after["request_id"] == "req_drain"
-    assert sent[0]["request_ids"] == ["acc-rid-1"] and sent[0]["object_ids"] == ["pay_1"]
+    assert sent[0]["request_ids"] == ["acc-rid-1"]
+    assert sent[0]["object_ids"] == ["pay_1"]
 
 
 @pytest.mark.parametrize("bad", [None, "", "has space", "x" * 129, "nul\x00"])
