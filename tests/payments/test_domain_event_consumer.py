@@ -7,8 +7,6 @@ import json
 import logging
 from typing import Any
 
-import pytest
-
 from services.kit import carry
 from services.kit.context import request_id_var, task_id_var
 from workers.payments import domain_event
