@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.kit.carry import acting_for
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import idempotency
@@ -100,8 +101,13 @@ def domain_event(events: list[Any]) -> int:
         except Exception as exc:  # one malformed event is logged, never the reason the others are not delivered
             log.error("payments.domain_event_malformed", error=f"{type(exc).__name__}: {exc}"[:300])
             continue
-        log.info(
-            "payments.domain_event", type=event.get("type"), event_id=event.get("id"), seq=event.get("service_seq")
-        )
+        data = event.get("data") if isinstance(event, dict) else None
+        payment_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else ""
+        # Each event is handled under the request that caused it (its log line says so) and the job is linked
+        # to it: the rule every consumer of events gets from the kit.
+        with acting_for(event.get("request_id") if isinstance(event, dict) else None, object_id=payment_id):
+            log.info(
+                "payments.domain_event", type=event.get("type"), event_id=event.get("id"), seq=event.get("service_seq")
+            )
         delivered += 1
     return delivered

@@ -27,14 +27,29 @@ class TaskFilterSet(django_filters.FilterSet):
     name = django_filters.CharFilter(help_text="The task name, exactly (payments.process).")
     since = UTCDateTimeFilter(field_name="seen_at", help_text="First seen at or after (ISO 8601).")
     until = UTCDateTimeFilter(field_name="seen_at", help_text="First seen before (ISO 8601).")
-    request_id = django_filters.CharFilter(help_text="The request that published it (X-Request-ID).")
+    request_id = django_filters.CharFilter(
+        help_text="The request that published it (X-Request-ID), or that a batch job carried (marked linked)."
+    )
+    object_id = django_filters.CharFilter(help_text="An object a batch job carried (pay_…, txn_…).")
     q = django_filters.CharFilter(field_name="task_id", help_text="A task id, or its beginning.")
     exception_type = django_filters.CharFilter(help_text="The exception's class name (failed and retried tasks).")
     worker = django_filters.CharFilter(help_text="The worker node that received it (name@host).")
 
     class Meta:
         model = Job
-        fields = ["state", "queue", "service", "name", "since", "until", "request_id", "q", "exception_type", "worker"]
+        fields = [
+            "state",
+            "queue",
+            "service",
+            "name",
+            "since",
+            "until",
+            "request_id",
+            "object_id",
+            "q",
+            "exception_type",
+            "worker",
+        ]
 
     def task_filters(self) -> TaskFilters:
         """The validated filters (call ``is_valid()`` first)."""

@@ -11,6 +11,7 @@ charts (kept longer than jobs); :class:`JobTotal` counts since the beginning, fo
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 
@@ -63,6 +64,10 @@ class Job(models.Model):
     exception_type = models.CharField(max_length=200, blank=True, default="")
     exception_message = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
+    # A batch job (payments.drain) carries items of many requests: how many request ids and object ids it
+    # reported (every one, counted past what JobLink keeps: the first JOBS_LINKS_MAX of each kind).
+    carried_requests = models.PositiveIntegerField(default=0)
+    carried_objects = models.PositiveIntegerField(default=0)
 
     class Meta:
         db_table = "jobs_job"
@@ -91,6 +96,36 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.task_id} ({self.state})"
+
+
+class LinkKind(models.TextChoices):
+    REQUEST = "request"
+    OBJECT = "object"
+
+
+class JobLink(models.Model):
+    """A request id or an object id that a batch job carried (:func:`services.kit.carried.carried`): what lets
+    ``?request_id=`` on the jobs API and the trace find the drain that processed a customer's payment.
+
+    Keyed by the id first: looking a request up is one index range; the job's own links read through
+    ``jobs_link_task``. Recorded idempotently (a batch of events read again adds nothing)."""
+
+    pk = models.CompositePrimaryKey("value", "task_id")
+    value = models.CharField(max_length=200, help_text="The request id or object id carried.")
+    task_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=8, choices=LinkKind.choices)
+    at = models.DateTimeField(help_text="When the job reported it.")
+
+    class Meta:
+        db_table = "jobs_link"
+        indexes = [
+            models.Index(fields=["task_id", "kind"], name="jobs_link_task"),
+            # Retention deletes by age; links arrive in time order, so a BRIN index is enough and costs little.
+            BrinIndex(fields=["at"], name="jobs_link_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} carried {self.kind} {self.value}"
 
 
 class JobEvent(models.Model):

@@ -75,13 +75,15 @@ def task_stats(*, since: dt.datetime, group_by: str) -> list[tuple[Any, ...]]:
 
 
 def batch_delete(table: str, column: str, *, before: dt.datetime, batch: int) -> int:
-    """Delete up to ``batch`` rows of ``table`` whose ``column`` is before ``before``, oldest first; how many."""
+    """Delete up to ``batch`` rows of ``table`` whose ``column`` is before ``before``, oldest first; how many.
+    Rows are picked by their physical address (``ctid``: tables keyed otherwise than by ``id`` too), in the same
+    statement, so none can move in between."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"""
-            DELETE FROM {table} WHERE id IN (
-                SELECT id FROM {table} WHERE {column} < %s ORDER BY {column} LIMIT %s
-            )
+            DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM {table} WHERE {column} < %s ORDER BY {column} LIMIT %s
+            ))
             """,  # noqa: S608  (fixed table and column names, parameters bound)
             [before, batch],
         )
@@ -110,6 +112,29 @@ def events_add(columns: list[list[Any]]) -> list[tuple[Any, ...]]:
     """Insert events (``stream_id, task_id, state, at, worker, detail``, a list per column), each stream id once;
     the ``(stream_id,)`` of those that were new."""
     return execute(_EVENTS_ADD, columns)
+
+
+def links_add(columns: list[list[Any]]) -> int:
+    """Link jobs to what they carried (``value, task_id, kind, at``, a list per column), each pair once; how many
+    were new."""
+    rows = execute(
+        "INSERT INTO jobs_link (value, task_id, kind, at) "
+        "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[]) "
+        "ON CONFLICT (value, task_id) DO NOTHING RETURNING 1",
+        columns,
+    )
+    return len(rows)
+
+
+def carried_totals(columns: list[list[Any]]) -> None:
+    """Raise jobs' carried totals (``task_id, requests, objects``, a list per column) to what was reported."""
+    execute(
+        "UPDATE jobs_job j SET carried_requests = GREATEST(j.carried_requests, t.requests), "
+        "carried_objects = GREATEST(j.carried_objects, t.objects) "
+        "FROM unnest(%b::varchar[], %b::int[], %b::int[]) AS t(task_id, requests, objects) "
+        "WHERE j.task_id = t.task_id",
+        columns,
+    )
 
 
 def deadletters_add(columns: list[list[Any]]) -> None:

@@ -60,6 +60,9 @@ STEP = {
     JobState.REJECTED: 4,
 }
 WORKER_EVENTS = ("worker-heartbeat", "worker-offline")
+CARRIED = "carried"  # a batch job's links to the requests and objects it carried (services/kit/carry.py)
+LINKS_MAX = 1000  # per event and kind: the kit sends at most that many per task
+LINK_MAX_CHARS = 200
 LOCK_KEY = 0x6A6F6273  # "jobs"
 
 _JOB_FIELDS = [f.name for f in Job._meta.concrete_fields if f.name not in ("id", "task_id")]
@@ -90,11 +93,13 @@ class Recorded:
     jobs: int = 0
     workers: int = 0
     parked: int = 0  # entries or events parked in jobs_deadletter
+    links: int = 0  # new links of batch jobs to what they carried
 
     def add(self, other: Recorded) -> None:
         self.new += other.new
         self.jobs += other.jobs
         self.workers += other.workers
+        self.links += other.links
 
 
 @dataclass
@@ -144,14 +149,18 @@ def _problem(data: Any, now: float, *, deep: bool) -> str | None:
     if not isinstance(data, dict):
         return "not a JSON object"
     state = data.get("state")
-    if not isinstance(state, str) or (state not in STEP and state not in WORKER_EVENTS):
+    if not isinstance(state, str) or (state not in STEP and state not in WORKER_EVENTS and state != CARRIED):
         return f"state {_short(state)} is not one the tracking sends"
     at = data.get("at")
     if not _number(at) or not AT_MIN <= at <= now + AT_AHEAD_SECONDS:  # NaN and infinities fail the comparison
         return f"at {_short(at)} is not a time from 2000 to a day from now"
-    if state in STEP:
+    if state in STEP or state == CARRIED:
         if not isinstance(data.get("task_id"), str) or not data["task_id"]:
             return "task_id is missing or not a string"
+        if state == CARRIED:
+            problem = _carried_problem(data)
+            if problem:
+                return problem
     else:
         if not isinstance(data.get("worker"), str) or not data["worker"]:
             return "worker is missing or not a string"
@@ -174,6 +183,20 @@ def _problem(data: Any, now: float, *, deep: bool) -> str | None:
             return "holds a NUL character, which PostgreSQL cannot store"
         if size > EVENT_MAX_BYTES:
             return f"is {size} bytes, more than the {EVENT_MAX_BYTES} an event may be"
+    return None
+
+
+def _carried_problem(data: dict[str, Any]) -> str | None:
+    for kind in ("request_ids", "object_ids"):
+        ids = data.get(kind, [])
+        if not isinstance(ids, list) or len(ids) > LINKS_MAX:
+            return f"{kind} is not a list of at most {LINKS_MAX} ids"
+        if any(not isinstance(i, str) or not i or len(i) > LINK_MAX_CHARS for i in ids):
+            return f"{kind} holds something other than ids of 1 to {LINK_MAX_CHARS} characters"
+    for total in ("requests_total", "objects_total"):
+        value = data.get(total, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**31 - 1:
+            return f"{total} {_short(value)} is out of range (0 to {2**31 - 1})"
     return None
 
 
@@ -297,6 +320,7 @@ def _record_events(events: list[Event]) -> Recorded:
     result = Recorded(events=len(events))
     task_events = [e for e in events if e.state in STEP and e.get("task_id")]
     worker_events = [e for e in events if e.state in WORKER_EVENTS and e.get("worker")]
+    carried = [e for e in events if e.state == CARRIED and e.get("task_id")]
     # Statements with arrays of thousands of values go through the kit's execute (server-side, binary binding):
     # them into the SQL text in Python would cost more than the statements.
     with transaction.atomic():
@@ -322,7 +346,33 @@ def _record_events(events: list[Event]) -> Recorded:
             _counts_add(new, jobs)
         if worker_events:
             result.workers = _workers_update(worker_events)
+        if carried:
+            result.links = _links_add(carried)
     return result
+
+
+def _links_add(events: list[Event]) -> int:
+    """Link each job to the requests and objects it carried, and keep its totals (the largest reported: totals
+    only grow, so an event recorded twice or late changes nothing). Return how many links were new."""
+    task_ids: list[str] = []
+    kinds: list[str] = []
+    values: list[str] = []
+    ats: list[dt.datetime] = []
+    totals: dict[str, list[int]] = {}
+    for event in events:
+        task_id = str(event.get("task_id"))[:64]
+        for kind, key in (("request", "request_ids"), ("object", "object_ids")):
+            for value in event.get(key, []) or []:
+                task_ids.append(task_id)
+                kinds.append(kind)
+                values.append(value)
+                ats.append(event.at)
+        pair = totals.setdefault(task_id, [0, 0])
+        pair[0] = max(pair[0], int(event.get("requests_total", 0) or 0))
+        pair[1] = max(pair[1], int(event.get("objects_total", 0) or 0))
+    added = queries.links_add([values, task_ids, kinds, ats]) if values else 0
+    queries.carried_totals([list(totals), [p[0] for p in totals.values()], [p[1] for p in totals.values()]])
+    return added
 
 
 # --- jobs ------------------------------------------------------------------------------------------------------

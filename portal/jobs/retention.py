@@ -1,6 +1,7 @@
 """How long the job dashboard keeps what it recorded (the hourly beat task ``portal.jobs_prune``).
 
-Tasks (:class:`~portal.jobs.models.Job`, by when first seen) and their events (by when they happened) are kept
+Tasks (:class:`~portal.jobs.models.Job`, by when first seen), their events (by when they happened) and their links
+to what they carried (by when reported) are kept
 ``JOBS_RETENTION_DAYS`` (30); the per-minute counts behind the charts ``JOBS_AGGREGATE_DAYS`` (400); workers that
 said goodbye or were lost, ``JOBS_RETENTION_DAYS`` after their last heartbeat. The totals behind the Prometheus
 counters are never pruned (a counter must not go down).
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 _JOBS = ("jobs", "jobs_job", "seen_at")
 _EVENTS = ("events", "jobs_event", "at")
 _MINUTES = ("minutes", "jobs_minute", "minute")
+_LINKS = ("links", "jobs_link", "at")
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -43,10 +45,11 @@ def jobs_prune(now: dt.datetime | None = None) -> dict[str, Any]:
     aggregates_kept = dt.timedelta(days=float(_setting("JOBS_AGGREGATE_DAYS", 400)))
     batch = max(1, int(_setting("JOBS_PRUNE_BATCH", 5_000)))
     deadline = time.monotonic() + float(_setting("JOBS_PRUNE_SECONDS", 240))
-    out: dict[str, Any] = {"jobs": 0, "events": 0, "minutes": 0, "workers": 0, "complete": True}
+    out: dict[str, Any] = {"jobs": 0, "events": 0, "links": 0, "minutes": 0, "workers": 0, "complete": True}
     for what, table, column, before in (
         (*_JOBS, now - kept),
         (*_EVENTS, now - kept),
+        (*_LINKS, now - kept),
         (*_MINUTES, now - aggregates_kept),
     ):
         while True:

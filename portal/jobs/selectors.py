@@ -14,11 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from portal.jobs import queries
-from portal.jobs.models import Job, JobEvent, JobMinute, JobState, JobTotal, Worker, WorkerStatus
+from portal.jobs.models import (
+    Job,
+    JobEvent,
+    JobLink,
+    JobMinute,
+    JobState,
+    JobTotal,
+    LinkKind,
+    Worker,
+    WorkerStatus,
+)
 from services.kit.pagination import KeysetPage, keyset_page
 
 PAGE_SIZE_MAX = 200
@@ -35,7 +45,8 @@ class TaskFilters:
     name: str = ""
     since: dt.datetime | None = None  # seen at or after
     until: dt.datetime | None = None  # seen before
-    request_id: str = ""
+    request_id: str = ""  # jobs published under it, and batch jobs that carried it (linked)
+    object_id: str = ""  # batch jobs that carried it (pay_…, txn_…)
     q: str = ""  # a task id, or its beginning
     exception_type: str = ""
     worker: str = ""
@@ -64,7 +75,14 @@ def jobs_filter(filters: TaskFilters) -> QuerySet[Job]:
     if filters.until:
         qs = qs.filter(seen_at__lt=filters.until)
     if filters.request_id:
-        qs = qs.filter(request_id=filters.request_id)
+        # Published under it (jobs_job_request), or a batch job that carried it (jobs_link's primary key).
+        linked = JobLink.objects.filter(value=filters.request_id, kind=LinkKind.REQUEST).values("task_id")
+        qs = qs.filter(Q(request_id=filters.request_id) | Q(task_id__in=linked)).annotate(
+            linked=ExpressionWrapper(~Q(request_id=filters.request_id), output_field=BooleanField())
+        )
+    if filters.object_id:
+        carried = JobLink.objects.filter(value=filters.object_id, kind=LinkKind.OBJECT).values("task_id")
+        qs = qs.filter(task_id__in=carried)
     if filters.q:
         qs = qs.filter(task_id__startswith=filters.q.strip().lower())
     if filters.exception_type:
@@ -95,6 +113,52 @@ def job_task_id(pk: int) -> str | None:
 def job_timeline(task_id: str) -> list[JobEvent]:
     """Every recorded event of the task, oldest first."""
     return list(JobEvent.objects.filter(task_id=task_id).order_by("at", "id"))
+
+
+@dataclass
+class Carried:
+    """What a batch job carried: the request ids and object ids it reported (the first ``JOBS_LINKS_MAX`` of each
+    kind are kept) and how many it reported in all."""
+
+    request_ids: list[str]
+    object_ids: list[str]
+    requests_total: int
+    objects_total: int
+
+    @property
+    def requests_more(self) -> int:
+        return max(0, self.requests_total - len(self.request_ids))
+
+    @property
+    def objects_more(self) -> int:
+        return max(0, self.objects_total - len(self.object_ids))
+
+
+def job_carried(job: Job, *, limit: int = 1000) -> Carried:
+    """The ids ``job`` carried, in the order it reported them (at most ``limit`` of each kind)."""
+    rows = JobLink.objects.filter(task_id=job.task_id).order_by("kind", "at", "value").values_list("kind", "value")
+    request_ids: list[str] = []
+    object_ids: list[str] = []
+    for kind, value in rows[: 2 * limit]:
+        target = request_ids if kind == LinkKind.REQUEST else object_ids
+        if len(target) < limit:
+            target.append(value)
+    return Carried(
+        request_ids=request_ids,
+        object_ids=object_ids,
+        requests_total=max(job.carried_requests, len(request_ids)),
+        objects_total=max(job.carried_objects, len(object_ids)),
+    )
+
+
+def jobs_carrying(value: str, *, limit: int = 200) -> list[Job]:
+    """The batch jobs that carried ``value`` (a request id or an object id), oldest first."""
+    task_ids = JobLink.objects.filter(value=value).values("task_id")
+    return list(
+        Job.objects.filter(task_id__in=task_ids)
+        .defer("traceback", "payload", "args", "kwargs")
+        .order_by("seen_at")[:limit]
+    )
 
 
 @dataclass

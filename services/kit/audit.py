@@ -4,6 +4,11 @@ Call :func:`audit_record` inside the same database transaction as the change it 
 event gets the request's id, source IP, user agent and actor from the current request (or the
 current Celery task: actor ``system``) unless given explicitly; secrets are redacted before the
 event is written, so they never leave the service.
+
+An event written by a Celery task keeps the task's id as ``metadata.task_id`` (the job that caused it). A task
+working for many requests (a batch) gives each event the request id of the item it is about — under
+:func:`services.kit.carry.acting_for`, or with ``audit_event(request_id=...)`` — so one request id finds what the
+batch did for that request, and the task id finds the batch.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
-from services.kit.context import request_id_var
+from services.kit.context import request_id_var, task_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.outbox import isoformat, outbox_put
 from services.kit.redaction import REDACTED, redact, sensitive
@@ -84,12 +89,16 @@ def audit_context(request: HttpRequest | None = None, actor: dict[str, str] | No
             actor = {"type": "system", "id": settings.ATRIUM_SERVICE, "display": settings.ATRIUM_SERVICE}
     if actor.get("type") not in ACTOR_TYPES:
         raise ValueError(f"audit actor type must be one of {ACTOR_TYPES}")
-    return {
+    context = {
         "actor": {"type": actor["type"], "id": str(actor.get("id", "")), "display": str(actor.get("display", ""))},
         "request_id": request_id_var.get() or "",
         "source_ip": source_ip_of(request) if request is not None else "",
         "user_agent": (request.META.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT] if request is not None else ""),
     }
+    task_id = task_id_var.get()
+    if task_id:
+        context["task_id"] = task_id
+    return context
 
 
 def audit_event(
@@ -104,23 +113,32 @@ def audit_event(
     occurred_at: dt.datetime | None = None,
     request: HttpRequest | None = None,
     context: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """Build (and redact) the event body; ``audit_record`` writes it. ``context`` (from :func:`audit_context`)
-    saves recomputing the actor and request fields for each event of a batch."""
+    saves recomputing the actor and request fields for each event of a batch; ``request_id`` (when not empty)
+    replaces the context's: the request that created the item a batch is working on."""
     if not _ACTION.fullmatch(action):
         raise ValueError(f"audit action must be dotted lower-case words, got {action!r}")
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}, got {outcome!r}")
     shared = context if context is not None else audit_context(request, actor)
-    return {
+    body = {
         "action": action,
         "outcome": outcome,
         "occurred_at": isoformat(occurred_at or timezone.now()),
-        **shared,
+        "actor": shared["actor"],
+        "request_id": request_id or shared["request_id"],
+        "source_ip": shared["source_ip"],
+        "user_agent": shared["user_agent"],
         "object": {"type": object_type, "id": str(object_id)},
         "changes": redact_changes(changes) if changes else {},
         "metadata": redact(_jsonable(metadata)) if metadata else {},
     }
+    task_id = shared.get("task_id")
+    if task_id:
+        body["metadata"].setdefault("task_id", task_id)
+    return body
 
 
 def audit_record(

@@ -14,7 +14,10 @@ go (:func:`run`):
 
 Every status change writes, in its transaction, the ``payment.<status>`` domain event and the audit event of
 every payment it moves (:func:`services.payments.services.transition_many`), and is a compare-and-set: a
-payment canceled meanwhile is left as it is.
+payment canceled meanwhile is left as it is. Those events carry the request id each payment was created with
+(the batch job's id beside it, as ``task_id``), and the job reports the requests, payments and ledger
+transactions it carried (:func:`services.kit.carry.carried`): one request id finds its payment's every step and
+the drain that took it.
 
 It is safe to run any number of times, at any moment, in any number of workers at once — which is what late
 acknowledgement, redelivery after a worker is killed, and the sweeper amount to: a lease left by a killed
@@ -47,6 +50,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from services.kit.batches import batch_isolate
+from services.kit.carry import carried
 from services.kit.db import database_transient
 from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
@@ -196,6 +200,11 @@ def _run(ids: list[str], result: BatchResult) -> None:
         result.statuses[payment.id] = str(payment.status)
         if before.get(payment.id) != (str(payment.status), str(payment.hold_status)):
             result.changed += 1
+    # The job links to what it carried: each payment's request and the payment and ledger transaction ids.
+    carried(
+        request_ids=[p.request_id for p in payments.values()],
+        object_ids=[i for p in payments.values() for i in (p.id, p.ledger_transaction) if i],
+    )
 
 
 def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:

@@ -132,7 +132,7 @@ PARK_SQL = (
     "   || jsonb_build_array(jsonb_build_object('status', 'failed', 'at', %(at)s::text))"
     " WHERE id = %(id)s AND status IN ('created', 'screening', 'processing')"
     " RETURNING amount, currency, source_account, destination_account, description, metadata, ledger_transaction,"
-    " hold_status, status_history, created_at"
+    " hold_status, status_history, created_at, request_id"
 )
 
 # ---- idempotency keys ----

@@ -93,17 +93,29 @@ def _check_accounts(source: str, destination: str, currency: str) -> None:
             )
 
 
-def domain_event(payment: Payment, event_type: str) -> dict[str, Any]:
-    """The ``payment.<status>`` event: what a subscriber (webhooks) needs without calling back."""
-    return {
+def domain_event(payment: Payment, event_type: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``payment.<status>`` event: what a subscriber (webhooks) needs without calling back, and the request
+    that caused it (``request_id``; ``task_id``: the job that wrote it, when a worker did)."""
+    event: dict[str, Any] = {
         "type": event_type,
         "occurred_at": isoformat(payment.updated_at),
         "data": payment_body(payment),
     }
+    if context is not None:
+        event["request_id"] = context["request_id"]
+        if context.get("task_id"):
+            event["task_id"] = context["task_id"]
+    return event
 
 
-def _events(payment: Payment, previous: str | None, context: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The domain event and the audit event of the payment's current status, as outbox ``(topic, payload)``."""
+def _events(
+    payment: Payment, previous: str | None, context: dict[str, Any], *, own_request: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """The domain event and the audit event of the payment's current status, as outbox ``(topic, payload)``.
+    ``own_request``: the worker moved it (in a batch): the events carry the request id the payment was created
+    with, not the batch's, and the batch job's id beside it."""
+    if own_request and payment.request_id:
+        context = {**context, "request_id": payment.request_id}
     status = str(payment.status)
     metadata: dict[str, Any] = {
         "amount": payment.amount,
@@ -125,7 +137,7 @@ def _events(payment: Payment, previous: str | None, context: dict[str, Any]) -> 
         metadata=metadata,
         context=context,
     )
-    return [("events", domain_event(payment, f"payment.{status}")), ("audit", audit)]
+    return [("events", domain_event(payment, f"payment.{status}", context)), ("audit", audit)]
 
 
 def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | None) -> None:
@@ -315,7 +327,7 @@ def payment_park_raw(
         )
         if not rows:
             return False
-        amount, currency, source, destination, description, metadata, txn, hold_status, history, created = rows[0]
+        amount, currency, source, destination, description, metadata, txn, hold_status, history, created, rid = rows[0]
         data = {
             "id": payment_id,
             "status": PaymentStatus.FAILED.value,
@@ -332,8 +344,10 @@ def payment_park_raw(
             "created_at": isoformat(created),
             "updated_at": isoformat(now),
         }
+        context = audit_context(actor=WORKER)
         audit = audit_event(
             "payments.payment.failed",
+            request_id=rid,
             outcome="failure",
             object_type="payment",
             object_id=payment_id,
@@ -349,9 +363,16 @@ def payment_park_raw(
                 "detail": failure_message,
                 "repaired": True,
             },
-            context=audit_context(actor=WORKER),
+            context=context,
         )
-        event = {"type": "payment.failed", "occurred_at": isoformat(now), "data": data}
+        event = {
+            "type": "payment.failed",
+            "occurred_at": isoformat(now),
+            "data": data,
+            "request_id": audit["request_id"],
+        }
+        if context.get("task_id"):
+            event["task_id"] = context["task_id"]
         outbox_put_many([("events", event), ("audit", audit)])
     return True
 
@@ -385,6 +406,9 @@ def transition_many(
 
     ``known`` are the payments as the caller loaded them (a worker holding their leases): only their status
     is read again under the lock, and one whose status changed since is left alone.
+
+    This is the worker's path: each payment's events carry the request id it was created with (the batch job's
+    own id is kept beside it as ``task_id``), so that request id finds every step of its payment.
     """
     if not changes:
         return []
@@ -414,7 +438,7 @@ def transition_many(
             payment.updated_at = now
             for name, value in changes[payment.id].items():
                 setattr(payment, name, value)
-            events.extend(_events(payment, previous, context))
+            events.extend(_events(payment, previous, context, own_request=True))
         queries.rows_write(payments)
         outbox_put_many(events)
     return payments

@@ -244,3 +244,52 @@ def test_the_event_body_is_what_the_api_serializer_gives(ledger_admin: LedgerAdm
     Payment.objects.filter(id=payment.id).update(created_at=payment.created_at.replace(microsecond=0))
     for stored in (Payment.objects.get(id=payment.id), payment):
         assert payment_body(stored) == dict(PaymentSerializer(stored).data)
+
+
+def test_a_batch_gives_each_payment_s_events_the_request_id_it_was_created_with_and_the_job_beside_it(
+    ledger_admin: LedgerAdmin, monkeypatch: pytest.MonkeyPatch
+):
+    from services.kit import carry
+    from services.kit.context import request_id_var, task_id_var
+
+    source, destination = ledger_admin.funded(100_000), ledger_admin.account()
+    rich, blocked = source, ledger_admin.funded(100_000)
+    BlockedAccount.objects.create(account=blocked)
+    payments = {}
+    for rid, account in (("acc-rid-1", rich), ("acc-rid-2", rich), ("acc-rid-3", blocked)):
+        token = request_id_var.set(rid)
+        try:
+            payments[rid] = create(account, destination, 100)
+        finally:
+            request_id_var.reset(token)
+    reported: list[dict] = []
+    monkeypatch.setattr(carry.tracker, "emit", reported.append)
+
+    # The drain, as its task runs it: its own request id and task id in the context.
+    tokens = request_id_var.set("req_drain_own"), task_id_var.set("task-drain-42")
+    try:
+        result = processing.run(processing.claim(limit=50))
+    finally:
+        request_id_var.reset(tokens[0])
+        task_id_var.reset(tokens[1])
+
+    assert result.statuses == {
+        payments["acc-rid-1"].id: "settled",
+        payments["acc-rid-2"].id: "settled",
+        payments["acc-rid-3"].id: "rejected",
+    }
+    for rid, payment in payments.items():
+        audit = [
+            e.payload
+            for e in OutboxEvent.objects.filter(topic="audit").order_by("created_at", "id")
+            if e.payload["object"]["id"] == payment.id
+        ]
+        assert [e["request_id"] for e in audit] == [rid] * len(audit)  # created, screening, ... each its own
+        assert [e["metadata"].get("task_id") for e in audit] == [None] + ["task-drain-42"] * (len(audit) - 1)
+        domain = [e.payload for e in OutboxEvent.objects.filter(topic="events", payload__data__id=payment.id)]
+        assert {e["request_id"] for e in domain} == {rid}
+    assert sorted(r for e in reported for r in e["request_ids"]) == ["acc-rid-1", "acc-rid-2", "acc-rid-3"]
+    objects = {o for e in reported for o in e["object_ids"]}
+    assert {p.id for p in payments.values()} <= objects
+    assert {Payment.objects.get(id=payments["acc-rid-1"].id).ledger_transaction} <= objects
+    assert {e["task_id"] for e in reported} == {"task-drain-42"}

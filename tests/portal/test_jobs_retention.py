@@ -46,13 +46,13 @@ def test_rows_past_their_retention_go_and_recent_rows_and_totals_stay(settings):
 
     result = jobs_prune(now=now)
 
-    assert result == {"jobs": 1, "events": 1, "minutes": 1, "workers": 2, "complete": True}
+    assert result == {"jobs": 1, "events": 1, "links": 0, "minutes": 1, "workers": 2, "complete": True}
     assert list(Job.objects.values_list("task_id", flat=True)) == ["recent"]
     assert list(JobEvent.objects.values_list("task_id", flat=True)) == ["recent"]
     assert list(JobMinute.objects.all()) == [kept_minute]
     assert JobTotal.objects.get().succeeded == 10
     assert set(Worker.objects.values_list("hostname", flat=True)) == {"idle@h", "left@h"}
-    assert jobs_prune(now=now) == {"jobs": 0, "events": 0, "minutes": 0, "workers": 0, "complete": True}
+    assert jobs_prune(now=now) == {"jobs": 0, "events": 0, "links": 0, "minutes": 0, "workers": 0, "complete": True}
 
 
 def test_rows_are_deleted_in_batches_each_its_own_transaction(settings):

@@ -20,7 +20,7 @@ from services.kit.timestamps import UTCTimestampField
 SUMMARY_FIELDS = [
     "task_id", "name", "service", "queue", "state", "worker", "request_id", "parent_id", "root_id", "retry_of",
     "eta", "retries", "seen_at", "queued_at", "received_at", "started_at", "finished_at", "runtime_ms",
-    "exception_type", "exception_message",
+    "exception_type", "exception_message", "carried_requests", "carried_objects",
 ]  # fmt: skip
 STATS_WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7)}
 THROUGHPUT_BUCKETS_MAX = 10_000
@@ -34,10 +34,25 @@ class PageQuerySerializer(serializers.Serializer):
 
 
 class JobSummarySerializer(serializers.ModelSerializer):
+    linked = serializers.SerializerMethodField(
+        help_text="With ?request_id=: true when the job was not published under that request but carried it "
+        "(a batch job, e.g. payments.drain, that processed its items)."
+    )
+
     class Meta:
         model = Job
-        fields = SUMMARY_FIELDS
+        fields = [*SUMMARY_FIELDS, "linked"]
         read_only_fields = fields
+
+    def get_linked(self, obj: Job) -> bool:
+        return bool(getattr(obj, "linked", False))
+
+
+class CarriedSerializer(serializers.Serializer):
+    request_ids = serializers.ListField(child=serializers.CharField(), help_text="The first 1,000 reported.")
+    object_ids = serializers.ListField(child=serializers.CharField(), help_text="The first 1,000 reported.")
+    requests_total = serializers.IntegerField(help_text="How many request ids it reported in all.")
+    objects_total = serializers.IntegerField(help_text="How many object ids it reported in all.")
 
 
 @extend_schema_serializer(many=False)
@@ -79,12 +94,13 @@ class JobDetailSerializer(serializers.ModelSerializer):
     revocable = serializers.SerializerMethodField(help_text="Whether POST .../revoke applies (it has not ended).")
     timeline = serializers.SerializerMethodField(help_text="Every recorded event, oldest first.")
     relatives = serializers.SerializerMethodField()
+    carried = serializers.SerializerMethodField(help_text="The request ids and object ids a batch job carried.")
 
     class Meta:
         model = Job
         fields = [
             *SUMMARY_FIELDS, "last_event_at", "args", "kwargs", "result", "traceback", "retryable", "revocable",
-            "timeline", "relatives",
+            "timeline", "relatives", "carried",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -101,6 +117,16 @@ class JobDetailSerializer(serializers.ModelSerializer):
     @extend_schema_field(RelativesSerializer)
     def get_relatives(self, obj: Job) -> dict[str, Any]:
         return RelativesSerializer(self.context["relatives"]).data
+
+    @extend_schema_field(CarriedSerializer)
+    def get_carried(self, obj: Job) -> dict[str, Any]:
+        carried = self.context["carried"]
+        return {
+            "request_ids": carried.request_ids,
+            "object_ids": carried.object_ids,
+            "requests_total": carried.requests_total,
+            "objects_total": carried.objects_total,
+        }
 
 
 class RetriedSerializer(serializers.Serializer):

@@ -123,7 +123,11 @@ class TaskDetailView(JobsRead, APIView):
         job = selectors.job_get(task_id)
         if job is None:
             raise JobNotFound(f"No job {task_id!r} has been recorded.")
-        context = {"timeline": selectors.job_timeline(job.task_id), "relatives": selectors.job_relatives(job)}
+        context = {
+            "timeline": selectors.job_timeline(job.task_id),
+            "relatives": selectors.job_relatives(job),
+            "carried": selectors.job_carried(job),
+        }
         return Response(JobDetailSerializer(job, context=context).data)
 
 
