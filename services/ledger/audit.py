@@ -21,7 +21,8 @@ Failure events carry ``metadata.code`` (and ``detail``, and the reference where 
 
 Every event carries a ``request_id``: the call's ``X-Request-ID`` (from :func:`~services.kit.audit.audit_context`,
 computed once per batch), or, for a batch item that has its own (``transactions/batch`` and
-``transactions/batch/settle`` items: a payment's request id), that one (:func:`item_context`).
+``transactions/batch/settle`` items: a payment's request id), that one — passed per event as
+``request_id=`` (the kit's rule for set-based code, ``services/kit/carry.py``; nothing copied per item).
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def record_after_rollback(bodies: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
-def created_event(txn: Any, context: dict[str, Any] | None = None, occurred_at: Any = None) -> dict[str, Any]:
+def created_event(
+    txn: Any, context: dict[str, Any] | None = None, occurred_at: Any = None, request_id: str = ""
+) -> dict[str, Any]:
+    """The creation event of ``txn``; ``request_id`` (when not "") replaces the context's: a batch item's own."""
     return audit_event(
         "ledger.transaction.created",
         object_type="transaction",
@@ -87,6 +91,7 @@ def created_event(txn: Any, context: dict[str, Any] | None = None, occurred_at: 
         metadata=transaction_metadata(txn),
         context=context,
         occurred_at=occurred_at,
+        request_id=request_id,
     )
 
 
@@ -97,9 +102,11 @@ def refused_event(
     object_type: str,
     object_id: str = "",
     context: dict[str, Any] | None = None,
+    request_id: str = "",
     **extra: Any,
 ) -> dict[str, Any]:
-    """A ``failure`` event of ``action`` with the error's code and detail (and ``extra``) as metadata."""
+    """A ``failure`` event of ``action`` with the error's code and detail (and ``extra``) as metadata;
+    ``request_id`` (when not "") replaces the context's: a batch item's own."""
     return audit_event(
         action,
         outcome="failure",
@@ -107,13 +114,8 @@ def refused_event(
         object_id=object_id,
         metadata=refusal_metadata(error, **extra),
         context=context,
+        request_id=request_id,
     )
-
-
-def item_context(context: dict[str, Any], request_id: str | None) -> dict[str, Any]:
-    """The batch's shared ``context`` for one item: with the item's own request id when it has one (a copy of
-    the few keys, only then: the batch path builds thousands of these)."""
-    return {**context, "request_id": request_id} if request_id else context
 
 
 def refused_creations(refusals: list[tuple[str, Any, str]]) -> list[dict[str, Any]]:
@@ -125,7 +127,8 @@ def refused_creations(refusals: list[tuple[str, Any, str]]) -> list[dict[str, An
             "ledger.transaction.created",
             error,
             object_type="transaction",
-            context=item_context(context, request_id),
+            context=context,
+            request_id=request_id,
             reference=ref,
         )
         for ref, error, request_id in refusals

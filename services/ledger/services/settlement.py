@@ -136,7 +136,7 @@ def _settle_isolating(items: list[tuple[str, str]], post: bool) -> list[SettleRe
             error,
             object_type="transaction",
             object_id=bulk.storable(transaction_id, 64),
-            context=ledger_audit.item_context(audit_context(), request_id),
+            request_id=request_id,
         )
         ledger_audit.record_after_rollback([refused])
         return [SettleResult(0, "error", error=error)]
@@ -177,7 +177,6 @@ def _settle_batch(items: list[tuple[str, str]], post: bool) -> list[SettleResult
                     results.append(SettleResult(index, earlier.status, earlier.transaction, earlier.error))
                     continue
                 result = _settle_one(index, txns.get(transaction_id), transaction_id, postings, accounts, post, target)
-                item_context = ledger_audit.item_context(context, request_id)
                 if result.error is not None:
                     events.append(
                         ledger_audit.refused_event(
@@ -185,7 +184,8 @@ def _settle_batch(items: list[tuple[str, str]], post: bool) -> list[SettleResult
                             result.error,
                             object_type="transaction",
                             object_id=transaction_id,
-                            context=item_context,
+                            context=context,
+                            request_id=request_id,
                         )
                     )
                 elif transaction_id in postings and result.transaction is not None:
@@ -198,7 +198,8 @@ def _settle_batch(items: list[tuple[str, str]], post: bool) -> list[SettleResult
                             object_type="transaction",
                             object_id=txn.id,
                             metadata=ledger_audit.transaction_metadata(txn),
-                            context=item_context,
+                            context=context,
+                            request_id=request_id,
                         )
                     )
                 seen[transaction_id] = result

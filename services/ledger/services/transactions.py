@@ -201,9 +201,8 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
                 extra={"results": [bulk.result_as_dict(r) for r in final]},
             )
         context = audit_context()
-        item_context = ledger_audit.item_context
         events = [
-            ledger_audit.created_event(r.transaction, item_context(context, items[r.index].request_id), now)
+            ledger_audit.created_event(r.transaction, context, now, items[r.index].request_id)
             if r.status == "created"
             else _refused_create_event(r.error, items[r.index], context)
             for r in final
@@ -317,7 +316,8 @@ def _refused_create_event(error: Any, item: TransactionInput, context: dict[str,
         "ledger.transaction.created",
         error,
         object_type="transaction",
-        context=ledger_audit.item_context(context, item.request_id),
+        context=context,
+        request_id=item.request_id,
         reference=item.reference,
     )
 
