@@ -22,6 +22,8 @@ import httpx
 from django.conf import settings
 
 from services.kit.batches import batch_isolate
+from services.kit.carry import acting_for
+from services.kit.context import request_id_clean
 from services.kit.http import ServiceClient, UpstreamUnavailable, default_credentials
 from services.kit.logs import get_logger
 
@@ -126,9 +128,13 @@ class Ledger:
         destination: str,
         expires_at: dt.datetime,
         description: str = "",
+        request_id: str = "",
     ) -> dict[str, Any]:
-        """The pending transaction moving a payment's money (the same body on every attempt: a retry replays)."""
-        return {
+        """The pending transaction moving a payment's money (the same body on every attempt: a retry replays).
+        ``request_id`` (the payment's) goes with it when there is one: the ledger stores it on the transaction
+        and its audit events (a batch item's own request id; the ledger leaves it out of the replay check).
+        For ``/transactions/batch`` only: the single endpoint takes it as ``X-Request-ID`` (:meth:`hold`)."""
+        body = {
             "reference": reference,
             "description": description,
             "pending": True,
@@ -140,6 +146,9 @@ class Ledger:
             "metadata": {"payment": reference},
             "expires_at": expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         }
+        if request_id_clean(request_id):  # one the ledger would refuse is never worth failing a payment for
+            body["request_id"] = request_id
+        return body
 
     def holds(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Create (or find again) many holds in one call to ``/transactions/batch`` (not atomic: each item has its
@@ -150,13 +159,27 @@ class Ledger:
             results.extend(self._batch("/api/v1/transactions/batch", chunk, lambda c: {"transactions": c}))
         return results
 
-    def settle_many(self, transaction_ids: list[str], *, post: bool) -> list[dict[str, Any]]:
+    def settle_many(
+        self, transaction_ids: list[str], *, post: bool, request_ids: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Post (or void) many holds in one call to ``/transactions/batch/settle``; one result per id, in order:
-        ``{index, status: posted|voided|error, id?, code?, detail?}``. Already posted (voided) is success."""
+        ``{index, status: posted|voided|error, id?, code?, detail?}``. Already posted (voided) is success.
+        ``request_ids`` (same order; "" for none): each item's own request id (its payment's), sent as
+        ``{"id", "request_id"}`` so the ledger's audit event of that item carries it."""
+        if request_ids is not None and len(request_ids) != len(transaction_ids):
+            raise ValueError("settle_many: request_ids must have one entry per transaction id")
+        items: list[Any] = (
+            transaction_ids
+            if request_ids is None
+            else [
+                {"id": transaction_id, "request_id": request_id} if request_id_clean(request_id) else transaction_id
+                for transaction_id, request_id in zip(transaction_ids, request_ids, strict=True)
+            ]
+        )
         results: list[dict[str, Any]] = []
         action = "post" if post else "void"
-        for start in range(0, len(transaction_ids), BATCH_MAX):
-            chunk = transaction_ids[start : start + BATCH_MAX]
+        for start in range(0, len(items), BATCH_MAX):
+            chunk = items[start : start + BATCH_MAX]
             results.extend(
                 self._batch("/api/v1/transactions/batch/settle", chunk, lambda c: {"action": action, "transactions": c})
             )
@@ -217,8 +240,13 @@ class Ledger:
         destination: str,
         expires_at: dt.datetime,
         description: str = "",
+        request_id: str = "",
     ) -> dict[str, Any]:
-        """Create (or find again: same reference, same body) the pending transaction moving the money."""
+        """Create (or find again: same reference, same body) the pending transaction moving the money.
+
+        The single endpoint takes its request id from ``X-Request-ID`` only: the call is made acting for
+        ``request_id`` (the payment's, :func:`services.kit.carry.acting_for`), so the hold carries it as a batched
+        one does."""
         body = self.hold_body(
             reference=reference,
             amount=amount,
@@ -228,7 +256,9 @@ class Ledger:
             expires_at=expires_at,
             description=description,
         )
-        result = self._json(self.client.post("/api/v1/transactions", json=body, idempotency_key=reference))
+        with acting_for(request_id, object_id=reference):
+            response = self.client.post("/api/v1/transactions", json=body, idempotency_key=reference)
+        result = self._json(response)
         assert result is not None
         return result
 

@@ -239,6 +239,7 @@ def _hold_args(payment: Payment) -> dict[str, Any]:
         "destination": payment.destination_account,
         "expires_at": services.hold_expiry(payment),
         "description": f"payment {payment.id}",
+        "request_id": payment.request_id,
     }
 
 
@@ -303,7 +304,9 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         # A hold seen posted earlier (its payment was saved before the run died) needs no call.
         settled.extend(p for p in processing if p.id not in failed and p.hold_status == HoldStatus.POSTED)
         if to_post:
-            items = gateway.settle_many([p.ledger_transaction for p in to_post], post=True)
+            items = gateway.settle_many(
+                [p.ledger_transaction for p in to_post], post=True, request_ids=[p.request_id for p in to_post]
+            )
             for payment, item in zip(to_post, items, strict=True):
                 if _unexpected(item):
                     stuck.append(payment)  # its hold is pending: kept on the payment below, so a park voids it
@@ -408,7 +411,9 @@ def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], 
 def _release_holds(releasing: list[Payment], result: BatchResult) -> None:
     """Void the holds of payments that ended without settling (one call); wait and retry if the ledger is away."""
     try:
-        items = ledger().settle_many([p.ledger_transaction for p in releasing], post=False)
+        items = ledger().settle_many(
+            [p.ledger_transaction for p in releasing], post=False, request_ids=[p.request_id for p in releasing]
+        )
     except UpstreamUnavailable as exc:
         now = timezone.now()
         for payment in releasing:
