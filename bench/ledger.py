@@ -657,8 +657,10 @@ def service_run(
     concurrency: int,
     tag: str,
     client: str = "lean",
+    item_request_ids: bool = False,
 ) -> tuple[float, Outcome]:
-    """POST ``transfers`` one per call (``batch`` 1) or ``batch`` per batch call, from ``concurrency`` threads."""
+    """POST ``transfers`` one per call (``batch`` 1) or ``batch`` per batch call, from ``concurrency`` threads;
+    with ``item_request_ids`` each batch item carries its own ``request_id`` (as the payments drain sends)."""
     units = chunks(list(enumerate(transfers)), batch)
     make = LeanClient if client == "lean" else api_client
     clients = [make(base, token) for _ in range(concurrency)]
@@ -669,6 +671,9 @@ def service_run(
         http = clients[index]
         for unit in part:
             bodies = [transfer_body(accounts, t, f"{tag}-{i}") for i, t in unit]
+            if item_request_ids and batch != 1:
+                for body in bodies:
+                    body["request_id"] = f"req-{body['reference']}"
             began = time.perf_counter()
             try:
                 if batch == 1:
@@ -723,7 +728,7 @@ def report(results: list[Result], args: argparse.Namespace, info: dict[str, str]
     print(
         f"  {'workload':<14} {ACCOUNTS} accounts, random distinct pairs, amounts 1..{MAX_TRANSFER}; "
         f"{args.transfers} single / {args.batched_transfers} batched transfers; concurrency {args.concurrency}; "
-        f"batch {args.batch}"
+        f"batch {args.batch}{'; batch items with their own request_id' if args.item_request_ids else ''}"
     )
     print()
     header = (
@@ -783,6 +788,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=threads, help=f"threads per worker (default: the production default, {threads})"
     )
     parser.add_argument("--seed", type=int, default=1, help="workload seed")
+    parser.add_argument(
+        "--item-request-ids",
+        action="store_true",
+        help="each item of the API batch run carries its own request_id (as the payments drain's do)",
+    )
     parser.add_argument(
         "--client",
         choices=["lean", "httpx"],
@@ -886,8 +896,20 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "API batch",
                 f"call of {b}",
-                lambda: service_run(server.url, token, api_accounts, batched, b, c, f"ab-{run_id}", args.client),
-                lambda: service_run(server.url, token, api_accounts, warm_batched, b, c, f"ab-w-{run_id}", args.client),
+                lambda: service_run(
+                    server.url, token, api_accounts, batched, b, c, f"ab-{run_id}", args.client, args.item_request_ids
+                ),
+                lambda: service_run(
+                    server.url,
+                    token,
+                    api_accounts,
+                    warm_batched,
+                    b,
+                    c,
+                    f"ab-w-{run_id}",
+                    args.client,
+                    args.item_request_ids,
+                ),
                 True,
             ),
         ]
