@@ -280,8 +280,14 @@ def transaction_input(data: dict[str, Any]) -> TransactionInput:
     )
 
 
+@extend_schema_field(BatchItemInputSerializer(many=True))
+class BatchItemsField(serializers.ListField):
+    """The items of ``transactions/batch``: objects, each validated on its own by the view (a malformed one is
+    that item's ``validation_error``); documented as :class:`BatchItemInputSerializer`."""
+
+
 class BatchInputSerializer(StrictSerializer):
-    transactions = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
+    transactions = BatchItemsField(child=serializers.DictField(), min_length=1, max_length=1000)
     atomic = serializers.BooleanField(default=False)
 
 
