@@ -21,6 +21,7 @@ from services.kit.context import request_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.outbox import isoformat, outbox_put
 from services.kit.redaction import REDACTED, redact, sensitive
+from services.kit.telemetry import telemetry_enabled, trace_parent
 
 current_request_var: ContextVar[HttpRequest | None] = ContextVar("atrium_current_request", default=None)
 
@@ -84,12 +85,17 @@ def audit_context(request: HttpRequest | None = None, actor: dict[str, str] | No
             actor = {"type": "system", "id": settings.ATRIUM_SERVICE, "display": settings.ATRIUM_SERVICE}
     if actor.get("type") not in ACTOR_TYPES:
         raise ValueError(f"audit actor type must be one of {ACTOR_TYPES}")
-    return {
+    shared = {
         "actor": {"type": actor["type"], "id": str(actor.get("id", "")), "display": str(actor.get("display", ""))},
         "request_id": request_id_var.get() or "",
         "source_ip": source_ip_of(request) if request is not None else "",
         "user_agent": (request.META.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT] if request is not None else ""),
     }
+    if telemetry_enabled():  # the portal's ingest links to it; the chain leaves it out (never hashed)
+        parent = trace_parent()
+        if parent:
+            shared["trace_parent"] = parent
+    return shared
 
 
 def audit_event(
