@@ -10,8 +10,6 @@ import pytest
 
 from services.kit.telemetry import telemetry_setup, telemetry_stop
 
-_exporter: list[Any] = []
-
 
 @pytest.fixture
 def spans() -> Iterator[Any]:
@@ -21,16 +19,15 @@ def spans() -> Iterator[Any]:
     middleware it loaded at its first request, and Django's instrumentation is a middleware."""
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    if not _exporter:
-        _exporter.append(InMemorySpanExporter())  # one for the session: a provider is set once per process
-    exporter = _exporter[0]
-    exporter.clear()
+    # A new exporter per test (the process's one provider keeps the processors of the earlier ones, shut: they
+    # take no more spans, e.g. from a connection a background thread opened while tracing was on).
+    exporter = InMemorySpanExporter()
     telemetry_setup(exporter=exporter)
     try:
         yield exporter
     finally:
         telemetry_stop()
-        exporter.clear()
+        exporter.shutdown()
 
 
 def named(exporter: Any, prefix: str) -> list[Any]:
