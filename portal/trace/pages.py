@@ -36,7 +36,7 @@ class EntryRow:
     object_url: str
     request_url: str
     own_url: str  # the audit event's page, or the job's page
-    details: list[tuple[str, str]]
+    details: list[tuple[str, str, str]]  # (label, value, link or "")
 
 
 @dataclass(frozen=True)
@@ -66,25 +66,25 @@ def _changes(changes: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def _details(entry: TraceEntry) -> list[tuple[str, str]]:
+def _details(entry: TraceEntry) -> list[tuple[str, str, str]]:
     if entry.kind == "job":
-        found = [("queue", entry.queue or "—")]
+        found = [("queue", entry.queue or "—", "")]
         if entry.queue_wait_ms is not None:
-            found.append(("queue wait", duration(entry.queue_wait_ms)))
+            found.append(("queue wait", duration(entry.queue_wait_ms), ""))
         if entry.runtime_ms is not None:
-            found.append(("runtime", duration(entry.runtime_ms)))
+            found.append(("runtime", duration(entry.runtime_ms), ""))
         if entry.retries:
-            found.append(("retries", str(entry.retries)))
+            found.append(("retries", str(entry.retries), ""))
         if entry.linked:
-            found.append(("carried", "a batch job that carried this request"))
+            found.append(("carried", "a batch job that carried this request", ""))
         return found
-    found = [("actor", entry.actor)] if entry.actor else []
+    found = [("actor", entry.actor, "")] if entry.actor else []
     changed = _changes(entry.changes)
     if changed:
-        found.append(("changes", changed))
+        found.append(("changes", changed, ""))
     task = (entry.metadata or {}).get("task_id")
     if isinstance(task, str) and task:
-        found.append(("task", task))
+        found.append(("task", task, reverse("jobs_pages:task", args=[task])))
     return found
 
 

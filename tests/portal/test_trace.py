@@ -73,10 +73,14 @@ def job(task_id: str, name: str, state: str, queued_ms: float, **fields: Any) ->
 
 @pytest.fixture
 def flow(settings, tmp_path) -> None:
-    """Two payments created by two requests and processed by one drain (published under beat's request): the
-    first settled (its ledger transaction posted), the second still screening; a notification job queued."""
     settings.AUDIT_HEADS_PATH = str(tmp_path / "heads.jsonl")
     settings.ATRIUM_OUTBOX_RELAY = "off"
+    seed_flow()
+
+
+def seed_flow() -> None:
+    """Two payments created by two requests and processed by one drain (published under beat's request): the
+    first settled (its ledger transaction posted), the second still screening; a notification job queued."""
     _seq.clear()
     drain = {"task_id": DRAIN}
     ingest(
