@@ -137,13 +137,6 @@ def object_events_latest(*, object_id: str, limit: int) -> list[tuple[int, str]]
         return [(int(seq), request_id) for seq, request_id in cursor.fetchall()]
 
 
-def request_ids_of_object(*, object_id: str, limit: int = 100, events: int = 1000) -> list[str]:
-    """The request ids that touched ``object_id`` (from its newest ``events`` events), oldest first."""
-    found = object_events_latest(object_id=object_id, limit=events)
-    ids = list(dict.fromkeys(r for _, r in reversed(found) if r))
-    return ids[:limit]
-
-
 def events_by_seq(*, seqs: Sequence[int]) -> list[AuditEvent]:
     """The events at ``seqs`` (primary key lookups), oldest first."""
     if not seqs:

@@ -251,9 +251,10 @@ def trace_of(value: str, *, viewer: TraceViewer) -> Trace:
         if latest or carrying:
             kind = "object"
             object_seqs = [seq for seq, _ in latest]
-            resolved = list(dict.fromkeys(r for _, r in reversed(latest) if r))
-            truncated["request_ids"] = len(resolved) > MAX_REQUESTS
-            request_ids = resolved
+            newest_first = list(dict.fromkeys(r for _, r in latest if r))
+            truncated["request_ids"] = len(newest_first) > MAX_REQUESTS
+            # the newest requests that touched it, listed oldest first
+            request_ids = list(reversed(newest_first[:MAX_REQUESTS]))
             extra_jobs.update((j.task_id, j) for j in carrying)
             carried_objects = [value]
         else:
@@ -275,7 +276,7 @@ def trace_of(value: str, *, viewer: TraceViewer) -> Trace:
     for task_id, extra in extra_jobs.items():
         if task_id not in by_task:
             by_task[task_id] = extra
-            if kind == "object" or extra.request_id not in request_ids:
+            if kind == "object":  # a batch job that carried the object (the job itself, for a task id, is not)
                 linked_ids.add(task_id)
     if len(by_task) > MAX_JOBS:
         truncated["jobs"] = True

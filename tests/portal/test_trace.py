@@ -311,8 +311,10 @@ def test_operators_and_admins_see_the_audit_entries(flow, role):
 
 
 def test_anonymous_and_roleless_callers_are_refused(flow):
-    anonymous = _get(Client(), "req_pay1")
-    assert anonymous.status_code in (401, 403)
+    assert_problem(_get(Client(), "req_pay1"), 401, "not_authenticated")
+    page = Client().get("/admin/trace/", {"q": "req_pay1"})
+    assert page.status_code == 302
+    assert page["Location"].startswith("/admin/login/")
     nobody = Client()
     nobody.force_login(user_with_role(None))
     assert_problem(_get(nobody, "req_pay1"), 403, "role_required")
@@ -451,3 +453,32 @@ def test_the_audit_list_and_the_job_page_link_ids_to_their_trace(flow, auditor):
     for carried in ("req_pay1", "req_pay2", "pay_1", "pay_2", "txn_1"):
         assert f'href="/admin/trace/?q={carried}"' in html, carried
     assert f'href="/admin/trace/?q={DRAIN}"' in html
+
+
+def test_an_object_touched_by_more_requests_than_the_bound_keeps_the_newest(flow, monkeypatch):
+    ingest([event("payments", "payments.payment.refunded", 9000, "req_refund", ("payment", "pay_1"))])
+    monkeypatch.setattr(selectors, "MAX_REQUESTS", 1)
+
+    trace = trace_of("pay_1", viewer=TraceViewer(audit=True))
+
+    assert trace.request_ids == ["req_refund"]
+    assert trace.truncated["request_ids"] is True
+    # the object's own events are all there, whichever request they came with
+    assert [e.title for e in trace.entries if e.kind == "audit"] == [
+        "payments.payment.created",
+        "payments.payment.screening",
+        "payments.payment.processing",
+        "payments.payment.settled",
+        "payments.payment.refunded",
+    ]
+
+
+def test_a_job_without_a_request_id_is_its_own_trace_not_a_linked_one(flow):
+    job("5e0c9a1d-2b3c-4d5e-8f90-a1b2c3d4e5f6", "ledger.integrity_check", JobState.STARTED, 5000)
+
+    trace = trace_of("5e0c9a1d-2b3c-4d5e-8f90-a1b2c3d4e5f6", viewer=TraceViewer(audit=True))
+
+    assert trace.kind == "job"
+    assert trace.request_ids == []
+    assert [(e.title, e.linked, e.pending) for e in trace.entries] == [("ledger.integrity_check", False, True)]
+    assert trace.pending is True
