@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -126,10 +126,10 @@ def events_for_requests(*, request_ids: Sequence[str], limit: int) -> tuple[list
     return rows[:limit], len(rows) > limit
 
 
-def object_events_latest(*, object_id: str, limit: int) -> list[tuple[int, str]]:
-    """``(seq, request_id)`` of the newest ``limit`` events about ``object_id``, whatever its object type, newest
-    first: one index range per known object type."""
-    types = distinct_values("object_type")
+def object_events_latest(*, object_id: str, limit: int, exclude_types: Collection[str] = ()) -> list[tuple[int, str]]:
+    """``(seq, request_id)`` of the newest ``limit`` events about ``object_id``, whatever its object type (but
+    ``exclude_types``), newest first: one index range per known object type."""
+    types = [t for t in distinct_values("object_type") if t not in exclude_types]
     if not types or not object_id or limit <= 0:
         return []
     with connection.cursor() as cursor:

@@ -37,6 +37,9 @@ ID_PATTERN = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_ID_LENGTH}}}")
 # The roles that see audit events in a trace, payloads included; a viewer sees the jobs only.
 FULL_ROLES = (ROLE_ADMIN, ROLE_OPERATOR, ROLE_AUDITOR)
 AUDIT_SCOPE = "audit:read"
+# The object type of the trace's own lookup records (``trace.viewed``, object id = the id looked up): never what an
+# id resolves to, or tracing a request id would make it an "object" of the next lookup.
+LOOKUP_OBJECT_TYPE = "trace"
 # An object's last status that is not final: payments on their way, ledger holds not yet posted or voided.
 PENDING_STATUSES = frozenset({"created", "screening", "processing", "pending"})
 
@@ -246,7 +249,7 @@ def trace_of(value: str, *, viewer: TraceViewer) -> Trace:
         carried_objects = carried.object_ids
         truncated["request_ids"] = carried.requests_more > 0 or len(request_ids) > MAX_REQUESTS
     else:
-        latest = audit.object_events_latest(object_id=value, limit=MAX_EVENTS)
+        latest = audit.object_events_latest(object_id=value, limit=MAX_EVENTS, exclude_types={LOOKUP_OBJECT_TYPE})
         carrying = jobs.jobs_carrying(value, limit=MAX_JOBS, kind=LinkKind.OBJECT)
         if latest or carrying:
             kind = "object"
@@ -287,7 +290,7 @@ def trace_of(value: str, *, viewer: TraceViewer) -> Trace:
 
     objects = _objects(events, carried_objects)
     pending_objects = {(o.type, o.id) for o in objects if o.pending}
-    last_seq = {}
+    last_seq: dict[tuple[str, str], int] = {}
     for event in events:
         if event.object_id:
             last_seq[(event.object_type, event.object_id)] = event.seq

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from portal.audit.services import access_record
 from portal.trace.errors import TraceIdInvalid, TraceNotFound
-from portal.trace.selectors import Trace, TraceViewer, trace_of
+from portal.trace.selectors import LOOKUP_OBJECT_TYPE, Trace, TraceViewer, trace_of
 
 ACTION = "trace.viewed"
 _RECORDED_ID_MAX = 200
@@ -25,7 +25,7 @@ def trace_lookup(*, value: str, viewer: TraceViewer, via: str) -> Trace:
             trace = trace_of(value, viewer=viewer)
             access_record(
                 action=ACTION,
-                object_type="trace",
+                object_type=LOOKUP_OBJECT_TYPE,
                 object_id=trace.query,
                 metadata={
                     **base,
@@ -40,7 +40,7 @@ def trace_lookup(*, value: str, viewer: TraceViewer, via: str) -> Trace:
         extra = {"length": len(value)} if reason == "invalid_id" else {}
         access_record(
             action=ACTION,
-            object_type="trace",
+            object_type=LOOKUP_OBJECT_TYPE,
             object_id=recorded_id if reason == "not_found" else "",
             outcome="failure",
             metadata={**base, "reason": reason, **extra},

@@ -482,3 +482,14 @@ def test_a_job_without_a_request_id_is_its_own_trace_not_a_linked_one(flow):
     assert trace.request_ids == []
     assert [(e.title, e.linked, e.pending) for e in trace.entries] == [("ledger.integrity_check", False, True)]
     assert trace.pending is True
+
+
+def test_earlier_lookups_on_record_do_not_turn_a_request_id_into_an_object(flow, auditor):
+    # given a lookup of req_pay1 recorded and chained (trace.viewed names the id it looked up as its object)
+    ingest([event("portal", "trace.viewed", 99_000, "req_lookup", ("trace", "req_pay1"), metadata={"via": "api"})])
+
+    body = _get(auditor, "req_pay1").json()
+
+    assert body["kind"] == "request"
+    assert body["request_ids"] == ["req_pay1"]
+    assert "trace.viewed" not in [e["title"] for e in body["timeline"]]
