@@ -181,9 +181,17 @@ def _child(role: str, arg: str) -> None:
         print(json.dumps(_list_latency(int(arg))))
 
 
-def _generate(count: int) -> None:
-    """``count`` audit_event rows in SQL, in chunks (filler hashes: only search is measured here)."""
+def _generate(count: int, *, prefixed_objects: bool = False) -> None:
+    """``count`` audit_event rows in SQL, in chunks (filler hashes: only search is measured here). Request
+    ``req_<g / 4>`` has four events; object ids are ``obj_<n>`` (200,000 of them, one type each), or with
+    ``prefixed_objects`` named as Atrium names them: ``txn_<n>``, ``acc_<n>``, ``pay_<n>``, ``usr_<n>``."""
     from django.db import connection
+
+    object_id = (
+        "(ARRAY['txn_','acc_','pay_','usr_'])[1 + g %% 4] || (g %% 200000)"
+        if prefixed_objects
+        else "'obj_' || (g %% 200000)"
+    )
 
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE audit_event DISABLE TRIGGER USER")
@@ -203,11 +211,11 @@ def _generate(count: int) -> None:
                            'payments.payment.settled','auth.login.succeeded','auth.login.failed',
                            'portal.client.created','portal.client.secret_rotated','audit.events.listed'])[1 + g %% 12],
                     CASE WHEN g %% 50 = 0 THEN 'failure' ELSE 'success' END,
-                    (ARRAY['transaction','account','payment','user'])[1 + g %% 4], 'obj_' || (g %% 200000),
+                    (ARRAY['transaction','account','payment','user'])[1 + g %% 4], OBJECT_ID,
                     'req_' || (g / 4), '10.0.' || (g %% 250) || '.' || (g %% 200), 'bench', '{}'::jsonb,
                     jsonb_build_object('n', g), '{}', '\\x00'::bytea, '\\x00'::bytea, '\\x00'::bytea
                 FROM generate_series(%s, %s) AS g
-                """,
+                """.replace("OBJECT_ID", object_id),
                 [start + 1, min(count, start + chunk)],
             )
         cursor.execute("ALTER TABLE audit_event ENABLE TRIGGER USER")

@@ -142,7 +142,8 @@ def _generate(count: int) -> None:
                 """
                 INSERT INTO jobs_job (task_id, name, service, queue, state, worker, args, kwargs, request_id,
                     parent_id, root_id, retry_of, retries, seen_at, queued_at, received_at, started_at, finished_at,
-                    last_event_at, runtime_ms, result, exception_type, exception_message, traceback)
+                    last_event_at, runtime_ms, result, exception_type, exception_message, traceback,
+                    carried_requests, carried_objects)
                 SELECT md5(g::text || 'task')::uuid::text, n.name, split_part(n.name, '.', 1),
                     split_part(n.name, '.', 1),
                     CASE WHEN g %% 50 = 0 THEN 'failed' WHEN g %% 97 = 0 THEN 'retried' ELSE 'succeeded' END,
@@ -151,7 +152,7 @@ def _generate(count: int) -> None:
                     t, t, t + interval '2 ms', t + interval '3 ms', t + interval '40 ms', t + interval '40 ms',
                     37.5, '', CASE WHEN g %% 50 = 0 THEN 'UpstreamUnavailable' ELSE '' END,
                     CASE WHEN g %% 50 = 0 THEN 'the ledger did not answer' ELSE '' END,
-                    CASE WHEN g %% 50 = 0 THEN 'Traceback (most recent call last): ...' ELSE '' END
+                    CASE WHEN g %% 50 = 0 THEN 'Traceback (most recent call last): ...' ELSE '' END, 0, 0
                 FROM generate_series(%s, %s) AS g
                 CROSS JOIN LATERAL (SELECT (%s::text[])[1 + g %% 12] AS name) AS n
                 CROSS JOIN LATERAL (

@@ -25,6 +25,10 @@ step whose payments all settled within the drain time at ≥ 95 % of the offered
 were all chained within the drain time after that. At the end, the CPU each part of the system used per
 settled payment (from /proc: each process with its children, PostgreSQL's and Redis's server processes).
 
+``--otel`` runs every process with OpenTelemetry on, exporting to a file (``ATRIUM_OTEL_FILE``, under
+``var/bench-payments/``; spans of every instrumentation, all sampled), to measure what tracing costs:
+``python -m bench.payments --rates 200 --otel`` against the same command without it (docs/observability.md).
+
 Targets on the 2-core machine: ≥ 200 settled payments/s sustained, p99 create → settled < 2 s at 100/s.
 """
 
@@ -441,7 +445,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="prefork children per worker (default 4)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per service (default 2)")
     parser.add_argument("--no-audit", action="store_true", help="leave the audit worker out (events pile up)")
-    parser.add_argument("--keep-databases", action="store_true", help="leave the databases for inspection")
+    parser.add_argument(
+        "--keep-databases", action="store_true", help="leave the databases (and --otel's spans) for inspection"
+    )
+    parser.add_argument(
+        "--otel", action="store_true", help="OpenTelemetry on in every process (a file exporter; see the docstring)"
+    )
     return parser.parse_args(argv)
 
 
@@ -488,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ).decode(),
         )
+        otel_file: Path | None = None
+        if args.otel:
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
+            otel_file = LOG_DIR / f"spans-{run_id}.jsonl"
+            env["ATRIUM_OTEL_FILE"] = str(otel_file)
+            print(f"OpenTelemetry on: spans to {otel_file}", flush=True)
         print("migrating…", flush=True)
         for settings in ("services.ledger.settings", "services.payments.settings", "portal.settings"):
             manage(settings, env, "migrate", "--noinput", "-v", "0")
@@ -644,7 +659,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{'embedded' if infra.embedded_redis else 'external'}; ledger and payments gunicorn "
             f"{args.web_workers}x2 each, {args.workers} payments worker(s) x {args.concurrency}, relays, "
             f"{'no audit worker' if args.no_audit else '1 audit worker and the job monitor'}"
+            f"{', OpenTelemetry on (file exporter)' if args.otel else ''}"
         )
+        if otel_file is not None:
+            size = otel_file.stat().st_size if otel_file.exists() else 0
+            with contextlib.suppress(OSError), otel_file.open("rb") as spans:
+                lines = sum(1 for _ in spans)
+                print(f"  OpenTelemetry: {lines:,} spans exported while measured, {size / 1e6:.0f} MB")
         if not args.no_audit:
             monitor = next(p for p in system.processes if p.name == "jobs-monitor")
             with psycopg.connect(url["portal"], autocommit=True) as conn:
@@ -665,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if system is not None:
             system.stop()
+            spans_file = system.env.get("ATRIUM_OTEL_FILE")
+            if spans_file and not args.keep_databases:  # hundreds of MB at 200/s
+                Path(spans_file).unlink(missing_ok=True)
             if infra is not None:
                 broker_purge(infra.redis_url)
                 import redis

@@ -10,7 +10,14 @@ kit = kit_settings(
     service="portal",
     root_urlconf="portal.urls",
     wsgi_application="portal.wsgi.application",
-    apps=["django.contrib.postgres", "portal.identity", "portal.audit", "portal.catalog", "portal.jobs"],
+    apps=[
+        "django.contrib.postgres",
+        "portal.identity",
+        "portal.audit",
+        "portal.catalog",
+        "portal.jobs",
+        "portal.trace",
+    ],
     celery_imports=["workers.portal", "workers.audit"],
 )
 
@@ -25,7 +32,8 @@ INSTALLED_APPS = kit.INSTALLED_APPS
 MIDDLEWARE = kit.MIDDLEWARE
 ROOT_URLCONF = kit.ROOT_URLCONF
 WSGI_APPLICATION = kit.WSGI_APPLICATION
-TEMPLATES = kit.TEMPLATES
+# portal/templates first: its admin/base_site.html adds the trace's search box to every admin page's header.
+TEMPLATES = [{**kit.TEMPLATES[0], "DIRS": [BASE_DIR / "templates"]}]
 DATABASES = kit.DATABASES
 DEFAULT_AUTO_FIELD = kit.DEFAULT_AUTO_FIELD
 AUTH_PASSWORD_VALIDATORS = kit.AUTH_PASSWORD_VALIDATORS

@@ -20,6 +20,7 @@ api_v1 = [
     path("audit/", include("portal.audit.api.urls")),
     path("catalog/", include("portal.catalog.api.urls")),
     path("jobs/", include("portal.jobs.api.urls")),
+    path("trace/", include("portal.trace.api.urls")),
     *router.urls,
 ]
 
@@ -27,6 +28,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/catalog/", include("portal.catalog.urls")),  # the catalog pages, before the admin's own
     path("admin/jobs/", include("portal.jobs.urls")),
+    path("admin/trace/", include("portal.trace.urls")),
     path("admin/", admin.site.urls),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
     path(".well-known/atrium-revocations.json", revocations_view, name="revocations"),

@@ -11,7 +11,7 @@ from django.conf import settings
 from tests.harness import ProcessHarness
 
 # Local HTTP servers, signing keys and a JWKS server, for every suite.
-pytest_plugins = ["tests.tokens"]
+pytest_plugins = ["tests.tokens", "tests.telemetry"]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from portal.audit import services
 from portal.audit.archive import retention_cutoff
 from portal.audit.chain import IngestDeferred
 from portal.audit.parked import AuditEventsParked
+from services.kit.telemetry import outbox_events_link
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
 
@@ -29,6 +30,7 @@ def ingest(self: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
     in the job dashboard's failures; running it again changes nothing (every event is a duplicate by then).
     With the portal's database away, the whole batch is retried later, with backoff, as often as it takes.
     """
+    outbox_events_link(events)  # OpenTelemetry (when on): links to the contexts the events were created in
     result = services.event_ingest(events=events)
     if result.parked or result.rejected:
         shown = [f"{p['service']}#{p['service_seq']} {p['id']} ({p['reason'][:200]})" for p in result.parked[:5]]

@@ -64,8 +64,8 @@ class AuditEventAdmin(ReadOnlyAuditAdmin):
         "outcome",
         "actor_display",
         "object_type",
-        "object_id",
-        "request_id",
+        "object_link",
+        "request_link",
     ]
     list_display_links = ["seq"]
     list_filter = [pages.ServiceFilter, pages.OutcomeFilter, pages.ActorTypeFilter]
@@ -81,6 +81,14 @@ class AuditEventAdmin(ReadOnlyAuditAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return pages.AuditEventChangeList
+
+    @admin.display(description="object id")
+    def object_link(self, obj: AuditEvent) -> str:
+        return pages.trace_link(obj.object_id)
+
+    @admin.display(description="request id")
+    def request_link(self, obj: AuditEvent) -> str:
+        return pages.trace_link(obj.request_id)
 
     def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
         # Only exact, indexed lookups: a crafted ?metadata__contains= must not scan millions of rows.

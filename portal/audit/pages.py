@@ -27,10 +27,12 @@ from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from portal.audit import selectors
 from portal.audit.models import AuditEvent
+from portal.ui.links import trace_url
 
 FULL_CHECK_COMMAND = "python manage.py audit_verify"
 # What the event list accepts in its query string: its own filters' parameters, and exact lookups on indexed
@@ -191,6 +193,11 @@ def list_context(*, can_view: bool) -> dict[str, Any]:
     return {"audit_status": selectors.head_status(), "full_check_command": FULL_CHECK_COMMAND}
 
 
+def trace_link(value: str) -> str:
+    """``value`` linked to its trace (a list cell), or "" for none."""
+    return format_html('<a href="{}" class="audit-trace-link">{}</a>', trace_url(value), value) if value else ""
+
+
 # --------------------------------------------------------------------------- an event's page
 
 
@@ -242,6 +249,8 @@ def event_page_context(*, event: AuditEvent) -> dict[str, Any]:
         "request_url": filtered(request_id=event.request_id) if event.request_id else "",
         "actor_url": filtered(actor_id=event.actor_id) if event.actor_id else "",
         "object_url": filtered(object_type=event.object_type, object_id=event.object_id) if event.object_id else "",
+        "request_trace_url": trace_url(event.request_id),
+        "object_trace_url": trace_url(event.object_id),
         "change_rows": change_rows(event.changes),
         "metadata_json": json.dumps(event.metadata, indent=2, sort_keys=True, ensure_ascii=False),
         "leaf_hash_hex": bytes(event.leaf_hash).hex(),

@@ -24,6 +24,16 @@ def distinct_values_sql(column: str) -> str:
     )
 
 
+# The newest events of one object id whatever its type (the trace): the object index leads with object_type, so
+# each known type is its own index range read newest first (a LATERAL per type), never a scan of the table.
+# %s: the types, the object id, the limit per type, the overall limit.
+OBJECT_EVENTS_LATEST = (
+    "SELECT e.seq, e.request_id FROM unnest(%s::text[]) AS t(object_type) CROSS JOIN LATERAL ("
+    "SELECT seq, request_id FROM audit_event WHERE object_type = t.object_type AND object_id = %s "
+    "ORDER BY seq DESC LIMIT %s) AS e ORDER BY e.seq DESC LIMIT %s"
+)
+
+
 # ------------------------------------------------------------------------------------ the sequencer (chain.py)
 
 # The sequencer's state, row-locked; a last stamp no datetime holds (the row was tampered with) reads as NULL.

@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -108,6 +108,40 @@ def event_search(*, queryset: QuerySet[AuditEvent], term: str) -> QuerySet[Audit
     if number.isdigit() and len(number) < 19:
         match |= Q(seq=int(number))
     return queryset.filter(match)
+
+
+# What a trace reads of an event (portal/trace): neither the canonical JSON nor the hashes.
+TRACE_DEFERRED = ("canonical", "leaf_hash", "hash", "prev_hash", "source_ip", "user_agent")
+
+
+def events_for_requests(*, request_ids: Sequence[str], limit: int) -> tuple[list[AuditEvent], bool]:
+    """The events recorded under any of ``request_ids``, oldest first: at most ``limit``, and whether there were
+    more (one range of the request id index per id)."""
+    ids = [r for r in dict.fromkeys(request_ids) if r]
+    if not ids or limit <= 0:
+        return [], False
+    rows = list(
+        AuditEvent.objects.filter(request_id__in=ids).defer(*TRACE_DEFERRED).order_by("occurred_at", "seq")[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def object_events_latest(*, object_id: str, limit: int, exclude_types: Collection[str] = ()) -> list[tuple[int, str]]:
+    """``(seq, request_id)`` of the newest ``limit`` events about ``object_id``, whatever its object type (but
+    ``exclude_types``), newest first: one index range per known object type."""
+    types = [t for t in distinct_values("object_type") if t not in exclude_types]
+    if not types or not object_id or limit <= 0:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(queries.OBJECT_EVENTS_LATEST, [types, object_id, limit, limit])
+        return [(int(seq), request_id) for seq, request_id in cursor.fetchall()]
+
+
+def events_by_seq(*, seqs: Sequence[int]) -> list[AuditEvent]:
+    """The events at ``seqs`` (primary key lookups), oldest first."""
+    if not seqs:
+        return []
+    return list(AuditEvent.objects.filter(seq__in=list(seqs)).defer(*TRACE_DEFERRED).order_by("occurred_at", "seq"))
 
 
 def table_estimate(table: str) -> int:

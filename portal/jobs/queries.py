@@ -75,14 +75,15 @@ def task_stats(*, since: dt.datetime, group_by: str) -> list[tuple[Any, ...]]:
 
 
 def batch_delete(table: str, column: str, *, before: dt.datetime, batch: int) -> int:
-    """Delete up to ``batch`` rows of ``table`` whose ``column`` is before ``before``, oldest first; how many.
-    Rows are picked by their physical address (``ctid``: tables keyed otherwise than by ``id`` too), in the same
-    statement, so none can move in between."""
+    """Delete up to ``batch`` rows of ``table`` whose ``column`` is before ``before``, oldest first; how many."""
+    # jobs_link's key is (value, task_id), without an id column: its rows are found again by their ctid (within the
+    # statement; ``= ANY(ARRAY(...))`` is a TID scan, where ``ctid IN (SELECT ...)`` would scan the table).
+    key = "ctid" if table == "jobs_link" else "id"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"""
-            DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                SELECT ctid FROM {table} WHERE {column} < %s ORDER BY {column} LIMIT %s
+            DELETE FROM {table} WHERE {key} = ANY(ARRAY(
+                SELECT {key} FROM {table} WHERE {column} < %s ORDER BY {column} LIMIT %s
             ))
             """,  # noqa: S608  (fixed table and column names, parameters bound)
             [before, batch],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,14 +152,44 @@ def job_carried(job: Job, *, limit: int = 1000) -> Carried:
     )
 
 
-def jobs_carrying(value: str, *, limit: int = 200) -> list[Job]:
-    """The batch jobs that carried ``value`` (a request id or an object id), oldest first."""
-    task_ids = JobLink.objects.filter(value=value).values("task_id")
+def jobs_carrying(value: str, *, limit: int = 200, kind: str = "") -> list[Job]:
+    """The batch jobs that carried ``value`` (a request id or an object id; only that ``kind`` of link if given),
+    oldest first."""
+    links = JobLink.objects.filter(value=value)
+    if kind:
+        links = links.filter(kind=kind)
+    task_ids = links.values("task_id")
     return list(
         Job.objects.filter(task_id__in=task_ids)
         .defer("traceback", "payload", "args", "kwargs")
         .order_by("seen_at")[:limit]
     )
+
+
+# What a trace reads of a job: no traceback, args, payload or result.
+TRACE_DEFERRED = ("traceback", "payload", "args", "kwargs", "result")
+
+
+def jobs_for_requests(*, request_ids: Sequence[str], limit: int) -> tuple[list[Job], set[str], bool]:
+    """The jobs published under any of ``request_ids`` and the batch jobs that carried one of them, oldest first:
+    at most ``limit``; the task ids of the carrying ones (linked, not published under them); whether there were
+    more. Two index lookups (``jobs_job_request``, then ``jobs_link``'s key and the task id's), not an ``OR`` the
+    planner would answer with a scan."""
+    ids = [r for r in dict.fromkeys(request_ids) if r]
+    if not ids or limit <= 0:
+        return [], set(), False
+    direct = list(Job.objects.filter(request_id__in=ids).defer(*TRACE_DEFERRED).order_by("seen_at", "id")[: limit + 1])
+    linked_ids = set(
+        JobLink.objects.filter(value__in=ids, kind=LinkKind.REQUEST).values_list("task_id", flat=True)[: limit + 1]
+    )
+    linked_ids -= {j.task_id for j in direct}
+    linked = (
+        list(Job.objects.filter(task_id__in=linked_ids).defer(*TRACE_DEFERRED).order_by("seen_at", "id"))
+        if linked_ids
+        else []
+    )
+    rows = sorted([*direct, *linked], key=lambda j: (j.seen_at, j.id))
+    return rows[:limit], {j.task_id for j in linked}, len(rows) > limit
 
 
 @dataclass

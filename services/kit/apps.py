@@ -19,3 +19,8 @@ class KitConfig(AppConfig):
         )
 
         admin_audit.connect()
+        # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT or ATRIUM_OTEL_FILE asks for it (nothing at all otherwise):
+        # here, before a WSGI handler loads the middleware and before a worker forks its pool.
+        from services.kit.telemetry import telemetry_setup
+
+        telemetry_setup()

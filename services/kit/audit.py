@@ -26,6 +26,7 @@ from services.kit.context import request_id_var, task_id_var
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.outbox import isoformat, outbox_put
 from services.kit.redaction import REDACTED, redact, sensitive
+from services.kit.telemetry import telemetry_enabled, trace_parent
 
 current_request_var: ContextVar[HttpRequest | None] = ContextVar("atrium_current_request", default=None)
 
@@ -98,6 +99,10 @@ def audit_context(request: HttpRequest | None = None, actor: dict[str, str] | No
     task_id = task_id_var.get()
     if task_id:
         context["task_id"] = task_id
+    if telemetry_enabled():  # the portal's ingest links to it; the chain leaves it out (never hashed)
+        parent = trace_parent()
+        if parent:
+            context["trace_parent"] = parent
     return context
 
 
@@ -138,6 +143,8 @@ def audit_event(
     task_id = shared.get("task_id")
     if task_id:
         body["metadata"].setdefault("task_id", task_id)
+    if shared.get("trace_parent"):
+        body["trace_parent"] = shared["trace_parent"]  # OpenTelemetry on: the span that wrote it (never hashed)
     return body
 
 

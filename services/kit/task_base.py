@@ -10,6 +10,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from services.kit.context import request_id_clean, request_id_new, request_id_var, task_id_var
+from services.kit.telemetry import task_span_annotate, telemetry_enabled
 
 
 class TaskFailed(Exception):
@@ -54,6 +55,8 @@ class AtriumTask(Task):
         header = self.request.get("request_id") or (self.request.headers or {}).get("request_id")
         request_token = request_id_var.set(request_id_clean(header) or request_id_new())
         task_token = task_id_var.set(self.request.id)
+        if telemetry_enabled():  # the task's span started before its ids were known
+            task_span_annotate(request_id=request_id_var.get(), task_id=self.request.id)
         try:
             return super().__call__(*args, **kwargs)
         except (Retry, Ignore, Reject):

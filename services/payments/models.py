@@ -70,6 +70,13 @@ class Payment(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting retry is due.")
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is on it until then.")
     request_id = models.CharField(max_length=128, blank=True, default="")
+    trace_parent = models.CharField(
+        max_length=55,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The W3C traceparent it was created under, when OpenTelemetry is on (the drain links to it).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

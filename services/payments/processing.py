@@ -55,6 +55,7 @@ from services.kit.db import database_transient
 from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
+from services.kit.telemetry import batch_links_add, telemetry_enabled
 from services.payments import metrics, queries, services
 from services.payments.ledger import HOLD_LIFETIME, PROCESSING_ERROR, Ledger, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
@@ -146,6 +147,8 @@ def run(ids: list[str]) -> BatchResult:
     (:func:`advance`); the rest go on.
     """
     result = BatchResult()
+    if telemetry_enabled():
+        _batch_link(ids)
     try:
         _run_isolating(ids, result)
     finally:
@@ -153,6 +156,13 @@ def run(ids: list[str]) -> BatchResult:
     for payment_id, delay in result.suspects.items():
         services.process_send(payment_id, countdown=delay)
     return result
+
+
+def _batch_link(ids: list[str]) -> None:
+    """OpenTelemetry: the span running this batch (the drain's) links to the context each payment was created in
+    and lists their request ids (:func:`services.kit.telemetry.batch_links_add`)."""
+    rows = Payment.objects.filter(id__in=ids).values_list("id", "trace_parent", "request_id")
+    batch_links_add((payment_id, parent, request_id) for payment_id, parent, request_id in rows)
 
 
 def _run_isolating(ids: list[str], result: BatchResult) -> None:

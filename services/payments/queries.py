@@ -117,6 +117,7 @@ INSERT_COLUMNS = (
     "failure_code",
     "failure_message",
     "attempts",
+    "trace_parent",
 )
 INSERT_SQL = (
     f"INSERT INTO payments_payment ({', '.join(INSERT_COLUMNS)}, metadata, status_history) "  # noqa: S608

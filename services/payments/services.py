@@ -28,6 +28,7 @@ from services.kit.db import execute as db_execute
 from services.kit.logs import get_logger
 from services.kit.metadata import metadata_check
 from services.kit.outbox import isoformat, outbox_put_many
+from services.kit.telemetry import trace_parent
 from services.payments import idempotency, queries
 from services.payments.bodies import payment_body
 from services.payments.errors import (
@@ -177,6 +178,7 @@ def payment_create(
         status=PaymentStatus.CREATED,
         status_history=[{"status": PaymentStatus.CREATED, "at": isoformat(now)}],
         request_id=request_id_var.get() or "",
+        trace_parent=trace_parent(),  # "" unless OpenTelemetry is on
         created_at=now,
         updated_at=now,
     )

@@ -183,6 +183,7 @@ def _seed(
             },
             r"^/api/v1/catalog/teams/\{slug\}": {"path.slug": "fuzzers"},
             r"^/api/v1/jobs/tasks/\{task_id\}": {"path.task_id": job.task_id},
+            r"^/api/v1/trace/\{trace_id\}$": {"path.trace_id": job.task_id},
         },
         "ledger": {
             r"^/api/v1/accounts/\{id\}": {"path.id": shop["id"]},

@@ -236,7 +236,7 @@ def test_a_viewer_reads_the_dashboard_and_an_operator_retries_a_failed_task(
     save_screenshot(page, "jobs-list", tmp_path)
 
     # and open the ledger's failed task: its timeline and traceback, and no Retry button for a viewer
-    page.locator(f"tr[data-task-id='{failed}'] a").click()
+    page.locator(f"tr[data-task-id='{failed}'] a").first.click()  # the task; the second link is its request's trace
     page.wait_for_url(f"{base}/admin/jobs/tasks/{failed}/")
     expect(page.locator("#task-state")).to_have_text("\u2716 failed")
     expect(page.locator("#task-traceback")).to_contain_text("AccountFrozen: Account acc_7Hq2 is frozen")

@@ -16,6 +16,9 @@ from portal.jobs import selectors
 from portal.jobs.models import FINAL_STATES, Job, JobEvent
 from portal.jobs.pages.common import duration, tasks_url
 from portal.jobs.services import RETRYABLE_STATES
+from portal.ui.links import trace_url
+
+CARRIED_SHOWN = 200  # of each kind, on the page (the rest are counted)
 
 # What a timeline event's detail shows, in this order (the rest repeats the task's own columns).
 TIMELINE_DETAIL = (
@@ -53,6 +56,9 @@ class TaskPage:
     request_tasks_url: str
     runtime: str
     now: dt.datetime
+    carried: selectors.Carried
+    trace_url: str  # this task's trace: the job, its request, and every request it carried
+    request_trace_url: str
 
 
 def pretty(value: Any) -> str:
@@ -109,4 +115,7 @@ def task_page(*, job: Job, now: dt.datetime | None = None) -> TaskPage:
         request_tasks_url=tasks_url(request_id=job.request_id) if job.request_id else "",
         runtime=duration(job.runtime_ms),
         now=now,
+        carried=selectors.job_carried(job, limit=CARRIED_SHOWN),
+        trace_url=trace_url(job.task_id),
+        request_trace_url=trace_url(job.request_id),
     )
