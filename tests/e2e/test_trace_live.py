@@ -15,7 +15,7 @@ from portal.jobs.models import Job
 from tests.e2e.payments_stack import payments_stack
 from tests.harness import ProcessHarness
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 RIDS = ("acc-rid-1", "acc-rid-2", "acc-rid-3")
 STEPS = ["created", "screening", "processing", "settled"]
@@ -73,14 +73,43 @@ def test_three_requests_settled_in_one_drain_are_each_found_by_their_own_id(
 
     # The jobs API finds the drain for each id, marked linked; and by the payment's id.
     client_id, secret = all_access_client
-    portal = httpx.Client(
-        base_url=live_portal.url,
-        headers={"Authorization": f"Bearer {get_token(client_id, secret, 'portal', scope='jobs:read')}"},
-        timeout=30,
-    )
+    token = get_token(client_id, secret, "portal", scope="jobs:read audit:read")
+    portal = httpx.Client(base_url=live_portal.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     for rid, payment in payments.items():
         rows = portal.get("/api/v1/jobs/tasks", params={"request_id": rid}).json()["results"]
-        linked = [r for r in rows if r["linked"]]
+        linked = [r for r in rows if r["linked"] and r["name"] == "payments.drain"]
         assert [r["task_id"] for r in linked] == [drain.task_id], rows
+        # (the consumers of its domain events are linked too: each handled an event of the request)
+        assert {r["name"] for r in rows if r["linked"]} <= {"payments.drain", "payments.domain_event"}
         by_object = portal.get("/api/v1/jobs/tasks", params={"object_id": payment["id"]}).json()["results"]
-        assert [r["task_id"] for r in by_object] == [drain.task_id]
+        assert [r["task_id"] for r in by_object if r["name"] == "payments.drain"] == [drain.task_id]
+
+    # The trace: for each request id, its payment's four steps (none of the others'), its ledger transaction and
+    # that transaction's events, and the drain that carried it; the payment's id gives the same timeline.
+    for rid, payment in payments.items():
+        others = {p["id"] for r, p in payments.items() if r != rid}
+        trace = portal.get(f"/api/v1/trace/{rid}")
+        assert trace.status_code == 200, trace.text
+        body = trace.json()
+        assert (body["kind"], body["request_ids"], body["audit_visible"]) == ("request", [rid], True)
+        audit = [e for e in body["timeline"] if e["kind"] == "audit"]
+        steps = [e["title"].rsplit(".", 1)[1] for e in audit if e["object"]["id"] == payment["id"]]
+        assert steps == STEPS, (rid, steps)
+        assert not [e for e in audit if e["object"]["id"] in others]
+        ledger = sorted(e["title"] for e in audit if e["object"]["id"] == txns[rid])
+        assert ledger == ["ledger.transaction.created", "ledger.transaction.posted"]
+        jobs = [e for e in body["timeline"] if e["kind"] == "job" and e["title"] == "payments.drain"]
+        assert [(j["task_id"], j["linked"], j["state"]) for j in jobs] == [(drain.task_id, True, "succeeded")]
+        assert jobs[0]["queue_wait_ms"] is not None
+        assert jobs[0]["runtime_ms"] is not None
+        times = [e["at"] for e in body["timeline"]]
+        assert times == sorted(times)
+        objects = {o["id"]: o for o in body["objects"]}
+        assert objects[payment["id"]]["status"] == "settled"
+        assert not objects[payment["id"]]["pending"]
+        assert txns[rid] in objects
+
+        by_payment = portal.get(f"/api/v1/trace/{payment['id']}").json()
+        assert (by_payment["kind"], by_payment["request_ids"]) == ("object", [rid])
+        same = [(e["kind"], e["title"], e["at"]) for e in by_payment["timeline"]]
+        assert same == [(e["kind"], e["title"], e["at"]) for e in body["timeline"]]
