@@ -68,7 +68,7 @@ class LedgerProxy:
     def _settle_ids(self, document: Any, action: str) -> set[str]:
         if not isinstance(document, dict) or document.get("action") != action:
             return set()
-        return {str(t) for t in document.get("transactions") or []}
+        return {_settle_id(t) for t in document.get("transactions") or []}
 
     def refuse_batch_with(self, payment_ids: set[str], code: str = "batch_poisoned") -> None:
         """A hold batch naming one of these payments is refused as a whole (422), as an older or stricter ledger
@@ -124,9 +124,15 @@ class LedgerProxy:
             ids = document.get("transactions") if isinstance(document, dict) else None
             if not ids or not self._settle_ids(document, "post") & poisoned:
                 return None
-            return json_reply(200, {"results": [{"index": i, "id": t} for i, t in enumerate(ids)]})
+            return json_reply(200, {"results": [{"index": i, "id": _settle_id(t)} for i, t in enumerate(ids)]})
 
         self.rules.append(rule)
+
+
+def _settle_id(item: Any) -> str:
+    """A settle call's item: a transaction id, or ``{"id", "request_id"}`` (the payments worker sends the payment's
+    request id with each)."""
+    return str(item.get("id")) if isinstance(item, dict) else str(item)
 
 
 def _problem(status: int, code: str, detail: str) -> Reply:
