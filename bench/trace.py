@@ -37,7 +37,8 @@ from typing import Any
 import psycopg
 
 from bench.audit import run_checked
-from devtools.infra import REPO_ROOT, database_create, database_drop, database_url_with_name, infra_start, venv_env
+from bench.jobs import _env as jobs_env
+from devtools.infra import REPO_ROOT, database_create, database_drop, database_url_with_name, infra_start
 
 TARGET_P95_MS = 100.0
 DRAIN_CARRIES = 100
@@ -45,21 +46,10 @@ PAY_OBJECTS = 200_000  # bench.audit._generate: object ids cycle over 200,000 nu
 
 
 def _env(database_url: str, redis_url: str) -> dict[str, str]:
-    env = venv_env(dict(os.environ))
-    for name in ("DATABASE_URL", "PORTAL_DATABASE_URL", "LEDGER_DATABASE_URL", "PAYMENTS_DATABASE_URL"):
-        env.pop(name, None)
-    env.update(
-        {
-            "ATRIUM_ENV": "test",
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "PORTAL_DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "ATRIUM_OUTBOX_RELAY": "off",
-            "ATRIUM_VAR_DIR": str(REPO_ROOT / "var" / "bench-trace"),
-            "LOG_LEVEL": "WARNING",
-        }
+    """The portal's environment as the job benchmark sets it, with this benchmark's own stream and var directory."""
+    return jobs_env(
+        database_url, redis_url, "atrium:jobs:bench-trace", ATRIUM_VAR_DIR=str(REPO_ROOT / "var" / "bench-trace")
     )
-    return env
 
 
 # --- inside Django (python -m bench.trace --child ROLE ARG) ----------------------------------------------------
