@@ -344,7 +344,7 @@ def kit_settings(
             "DEFAULT_PAGINATION_CLASS": "services.kit.pagination.CursorPagination",
             "PAGE_SIZE": 50,
             "EXCEPTION_HANDLER": "services.kit.errors.problem_exception_handler",
-            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "DEFAULT_SCHEMA_CLASS": "services.kit.schema.AtriumAutoSchema",
             "UNAUTHENTICATED_USER": None,
         },
         "SPECTACULAR_SETTINGS": {
@@ -356,6 +356,10 @@ def kit_settings(
             "REDOC_DIST": "SIDECAR",
             "COMPONENT_SPLIT_REQUEST": True,
             "SCHEMA_PATH_PREFIX": r"/api/v1",
+            # Swagger UI: "Authorize" takes a machine client's id and secret (OAuth 2.0 client credentials at the
+            # portal's token URL, services/kit/schema.py) and keeps the token across reloads; "Try it out" shows
+            # how long each call took.
+            "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True, "deepLinking": True},
             "POSTPROCESSING_HOOKS": [
                 "drf_spectacular.hooks.postprocess_schema_enums",
                 "services.kit.schema.problem_responses",

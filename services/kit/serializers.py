@@ -4,7 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from services.kit.schema import AMOUNT_SCHEMA, CURRENCY_SCHEMA
+
+
+@extend_schema_field(AMOUNT_SCHEMA)
+class AmountField(serializers.IntegerField):
+    """An amount: an integer of minor units, at least 1 (documented as ``AMOUNT_SCHEMA``)."""
+
+
+@extend_schema_field(AMOUNT_SCHEMA)
+class AmountInputField(serializers.JSONField):
+    """An amount in a request, documented as ``AMOUNT_SCHEMA`` but taking any JSON value, so that the service
+    refuses a wrong one with its own code (``invalid_amount``)."""
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "example": 1250})
+class MinorUnitsField(serializers.IntegerField):
+    """A signed sum of minor units (a balance, a total); its ``help_text`` says which."""
+
+
+@extend_schema_field(CURRENCY_SCHEMA)
+class CurrencyField(serializers.RegexField):
+    """An ISO 4217 currency code (``CURRENCY_SCHEMA``); the shape only, a service decides which it takes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("error_messages", {"invalid": "Use an ISO 4217 code such as EUR."})
+        super().__init__(r"^[A-Z]{3}$", **kwargs)
+
+
+@extend_schema_field(CURRENCY_SCHEMA)
+class CurrencyInputField(serializers.JSONField):
+    """A currency in a request, documented as ``CURRENCY_SCHEMA`` but taking any JSON value, so that the service
+    refuses a wrong one with its own code (``unsupported_currency``)."""
 
 
 class StrictSerializer(serializers.Serializer):

@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from services.kit.context import request_id_clean
-from services.kit.serializers import StrictSerializer
+from services.kit.serializers import AmountField, AmountInputField, CurrencyField, MinorUnitsField, StrictSerializer
 from services.ledger.models import MAX_AMOUNT, Account, AccountStatus, Direction, NormalBalance, Posting, Transaction
 from services.ledger.services.transactions import PostingInput, TransactionInput
 
@@ -19,8 +19,19 @@ CURRENCY = r"^[A-Z]{3}$"
 
 
 class AccountSerializer(serializers.ModelSerializer):
-    balance = serializers.IntegerField(read_only=True)
-    available = serializers.IntegerField(read_only=True)
+    currency = CurrencyField(read_only=True)
+    overdraft_limit = MinorUnitsField(read_only=True, help_text="How far below zero the available balance may go.")
+    debits_posted = MinorUnitsField(read_only=True, help_text="Posted debits, ever.")
+    credits_posted = MinorUnitsField(read_only=True, help_text="Posted credits, ever.")
+    debits_pending = MinorUnitsField(read_only=True, help_text="Debits held by pending transactions.")
+    credits_pending = MinorUnitsField(read_only=True, help_text="Credits held by pending transactions.")
+    balance = MinorUnitsField(
+        read_only=True,
+        help_text="Posted balance on the account's normal side (credits minus debits for a credit-normal account).",
+    )
+    available = MinorUnitsField(
+        read_only=True, help_text="What can be spent: the balance less pending debits (or credits)."
+    )
 
     class Meta:
         model = Account
@@ -48,9 +59,11 @@ class AccountSerializer(serializers.ModelSerializer):
 class AccountCreateSerializer(StrictSerializer):
     code = serializers.CharField(max_length=100, required=False, allow_null=True, allow_blank=True)
     name = serializers.CharField(max_length=200)
-    currency = serializers.RegexField(CURRENCY, error_messages={"invalid": "Use an ISO 4217 code such as EUR."})
+    currency = CurrencyField()
     normal_balance = serializers.ChoiceField(choices=NormalBalance.choices)
-    overdraft_limit = serializers.IntegerField(min_value=0, max_value=MAX_AMOUNT, default=0)
+    overdraft_limit = serializers.IntegerField(
+        min_value=0, max_value=MAX_AMOUNT, default=0, help_text="In minor units; 0 (the default) allows none."
+    )
     allow_negative = serializers.BooleanField(default=False)
     metadata = serializers.DictField(default=dict)
 
@@ -63,6 +76,7 @@ class AccountUpdateSerializer(StrictSerializer):
 
 class PostingSerializer(serializers.ModelSerializer):
     account = serializers.CharField(source="account_id")
+    amount = AmountField()
 
     class Meta:
         model = Posting
@@ -73,6 +87,7 @@ class AccountPostingSerializer(serializers.ModelSerializer):
     transaction = serializers.CharField(source="transaction_id")
     reference = serializers.CharField(source="transaction.reference")
     status = serializers.CharField(source="transaction.status")
+    amount = AmountField()
 
     class Meta:
         model = Posting
@@ -81,6 +96,7 @@ class AccountPostingSerializer(serializers.ModelSerializer):
 
 class TransactionSerializer(serializers.ModelSerializer):
     postings = serializers.SerializerMethodField()
+    currency = CurrencyField(read_only=True)
 
     class Meta:
         model = Transaction
@@ -142,14 +158,14 @@ class PostingInputSerializer(StrictSerializer):
     account = serializers.CharField(max_length=40)
     direction = serializers.ChoiceField(choices=Direction.choices)
     # Any JSON value: the service refuses non-integers, ≤ 0 and > 2^63-1 with code invalid_amount.
-    amount = serializers.JSONField()
+    amount = AmountInputField()
 
 
 class TransactionInputSerializer(StrictSerializer):
     reference = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     pending = serializers.BooleanField(default=False)
-    currency = serializers.RegexField(CURRENCY, required=False)
+    currency = CurrencyField(required=False)
     postings = serializers.ListField(child=PostingInputSerializer(), allow_empty=True, max_length=100)
     metadata = serializers.DictField(default=dict)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -367,9 +383,9 @@ class BatchResultSerializer(serializers.Serializer):
 class BalanceSerializer(serializers.Serializer):
     account = serializers.CharField(source="account.id")
     as_of = serializers.DateTimeField()
-    debits_posted = serializers.IntegerField()
-    credits_posted = serializers.IntegerField()
-    debits_pending = serializers.IntegerField()
-    credits_pending = serializers.IntegerField()
-    balance = serializers.IntegerField()
-    available = serializers.IntegerField()
+    debits_posted = MinorUnitsField(help_text="Posted debits up to as_of.")
+    credits_posted = MinorUnitsField(help_text="Posted credits up to as_of.")
+    debits_pending = MinorUnitsField(help_text="Debits held by transactions pending at as_of.")
+    credits_pending = MinorUnitsField(help_text="Credits held by transactions pending at as_of.")
+    balance = MinorUnitsField(help_text="Posted balance at as_of, on the account's normal side.")
+    available = MinorUnitsField(help_text="What could be spent at as_of.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema_view, inline_serializer
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -17,9 +17,11 @@ from services.kit.canonical_urls import id_segment
 from services.kit.context import request_id_clean
 from services.kit.errors import DomainError
 from services.kit.pagination import IdCursor
+from services.kit.schema import api_operation
 from services.kit.telemetry import span_request_ids_set
 from services.kit.timestamps import timestamp_parse
-from services.ledger import selectors
+from services.ledger import errors, selectors
+from services.ledger.api import examples
 from services.ledger.api.serializers import (
     AccountCreateSerializer,
     AccountPostingSerializer,
@@ -36,11 +38,38 @@ from services.ledger.api.serializers import (
     transaction_input,
     transaction_input_fast,
 )
-from services.ledger.errors import BatchRejected, InvalidTimestamp
 from services.ledger.filtersets import AccountFilterSet, PostingFilterSet, TransactionFilterSet
 from services.ledger.services import accounts, bulk, settlement, transactions
 
+_TRANSACTION_REFUSALS = (
+    errors.AccountNotFound,
+    errors.CurrencyMismatch,
+    errors.Unbalanced,
+    errors.TooFewPostings,
+    errors.InvalidAmount,
+    errors.InvalidCurrency,
+    errors.InsufficientFunds,
+    errors.AccountFrozen,
+    errors.AccountClosed,
+    errors.ReferenceConflict,
+)
 
+
+@extend_schema_view(
+    list=api_operation(
+        summary="List accounts",
+        description="Accounts, oldest first, with their running balances. Filter by `currency`, `status` or "
+        "`code`; follow `next` (a cursor) for the next page.",
+        examples=[examples.account],
+    ),
+    retrieve=api_operation(
+        summary="Get an account",
+        description="An account and its balances now: posted debits and credits, amounts held by pending "
+        "transactions, `balance` and `available` (all in minor units).",
+        errors=[errors.AccountAbsent],
+        examples=[examples.account],
+    ),
+)
 class AccountViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
@@ -55,21 +84,44 @@ class AccountViewSet(
     def get_object(self) -> Any:
         return selectors.account_get(account_id=self.kwargs["pk"])
 
-    @extend_schema(request=AccountCreateSerializer, responses={201: AccountSerializer})
+    @api_operation(
+        summary="Create an account",
+        description="Opens an account in one currency, with a normal balance: `credit` for what the business owes "
+        "(a customer's wallet), `debit` for what it owns (a bank account). Give a `code` of your own to find it "
+        "again; it is unique. An account cannot go below zero unless it has an `overdraft_limit` or "
+        "`allow_negative`.",
+        errors=[errors.DuplicateAccountCode, errors.InvalidAmount, errors.InvalidCurrency],
+        examples=[examples.account_create, examples.account_created],
+        request=AccountCreateSerializer,
+        responses={201: AccountSerializer},
+    )
     def create(self, request: Request) -> Response:
         serializer = AccountCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         account = accounts.account_create(**serializer.validated_data)
         return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=AccountUpdateSerializer, responses={200: AccountSerializer})
+    @api_operation(
+        summary="Update an account",
+        description="Renames an account, replaces its metadata, or changes its status: `frozen` refuses new "
+        "postings, `active` takes them again, `closed` is final and needs a zero balance and nothing pending.",
+        errors=[errors.AccountAbsent, errors.AccountClosed, errors.AccountNotEmpty],
+        examples=[examples.account_update, examples.account_frozen],
+        request=AccountUpdateSerializer,
+        responses={200: AccountSerializer},
+    )
     def partial_update(self, request: Request, pk: str) -> Response:
         serializer = AccountUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         account = accounts.account_update(account_id=pk, **serializer.validated_data)
         return Response(AccountSerializer(account).data)
 
-    @extend_schema(
+    @api_operation(
+        summary="List an account's postings",
+        description="Every posting on the account, oldest first, with its transaction's reference and status; "
+        "an account statement. Bound it with `created_after` / `created_before`.",
+        errors=[errors.AccountAbsent, errors.InvalidTimestamp],
+        examples=[examples.posting],
         parameters=[
             OpenApiParameter("created_after", str, description="ISO 8601 instant (inclusive)"),
             OpenApiParameter("created_before", str, description="ISO 8601 instant (exclusive)"),
@@ -80,11 +132,16 @@ class AccountViewSet(
     def postings(self, request: Request, pk: str) -> Response:
         filters = PostingFilterSet(request.query_params, queryset=selectors.posting_list(account_id=pk))
         if not filters.is_valid():
-            raise InvalidTimestamp("; ".join(f"{k}: {' '.join(v)}" for k, v in filters.errors.items()))
+            raise errors.InvalidTimestamp("; ".join(f"{k}: {' '.join(v)}" for k, v in filters.errors.items()))
         page = self.paginate_queryset(filters.qs)
         return self.get_paginated_response(AccountPostingSerializer(page, many=True).data)
 
-    @extend_schema(
+    @api_operation(
+        summary="Get an account's balance at an instant",
+        description="The account's balances as they were at `as_of` (default: now), from the postings made "
+        "before it: for month-end reports and reconciliation.",
+        errors=[errors.AccountAbsent, errors.InvalidTimestamp],
+        examples=[examples.balance],
         parameters=[OpenApiParameter("as_of", str, description="ISO 8601 instant; default now")],
         responses={200: BalanceSerializer},
     )
@@ -96,11 +153,25 @@ class AccountViewSet(
             try:
                 as_of = timestamp_parse(raw)
             except ValueError as exc:
-                raise InvalidTimestamp(f"as_of must be an ISO 8601 timestamp, got {raw!r}.") from exc
+                raise errors.InvalidTimestamp(f"as_of must be an ISO 8601 timestamp, got {raw!r}.") from exc
         balance = selectors.account_balance_as_of(account_id=pk, as_of=as_of)
         return Response(BalanceSerializer(balance).data)
 
 
+@extend_schema_view(
+    list=api_operation(
+        summary="List transactions",
+        description="Transactions, oldest first. Filter by `reference`, `reference_prefix`, `status`, `account` "
+        "(any posting on it) or creation time.",
+        examples=[examples.transaction],
+    ),
+    retrieve=api_operation(
+        summary="Get a transaction",
+        description="A transaction with its postings.",
+        errors=[errors.TransactionNotFound],
+        examples=[examples.transaction],
+    ),
+)
 class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Balanced transactions: created posted or pending (a hold), then posted or voided."""
 
@@ -113,8 +184,17 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     def get_object(self) -> Any:
         return selectors.transaction_get(transaction_id=self.kwargs["pk"])
 
-    @extend_schema(
-        request=TransactionInputSerializer, responses={201: TransactionSerializer, 200: TransactionSerializer}
+    @api_operation(
+        summary="Create a transaction",
+        description="Books a balanced transaction: its postings' debits equal its credits, all in one currency "
+        "(amounts in minor units). It is applied at once (`posted`), or held (`pending: true`) until you post or "
+        "void it or it expires. The `reference` is yours and makes the call safe to retry: the same reference "
+        "with the same content answers 200 with the transaction made the first time; with other content, 409 "
+        "`reference_conflict`.",
+        errors=(*_TRANSACTION_REFUSALS, errors.BatchRejected),
+        examples=[examples.transaction_create, examples.transaction_hold, examples.transaction_created],
+        request=TransactionInputSerializer,
+        responses={201: TransactionSerializer, 200: TransactionSerializer},
     )
     def create(self, request: Request) -> Response:
         item = transaction_input_fast(request.data)
@@ -127,12 +207,38 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             TransactionSerializer(txn).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
-    @extend_schema(request=None, responses={200: TransactionSerializer})
+    @api_operation(
+        summary="Post a pending transaction",
+        description="Applies a held transaction: its amounts move from pending to posted.",
+        errors=[
+            errors.TransactionNotFound,
+            errors.TransactionNotPending,
+            errors.AccountFrozen,
+            errors.AccountClosed,
+            errors.InvalidAmount,
+        ],
+        examples=[examples.transaction_posted],
+        request=None,
+        responses={200: TransactionSerializer},
+    )
     @action(detail=True, methods=["post"])
     def post(self, request: Request, pk: str) -> Response:
         return Response(TransactionSerializer(settlement.transaction_post(transaction_id=pk)).data)
 
-    @extend_schema(request=None, responses={200: TransactionSerializer})
+    @api_operation(
+        summary="Void a pending transaction",
+        description="Releases a held transaction: its pending amounts are given back and nothing is posted.",
+        errors=[
+            errors.TransactionNotFound,
+            errors.TransactionNotPending,
+            errors.AccountFrozen,
+            errors.AccountClosed,
+            errors.InvalidAmount,
+        ],
+        examples=[examples.transaction_voided],
+        request=None,
+        responses={200: TransactionSerializer},
+    )
     @action(detail=True, methods=["post"])
     def void(self, request: Request, pk: str) -> Response:
         return Response(TransactionSerializer(settlement.transaction_void(transaction_id=pk)).data)
@@ -144,7 +250,14 @@ class TransactionBatchView(APIView):
     # 1,000 transactions need more than the ledger's 1 MiB body limit (services/kit/middleware.py).
     max_body_setting = "LEDGER_MAX_BATCH_BODY_BYTES"
 
-    @extend_schema(
+    @api_operation(
+        summary="Create up to 1,000 transactions",
+        description="Each item is a transaction as for a single create, with its own `request_id` if you like; "
+        "the answer has one result per item, in order: `created`, `exists` (its reference was used with the "
+        "same content) or `error` with a `code`. A refused item fails alone unless `atomic` is true: then "
+        "nothing is applied and the call answers 422 `batch_rejected` with every item's result.",
+        errors=[errors.BatchRejected],
+        examples=[examples.batch, examples.batch_results],
         request=BatchInputSerializer,
         responses={200: inline_serializer("BatchResults", {"results": BatchResultSerializer(many=True)})},
     )
@@ -192,7 +305,12 @@ class TransactionBatchView(APIView):
 class TransactionSettleBatchView(APIView):
     """Post or void up to 1,000 pending transactions in one call, each with its own result."""
 
-    @extend_schema(
+    @api_operation(
+        summary="Post or void up to 1,000 pending transactions",
+        description="Settles many holds in one call: `action` is `post` or `void`, each item a transaction id "
+        "(or `{id, request_id}`). One result per item, in order: `posted`, `voided`, or `error` with a `code` "
+        "(`not_found`, `transaction_not_pending`, …); an item's refusal never fails the others.",
+        examples=[examples.settle, examples.settle_results],
         request=SettleBatchInputSerializer,
         responses={200: inline_serializer("SettleResults", {"results": SettleResultSerializer(many=True)})},
     )
@@ -224,7 +342,7 @@ def _request_id(raw: Any) -> str:
 
 def _run(items: list[Any], atomic: bool, shape_errors: dict[int, dict[str, Any]]) -> list[Any]:
     if atomic and shape_errors:
-        raise BatchRejected(
+        raise errors.BatchRejected(
             "At least one transaction is malformed, so none were applied.",
             extra={"results": list(shape_errors.values())},
         )

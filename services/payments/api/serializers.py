@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from services.kit.serializers import StrictSerializer
+from services.kit.serializers import AmountField, AmountInputField, CurrencyField, CurrencyInputField, StrictSerializer
 from services.payments.models import Payment
 
 
@@ -14,8 +14,8 @@ class PaymentCreateSerializer(StrictSerializer):
     """The request body. ``amount`` and ``currency`` are checked by the service (``invalid_amount``,
     ``unsupported_currency``), so any JSON value reaches it; the rest is shape only."""
 
-    amount = serializers.JSONField()
-    currency = serializers.JSONField()
+    amount = AmountInputField()
+    currency = CurrencyInputField()
     source_account = serializers.CharField(max_length=40)
     destination_account = serializers.CharField(max_length=40)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
@@ -70,6 +70,8 @@ class StatusChangeSerializer(serializers.Serializer):
 
 
 class PaymentSerializer(serializers.ModelSerializer):
+    amount = AmountField()
+    currency = CurrencyField()
     ledger_transaction = serializers.SerializerMethodField()
     status_history = StatusChangeSerializer(many=True)
 

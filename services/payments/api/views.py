@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from services.kit.pagination import IdCursor
-from services.payments import idempotency, selectors, services
+from services.kit.schema import api_operation
+from services.payments import errors, idempotency, selectors, services
 from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer, create_input_fast
 from services.payments.filtersets import PaymentFilterSet
 from services.payments.models import Payment
@@ -18,12 +19,58 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     idempotency.HEADER,
     str,
     OpenApiParameter.HEADER,
+    required=False,
     description="Makes the creation safe to retry: the same key with the same body answers the saved "
     "response again (header Idempotent-Replayed: true) for 24 h; with another body, 422 "
     "idempotency_key_reused; while the first request runs, 409 idempotency_key_in_progress.",
 )
 
 
+_PAYMENT = {
+    "id": "pay_01m91tj5ev42na01t62vyy23q9",
+    "status": "settled",
+    "amount": 1250,
+    "currency": "EUR",
+    "source_account": "acc_01m91tj5evthg5y88hn0fhqfcz",
+    "destination_account": "acc_01m91tj5ew2c6x0yq7k3p8d4rb",
+    "description": "Invoice 2026-118",
+    "metadata": {"invoice": "2026-118"},
+    "ledger_transaction": "txn_01m91tj5evgh0f2v6jnfcwavj8",
+    "failure_code": "",
+    "failure_message": "",
+    "status_history": [
+        {"status": "created", "at": "2026-12-04T09:31:00.000000Z"},
+        {"status": "screening", "at": "2026-12-04T09:31:00.120000Z"},
+        {"status": "processing", "at": "2026-12-04T09:31:00.180000Z"},
+        {"status": "settled", "at": "2026-12-04T09:31:00.410000Z"},
+    ],
+    "created_at": "2026-12-04T09:31:00.000000Z",
+    "updated_at": "2026-12-04T09:31:00.410000Z",
+}
+_CREATED = _PAYMENT | {
+    "status": "created",
+    "ledger_transaction": None,
+    "status_history": _PAYMENT["status_history"][:1],
+    "updated_at": "2026-12-04T09:31:00.000000Z",
+}
+_PAYMENT_EXAMPLE = OpenApiExample("A settled payment", value=_PAYMENT, response_only=True)
+
+
+@extend_schema_view(
+    list=api_operation(
+        summary="List payments",
+        description="Payments, oldest first. Filter by `status`, `currency`, an account (`source_account`, "
+        "`destination_account`) or creation time; follow `next` for the next page.",
+        examples=[_PAYMENT_EXAMPLE],
+    ),
+    retrieve=api_operation(
+        summary="Get a payment",
+        description="A payment and its status history. Poll it (or its trace page) to see it settle: `created` "
+        "→ `screening` → `processing` → `settled`, or `review`, `failed`, `canceled` with a `failure_code`.",
+        errors=[errors.PaymentNotFound],
+        examples=[_PAYMENT_EXAMPLE],
+    ),
+)
 class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Payment orders: accepted at once (``created``), carried out by the payments workers."""
 
@@ -36,7 +83,38 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def get_object(self) -> Payment:
         return selectors.payment_get(self.kwargs["pk"])
 
-    @extend_schema(
+    @api_operation(
+        summary="Create a payment",
+        description="Orders a transfer of `amount` (integer minor units: 1250 is EUR 12.50) from one ledger "
+        "account to another in the same currency. It is accepted at once (201, status `created`) and carried "
+        "out by the payments workers: screened, held and settled in the ledger. Send an `Idempotency-Key` to "
+        "retry safely: the same key and body answer the first response again with `Idempotent-Replayed: true`.",
+        errors=[
+            errors.InvalidAmount,
+            errors.AmountTooLarge,
+            errors.UnsupportedCurrency,
+            errors.SameAccount,
+            errors.AccountNotFound,
+            errors.CurrencyMismatch,
+            errors.IdempotencyKeyReused,
+            errors.IdempotencyKeyInProgress,
+            errors.InvalidIdempotencyKey,
+        ],
+        examples=[
+            OpenApiExample(
+                "Pay EUR 12.50",
+                value={
+                    "amount": 1250,
+                    "currency": "EUR",
+                    "source_account": _PAYMENT["source_account"],
+                    "destination_account": _PAYMENT["destination_account"],
+                    "description": "Invoice 2026-118",
+                    "metadata": {"invoice": "2026-118"},
+                },
+                request_only=True,
+            ),
+            OpenApiExample("The payment, accepted", value=_CREATED, response_only=True, status_codes=["201"]),
+        ],
         request=PaymentCreateSerializer,
         responses={201: PaymentSerializer},
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -60,7 +138,21 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             _, body = services.payment_create(client_id=request.user.client_id, claim=held, **data)
         return Response(body, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: PaymentSerializer})
+    @api_operation(
+        summary="Cancel a payment",
+        description="Cancels a payment that is still `created` or `screening`; later it is too late (409 "
+        "`payment_not_cancelable`).",
+        errors=[errors.PaymentNotFound, errors.PaymentNotCancelable],
+        examples=[
+            OpenApiExample(
+                "The payment, canceled",
+                value=_CREATED | {"status": "canceled", "updated_at": "2026-12-04T09:31:00.050000Z"},
+                response_only=True,
+            )
+        ],
+        request=None,
+        responses={200: PaymentSerializer},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         return Response(PaymentSerializer(services.payment_cancel(payment_id=pk)).data)
