@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery.exceptions import TimeoutError as CeleryTimeout
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from portal.identity.roles import ROLE_ADMIN, ROLE_OPERATOR
 from services.kit.celery_app import app
 from services.kit.errors import DomainError
+from services.kit.schema import api_operation
 from services.kit.serializers import StrictSerializer
 
 
@@ -32,7 +33,23 @@ class PingView(APIView):
     required_scopes = {"POST": {"portal:write"}}
     required_roles = [ROLE_ADMIN, ROLE_OPERATOR]
 
-    @extend_schema(
+    @api_operation(
+        summary="Ping a portal worker",
+        description="Sends a ping task to the portal's queue and waits (up to `timeout` seconds) for a worker's "
+        "answer: a check that the broker and the workers are up. Admins and operators.",
+        errors=[WorkerTimeout],
+        examples=[
+            OpenApiExample("Wait up to 5 s", value={"message": "ping", "timeout": 5}, request_only=True),
+            OpenApiExample(
+                "A worker answered",
+                value={
+                    "task_id": "5b1f0c2e-8f7a-4d1e-9c3b-2a6d7e8f9a0b",
+                    "request_id": "req_01m91tj5evb16g3wrkrk6xt9rh",
+                    "worker": {"message": "ping", "hostname": "portal@host-1", "pid": 4242},
+                },
+                response_only=True,
+            ),
+        ],
         request=PingSerializer,
         responses=inline_serializer(
             "PingResult",

@@ -47,19 +47,25 @@ def raised_errors(view_class: type, method_name: str) -> set[type[DomainError]]:
 
 
 class _Found:
-    """What a piece of code can raise (``escaping``), and every domain error raised anywhere beneath it, caught
-    or not (``everything``): code that keeps a caught error and raises it later (``raise result.error``) can
-    raise any of those."""
+    """What a piece of code can raise (``escaping``); every domain error raised anywhere beneath it, caught or
+    not (``everything``); and the errors a function makes without raising them at once (``made``, not passed to
+    its callers). Code that raises a kept error (``raise result.error``, ``raise error``) can raise any error
+    raised beneath it or made in it."""
 
     def __init__(
-        self, escaping: set[type[DomainError]] | None = None, everything: set[type[DomainError]] | None = None
-    ):
+        self,
+        escaping: set[type[DomainError]] | None = None,
+        everything: set[type[DomainError]] | None = None,
+        made: set[type[DomainError]] | None = None,
+    ) -> None:
         self.escaping = set(escaping or ())
         self.everything = set(everything or ()) | self.escaping
+        self.made = set(made or ())
 
     def __ior__(self, other: _Found) -> _Found:
         self.escaping |= other.escaping
         self.everything |= other.everything
+        self.made |= other.made
         return self
 
 
@@ -87,7 +93,8 @@ class _Walker:
         body = node.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else [node]
         found = self._block(body, func, depth)
         if any(self._raises_a_value(n, func) for n in ast.walk(node)):
-            found.escaping |= found.everything
+            found.escaping |= found.everything | found.made
+        found = _Found(found.escaping, found.everything)  # what it made stays here
         self.seen[func] = found
         return found
 
@@ -137,6 +144,8 @@ class _Walker:
                     found |= _Found({error})
         if isinstance(node, ast.Call):
             target = self._resolve(node.func, func)
+            if isinstance(target, type) and issubclass(target, DomainError):
+                found |= _Found(made={target})  # made here, perhaps raised later (``raise error``)
             if isinstance(target, type) and not issubclass(target, BaseException):
                 target = getattr(target, "__init__", None)
             if target is not None:

@@ -63,7 +63,8 @@ def api_operation(
     kit's own problems, such as ``validation_error`` or ``insufficient_scope``, are listed on every operation).
 
     Use it on a view's method (or through ``extend_schema_view`` for inherited ones); ``extend`` is passed to
-    ``extend_schema`` (request, responses, parameters...)."""
+    ``extend_schema`` (request, responses, parameters...). An error class whose code depends on the case lists
+    its codes in a ``codes`` attribute."""
     declared = tuple(errors)
     for error in declared:
         if not (isinstance(error, type) and issubclass(error, DomainError)):
@@ -127,7 +128,10 @@ class AtriumAutoSchema(AutoSchema):
             return None
         errors = declared_errors(view_method(self.view, self.method))
         if errors:
-            operation["x-atrium-errors"] = sorted({(e.status, e.code, e.title) for e in errors})
+            # An error whose code varies by case names its codes in ``codes``.
+            operation["x-atrium-errors"] = sorted(
+                {(e.status, code, e.title) for e in errors for code in getattr(e, "codes", None) or (e.code,)}
+            )
         return operation
 
 

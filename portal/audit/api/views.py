@@ -15,7 +15,7 @@ from typing import Any
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
@@ -24,11 +24,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.audit import selectors, services
-from portal.audit.errors import InvalidFilter
+from portal.audit.api import examples
+from portal.audit.errors import AuditEventNotFound, AuditLogEmpty, EventNotSigned, InvalidFilter
 from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditEvent
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
 from services.kit.pagination import CursorPagination
+from services.kit.schema import api_operation
 
 AUDITORS = (ROLE_ADMIN, ROLE_AUDITOR)
 READ = {"GET": {"audit:read"}, "*": {"audit:read"}}
@@ -103,7 +105,16 @@ class AuditEventListView(APIView):
     required_scopes = READ
     pagination_class = SeqCursor
 
-    @extend_schema(parameters=FILTERS, responses=AuditEventSerializer(many=True))
+    @api_operation(
+        summary="Search the audit trail",
+        description="Audit events of every service, oldest first, filtered by service, actor, action prefix, "
+        "object, outcome, request id or time. Each event carries its hash and the previous one's (the chain "
+        "`GET /api/v1/audit/heads` signs). Auditors and admins only; reading the trail is itself audited.",
+        errors=[InvalidFilter],
+        examples=[examples.event],
+        parameters=FILTERS,
+        responses=AuditEventSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         queryset, used = selectors.event_list(params=request.query_params)
         timed = "occurred_after" in used or "occurred_before" in used
@@ -117,7 +128,14 @@ class AuditEventDetailView(APIView):
     required_roles = AUDITORS
     required_scopes = READ
 
-    @extend_schema(responses=AuditEventSerializer)
+    @api_operation(
+        summary="Get an audit event",
+        description="One audit event by its id: who did what to which object, with what outcome, under which "
+        "request, and its place in the hash chain.",
+        errors=[AuditEventNotFound],
+        examples=[examples.event],
+        responses=AuditEventSerializer,
+    )
     def get(self, request: Request, event_id: str) -> Response:
         event = selectors.event_get(event_id=event_id)
         services.access_record(
@@ -133,11 +151,14 @@ class AuditEventProofView(APIView):
     required_roles = AUDITORS
     required_scopes = READ
 
-    @extend_schema(
-        responses={
-            200: OpenApiTypes.OBJECT,
-            409: OpenApiResponse(description="`event_not_signed`: the event is newer than the latest signed head"),
-        }
+    @api_operation(
+        summary="Prove an audit event is in the signed log",
+        description="The event's Merkle inclusion proof against the latest signed head: with the public key "
+        "(`GET /api/v1/audit/public-key`) anyone can check, offline, that the event is in the log and unchanged. "
+        "An event newer than the latest head has no proof yet (409 `event_not_signed`).",
+        errors=[AuditEventNotFound, EventNotSigned],
+        examples=[examples.proof],
+        responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request, event_id: str) -> Response:
         event = selectors.event_get(event_id=event_id)
@@ -155,7 +176,13 @@ class AuditHeadListView(APIView):
     required_roles = AUDITORS
     required_scopes = READ
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @api_operation(
+        summary="List signed heads",
+        description="The audit log's signed heads (tree size, root hash, Ed25519 signature), newest first, each "
+        "with the consistency proof from the previous one: that the log only grew.",
+        examples=[examples.heads],
+        responses=OpenApiTypes.OBJECT,
+    )
     def get(self, request: Request) -> Response:
         paginator = HeadCursor()
         page = paginator.paginate_queryset(selectors.head_list(), request, view=self)
@@ -163,7 +190,15 @@ class AuditHeadListView(APIView):
         services.access_record(action="audit.heads.listed", metadata={"returned": len(results)})
         return paginator.get_paginated_response(results)
 
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    @api_operation(
+        summary="Sign a head now",
+        description="Signs the log as it is now (201), instead of waiting for the minute's signing; when nothing "
+        "was added since the latest head, that head (200).",
+        errors=[AuditLogEmpty],
+        examples=[examples.head],
+        request=None,
+        responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
+    )
     def post(self, request: Request) -> Response:
         head, created = services.head_sign_now()
         return Response(head_as_dict(head), status=201 if created else 200)
@@ -175,7 +210,12 @@ class AuditPublicKeyView(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={(200, "application/x-pem-file"): OpenApiTypes.STR})
+    @api_operation(
+        summary="Get the audit public key",
+        description="The Ed25519 public key (PEM) that verifies signed heads and proofs. Public: no token needed.",
+        examples=[examples.public_key],
+        responses={(200, "application/x-pem-file"): OpenApiTypes.STR},
+    )
     def get(self, request: Request) -> HttpResponse:
         return HttpResponse(public_key_pem(), content_type="application/x-pem-file")
 
@@ -192,7 +232,12 @@ class AuditExportView(APIView):
     required_scopes = READ
     content_negotiation_class = _FormatIsOurs
 
-    @extend_schema(
+    @api_operation(
+        summary="Export the audit trail",
+        description="Every event the filters select, oldest first, streamed as JSON Lines (`format=jsonl`, the "
+        "default) or CSV, as a file download. For evidence requests and offline analysis.",
+        errors=[InvalidFilter],
+        examples=[examples.export_jsonl, examples.export_csv],
         parameters=[*FILTERS, OpenApiParameter("format", OpenApiTypes.STR, enum=["jsonl", "csv"])],
         responses={(200, "application/x-ndjson"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR},
     )

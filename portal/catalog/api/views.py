@@ -11,13 +11,14 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema_view, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.catalog import selectors, services
+from portal.catalog import errors, selectors, services
+from portal.catalog.api import examples
 from portal.catalog.api.permissions import READ_SCOPES, CatalogAccess
 from portal.catalog.api.serializers import (
     GRAPH_EDGE,
@@ -31,14 +32,13 @@ from portal.catalog.api.serializers import (
     ServiceSerializer,
     TeamSerializer,
 )
-from portal.catalog.errors import InvalidSlug
 from portal.catalog.filters import HealthCheckFilterSet, InstanceFilterSet, ServiceFilterSet
 from portal.catalog.graph import graph
 from portal.catalog.health import uptime
 from portal.catalog.models import SLUG_REGEX, HealthCheck, HealthHour, Instance, Service, Team
 from services.kit.auth import ClientPrincipal
 from services.kit.pagination import CursorPagination
-from services.kit.serializers import ProblemSerializer
+from services.kit.schema import api_operation
 
 # Reads: people by role, machine clients with portal:read or catalog:register (permissions.py); writes need
 # catalog:register.
@@ -69,11 +69,6 @@ class HealthCheckCursor(CursorPagination):
 
 SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The service's slug.")
 TEAM_SLUG = OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The team's slug.")
-PROBLEM = "application/problem+json"
-NOT_FOUND = {(404, PROBLEM): OpenApiResponse(ProblemSerializer, description="service_not_found")}
-BAD_FILTER = {
-    (400, PROBLEM): OpenApiResponse(ProblemSerializer, description="validation_error: one entry per bad parameter")
-}
 
 
 class ServiceListView(CatalogRead, generics.ListAPIView):
@@ -84,7 +79,13 @@ class ServiceListView(CatalogRead, generics.ListAPIView):
     filterset_class = ServiceFilterSet
     pagination_class = None
 
-    @extend_schema(responses={200: ServiceSerializer(many=True), **BAD_FILTER})
+    @api_operation(
+        summary="List services",
+        description="Every service in the catalog with its owner, links, dependencies, instances, status "
+        "(from its health checks and heartbeats) and uptime. Filter by team, tier, lifecycle, tag or status.",
+        examples=[examples.service],
+        responses={200: ServiceSerializer(many=True)},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         found = list(self.filter_queryset(selectors.service_queryset()))
         context = {**self.status_context(), "uptime": uptime(found)}
@@ -97,25 +98,39 @@ class ServiceDetailView(CatalogRead, APIView):
     queryset = Service.objects.all()
     required_scopes = WRITE
 
-    @extend_schema(responses={200: ServiceSerializer, **NOT_FOUND})
+    @api_operation(
+        summary="Get a service",
+        description="One service of the catalog by its slug, as in the list.",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.service],
+        responses={200: ServiceSerializer},
+    )
     def get(self, request: Request, slug: str) -> Response:
         service = selectors.service_get(slug=slug)
         context = {**self.status_context(), "uptime": uptime([service])}
         return Response(ServiceSerializer(service, context=context).data)
 
-    @extend_schema(
+    @api_operation(
+        summary="Register a service",
+        description="Registers a service from its manifest (201), or updates it (200): what it is, who owns it, "
+        "where its health check and API schema are, and what it depends on. Every Atrium process does this at "
+        "start-up; a service belongs to the machine client that registered it first. The portal polls the "
+        "health URL only if it is an address it may reach.",
+        errors=[
+            errors.InvalidSlug,
+            errors.ServiceNotFound,
+            errors.ServiceRegisteredByAnotherClient,
+            errors.HealthURLRefused,
+        ],
+        examples=[examples.manifest, examples.service],
         request=ManifestSerializer,
-        responses={
-            200: ServiceSerializer,
-            201: ServiceSerializer,
-            (422, PROBLEM): OpenApiResponse(
-                ProblemSerializer, description="health_url_invalid, health_url_blocked, health_url_foreign_host"
-            ),
-        },
+        responses={200: ServiceSerializer, 201: ServiceSerializer},
     )
     def put(self, request: Request, slug: str) -> Response:
         if not re.fullmatch(SLUG_REGEX, slug):
-            raise InvalidSlug(f"{slug!r}: 1 to 50 characters, lower-case letters, digits and dashes, a letter first.")
+            raise errors.InvalidSlug(
+                f"{slug!r}: 1 to 50 characters, lower-case letters, digits and dashes, a letter first."
+            )
         manifest = ManifestSerializer(data=request.data)
         manifest.is_valid(raise_exception=True)
         registration = services.service_register(
@@ -140,7 +155,14 @@ class InstanceListView(CatalogRead, generics.ListAPIView):
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), **self.status_context()}
 
-    @extend_schema(parameters=[SLUG], responses={200: InstanceSerializer(many=True), **BAD_FILTER, **NOT_FOUND})
+    @api_operation(
+        summary="List a service's instances",
+        description="The processes that heartbeat for the service, gone ones included, the latest heartbeat first.",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.instance],
+        parameters=[SLUG],
+        responses={200: InstanceSerializer(many=True)},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         selectors.service_id_get(slug=kwargs["slug"])
         return self.list(request, *args, **kwargs)
@@ -158,7 +180,15 @@ class HealthCheckListView(CatalogRead, generics.ListAPIView):
     def get_queryset(self) -> QuerySet[HealthCheck]:
         return selectors.health_check_queryset(slug=self.kwargs.get("slug", ""))
 
-    @extend_schema(parameters=[SLUG], responses={200: HealthCheckSerializer(many=True), **BAD_FILTER, **NOT_FOUND})
+    @api_operation(
+        summary="List a service's health checks",
+        description="The portal's single checks of the service's health URL, newest first, with HTTP status and "
+        "latency; kept for a few days (older ones are counted by hour in `health/hours`).",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.health_check],
+        parameters=[SLUG],
+        responses={200: HealthCheckSerializer(many=True)},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         selectors.service_id_get(slug=kwargs["slug"])
         return self.list(request, *args, **kwargs)
@@ -170,9 +200,14 @@ class HealthHoursView(CatalogRead, APIView):
 
     queryset = HealthHour.objects.all()
 
-    @extend_schema(
+    @api_operation(
+        summary="Count a service's health checks by hour",
+        description="Checks per hour over a window (default: the last 24 hours): how many passed, warned or "
+        "failed and their mean latency.",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.health_hours],
         parameters=[SLUG, HealthWindowSerializer],
-        responses={200: HealthHoursSerializer, **BAD_FILTER, **NOT_FOUND},
+        responses={200: HealthHoursSerializer},
     )
     def get(self, request: Request, slug: str) -> Response:
         service_id = selectors.service_id_get(slug=slug)
@@ -185,6 +220,13 @@ class HealthHoursView(CatalogRead, APIView):
         return Response(HealthHoursSerializer(body).data)
 
 
+@extend_schema_view(
+    get=api_operation(
+        summary="List teams",
+        description="Every team with its contact, who is on call, and the services it owns with their status.",
+        examples=[examples.team],
+    )
+)
 class TeamListView(CatalogRead, generics.ListAPIView):
     """Every team (not paginated), with the services it owns and their status."""
 
@@ -204,12 +246,13 @@ class TeamDetailView(CatalogRead, APIView):
 
     queryset = Team.objects.all()
 
-    @extend_schema(
+    @api_operation(
+        summary="Get a team",
+        description="One team by its slug, as in the list.",
+        errors=[errors.TeamNotFound],
+        examples=[examples.team],
         parameters=[TEAM_SLUG],
-        responses={
-            200: TeamSerializer,
-            (404, PROBLEM): OpenApiResponse(ProblemSerializer, description="team_not_found"),
-        },
+        responses={200: TeamSerializer},
     )
     def get(self, request: Request, slug: str) -> Response:
         team = selectors.team_get(slug=slug)
@@ -221,7 +264,12 @@ class InstanceHeartbeatView(APIView):
     queryset = Instance.objects.all()
     required_scopes = WRITE
 
-    @extend_schema(
+    @api_operation(
+        summary="Heartbeat an instance",
+        description="A process of the service says it is alive (201 the first time, then 200); the answer says "
+        "when to beat again. An instance that stops beating turns critical, then gone.",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.heartbeat, examples.heartbeat_answer],
         request=HeartbeatInputSerializer,
         responses={
             200: inline_serializer(
@@ -249,7 +297,12 @@ class CallsReportView(APIView):
     queryset = Service.objects.all()
     required_scopes = WRITE
 
-    @extend_schema(
+    @api_operation(
+        summary="Report calls received",
+        description="The service reports how many calls each machine client made to it since its last report: "
+        "the observed edges of the dependency graph.",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.calls, examples.calls_recorded],
         request=CallsInputSerializer,
         responses={200: inline_serializer("CallsRecorded", {"callers": serializers.IntegerField()})},
     )
@@ -267,7 +320,12 @@ class GraphView(CatalogRead, APIView):
 
     queryset = Service.objects.all()
 
-    @extend_schema(
+    @api_operation(
+        summary="Get the dependency graph",
+        description="The services and resources as nodes, and who depends on whom as edges: declared in "
+        "manifests, observed from reported calls, or both; an edge seen but not declared (or the reverse) is "
+        "flagged as drift.",
+        examples=[examples.graph],
         responses={
             200: inline_serializer(
                 "CatalogGraph",
@@ -276,7 +334,7 @@ class GraphView(CatalogRead, APIView):
                     "edges": serializers.ListField(child=GRAPH_EDGE),
                 },
             )
-        }
+        },
     )
     def get(self, request: Request) -> Response:
         return Response(graph().as_dict())

@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import cache_control
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema_view, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, PermissionDenied
@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.identity import services, throttle
+from portal.identity import errors, services, throttle
 from portal.identity.api.serializers import (
     MachineClientCreateSerializer,
     MachineClientSerializer,
@@ -42,6 +42,7 @@ from services.kit.errors import problem_response
 from services.kit.ids import id_is_valid
 from services.kit.parsers import StrictJSONParser
 from services.kit.revocations import revocations_document
+from services.kit.schema import api_operation
 
 
 def _reads_only(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
@@ -112,14 +113,51 @@ class TokenView(APIView):
         # (ATOMIC_REQUESTS) that the refused request would roll back.
         return transaction.non_atomic_requests(super().as_view(**initkwargs))
 
-    @extend_schema(
-        request=TokenRequestSerializer,
-        responses={
-            200: TokenResponseSerializer,
-            400: OpenApiResponse(description="Malformed request or unsupported grant type"),
-            401: OpenApiResponse(description="invalid_client"),
-            403: OpenApiResponse(description="audience_not_allowed / scope_not_allowed"),
+    @api_operation(
+        summary="Get an access token",
+        description="OAuth 2.0 client credentials (RFC 6749 §4.4): a machine client trades its id and secret "
+        "for a bearer token for one service (`audience`: `ledger`, `payments` or `portal`), with the scopes it "
+        "asks for (default: all it holds for that audience). Send the credentials as HTTP Basic or in the body, "
+        "not both; the body is a form (`application/x-www-form-urlencoded`) or JSON; `audience` may be given in "
+        "the query string instead (as the services' API docs' token URL does). Repeated failures lock the "
+        "client id out for a while (429 `too_many_attempts`, with `Retry-After`).",
+        errors=[
+            errors.InvalidRequest,
+            errors.InvalidClient,
+            errors.UnsupportedGrantType,
+            errors.AudienceNotAllowed,
+            errors.ScopeNotAllowed,
+            errors.TooManyAttempts,
+            errors.LockoutsUnavailable,
+        ],
+        examples=[
+            OpenApiExample(
+                "A token for the payments service",
+                value={
+                    "grant_type": "client_credentials",
+                    "client_id": "cli_01m91tj5evb16g3wrkrk6xt9rh",
+                    "client_secret": "s3cr3t-shown-once-at-creation",
+                    "audience": "payments",
+                    "scope": "payments:read payments:write",
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "The token",
+                value={
+                    "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6Ij…",
+                    "token_type": "Bearer",
+                    "expires_in": 900,
+                    "scope": "payments:read payments:write",
+                },
+                response_only=True,
+            ),
+        ],
+        request={
+            "application/json": TokenRequestSerializer,
+            "application/x-www-form-urlencoded": TokenRequestSerializer,
         },
+        responses={200: TokenResponseSerializer},
     )
     def post(self, request: Request) -> Response:
         try:
@@ -144,6 +182,11 @@ class TokenView(APIView):
         data = request.data
         if hasattr(data, "dict"):
             data = data.dict()
+        audience = request.query_params.get("audience")
+        if audience is not None and isinstance(data, dict) and "audience" not in data:
+            # The services' API docs name their audience in the token URL (services/kit/schema.py): Swagger UI's
+            # client-credentials request has no field for it.
+            data = {**data, "audience": audience}
         serializer = TokenRequestSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         values = serializer.validated_data
@@ -178,6 +221,45 @@ def _caller_client(request: Request) -> str | None:
     return request.user.client_id if isinstance(request.user, ClientPrincipal) else None
 
 
+_CLIENT = {
+    "client_id": "cli_01m91tj5evb16g3wrkrk6xt9rh",
+    "name": "shop-backend",
+    "description": "The web shop's order service",
+    "allowed_audiences": ["ledger", "payments"],
+    "allowed_scopes": ["ledger:read", "payments:read", "payments:write"],
+    "token_ttl_seconds": 900,
+    "is_active": True,
+    "secret_last4": "x9Qe",
+    "created_at": "2026-12-01T08:00:00.000000Z",
+    "updated_at": "2026-12-01T08:00:00.000000Z",
+    "secret_rotated_at": None,
+    "previous_secret_valid_until": None,
+    "revoked_at": None,
+    "last_used_at": "2026-12-04T09:31:00.000000Z",
+}
+_CLIENT_EXAMPLE = OpenApiExample("A machine client", value=_CLIENT, response_only=True)
+_WITH_SECRET = OpenApiExample(
+    "The client and its secret (shown once)",
+    value=_CLIENT | {"client_secret": "k3Jz…x9Qe"},
+    response_only=True,
+    status_codes=["201", "200"],
+)
+_MANAGE_REFUSALS = (errors.GrantEscalation, errors.ManageScopeMissing, errors.CallerRevoked)
+
+
+@extend_schema_view(
+    list=api_operation(
+        summary="List machine clients",
+        description="Every machine client: its audiences and scopes, whether it is active, when its secret was "
+        "rotated and when it last got a token. Secrets are never shown again after creation.",
+        examples=[_CLIENT_EXAMPLE],
+    ),
+    retrieve=api_operation(
+        summary="Get a machine client",
+        description="One machine client by its id (`cli_…`).",
+        examples=[_CLIENT_EXAMPLE],
+    ),
+)
 class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Machine clients: list, read, create (secret shown once), rotate secret, revoke, unlock the token endpoint.
 
@@ -211,7 +293,29 @@ class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
             raise NotFound("No machine client with that id.")
         return super().get_object()
 
-    @extend_schema(request=MachineClientCreateSerializer, responses={201: MachineClientWithSecretSerializer})
+    @api_operation(
+        summary="Create a machine client",
+        description="Creates a client for a system that calls Atrium's APIs, allowed the audiences and scopes "
+        "given (a client managing clients can grant only what it holds). The answer shows the secret once: "
+        "store it now.",
+        errors=[errors.InvalidClientConfiguration, *_MANAGE_REFUSALS],
+        examples=[
+            OpenApiExample(
+                "A client for the web shop",
+                value={
+                    "name": "shop-backend",
+                    "description": "The web shop's order service",
+                    "allowed_audiences": ["ledger", "payments"],
+                    "allowed_scopes": ["ledger:read", "payments:read", "payments:write"],
+                    "token_ttl_seconds": 900,
+                },
+                request_only=True,
+            ),
+            _WITH_SECRET,
+        ],
+        request=MachineClientCreateSerializer,
+        responses={201: MachineClientWithSecretSerializer},
+    )
     def create(self, request: Request) -> Response:
         serializer = MachineClientCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -228,7 +332,18 @@ class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
-    @extend_schema(request=RotateSecretSerializer, responses={200: MachineClientWithSecretSerializer})
+    @api_operation(
+        summary="Rotate a client's secret",
+        description="Issues a new secret (shown once). The old one keeps working for `grace_seconds` so that the "
+        "client can be redeployed without downtime.",
+        errors=list(_MANAGE_REFUSALS),
+        examples=[
+            OpenApiExample("Keep the old secret for an hour", value={"grace_seconds": 3600}, request_only=True),
+            _WITH_SECRET,
+        ],
+        request=RotateSecretSerializer,
+        responses={200: MachineClientWithSecretSerializer},
+    )
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
         client = self.get_object()
@@ -240,13 +355,37 @@ class MachineClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         body = MachineClientWithSecretSerializer(client).data | {"client_secret": secret}
         return Response(body, headers={"Cache-Control": "no-store"})
 
-    @extend_schema(request=None, responses={200: MachineClientSerializer})
+    @api_operation(
+        summary="Revoke a machine client",
+        description="Ends the client for good: it gets no new token, and every service refuses its tokens "
+        "within seconds (the revocation list), not when they expire.",
+        errors=list(_MANAGE_REFUSALS),
+        examples=[
+            OpenApiExample(
+                "The client, revoked",
+                value=_CLIENT | {"is_active": False, "revoked_at": "2026-12-04T10:00:00.000000Z"},
+                response_only=True,
+            )
+        ],
+        request=None,
+        responses={200: MachineClientSerializer},
+    )
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
         client = services.client_revoke(client=self.get_object(), by_client=_caller_client(request))
         return Response(MachineClientSerializer(client).data)
 
-    @extend_schema(
+    @api_operation(
+        summary="Unlock a client at the token endpoint",
+        description="Ends the client's lockout after repeated failed secrets, before it runs out (audited).",
+        errors=[errors.LockoutsUnavailable, *_MANAGE_REFUSALS],
+        examples=[
+            OpenApiExample(
+                "It was locked",
+                value={"client_id": "cli_01m91tj5evb16g3wrkrk6xt9rh", "was_locked": True},
+                response_only=True,
+            )
+        ],
         request=None,
         responses={
             200: inline_serializer(
@@ -282,7 +421,23 @@ class MeView(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(
+    @api_operation(
+        summary="Who am I (portal)",
+        description="Who is calling the portal: a person (with their roles) or a machine client (with the "
+        "token's scopes).",
+        examples=[
+            OpenApiExample(
+                "A machine client",
+                value={
+                    "kind": "client",
+                    "id": "cli_01m91tj5evb16g3wrkrk6xt9rh",
+                    "name": "shop-backend",
+                    "roles": [],
+                    "scopes": ["portal:read"],
+                },
+                response_only=True,
+            )
+        ],
         responses=inline_serializer(
             "Me",
             {
@@ -292,7 +447,7 @@ class MeView(APIView):
                 "roles": serializers.ListField(child=serializers.CharField()),
                 "scopes": serializers.ListField(child=serializers.CharField()),
             },
-        )
+        ),
     )
     def get(self, request: Request) -> Response:
         user = request.user

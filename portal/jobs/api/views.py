@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,7 +21,8 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from portal.identity.permissions import RoleOrScope
-from portal.jobs import selectors, services
+from portal.jobs import errors, selectors, services
+from portal.jobs.api import examples
 from portal.jobs.api.serializers import (
     STATS_WINDOWS,
     BulkRetriedSerializer,
@@ -43,25 +44,14 @@ from portal.jobs.api.serializers import (
     WorkerSerializer,
     WorkersSerializer,
 )
-from portal.jobs.errors import BrokerUnavailable, JobNotFound
 from portal.jobs.filters import FailureFilterSet, TaskFilterSet, task_filters_parse
 from portal.jobs.models import Job, Worker
 from portal.jobs.selectors import TaskFilters
-from services.kit.serializers import ProblemSerializer
+from services.kit.schema import api_operation
 
 READ = {"*": {"jobs:read"}}
 WRITE = {"*": {"jobs:write"}}
 
-PROBLEM = "application/problem+json"
-BAD_REQUEST = {
-    (400, PROBLEM): OpenApiResponse(ProblemSerializer, description="validation_error: one entry per bad parameter")
-}
-BAD_PAGE = {
-    (400, PROBLEM): OpenApiResponse(
-        ProblemSerializer, description="validation_error (one entry per bad parameter) or invalid_cursor"
-    )
-}
-NOT_FOUND = {(404, PROBLEM): OpenApiResponse(ProblemSerializer, description="job_not_found")}
 TASK_ID = OpenApiParameter("task_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The Celery task id.")
 
 
@@ -103,7 +93,15 @@ class TaskListView(JobsRead, generics.ListAPIView):
     filterset_class = TaskFilterSet
     pagination_class = None
 
-    @extend_schema(parameters=[PageQuerySerializer], responses={200: JobPageSerializer, **BAD_PAGE})
+    @api_operation(
+        summary="List background jobs",
+        description="Celery tasks of every service, newest first, filtered by state, queue, service, name, "
+        "worker, exception, time or `request_id` (the jobs published under a request, and the batch jobs that "
+        "carried it: `linked: true`). Forward-only pages: follow `next`.",
+        examples=[examples.page],
+        parameters=[PageQuerySerializer],
+        responses={200: JobPageSerializer},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = PageQuerySerializer(data=request.query_params)
         filters = _task_filters(request, filterset=TaskFilterSet, page=page)
@@ -118,11 +116,19 @@ class TaskListView(JobsRead, generics.ListAPIView):
 class TaskDetailView(JobsRead, APIView):
     """A task: its args (redacted), result or exception and traceback, timeline, and relatives."""
 
-    @extend_schema(parameters=[TASK_ID], responses={200: JobDetailSerializer, **NOT_FOUND})
+    @api_operation(
+        summary="Get a background job",
+        description="A task with its arguments (redacted), result or exception and traceback, its timeline, "
+        "the tasks related to it and the requests and objects it carried.",
+        errors=[errors.JobNotFound],
+        examples=[examples.detail],
+        parameters=[TASK_ID],
+        responses={200: JobDetailSerializer},
+    )
     def get(self, request: Request, task_id: str) -> Response:
         job = selectors.job_get(task_id)
         if job is None:
-            raise JobNotFound(f"No job {task_id!r} has been recorded.")
+            raise errors.JobNotFound(f"No job {task_id!r} has been recorded.")
         context = {
             "timeline": selectors.job_timeline(job.task_id),
             "relatives": selectors.job_relatives(job),
@@ -136,15 +142,16 @@ class TaskRetryView(JobsWrite, APIView):
 
     required_user_permissions = ["jobs.retry_job"]
 
-    @extend_schema(
+    @api_operation(
+        summary="Retry a background job",
+        description="Publishes a failed, revoked or rejected task again with the same arguments, as a new task "
+        "linked to the old one (202: the new task id).",
+        errors=[errors.JobNotFound, errors.JobNotRetryable],
+        examples=[examples.retried],
         operation_id="jobs_task_retry",
         parameters=[TASK_ID],
         request=None,
-        responses={
-            202: RetriedSerializer,
-            **NOT_FOUND,
-            (409, PROBLEM): OpenApiResponse(ProblemSerializer, description="job_not_retryable"),
-        },
+        responses={202: RetriedSerializer},
     )
     def post(self, request: Request, task_id: str) -> Response:
         new_id = services.job_retry(task_id=task_id)
@@ -156,16 +163,16 @@ class TaskRevokeView(JobsWrite, APIView):
 
     required_user_permissions = ["jobs.revoke_job"]
 
-    @extend_schema(
+    @api_operation(
+        summary="Revoke a background job",
+        description="Tells the workers to discard a task that has not ended; with `terminate`, also to stop it "
+        "if it is running.",
+        errors=[errors.JobNotFound, errors.JobNotRevocable],
+        examples=[examples.revoke, examples.revoked],
         operation_id="jobs_task_revoke",
         parameters=[TASK_ID],
         request=RevokeInputSerializer,
-        responses={
-            202: RevokedSerializer,
-            **BAD_REQUEST,
-            **NOT_FOUND,
-            (409, PROBLEM): OpenApiResponse(ProblemSerializer, description="job_not_revocable"),
-        },
+        responses={202: RevokedSerializer},
     )
     def post(self, request: Request, task_id: str) -> Response:
         body = RevokeInputSerializer(data=request.data if request.data else {})
@@ -180,14 +187,15 @@ class TasksRetryView(JobsWrite, APIView):
 
     required_user_permissions = ["jobs.retry_job"]
 
-    @extend_schema(
+    @api_operation(
+        summary="Retry failed jobs in bulk",
+        description="Retries every failed task the filters select: at least one filter besides `state`, and at "
+        "most a bounded number of tasks (409 `too_many_jobs` above it).",
+        errors=[errors.FilterRequired, errors.TooManyJobs],
+        examples=[examples.bulk_retry, examples.bulk_retried],
         operation_id="jobs_tasks_retry_bulk",
         request=BulkRetryInputSerializer,
-        responses={
-            202: BulkRetriedSerializer,
-            (400, PROBLEM): OpenApiResponse(ProblemSerializer, description="validation_error or filter_required"),
-            (409, PROBLEM): OpenApiResponse(ProblemSerializer, description="too_many_jobs"),
-        },
+        responses={202: BulkRetriedSerializer},
     )
     def post(self, request: Request) -> Response:
         body = BulkRetryInputSerializer(data=request.data)
@@ -203,7 +211,14 @@ class FailureListView(JobsRead, generics.ListAPIView):
     filterset_class = FailureFilterSet
     pagination_class = None
 
-    @extend_schema(parameters=[FailuresQuerySerializer], responses={200: FailuresSerializer, **BAD_REQUEST})
+    @api_operation(
+        summary="Group job failures",
+        description="What is failing: failed tasks counted by exception type and task name, the largest groups "
+        "first, each with its latest task to open.",
+        examples=[examples.failures],
+        parameters=[FailuresQuerySerializer],
+        responses={200: FailuresSerializer},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         query = FailuresQuerySerializer(data=request.query_params)
         filters = _task_filters(request, filterset=FailureFilterSet, page=query)
@@ -214,7 +229,14 @@ class FailureListView(JobsRead, generics.ListAPIView):
 class StatsView(JobsRead, APIView):
     """Per queue (or task name): tasks first seen in the window by state now, and p50/p95 runtime."""
 
-    @extend_schema(parameters=[StatsQuerySerializer], responses={200: StatsSerializer, **BAD_REQUEST})
+    @api_operation(
+        summary="Job statistics",
+        description="Per queue (or task name), the tasks first seen in the window by their state now, and their "
+        "median and 95th percentile runtimes.",
+        examples=[examples.stats],
+        parameters=[StatsQuerySerializer],
+        responses={200: StatsSerializer},
+    )
     def get(self, request: Request) -> Response:
         query = StatsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -229,7 +251,14 @@ class ThroughputView(JobsRead, APIView):
     """Per time bucket and queue: tasks queued, started, succeeded, failed and retried (from per-minute counts,
     kept longer than the tasks themselves)."""
 
-    @extend_schema(parameters=[ThroughputQuerySerializer], responses={200: ThroughputSerializer, **BAD_REQUEST})
+    @api_operation(
+        summary="Job throughput",
+        description="How much work went through: for each time bucket and queue, the tasks queued, started, "
+        "succeeded, failed and retried.",
+        examples=[examples.throughput],
+        parameters=[ThroughputQuerySerializer],
+        responses={200: ThroughputSerializer},
+    )
     def get(self, request: Request) -> Response:
         query = ThroughputQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -249,17 +278,19 @@ class ThroughputView(JobsRead, APIView):
 class QueueListView(JobsRead, APIView):
     """Every queue's depth and the age of its oldest message, read from the broker now."""
 
-    @extend_schema(
-        responses={
-            200: QueuesSerializer,
-            (503, PROBLEM): OpenApiResponse(ProblemSerializer, description="broker_unavailable"),
-        }
+    @api_operation(
+        summary="List queues",
+        description="How many messages wait in each queue and how old the oldest is, as the broker says now: a "
+        "backlog shows here first.",
+        errors=[errors.BrokerUnavailable],
+        examples=[examples.queues],
+        responses={200: QueuesSerializer},
     )
     def get(self, request: Request) -> Response:
         try:
             queues = selectors.queues_live()
         except (redis.RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"Reading the queues failed: {type(exc).__name__}.") from exc
+            raise errors.BrokerUnavailable(f"Reading the queues failed: {type(exc).__name__}.") from exc
         return Response(QueuesSerializer({"results": queues}).data)
 
 
@@ -268,7 +299,12 @@ class WorkerListView(JobsRead, APIView):
 
     queryset = Worker.objects.none()
 
-    @extend_schema(responses={200: WorkersSerializer})
+    @api_operation(
+        summary="List workers",
+        description="Every Celery worker seen: online, offline or lost, its pool, load and in-flight tasks.",
+        examples=[examples.workers],
+        responses={200: WorkersSerializer},
+    )
     def get(self, request: Request) -> Response:
         rows = selectors.workers_list()
         in_flight = {row["worker"].hostname: [job.task_id for job in row["in_flight"]] for row in rows}
