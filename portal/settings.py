@@ -1,6 +1,7 @@
 """Settings for the portal: catalog, audit trail, job dashboard and identity provider."""
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from services.kit.conf import env, kit_settings
 
@@ -226,3 +227,15 @@ JOBS_PRUNE_SECONDS = env.float("JOBS_PRUNE_SECONDS", default=240.0)
 JOBS_RETRY_MAX = env.int("JOBS_RETRY_MAX", default=500)
 # How often the catalog pages refresh their live region (seconds; ?refresh=N on a page overrides it).
 CATALOG_PAGE_REFRESH_SECONDS = env.int("CATALOG_PAGE_REFRESH_SECONDS", default=5)
+
+# Origins whose pages may call the token endpoint from a browser: the services' API docs (/api/docs), whose
+# "Authorize" gets a token from a client id and secret (docs/api.md). Default: the ledger's and payments' URLs
+# (`make up` sets LEDGER_URL and PAYMENTS_URL).
+ATRIUM_TOKEN_CORS_ORIGINS = env.list(
+    "ATRIUM_TOKEN_CORS_ORIGINS",
+    default=[
+        f"{url.scheme}://{url.netloc}"
+        for url in (urlsplit(env.str(f"{name}_URL", default="")) for name in ("LEDGER", "PAYMENTS"))
+        if url.scheme and url.netloc
+    ],
+)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import cache_control
@@ -38,6 +39,7 @@ from portal.identity.models import MachineClient
 from portal.identity.revocations import revocations_current
 from portal.identity.roles import user_roles
 from services.kit.auth import ClientPrincipal
+from services.kit.cors import cors_allow, cors_preflight
 from services.kit.errors import problem_response
 from services.kit.ids import id_is_valid
 from services.kit.parsers import StrictJSONParser
@@ -113,6 +115,14 @@ class TokenView(APIView):
         # (ATOMIC_REQUESTS) that the refused request would roll back.
         return transaction.non_atomic_requests(super().as_view(**initkwargs))
 
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """A browser's preflight (Swagger UI's "Authorize" on a service's API docs, another origin)."""
+        return cors_preflight(request, origins=settings.ATRIUM_TOKEN_CORS_ORIGINS, methods=["POST"])
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        return cors_allow(request, response, origins=settings.ATRIUM_TOKEN_CORS_ORIGINS)
+
     @api_operation(
         summary="Get an access token",
         description="OAuth 2.0 client credentials (RFC 6749 §4.4): a machine client trades its id and secret "
@@ -183,9 +193,11 @@ class TokenView(APIView):
         if hasattr(data, "dict"):
             data = data.dict()
         audience = request.query_params.get("audience")
-        if audience is not None and isinstance(data, dict) and "audience" not in data:
+        if audience is not None and isinstance(data, dict):
             # The services' API docs name their audience in the token URL (services/kit/schema.py): Swagger UI's
             # client-credentials request has no field for it.
+            if data.get("audience", audience) != audience:
+                raise InvalidRequest("The audience in the query string and the one in the body differ.")
             data = {**data, "audience": audience}
         serializer = TokenRequestSerializer(data=data)
         serializer.is_valid(raise_exception=True)
