@@ -232,11 +232,11 @@ _WRITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "422": ("Refused by a business rule (a stable `code` says which)", ("invalid_metadata",)),
 }
 _TITLES = {
-    "validation_error": "Invalid input",
+    "validation_error": "Validation failed",
     "malformed_json": "Malformed JSON",
     "invalid_characters": "Invalid characters",
     "bad_request": "Bad request",
-    "not_authenticated": "Authentication credentials were not provided",
+    "not_authenticated": "Authentication required",
     "invalid_token": "Invalid token",
     "token_expired": "Token expired",
     "insufficient_scope": "Insufficient scope",
