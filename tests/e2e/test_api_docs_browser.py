@@ -78,7 +78,7 @@ def test_authorize_then_try_it_out_calls_the_ledger_with_a_portal_token(docs_sta
         "response",
         lambda r: (
             token_calls.append((r.request.method, r.status, r.headers.get("access-control-allow-origin")))
-            if "/api/v1/auth/token" in r.url
+            if r.url.startswith(f"{portal.url}/api/v1/auth/token?audience=ledger")
             else None
         ),
     )
