@@ -160,6 +160,23 @@ class CursorPagination(pagination.CursorPagination):
         )
         return self.keyset.rows
 
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """DRF's page shape, described for the API reference (DRF's own examples name an accounts URL)."""
+        page = super().get_paginated_response_schema(schema)
+        links = {
+            "next": "The next page (the same filters and a cursor), or null on the last page.",
+            "previous": "The previous page, or null on the first page.",
+        }
+        for name, description in links.items():
+            page["properties"][name] = {
+                "type": "string",
+                "format": "uri",
+                "nullable": True,
+                "description": description,
+                "example": f"https://atrium.example.com/api/v1/…?{self.cursor_query_param}=cD0yMDI2LTEyLTA0",
+            }
+        return page
+
     def get_next_link(self) -> str | None:
         cursor = self.keyset.next
         return replace_query_param(self.base_url, self.cursor_query_param, cursor) if cursor else None

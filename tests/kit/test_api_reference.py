@@ -13,6 +13,7 @@ from django.urls import path
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -160,13 +161,24 @@ class _WithoutExamples(APIView):
         return Response({})
 
 
+class _DebitSerializer(serializers.Serializer):
+    """Internal: built by the developer's helper (not for integrators)."""
+
+    ok = serializers.BooleanField()
+    note = serializers.SerializerMethodField()
+
+    def get_note(self, obj: object) -> str:
+        """The developer's note on how the note is made."""
+        return ""
+
+
 class _Complete(APIView):
     @api_operation(
         summary="Debit",
         description="Debits an account, refused without funds.",
-        examples=[OpenApiExample("Debited", value={"ok": True}, response_only=True)],
+        examples=[OpenApiExample("Debited", value={"ok": True, "note": ""}, response_only=True)],
         request=None,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: _DebitSerializer},
     )
     def post(self, request: Request) -> Response:
         return Response({})
