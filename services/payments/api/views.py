@@ -20,6 +20,8 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     required=False,
+    pattern=f"^[!-~]{{1,{idempotency.MAX_KEY_LENGTH}}}$",
+    examples=[OpenApiExample("A key of your own per payment", value="order-7731-payment-1")],
     description="Makes the creation safe to retry: the same key with the same body answers the saved "
     "response again (header Idempotent-Replayed: true) for 24 h; with another body, 422 "
     "idempotency_key_reused; while the first request runs, 409 idempotency_key_in_progress.",
