@@ -12,6 +12,8 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from drf_spectacular.generators import SchemaGenerator
+from jsonschema.exceptions import best_match
+from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
 from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
@@ -89,7 +91,8 @@ def test_openapi_schema_passes_openapi_spec_validator(client):
 
 def schema_gaps(schema: dict) -> list[str]:
     """What an integrator would miss in ``schema``: an operation without a summary, a description, examples of its
-    bodies (problems included), the X-Request-ID header, or (unless public) the OAuth 2.0 scheme."""
+    bodies (problems included) that match their schemas, the X-Request-ID header, or (unless public) the OAuth 2.0
+    scheme."""
     gaps = []
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
@@ -101,6 +104,12 @@ def schema_gaps(schema: dict) -> list[str]:
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if body is not None and not body.get("examples"):
                 gaps.append(f"{where}: no request example")
+            if body is not None:
+                gaps += _stale_examples(schema, body, OAS30WriteValidator, f"{where} request")
+            for status, response in operation["responses"].items():
+                media = (response.get("content") or {}).get("application/json")
+                if status.startswith("2") and media is not None:
+                    gaps += _stale_examples(schema, media, OAS30ReadValidator, f"{where} {status}")
             for status, response in operation["responses"].items():
                 for media_type, media in (response.get("content") or {}).items():
                     if not media.get("examples"):
@@ -111,6 +120,20 @@ def schema_gaps(schema: dict) -> list[str]:
             if not public and not any("oauth2" in s for s in operation["security"]):
                 gaps.append(f"{where}: not under the oauth2 scheme")
     return gaps
+
+
+def _stale_examples(schema: dict, media: dict, validator: type, where: str) -> list[str]:
+    """The examples of ``media`` that its schema refuses (an example gone stale is worse than none)."""
+    document = {**media["schema"], "components": schema.get("components", {})}
+    stale = []
+    for name, example in (media.get("examples") or {}).items():
+        if "value" not in example:
+            continue
+        error = best_match(validator(document).iter_errors(example["value"]))
+        if error is not None:
+            path = "/".join(str(p) for p in error.absolute_path)
+            stale.append(f"{where}: example {name!r} does not match its schema at /{path}: {error.message[:200]}")
+    return stale
 
 
 def test_every_operation_is_documented_for_integrators(client):

@@ -295,10 +295,30 @@ def problem_responses(result: dict[str, Any], generator: Any, request: Any, publ
             _document_headers(operation)
             for requirement in operation.get("security", []):
                 scopes.update(requirement.get("oauth2", []))
+    for schema in components.get("schemas", {}).values():
+        _nullable_refs_allow_null(schema)
     oauth2 = components.get("securitySchemes", {}).get("oauth2")
     if oauth2:
         oauth2["flows"]["clientCredentials"]["scopes"] = {scope: _scope_words(scope) for scope in sorted(scopes)}
     return result
+
+
+def _nullable_refs_allow_null(node: Any) -> None:
+    """``{"allOf": [{"$ref": ...}], "nullable": true}`` (drf-spectacular's shape for a nullable field whose type
+    is a component, an enum mostly) lets no null through: ``nullable`` does not reach into ``allOf`` (OpenAPI
+    3.0.3), so a validator or a generated client refuses the nulls the API answers. Say it as
+    ``oneOf: [the component, {"enum": [null]}]``."""
+    if isinstance(node, list):
+        for item in node:
+            _nullable_refs_allow_null(item)
+        return
+    if not isinstance(node, dict):
+        return
+    all_of = node.get("allOf")
+    if node.get("nullable") and isinstance(all_of, list) and len(all_of) == 1 and "$ref" in all_of[0]:
+        node["oneOf"] = [node.pop("allOf")[0], {"enum": [None]}]
+    for value in node.values():
+        _nullable_refs_allow_null(value)
 
 
 def _scope_words(scope: str) -> str:

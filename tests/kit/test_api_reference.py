@@ -204,3 +204,55 @@ def test_the_completeness_check_names_what_an_operation_lacks(view, expected):
     # then the check finds exactly what it lacks, and the developer's docstring is not its description
     assert set(schema_gaps(schema)) == expected
     assert "developer" not in str(schema)
+
+
+class _StaleExample(APIView):
+    @api_operation(
+        summary="Debit",
+        description="Debits an account, refused without funds.",
+        examples=[OpenApiExample("Debited", value={"ok": "yes", "note": ""}, response_only=True)],
+        request=None,
+        responses={200: _DebitSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        return Response({})
+
+
+def test_an_example_its_schema_refuses_is_a_gap():
+    # given an operation whose example says "yes" where its schema says boolean (an example gone stale)
+    gaps = schema_gaps(_schema(_StaleExample))
+
+    # then the check names the example and where it is wrong
+    assert len(gaps) == 1
+    assert gaps[0].startswith("POST /api/v1/planted 200: example 'Debited' does not match its schema at /ok:"), gaps
+
+
+class _Ref(serializers.Serializer):
+    id = serializers.CharField()
+
+
+class _WithOptionalRef(serializers.Serializer):
+    parent = _Ref(allow_null=True)
+
+
+class _NullableRef(APIView):
+    @api_operation(
+        summary="Get",
+        description="Reads something with an optional parent.",
+        examples=[OpenApiExample("No parent", value={"parent": None}, response_only=True)],
+        request=None,
+        responses={200: _WithOptionalRef},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"parent": None})
+
+
+def test_a_nullable_component_field_lets_null_through():
+    # given a field whose type is a component and that may be null (drf-spectacular: allOf + nullable, which
+    # lets no null through under OpenAPI 3.0.3)
+    schema = _schema(_NullableRef)
+
+    # then the reference says "the component or null", and an answer with null matches it
+    parent = schema["components"]["schemas"]["_WithOptionalRef"]["properties"]["parent"]
+    assert parent["oneOf"] == [{"$ref": "#/components/schemas/_Ref"}, {"enum": [None]}]
+    assert schema_gaps(schema) == []

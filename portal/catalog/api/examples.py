@@ -67,7 +67,7 @@ manifest = OpenApiExample(
 instance = OpenApiExample("An instance", value=INSTANCE, response_only=True)
 health_check = OpenApiExample(
     "A passing check",
-    value={"checked_at": _AT, "status": "passing", "http_status": 200, "latency_ms": 12.4, "error": None},
+    value={"checked_at": _AT, "status": "passing", "http_status": 200, "latency_ms": 12, "error": None},
     response_only=True,
 )
 health_hours = OpenApiExample(

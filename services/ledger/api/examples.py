@@ -10,7 +10,7 @@ ACCOUNT = {
     "name": "Customer 1042 wallet",
     "currency": "EUR",
     "normal_balance": "credit",
-    "status": "active",
+    "status": "open",
     "overdraft_limit": 0,
     "allow_negative": False,
     "debits_posted": 2500,

@@ -104,7 +104,7 @@ class AccountViewSet(
     @api_operation(
         summary="Update an account",
         description="Renames an account, replaces its metadata, or changes its status: `frozen` refuses new "
-        "postings, `active` takes them again, `closed` is final and needs a zero balance and nothing pending.",
+        "postings, `open` takes them again, `closed` is final and needs a zero balance and nothing pending.",
         errors=[errors.AccountAbsent, errors.AccountClosed, errors.AccountNotEmpty],
         examples=[examples.account_update, examples.account_frozen],
         request=AccountUpdateSerializer,
