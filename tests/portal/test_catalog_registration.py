@@ -172,6 +172,9 @@ def test_instances_heartbeat_and_an_unknown_service_is_not_found(mint_token):
         api.post(f"{URL}/nope/instances/x/heartbeat", "{}", content_type="application/json"), 404, "service_not_found"
     )
     assert_problem(api.post(url, json.dumps({"pid": -1}), content_type="application/json"), 400, "validation_error")
+    # a pid past the column's integer is refused, not a 500
+    too_big = api.post(url, json.dumps({"pid": 11337699365772}), content_type="application/json")
+    assert assert_problem(too_big, 400, "validation_error")["errors"][0]["field"] == "pid"
 
 
 def test_people_read_the_catalog_by_role(mint_token):

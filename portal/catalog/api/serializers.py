@@ -67,7 +67,8 @@ class ManifestSerializer(StrictSerializer):
 
 class HeartbeatInputSerializer(StrictSerializer):
     host = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
-    pid = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    # The column is a PostgreSQL integer: a larger pid was a 500 (found by the schema fuzzer), now a 400.
+    pid = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None)
     version = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
