@@ -17,6 +17,8 @@ kit = kit_settings(
         "portal.catalog",
         "portal.jobs",
         "portal.trace",
+        # The periodic schedule in the database (docs/jobs.md, "Schedule"): beat's DatabaseScheduler, the admin.
+        "django_celery_beat",
     ],
     celery_imports=["workers.portal", "workers.audit"],
 )

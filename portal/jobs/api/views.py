@@ -1,6 +1,9 @@
 """Job dashboard API: every Celery task the monitor recorded (filtered, keyset pages, detail with timeline and
 relatives), retry and revoke, statistics, throughput, live queues and workers, failures grouped.
 
+The periodic schedule (django-celery-beat's database schedule): every periodic task with its last and next run;
+run one now, pause or resume one (people with ``jobs.run_periodic`` / ``jobs.pause_periodic``: operator, admin).
+
 Reads: people with ``jobs.view_job`` (viewer and up), machine clients with ``jobs:read``. Writes: people with
 ``jobs.retry_job`` / ``jobs.revoke_job`` (operator, admin), machine clients with ``jobs:write``; every write is
 audited by the service it calls.
@@ -14,6 +17,7 @@ import redis
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from kombu.exceptions import KombuError
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,10 +36,14 @@ from portal.jobs.api.serializers import (
     JobPageSerializer,
     JobSummarySerializer,
     PageQuerySerializer,
+    PeriodicEnabledSerializer,
+    PeriodicListSerializer,
+    PeriodicRunSerializer,
     QueuesSerializer,
     RetriedSerializer,
     RevokedSerializer,
     RevokeInputSerializer,
+    ScheduleQuerySerializer,
     StatsQuerySerializer,
     StatsSerializer,
     ThroughputQuerySerializer,
@@ -46,7 +54,7 @@ from portal.jobs.api.serializers import (
 from portal.jobs.errors import BrokerUnavailable, JobNotFound
 from portal.jobs.filters import FailureFilterSet, TaskFilterSet, task_filters_parse
 from portal.jobs.models import Job, Worker
-from portal.jobs.selectors import TaskFilters
+from portal.jobs.selectors import TaskFilters, housekeeping_hidden
 from services.kit.serializers import ProblemSerializer
 
 READ = {"*": {"jobs:read"}}
@@ -61,6 +69,10 @@ BAD_PAGE = {
         ProblemSerializer, description="validation_error (one entry per bad parameter) or invalid_cursor"
     )
 }
+PERIODIC_NOT_FOUND = {(404, PROBLEM): OpenApiResponse(ProblemSerializer, description="periodic_task_not_found")}
+PERIODIC_NAME = OpenApiParameter(
+    "name", OpenApiTypes.STR, OpenApiParameter.PATH, description="The periodic task's name (portal.ping.beat)."
+)
 NOT_FOUND = {(404, PROBLEM): OpenApiResponse(ProblemSerializer, description="job_not_found")}
 TASK_ID = OpenApiParameter("task_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The Celery task id.")
 
@@ -107,6 +119,7 @@ class TaskListView(JobsRead, generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = PageQuerySerializer(data=request.query_params)
         filters = _task_filters(request, filterset=TaskFilterSet, page=page)
+        filters = housekeeping_hidden(filters, shown=page.validated_data["housekeeping"])
         found = selectors.jobs_page(
             selectors.jobs_filter(filters), cursor=page.validated_data.get("cursor"), limit=page.validated_data["limit"]
         )
@@ -274,3 +287,77 @@ class WorkerListView(JobsRead, APIView):
         in_flight = {row["worker"].hostname: [job.task_id for job in row["in_flight"]] for row in rows}
         workers = WorkerSerializer([row["worker"] for row in rows], many=True, context={"in_flight": in_flight})
         return Response({"results": workers.data})
+
+
+class ScheduleListView(JobsRead, APIView):
+    """Every periodic task: its schedule in words, queue, paused or not, last run (the job it sent) and next run."""
+
+    @extend_schema(parameters=[ScheduleQuerySerializer], responses={200: PeriodicListSerializer, **BAD_REQUEST})
+    def get(self, request: Request) -> Response:
+        query = ScheduleQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = selectors.schedule_list(housekeeping=query.validated_data["housekeeping"])
+        return Response(PeriodicListSerializer({"results": rows}).data)
+
+
+class PeriodicRunView(JobsWrite, APIView):
+    """Send a periodic task now, as beat would (paused or not); its schedule does not change. Audited."""
+
+    required_user_permissions = ["jobs.run_periodic"]
+
+    @extend_schema(
+        operation_id="jobs_schedule_run",
+        parameters=[PERIODIC_NAME],
+        request=None,
+        responses={
+            202: PeriodicRunSerializer,
+            **PERIODIC_NOT_FOUND,
+            (503, PROBLEM): OpenApiResponse(ProblemSerializer, description="broker_unavailable"),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        try:
+            task_id = services.periodic_run(name=name)
+        except (redis.RedisError, OSError, KombuError) as exc:
+            raise BrokerUnavailable(f"Sending the task failed: {type(exc).__name__}.") from exc
+        return Response({"task_id": task_id, "periodic": name}, status=status.HTTP_202_ACCEPTED)
+
+
+class PeriodicPauseView(JobsWrite, APIView):
+    """Pause a periodic task: beat stops sending it (within 5 s) until it is resumed. Audited."""
+
+    required_user_permissions = ["jobs.pause_periodic"]
+
+    @extend_schema(
+        operation_id="jobs_schedule_pause",
+        parameters=[PERIODIC_NAME],
+        request=None,
+        responses={
+            200: PeriodicEnabledSerializer,
+            **PERIODIC_NOT_FOUND,
+            (409, PROBLEM): OpenApiResponse(ProblemSerializer, description="periodic_task_paused"),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        services.periodic_pause(name=name)
+        return Response({"name": name, "enabled": False})
+
+
+class PeriodicResumeView(JobsWrite, APIView):
+    """Resume a paused periodic task: beat sends it again, one period after now. Audited."""
+
+    required_user_permissions = ["jobs.pause_periodic"]
+
+    @extend_schema(
+        operation_id="jobs_schedule_resume",
+        parameters=[PERIODIC_NAME],
+        request=None,
+        responses={
+            200: PeriodicEnabledSerializer,
+            **PERIODIC_NOT_FOUND,
+            (409, PROBLEM): OpenApiResponse(ProblemSerializer, description="periodic_task_not_paused"),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        services.periodic_resume(name=name)
+        return Response({"name": name, "enabled": True})
