@@ -343,3 +343,25 @@ def test_the_monitor_records_housekeeping_and_the_periodic_task_from_the_events(
     other = str(uuid.uuid4())
     record([("2-1", {"e": json.dumps({"state": "queued", "at": at, "task_id": other, "name": "payments.process"})})])
     assert (Job.objects.get(task_id=other).housekeeping, Job.objects.get(task_id=other).periodic) == (False, "")
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("a%00b", 400, "invalid_characters"),  # the kit refuses a NUL anywhere in the path
+        ("x" * 500, 404, "periodic_task_not_found"),
+        ("%C3%BCn%C3%AFcode", 404, "periodic_task_not_found"),
+        ("%2E%2E", 404, "periodic_task_not_found"),
+        ("%F0%9F%92%A5", 404, "periodic_task_not_found"),
+        ("a%20b", 404, "periodic_task_not_found"),
+    ],
+)
+def test_a_hostile_periodic_task_name_is_a_problem_never_a_500(name, status, code):
+    services.schedule_sync(entries=CODE)
+    operator = _person("operator")
+    for action in ("run", "pause", "resume"):
+        assert_problem(_post(operator, f"{API}/schedule/{name}/{action}"), status, code)
+        page = operator.post(f"{PAGE}{name}/{action}/")
+        assert page.status_code in (302, 400, 404), page.status_code  # a message on the schedule page, or refused
+    assert not PeriodicTask.objects.filter(enabled=False).exists()
+    assert _audited("jobs.periodic.run") == []
