@@ -185,10 +185,10 @@ def _housekeeping(task: Any) -> bool:
 
 
 def _registered(name: str) -> Any:
-    """The task ``name`` if this process registered it (without finalizing the app), else None."""
+    """The task ``name`` if this process registered it, else None."""
     from celery import current_app
 
-    return current_app._tasks.get(name)
+    return current_app.tasks.get(name)
 
 
 def _iso(value: Any) -> str | None:
