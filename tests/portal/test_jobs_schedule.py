@@ -365,3 +365,30 @@ def test_a_hostile_periodic_task_name_is_a_problem_never_a_500(name, status, cod
         assert page.status_code in (302, 400, 404), page.status_code  # a message on the schedule page, or refused
     assert not PeriodicTask.objects.filter(enabled=False).exists()
     assert _audited("jobs.periodic.run") == []
+
+
+def test_the_admins_bulk_actions_pause_resume_and_run_through_the_audited_services(broker):
+    # given the schedule in django-celery-beat's admin, and an admin (operators only read it there)
+    services.schedule_sync(entries=CODE)
+    ids = {t.name: str(t.pk) for t in PeriodicTask.objects.all()}
+    admin, operator = _person("admin"), _person("operator")
+    url = "/admin/django_celery_beat/periodictask/"
+    assert operator.get(url).status_code == 200
+    assert "disable_tasks" not in operator.get(url).content.decode()
+
+    def act(action: str, *names: str) -> Any:
+        return admin.post(url, {"action": action, "_selected_action": [ids[n] for n in names]}, follow=True)
+
+    # when the admin pauses two of them, then resumes one and runs one
+    assert act("disable_tasks", "portal.ping.beat", "ledger.nightly").status_code == 200
+    act("enable_tasks", "ledger.nightly")
+    done = act("run_tasks", "portal.ping.beat").content.decode()
+
+    # then each went through the services: audited, and the run sent by name to its queue
+    assert PeriodicTask.objects.get(name="portal.ping.beat").enabled is False
+    assert PeriodicTask.objects.get(name="ledger.nightly").enabled is True
+    assert sorted(e["object"]["id"] for e in _audited("jobs.periodic.paused")) == ["ledger.nightly", "portal.ping.beat"]
+    assert [e["object"]["id"] for e in _audited("jobs.periodic.resumed")] == ["ledger.nightly"]
+    (message,) = queued_messages(broker)
+    assert message["headers"]["periodic_task_name"] == "portal.ping.beat"
+    assert "Sent now: portal.ping.beat" in done
