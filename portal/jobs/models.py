@@ -71,10 +71,16 @@ class Job(models.Model):
     # Marked in the task's definition (``housekeeping=True`` on its decorator in workers/*.py), reported by the
     # worker that runs it (and by a publisher that has the task registered): the task list hides these by default.
     housekeeping = models.BooleanField(
-        default=False, help_text="A housekeeping task: health polls, relays, sweeps, retention, maintenance."
+        default=False,
+        db_default=False,
+        help_text="A housekeeping task: health polls, relays, sweeps, retention, maintenance.",
     )
     periodic = models.CharField(
-        max_length=200, blank=True, default="", help_text="The periodic task (beat schedule entry) that sent it."
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The periodic task (beat schedule entry) that sent it.",
     )
 
     class Meta:

@@ -461,18 +461,13 @@ class PeriodicRow:
 
 
 def schedule_list(*, now: dt.datetime | None = None, housekeeping: bool = True) -> list[PeriodicRow]:
-    """Every periodic task of the database schedule, by name, with its last recorded run (two queries: the tasks;
-    each one's newest job on ``jobs_job_periodic_seen``). ``housekeeping=False`` leaves out those whose last run
-    was a housekeeping task."""
+    """Every periodic task of the database schedule, by name, with its last recorded run (three queries: the
+    tasks; each one's newest job id, a ``LIMIT 1`` per task on ``jobs_job_periodic_seen``; those jobs).
+    ``housekeeping=False`` leaves out those whose last run was a housekeeping task."""
     now = now or timezone.now()
     tasks = list(PeriodicTask.objects.select_related("interval", "crontab", "solar", "clocked").order_by("name"))
-    last = {
-        j.periodic: j
-        for j in Job.objects.filter(periodic__in=[t.name for t in tasks])
-        .order_by("periodic", "-seen_at")
-        .distinct("periodic")
-        .defer("traceback", "payload", "args", "kwargs", "result")
-    }
+    ids = queries.periodic_last_jobs([t.name for t in tasks]) if tasks else []
+    last = {j.periodic: j for j in Job.objects.filter(id__in=ids).defer("traceback", "payload", "args", "kwargs")}
     rows = []
     for task in tasks:
         job = last.get(task.name)

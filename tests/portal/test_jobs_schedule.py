@@ -392,3 +392,17 @@ def test_the_admins_bulk_actions_pause_resume_and_run_through_the_audited_servic
     (message,) = queued_messages(broker)
     assert message["headers"]["periodic_task_name"] == "portal.ping.beat"
     assert "Sent now: portal.ping.beat" in done
+
+
+def test_the_schedule_reads_in_three_queries_however_many_tasks_and_runs(django_assert_num_queries):
+    services.schedule_sync(entries=CODE)
+    for n in range(30):
+        _job(name="portal.catalog_health", periodic="portal.catalog_health", ago=5 * n + 1, housekeeping=True)
+        _job(name="portal.ping", periodic="portal.ping.beat", ago=300 * n + 2, housekeeping=True)
+    newest = Job.objects.filter(periodic="portal.catalog_health").order_by("-seen_at").first()
+
+    with django_assert_num_queries(3):  # the tasks; each one's newest job id (a LIMIT 1 per task); those jobs
+        rows = {r.task.name: r for r in selectors.schedule_list()}
+
+    assert rows["portal.catalog_health"].last_run == newest
+    assert rows["ledger.nightly"].last_run is None
