@@ -1,4 +1,6 @@
-"""Operator actions on jobs: retry a failed task (one, or a bounded selection), revoke a queued or running one.
+"""Operator actions on jobs: retry a failed task (one, or a bounded selection), revoke a queued or running one;
+and on the periodic schedule: sync the code's schedule into the database (beat's start-up), run a periodic task
+now, pause or resume it.
 
 Every action is audited (in the same transaction as nothing else: the outbox row is the record) with the person or
 client acting. A retry publishes the task again with the same args — the raw ones the tracking kept for it, never
