@@ -2,7 +2,8 @@
 ``<!-- /readme-run:NAME -->`` is run as it reads, so a walkthrough that goes stale fails a test.
 
 Only the fenced ``sh`` and ``bash`` blocks of the section are run, in order, as one bash script under
-``set -euo pipefail``: every command must succeed, an unset variable is an error. Fences of any other language
+``set -euo pipefail`` (or a POSIX ``sh`` one under ``set -eu``): every command must succeed, an unset variable is an
+error. Fences of any other language
 (``json``, ``text``, output shown to the reader) are left alone. The script keeps the README's line numbers (the
 lines between blocks become empty lines), so a failure names the README line of the command that failed.
 
@@ -26,11 +27,15 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 SHELLS = ("sh", "bash")
 _FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-# Line 1 of the script: the shell's rules, and a line naming the README line of a failing command.
-_PROLOGUE = (
-    "set -euo pipefail; "
-    "trap 'status=$?; echo \"readme-run: the command at README line $LINENO failed (exit $status)\" >&2' ERR"
-)
+# Line 1 of the script: the shell's rules, and (bash) a line naming the README line of a failing command. POSIX sh
+# has neither pipefail nor an ERR trap: it stops at the first failing command, a pipeline's last one.
+_PROLOGUES = {
+    "bash": (
+        "set -euo pipefail; "
+        "trap 'status=$?; echo \"readme-run: the command at README line $LINENO failed (exit $status)\" >&2' ERR"
+    ),
+    "sh": "set -eu",
+}
 
 
 class ReadmeSectionError(Exception):
@@ -62,10 +67,10 @@ class ReadmeSection:
     blocks: tuple[ReadmeBlock, ...]
     line_count: int  # the README's lines, up to the section's end marker
 
-    def script(self, substitutions: dict[str, str] | None = None) -> str:
-        """The blocks as one bash script whose line N is README line N (line 1 holds the prologue)."""
+    def script(self, substitutions: dict[str, str] | None = None, shell: str = "bash") -> str:
+        """The blocks as one script whose line N is README line N (line 1 holds the prologue)."""
         lines = [""] * (self.line_count + 1)
-        lines[0] = _PROLOGUE
+        lines[0] = _PROLOGUES[shell]
         for block in self.blocks:
             for offset, line in enumerate(block.text.split("\n")):
                 lines[block.first_line - 1 + offset] = line
@@ -150,8 +155,12 @@ def readme_run(
     substitutions: dict[str, str] | None = None,
     report: tuple[str, ...] = (),
     timeout: float = 180,
+    shell: str = "bash",
 ) -> ReadmeRun:
-    """Run the section with bash in ``cwd`` with exactly ``env``; ``report``'s variables as they were at the end."""
+    """Run the section with ``shell`` (bash, or POSIX ``sh``) in ``cwd`` with exactly ``env``; ``report``'s
+    variables as they were at the end."""
+    if shell not in _PROLOGUES:
+        raise ValueError(f"not a shell this runner knows: {shell!r}")
     for name in report:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"not a shell variable: {name!r}")
@@ -159,9 +168,9 @@ def readme_run(
         values_path = Path(scratch) / "values"
         script_path = Path(scratch) / f"{section.name}.sh"
         epilogue = "".join(f'printf "%s=%s\\0" {name} "${{{name}-}}" >> "$1"\n' for name in report)
-        script_path.write_text(section.script(substitutions) + "\n" + epilogue)
+        script_path.write_text(section.script(substitutions, shell) + "\n" + epilogue)
         done = subprocess.run(
-            ["bash", str(script_path), str(values_path)],
+            [shell, str(script_path), str(values_path)],
             cwd=cwd,
             env=env,
             capture_output=True,

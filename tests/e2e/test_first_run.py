@@ -114,6 +114,24 @@ def test_your_first_payment_runs_as_printed_and_the_payment_settles(stack: tuple
     wait_until(traced, 30, "the trace page to show the settled payment", every=1)
 
 
+def test_your_first_payment_runs_in_a_posix_shell_too(stack: tuple[DevRunner, dict[str, Any]]):
+    runner, _ = stack
+
+    # when the walkthrough is pasted into a POSIX sh (no bash-only syntax: it reads the same in zsh)
+    run = readme_run(
+        readme_section("first-payment"),
+        env=shell_env(ATRIUM_VAR_DIR=str(runner.var_dir)),
+        cwd=REPO_ROOT,
+        report=("STATUS",),
+        timeout=240,
+        shell="sh",
+    ).check()
+
+    # then its payment settles as well
+    assert run.values["STATUS"] == "settled", run.stdout
+    assert "Idempotent-Replayed: true" in run.stdout
+
+
 def test_the_token_example_works_with_its_default_urls_pointed_at_make_up(stack: tuple[DevRunner, dict[str, Any]]):
     runner, creds = stack
     urls = creds["urls"]

@@ -194,3 +194,17 @@ def test_a_stale_substitution_and_a_bad_report_name_are_refused(tmp_path: Path):
         readme_run(section, env=shell_env(), cwd=tmp_path, report=("X; rm -rf /",))
     with pytest.raises(ReadmeSectionError, match="not a section name"):
         readme_section("../README", PLANTED)
+    with pytest.raises(ValueError, match="not a shell"):
+        readme_run(section, env=shell_env(), cwd=tmp_path, shell="python3")
+
+
+def test_a_posix_shell_stops_at_the_first_failing_command(tmp_path: Path):
+    # given a section whose second command fails
+    text = "<!-- readme-run:demo -->\n```sh\necho one\nfalse\necho never\n```\n<!-- /readme-run:demo -->\n"
+
+    # when it runs in sh
+    run = readme_run(readme_section("demo", text), env=shell_env(), cwd=tmp_path, shell="sh")
+
+    # then it stopped there
+    assert run.returncode != 0
+    assert run.stdout == "one\n"
