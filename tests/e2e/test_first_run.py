@@ -75,7 +75,7 @@ def test_your_first_payment_runs_as_printed_and_the_payment_settles(stack: tuple
         readme_section("first-payment"),
         env=shell_env(ATRIUM_VAR_DIR=str(runner.var_dir)),
         cwd=REPO_ROOT,
-        report=("ALICE", "BOB", "PAYMENT", "STATUS"),
+        report=("ALICE", "BOB", "PAYMENT", "STATUS", "KEY"),
         timeout=240,
     ).check()
 
@@ -98,9 +98,33 @@ def test_your_first_payment_runs_as_printed_and_the_payment_settles(stack: tuple
     assert (payment["status"], payment["amount"], payment["currency"]) == ("settled", 2500, "EUR")
     assert (payment["source_account"], payment["destination_account"]) == (values["ALICE"], values["BOB"])
     assert len(payments.get("/api/v1/payments", params={"account": values["ALICE"]}).json()["results"]) == 1
+    reused = payments.post(
+        "/api/v1/payments",
+        json={
+            "amount": 2501,
+            "currency": "EUR",
+            "source_account": values["ALICE"],
+            "destination_account": values["BOB"],
+        },
+        headers={"Idempotency-Key": values["KEY"]},
+    )
+    assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")  # as the README says
     ledger = demo.http("ledger")
     assert ledger.get(f"/api/v1/accounts/{values['ALICE']}").json()["balance"] == 7500
     assert ledger.get(f"/api/v1/accounts/{values['BOB']}").json()["balance"] == 7500
+
+    # and a token lives the 15 minutes the README says
+    token = httpx.post(
+        f"{creds['urls']['portal']}/api/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": creds["client"]["client_id"],
+            "client_secret": creds["client"]["client_secret"],
+            "audience": "payments",
+        },
+        timeout=10,
+    )
+    assert token.json()["expires_in"] == 15 * 60
 
     # and the trace page it printed answers the admin with the payment's way to settled
     admin = admin_session(creds)
