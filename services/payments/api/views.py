@@ -10,7 +10,12 @@ from rest_framework.response import Response
 
 from services.kit.pagination import IdCursor
 from services.payments import idempotency, selectors, services
-from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer, create_input_fast
+from services.payments.api.serializers import (
+    PaymentCreateSerializer,
+    PaymentSerializer,
+    PaymentStatsSerializer,
+    create_input_fast,
+)
 from services.payments.filtersets import PaymentFilterSet
 from services.payments.models import Payment
 
@@ -59,6 +64,20 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
                 data = serializer.validated_data
             _, body = services.payment_create(client_id=request.user.client_id, claim=held, **data)
         return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Payments in the last hour or day, by status",
+        description="Counts and sums (per currency, in minor units) of the payments created in the window, "
+        "grouped by their status now. Needs `payments:read`; an unknown window is `400 invalid_window`.",
+        parameters=[
+            OpenApiParameter("window", str, enum=list(selectors.STATS_WINDOWS), default="1h", description="1h or 24h.")
+        ],
+        responses={200: PaymentStatsSerializer},
+    )
+    @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
+    def stats(self, request: Request) -> Response:
+        found = selectors.payment_stats(window=request.query_params.get("window", "1h"))
+        return Response(PaymentStatsSerializer(found).data)
 
     @extend_schema(request=None, responses={200: PaymentSerializer})
     @action(detail=True, methods=["post"])
