@@ -17,6 +17,7 @@ kit = kit_settings(
         "portal.catalog",
         "portal.jobs",
         "portal.trace",
+        "portal.home",
     ],
     celery_imports=["workers.portal", "workers.audit"],
 )
@@ -224,5 +225,7 @@ JOBS_PRUNE_BATCH = env.int("JOBS_PRUNE_BATCH", default=5_000)
 JOBS_PRUNE_SECONDS = env.float("JOBS_PRUNE_SECONDS", default=240.0)
 # A bulk retry from the dashboard publishes at most this many tasks (more matching: 409 too_many_jobs).
 JOBS_RETRY_MAX = env.int("JOBS_RETRY_MAX", default=500)
+# The payments service, as the home reads it (GET /api/v1/payments/stats, with the portal's machine identity).
+PAYMENTS_URL = env.str("PAYMENTS_URL", default="http://127.0.0.1:8002")
 # How often the catalog pages refresh their live region (seconds; ?refresh=N on a page overrides it).
 CATALOG_PAGE_REFRESH_SECONDS = env.int("CATALOG_PAGE_REFRESH_SECONDS", default=5)
