@@ -66,6 +66,15 @@ class PaymentsTile:
     totals: list[int]
     rows: list[PaymentRow]
     unavailable: str
+    as_of: list[str] = field(default_factory=list)  # per window: when payments read it (HH:MM:SS UTC)
+
+
+def _clock(value: Any) -> str:
+    """``01:02:03 UTC`` from an ISO 8601 time payments gave ("" if it is not one)."""
+    try:
+        return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC).strftime("%H:%M:%S UTC")
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,7 @@ def _payments() -> PaymentsTile:
         totals=[int(found.windows[w]["count"]) for w in windows],
         rows=rows,
         unavailable="",
+        as_of=[_clock(found.windows[w].get("until")) for w in windows],
     )
 
 

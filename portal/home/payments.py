@@ -4,11 +4,16 @@ scope ``payments:read``).
 
 A home must render when payments is away: one short try per window (no retries: the page refreshes every few
 seconds anyway) behind the kit's circuit breaker, and every failure is a :class:`PaymentsUnavailable` saying why.
+
+A day of payments is a grouped scan of a day of rows (about 1 s at 1.2 million a day, docs/payments.md), too much
+for every viewer's refresh every few seconds: an answer is kept in the process for ``max_age`` seconds (the home
+asks for the day's with ``HOME_PAYMENTS_DAY_SECONDS``, 60, and for the hour's fresh each time).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +35,7 @@ class PaymentsUnavailable(Exception):
 
 
 _clients: dict[tuple[str, ...], ServiceClient] = {}
+_answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # (base URL, window) -> (when, document)
 _lock = threading.Lock()
 
 
@@ -58,9 +64,14 @@ def _client() -> ServiceClient:
         return client
 
 
-def payments_stats(*, window: str) -> dict[str, Any]:
-    """The payments service's stats document for ``window`` (``1h`` or ``24h``), or :class:`PaymentsUnavailable`."""
+def payments_stats(*, window: str, max_age: float = 0) -> dict[str, Any]:
+    """The payments service's stats document for ``window`` (``1h`` or ``24h``), or :class:`PaymentsUnavailable`;
+    an answer younger than ``max_age`` seconds is given again without asking."""
     client = _client()
+    key = (client.base_url, window)
+    kept = _answers.get(key)
+    if kept is not None and time.monotonic() - kept[0] < max_age:
+        return kept[1]
     try:
         response = client.get(STATS_PATH, params={"window": window})
     except DomainError as exc:  # unreachable, circuit open, or the token endpoint refused the portal
@@ -74,4 +85,5 @@ def payments_stats(*, window: str) -> dict[str, Any]:
         raise PaymentsUnavailable(f"payments answered {response.status_code}" + (f" {code}" if code else ""))
     if not isinstance(body, dict) or not isinstance(body.get("statuses"), list):
         raise PaymentsUnavailable("payments answered an unexpected document")
+    _answers[key] = (time.monotonic(), body)
     return body

@@ -24,6 +24,7 @@ from django.utils import timezone
 from portal.audit.chain import ingest
 from portal.audit.heads import head_sign
 from portal.catalog.models import Instance, Service
+from portal.home import payments as home_payments
 from portal.home.pages import money
 from portal.jobs.models import Job, JobMinute
 from services.kit import http as kit_http
@@ -86,8 +87,10 @@ def payments(local_server: Callable[..., LocalServer], settings: Any) -> Iterato
     settings.ATRIUM_TOKEN_URL = found.tokens.url + "/api/v1/auth/token"
     settings.ATRIUM_CLIENT_ID, settings.ATRIUM_CLIENT_SECRET = PORTAL_CLIENT, PORTAL_SECRET
     kit_http._breakers.clear()
+    home_payments._answers.clear()
     yield found
     kit_http._breakers.clear()
+    home_payments._answers.clear()
 
 
 def logged_in(role: str | None) -> Client:
@@ -243,13 +246,31 @@ def test_payments_of_the_last_hour_and_day_by_status_with_amounts_per_currency(p
     ]
 
 
-def test_the_token_is_reused_from_one_page_to_the_next(payments: Payments):
+def test_the_token_is_reused_and_the_day_read_at_most_once_a_minute(payments: Payments):
     viewer = logged_in("viewer")
     viewer.get(HOME)
-    viewer.get(HOME + "?fragment=1")
+    payments.documents["24h"] = stats("24h", settled={"EUR": (41, 1_234_999)})
+    payments.documents["1h"] = stats("1h", settled={"EUR": (3, 4100)})
+    again = viewer.get(HOME + "?fragment=1")
 
     assert len(payments.tokens.calls()) == 1
+    # the hour asked both times, the day once: the second page shows the new hour and the kept day
+    assert [c.path.rsplit("=", 1)[1] for c in payments.payments.calls()] == ["1h", "24h", "1h"]
+    settled = section(again, "home-payments-settled")
+    assert "settled 3 41.00 EUR 43 12,345.67 EUR" in settled
+    assert "as of 01:00:00 UTC" in section(again, "home-payments-asof")
+
+
+def test_with_no_day_cache_the_day_is_read_at_every_refresh(payments: Payments, settings: Any):
+    settings.HOME_PAYMENTS_DAY_SECONDS = 0
+    viewer = logged_in("viewer")
+    viewer.get(HOME)
+    payments.documents["24h"] = stats("24h", settled={"EUR": (41, 1_234_999)})
+
+    again = viewer.get(HOME + "?fragment=1")
+
     assert len(payments.payments.calls()) == 4
+    assert "41 12,349.99 EUR" in section(again, "home-payments-settled")
 
 
 def test_when_payments_is_down_the_tile_says_so_and_the_page_still_renders(payments: Payments, settings: Any):
