@@ -168,6 +168,7 @@ def test_an_auditor_also_sees_the_audit_trails_latest_signed_head(payments: Paym
     assert "NOT" not in audit
     assert "matches the head" in audit
     assert head.root_hash in audit
+    assert f"{head.created_at:%Y-%m-%d %H:%M:%S} UTC (key {head.key_id})" in section(response, "home-audit-signed")
 
 
 def test_without_a_signed_head_the_audit_tile_says_so(payments: Payments):
