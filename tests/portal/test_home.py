@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db
 
 HOME = "/admin/"
 PORTAL_CLIENT, PORTAL_SECRET = "cli_portal_home", "portal-home-secret"
-QUERIES_MAX = 15  # 13 measured for an auditor, with 1 or 30 services
+QUERIES_MAX = 15  # 13 measured for an auditor with 30 services
 
 
 def stats(window: str, **counts: dict[str, int]) -> dict[str, Any]:
