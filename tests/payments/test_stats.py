@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.urls import resolve
 from django.utils import timezone
 
 from services.payments.models import Payment
@@ -117,9 +118,11 @@ def test_stats_need_a_payments_read_token(client: Client, jwks_server: JWKSServe
 
 
 def test_stats_is_not_read_as_a_payment_id(client: Client, jwks_server: JWKSServer, signing_key: SigningKey):
-    # the literal path wins over /payments/{id}; the slashed spelling answers 308 to it
+    # the literal path is never /payments/{id} (whatever the order of the routes); the slashed spelling answers 308
     response = _get(client, signing_key)
     assert response.status_code == 200
+    assert resolve("/api/v1/payments/stats").url_name == "payment-stats"
+    assert resolve("/api/v1/payments/stats2").url_name == "payment-detail"
     token = signing_key.mint(aud="payments", scope="payments:read")
     slashed = client.get("/api/v1/payments/stats/", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert slashed.status_code == 308
