@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 from django.conf import settings
 
 from services.kit.errors import DomainError
@@ -53,14 +54,18 @@ def _client() -> ServiceClient:
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = ServiceClient(
-                base_url=base_url,
-                audience=AUDIENCE,
-                credentials=credentials,
-                timeout=TIMEOUT_SECONDS,
-                connect_timeout=TIMEOUT_SECONDS,
-                retries=0,
-            )
+            try:
+                client = ServiceClient(
+                    base_url=base_url,
+                    audience=AUDIENCE,
+                    credentials=credentials,
+                    timeout=TIMEOUT_SECONDS,
+                    connect_timeout=TIMEOUT_SECONDS,
+                    retries=0,
+                )
+            except httpx.InvalidURL as exc:
+                raise PaymentsUnavailable(f"PAYMENTS_URL is not a URL ({exc})") from exc
+            _clients[key] = client
         return client
 
 
@@ -76,6 +81,8 @@ def payments_stats(*, window: str, max_age: float = 0) -> dict[str, Any]:
         response = client.get(STATS_PATH, params={"window": window})
     except DomainError as exc:  # unreachable, circuit open, or the token endpoint refused the portal
         raise PaymentsUnavailable(f"{exc.code}: {exc.detail}") from exc
+    except httpx.InvalidURL as exc:  # a PAYMENTS_URL or ATRIUM_TOKEN_URL httpx cannot send to
+        raise PaymentsUnavailable(f"a URL the portal was given is not one ({exc})") from exc
     try:
         body = response.json()
     except ValueError:

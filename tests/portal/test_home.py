@@ -306,6 +306,24 @@ def test_without_machine_credentials_the_tile_says_what_is_missing(payments: Pay
     assert payments.payments.calls() == []
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("::not a url", "not a URL"),
+        ("http://[::1", "not a URL"),
+        ("ftp://payments.internal", "upstream_unavailable"),
+        ("", "PAYMENTS_URL is not set"),
+    ],
+)
+def test_a_payments_url_that_cannot_be_called_is_said_not_a_500(payments: Payments, settings: Any, url: str, said: str):
+    settings.PAYMENTS_URL = url
+
+    response = logged_in("viewer").get(HOME)
+
+    assert response.status_code == 200
+    assert said in section(response, "home-payments-down")
+
+
 def test_a_refused_portal_secret_is_token_unavailable(payments: Payments, settings: Any):
     settings.ATRIUM_CLIENT_SECRET = "wrong"
 
