@@ -142,15 +142,22 @@ def _services(now: dt.datetime) -> list[ServiceTile]:
 def _payments() -> PaymentsTile:
     found = selectors.payments_now()
     windows = list(selectors.PAYMENT_WINDOWS)
-    if found.unavailable:
-        return PaymentsTile(windows=windows, totals=[], rows=[], unavailable=found.unavailable)
-    per_window: list[dict[str, dict[str, Any]]] = [
-        {s["status"]: s for s in found.windows[w]["statuses"]} for w in windows
-    ]
+    if not found.unavailable:
+        try:
+            return _payments_tile(windows, found.windows)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a document not as documented
+            return PaymentsTile(
+                windows, [], [], f"payments answered an unexpected document ({type(exc).__name__}: {exc})"
+            )
+    return PaymentsTile(windows=windows, totals=[], rows=[], unavailable=found.unavailable)
+
+
+def _payments_tile(windows: list[str], documents: dict[str, dict[str, Any]]) -> PaymentsTile:
+    per_window: list[dict[str, dict[str, Any]]] = [{s["status"]: s for s in documents[w]["statuses"]} for w in windows]
     statuses = list(per_window[-1])  # the day's order: every status, in life-cycle order
     rows = [
         PaymentRow(
-            status=status,
+            status=str(status),
             counts=[int(by.get(status, {}).get("count", 0)) for by in per_window],
             amounts=[
                 [money(int(a["amount"]), str(a["currency"])) for a in by.get(status, {}).get("amounts", [])]
@@ -161,10 +168,10 @@ def _payments() -> PaymentsTile:
     ]
     return PaymentsTile(
         windows=windows,
-        totals=[int(found.windows[w]["count"]) for w in windows],
+        totals=[int(documents[w]["count"]) for w in windows],
         rows=rows,
         unavailable="",
-        as_of=[_clock(found.windows[w].get("until")) for w in windows],
+        as_of=[_clock(documents[w].get("until")) for w in windows],
     )
 
 

@@ -307,6 +307,25 @@ def test_without_machine_credentials_the_tile_says_what_is_missing(payments: Pay
 
 
 @pytest.mark.parametrize(
+    "document",
+    [
+        {"statuses": [{"count": 1, "amounts": []}], "count": 1},  # no status
+        {"statuses": [{"status": "settled", "count": 1, "amounts": [{"currency": "EUR", "amount": "x"}]}], "count": 1},
+        {"statuses": [{"status": "settled", "count": 1, "amounts": [None]}], "count": 1},
+        {"statuses": ["settled"], "count": 1},
+        {"statuses": [], "count": None},
+    ],
+)
+def test_a_stats_document_not_as_documented_is_said_not_a_500(payments: Payments, document: dict[str, Any]):
+    payments.documents["24h"] = {"window": "24h", **document}
+
+    response = logged_in("viewer").get(HOME)
+
+    assert response.status_code == 200
+    assert "payments answered an unexpected document" in section(response, "home-payments-down")
+
+
+@pytest.mark.parametrize(
     ("url", "said"),
     [
         ("::not a url", "not a URL"),
