@@ -12,12 +12,12 @@ kit = kit_settings(
     wsgi_application="portal.wsgi.application",
     apps=[
         "django.contrib.postgres",
+        "portal.home",  # the dashboard at /admin/ (docs/home.md)
         "portal.identity",
         "portal.audit",
         "portal.catalog",
         "portal.jobs",
         "portal.trace",
-        "portal.home",
     ],
     celery_imports=["workers.portal", "workers.audit"],
 )
