@@ -12,6 +12,7 @@ kit = kit_settings(
     wsgi_application="portal.wsgi.application",
     apps=[
         "django.contrib.postgres",
+        "portal.home",  # the dashboard at /admin/ (docs/home.md)
         "portal.identity",
         "portal.audit",
         "portal.catalog",
@@ -226,5 +227,9 @@ JOBS_PRUNE_BATCH = env.int("JOBS_PRUNE_BATCH", default=5_000)
 JOBS_PRUNE_SECONDS = env.float("JOBS_PRUNE_SECONDS", default=240.0)
 # A bulk retry from the dashboard publishes at most this many tasks (more matching: 409 too_many_jobs).
 JOBS_RETRY_MAX = env.int("JOBS_RETRY_MAX", default=500)
+# The payments service, as the home reads it (GET /api/v1/payments/stats, with the portal's machine identity).
+PAYMENTS_URL = env.str("PAYMENTS_URL", default="http://127.0.0.1:8002")
+# The home asks for the last hour's payments at every refresh, for the last day's (a day of rows) at most this often.
+HOME_PAYMENTS_DAY_SECONDS = env.int("HOME_PAYMENTS_DAY_SECONDS", default=60)
 # How often the catalog pages refresh their live region (seconds; ?refresh=N on a page overrides it).
 CATALOG_PAGE_REFRESH_SECONDS = env.int("CATALOG_PAGE_REFRESH_SECONDS", default=5)
