@@ -75,7 +75,7 @@ def dependency_graph(request: HttpRequest) -> HttpResponse:
         request,
         page="graph",
         title="Dependency graph",
-        context={"graph_page": graph_page()},
+        context={"graph_page": graph_page(resources=request.GET.get("resources") in ("1", "true"))},
         crumbs=[("Overview", reverse("catalog_pages:overview"))],
     )
 

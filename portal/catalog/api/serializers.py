@@ -17,6 +17,7 @@ from portal.catalog.models import (
     Instance,
     InstanceStatus,
     Lifecycle,
+    Role,
     Service,
     Team,
 )
@@ -50,6 +51,15 @@ class ManifestSerializer(StrictSerializer):
 
     display_name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
+    part_of = serializers.RegexField(
+        SLUG_REGEX,
+        max_length=50,
+        required=False,
+        help_text="The slug of the service this process belongs to; default: its own slug (a service of its own).",
+    )
+    role = serializers.ChoiceField(
+        choices=Role.choices, required=False, help_text="What the process does for its service; default web."
+    )
     team = TeamInputSerializer(required=False)
     tier = serializers.IntegerField(min_value=1, max_value=3, required=False)
     lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False)
