@@ -62,7 +62,7 @@ def duration_text(seconds: float) -> str:
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= 1.5 * size or unit == "minute":
             value = seconds / size
-            text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+            text = f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
             return f"{text} {unit}{'' if text == '1' else 's'}"
     return f"{int(seconds)} seconds"  # pragma: no cover
 

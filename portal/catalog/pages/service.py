@@ -54,6 +54,7 @@ class InstanceRow:
 class Link:
     label: str
     url: str
+    permission: str = ""  # a portal page that needs it (the page shows the link to those holding it)
 
 
 @dataclass
@@ -132,9 +133,12 @@ def _tools(group: ServiceGroup) -> list[Link]:
     base = safe_link(web.base_url).rstrip("/") if web else ""
     links = [Link("Admin", f"{base}/admin/"), Link("API docs", f"{base}/api/docs")] if base else []
     tasks = reverse("jobs_pages:tasks")
-    links += [Link(f"Tasks: {queue} queue", f"{tasks}?{urlencode({'queue': queue})}") for queue in group.queues]
+    links += [
+        Link(f"Tasks: {queue} queue", f"{tasks}?{urlencode({'queue': queue})}", "jobs.view_job")
+        for queue in group.queues
+    ]
     events = reverse("admin:audit_auditevent_changelist")
-    links.append(Link("Audit events", f"{events}?{urlencode({'service': group.slug})}"))
+    links.append(Link("Audit events", f"{events}?{urlencode({'service': group.slug})}", "audit.view_auditevent"))
     return links
 
 
