@@ -59,15 +59,29 @@ def _resource_id(name: str) -> str:
     return f"resource:{name}"
 
 
-def _processes_line(processes: list[dict[str, str]]) -> str:
-    """``web · 2 workers · relay · beat``, with what is down named: ``1 of 2 workers down``."""
+LINE_CHARS = 30  # what fits on a line of a box
+
+
+def _wrap(parts: list[str]) -> list[str]:
+    """``parts`` joined with `` · `` on as few lines of at most :data:`LINE_CHARS` as they fit."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= LINE_CHARS:
+            lines[-1] += " \u00b7 " + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _processes_parts(processes: list[dict[str, str]]) -> list[str]:
+    """``web``, ``2 workers``, ``relay``, ``beat``, with what is down counted: ``2 workers (1 down)``."""
     roles = Counter(p["role"] for p in processes)
     down = Counter(p["role"] for p in processes if p["status"] == "critical")
     parts = []
     for role, count in roles.items():
         name = role if count == 1 else f"{count} {role}s"
         parts.append(f"{name} ({down[role]} down)" if down[role] else name)
-    return " \u00b7 ".join(parts)
+    return parts
 
 
 def graph_nodes(*, now: dt.datetime, resources: bool = False) -> tuple[list[GraphNode], list[Edge], int]:
@@ -84,9 +98,9 @@ def graph_nodes(*, now: dt.datetime, resources: bool = False) -> tuple[list[Grap
         if n.get("registered") is False:
             nodes.append(GraphNode(n["id"], "service", n["id"], status=UNKNOWN, registered=False))
             continue
-        lines = [_processes_line(n["processes"])]
+        lines = _wrap(_processes_parts(n["processes"]))
         if not resources and n["resources"]:
-            lines.append(" \u00b7 ".join(n["resources"]))
+            lines += _wrap(n["resources"])
         detail = f"tier {n['tier']}" + (f" \u00b7 {n['team']}" if n.get("team") else "")
         nodes.append(
             GraphNode(
