@@ -23,6 +23,7 @@ from portal.catalog.models import (
 )
 from portal.catalog.selectors import HOURS_WINDOW_MAX
 from portal.catalog.status import STATUSES, instance_status, service_status
+from portal.catalog.systems import SERVICE_STATUSES
 from services.kit.serializers import StrictSerializer
 from services.kit.timestamps import UTCTimestampField
 
@@ -98,8 +99,8 @@ class CallsInputSerializer(StrictSerializer):
 
 
 # The graph's edge, for the OpenAPI document ("from" is a Python keyword, so not a class attribute).
-def graph_edge() -> serializers.Serializer:
-    return inline_serializer(
+_GRAPH_EDGE = type(
+    inline_serializer(
         "CatalogGraphEdge",
         {
             "from": serializers.CharField(),
@@ -114,6 +115,12 @@ def graph_edge() -> serializers.Serializer:
             ),
         },
     )
+)
+
+
+def graph_edge() -> serializers.Serializer:
+    """The graph's edge (one class: the schema has one component however many times it is used)."""
+    return _GRAPH_EDGE()
 
 
 def _now(context: dict[str, Any]) -> dt.datetime:
@@ -317,8 +324,8 @@ class HealthHoursSerializer(serializers.Serializer):
 # --- /api/v2/catalog: services (processes grouped by the service they are part of)
 
 
-def uptime_window() -> serializers.Serializer:
-    return inline_serializer(
+_UPTIME_WINDOW = type(
+    inline_serializer(
         "CatalogUptimeWindow",
         {
             "percent": serializers.FloatField(
@@ -329,6 +336,11 @@ def uptime_window() -> serializers.Serializer:
             "coverage": serializers.FloatField(help_text="observed_seconds over window_seconds, in per cent."),
         },
     )
+)
+
+
+def uptime_window() -> serializers.Serializer:
+    return _UPTIME_WINDOW()
 
 
 class ProcessSerializer(serializers.Serializer):
@@ -339,8 +351,8 @@ class ProcessSerializer(serializers.Serializer):
     display_name = serializers.CharField(source="entry.display_name")
     version = serializers.CharField(source="entry.version")
     queues = serializers.SerializerMethodField(help_text="The queues it consumes (a worker's).")
-    status = serializers.ChoiceField(
-        choices=STATUSES, help_text="Derived on read from its health check and its instances' heartbeats."
+    status = extend_schema_field(_enum(STATUSES))(
+        serializers.CharField(help_text="Derived on read from its health check and its instances' heartbeats.")
     )
     instances = serializers.SerializerMethodField(help_text="Its instances that are not gone.")
     instances_heartbeating = serializers.IntegerField(source="live", help_text="Of those, heartbeating.")
@@ -362,10 +374,11 @@ class ServiceGroupSerializer(serializers.Serializer):
     team = serializers.SerializerMethodField(help_text="The owning team's slug (null: none).")
     tier = serializers.IntegerField(help_text="1 (most critical) to 3: the most critical of its processes'.")
     lifecycle = serializers.CharField()
-    status = serializers.ChoiceField(
-        choices=["critical", "degraded", "passing", "unknown"],
-        help_text="critical: its API (a web process) is down, or it has none and every process is; degraded: "
-        "another process is down or warning; passing: every process heard from passes; unknown: nothing heard.",
+    status = extend_schema_field(_enum(SERVICE_STATUSES))(
+        serializers.CharField(
+            help_text="critical: its API (a web process) is down, or it has none and every process is; degraded: "
+            "another process is down or warning; passing: every process heard from passes; unknown: nothing heard.",
+        )
     )
     reason = serializers.CharField(help_text="Why, in words (e.g. 'down: worker-ledger').")
     base_url = serializers.SerializerMethodField(help_text="Its API's base URL (null: no web process).")
