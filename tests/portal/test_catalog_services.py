@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from portal.catalog import selectors
-from portal.catalog.models import Instance, Service
+from portal.catalog.models import HealthHour, Instance, Service
 from portal.catalog.systems import Process, group_status
 from tests.portal.factories import machine_client, user_with_role
 from tests.problems import assert_problem
@@ -278,3 +278,63 @@ def test_existing_entries_are_migrated_by_the_slugs_the_agents_used(slug, queues
     migration = importlib.import_module("portal.catalog.migrations.0006_service_part_of_role")
 
     assert migration.part_and_role(slug, queues) == expected
+
+
+def test_a_service_none_of_whose_processes_bears_its_name_has_a_page_too(mint_token, client):
+    billing = Registrar(mint_token, "billing")
+    billing.put("billing-api", part_of="billing", role="web", base_url="https://billing.example")
+    billing.put("billing-worker", part_of="billing", role="worker", queues=["billing"])
+    client.force_login(user_with_role("viewer"))
+
+    page = client.get("/admin/catalog/services/billing/")
+    overview = client.get("/admin/catalog/overview/").content.decode()
+
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'data-service="billing"' in body
+    assert 'id="group-process-billing-api" data-role="web"' in body
+    assert 'href="https://billing.example/admin/" data-tool="Admin"' in body
+    assert '<a href="/admin/catalog/services/billing/"><strong>billing</strong></a>' in overview
+    assert client.get("/admin/catalog/services/nothing-here/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_existing_entries_their_service_and_role():
+    """Run 0006 and 0007 over rows committed as they were before them (real migrations of real tables)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("catalog", "0005_health_check_error_class")])
+    old = executor.loader.project_state([("catalog", "0005_health_check_error_class")]).apps
+    OldService = old.get_model("catalog", "Service")
+    for slug, queues in (("ledger", []), ("worker-ledger", ["ledger"]), ("relay-ledger", []), ("beat", [])):
+        OldService.objects.create(slug=slug, display_name=slug, queues=queues)
+    OldService.objects.create(slug="worker-audit", display_name="w", queues=["audit"])
+    OldService.objects.create(slug="jobs-monitor", display_name="m")
+    # an hour rolled up before covered time was kept: 3 passing and 1 critical check, 15 s apart
+    old.get_model("catalog", "HealthHour").objects.create(
+        service=OldService.objects.get(slug="ledger"), hour=timezone.now().replace(minute=0), passing=3, critical=1
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert dict(Service.objects.values_list("slug", "part_of")) == {
+        "ledger": "ledger",
+        "worker-ledger": "ledger",
+        "relay-ledger": "ledger",
+        "beat": "portal",
+        "worker-audit": "portal",
+        "jobs-monitor": "portal",
+    }
+    (hour,) = HealthHour.objects.all()
+    assert (hour.covered_seconds, hour.up_seconds) == (60.0, 45.0)  # one check interval per check
+    assert dict(Service.objects.values_list("slug", "role")) == {
+        "ledger": "web",
+        "worker-ledger": "worker",
+        "relay-ledger": "relay",
+        "beat": "beat",
+        "worker-audit": "worker",
+        "jobs-monitor": "monitor",
+    }

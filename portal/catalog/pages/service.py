@@ -17,7 +17,7 @@ from portal.catalog import selectors
 from portal.catalog.errors import ServiceNotFound
 from portal.catalog.graph import Edge, graph
 from portal.catalog.health import uptime_detail
-from portal.catalog.models import HealthCheck, Instance, InstanceStatus, Role, Service
+from portal.catalog.models import HealthCheck, Instance, InstanceStatus, Service
 from portal.catalog.pages.common import (
     DependencyRow,
     ObservedUptime,
@@ -117,7 +117,6 @@ def _links(service: Service) -> list[Link]:
     candidates = [
         ("Base URL", base),
         ("API docs", f"{base.rstrip('/')}/api/docs" if base else ""),
-        ("Admin", f"{base.rstrip('/')}/admin/" if base and service.role == Role.WEB else ""),
         ("OpenAPI schema", service.openapi_url),
         ("Health URL", service.health_url),
         ("Documentation", service.docs_url),
