@@ -5,11 +5,12 @@ always gives the same picture), and emitted as plain ``<svg>`` markup. Every val
 catalog is escaped; every colour is repeated as text (a status word, a ``<title>`` tooltip) for people
 who cannot tell the colours apart.
 
-The graph is laid out in layers, left to right: a service that nothing depends on is in the first column,
-and every node sits one column right of the furthest-right node that depends on it (longest path). Cycles
-(two services calling each other) are broken by a depth-first search in sorted order, and the edges that
-close them are drawn as curves below the boxes. Within a column, nodes are ordered by the mean position
-of their neighbours (a few barycenter sweeps), which keeps most edges from crossing.
+The graph is laid out by grandalf's Sugiyama (layered) layout, left to right (:func:`layout`): a node sits in a
+layer after every node that depends on it (cycles broken by grandalf's feedback edges, drawn as curves below
+the boxes), rows are ordered to reduce crossings, coordinates come from Brandes and Koepf's method, and a long
+edge passes the layers it crosses in lanes of its own. Parts of the graph that are not connected are stacked.
+:func:`boxes_overlap` and :func:`edge_crossings` measure how readable a layout is (the catalog's tests hold
+the picture of 10 services made of 40 processes to no overlap and a bound on crossings).
 """
 
 from __future__ import annotations
@@ -446,6 +447,8 @@ def _legend(width: int) -> tuple[str, int]:
     """The key to the picture, wrapped to ``width``; and its height."""
     items: list[tuple[int, str, str]] = []  # (swatch width, swatch markup at x=0, label)
     for status, (fill, stroke, symbol) in STATUS_STYLE.items():
+        if status == "warning":  # boxes are services: a warning process makes its service degraded
+            continue
         items.append(
             (18, f'<rect width="18" height="14" rx="3" fill="{fill}" stroke="{stroke}"/>', f"{symbol} {status}")
         )
