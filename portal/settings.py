@@ -208,6 +208,9 @@ CATALOG_HEALTH_CONCURRENCY = env.int("CATALOG_HEALTH_CONCURRENCY", default=8)
 CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)
 # Single health checks are kept this long, then folded into hourly counts (uptime over 30 days keeps working).
 CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)
+# Uptime is measured over the time checks covered: a check covers the time to the next, at most this many of its
+# service's check intervals (a longer gap, e.g. the stack stopped, is unknown time, neither up nor down).
+CATALOG_UPTIME_GAP_INTERVALS = env.float("CATALOG_UPTIME_GAP_INTERVALS", default=3.0)
 # A dependency counts as observed if a call was reported in this many days.
 CATALOG_OBSERVED_DAYS = env.float("CATALOG_OBSERVED_DAYS", default=7.0)
 # Job dashboard: the tracking stream every process appends to and the monitor reads

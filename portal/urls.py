@@ -24,6 +24,11 @@ api_v1 = [
     *router.urls,
 ]
 
+# Version 2 of what changed shape: the catalog's services are groups of processes (docs/catalog.md).
+api_v2 = [
+    path("catalog/", include("portal.catalog.api.urls_v2")),
+]
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/catalog/", include("portal.catalog.urls")),  # the catalog pages, before the admin's own
@@ -34,6 +39,7 @@ urlpatterns = [
     path(".well-known/jwks.json", jwks_view, name="jwks"),
     path(".well-known/atrium-revocations.json", revocations_view, name="revocations"),
     path("api/v1/", include(api_v1)),
+    path("api/v2/", include(api_v2)),
     *kit_urlpatterns(),
 ]
 
