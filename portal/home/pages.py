@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.audit.selectors import HeadStatus
-from portal.catalog.pages.common import STATUS_ORDER, safe_link, service_url
+from portal.catalog.pages.common import safe_link, service_url
+from portal.catalog.systems import SERVICE_STATUSES
 from portal.home import selectors
 from portal.identity.roles import user_roles
 from portal.jobs.pages.common import age, form_time, task_url, tasks_url
@@ -51,6 +52,8 @@ class ServiceTile:
     admin_url: str  # "" without a web server
     api_docs_url: str
     last_checked: str
+    reason: str = ""  # why it is not passing, in words
+    processes: str = ""  # "3 of 4 processes passing"
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ def _services(now: dt.datetime) -> list[ServiceTile]:
                 admin_url=f"{base}/admin/" if base else "",
                 api_docs_url=f"{base}/api/docs" if base and safe_link(s.openapi_url) else "",
                 last_checked=ago(s.last_checked_at, now),
+                reason=s.reason,
+                processes=f"{s.processes_up} of {s.processes} process{'es' if s.processes != 1 else ''} passing",
             )
         )
     return tiles
@@ -215,6 +220,7 @@ def _tools(user: Any) -> list[Link]:
     if user.has_perm(JOBS_PERMISSION):
         tools += [
             Link("Job dashboard", reverse("jobs_pages:overview"), "queues, workers, throughput, failures"),
+            Link("Schedule", reverse("jobs_pages:schedule"), "periodic tasks: last and next run, run now, pause"),
             Link("Trace", reverse("trace_pages:trace"), "everything one id caused"),
         ]
     if user.has_perm(AUDIT_PERMISSION):
@@ -227,7 +233,7 @@ def home_page(*, user: Any, now: dt.datetime | None = None) -> HomePage:
     """The tiles ``user`` may see, each read now."""
     now = now or timezone.now()
     services = _services(now) if user.has_perm(CATALOG_PERMISSION) else None
-    counts = {s: 0 for s in STATUS_ORDER}
+    counts = {s: 0 for s in SERVICE_STATUSES}
     for tile in services or []:
         counts[tile.status] = counts.get(tile.status, 0) + 1
     return HomePage(

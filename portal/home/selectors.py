@@ -17,7 +17,6 @@ from django.db.models import Sum
 
 from portal.audit import selectors as audit_selectors
 from portal.catalog import selectors as catalog_selectors
-from portal.catalog.status import service_status
 from portal.home.payments import PaymentsUnavailable, payments_stats
 from portal.jobs import selectors as jobs_selectors
 from portal.jobs.selectors import TaskFilters
@@ -32,27 +31,37 @@ PAYMENT_WINDOWS = ("1h", "24h")
 class ServiceNow:
     slug: str
     name: str
-    status: str  # passing, warning, critical, unknown (portal/catalog/status.py)
-    base_url: str  # "" for a process without a web server (a worker, beat, the monitor)
+    status: str  # critical, degraded, passing, unknown (portal/catalog/systems.py)
+    reason: str  # why, in words ("down: worker-ledger"); "" when passing
+    processes: int  # how many processes it has (web, workers, relay, beat, monitor)
+    processes_up: int  # of those, passing
+    base_url: str  # its API's; "" for a service without a web process
     docs_url: str
     openapi_url: str
     last_checked_at: dt.datetime | None
 
 
 def services_now(*, now: dt.datetime) -> list[ServiceNow]:
-    """Every catalog entry with its derived status, by slug (three queries, whatever their number)."""
-    return [
-        ServiceNow(
-            slug=s.slug,
-            name=s.display_name or s.slug,
-            status=service_status(s, [*s.current_instances, *s.latest_gone], now=now),
-            base_url=s.base_url,
-            docs_url=s.docs_url,
-            openapi_url=s.openapi_url,
-            last_checked_at=s.last_checked_at,
+    """Every service (processes grouped by the service they are part of) with its status, by slug (three
+    queries, whatever their number)."""
+    found = []
+    for group in catalog_selectors.service_groups(now=now, with_uptime=False):
+        web = group.web
+        found.append(
+            ServiceNow(
+                slug=group.slug,
+                name=group.display_name or group.slug,
+                status=group.status,
+                reason=group.reason,
+                processes=len(group.processes),
+                processes_up=sum(1 for p in group.processes if p.status == "passing"),
+                base_url=web.base_url if web else "",
+                docs_url=web.docs_url if web else "",
+                openapi_url=web.openapi_url if web else "",
+                last_checked_at=web.last_checked_at if web else None,
+            )
         )
-        for s in catalog_selectors.services_with_instances()
-    ]
+    return found
 
 
 # ------------------------------------------------------------------------------------------------- payments

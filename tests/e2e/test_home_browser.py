@@ -129,7 +129,7 @@ def test_a_viewer_lands_on_the_home_and_sees_the_business_then_payments_goes_dow
             # and the jobs tile and every tool it may use; no audit tile for a viewer
             expect(page.locator("#home-jobs")).to_contain_text("failed in the last hour")
             expect(page.locator("#home-tools").get_by_role("link")).to_have_text(
-                ["Catalog overview", "Dependency graph", "Job dashboard", "Trace", "Every model"]
+                ["Catalog overview", "Dependency graph", "Job dashboard", "Schedule", "Trace", "Every model"]
             )
             expect(page.locator("#home-audit")).to_have_count(0)
             # and nothing is wider than the window, nor cut off

@@ -112,10 +112,20 @@ def section(response: Any, element_id: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[start : end if end > 0 else None]))
 
 
-def service(slug: str, *, base_url: str = "", heartbeat_ago: float = 2.0, health: str = "passing") -> Service:
+def service(
+    slug: str,
+    *,
+    base_url: str = "",
+    heartbeat_ago: float = 2.0,
+    health: str = "passing",
+    part_of: str = "",
+    role: str = "web",
+) -> Service:
     now = timezone.now()
     found = Service.objects.create(
         slug=slug,
+        part_of=part_of or slug,
+        role=role,
         display_name=slug.title(),
         base_url=base_url,
         health_url=f"{base_url}/health/ready" if base_url else "",
@@ -211,6 +221,27 @@ def test_every_service_shows_its_status_and_links_to_its_page_admin_and_api_docs
     assert "Ledger" in admins
     assert "Payments" in admins
     assert "Worker-Ledger" not in admins
+
+
+def test_the_home_lists_services_not_processes_a_stopped_worker_degrades_its_service(payments: Payments):
+    service("ledger", base_url="http://ledger.internal:8001")
+    service("worker-ledger", part_of="ledger", role="worker", heartbeat_ago=600)  # stopped heartbeating
+    service("payments", base_url="http://payments.internal:8002")
+    service("relay-payments", part_of="payments", role="relay")
+
+    response = logged_in("viewer").get(HOME)
+
+    assert "home-service-worker-ledger" not in response.content.decode()
+    assert "home-service-relay-payments" not in response.content.decode()
+    ledger, payments_row = section(response, "home-service-ledger"), section(response, "home-service-payments")
+    assert "degraded" in ledger
+    assert "worker-ledger" in ledger  # the reason names the process
+    assert "1 of 2 processes passing" in ledger
+    assert "passing" in payments_row
+    assert "2 of 2 processes passing" in payments_row
+    counts = section(response, "home-services").split("Status")[0]
+    assert "degraded 1" in counts
+    assert "passing 1" in counts
 
 
 def test_a_base_url_that_is_not_http_is_never_a_link(payments: Payments):
@@ -427,6 +458,7 @@ def test_links_to_every_tool_and_a_search_that_goes_to_the_trace(payments: Payme
         "/admin/catalog/overview/",
         "/admin/catalog/graph/",
         "/admin/jobs/",
+        "/admin/jobs/schedule/",
         "/admin/trace/",
         "/admin/audit/auditevent/",
         "#home-models",
@@ -454,6 +486,7 @@ def test_the_page_refreshes_its_region_like_the_catalog_pages(payments: Payments
         (HOME, "Home"),
         ("/admin/catalog/overview/", "Service catalog"),
         ("/admin/jobs/", "Background jobs"),
+        ("/admin/jobs/schedule/", "Schedule"),
         ("/admin/trace/", "Trace"),
         ("/admin/audit/auditevent/", "Select audit event to view"),
         ("/admin/identity/machineclient/", "Select machine client to view"),
