@@ -1,16 +1,17 @@
-"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status``."""
+"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status | screenshots``."""
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("up", "test", "manage", "status")
+COMMANDS = ("up", "test", "manage", "status", "screenshots")
 
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(
-            "usage: python -m devtools up | test [pytest args] | manage <process> <command> [args] | status",
+            "usage: python -m devtools up | test [pytest args] | manage <process> <command> [args] | status"
+            " | screenshots [options]",
             file=sys.stderr,
         )
         return 2
@@ -21,8 +22,10 @@ def main() -> int:
         from devtools.test import main as run
     elif command == "manage":
         from devtools.manage import main as run
-    else:
+    elif command == "status":
         from devtools.status import main as run
+    else:
+        from devtools.screenshots import main as run
     return run(rest)
 
 

@@ -9,6 +9,9 @@ from services.kit.queues import service_queues
 MANIFEST = {
     "display_name": "Portal",
     "description": "Admin UI, identity provider (tokens, JWKS), service catalog, audit trail and job dashboard.",
+    # The service this process belongs to, and what it does there (its workers, relay and beat name it too).
+    "part_of": "portal",
+    "role": "web",
     "team": {"slug": "platform", "name": "Platform", "contact": "#atrium-platform", "on_call": "platform rota"},
     "tier": 1,
     "lifecycle": "production",

@@ -13,11 +13,14 @@ kit = kit_settings(
     wsgi_application="portal.wsgi.application",
     apps=[
         "django.contrib.postgres",
+        "portal.home",  # the dashboard at /admin/ (docs/home.md)
         "portal.identity",
         "portal.audit",
         "portal.catalog",
         "portal.jobs",
         "portal.trace",
+        # The periodic schedule in the database (docs/jobs.md, "Schedule"): beat's DatabaseScheduler, the admin.
+        "django_celery_beat",
     ],
     celery_imports=["workers.portal", "workers.audit"],
 )
@@ -206,6 +209,9 @@ CATALOG_HEALTH_CONCURRENCY = env.int("CATALOG_HEALTH_CONCURRENCY", default=8)
 CATALOG_HEALTH_SLOW_MS = env.int("CATALOG_HEALTH_SLOW_MS", default=1000)
 # Single health checks are kept this long, then folded into hourly counts (uptime over 30 days keeps working).
 CATALOG_HEALTH_RAW_DAYS = env.float("CATALOG_HEALTH_RAW_DAYS", default=2.0)
+# Uptime is measured over the time checks covered: a check covers the time to the next, at most this many of its
+# service's check intervals (a longer gap, e.g. the stack stopped, is unknown time, neither up nor down).
+CATALOG_UPTIME_GAP_INTERVALS = env.float("CATALOG_UPTIME_GAP_INTERVALS", default=3.0)
 # A dependency counts as observed if a call was reported in this many days.
 CATALOG_OBSERVED_DAYS = env.float("CATALOG_OBSERVED_DAYS", default=7.0)
 # Job dashboard: the tracking stream every process appends to and the monitor reads
@@ -225,6 +231,10 @@ JOBS_PRUNE_BATCH = env.int("JOBS_PRUNE_BATCH", default=5_000)
 JOBS_PRUNE_SECONDS = env.float("JOBS_PRUNE_SECONDS", default=240.0)
 # A bulk retry from the dashboard publishes at most this many tasks (more matching: 409 too_many_jobs).
 JOBS_RETRY_MAX = env.int("JOBS_RETRY_MAX", default=500)
+# The payments service, as the home reads it (GET /api/v1/payments/stats, with the portal's machine identity).
+PAYMENTS_URL = env.str("PAYMENTS_URL", default="http://127.0.0.1:8002")
+# The home asks for the last hour's payments at every refresh, for the last day's (a day of rows) at most this often.
+HOME_PAYMENTS_DAY_SECONDS = env.int("HOME_PAYMENTS_DAY_SECONDS", default=60)
 # How often the catalog pages refresh their live region (seconds; ?refresh=N on a page overrides it).
 CATALOG_PAGE_REFRESH_SECONDS = env.int("CATALOG_PAGE_REFRESH_SECONDS", default=5)
 

@@ -24,21 +24,28 @@ api_v1 = [
     *router.urls,
 ]
 
+# Version 2 of what changed shape: the catalog's services are groups of processes (docs/catalog.md).
+api_v2 = [
+    path("catalog/", include("portal.catalog.api.urls_v2")),
+]
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/catalog/", include("portal.catalog.urls")),  # the catalog pages, before the admin's own
     path("admin/jobs/", include("portal.jobs.urls")),
     path("admin/trace/", include("portal.trace.urls")),
+    path("admin/", include("portal.home.urls")),  # the home replaces the admin's index (its model list below)
     path("admin/", admin.site.urls),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
     path(".well-known/atrium-revocations.json", revocations_view, name="revocations"),
     path("api/v1/", include(api_v1)),
+    path("api/v2/", include(api_v2)),
     *kit_urlpatterns(),
 ]
 
 admin.site.site_header = "Atrium portal"
-admin.site.site_title = "Atrium"
-admin.site.index_title = "Payments back office"
+admin.site.site_title = "Atrium portal"  # every page's <title> ends with it: "Service catalog | Atrium portal"
+admin.site.index_title = "Home"
 
 # Django's error views (paths outside DRF): the kit's problem+json ones, the same in every root URLconf.
 from services.kit.errors import handler400, handler403, handler404, handler500  # noqa: E402, F401

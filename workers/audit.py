@@ -48,14 +48,14 @@ def ingest(self: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@app.task(name="audit.sign_head")
+@app.task(name="audit.sign_head", housekeeping=True)
 def sign_head() -> dict[str, Any] | None:
     """Sign the tree head if the log grew since the last one."""
     head = services.head_sign()
     return None if head is None else {"tree_size": head.tree_size, "root_hash": head.root_hash}
 
 
-@app.task(name="audit.archive")
+@app.task(name="audit.archive", housekeeping=True)
 def archive() -> dict[str, Any]:
     """Retention: archive what is older than AUDIT_RETENTION_DAYS, when AUDIT_ARCHIVE_AUTOMATIC is on.
 

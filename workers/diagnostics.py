@@ -32,7 +32,7 @@ def _backend_pid() -> int | None:
 def ping_task(queue: str) -> Task:
     """Register and return the ``<queue>.ping`` task."""
 
-    @app.task(name=f"{queue}.ping", bind=True)
+    @app.task(name=f"{queue}.ping", bind=True, housekeeping=True)
     def ping(self: Any, message: str = "ping", database: bool = False) -> dict[str, Any]:
         """Answer who ran it; with ``database``, also which PostgreSQL backend serves this worker process."""
         log.info(f"{queue}.ping", message=message[:200])

@@ -23,7 +23,7 @@ def integrity_check() -> dict[str, Any]:
     return integrity_check_run()
 
 
-@app.task(name="ledger.expire_pending")
+@app.task(name="ledger.expire_pending", housekeeping=True)
 def expire_pending(limit: int = 500) -> int:
     """Void pending transactions past their ``expires_at``."""
     return settlement.transactions_expire(limit=limit)

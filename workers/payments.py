@@ -57,7 +57,7 @@ def drain() -> dict[str, Any]:
     return drain_run()
 
 
-@app.task(name="payments.sweep")
+@app.task(name="payments.sweep", housekeeping=True)
 def sweep() -> dict[str, int]:
     """Resume payments whose work was lost; release the holds of payments that ended without settling."""
     return sweep_run()
@@ -79,7 +79,7 @@ def reconcile() -> dict[str, Any]:
     return reconcile_run().as_dict()
 
 
-@app.task(name="payments.idempotency_purge")
+@app.task(name="payments.idempotency_purge", housekeeping=True)
 def idempotency_purge() -> int:
     """Delete idempotency keys past their 24 h."""
     return idempotency.purge()

@@ -13,7 +13,7 @@ outbox_relay = outbox_relay_task("portal")
 outbox_purge = outbox_purge_task("portal")
 
 
-@app.task(name="portal.catalog_health", ignore_result=True)
+@app.task(name="portal.catalog_health", ignore_result=True, housekeeping=True)
 def catalog_health() -> dict[str, Any]:
     """Poll the health URLs whose check is due; mark instances that stopped heartbeating."""
     from portal.catalog.health import health_poll, instances_mark
@@ -21,7 +21,7 @@ def catalog_health() -> dict[str, Any]:
     return {**health_poll(), "instances": instances_mark()}
 
 
-@app.task(name="portal.catalog_health_roll_up", ignore_result=True)
+@app.task(name="portal.catalog_health_roll_up", ignore_result=True, housekeeping=True)
 def catalog_health_roll_up() -> int:
     """Fold health checks older than CATALOG_HEALTH_RAW_DAYS into hourly counts (uptime keeps them)."""
     from portal.catalog.health import health_roll_up
@@ -29,7 +29,7 @@ def catalog_health_roll_up() -> int:
     return health_roll_up()
 
 
-@app.task(name="portal.jobs_prune", ignore_result=True)
+@app.task(name="portal.jobs_prune", ignore_result=True, housekeeping=True)
 def jobs_prune() -> dict[str, Any]:
     """Delete job dashboard rows past their retention (JOBS_RETENTION_DAYS, JOBS_AGGREGATE_DAYS), in batches."""
     from portal.jobs.retention import jobs_prune as prune

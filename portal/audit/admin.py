@@ -56,15 +56,16 @@ class ReadOnlyAuditAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAuditAdmin):
+    # Times to the second (UTC), and the actor and object kept whole at 1280 px: no navigation sidebar, one
+    # column for the object's type and id, long ids wrapped (portal/audit/templates/admin/audit/_styles.html).
     list_display = [
         "seq",
-        "occurred_at",
+        "occurred",
         "service",
         "action",
         "outcome",
-        "actor_display",
-        "object_type",
-        "object_link",
+        "actor_shown",
+        "object_shown",
         "request_link",
     ]
     list_display_links = ["seq"]
@@ -82,9 +83,17 @@ class AuditEventAdmin(ReadOnlyAuditAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return pages.AuditEventChangeList
 
-    @admin.display(description="object id")
-    def object_link(self, obj: AuditEvent) -> str:
-        return pages.trace_link(obj.object_id)
+    @admin.display(description="occurred (UTC)")
+    def occurred(self, obj: AuditEvent) -> str:
+        return pages.event_time(obj.occurred_at)
+
+    @admin.display(description="actor")
+    def actor_shown(self, obj: AuditEvent) -> str:
+        return pages.actor_cell(obj)
+
+    @admin.display(description="object")
+    def object_shown(self, obj: AuditEvent) -> str:
+        return pages.object_cell(obj)
 
     @admin.display(description="request id")
     def request_link(self, obj: AuditEvent) -> str:
@@ -103,7 +112,11 @@ class AuditEventAdmin(ReadOnlyAuditAdmin):
         metadata = pages.list_metadata(request)
         try:
             with transaction.atomic():
-                context = {**pages.list_context(can_view=self.has_view_permission(request)), **(extra_context or {})}
+                context = {
+                    **pages.list_context(can_view=self.has_view_permission(request)),
+                    "is_nav_sidebar_enabled": False,  # the columns need the width
+                    **(extra_context or {}),
+                }
                 response = super().changelist_view(request, context)
                 if response.status_code == 200:
                     services.access_record(action="audit.admin.listed", object_id="audit_event", metadata=metadata)

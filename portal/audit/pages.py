@@ -17,6 +17,7 @@ outside auditor would (``verifier.check_proof``).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -196,6 +197,35 @@ def list_context(*, can_view: bool) -> dict[str, Any]:
 def trace_link(value: str) -> str:
     """``value`` linked to its trace (a list cell), or "" for none."""
     return format_html('<a href="{}" class="audit-trace-link">{}</a>', trace_url(value), value) if value else ""
+
+
+def event_time(moment: dt.datetime) -> str:
+    """An event's time in the list: UTC, to the second; the full time (microseconds) on hover."""
+    utc = moment.astimezone(dt.UTC)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        utc.isoformat(),
+        utc.isoformat(timespec="microseconds"),
+        utc.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def actor_cell(event: AuditEvent) -> str:
+    """Who acted, as they were shown (their id on hover when it says more), and their kind."""
+    shown = event.actor_display or event.actor_id or "—"
+    return format_html(
+        '<span title="{}">{}</span> <span class="audit-quiet">{}</span>',
+        f"{event.actor_type} {event.actor_id}".strip(),
+        shown,
+        event.actor_type,
+    )
+
+
+def object_cell(event: AuditEvent) -> str:
+    """The object's type and its id, linked to the id's trace."""
+    if not event.object_id:
+        return event.object_type or ""
+    return format_html('<span class="audit-quiet">{}</span> {}', event.object_type, trace_link(event.object_id))
 
 
 # --------------------------------------------------------------------------- an event's page

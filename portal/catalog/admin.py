@@ -40,6 +40,8 @@ class ServiceForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if not cleaned.get("part_of") and cleaned.get("slug"):  # blank: a service of its own
+            cleaned["part_of"] = cleaned["slug"]
         if "health_url" in cleaned and "base_url" in cleaned:
             try:
                 health_url_check(health_url=cleaned["health_url"], base_url=cleaned["base_url"])
@@ -56,6 +58,8 @@ class ServiceAdmin(admin.ModelAdmin):
     list_display = [
         "slug",
         "display_name",
+        "part_of",
+        "role",
         "owner",
         "tier",
         "lifecycle",
@@ -64,7 +68,7 @@ class ServiceAdmin(admin.ModelAdmin):
         "last_checked_at",
         "registered_by",
     ]
-    list_filter = ["lifecycle", "tier", "owner", "health_status"]
+    list_filter = ["part_of", "role", "lifecycle", "tier", "owner", "health_status"]
     search_fields = ["slug", "display_name", "description", "tags"]
     readonly_fields = ["health_status", "last_checked_at", "created_at", "updated_at"]
     inlines = [DependencyInline, InstanceInline]

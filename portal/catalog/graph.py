@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from portal.catalog import queries
-from portal.catalog.models import Dependency, ObservedCall, Service
+from portal.catalog.models import Dependency, Instance, ObservedCall, Service
 from portal.catalog.status import service_status
+from portal.catalog.systems import groups
 
 
 def calls_record(service: Service, callers: dict[str, int], *, at: dt.datetime | None = None) -> int:
@@ -131,3 +133,86 @@ def graph(*, now: dt.datetime | None = None) -> Graph:
     ]
     nodes += [{"id": name, "kind": "resource", "display_name": name} for name in sorted(resources)]
     return Graph(nodes, sorted(edges.values(), key=lambda e: (e.source, e.target, e.kind)))
+
+
+def service_graph(*, now: dt.datetime | None = None, resources: bool = False) -> Graph:
+    """The graph between *services* (processes grouped by the service they are part of): a node per service
+    (its status as :mod:`~portal.catalog.systems` derives it, its processes and the resources they use), an
+    edge per pair of services one of whose processes declares or calls the other (edges inside a service —
+    a worker and its own API — are left out). Resources are folded into each node (``resources``) unless
+    ``resources=True``: then they are nodes of their own too, with an edge from each service using them."""
+    now = now or timezone.now()
+    since = now - dt.timedelta(days=float(getattr(settings, "CATALOG_OBSERVED_DAYS", 7)))
+    entries = _entries_with_instances()
+    part_of = {s.slug: s.part_of or s.slug for s in entries}
+    found = groups(entries, now=now)
+    callers = {client: part_of[slug] for client, slug in _callers(entries).items()}
+    edges: dict[tuple[str, str, str], Edge] = {}
+    used: dict[str, set[str]] = {g.slug: set() for g in found}
+    for dep in Dependency.objects.select_related("service"):
+        source = part_of.get(dep.service.slug, dep.service.slug)
+        if dep.target_slug:
+            target = part_of.get(dep.target_slug, dep.target_slug)
+            if target == source:
+                continue
+            edges.setdefault((source, target, "service"), Edge(source, target, "service")).declared = True
+        else:
+            used.setdefault(source, set()).add(dep.resource)
+            if resources:
+                key = (source, dep.resource, "resource")
+                edges.setdefault(key, Edge(source, dep.resource, "resource")).declared = True
+    for call in ObservedCall.objects.select_related("callee").filter(last_seen__gte=since):
+        caller = callers.get(call.caller_client)
+        target = part_of.get(call.callee.slug, call.callee.slug)
+        if caller is None or caller == target:
+            continue
+        edge = edges.setdefault((caller, target, "service"), Edge(caller, target, "service"))
+        edge.observed = True
+        edge.calls += call.calls
+        edge.last_seen = max(filter(None, [edge.last_seen, call.last_seen]))
+    nodes: list[dict[str, Any]] = [
+        {
+            "id": g.slug,
+            "kind": "service",
+            "display_name": g.display_name,
+            "team": g.team.slug if g.team else None,
+            "tier": g.tier,
+            "lifecycle": g.lifecycle,
+            "status": g.status,
+            "processes": [{"slug": p.slug, "role": p.role, "status": p.status} for p in g.processes],
+            "resources": sorted(used.get(g.slug, ())),
+        }
+        for g in found
+    ]
+    known = {g.slug for g in found}
+    nodes += [
+        {"id": slug, "kind": "service", "display_name": slug, "registered": False}
+        for slug in sorted({e.target for e in edges.values() if e.kind == "service"} - known)
+    ]
+    if resources:
+        nodes += [
+            {"id": name, "kind": "resource", "display_name": name}
+            for name in sorted({e.target for e in edges.values() if e.kind == "resource"})
+        ]
+    return Graph(nodes, sorted(edges.values(), key=lambda e: (e.source, e.target, e.kind)))
+
+
+def _entries_with_instances() -> list[Service]:
+    """Every catalog entry with what its status needs (as the selectors load them for pages)."""
+    gone = "gone"
+    return list(
+        Service.objects.select_related("owner")
+        .prefetch_related(
+            Prefetch(
+                "instances",
+                queryset=Instance.objects.exclude(status=gone).order_by("-last_heartbeat", "instance"),
+                to_attr="current_instances",
+            ),
+            Prefetch(
+                "instances",
+                queryset=Instance.objects.filter(status=gone).order_by("-last_heartbeat")[:1],
+                to_attr="latest_gone",
+            ),
+        )
+        .order_by("slug")
+    )

@@ -144,25 +144,76 @@ def instances_mark(*, now: dt.datetime | None = None) -> dict[str, int]:
 UPTIME_WINDOWS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
 
 
+def uptime_grace() -> float:
+    """How many of its check intervals one check covers at most (``CATALOG_UPTIME_GAP_INTERVALS``, 3): a longer
+    gap between two checks is unknown time."""
+    return _setting("CATALOG_UPTIME_GAP_INTERVALS", 3)
+
+
 def health_roll_up(*, now: dt.datetime | None = None) -> int:
-    """Fold checks older than ``CATALOG_HEALTH_RAW_DAYS`` into hourly counts (one statement: the checks are
-    deleted and counted together, so none is lost or counted twice); return how many hours were written."""
+    """Fold checks older than ``CATALOG_HEALTH_RAW_DAYS`` into hourly counts and covered time (one statement: the
+    checks are deleted and counted together, so none is lost or counted twice); return how many hours were
+    written."""
     now = now or timezone.now()
     before = now - dt.timedelta(days=_setting("CATALOG_HEALTH_RAW_DAYS", 2))
-    return queries.health_roll_up(before=before)
+    return queries.health_roll_up(before=before, now=now, grace=uptime_grace())
+
+
+@dataclass(frozen=True)
+class Uptime:
+    """Uptime over one window, honestly: the share of the *observed* time that was up, and how much was observed.
+
+    A check covers the time until its service's next check, at most :func:`uptime_grace` check intervals; time no
+    check covers (the portal's poller or the whole stack stopped, a long gap) is unknown, neither up nor down."""
+
+    window: str
+    window_seconds: float
+    observed_seconds: float
+    up_seconds: float
+
+    @property
+    def percent(self) -> float | None:
+        """Up over observed time, in per cent (None: nothing observed)."""
+        if self.observed_seconds <= 0:
+            return None
+        return round(min(100.0, 100.0 * self.up_seconds / self.observed_seconds), 3)
+
+    @property
+    def coverage(self) -> float:
+        """The share of the window that checks covered, in per cent."""
+        return round(min(100.0, 100.0 * self.observed_seconds / self.window_seconds), 3)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {
+            "percent": self.percent,
+            "observed_seconds": round(self.observed_seconds, 1),
+            "window_seconds": self.window_seconds,
+            "coverage": self.coverage,
+        }
+
+
+def uptime_detail(services: list[Service], *, now: dt.datetime | None = None) -> dict[int, dict[str, Uptime]]:
+    """Service id → window (``24h``, ``7d``, ``30d``) → its :class:`Uptime`, from the single checks and the hourly
+    roll-ups (two queries whatever the number of services)."""
+    now = now or timezone.now()
+    ids = [s.id for s in services]
+    if not ids:
+        return {}
+    totals = queries.uptime_totals(
+        ids=ids, since=[now - w for w in UPTIME_WINDOWS.values()], now=now, grace=uptime_grace()
+    )
+    out: dict[int, dict[str, Uptime]] = {}
+    for service_id, values in totals.items():
+        out[service_id] = {
+            name: Uptime(name, window.total_seconds(), values[2 * index], values[2 * index + 1])
+            for index, (name, window) in enumerate(UPTIME_WINDOWS.items())
+        }
+    return out
 
 
 def uptime(services: list[Service], *, now: dt.datetime | None = None) -> dict[int, dict[str, float | None]]:
-    """Service id → window (``24h``, ``7d``, ``30d``) → the share of its checks that were not ``critical``, from
-    the single checks and the hourly counts (None: no check in the window)."""
-    now = now or timezone.now()
-    ids = [s.id for s in services]
-    out: dict[int, dict[str, float | None]] = {i: {} for i in ids}
-    if not ids:
-        return out
-    totals = queries.uptime_totals(ids=ids, since=[now - w for w in UPTIME_WINDOWS.values()])
-    for service_id, values in totals.items():
-        for index, name in enumerate(UPTIME_WINDOWS):
-            checks, up = values[2 * index], values[2 * index + 1]
-            out[service_id][name] = round(100.0 * up / checks, 3) if checks else None
-    return out
+    """Service id → window → the percentage of the observed time that was up (None: nothing observed)."""
+    return {
+        service_id: {name: figure.percent for name, figure in windows.items()}
+        for service_id, windows in uptime_detail(services, now=now).items()
+    }

@@ -27,6 +27,17 @@ class Lifecycle(models.TextChoices):
     DEPRECATED = "deprecated"
 
 
+class Role(models.TextChoices):
+    """What a process does for the service it is part of."""
+
+    WEB = "web"  # its HTTP API (the one a service's health checks and "critical" are about)
+    WORKER = "worker"  # a Celery worker, for one or more queues
+    RELAY = "relay"  # the outbox relay
+    BEAT = "beat"  # the periodic task scheduler
+    MONITOR = "monitor"  # e.g. the job monitor
+    OTHER = "other"
+
+
 class InstanceStatus(models.TextChoices):
     PASSING = "passing"
     CRITICAL = "critical"  # missed its heartbeats
@@ -50,10 +61,22 @@ class Team(models.Model):
 
 
 class Service(models.Model):
+    """One catalog entry: a process that registered itself (a web server, a worker, a relay, beat, a monitor) or
+    an outside service imported from YAML. ``part_of`` names the service it belongs to and ``role`` what it does
+    there: the catalog's *services* are the groups of entries by ``part_of`` (:mod:`portal.catalog.systems`)."""
+
     slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
     display_name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     owner = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="services")
+    part_of = models.CharField(
+        max_length=50,
+        blank=True,
+        validators=[slug_validator],
+        db_index=True,
+        help_text="The slug of the service this process belongs to (blank: its own slug, a service of its own).",
+    )
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.WEB)
     tier = models.PositiveSmallIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(3)], help_text="1: most critical."
     )
@@ -85,10 +108,17 @@ class Service(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(tier__gte=1) & Q(tier__lte=3), name="catalog_service_tier_1_to_3"),
             models.CheckConstraint(condition=Q(lifecycle__in=Lifecycle.values), name="catalog_service_lifecycle"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="catalog_service_role"),
+            models.CheckConstraint(condition=~Q(part_of=""), name="catalog_service_part_of"),
         ]
 
     def __str__(self) -> str:
         return self.display_name or self.slug
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self.part_of:  # a service of its own
+            self.part_of = self.slug
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
 class Dependency(models.Model):
@@ -208,6 +238,10 @@ class HealthHour(models.Model):
     critical = models.PositiveIntegerField(default=0)
     latency_ms_total = models.PositiveBigIntegerField(default=0)
     latency_count = models.PositiveIntegerField(default=0)
+    covered_seconds = models.FloatField(
+        default=0, help_text="Time its checks covered (each until the next, at most a few intervals)."
+    )
+    up_seconds = models.FloatField(default=0, help_text="Of that, covered by checks that were not critical.")
 
     class Meta:
         db_table = "catalog_health_hour"

@@ -69,56 +69,90 @@ def instances_mark_replaced(*, before: dt.datetime) -> int:
         return cursor.rowcount
 
 
-_ROLL_UP = """
-WITH old AS (
+# A check covers the time until the next check of its service, at most ``grace`` check intervals (the last one:
+# until now, with the same bound). Time no check covers (the poller or the whole stack stopped, a gap longer
+# than ``grace`` intervals) is unknown: neither up nor down.
+_SPAN = """
+LEAST(
+    EXTRACT(EPOCH FROM coalesce(lead(c.checked_at) OVER (PARTITION BY c.service_id ORDER BY c.checked_at, c.id),
+                                %(now)s) - c.checked_at),
+    s.health_interval_seconds * %(grace)s
+)
+"""
+
+_ROLL_UP = f"""
+WITH spans AS (
+    SELECT c.id, GREATEST({_SPAN}, 0) AS covered
+    FROM catalog_health_check c JOIN catalog_service s ON s.id = c.service_id
+), old AS (
     DELETE FROM catalog_health_check WHERE checked_at < %(before)s
-    RETURNING service_id, date_trunc('hour', checked_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, status,
+    RETURNING id, service_id, date_trunc('hour', checked_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, status,
               latency_ms
 )
 INSERT INTO catalog_health_hour AS h
-    (service_id, hour, passing, warning, critical, latency_ms_total, latency_count)
+    (service_id, hour, passing, warning, critical, latency_ms_total, latency_count, covered_seconds, up_seconds)
 SELECT service_id, hour,
        count(*) FILTER (WHERE status = 'passing'), count(*) FILTER (WHERE status = 'warning'),
-       count(*) FILTER (WHERE status = 'critical'), coalesce(sum(latency_ms), 0), count(latency_ms)
-FROM old GROUP BY service_id, hour
+       count(*) FILTER (WHERE status = 'critical'), coalesce(sum(latency_ms), 0), count(latency_ms),
+       coalesce(sum(spans.covered), 0), coalesce(sum(spans.covered) FILTER (WHERE status <> 'critical'), 0)
+FROM old JOIN spans USING (id) GROUP BY service_id, hour
 ON CONFLICT (service_id, hour) DO UPDATE SET
     passing = h.passing + EXCLUDED.passing, warning = h.warning + EXCLUDED.warning,
     critical = h.critical + EXCLUDED.critical, latency_ms_total = h.latency_ms_total + EXCLUDED.latency_ms_total,
-    latency_count = h.latency_count + EXCLUDED.latency_count
-"""
+    latency_count = h.latency_count + EXCLUDED.latency_count,
+    covered_seconds = h.covered_seconds + EXCLUDED.covered_seconds, up_seconds = h.up_seconds + EXCLUDED.up_seconds
+"""  # noqa: S608 (fixed text and placeholders only)
 
 
-def health_roll_up(*, before: dt.datetime) -> int:
-    """Delete the checks older than ``before`` and add them to their hours' counts, in one statement; how many
-    hours were written."""
+def health_roll_up(*, before: dt.datetime, now: dt.datetime, grace: float) -> int:
+    """Delete the checks older than ``before`` and add them to their hours' counts and covered time (each
+    check's span, as :func:`uptime_totals` reads it), in one statement; how many hours were written."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_ROLL_UP, {"before": before})
+        cursor.execute(_ROLL_UP, {"before": before, "now": now, "grace": grace})
         return cursor.rowcount
 
 
-def uptime_totals(*, ids: list[int], since: list[dt.datetime]) -> dict[int, list[int]]:
-    """Service id → ``[checks, checks not critical]`` for each start in ``since``, in order, from the single checks
-    and the hourly counts together (zeros for a service without any)."""
+def uptime_totals(
+    *, ids: list[int], since: list[dt.datetime], now: dt.datetime, grace: float
+) -> dict[int, list[float]]:
+    """Service id → ``[seconds covered, seconds covered up]`` for each start in ``since``, in order: from the single
+    checks (each covering the time to its service's next check, at most ``grace`` check intervals; the latest,
+    until ``now``) and the hourly roll-ups' covered time (zeros for a service without any). A check covers
+    ``up`` time unless it was ``critical``."""
     sums = ", ".join(
-        f"count(*) FILTER (WHERE checked_at >= %(since_{i})s), "
-        f"count(*) FILTER (WHERE checked_at >= %(since_{i})s AND status <> 'critical')"
+        f"coalesce(sum(covered) FILTER (WHERE checked_at >= %(since_{i})s), 0), "
+        f"coalesce(sum(covered) FILTER (WHERE checked_at >= %(since_{i})s AND status <> 'critical'), 0)"
         for i in range(len(since))
     )
     hour_sums = ", ".join(
-        f"coalesce(sum(passing + warning + critical) FILTER (WHERE hour >= %(since_{i})s), 0), "
-        f"coalesce(sum(passing + warning) FILTER (WHERE hour >= %(since_{i})s), 0)"
+        f"coalesce(sum(covered_seconds) FILTER (WHERE hour >= %(since_{i})s), 0), "
+        f"coalesce(sum(up_seconds) FILTER (WHERE hour >= %(since_{i})s), 0)"
         for i in range(len(since))
     )
-    params: dict[str, Any] = {"ids": ids, **{f"since_{i}": moment for i, moment in enumerate(since)}}
-    totals: dict[int, list[int]] = {i: [0] * (2 * len(since)) for i in ids}
+    params: dict[str, Any] = {
+        "ids": ids,
+        "now": now,
+        "grace": grace,
+        "earliest": min(since),
+        **{f"since_{i}": moment for i, moment in enumerate(since)},
+    }
+    raw = (
+        f"SELECT service_id, {sums} FROM ("  # noqa: S608 (only placeholders and fixed text)
+        f" SELECT c.service_id, c.checked_at, c.status, GREATEST({_SPAN}, 0) AS covered"
+        " FROM catalog_health_check c JOIN catalog_service s ON s.id = c.service_id"
+        " WHERE c.service_id = ANY(%(ids)s) AND c.checked_at >= %(earliest)s AND c.checked_at <= %(now)s"
+        ") AS spans GROUP BY service_id"
+    )
+    rolled = (
+        f"SELECT service_id, {hour_sums} FROM catalog_health_hour"  # noqa: S608
+        " WHERE service_id = ANY(%(ids)s) GROUP BY service_id"
+    )
+    totals: dict[int, list[float]] = {i: [0.0] * (2 * len(since)) for i in ids}
     with connection.cursor() as cursor:
-        for table, columns in (("catalog_health_check", sums), ("catalog_health_hour", hour_sums)):
-            cursor.execute(
-                f"SELECT service_id, {columns} FROM {table} WHERE service_id = ANY(%(ids)s) GROUP BY service_id",  # noqa: S608
-                params,
-            )
+        for statement in (raw, rolled):
+            cursor.execute(statement, params)
             for service_id, *values in cursor.fetchall():
-                totals[service_id] = [a + int(b) for a, b in zip(totals[service_id], values, strict=True)]
+                totals[service_id] = [a + float(b) for a, b in zip(totals[service_id], values, strict=True)]
     return totals
 
 

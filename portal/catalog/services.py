@@ -36,6 +36,8 @@ log = get_logger(__name__)
 SERVICE_FIELDS = (
     "display_name",
     "description",
+    "part_of",
+    "role",
     "tier",
     "lifecycle",
     "repository_url",

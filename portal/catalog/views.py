@@ -57,6 +57,8 @@ def service(request: HttpRequest, slug: str) -> HttpResponse:
         found = service_page(slug=slug, window=request.GET.get("range", "24h"))
     except ServiceNotFound as exc:
         raise Http404(exc.detail) from exc
+    # the portal's own tools (job dashboard, audit trail) only for those who may open them
+    found.group.tools = [t for t in found.group.tools if not t.permission or request.user.has_perm(t.permission)]
     context: dict[str, Any] = {"service_page": found, "service": found.row.service}
     if request.user.has_perm(EDIT_PERMISSION):
         context["edit_url"] = reverse("admin:catalog_service_change", args=[found.row.service.pk])
@@ -75,7 +77,7 @@ def dependency_graph(request: HttpRequest) -> HttpResponse:
         request,
         page="graph",
         title="Dependency graph",
-        context={"graph_page": graph_page()},
+        context={"graph_page": graph_page(resources=request.GET.get("resources") in ("1", "true"))},
         crumbs=[("Overview", reverse("catalog_pages:overview"))],
     )
 

@@ -36,3 +36,18 @@ class BrokerUnavailable(DomainError):
     code = "broker_unavailable"
     status = status.HTTP_503_SERVICE_UNAVAILABLE
     title = "The broker did not answer"
+
+
+class PeriodicTaskNotFound(NotFound):
+    code = "periodic_task_not_found"
+    title = "No such periodic task"
+
+
+class PeriodicTaskPaused(Conflict):
+    code = "periodic_task_paused"
+    title = "This periodic task is already paused"
+
+
+class PeriodicTaskNotPaused(Conflict):
+    code = "periodic_task_not_paused"
+    title = "This periodic task is not paused"

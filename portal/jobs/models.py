@@ -68,6 +68,20 @@ class Job(models.Model):
     # reported (every one, counted past what JobLink keeps: the first JOBS_LINKS_MAX of each kind).
     carried_requests = models.PositiveIntegerField(default=0)
     carried_objects = models.PositiveIntegerField(default=0)
+    # Marked in the task's definition (``housekeeping=True`` on its decorator in workers/*.py), reported by the
+    # worker that runs it (and by a publisher that has the task registered): the task list hides these by default.
+    housekeeping = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="A housekeeping task: health polls, relays, sweeps, retention, maintenance.",
+    )
+    periodic = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The periodic task (beat schedule entry) that sent it.",
+    )
 
     class Meta:
         db_table = "jobs_job"
@@ -91,8 +105,17 @@ class Job(models.Model):
             ),
             models.Index(fields=["worker", "-seen_at", "-id"], name="jobs_job_worker_seen"),
             models.Index(fields=["exception_type", "-seen_at", "-id"], name="jobs_job_exception_seen"),
+            # The task list's default: housekeeping hidden.
+            models.Index(fields=["-seen_at", "-id"], name="jobs_job_work_seen", condition=Q(housekeeping=False)),
+            # The schedule page: each periodic task's last run.
+            models.Index(fields=["periodic", "-seen_at"], name="jobs_job_periodic_seen", condition=~Q(periodic="")),
         ]
-        permissions = [("retry_job", "Can retry jobs"), ("revoke_job", "Can revoke jobs")]
+        permissions = [
+            ("retry_job", "Can retry jobs"),
+            ("revoke_job", "Can revoke jobs"),
+            ("run_periodic", "Can run a periodic task now"),
+            ("pause_periodic", "Can pause and resume periodic tasks"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} {self.task_id} ({self.state})"
@@ -262,3 +285,19 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stream_id}: {self.reason[:60]}"
+
+
+class PeriodicDefault(models.Model):
+    """What the code's beat schedule (``workers/beat.py``) last wrote to a periodic task of django-celery-beat's
+    database schedule. The sync at beat start updates a task from the code only while the task still holds what
+    the code last wrote — an operator's edit in the admin is kept — and never touches ``enabled`` (a pause)."""
+
+    name = models.CharField(max_length=200, unique=True)
+    definition = models.JSONField(help_text="task, schedule, args, kwargs, queue as the code defines them")
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "jobs_periodic_default"
+
+    def __str__(self) -> str:
+        return self.name

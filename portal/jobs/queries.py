@@ -206,3 +206,21 @@ def totals_add(rows: list[list[Any]]) -> None:
     with connection.cursor() as cursor:
         for row in rows:
             cursor.execute(_TOTALS_ADD, row)
+
+
+def periodic_last_jobs(names: list[str]) -> list[int]:
+    """The id of the newest job each periodic task in ``names`` sent: one ``LIMIT 1`` on ``jobs_job_periodic_seen``
+    per name (a ``DISTINCT ON`` would read every run of every task)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT last.id FROM unnest(%s::text[]) AS p(name)
+            CROSS JOIN LATERAL (
+                SELECT id FROM jobs_job
+                WHERE periodic = p.name AND NOT periodic = ''  -- lets the planner use the partial index
+                ORDER BY seen_at DESC LIMIT 1
+            ) AS last
+            """,
+            [names],
+        )
+        return [row[0] for row in cursor.fetchall()]

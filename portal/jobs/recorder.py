@@ -414,6 +414,7 @@ _CASTS = {
     "DateTimeField": "timestamptz[]",
     "PositiveIntegerField": "int[]",
     "FloatField": "float8[]",
+    "BooleanField": "bool[]",
 }
 
 
@@ -446,6 +447,10 @@ def _apply(job: Job, event: Event, *, new: bool = False) -> None:
     for name, length in (("request_id", 100), ("parent_id", 64), ("root_id", 64), ("retry_of", 64)):
         if not getattr(job, name) and event.get(name):
             setattr(job, name, str(event.get(name))[:length])
+    if event.data.get("housekeeping") is True:
+        job.housekeeping = True  # said by the worker running it (or a publisher that knows the task)
+    if not job.periodic and isinstance(event.data.get("periodic"), str) and event.data["periodic"]:
+        job.periodic = event.data["periodic"][:200]
     if "retries" in event.data:
         job.retries = max(job.retries, int(event.get("retries", 0) or 0))
     if state == JobState.QUEUED:

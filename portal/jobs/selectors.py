@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from celery import schedules
 from django.conf import settings
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from portal.jobs import queries
 from portal.jobs.models import (
@@ -31,6 +33,7 @@ from portal.jobs.models import (
     WorkerStatus,
 )
 from services.kit.pagination import KeysetPage, keyset_page
+from services.kit.queues import route_task
 
 PAGE_SIZE_MAX = 200
 JOBS_ORDER = ("-seen_at", "-id")  # newest first; the id makes each row's place unique
@@ -51,12 +54,15 @@ class TaskFilters:
     q: str = ""  # a task id, or its beginning
     exception_type: str = ""
     worker: str = ""
+    # Leave out housekeeping tasks (the task list's default; see ``housekeeping_hidden``). Not a query parameter
+    # of its own: the lists' ``housekeeping=1`` shows them.
+    hide_housekeeping: bool = False
 
     def as_query(self) -> dict[str, str]:
         """The filters as query-string parameters (for links that keep them)."""
         out = {}
         for key, value in self.__dict__.items():
-            if value:
+            if value and key != "hide_housekeeping":
                 out[key] = value.isoformat() if isinstance(value, dt.datetime) else str(value)
         return out
 
@@ -90,7 +96,16 @@ def jobs_filter(filters: TaskFilters) -> QuerySet[Job]:
         qs = qs.filter(exception_type=filters.exception_type)
     if filters.worker:
         qs = qs.filter(worker=filters.worker)
+    if filters.hide_housekeeping:
+        qs = qs.filter(housekeeping=False)
     return qs.order_by(*JOBS_ORDER)
+
+
+def housekeeping_hidden(filters: TaskFilters, *, shown: bool) -> TaskFilters:
+    """The task list's filters with housekeeping tasks left out, unless ``shown`` (``?housekeeping=1``) or the
+    filters name a task, a task id, a request or an object (asking for one shows it, whatever it is)."""
+    explicit = filters.name or filters.q or filters.request_id or filters.object_id
+    return replace(filters, hide_housekeeping=not shown and not explicit)
 
 
 def jobs_page(qs: QuerySet[Job], *, cursor: str | None = None, limit: int = 50) -> KeysetPage:
@@ -339,3 +354,132 @@ def job_names_seen() -> list[tuple[str, str, str]]:
 
 def job_minutes_since(since: dt.datetime) -> QuerySet[JobMinute]:
     return JobMinute.objects.filter(minute__gte=since)
+
+
+# --- the periodic schedule -------------------------------------------------------------------------------------
+
+_UNITS = ((86_400, "day"), (3_600, "hour"), (60, "minute"), (1, "second"))
+_DAYS = {"0": "Sunday", "1": "Monday", "2": "Tuesday", "3": "Wednesday", "4": "Thursday", "5": "Friday",
+         "6": "Saturday", "7": "Sunday"}  # fmt: skip
+
+
+def schedule_definition(schedule: Any) -> dict[str, Any]:
+    """A Celery schedule as plain data, comparable with what a database periodic task holds."""
+    if isinstance(schedule, schedules.crontab):
+        fields = ("_orig_minute", "_orig_hour", "_orig_day_of_month", "_orig_month_of_year", "_orig_day_of_week")
+        return {"crontab": [str(getattr(schedule, f)) for f in fields]}
+    if isinstance(schedule, schedules.schedule):
+        return {"every": schedule.run_every.total_seconds()}
+    return {"other": repr(schedule)}
+
+
+def periodic_definition(task: PeriodicTask) -> dict[str, Any]:
+    """What a database periodic task sends and when: task, schedule, args, kwargs, queue."""
+    if task.interval is not None:
+        spec: dict[str, Any] = {"every": dt.timedelta(**{task.interval.period: task.interval.every}).total_seconds()}
+    elif task.crontab is not None:
+        c = task.crontab
+        spec = {"crontab": [c.minute, c.hour, c.day_of_month, c.month_of_year, c.day_of_week]}
+    else:
+        spec = {"other": str(task.scheduler)}
+    try:
+        args, kwargs = json.loads(task.args or "[]"), json.loads(task.kwargs or "{}")
+    except ValueError:
+        args, kwargs = task.args, task.kwargs
+    return {"task": task.task, "schedule": spec, "args": args, "kwargs": kwargs, "queue": task.queue or None}
+
+
+def _every_words(seconds: float) -> str:
+    for size, unit in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+    return f"every {seconds:g} seconds"
+
+
+def schedule_words(task: PeriodicTask) -> str:
+    """The schedule in words: "every 30 seconds", "daily at 03:00 UTC", "hourly at :15", "once at …"."""
+    if task.interval is not None:
+        return _every_words(dt.timedelta(**{task.interval.period: task.interval.every}).total_seconds())
+    if task.crontab is not None:
+        c = task.crontab
+        zone = str(c.timezone)
+        if c.day_of_month == "*" and c.month_of_year == "*":
+            if c.minute.isdigit() and c.hour.isdigit():
+                at = f"{int(c.hour):02d}:{int(c.minute):02d} {zone}"
+                if c.day_of_week == "*":
+                    return f"daily at {at}"
+                days = [_DAYS.get(d.strip()) for d in c.day_of_week.split(",")]
+                if all(days):
+                    return f"every {', '.join(d for d in days if d)} at {at}"
+            if c.minute.isdigit() and c.hour == "*" and c.day_of_week == "*":
+                return f"hourly at :{int(c.minute):02d}"
+        return f"cron {c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week} ({zone})"
+    if task.clocked is not None:
+        return f"once at {task.clocked.clocked_time.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+    if task.solar is not None:
+        return f"at {task.solar.get_event_display().lower()} ({task.solar.latitude}, {task.solar.longitude})"
+    return "no schedule"
+
+
+def periodic_next_run(task: PeriodicTask, now: dt.datetime) -> dt.datetime | None:
+    """When beat will send it next (None when paused, or a one-off already sent). Estimated from beat's
+    ``last_run_at``, which beat writes back every few minutes: a time already past rolls forward by the
+    schedule, as beat would send it."""
+    if not task.enabled or task.scheduler is None:
+        return None
+    schedule = task.schedule
+    if task.clocked is not None:
+        return task.clocked.clocked_time
+    last = task.last_run_at or task.date_changed or now
+    if task.start_time and task.start_time > now:
+        return task.start_time
+    if isinstance(schedule, schedules.crontab):
+        start, delta, _ = schedule.remaining_delta(last)
+        upcoming = start + delta
+        if upcoming <= now:
+            start, delta, _ = schedule.remaining_delta(now)
+            upcoming = start + delta
+        return upcoming
+    if not isinstance(schedule, schedules.schedule):  # solar
+        return now + schedule.remaining_estimate(last)
+    every = schedule.run_every
+    upcoming = last + every
+    if upcoming <= now and every.total_seconds() > 0:
+        upcoming += every * (int((now - upcoming) / every) + 1)
+    return upcoming
+
+
+@dataclass
+class PeriodicRow:
+    task: PeriodicTask
+    words: str  # the schedule in words
+    queue: str  # its queue option, or the queue its name routes to
+    next_run: dt.datetime | None
+    last_run: Job | None  # the latest job it sent (beat, or "run now" from the dashboard), as the monitor recorded it
+    housekeeping: bool | None  # as its last run's worker said (None: never seen run)
+
+
+def schedule_list(*, now: dt.datetime | None = None, housekeeping: bool = True) -> list[PeriodicRow]:
+    """Every periodic task of the database schedule, by name, with its last recorded run (three queries: the
+    tasks; each one's newest job id, a ``LIMIT 1`` per task on ``jobs_job_periodic_seen``; those jobs).
+    ``housekeeping=False`` leaves out those whose last run was a housekeeping task."""
+    now = now or timezone.now()
+    tasks = list(PeriodicTask.objects.select_related("interval", "crontab", "solar", "clocked").order_by("name"))
+    ids = queries.periodic_last_jobs([t.name for t in tasks]) if tasks else []
+    last = {j.periodic: j for j in Job.objects.filter(id__in=ids).defer("traceback", "payload", "args", "kwargs")}
+    rows = []
+    for task in tasks:
+        job = last.get(task.name)
+        routed = route_task(task.task, (), {}, {"queue": task.queue}) or {}
+        row = PeriodicRow(
+            task=task,
+            words=schedule_words(task),
+            queue=task.queue or routed.get("queue", ""),
+            next_run=periodic_next_run(task, now),
+            last_run=job,
+            housekeeping=None if job is None else job.housekeeping,
+        )
+        if housekeeping or not row.housekeeping:
+            rows.append(row)
+    return rows

@@ -1,4 +1,6 @@
-"""Operator actions on jobs: retry a failed task (one, or a bounded selection), revoke a queued or running one.
+"""Operator actions on jobs: retry a failed task (one, or a bounded selection), revoke a queued or running one;
+and on the periodic schedule: sync the code's schedule into the database (beat's start-up), run a periodic task
+now, pause or resume it.
 
 Every action is audited (in the same transaction as nothing else: the outbox row is the record) with the person or
 client acting. A retry publishes the task again with the same args — the raw ones the tracking kept for it, never
@@ -8,15 +10,31 @@ large to keep cannot be retried from here (``409 job_not_retryable``).
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from celery.schedules import maybe_schedule
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.schedulers import ModelEntry
 
-from portal.jobs.errors import FilterRequired, JobNotFound, JobNotRetryable, JobNotRevocable, TooManyJobs
-from portal.jobs.models import FINAL_STATES, Job, JobState
-from portal.jobs.selectors import TaskFilters, jobs_filter
+from portal.jobs.errors import (
+    FilterRequired,
+    JobNotFound,
+    JobNotRetryable,
+    JobNotRevocable,
+    PeriodicTaskNotFound,
+    PeriodicTaskNotPaused,
+    PeriodicTaskPaused,
+    TooManyJobs,
+)
+from portal.jobs.models import FINAL_STATES, Job, JobState, PeriodicDefault
+from portal.jobs.selectors import TaskFilters, jobs_filter, periodic_definition, schedule_definition
 from services.kit.audit import audit_record
 from services.kit.logs import get_logger
 
@@ -149,3 +167,140 @@ def job_revoke(*, task_id: str, terminate: bool = False) -> None:
             metadata={"name": job.name, "queue": job.queue, "state": job.state, "terminate": terminate},
         )
     log.info("jobs.revoked", task_id=job.task_id, terminate=terminate)
+
+
+# --- the periodic schedule (django-celery-beat's database schedule) --------------------------------------------
+
+
+@dataclass
+class ScheduleSync:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # an operator changed it in the admin: left as it is
+    removed: list[str] = field(default_factory=list)
+
+
+def _code_definition(entry: Mapping[str, Any]) -> dict[str, Any]:
+    options = entry.get("options") or {}
+    return {
+        "task": entry["task"],
+        "schedule": schedule_definition(maybe_schedule(entry["schedule"])),
+        "args": list(entry.get("args") or []),
+        "kwargs": dict(entry.get("kwargs") or {}),
+        "queue": options.get("queue") or None,
+    }
+
+
+def _periodic_set(task: PeriodicTask, entry: Mapping[str, Any], definition: dict[str, Any]) -> None:
+    model_schedule, model_field = ModelEntry.to_model_schedule(maybe_schedule(entry["schedule"]))
+    for kind in ("interval", "crontab", "solar", "clocked"):
+        setattr(task, kind, model_schedule if kind == model_field else None)
+    task.task = definition["task"]
+    task.args = json.dumps(definition["args"])
+    task.kwargs = json.dumps(definition["kwargs"])
+    task.queue = definition["queue"]
+
+
+def schedule_sync(*, entries: Mapping[str, Mapping[str, Any]]) -> ScheduleSync:
+    """Bring the code's beat schedule (``workers/beat.py``: name → ``task``, ``schedule``, ``args``, ``kwargs``,
+    ``options``) into the database schedule, idempotently. A task the code adds is created (enabled); a task the
+    code changes is updated, unless an operator changed it in the admin since the last sync (kept); a task the
+    code no longer defines is deleted, unless an operator changed it. ``enabled`` is never written on a task that
+    exists: a pause survives every sync."""
+    done = ScheduleSync()
+    now = timezone.now()
+    with transaction.atomic():
+        defaults = {d.name: d for d in PeriodicDefault.objects.select_for_update()}
+        rows = {
+            t.name: t
+            for t in PeriodicTask.objects.select_for_update(of=("self",))
+            .select_related("interval", "crontab", "solar", "clocked")
+            .filter(name__in=[*entries, *defaults])
+        }
+        for name, entry in entries.items():
+            wanted = _code_definition(entry)
+            row, last = rows.get(name), defaults.get(name)
+            if row is None:
+                row = PeriodicTask(name=name, enabled=True, description="Defined in workers/beat.py.")
+                _periodic_set(row, entry, wanted)
+                row.save()
+                done.created.append(name)
+            elif last is not None and periodic_definition(row) != last.definition:
+                done.kept.append(name)
+            elif periodic_definition(row) != wanted:
+                _periodic_set(row, entry, wanted)
+                row.save()
+                done.updated.append(name)
+            PeriodicDefault.objects.update_or_create(name=name, defaults={"definition": wanted, "synced_at": now})
+        for name in defaults.keys() - entries.keys():
+            row = rows.get(name)
+            if row is not None and periodic_definition(row) == defaults[name].definition:
+                row.delete()
+                done.removed.append(name)
+            defaults[name].delete()
+    if done.created or done.updated or done.kept or done.removed:
+        log.info("jobs.schedule_synced", **{f"tasks_{k}": sorted(v) for k, v in done.__dict__.items()})
+    return done
+
+
+def _periodic(name: str, *, lock: bool = False) -> PeriodicTask:
+    qs = PeriodicTask.objects.select_for_update() if lock else PeriodicTask.objects.all()
+    task = qs.filter(name=name).first()
+    if task is None:
+        raise PeriodicTaskNotFound(f"No periodic task {name!r} is scheduled.")
+    return task
+
+
+def periodic_run(*, name: str) -> str:
+    """Send the periodic task ``name`` now, as beat would (its args, queue and headers), whether or not it is
+    paused; the schedule is not changed. Return the new task id."""
+    from services.kit.celery_app import app
+    from services.kit.queues import QUEUES
+
+    task = _periodic(name)
+    new_id = str(uuid.uuid4())
+    headers = {**json.loads(task.headers or "{}"), "periodic_task_name": task.name}
+    app.send_task(
+        task.task,
+        args=json.loads(task.args or "[]"),
+        kwargs=json.loads(task.kwargs or "{}"),
+        task_id=new_id,
+        queue=task.queue if task.queue in QUEUES else None,
+        headers=headers,
+    )
+    with transaction.atomic():
+        audit_record(
+            "jobs.periodic.run",
+            object_type="jobs.periodic",
+            object_id=task.name,
+            metadata={"task": task.task, "new_task_id": new_id, "enabled": task.enabled},
+        )
+    log.info("jobs.periodic_run", periodic=task.name, task_id=new_id)
+    return new_id
+
+
+def periodic_pause(*, name: str) -> None:
+    """Stop beat sending ``name`` (it reads the change within ``beat_max_loop_interval``, 5 s) until resumed."""
+    _periodic_enable(name=name, enabled=False)
+
+
+def periodic_resume(*, name: str) -> None:
+    """Let beat send ``name`` again; its next run is one period after the resume."""
+    _periodic_enable(name=name, enabled=True)
+
+
+def _periodic_enable(*, name: str, enabled: bool) -> None:
+    with transaction.atomic():
+        task = _periodic(name, lock=True)
+        if task.enabled == enabled:
+            error = PeriodicTaskNotPaused if enabled else PeriodicTaskPaused
+            raise error(f"Periodic task {name!r} is {'already running' if enabled else 'already paused'}.")
+        task.enabled = enabled
+        task.save()  # django-celery-beat's save marks the schedule changed: beat reloads it
+        audit_record(
+            "jobs.periodic.resumed" if enabled else "jobs.periodic.paused",
+            object_type="jobs.periodic",
+            object_id=task.name,
+            metadata={"task": task.task},
+        )
+    log.info("jobs.periodic_resumed" if enabled else "jobs.periodic_paused", periodic=name)

@@ -5,6 +5,9 @@ what it shows is built in :mod:`portal.jobs.pages`. The live region of a page is
 reload by the catalog's ``static/catalog/live.js`` (``?fragment=1``, ``?refresh=N``, ``?refresh=0``), as the
 catalog pages are: the overview, the task list's first page, and a task's page until the task has finished.
 
+The schedule page lists the periodic tasks; run-now needs ``jobs.run_periodic``, pause and resume
+``jobs.pause_periodic`` (operator, admin).
+
 Retry and revoke need ``jobs.retry_job`` / ``jobs.revoke_job`` (403 otherwise), are POSTs with the CSRF token,
 and call :mod:`portal.jobs.services` (which audits them); a refusal is an admin message, never an error page.
 A retry lands on the new task's page; until the monitor records that task, the page says it was published and
@@ -28,6 +31,7 @@ from portal.jobs import selectors, services
 from portal.jobs.pages.common import task_url, tasks_url
 from portal.jobs.pages.failures import failure_group_retry, failures_page
 from portal.jobs.pages.overview import overview_page
+from portal.jobs.pages.schedule import schedule_page
 from portal.jobs.pages.task import task_page
 from portal.jobs.pages.tasks import FILTER_KEYS, task_list_page
 from portal.ui.live import admin_page, render_live
@@ -37,7 +41,10 @@ from services.kit.pagination import InvalidCursor
 VIEW_PERMISSION = "jobs.view_job"
 RETRY_PERMISSION = "jobs.retry_job"
 REVOKE_PERMISSION = "jobs.revoke_job"
-RETRIED_SESSION_KEY = "jobs_retried"  # new task id -> the task it re-runs, for the page of a task not yet recorded
+RUN_PERIODIC_PERMISSION = "jobs.run_periodic"
+PAUSE_PERIODIC_PERMISSION = "jobs.pause_periodic"
+# new task id -> the task it re-runs ("" for a periodic task run now), for the page of a task not yet recorded
+RETRIED_SESSION_KEY = "jobs_retried"
 RETRIED_REMEMBERED = 50
 # A broker that cannot be reached: the action did not happen, and the page says so.
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
@@ -70,12 +77,15 @@ def _render(
             **context,
             "can_retry": request.user.has_perm(RETRY_PERMISSION),
             "can_revoke": request.user.has_perm(REVOKE_PERMISSION),
+            "can_run_periodic": request.user.has_perm(RUN_PERIODIC_PERMISSION),
+            "can_pause_periodic": request.user.has_perm(PAUSE_PERIODIC_PERMISSION),
         },
         crumbs=crumbs,
         nav=[
             ("overview", "Overview", reverse("jobs_pages:overview")),
             ("tasks", "Tasks", reverse("jobs_pages:tasks")),
             ("failures", "Failures", reverse("jobs_pages:failures")),
+            ("schedule", "Schedule", reverse("jobs_pages:schedule")),
         ],
         live=live,
         template=template,
@@ -127,7 +137,12 @@ def task(request: HttpRequest, task_id: str) -> HttpResponse:
         if retry_of is None:
             raise Http404(f"No task {task_id!r} has been recorded.")
         context = {
-            "pending": {"task_id": task_id, "retry_of": retry_of, "retry_of_url": task_url(retry_of)},
+            # retry_of "": sent by "run now" from the schedule page
+            "pending": {
+                "task_id": task_id,
+                "retry_of": retry_of,
+                "retry_of_url": task_url(retry_of) if retry_of else "",
+            },
             "task_id": task_id,
         }
         return _render(request, page="task", title=f"Task {task_id}", context=context, crumbs=crumbs)
@@ -241,3 +256,60 @@ def failures_retry(request: HttpRequest) -> HttpResponse:
         crumbs=[("Failures", back)],
         live=False,
     )
+
+
+@jobs_view
+def schedule(request: HttpRequest) -> HttpResponse:
+    found = schedule_page(params=request.GET.dict())
+    return _render(request, page="schedule", title="Schedule", context={"schedule": found}, crumbs=[])
+
+
+def _schedule_back(request: HttpRequest) -> HttpResponseRedirect:
+    kept = {"housekeeping": "0"} if request.POST.get("housekeeping") == "0" else {}
+    return HttpResponseRedirect(reverse("jobs_pages:schedule") + (f"?{urlencode(kept)}" if kept else ""))
+
+
+@jobs_view
+@require_POST
+def schedule_run(request: HttpRequest, name: str) -> HttpResponse:
+    _require(request, RUN_PERIODIC_PERMISSION)
+    try:
+        new_id = services.periodic_run(name=name)
+    except DomainError as exc:
+        messages.error(request, f"Not run: {exc.detail}")
+    except PUBLISH_ERRORS as exc:
+        messages.error(request, f"Not run: the broker could not be reached ({type(exc).__name__}).")
+    else:
+        _remember_retry(request, new_id, "")
+        messages.success(
+            request, format_html('Sent {} now as task <a href="{}">{}</a>.', name, task_url(new_id), new_id)
+        )
+    return _schedule_back(request)
+
+
+@jobs_view
+@require_POST
+def schedule_pause(request: HttpRequest, name: str) -> HttpResponse:
+    return _schedule_enable(request, name, enabled=False)
+
+
+@jobs_view
+@require_POST
+def schedule_resume(request: HttpRequest, name: str) -> HttpResponse:
+    return _schedule_enable(request, name, enabled=True)
+
+
+def _schedule_enable(request: HttpRequest, name: str, *, enabled: bool) -> HttpResponse:
+    _require(request, PAUSE_PERIODIC_PERMISSION)
+    try:
+        (services.periodic_resume if enabled else services.periodic_pause)(name=name)
+    except DomainError as exc:
+        messages.error(request, f"Not {'resumed' if enabled else 'paused'}: {exc.detail}")
+    else:
+        done = (
+            f"Resumed {name}: beat sends it again."
+            if enabled
+            else f"Paused {name}: beat does not send it until it is resumed."
+        )
+        messages.success(request, done)
+    return _schedule_back(request)

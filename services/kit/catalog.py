@@ -110,14 +110,17 @@ def _bound_url(bind: list[str]) -> str:
     return ""
 
 
-def process_manifest(slug: str, *, display_name: str, description: str, queues: list[str]) -> dict[str, Any]:
-    """The manifest of a process with no HTTP API (a worker, beat, a relay): the service's team, tier and
-    lifecycle, its own name and queues, and the resources it uses; no health URL (its heartbeats are its
-    health)."""
+def process_manifest(slug: str, *, display_name: str, description: str, queues: list[str], role: str) -> dict[str, Any]:
+    """The manifest of a process with no HTTP API (a worker, beat, a relay, a monitor): part of the service whose
+    settings it runs with (``part_of``: the code's manifest's, else ``ATRIUM_SERVICE``), its ``role`` there, the
+    service's team, tier and lifecycle, its own name and queues, and the resources it uses; no health URL (its
+    heartbeats are its health)."""
     code = manifest_load()
     manifest: dict[str, Any] = {
         "display_name": display_name,
         "description": description,
+        "part_of": code.get("part_of") or _service_name(),
+        "role": role,
         "version": settings.SPECTACULAR_SETTINGS["VERSION"],
         "queues": queues,
         "tags": sorted({*code.get("tags", []), "process"}),
@@ -360,6 +363,7 @@ def worker_agent_start(queues: list[str]) -> CatalogAgent | None:
             display_name=f"Worker: {', '.join(names)}",
             description=f"Celery worker consuming {', '.join(names)} with the {service} service's settings.",
             queues=names,
+            role="worker",
         ),
         report_calls=False,
     )
@@ -370,17 +374,22 @@ def beat_agent_start() -> CatalogAgent | None:
     return agent_start(
         slug="beat",
         manifest=lambda: process_manifest(
-            "beat", display_name="Beat", description="Celery beat: the periodic task schedule.", queues=[]
+            "beat", display_name="Beat", description="Celery beat: the periodic task schedule.", queues=[], role="beat"
         ),
         report_calls=False,
     )
 
 
-def process_agent_start(slug: str, *, display_name: str, description: str) -> CatalogAgent | None:
-    """From any other long-running process (a management command): ``slug``, no HTTP, no queues."""
+def process_agent_start(
+    slug: str, *, display_name: str, description: str, role: str = "monitor"
+) -> CatalogAgent | None:
+    """From any other long-running process (a management command, e.g. the job monitor): ``slug``, no HTTP, no
+    queues."""
     return agent_start(
         slug=slug,
-        manifest=lambda: process_manifest(slug, display_name=display_name, description=description, queues=[]),
+        manifest=lambda: process_manifest(
+            slug, display_name=display_name, description=description, queues=[], role=role
+        ),
         report_calls=False,
     )
 
@@ -395,6 +404,7 @@ def relay_agent_start() -> CatalogAgent | None:
             display_name=f"Outbox relay: {service}",
             description=f"Publishes the {service} service's outbox events to their queues.",
             queues=[],
+            role="relay",
         ),
         report_calls=False,
     )

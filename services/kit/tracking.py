@@ -179,6 +179,18 @@ def _request_queue(request: Any) -> str:
     return info.get("routing_key") or info.get("queue") or ""
 
 
+def _housekeeping(task: Any) -> bool:
+    """Whether a task is marked housekeeping in its definition (``housekeeping=True`` on its decorator)."""
+    return getattr(task, "housekeeping", False) is True
+
+
+def _registered(name: str) -> Any:
+    """The task ``name`` if this process registered it, else None."""
+    from celery import current_app
+
+    return current_app.tasks.get(name)
+
+
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -231,6 +243,9 @@ def _published(
             "retry_of": headers.get("atrium_retry_of") or "",
             "eta": headers.get("eta"),
             "retries": headers.get("retries") or 0,
+            # django-celery-beat names the schedule entry in a header (beat's sends, and "run now" from the dashboard)
+            "periodic": str(headers.get("periodic_task_name") or "")[:200],
+            "housekeeping": _housekeeping(_registered(sender or headers.get("task", ""))),
         }
     )
 
@@ -249,6 +264,7 @@ def _received(request: Any = None, **kwargs: Any) -> None:
             "service": _service_of(queue),
             "worker": request.hostname or "",
             "eta": _iso(getattr(request, "eta", None)),
+            "housekeeping": _housekeeping(getattr(request, "task", None)),
         }
     )
 
@@ -273,6 +289,7 @@ def _prerun(task_id: str | None = None, task: Any = None, args: Any = None, kwar
             "request_id": task.request.get("request_id") or headers.get("request_id") or "",
             "parent_id": task.request.parent_id or "",
             "root_id": task.request.root_id or "",
+            "housekeeping": _housekeeping(task),
         }
     )
 

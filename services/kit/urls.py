@@ -10,6 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from services.kit import health
 from services.kit.canonical_urls import NOT_FOUND_NAME
 from services.kit.errors import handler404
+from services.kit.favicon import favicon_view
 from services.kit.ids import PrefixedIdConverter
 from services.kit.metrics import metrics_view
 
@@ -17,7 +18,7 @@ register_converter(PrefixedIdConverter, "pid")
 
 
 def kit_urlpatterns() -> list[URLPattern]:
-    """Health, metrics, ``/api/schema`` and ``/api/docs``, and a problem-details 404 for the rest.
+    """Health, metrics, ``/api/schema`` and ``/api/docs``, ``/favicon.ico``, and a problem-details 404 for the rest.
 
     Include them last: the final pattern answers every unknown path (even with
     DEBUG on) so API clients never get an HTML error page. The URL rule (no
@@ -33,6 +34,7 @@ def kit_urlpatterns() -> list[URLPattern]:
             SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
             name="api-docs",
         ),
+        path("favicon.ico", favicon_view, name="favicon"),
         re_path(r"^.*$", _not_found, name=NOT_FOUND_NAME),
     ]
 

@@ -9,6 +9,9 @@ from services.kit.queues import service_queues
 MANIFEST = {
     "display_name": "Ledger",
     "description": "Double-entry accounts, transactions, two-phase holds and balances.",
+    # The service this process belongs to, and what it does there (its workers, relay and beat name it too).
+    "part_of": "ledger",
+    "role": "web",
     "team": {
         "slug": "payments-core",
         "name": "Payments core",

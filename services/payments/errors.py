@@ -68,6 +68,12 @@ class IdempotencyKeyInProgress(PaymentError):
     title = "A request with this idempotency key is still in progress"
 
 
+class InvalidStatsWindow(PaymentError):
+    code = "invalid_window"
+    status = 400
+    title = "Unknown stats window"
+
+
 class InvalidIdempotencyKey(PaymentError):
     code = "invalid_idempotency_key"
     status = 400

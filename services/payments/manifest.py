@@ -9,6 +9,9 @@ from services.kit.queues import service_queues
 MANIFEST = {
     "display_name": "Payments",
     "description": "Payment orders: idempotent creation, screening rules, holds and settlement in the ledger.",
+    # The service this process belongs to, and what it does there (its workers, relay and beat name it too).
+    "part_of": "payments",
+    "role": "web",
     "team": {
         "slug": "payments-core",
         "name": "Payments core",

@@ -445,3 +445,16 @@ def test_heads_and_rejections_are_listed_and_viewable(chain, auditor):
     rejected_page = auditor.get(f"{REJECTED_URL}{rejected.pk}/change/")
     assert rejected_page.status_code == 200
     assert "&quot;id&quot;: &quot;evt_bad&quot;" in rejected_page.content.decode()
+
+
+def test_the_list_shows_times_to_the_second_and_each_object_whole(chain, auditor):
+    html = auditor.get(LIST_URL).content.decode()
+
+    assert '<time datetime="2026-11-28T10:00:00+00:00" title="2026-11-28T10:00:00.000000+00:00">' in html
+    assert "2026-11-28 10:00:00</time>" in html
+    assert "Nov. 28, 2026" not in html
+    # the object's type and its id (linked to its trace) in one column; the actor with its kind
+    assert '<span class="audit-quiet">refund</span> <a href="/admin/trace/?q=rf_1"' in html
+    assert '<span title="user 7">alice</span> <span class="audit-quiet">user</span>' in html
+    # no navigation sidebar: the columns need the width
+    assert 'id="nav-sidebar"' not in html

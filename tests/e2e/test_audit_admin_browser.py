@@ -76,7 +76,19 @@ def signed_chain(transactional_db: None) -> AuditHead:
             make_event("payments", 1, request_id="req_shared"),
             make_event("payments", 2),
             make_event("payments", 3),
-            make_event("payments", 4),
+            make_event(  # long ids, as real ones are: the list must still show them whole at 1280 px
+                "payments",
+                4,
+                occurred_at="2026-11-28T10:00:07.123456Z",
+                action="payments.payment.settled",
+                actor={
+                    "type": "client",
+                    "id": "cli_01JF3Q8ZK2M4N6P8R0T2V4X6Z8",
+                    "display": "payments-service (cli_01JF3Q8ZK2M4N6P8R0T2V4X6Z8)",
+                },
+                object={"type": "payment", "id": "pay_01JF3Q8ZK2M4N6P8R0T2V4X6Z8"},
+                request_id="req_8374186453e24c5a897def1ab108b7ab",
+            ),
         ]
     )
     head = head_sign()
@@ -121,6 +133,14 @@ def test_auditor_filters_the_trail_and_sees_a_verified_proof(
     expect(page.get_by_role("link", name="Add audit event")).to_have_count(0)
     expect(page.locator("select[name=action]")).to_have_count(0)
     page.screenshot(path=str(tmp_path / "audit-events.png"), full_page=True)
+    # and at 1280 px the list shows times to the second and every column whole, long ids wrapped
+    newest = page.locator("#result_list tbody tr").first
+    expect(newest.locator("td.field-occurred")).to_have_text("2026-11-28 10:00:07")
+    expect(newest.locator("td.field-actor_shown")).to_contain_text("payments-service (cli_01JF3Q8ZK2M4N6P8R0T2V4X6Z8)")
+    expect(newest.locator("td.field-object_shown")).to_contain_text("payment pay_01JF3Q8ZK2M4N6P8R0T2V4X6Z8")
+    expect(newest.locator("td.field-request_link")).to_contain_text("req_8374186453e24c5a897def1ab108b7ab")
+    assert page.locator("#changelist .results").evaluate("e => e.scrollWidth <= e.clientWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
     # when they filter by outcome "failure"
     page.locator("#changelist-filter").get_by_role("link", name="failure", exact=True).click()

@@ -1,10 +1,13 @@
 """The catalog pages in a real headless Chromium against the portal under gunicorn.
 
-A viewer logs in through the admin login form, goes from the admin to the catalog overview, a service's page,
-the dependency graph and the teams; then the ledger's health server goes down, the next health poll finds it
-critical, and the overview that is open shows it, without a reload. An operator gets an Edit link on a
-service's page, a viewer does not. Each page is saved as a PNG (``ATRIUM_SCREENSHOTS_DIR``, or the test's
-temporary directory): ``docs/screenshots/catalog-*.png`` come from here.
+A viewer logs in through the admin login form, goes from the admin to the catalog overview — services, each with
+its processes by role (web, workers, relay, beat, monitor) — a service's page, a worker's page, the dependency graph
+between services (resources folded into the boxes, shown on demand) and the teams; then a payments worker stops
+heartbeating (payments turns degraded) and the ledger's health server goes down (the ledger turns critical), and
+the overview that is open shows both, without a reload. An operator gets an Edit link on a service's page, a
+viewer does not. Each page is saved as a PNG (``ATRIUM_SCREENSHOTS_DIR``, or the test's temporary directory) for
+inspection only: the fixture is small and made up, so ``docs/screenshots/catalog-*.png`` are taken from a real
+``make up`` instead (docs/catalog.md, *Screenshots*).
 """
 
 from __future__ import annotations
@@ -119,6 +122,20 @@ def catalog(transactional_db: None, health_servers: dict[str, LocalServer]) -> d
         ObservedCall.objects.create(
             callee=by_slug[callee], caller_client=f"cli_{caller}", calls=calls, first_seen=now, last_seen=now
         )
+    # the processes of portal, ledger and payments: workers per queue, relays, beat and the job monitor
+    processes = [
+        ("worker-portal", "portal", "worker", ["portal"]), ("worker-audit", "portal", "worker", ["audit"]),
+        ("relay-portal", "portal", "relay", []), ("beat", "portal", "beat", []),
+        ("jobs-monitor", "portal", "monitor", []),
+        ("worker-ledger", "ledger", "worker", ["ledger"]), ("relay-ledger", "ledger", "relay", []),
+        ("worker-payments", "payments", "worker", ["payments"]), ("relay-payments", "payments", "relay", []),
+    ]  # fmt: skip
+    for slug, part_of, role, queues in processes:
+        entry = service(slug, slug, part_of=part_of, role=role, queues=queues, owner=by_slug[part_of].owner, tier=1)
+        Dependency.objects.create(service=entry, target=by_slug[part_of], target_slug=part_of)
+        for resource in ("postgres", "redis"):
+            Dependency.objects.create(service=entry, resource=resource)
+        instance_heartbeat(slug=slug, instance=f"{slug}-1:5000", client_id=None, host="app-1", pid=5000)
     for slug, count in (("portal", 2), ("ledger", 2), ("payments", 3), ("webhooks", 1)):
         for n in range(count):
             instance_heartbeat(
@@ -169,19 +186,32 @@ def test_a_viewer_reads_the_catalog_and_sees_the_ledger_turn_critical_without_a_
     page.locator("#catalog-pages").get_by_role("link", name="Overview").click()
     page.wait_for_url(f"{base}/admin/catalog/overview/")
 
-    # then every service is listed with its status as text
-    expect(page.locator("#catalog-services tbody tr")).to_have_count(5)
+    # then every service, not every process, is listed with its status as text, its processes by role
+    expect(page.locator("#catalog-services > tbody > tr")).to_have_count(5)
     for slug in ("portal", "ledger", "payments", "webhooks"):
         expect(status_cell(page, slug)).to_have_text("\u2714 passing")
     expect(status_cell(page, "reporting")).to_have_text("? unknown")
+    expect(page.locator("#service-worker-ledger")).to_have_count(0)  # a process is not a service
     ledger_row = page.locator("#service-ledger")
     expect(ledger_row).to_contain_text("Money movement")
-    expect(ledger_row).to_contain_text("1.4.0")
-    expect(ledger_row).to_contain_text("2 / 2")
+    expect(ledger_row.locator("li[data-role]")).to_have_count(3)
+    expect(ledger_row.locator("li[data-role=worker]")).to_contain_text("worker-ledger")
+    portal_roles = page.locator("#service-portal li[data-role]")
+    expect(portal_roles).to_have_text(
+        [
+            re.compile(r"^web"),
+            re.compile(r"^worker"),
+            re.compile(r"^relay"),
+            re.compile(r"^beat"),
+            re.compile("^monitor"),
+        ]
+    )
+    expect(page.locator("#service-portal li[data-role=worker] a")).to_have_count(2)
+    expect(ledger_row).to_contain_text("observed in the last 30 days")
     expect(page.locator("#count-passing")).to_contain_text("4")
 
     # when they open the ledger
-    ledger_row.get_by_role("link", name="Ledger").click()
+    ledger_row.get_by_role("link", name="Ledger", exact=True).click()
     page.wait_for_url(f"{base}/admin/catalog/services/ledger/")
     expect(page.locator("#service-status")).to_have_text("\u2714 passing")
     instances = page.locator("#service-instances tbody tr")
@@ -194,16 +224,51 @@ def test_a_viewer_reads_the_catalog_and_sees_the_ledger_turn_critical_without_a_
     )
     expect(page.locator("#service-incoming tr[data-other=webhooks]")).to_contain_text("called, not declared")
     expect(page.locator("#catalog-edit")).to_have_count(0)  # a viewer edits nothing
+    expect(page.locator("#group-processes tbody tr")).to_have_count(3)
+    expect(page.locator("#service-tools").get_by_role("link", name="Admin")).to_have_attribute(
+        "href", "http://127.0.0.1:8001/admin/"
+    )
+    expect(page.locator("#service-tools").get_by_role("link", name="Tasks: ledger queue")).to_have_attribute(
+        "href", "/admin/jobs/tasks/?queue=ledger"
+    )
     save_screenshot(page, "catalog-service", tmp_path)
+
+    # a worker's page says which service it is part of, and leads back to it
+    page.locator("#group-processes").get_by_role("link", name="worker-ledger", exact=True).click()
+    page.wait_for_url(f"{base}/admin/catalog/services/worker-ledger/")
+    expect(page.locator("#service-group h2")).to_contain_text("Part of the service Ledger")
+    page.locator("#service-group h2").get_by_role("link", name="Ledger", exact=True).click()
+    page.wait_for_url(f"{base}/admin/catalog/services/ledger/")
 
     # and the dependency graph
     page.locator(".catalog-nav").get_by_role("link", name="Dependency graph").click()
     page.wait_for_url(f"{base}/admin/catalog/graph/")
+    # services, not processes: six boxes; the resources are folded into them
+    expect(page.locator("#catalog-graph-svg .node-service")).to_have_count(6)
     for slug in ("portal", "ledger", "payments", "webhooks", "reporting", "fraud-engine"):
         expect(page.locator(f"#node-{slug}")).to_be_visible()
-    expect(page.locator("#resource-postgres")).to_be_visible()
+    expect(page.locator("#node-worker-ledger")).to_have_count(0)
+    expect(page.locator("#node-ledger .node-line").first).to_have_text("web \u00b7 worker \u00b7 relay")
+    expect(page.locator("#node-ledger")).to_contain_text("postgres \u00b7 redis")
+    expect(page.locator("#resource-postgres")).to_have_count(0)
+    expect(page.locator("#graph-summary")).to_contain_text("6 services (14 processes)")
     expect(page.locator("#edge-webhooks--ledger")).to_have_attribute("data-drift", "observed_not_declared")
     expect(page.locator("#edge-payments--fraud-engine")).to_have_attribute("data-drift", "declared_not_observed")
+    # boxes do not overlap on the page as drawn
+    boxes = page.locator("#catalog-graph-svg .node-service rect:not(.impact-outline)").evaluate_all(
+        "rects => rects.map(r => { const b = r.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; })"
+    )
+    assert len(boxes) == 6
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    # the resources, on demand
+    page.locator("#graph-resources-toggle").click()
+    page.wait_for_url(f"{base}/admin/catalog/graph/?resources=1")
+    expect(page.locator("#resource-postgres")).to_be_visible()
+    expect(page.locator("#edge-ledger--resource-postgres")).to_be_attached()
+    page.locator("#graph-resources-toggle").click()
+    page.wait_for_url(f"{base}/admin/catalog/graph/?")
 
     # and the teams
     page.locator(".catalog-nav").get_by_role("link", name="Teams").click()
@@ -214,10 +279,22 @@ def test_a_viewer_reads_the_catalog_and_sees_the_ledger_turn_critical_without_a_
     expect(page.locator("#team-none")).to_contain_text("Reporting")
     save_screenshot(page, "catalog-teams", tmp_path)
 
-    # when the ledger's health server goes down and the next poll finds it, on an overview left open
+    # when a payments worker stops heartbeating, on an overview left open
     page.goto(f"{base}/admin/catalog/overview/?refresh=1")
     expect(status_cell(page, "ledger")).to_have_text("\u2714 passing")
     page.evaluate("window.catalogNotReloaded = true")
+    in_thread(
+        lambda: Instance.objects.filter(service__slug="worker-payments").update(
+            last_heartbeat=timezone.now() - dt.timedelta(minutes=5)
+        )
+    )
+
+    # then payments turns degraded by itself, the worker named
+    expect(status_cell(page, "payments")).to_have_text("\u25b2 degraded", timeout=10_000)
+    expect(page.locator("#service-payments")).to_contain_text("down: worker-payments")
+    expect(page.locator("#process-worker-payments")).to_have_attribute("data-status", "critical")
+
+    # when the ledger's health server goes down and the next poll finds it
     health_servers["ledger"].stop()
     counts = in_thread(lambda: health_poll(services=[Service.objects.get(slug="ledger")]))
     assert counts.get("critical") == 1, counts

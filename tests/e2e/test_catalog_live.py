@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from devtools.infra import free_port
 from portal.catalog.health import health_poll, instances_mark
@@ -133,6 +134,7 @@ def test_services_register_heartbeat_go_critical_when_stopped_and_recover(catalo
         assert body["base_url"] == process.url
         assert body["health_url"] == f"{process.url}/health/ready"
         assert body["team"] == ("platform" if slug == "portal" else "payments-core")
+        assert (body["part_of"], body["role"]) == (slug, "web")  # from the manifest in its code
         (instance,) = live_instances(body)
         assert instance["pid"] == process.proc.pid  # the gunicorn master: the server is the instance
     ledger_row = Service.objects.get(slug="ledger")
@@ -170,11 +172,17 @@ def test_services_register_heartbeat_go_critical_when_stopped_and_recover(catalo
     assert len(old) == 1
     assert old[0]["status"] in ("critical", "gone")
 
-    # Its history shows the outage, and uptime reflects it.
-    checks = list(HealthCheck.objects.filter(service__slug="ledger").order_by("checked_at").values_list("status"))
-    assert [c for (c,) in checks] == ["passing", "critical", "passing"]
+    # Its history shows the outage, and uptime reflects it: over the time the checks covered, the critical
+    # check's span (until the next check, at most 3 check intervals) is down.
+    checks = list(HealthCheck.objects.filter(service__slug="ledger").order_by("checked_at"))
+    assert [c.status for c in checks] == ["passing", "critical", "passing"]
+    grace = 3 * Service.objects.get(slug="ledger").health_interval_seconds
+    down = min((checks[2].checked_at - checks[1].checked_at).total_seconds(), grace)
+    observed = body["uptime_observed_seconds"]["24h"]
+    assert down < observed <= (timezone.now() - checks[0].checked_at).total_seconds() + 1
     uptime = body["uptime"]["24h"]
-    assert uptime == pytest.approx(200 / 3, abs=0.01)
+    assert uptime == pytest.approx(100 * (observed - down) / observed, abs=1)  # observed is rounded to 0.1 s
+    assert 0 < uptime < 100
     assert body["uptime"]["7d"] == uptime
 
 
@@ -188,6 +196,12 @@ def test_payments_calling_ledger_is_observed_and_an_unused_declaration_is_flagge
     worker = catalog.service("worker-payments")
     assert worker["queues"] == ["payments"]
     assert worker["health_url"] is None  # no HTTP: its heartbeats are its health
+    # the worker names the service it is part of: payments is one service of several processes (API v2)
+    assert (worker["part_of"], worker["role"]) == ("payments", "worker")
+    service = catalog.http.get("/api/v2/catalog/services/payments").json()
+    roles = {(p["slug"], p["role"]) for p in service["processes"]}
+    assert {("payments", "web"), ("worker-payments", "worker")} <= roles
+    assert service["status"] in ("passing", "degraded")
 
     def edge(source: str, target: str) -> dict[str, Any] | None:
         edges = [e for e in catalog.graph()["edges"] if (e["from"], e["to"]) == (source, target)]
@@ -206,6 +220,9 @@ def test_payments_calling_ledger_is_observed_and_an_unused_declaration_is_flagge
     assert observed["declared"] is True
     assert observed["drift"] is None
     assert observed["calls"] >= 2  # the holds batch and the settle batch (and the account lookups)
+    between_services = catalog.http.get("/api/v2/catalog/graph").json()["edges"]
+    assert ("payments", "ledger") in {(e["from"], e["to"]) for e in between_services if e["observed"]}
+    assert not [e for e in between_services if e["from"].startswith("worker-")]  # processes are folded in
     # The ledger's calls to the portal (its own registration) are observed too, and declared in its manifest.
     assert wait_until(lambda: (e := edge("ledger", "portal")) and e["observed"] and e, 15, "ledger → portal")[
         "declared"

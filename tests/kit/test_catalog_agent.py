@@ -5,6 +5,7 @@ JWT authentication that feeds it."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import time
@@ -224,3 +225,40 @@ def test_web_manifest_adds_the_urls_the_server_binds_to(settings):
     settings.ATRIUM_PUBLIC_URL = ""
     assert catalog.web_manifest(["0.0.0.0:8000"])["base_url"].startswith("http://")
     assert "0.0.0.0" not in catalog.web_manifest(["0.0.0.0:8000"])["base_url"]
+
+
+def test_every_kind_of_process_names_the_service_it_is_part_of_and_its_role(settings, monkeypatch):
+    # given: the agent's start captured, not run (what each process's start-up hook would register)
+    started: dict[str, dict] = {}
+
+    def capture(*, slug: str, manifest: Any, **kwargs: Any) -> None:
+        started[slug] = manifest() if callable(manifest) else manifest
+
+    monkeypatch.setattr(catalog, "agent_start", capture)
+    settings.ATRIUM_PUBLIC_URL = ""
+
+    # when: every kind of Procfile process starts (with the ledger's settings, as its worker and relay do)
+    catalog.web_agent_start(bind=["127.0.0.1:8001"], master_pid=1, started_at=None)
+    catalog.worker_agent_start(["ledger"])
+    catalog.relay_agent_start()
+    catalog.beat_agent_start()
+    catalog.process_agent_start("jobs-monitor", display_name="Job monitor", description="Records task events.")
+
+    # then: each is part of the service whose settings it runs with, in its role
+    assert {slug: (m["part_of"], m["role"]) for slug, m in started.items()} == {
+        "ledger": ("ledger", "web"),
+        "worker-ledger": ("ledger", "worker"),
+        "relay-ledger": ("ledger", "relay"),
+        "beat": ("ledger", "beat"),
+        "jobs-monitor": ("ledger", "monitor"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("module", "service"),
+    [("portal.manifest", "portal"), ("services.ledger.manifest", "ledger"), ("services.payments.manifest", "payments")],
+)
+def test_every_services_manifest_names_itself_as_the_service_of_its_web_process(module, service):
+    manifest = importlib.import_module(module).MANIFEST
+
+    assert (manifest["part_of"], manifest["role"]) == (service, "web")

@@ -85,6 +85,7 @@ def catalog() -> dict[str, Service]:
         health_status="passing",
         last_checked_at=now,
         registered_by="cli_ledger",
+        health_interval_seconds=300,  # the checks below, 5 minutes apart, cover each other's gaps
     )
     payments = Service.objects.create(
         slug="payments",
@@ -195,10 +196,13 @@ def test_the_overview_lists_every_service_with_its_derived_status(catalog, viewe
     assert _status_of(page, "service-webhooks") == "passing"
     ledger_row = re.search(r'id="service-ledger".*?</tr>', page, re.S).group(0)
     assert f'href="{service_url("ledger")}"' in ledger_row
-    assert "1.4.0" in ledger_row
     assert "Money movement" in ledger_row
-    assert "1 / 1" in ledger_row  # live / not gone: the gone instance is history
-    assert "75.00 %" in ledger_row  # uptime: 3 of 4 checks not critical
+    assert "1 of 1 instance heartbeating" in ledger_row  # live / not gone: the gone instance is history
+    assert re.search(r'data-role="web"><span class="catalog-role-name">web</span> <a id="process-ledger"', ledger_row)
+    # uptime over the observed time: 4 checks 5 minutes apart cover 15 minutes, 5 of them down
+    # (the newest check covers the moments until the page is read: 66.66 % or a hair more)
+    assert re.search(r"66\.6\d %", ledger_row)
+    assert "of the 15 minutes observed in the last 30 days" in ledger_row
     assert "&#10004; passing" in ledger_row  # the status as text, not only a colour
     assert 'id="count-critical"' in page
 
@@ -255,7 +259,9 @@ def test_the_overview_reads_a_fixed_number_of_queries_whatever_the_number_of_ser
 
     assert _overview_queries(viewer) == with_two
     assert page.count('<tr id="service-') == 10
-    assert page.count("1 / 2") == 10  # a live and a silent instance each; the gone ones are not counted
+    # a live and a silent instance each (the gone ones are not counted): a warning process, a degraded service
+    assert page.count("1 of 2 instances heartbeating") == 10
+    assert page.count('class="catalog-row-degraded"') == 10
 
 
 # ------------------------------------------------------------------------------------- fragments
@@ -305,7 +311,14 @@ def test_the_service_page_shows_instances_checks_links_and_drift_both_ways(catal
     assert 'class="bucket bucket-critical"' in page
     checks = re.search(r'id="service-checks".*?</table>', page, re.S).group(0)
     assert re.search(r'<td class="num">503</td>.*?<span title="answered, not with 2xx">status</span>', checks, re.S)
-    assert "75.00 %" in page
+    assert re.search(r"66\.6\d %", page)  # of the 15 minutes observed: see the overview's test
+    # the service it is part of, with where to go next
+    group = re.search(r'id="service-group".*?id="service-tools".*?</p>', page, re.S).group(0)
+    assert 'data-service="ledger"' in group
+    assert 'id="group-process-ledger" data-role="web"' in group
+    assert 'href="http://ledger.internal:8001/admin/" data-tool="Admin"' in group
+    assert 'href="http://ledger.internal:8001/api/docs" data-tool="API docs"' in group
+    assert 'data-tool="Audit events"' not in group  # a viewer may not read the audit trail
     # depended on by payments (declared and called) and webhooks (called, not declared)
     incoming = re.search(r'id="service-incoming".*?</table>', page, re.S).group(0)
     assert 'data-other="payments"' in incoming
@@ -351,7 +364,12 @@ def test_the_graph_has_a_node_per_service_flags_drift_and_what_a_critical_servic
     svg = re.search(r'<svg xmlns="http://www.w3.org/2000/svg" id="catalog-graph-svg".*?</svg>', page, re.S).group(0)
     for slug in ("ledger", "payments", "webhooks", "fraud-engine"):
         assert f'<g id="node-{slug}"' in svg
-    assert 'id="resource-postgres"' in svg
+    # resources are folded into the boxes, and shown as nodes on demand
+    assert 'id="resource-postgres"' not in svg
+    assert re.search(r'<g id="node-ledger".*?<text class="node-line"[^>]*>postgres</text>', svg, re.S)
+    assert 'href="?resources=1"' in page
+    with_resources = viewer.get(GRAPH, {"resources": "1"}).content.decode()
+    assert 'id="resource-postgres"' in with_resources
     assert re.search(r'<g id="node-ledger" class="[^"]*status-critical', svg)
     assert re.search(r'<g id="node-payments" class="[^"]*node-impacted', svg)
     assert re.search(r'<g id="node-webhooks" class="[^"]*node-impacted', svg)

@@ -127,16 +127,27 @@ def test_each_service_gets_its_own_least_privilege_client(credentials, request_t
     body = {"grant_type": "client_credentials", **payments}
     assert request_token({**body, "audience": "ledger"}).status_code == 200
     assert request_token({**body, "audience": "payments"}).status_code != 200
-    # the ledger and the portal may only register themselves in the catalog
-    for service in ("ledger", "portal"):
-        own = MachineClient.objects.get(id=saved["services"][service]["client_id"])
-        assert (own.name, own.allowed_audiences, own.allowed_scopes) == (
-            f"{service}-service",
-            ["portal"],
-            ["catalog:register"],
-        )
-        body = {"grant_type": "client_credentials", **saved["services"][service]}
-        assert request_token({**body, "audience": "portal"}).status_code == 200
-        assert request_token({**body, "audience": "ledger"}).status_code != 200
+    # the ledger may only register itself in the catalog
+    ledger = MachineClient.objects.get(id=saved["services"]["ledger"]["client_id"])
+    assert (ledger.name, ledger.allowed_audiences, ledger.allowed_scopes) == (
+        "ledger-service",
+        ["portal"],
+        ["catalog:register"],
+    )
+    body = {"grant_type": "client_credentials", **saved["services"]["ledger"]}
+    assert request_token({**body, "audience": "portal"}).status_code == 200
+    assert request_token({**body, "audience": "ledger"}).status_code != 200
+    # the portal registers itself and reads the payments stats for its home; it cannot write payments
+    portal = MachineClient.objects.get(id=saved["services"]["portal"]["client_id"])
+    assert (portal.name, portal.allowed_audiences, portal.allowed_scopes) == (
+        "portal-service",
+        ["payments", "portal"],
+        ["catalog:register", "payments:read"],
+    )
+    body = {"grant_type": "client_credentials", **saved["services"]["portal"]}
+    assert request_token({**body, "audience": "portal"}).status_code == 200
+    assert request_token({**body, "audience": "payments"}).status_code == 200
+    assert request_token({**body, "audience": "payments", "scope": "payments:write"}).status_code != 200
+    assert request_token({**body, "audience": "ledger"}).status_code != 200
     # a second run keeps them
     assert _demo_setup(credentials)["services"] == saved["services"]

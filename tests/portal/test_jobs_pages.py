@@ -275,7 +275,10 @@ def test_the_overview_charts_each_queue_and_counts_the_last_hour_by_state(viewer
     counts = re.findall(r'id="count-(\w+)"[^>]*>.*?</span>\s*(\d+)</a>', body, re.S)
     assert dict(counts)["failed"] == "1"
     assert dict(counts)["succeeded"] == "1"
-    assert re.search(r'href="/admin/jobs/tasks/\?state=failed&amp;since=\d{4}-\d\d-\d\dT\d\d%3A\d\d"', body)
+    # the count opens the list of exactly those tasks: housekeeping included, as the count includes it
+    assert re.search(
+        r'href="/admin/jobs/tasks/\?state=failed&amp;since=\d{4}-\d\d-\d\dT\d\d%3A\d\d&amp;housekeeping=1"', body
+    )
 
 
 def test_the_overview_shows_workers_and_a_lost_workers_tasks_in_flight(viewer: Client):

@@ -98,3 +98,29 @@ def test_tracking_off_sends_nothing(settings, stream):
     tracker.close()
     assert entries(settings, stream) == []
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("ledger")
+
+
+def test_a_periodic_send_names_its_schedule_entry_and_a_registered_housekeeping_task_says_so(settings, stream):
+    # given a process that has registered one housekeeping task and one business task (as a worker has)
+    @app.task(name="ledger.tracking_sweep_test", housekeeping=True)
+    def sweep() -> None: ...
+
+    @app.task(name="ledger.tracking_work_test")
+    def work() -> None: ...
+
+    try:
+        # when beat (or run-now) sends the first with its schedule entry's header, and the second plainly
+        swept = app.send_task("ledger.tracking_sweep_test", headers={"periodic_task_name": "ledger.sweep.nightly"})
+        worked = app.send_task("ledger.tracking_work_test")
+        unknown = app.send_task("ledger.not_registered_here")
+        tracker.close()
+
+        # then each queued event says what it is
+        found = {e["task_id"]: e for e in entries(settings, stream)}
+        assert (found[swept.id]["periodic"], found[swept.id]["housekeeping"]) == ("ledger.sweep.nightly", True)
+        assert (found[worked.id]["periodic"], found[worked.id]["housekeeping"]) == ("", False)
+        assert found[unknown.id]["housekeeping"] is False  # not known here: its worker will say
+    finally:
+        app.tasks.pop("ledger.tracking_sweep_test", None)
+        app.tasks.pop("ledger.tracking_work_test", None)
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("ledger")

@@ -35,7 +35,10 @@ SERVICE = {
     "status": "passing",
     "health_status": "passing",
     "last_checked_at": _AT,
+    "part_of": "",
+    "role": "web",
     "uptime": {"24h": 100.0, "7d": 99.98, "30d": None},
+    "uptime_observed_seconds": {"24h": 86100.0, "7d": 3600.0, "30d": 0.0},
     "registered_by": "cli_01m91tj5evb16g3wrkrk6xt9rh",
     "dependencies": [
         {"service": "ledger", "resource": "", "registered": True},
@@ -133,6 +136,70 @@ graph = OpenApiExample(
         "nodes": [
             {"id": "payments", "kind": "service", "status": "passing"},
             {"id": "ledger", "kind": "service", "status": "passing"},
+        ],
+        "edges": [
+            {
+                "from": "payments",
+                "to": "ledger",
+                "kind": "service",
+                "declared": True,
+                "observed": True,
+                "calls": 1200,
+                "last_seen": _AT,
+                "drift": None,
+            }
+        ],
+    },
+    response_only=True,
+)
+
+_WINDOW = {"percent": 99.9, "observed_seconds": 86100.0, "window_seconds": 86400.0, "coverage": 99.65}
+SERVICE_GROUP = {
+    "slug": "ledger",
+    "display_name": "Ledger",
+    "description": "Double-entry accounts and balanced transactions.",
+    "team": "ledger-team",
+    "tier": 1,
+    "lifecycle": "production",
+    "status": "degraded",
+    "reason": "down: worker-ledger",
+    "base_url": "http://127.0.0.1:8001",
+    "queues": ["ledger"],
+    "processes": [
+        {
+            "slug": "ledger",
+            "role": "web",
+            "display_name": "Ledger",
+            "version": "0.1.0",
+            "queues": [],
+            "status": "passing",
+            "instances": 1,
+            "instances_heartbeating": 1,
+        },
+        {
+            "slug": "worker-ledger",
+            "role": "worker",
+            "display_name": "Ledger worker",
+            "version": "0.1.0",
+            "queues": ["ledger"],
+            "status": "critical",
+            "instances": 1,
+            "instances_heartbeating": 0,
+        },
+    ],
+    "uptime": {
+        "24h": _WINDOW,
+        "7d": _WINDOW | {"observed_seconds": 3600.0, "window_seconds": 604800.0, "coverage": 0.6},
+        "30d": {"percent": None, "observed_seconds": 0.0, "window_seconds": 2592000.0, "coverage": 0.0},
+    },
+}
+service_group = OpenApiExample("The ledger, a worker down", value=SERVICE_GROUP, response_only=True)
+service_graph = OpenApiExample(
+    "Payments calls the ledger",
+    value={
+        "nodes": [
+            {"id": "payments", "kind": "service", "status": "passing", "resources": ["postgres", "redis"]},
+            {"id": "ledger", "kind": "service", "status": "degraded", "resources": ["postgres", "redis"]},
         ],
         "edges": [
             {

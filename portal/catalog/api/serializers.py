@@ -17,11 +17,13 @@ from portal.catalog.models import (
     Instance,
     InstanceStatus,
     Lifecycle,
+    Role,
     Service,
     Team,
 )
 from portal.catalog.selectors import HOURS_WINDOW_MAX
 from portal.catalog.status import STATUSES, instance_status, service_status
+from portal.catalog.systems import SERVICE_STATUSES
 from services.kit.serializers import StrictSerializer
 from services.kit.timestamps import UTCTimestampField
 
@@ -50,6 +52,15 @@ class ManifestSerializer(StrictSerializer):
 
     display_name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
+    part_of = serializers.RegexField(
+        SLUG_REGEX,
+        max_length=50,
+        required=False,
+        help_text="The slug of the service this process belongs to; default: its own slug (a service of its own).",
+    )
+    role = serializers.ChoiceField(
+        choices=Role.choices, required=False, help_text="What the process does for its service; default web."
+    )
     team = TeamInputSerializer(required=False)
     tier = serializers.IntegerField(min_value=1, max_value=3, required=False)
     lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False)
@@ -89,19 +100,28 @@ class CallsInputSerializer(StrictSerializer):
 
 
 # The graph's edge, for the OpenAPI document ("from" is a Python keyword, so not a class attribute).
-GRAPH_EDGE = inline_serializer(
-    "CatalogGraphEdge",
-    {
-        "from": serializers.CharField(),
-        "to": serializers.CharField(),
-        "kind": serializers.ChoiceField(choices=["service", "resource"]),
-        "declared": serializers.BooleanField(),
-        "observed": serializers.BooleanField(),
-        "calls": serializers.IntegerField(),
-        "last_seen": serializers.DateTimeField(allow_null=True),
-        "drift": serializers.ChoiceField(choices=["declared_not_observed", "observed_not_declared"], allow_null=True),
-    },
+_GRAPH_EDGE = type(
+    inline_serializer(
+        "CatalogGraphEdge",
+        {
+            "from": serializers.CharField(),
+            "to": serializers.CharField(),
+            "kind": serializers.ChoiceField(choices=["service", "resource"]),
+            "declared": serializers.BooleanField(),
+            "observed": serializers.BooleanField(),
+            "calls": serializers.IntegerField(),
+            "last_seen": serializers.DateTimeField(allow_null=True),
+            "drift": serializers.ChoiceField(
+                choices=["declared_not_observed", "observed_not_declared"], allow_null=True
+            ),
+        },
+    )
 )
+
+
+def graph_edge() -> serializers.Serializer:
+    """The graph's edge (one class: the schema has one component however many times it is used)."""
+    return _GRAPH_EDGE()
 
 
 def _now(context: dict[str, Any]) -> dt.datetime:
@@ -175,14 +195,25 @@ class ServiceSerializer(serializers.ModelSerializer):
         "(unknown: nothing heard from it yet)."
     )
     uptime = serializers.SerializerMethodField(
-        help_text="Per window (24h, 7d, 30d): the percentage of health checks that were not critical (null: none)."
+        help_text="Per window (24h, 7d, 30d): the percentage of the time its health checks observed that was up "
+        "(null: nothing observed). Time no check covered is unknown, not up: see uptime_observed_seconds."
+    )
+    uptime_observed_seconds = serializers.SerializerMethodField(
+        help_text="Per window (24h, 7d, 30d): the seconds its health checks observed (each check covers the time to "
+        "the next, at most CATALOG_UPTIME_GAP_INTERVALS check intervals)."
     )
 
     @extend_schema_field(
         inline_serializer("Uptime", {w: serializers.FloatField(allow_null=True) for w in ("24h", "7d", "30d")})
     )
     def get_uptime(self, obj: Service) -> dict[str, float | None]:
-        return self.context.get("uptime", {}).get(obj.id, {})
+        return {w: u.percent for w, u in self.context.get("uptime", {}).get(obj.id, {}).items()}
+
+    @extend_schema_field(
+        inline_serializer("UptimeObserved", {w: serializers.FloatField() for w in ("24h", "7d", "30d")})
+    )
+    def get_uptime_observed_seconds(self, obj: Service) -> dict[str, float]:
+        return {w: round(u.observed_seconds, 1) for w, u in self.context.get("uptime", {}).get(obj.id, {}).items()}
 
     @extend_schema_field(_enum(STATUSES))
     def get_status(self, obj: Service) -> str:
@@ -194,6 +225,8 @@ class ServiceSerializer(serializers.ModelSerializer):
             "slug",
             "display_name",
             "description",
+            "part_of",
+            "role",
             "team",
             "tier",
             "lifecycle",
@@ -210,6 +243,7 @@ class ServiceSerializer(serializers.ModelSerializer):
             "health_status",
             "last_checked_at",
             "uptime",
+            "uptime_observed_seconds",
             "registered_by",
             "dependencies",
             "instances",
@@ -286,3 +320,79 @@ class HealthHoursSerializer(serializers.Serializer):
     since = serializers.DateTimeField(help_text="Start of the first hour in the window (UTC).")
     until = serializers.DateTimeField(help_text="End of the last hour in the window (UTC, exclusive).")
     hours = HealthHourSerializer(many=True, help_text="Hours with at least one check, oldest first.")
+
+
+# --- /api/v2/catalog: services (processes grouped by the service they are part of)
+
+
+_UPTIME_WINDOW = type(
+    inline_serializer(
+        "CatalogUptimeWindow",
+        {
+            "percent": serializers.FloatField(
+                allow_null=True, help_text="Up over the observed time, in per cent (null: nothing observed)."
+            ),
+            "observed_seconds": serializers.FloatField(help_text="The time health checks covered in the window."),
+            "window_seconds": serializers.FloatField(help_text="The window's length."),
+            "coverage": serializers.FloatField(help_text="observed_seconds over window_seconds, in per cent."),
+        },
+    )
+)
+
+
+def uptime_window() -> serializers.Serializer:
+    return _UPTIME_WINDOW()
+
+
+class ProcessSerializer(serializers.Serializer):
+    """One process of a service (a catalog entry of ``/api/v1/catalog/services``)."""
+
+    slug = serializers.CharField(help_text="Its catalog entry, e.g. worker-ledger.")
+    role = serializers.ChoiceField(choices=Role.choices)
+    display_name = serializers.CharField(source="entry.display_name")
+    version = serializers.CharField(source="entry.version")
+    queues = serializers.SerializerMethodField(help_text="The queues it consumes (a worker's).")
+    status = extend_schema_field(_enum(STATUSES))(
+        serializers.CharField(help_text="Derived on read from its health check and its instances' heartbeats.")
+    )
+    instances = serializers.SerializerMethodField(help_text="Its instances that are not gone.")
+    instances_heartbeating = serializers.IntegerField(source="live", help_text="Of those, heartbeating.")
+
+    def get_instances(self, obj: Any) -> int:
+        return len(obj.instances)
+
+    def get_queues(self, obj: Any) -> list[str]:
+        return list(obj.entry.queues)
+
+
+class ServiceGroupSerializer(serializers.Serializer):
+    """A service: its processes by role, its status (critical when its API is down, degraded when another of its
+    processes is) and its API's uptime over the time checks observed."""
+
+    slug = serializers.CharField(help_text="The service's slug: what its processes name as part_of.")
+    display_name = serializers.CharField()
+    description = serializers.CharField()
+    team = serializers.SerializerMethodField(help_text="The owning team's slug (null: none).")
+    tier = serializers.IntegerField(help_text="1 (most critical) to 3: the most critical of its processes'.")
+    lifecycle = serializers.CharField()
+    status = extend_schema_field(_enum(SERVICE_STATUSES))(
+        serializers.CharField(
+            help_text="critical: its API (a web process) is down, or it has none and every process is; degraded: "
+            "another process is down or warning; passing: every process heard from passes; unknown: nothing heard.",
+        )
+    )
+    reason = serializers.CharField(help_text="Why, in words (e.g. 'down: worker-ledger').")
+    base_url = serializers.SerializerMethodField(help_text="Its API's base URL (null: no web process).")
+    queues = serializers.ListField(child=serializers.CharField(), help_text="The queues its workers consume.")
+    processes = ProcessSerializer(many=True, help_text="Web first, then workers, relay, beat, monitor.")
+    uptime = serializers.SerializerMethodField(help_text="Its API's uptime per window (24h, 7d, 30d).")
+
+    def get_team(self, obj: Any) -> str | None:
+        return obj.team.slug if obj.team else None
+
+    def get_base_url(self, obj: Any) -> str | None:
+        return (obj.web.base_url or None) if obj.web else None
+
+    @extend_schema_field(inline_serializer("CatalogServiceUptime", {w: uptime_window() for w in ("24h", "7d", "30d")}))
+    def get_uptime(self, obj: Any) -> dict[str, Any]:
+        return {w: u.as_dict() for w, u in obj.uptime.items()}

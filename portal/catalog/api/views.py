@@ -21,7 +21,6 @@ from portal.catalog import errors, selectors, services
 from portal.catalog.api import examples
 from portal.catalog.api.permissions import READ_SCOPES, CatalogAccess
 from portal.catalog.api.serializers import (
-    GRAPH_EDGE,
     CallsInputSerializer,
     HealthCheckSerializer,
     HealthHoursSerializer,
@@ -29,12 +28,14 @@ from portal.catalog.api.serializers import (
     HeartbeatInputSerializer,
     InstanceSerializer,
     ManifestSerializer,
+    ServiceGroupSerializer,
     ServiceSerializer,
     TeamSerializer,
+    graph_edge,
 )
 from portal.catalog.filters import HealthCheckFilterSet, InstanceFilterSet, ServiceFilterSet
-from portal.catalog.graph import graph
-from portal.catalog.health import uptime
+from portal.catalog.graph import graph, service_graph
+from portal.catalog.health import uptime_detail
 from portal.catalog.models import SLUG_REGEX, HealthCheck, HealthHour, Instance, Service, Team
 from services.kit.auth import ClientPrincipal
 from services.kit.pagination import CursorPagination
@@ -88,7 +89,7 @@ class ServiceListView(CatalogRead, generics.ListAPIView):
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         found = list(self.filter_queryset(selectors.service_queryset()))
-        context = {**self.status_context(), "uptime": uptime(found)}
+        context = {**self.status_context(), "uptime": uptime_detail(found)}
         return Response(ServiceSerializer(found, many=True, context=context).data)
 
 
@@ -107,7 +108,7 @@ class ServiceDetailView(CatalogRead, APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         service = selectors.service_get(slug=slug)
-        context = {**self.status_context(), "uptime": uptime([service])}
+        context = {**self.status_context(), "uptime": uptime_detail([service])}
         return Response(ServiceSerializer(service, context=context).data)
 
     @api_operation(
@@ -137,7 +138,7 @@ class ServiceDetailView(CatalogRead, APIView):
             slug=slug, manifest=dict(manifest.validated_data), client_id=_client_id(request)
         )
         service = selectors.service_get(slug=slug)
-        body = ServiceSerializer(service, context={**self.status_context(), "uptime": uptime([service])}).data
+        body = ServiceSerializer(service, context={**self.status_context(), "uptime": uptime_detail([service])}).data
         return Response(body, status=status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK)
 
 
@@ -331,10 +332,92 @@ class GraphView(CatalogRead, APIView):
                 "CatalogGraph",
                 {
                     "nodes": serializers.ListField(child=serializers.DictField()),
-                    "edges": serializers.ListField(child=GRAPH_EDGE),
+                    "edges": serializers.ListField(child=graph_edge()),
                 },
             )
         },
     )
     def get(self, request: Request) -> Response:
         return Response(graph().as_dict())
+
+
+# --- /api/v2/catalog: services, not processes (docs/catalog.md, "Services (API v2)")
+
+V2 = ["catalog (v2: services)"]
+GROUP_SLUG = OpenApiParameter(
+    "slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The service's slug (e.g. ledger)."
+)
+
+
+class ServiceGroupListView(CatalogRead, APIView):
+    """Every service, by slug: its processes by role with their statuses, its own status and its API's uptime
+    over the time checks observed. Not paginated (a catalog holds tens of services)."""
+
+    queryset = Service.objects.all()
+
+    @api_operation(
+        tags=V2,
+        examples=[examples.service_group],
+        summary="List services with their processes and status",
+        description="Every service, by slug. A service groups the processes that name it as `part_of` (its web "
+        "process, its workers, relay, beat, monitor). Its status is `critical` when its API is down, `degraded` when "
+        "another of its processes is down or warning. Uptime is its API's, over the time health checks observed: "
+        "time nothing was checked is unknown, not up.",
+        responses={200: ServiceGroupSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        found = selectors.service_groups(now=timezone.now())
+        return Response(ServiceGroupSerializer(found, many=True).data)
+
+
+class ServiceGroupDetailView(CatalogRead, APIView):
+    """One service: its processes by role, its status and why, its API's uptime."""
+
+    queryset = Service.objects.all()
+
+    @api_operation(
+        tags=V2,
+        summary="Read a service with its processes and status",
+        description="One service by slug, as in the list. An unknown slug is `404 service_not_found`.",
+        errors=[errors.ServiceNotFound],
+        examples=[examples.service_group],
+        parameters=[GROUP_SLUG],
+        responses={200: ServiceGroupSerializer},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(ServiceGroupSerializer(selectors.service_group_get(slug=slug, now=timezone.now())).data)
+
+
+class ResourcesSerializer(serializers.Serializer):
+    resources = serializers.BooleanField(
+        default=False, help_text="true: resources (postgres, redis, queues) as nodes of their own, with edges."
+    )
+
+
+class ServiceGraphView(CatalogRead, APIView):
+    """The dependency graph between services (not processes)."""
+
+    queryset = Service.objects.all()
+
+    @api_operation(
+        tags=V2,
+        examples=[examples.service_graph],
+        summary="Read the dependency graph between services",
+        description="A node per service (its status, processes and the resources they use), an edge per pair of "
+        "services one of whose processes declares or calls the other (declared, observed, drift). Edges inside a "
+        "service (a worker calling its own API) are left out. With `resources=true`, resources are nodes too.",
+        parameters=[ResourcesSerializer],
+        responses={
+            200: inline_serializer(
+                "CatalogServiceGraph",
+                {
+                    "nodes": serializers.ListField(child=serializers.DictField()),
+                    "edges": serializers.ListField(child=graph_edge()),
+                },
+            ),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = ResourcesSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(service_graph(resources=query.validated_data["resources"]).as_dict())

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from portal.catalog import selectors
 from portal.catalog.graph import Edge
-from portal.catalog.health import UPTIME_WINDOWS, uptime
+from portal.catalog.health import UPTIME_WINDOWS, Uptime, uptime_detail
 from portal.catalog.models import Instance, InstanceStatus, Service
 from portal.catalog.status import UNKNOWN, instance_status, service_status
 from portal.ui.charts.graph import DRIFT_LABELS
@@ -21,7 +21,7 @@ from portal.ui.text import ago
 
 # Worst first: how statuses are counted, listed and summed up (a team is as bad as its worst service).
 STATUS_ORDER = ("critical", "warning", "passing", UNKNOWN)
-_WORST = {"critical": 3, "warning": 2, "passing": 1, UNKNOWN: 0}
+_WORST = {"critical": 3, "degraded": 2, "warning": 2, "passing": 1, UNKNOWN: 0}
 NO_TEAM = "none"
 
 
@@ -55,6 +55,69 @@ class UptimeFigure:
         return "bad" if self.percent < 95 else "low" if self.percent < 99.9 else "ok"
 
 
+def duration_text(seconds: float) -> str:
+    """``5 minutes``, ``3.5 hours``, ``12 days``: how long, in the largest unit that reads well."""
+    if seconds < 90:
+        return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''}"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 1.5 * size or unit == "minute":
+            value = seconds / size
+            text = f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
+            return f"{text} {unit}{'' if text == '1' else 's'}"
+    return f"{int(seconds)} seconds"  # pragma: no cover
+
+
+_WINDOW_WORDS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days"}
+
+
+@dataclass(frozen=True)
+class ObservedUptime:
+    """A window's honest uptime: the share of the observed time that was up, and how much time was observed
+    (``100 % of the 5 minutes observed in the last 30 days``)."""
+
+    figure: Uptime
+
+    @property
+    def window(self) -> str:
+        return self.figure.window
+
+    @property
+    def percent(self) -> float | None:
+        return self.figure.percent
+
+    @property
+    def text(self) -> str:
+        return UptimeFigure(self.window, self.percent).text
+
+    @property
+    def level(self) -> str:
+        return UptimeFigure(self.window, self.percent).level
+
+    @property
+    def observed(self) -> str:
+        """``of the 5 minutes observed in the last 30 days`` (or that nothing was)."""
+        words = _WINDOW_WORDS.get(self.window, self.window)
+        if self.figure.observed_seconds <= 0:
+            return f"nothing observed in the last {words}"
+        if self.figure.coverage >= 99.95:
+            return f"of the last {words}, all observed"
+        return f"of the {duration_text(self.figure.observed_seconds)} observed in the last {words}"
+
+    @property
+    def sentence(self) -> str:
+        if self.percent is None:
+            return f"Uptime unknown: {self.observed}."
+        return f"{self.text} {self.observed}"
+
+
+def uptime_figures(figures: dict[str, Uptime]) -> list[ObservedUptime]:
+    """Every window's uptime (nothing observed where ``figures`` has none)."""
+    return [
+        ObservedUptime(figures.get(w) or Uptime(w, window.total_seconds(), 0.0, 0.0))
+        for w, window in UPTIME_WINDOWS.items()
+    ]
+
+
 @dataclass
 class ServiceRow:
     service: Service
@@ -62,7 +125,7 @@ class ServiceRow:
     instances: list[Instance]  # not gone, latest heartbeat first
     live: int  # of those, heartbeating
     gone: int
-    uptime: list[UptimeFigure]
+    uptime: list[ObservedUptime]
     url: str
     last_checked_ago: str
 
@@ -73,7 +136,7 @@ def service_rows(
     """A row per service (by slug) with its derived status, instance counts and uptime: four queries
     (two without uptime), whatever the number of services."""
     listed = selectors.services_with_instances(services)
-    figures = uptime(listed, now=now) if with_uptime and listed else {}
+    figures = uptime_detail(listed, now=now) if with_uptime and listed else {}
     rows = []
     for s in listed:
         current: list[Instance] = s.current_instances
@@ -84,7 +147,7 @@ def service_rows(
                 instances=current,
                 live=sum(1 for i in current if instance_status(i, now=now) == InstanceStatus.PASSING),
                 gone=s.gone_count,
-                uptime=[UptimeFigure(w, figures.get(s.id, {}).get(w)) for w in UPTIME_WINDOWS],
+                uptime=uptime_figures(figures.get(s.id, {})),
                 url=service_url(s.slug),
                 last_checked_ago=ago(s.last_checked_at, now),
             )

@@ -8,16 +8,27 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from portal.catalog import selectors
 from portal.catalog.errors import ServiceNotFound
 from portal.catalog.graph import Edge, graph
-from portal.catalog.health import uptime
+from portal.catalog.health import uptime_detail
 from portal.catalog.models import HealthCheck, Instance, InstanceStatus, Service
-from portal.catalog.pages.common import DependencyRow, ServiceRow, UptimeFigure, safe_link, service_rows, service_url
+from portal.catalog.pages.common import (
+    DependencyRow,
+    ObservedUptime,
+    ServiceRow,
+    safe_link,
+    service_rows,
+    service_url,
+    uptime_figures,
+)
 from portal.catalog.status import UNKNOWN, instance_status
+from portal.catalog.systems import ServiceGroup
 from portal.ui.charts.health import HealthBucket, health_chart_svg
 from portal.ui.text import ago
 
@@ -43,6 +54,7 @@ class InstanceRow:
 class Link:
     label: str
     url: str
+    permission: str = ""  # a portal page that needs it (the page shows the link to those holding it)
 
 
 @dataclass
@@ -60,9 +72,32 @@ class HealthHistory:
         return self.passing + self.warning + self.critical
 
 
+@dataclass(frozen=True)
+class GroupProcess:
+    slug: str
+    role: str
+    status: str
+    live: int
+    instances: int
+    url: str
+    current: bool  # the page's own
+
+
+@dataclass
+class GroupSection:
+    """The service a process is part of: its status and why, its processes by role, and where to go next."""
+
+    group: ServiceGroup
+    url: str
+    processes: list[GroupProcess]
+    tools: list[Link]
+    uptime: list[ObservedUptime]
+
+
 @dataclass
 class ServicePage:
     row: ServiceRow
+    group: GroupSection
     links: list[Link]
     instances: list[InstanceRow]
     gone_hidden: int
@@ -88,6 +123,43 @@ def _links(service: Service) -> list[Link]:
         ("Repository", service.repository_url),
     ]
     return [Link(label, url) for label, url in candidates if safe_link(url)]
+
+
+def _tools(group: ServiceGroup) -> list[Link]:
+    """Where a service's people go next: its admin and API docs (on its API's base URL), its tasks in the job
+    dashboard (one link per queue its workers consume) and its events in the audit trail (its source)."""
+    web = group.web
+    base = safe_link(web.base_url).rstrip("/") if web else ""
+    links = [Link("Admin", f"{base}/admin/"), Link("API docs", f"{base}/api/docs")] if base else []
+    tasks = reverse("jobs_pages:tasks")
+    links += [
+        Link(f"Tasks: {queue} queue", f"{tasks}?{urlencode({'queue': queue})}", "jobs.view_job")
+        for queue in group.queues
+    ]
+    events = reverse("admin:audit_auditevent_changelist")
+    links.append(Link("Audit events", f"{events}?{urlencode({'service': group.slug})}", "audit.view_auditevent"))
+    return links
+
+
+def group_section(group: ServiceGroup, *, current: str) -> GroupSection:
+    return GroupSection(
+        group=group,
+        url=service_url(group.slug),
+        processes=[
+            GroupProcess(
+                slug=p.slug,
+                role=p.role,
+                status=p.status,
+                live=p.live,
+                instances=len(p.instances),
+                url=service_url(p.slug),
+                current=p.slug == current,
+            )
+            for p in group.processes
+        ],
+        tools=_tools(group),
+        uptime=uptime_figures(group.uptime),
+    )
 
 
 def health_history(service: Service, *, window: str, now: dt.datetime) -> HealthHistory:
@@ -138,15 +210,21 @@ def service_page(*, slug: str, window: str = "24h", now: dt.datetime | None = No
     """Everything a service's page shows (:class:`~portal.catalog.errors.ServiceNotFound` for an unknown slug)."""
     now = now or timezone.now()
     window = window if window in CHART_RANGES else "24h"
+    groups = selectors.service_groups(now=now, slugs=[selectors.part_of_get(slug=slug)])
+    if not groups:
+        raise ServiceNotFound(f"No service {slug!r} in the catalog.")
+    group = groups[0]
+    if group.slug == slug and not any(p.slug == slug for p in group.processes):
+        # a service none of whose processes is named like it: its page is its API's (or its first process's)
+        slug = (group.web or group.processes[0].entry).slug
     edges = [e for e in graph(now=now).edges if slug in (e.source, e.target)]
     involved = {slug} | {e.source for e in edges} | {e.target for e in edges if e.kind == "service"}
     rows = {r.service.slug: r for r in service_rows(services=selectors.service_list(slugs=involved), now=now)}
     if slug not in rows:
         raise ServiceNotFound(f"No service {slug!r} in the catalog.")
     row = rows[slug]
-    row.uptime = [  # the others' uptime is not shown: computed for this one only
-        UptimeFigure(w, p) for w, p in uptime([row.service], now=now)[row.service.id].items()
-    ]
+    # the others' uptime is not shown: computed for this one only
+    row.uptime = uptime_figures(uptime_detail([row.service], now=now).get(row.service.id, {}))
     service = row.service
     gone = selectors.instances_gone(service, limit=GONE_SHOWN)
     instances = [InstanceRow(i, instance_status(i, now=now), ago(i.last_heartbeat, now)) for i in row.instances]
@@ -165,6 +243,7 @@ def service_page(*, slug: str, window: str = "24h", now: dt.datetime | None = No
 
     return ServicePage(
         row=row,
+        group=group_section(group, current=slug),
         links=_links(service),
         instances=instances,
         gone_hidden=max(row.gone - len(gone), 0),

@@ -28,6 +28,8 @@ JOB = {
     "exception_message": "pay_01m91tj5ev42na01t62vyy23q9: upstream_unavailable",
     "carried_requests": 0,
     "carried_objects": 0,
+    "housekeeping": False,
+    "periodic": "",
     "linked": False,
 }
 _AT = "2026-12-04T09:31:00.000000Z"
@@ -165,3 +167,38 @@ workers = OpenApiExample(
     },
     response_only=True,
 )
+schedule = OpenApiExample(
+    "The schedule",
+    value={
+        "results": [
+            {
+                "name": "payments.sweep",
+                "task": "payments.sweep",
+                "schedule": "every 15 seconds",
+                "queue": "payments",
+                "enabled": True,
+                "housekeeping": True,
+                "last_run": {
+                    "task_id": TASK_ID,
+                    "state": "succeeded",
+                    "seen_at": _AT,
+                    "finished_at": "2026-12-04T09:31:00.080000Z",
+                    "runtime_ms": 61.0,
+                    "exception_type": "",
+                },
+                "next_run": "2026-12-04T09:31:15.000000Z",
+                "last_sent_at": _AT,
+                "total_run_count": 2210,
+            }
+        ]
+    },
+    response_only=True,
+)
+periodic_run = OpenApiExample(
+    "Sent now",
+    value={"task_id": TASK_ID, "periodic": "payments.sweep"},
+    response_only=True,
+    status_codes=["202"],
+)
+periodic_paused = OpenApiExample("Paused", value={"name": "payments.sweep", "enabled": False}, response_only=True)
+periodic_resumed = OpenApiExample("Resumed", value={"name": "payments.sweep", "enabled": True}, response_only=True)

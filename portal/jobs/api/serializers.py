@@ -20,7 +20,7 @@ from services.kit.timestamps import UTCTimestampField
 SUMMARY_FIELDS = [
     "task_id", "name", "service", "queue", "state", "worker", "request_id", "parent_id", "root_id", "retry_of",
     "eta", "retries", "seen_at", "queued_at", "received_at", "started_at", "finished_at", "runtime_ms",
-    "exception_type", "exception_message", "carried_requests", "carried_objects",
+    "exception_type", "exception_message", "carried_requests", "carried_objects", "housekeeping", "periodic",
 ]  # fmt: skip
 STATS_WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7)}
 THROUGHPUT_BUCKETS_MAX = 10_000
@@ -30,6 +30,12 @@ class PageQuerySerializer(serializers.Serializer):
     cursor = serializers.CharField(required=False, help_text="The `next` link's cursor; absent: the first page.")
     limit = serializers.IntegerField(
         required=False, default=50, min_value=1, max_value=PAGE_SIZE_MAX, help_text="Rows per page (1 to 200)."
+    )
+    housekeeping = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Include housekeeping tasks (health polls, relays, sweeps, retention), left out by default "
+        "unless name, q, request_id or object_id is given.",
     )
 
 
@@ -279,3 +285,52 @@ class FailureGroupSerializer(serializers.Serializer):
 @extend_schema_serializer(many=False)
 class FailuresSerializer(serializers.Serializer):
     results = FailureGroupSerializer(many=True)
+
+
+class PeriodicLastRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = ["task_id", "state", "seen_at", "finished_at", "runtime_ms", "exception_type"]
+        read_only_fields = fields
+
+
+class PeriodicSerializer(serializers.Serializer):
+    """A periodic task of the database schedule (``PeriodicRow``)."""
+
+    name = serializers.CharField(source="task.name", help_text="The schedule entry's name.")
+    task = serializers.CharField(source="task.task", help_text="The task it sends (payments.sweep).")
+    schedule = serializers.CharField(source="words", help_text='In words: "every 15 seconds", "daily at 03:00 UTC".')
+    queue = serializers.CharField(help_text="Its queue (an explicit option, or the one its name routes to).")
+    enabled = serializers.BooleanField(source="task.enabled", help_text="False: paused, beat does not send it.")
+    housekeeping = serializers.BooleanField(
+        allow_null=True, help_text="Whether its task is housekeeping, as its last run said (null: never seen run)."
+    )
+    last_run = PeriodicLastRunSerializer(
+        allow_null=True, help_text="The newest task it sent (by beat, or run now), as the job monitor recorded it."
+    )
+    next_run = serializers.DateTimeField(allow_null=True, help_text="When beat sends it next (null when paused).")
+    last_sent_at = serializers.DateTimeField(
+        source="task.last_run_at", allow_null=True, help_text="When beat last sent it, as beat wrote back."
+    )
+    total_run_count = serializers.IntegerField(source="task.total_run_count", help_text="Sends counted by beat.")
+
+
+@extend_schema_serializer(many=False)
+class PeriodicListSerializer(serializers.Serializer):
+    results = PeriodicSerializer(many=True)
+
+
+class ScheduleQuerySerializer(serializers.Serializer):
+    housekeeping = serializers.BooleanField(
+        required=False, default=True, help_text="false: leave out the periodic tasks whose task is housekeeping."
+    )
+
+
+class PeriodicRunSerializer(serializers.Serializer):
+    task_id = serializers.CharField(help_text="The task sent now (it appears once the monitor records it).")
+    periodic = serializers.CharField(help_text="The periodic task it was sent for.")
+
+
+class PeriodicEnabledSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    enabled = serializers.BooleanField(help_text="False: paused.")

@@ -4,7 +4,11 @@ from django.urls import path, re_path
 
 from portal.jobs.api.views import (
     FailureListView,
+    PeriodicPauseView,
+    PeriodicResumeView,
+    PeriodicRunView,
     QueueListView,
+    ScheduleListView,
     StatsView,
     TaskDetailView,
     TaskListView,
@@ -27,4 +31,8 @@ urlpatterns = [
     path("throughput", ThroughputView.as_view(), name="jobs-throughput"),
     path("queues", QueueListView.as_view(), name="jobs-queues"),
     path("workers", WorkerListView.as_view(), name="jobs-workers"),
+    path("schedule", ScheduleListView.as_view(), name="jobs-schedule"),
+    path("schedule/<str:name>/run", PeriodicRunView.as_view(), name="jobs-schedule-run"),
+    path("schedule/<str:name>/pause", PeriodicPauseView.as_view(), name="jobs-schedule-pause"),
+    path("schedule/<str:name>/resume", PeriodicResumeView.as_view(), name="jobs-schedule-resume"),
 ]

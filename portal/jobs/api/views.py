@@ -1,6 +1,9 @@
 """Job dashboard API: every Celery task the monitor recorded (filtered, keyset pages, detail with timeline and
 relatives), retry and revoke, statistics, throughput, live queues and workers, failures grouped.
 
+The periodic schedule (django-celery-beat's database schedule): every periodic task with its last and next run;
+run one now, pause or resume one (people with ``jobs.run_periodic`` / ``jobs.pause_periodic``: operator, admin).
+
 Reads: people with ``jobs.view_job`` (viewer and up), machine clients with ``jobs:read``. Writes: people with
 ``jobs.retry_job`` / ``jobs.revoke_job`` (operator, admin), machine clients with ``jobs:write``; every write is
 audited by the service it calls.
@@ -14,6 +17,7 @@ import redis
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
+from kombu.exceptions import KombuError
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,10 +37,14 @@ from portal.jobs.api.serializers import (
     JobPageSerializer,
     JobSummarySerializer,
     PageQuerySerializer,
+    PeriodicEnabledSerializer,
+    PeriodicListSerializer,
+    PeriodicRunSerializer,
     QueuesSerializer,
     RetriedSerializer,
     RevokedSerializer,
     RevokeInputSerializer,
+    ScheduleQuerySerializer,
     StatsQuerySerializer,
     StatsSerializer,
     ThroughputQuerySerializer,
@@ -46,12 +54,15 @@ from portal.jobs.api.serializers import (
 )
 from portal.jobs.filters import FailureFilterSet, TaskFilterSet, task_filters_parse
 from portal.jobs.models import Job, Worker
-from portal.jobs.selectors import TaskFilters
+from portal.jobs.selectors import TaskFilters, housekeeping_hidden
 from services.kit.schema import api_operation
 
 READ = {"*": {"jobs:read"}}
 WRITE = {"*": {"jobs:write"}}
 
+PERIODIC_NAME = OpenApiParameter(
+    "name", OpenApiTypes.STR, OpenApiParameter.PATH, description="The periodic task's name (portal.ping.beat)."
+)
 TASK_ID = OpenApiParameter("task_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The Celery task id.")
 
 
@@ -105,6 +116,7 @@ class TaskListView(JobsRead, generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = PageQuerySerializer(data=request.query_params)
         filters = _task_filters(request, filterset=TaskFilterSet, page=page)
+        filters = housekeeping_hidden(filters, shown=page.validated_data["housekeeping"])
         found = selectors.jobs_page(
             selectors.jobs_filter(filters), cursor=page.validated_data.get("cursor"), limit=page.validated_data["limit"]
         )
@@ -310,3 +322,86 @@ class WorkerListView(JobsRead, APIView):
         in_flight = {row["worker"].hostname: [job.task_id for job in row["in_flight"]] for row in rows}
         workers = WorkerSerializer([row["worker"] for row in rows], many=True, context={"in_flight": in_flight})
         return Response({"results": workers.data})
+
+
+class ScheduleListView(JobsRead, APIView):
+    """Every periodic task: its schedule in words, queue, paused or not, last run (the job it sent) and next run."""
+
+    @api_operation(
+        summary="List the periodic schedule",
+        description="Every periodic task beat sends: its schedule in words, queue, whether it is paused or "
+        "housekeeping, its last run (the job it sent, with its outcome) and its next run. "
+        "`housekeeping=false` leaves out maintenance tasks.",
+        examples=[examples.schedule],
+        parameters=[ScheduleQuerySerializer],
+        responses={200: PeriodicListSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        query = ScheduleQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = selectors.schedule_list(housekeeping=query.validated_data["housekeeping"])
+        return Response(PeriodicListSerializer({"results": rows}).data)
+
+
+class PeriodicRunView(JobsWrite, APIView):
+    """Send a periodic task now, as beat would (paused or not); its schedule does not change. Audited."""
+
+    required_user_permissions = ["jobs.run_periodic"]
+
+    @api_operation(
+        summary="Run a periodic task now",
+        description="Sends the periodic task now, as beat would, paused or not; its schedule does not change "
+        "(202: the task sent). Audited.",
+        errors=[errors.PeriodicTaskNotFound, errors.BrokerUnavailable],
+        examples=[examples.periodic_run],
+        operation_id="jobs_schedule_run",
+        parameters=[PERIODIC_NAME],
+        request=None,
+        responses={202: PeriodicRunSerializer},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        try:
+            task_id = services.periodic_run(name=name)
+        except (redis.RedisError, OSError, KombuError) as exc:
+            raise errors.BrokerUnavailable(f"Sending the task failed: {type(exc).__name__}.") from exc
+        return Response({"task_id": task_id, "periodic": name}, status=status.HTTP_202_ACCEPTED)
+
+
+class PeriodicPauseView(JobsWrite, APIView):
+    """Pause a periodic task: beat stops sending it (within 5 s) until it is resumed. Audited."""
+
+    required_user_permissions = ["jobs.pause_periodic"]
+
+    @api_operation(
+        summary="Pause a periodic task",
+        description="Beat stops sending the task (within 5 s) until it is resumed. Audited.",
+        errors=[errors.PeriodicTaskNotFound, errors.PeriodicTaskPaused],
+        examples=[examples.periodic_paused],
+        operation_id="jobs_schedule_pause",
+        parameters=[PERIODIC_NAME],
+        request=None,
+        responses={200: PeriodicEnabledSerializer},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        services.periodic_pause(name=name)
+        return Response({"name": name, "enabled": False})
+
+
+class PeriodicResumeView(JobsWrite, APIView):
+    """Resume a paused periodic task: beat sends it again, one period after now. Audited."""
+
+    required_user_permissions = ["jobs.pause_periodic"]
+
+    @api_operation(
+        summary="Resume a periodic task",
+        description="Beat sends the paused task again, one period after now. Audited.",
+        errors=[errors.PeriodicTaskNotFound, errors.PeriodicTaskNotPaused],
+        examples=[examples.periodic_resumed],
+        operation_id="jobs_schedule_resume",
+        parameters=[PERIODIC_NAME],
+        request=None,
+        responses={200: PeriodicEnabledSerializer},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        services.periodic_resume(name=name)
+        return Response({"name": name, "enabled": True})

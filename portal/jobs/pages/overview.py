@@ -143,7 +143,13 @@ def queues_now() -> tuple[list[QueueLive], str]:
         oldest = q["oldest_age_seconds"]
         level = "unknown" if q["depth"] is None else "waiting" if (oldest or 0) >= QUEUE_AGE_WARNING_SECONDS else "ok"
         rows.append(
-            QueueLive(q["name"], q["depth"], age(oldest) if q["depth"] else "", level, tasks_url(queue=q["name"]))
+            QueueLive(
+                q["name"],
+                q["depth"],
+                age(oldest) if q["depth"] else "",
+                level,
+                tasks_url(queue=q["name"], housekeeping="1"),
+            )
         )
     return rows, ""
 
@@ -151,7 +157,10 @@ def queues_now() -> tuple[list[QueueLive], str]:
 def workers_now(*, now: dt.datetime) -> list[WorkerRow]:
     return [
         WorkerRow(
-            w["worker"], ago(w["worker"].last_heartbeat, now), w["in_flight"], tasks_url(worker=w["worker"].hostname)
+            w["worker"],
+            ago(w["worker"].last_heartbeat, now),
+            w["in_flight"],
+            tasks_url(worker=w["worker"].hostname, housekeeping="1"),
         )
         for w in selectors.workers_list()
     ]
@@ -168,7 +177,10 @@ def overview_page(*, window: str = "1h", now: dt.datetime | None = None) -> Over
     by_queue, totals = [], dict.fromkeys(STATES, 0)
     for row in selectors.task_stats(since=since, group_by="queue"):
         queue = row["queue"]
-        cells = [StateCell(s, row["states"][s], tasks_url(queue=queue, state=s, since=since_text)) for s in STATES]
+        cells = [
+            StateCell(s, row["states"][s], tasks_url(queue=queue, state=s, since=since_text, housekeeping="1"))
+            for s in STATES
+        ]
         for cell in cells:
             totals[cell.state] += cell.count
         by_queue.append(
@@ -178,7 +190,7 @@ def overview_page(*, window: str = "1h", now: dt.datetime | None = None) -> Over
                 cells=cells,
                 runtime_p50=duration(row["runtime_ms_p50"]),
                 runtime_p95=duration(row["runtime_ms_p95"]),
-                url=tasks_url(queue=queue, since=since_text),
+                url=tasks_url(queue=queue, since=since_text, housekeeping="1"),
             )
         )
     return OverviewPage(
@@ -191,7 +203,7 @@ def overview_page(*, window: str = "1h", now: dt.datetime | None = None) -> Over
         queues=queues,
         queues_error=queues_error,
         workers=workers_now(now=now),
-        states=[StateCell(s, totals[s], tasks_url(state=s, since=since_text)) for s in STATES],
+        states=[StateCell(s, totals[s], tasks_url(state=s, since=since_text, housekeeping="1")) for s in STATES],
         by_queue=by_queue,
         hour_since=since,
         now=now,

@@ -45,6 +45,9 @@ class TaskListPage:
     first_page: bool
     filtered: bool
     now: dt.datetime
+    housekeeping: bool  # housekeeping tasks shown (``?housekeeping=1``)
+    housekeeping_hidden: bool  # left out of this list (the default, unless the filters name a task or request)
+    housekeeping_url: str  # the same list with housekeeping shown / hidden
 
 
 FILTER_KEYS = ("state", "queue", "service", "name", "since", "until", "request_id", "q", "exception_type", "worker")
@@ -74,6 +77,8 @@ def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None)
     (newer). Raises :class:`~services.kit.pagination.InvalidCursor` for a cursor it did not give out."""
     now = now or timezone.now()
     filters, errors = task_filters(params)
+    shown = params.get("housekeeping", "") in ("1", "true", "yes", "on")
+    filters = selectors.housekeeping_hidden(filters, shown=shown)
     qs = selectors.jobs_filter(filters)
     after, before = params.get("after", ""), params.get("before", "")
     keep = filters.as_query()
@@ -88,6 +93,9 @@ def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None)
     first_page = not after and not before
     queues, services, names = known_choices()
     form = {k: keep.get(k, "") for k in FILTER_KEYS}
+    toggled = {k: v for k, v in keep.items() if k != "housekeeping"} | ({} if shown else {"housekeeping": "1"})
+    if shown:
+        keep["housekeeping"] = "1"
     return TaskListPage(
         filters=filters,
         form=form,
@@ -101,6 +109,9 @@ def task_list_page(*, params: Mapping[str, str], now: dt.datetime | None = None)
         newer_url=f"?{urlencode({**keep, 'before': newer_cursor})}" if newer_cursor else "",
         newest_url=f"?{urlencode(keep)}" if keep else "?",
         first_page=first_page,
-        filtered=bool(keep),
+        filtered=bool(form and any(form.values())),
         now=now,
+        housekeeping=shown,
+        housekeeping_hidden=filters.hide_housekeeping,
+        housekeeping_url=f"?{urlencode(toggled)}" if toggled else "?",
     )

@@ -9,6 +9,7 @@ FONT = "font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 STATUS_STYLE: dict[str, tuple[str, str, str]] = {
     "passing": ("#e8f5e9", "#2e7d32", "\u2714"),
     "warning": ("#fff4d6", "#b58100", "\u25b2"),
+    "degraded": ("#fff4d6", "#b58100", "\u25b2"),  # a service one of whose processes is down
     "critical": ("#fdecea", "#ba2121", "\u2716"),
     "unknown": ("#f3f3f3", "#757575", "?"),
 }

@@ -5,11 +5,12 @@ always gives the same picture), and emitted as plain ``<svg>`` markup. Every val
 catalog is escaped; every colour is repeated as text (a status word, a ``<title>`` tooltip) for people
 who cannot tell the colours apart.
 
-The graph is laid out in layers, left to right: a service that nothing depends on is in the first column,
-and every node sits one column right of the furthest-right node that depends on it (longest path). Cycles
-(two services calling each other) are broken by a depth-first search in sorted order, and the edges that
-close them are drawn as curves below the boxes. Within a column, nodes are ordered by the mean position
-of their neighbours (a few barycenter sweeps), which keeps most edges from crossing.
+The graph is laid out by grandalf's Sugiyama (layered) layout, left to right (:func:`layout`): a node sits in a
+layer after every node that depends on it (cycles broken by grandalf's feedback edges, drawn as curves below
+the boxes), rows are ordered to reduce crossings, coordinates come from Brandes and Koepf's method, and a long
+edge passes the layers it crosses in lanes of its own. Parts of the graph that are not connected are stacked.
+:func:`boxes_overlap` and :func:`edge_crossings` measure how readable a layout is (the catalog's tests hold
+the picture of 10 services made of 40 processes to no overlap and a bound on crossings).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from typing import Protocol
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+from grandalf.graphs import Edge as GEdge
+from grandalf.graphs import Graph as GGraph
+from grandalf.graphs import Vertex
+from grandalf.layouts import DummyVertex, SugiyamaLayout
 
 from portal.ui.charts.common import FONT, STATUS_STYLE
 
@@ -59,6 +64,7 @@ RESOURCE_H = 44
 COLUMN_GAP, ROW_GAP = 90, 28
 MARGIN = 20
 LANE_H = 16.0  # the room a long edge takes in a column it crosses
+LINE_H = 15  # each extra line in a service's box
 LEGEND_ROW = 26
 MIN_WIDTH = 960
 
@@ -77,6 +83,7 @@ class GraphNode:
     registered: bool = True
     url: str = ""
     detail: str = ""  # a short second line: tier, team
+    lines: tuple[str, ...] = ()  # more lines inside the box: its processes, the resources it uses
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class Placed:
 
     @property
     def height(self) -> int:
-        return RESOURCE_H if self.node.kind == "resource" else NODE_H
+        return RESOURCE_H if self.node.kind == "resource" else NODE_H + LINE_H * len(self.node.lines)
 
 
 @dataclass
@@ -153,127 +160,119 @@ def _upstream(start: set[str], callers: dict[str, set[str]]) -> tuple[set[str], 
     return reached, on_the_way
 
 
-def _break_cycles(ids: list[str], successors: dict[str, list[str]]) -> set[tuple[str, str]]:
-    """The edges that close a cycle, found by a depth-first search in a fixed order (iterative)."""
-    state: dict[str, int] = {}  # 1: on the stack, 2: done
-    back: set[tuple[str, str]] = set()
-    has_callers = {t for targets in successors.values() for t in targets}
-    roots = [i for i in ids if i not in has_callers] + [i for i in ids if i in has_callers]
-    for root in roots:
-        if root in state:
-            continue
-        state[root] = 1
-        stack = [(root, iter(successors[root]))]
-        while stack:
-            node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                state[node] = 2
-                stack.pop()
-            elif state.get(child) == 1:
-                back.add((node, child))
-            elif child not in state:
-                state[child] = 1
-                stack.append((child, iter(successors[child])))
-    return back
+class _View:
+    """A vertex's box for grandalf: its size and, once laid out, its centre (``xy``)."""
+
+    def __init__(self, w: float, h: float) -> None:
+        self.w, self.h = w, h
+        self.xy: tuple[float, float] = (0.0, 0.0)
+
+    def setpath(self, points: list[tuple[float, float]]) -> None:
+        self.path = points
 
 
 def layout(nodes: list[GraphNode], edges: list[Edge]) -> Layout:
-    """Columns by longest path from the services nothing depends on; a lane in every column a long edge
-    crosses; rows by barycenter; then coordinates and the edges' ways."""
+    """A layered (Sugiyama) layout by grandalf, left to right: each connected part of the graph in layers
+    (cycles broken by grandalf's feedback edges), rows ordered to reduce crossings, coordinates by Brandes-Koepf;
+    the parts stacked top to bottom, largest first. A long edge passes the layers it crosses through lanes of
+    its own (grandalf's dummy vertices)."""
     by_id = {n.id: n for n in nodes}
     ids = sorted(by_id, key=lambda i: (by_id[i].kind != "service", i))
-    successors: dict[str, list[str]] = {i: [] for i in ids}
-    for edge in _service_edges(by_id, edges):
-        if edge.source != edge.target and edge.target not in successors[edge.source]:
-            successors[edge.source].append(edge.target)
-    for targets in successors.values():
-        targets.sort()
-    back = _break_cycles(ids, successors)
-    forward = {s: [t for t in targets if (s, t) not in back] for s, targets in successors.items()}
-    column = _longest_path(ids, forward)
-
-    # an edge spanning several columns passes each one in a lane of its own, ordered like the nodes
-    columns: dict[int, list[str]] = defaultdict(list)
+    pairs = sorted(
+        {(e.source, e.target) for e in _service_edges(by_id, edges) if e.source != e.target},
+    )
+    vertices = {i: Vertex(i) for i in ids}
     for i in ids:
-        columns[column[i]].append(i)
-    size = {i: float(RESOURCE_H if by_id[i].kind == "resource" else NODE_H) for i in ids}
-    chains: dict[tuple[str, str], list[str]] = {}
-    neighbours: dict[str, set[str]] = defaultdict(set)
-    for s in ids:
-        for t in forward[s]:
-            chain = [f"\x00{s}\x00{t}\x00{k}" for k in range(1, column[t] - column[s])]
-            for k, lane in enumerate(chain, start=1):
-                columns[column[s] + k].append(lane)
-                size[lane] = LANE_H
-            chains[(s, t)] = chain
-            path = [s, *chain, t]
-            for a, b in pairwise(path):
-                neighbours[a].add(b)
-                neighbours[b].add(a)
-    tallest = max((_column_height(m, size) for m in columns.values()), default=0.0)
-    order = _order_rows(columns, neighbours, size, tallest)
-    centre: dict[str, float] = {}
-    for members in order.values():
-        centre.update(_column_centres(members, size, tallest))
+        # grandalf lays layers top to bottom: give it each box turned a quarter, and turn the result back
+        vertices[i].view = _View(w=_height(by_id[i]), h=NODE_W)
+    links = {pair: GEdge(vertices[pair[0]], vertices[pair[1]]) for pair in pairs}
+    for link in links.values():
+        link.view = _View(0, 0)
+    whole = GGraph(list(vertices.values()), list(links.values()))
+    parts = sorted(whole.C, key=lambda part: (-len(part.sV), min(v.data for v in part.sV)))
 
-    count = len(order)
-    natural = MARGIN * 2 + count * NODE_W + max(count - 1, 0) * COLUMN_GAP
-    width = max(MIN_WIDTH, natural)
-    left = MARGIN + (width - natural) / 2
-
-    def x_of(c: int) -> float:
-        return left + c * (NODE_W + COLUMN_GAP)
-
-    placed = {}
-    for i in ids:
-        p = Placed(by_id[i], column[i])
-        p.x, p.y = x_of(column[i]), centre[i] - p.height / 2
-        placed[i] = p
+    placed: dict[str, Placed] = {}
+    lanes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    back: set[tuple[str, str]] = set()
+    top = float(MARGIN)
+    right = 0.0
+    for part in parts:
+        sugiyama = SugiyamaLayout(part)
+        sugiyama.xspace, sugiyama.yspace = ROW_GAP, COLUMN_GAP
+        sugiyama.init_all(roots=sorted((v for v in part.sV if not v.e_in()), key=lambda v: v.data) or None)
+        for ctrl in sugiyama.ctrls.values():
+            for dummy in ctrl.values():
+                if isinstance(dummy, DummyVertex):
+                    dummy.view.w, dummy.view.h = LANE_H, NODE_W
+        sugiyama.draw(3)
+        members = list(part.sV)
+        member_ids = {v.data for v in members}
+        low = min(v.view.xy[0] - v.view.w / 2 for v in members)
+        dummies = [d for ctrl in sugiyama.ctrls.values() for d in ctrl.values() if isinstance(d, DummyVertex)]
+        low = min([low, *(d.view.xy[0] - d.view.w / 2 for d in dummies)])
+        high = 0.0
+        for v in members:
+            (gx, gy), height = v.view.xy, v.view.w
+            p = Placed(by_id[v.data], sugiyama.grx[v].rank)
+            p.x, p.y = MARGIN + gy - NODE_W / 2, top + (gx - low) - height / 2
+            placed[v.data] = p
+            high = max(high, p.y + height)
+            right = max(right, p.x + NODE_W)
+        for (s, t), link in links.items():
+            if s not in member_ids:
+                continue
+            if sugiyama.grx[link.v[0]].rank >= sugiyama.grx[link.v[1]].rank:
+                back.add((s, t))
+            middle: list[tuple[float, float]] = []
+            if link in sugiyama.ctrls:
+                ctrl = sugiyama.ctrls[link]
+                ranks = sorted(r for r in ctrl if isinstance(ctrl[r], DummyVertex))
+                if (s, t) in back:
+                    ranks.reverse()
+                for r in ranks:
+                    gx, gy = ctrl[r].view.xy
+                    y = top + (gx - low)
+                    middle += [(MARGIN + gy - NODE_W / 2, y), (MARGIN + gy + NODE_W / 2, y)]
+                    high = max(high, y)
+            lanes[(s, t)] = middle
+        top = high + ROW_GAP * 2
 
     # each node's edges leave and arrive spread over its side, in the order of where they go / come from
-    routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    centre = {i: placed[i].y + placed[i].height / 2 for i in placed}
     outs: dict[str, list[tuple[float, str, tuple[str, str]]]] = defaultdict(list)
     ins: dict[str, list[tuple[float, str, tuple[str, str]]]] = defaultdict(list)
-    for (s, t), chain in chains.items():
-        outs[s].append((centre[chain[0]] if chain else centre[t], t, (s, t)))
-        ins[t].append((centre[chain[-1]] if chain else centre[s], s, (s, t)))
+    for (s, t), middle in lanes.items():
+        if (s, t) in back:
+            continue
+        outs[s].append((middle[0][1] if middle else centre[t], t, (s, t)))
+        ins[t].append((middle[-1][1] if middle else centre[s], s, (s, t)))
     start: dict[tuple[str, str], float] = {}
     end: dict[tuple[str, str], float] = {}
     for ports, sides in ((start, outs), (end, ins)):
         for node, ends in sides.items():
             for rank, (*_, key) in enumerate(sorted(ends)):
                 ports[key] = _port(placed[node], rank, len(ends))
-    for (s, t), chain in chains.items():
-        points = [(placed[s].x + NODE_W, start[(s, t)])]
-        for k, lane in enumerate(chain, start=1):
-            x = x_of(column[s] + k)
-            points += [(x, centre[lane]), (x + NODE_W, centre[lane])]
-        points.append((placed[t].x - 2, end[(s, t)]))
-        routes[(s, t)] = points
-    for s, t in back:
+    routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for (s, t), middle in lanes.items():
         a, b = placed[s], placed[t]
-        routes[(s, t)] = [(a.x + NODE_W / 2, a.y + a.height), (b.x + NODE_W / 2 + 8, b.y + b.height + 2)]
-    height = int(MARGIN * 2 + tallest + (60 if back else 0))
-    return Layout(placed=placed, routes=routes, back_edges=back, width=int(width), height=max(height, 80))
+        if (s, t) in back:
+            routes[(s, t)] = [(a.x + NODE_W / 2, a.y + a.height), (b.x + NODE_W / 2 + 8, b.y + b.height + 2)]
+        else:
+            routes[(s, t)] = [(a.x + NODE_W, start[(s, t)]), *middle, (b.x - 2, end[(s, t)])]
+    width = max(MIN_WIDTH, int(right + MARGIN))
+    if right + MARGIN < MIN_WIDTH:  # centre a narrow picture
+        shift = (MIN_WIDTH - right - MARGIN) / 2
+        for p in placed.values():
+            p.x += shift
+        routes = {k: [(x + shift, y) for x, y in points] for k, points in routes.items()}
+    height = int(top - ROW_GAP * 2 + MARGIN + (60 if back else 0)) if placed else 80
+    return Layout(placed=placed, routes=routes, back_edges=back, width=width, height=max(height, 80))
 
 
-def _longest_path(ids: list[str], forward: dict[str, list[str]]) -> dict[str, int]:
-    """Each node's column: one right of the furthest-right node with an edge to it (Kahn's order)."""
-    incoming = dict.fromkeys(ids, 0)
-    for targets in forward.values():
-        for t in targets:
-            incoming[t] += 1
-    column = dict.fromkeys(ids, 0)
-    ready = [i for i in ids if incoming[i] == 0]
-    while ready:
-        node = ready.pop(0)
-        for t in forward[node]:
-            column[t] = max(column[t], column[node] + 1)
-            incoming[t] -= 1
-            if incoming[t] == 0:
-                ready.append(t)
-    return column
+def _height(node: GraphNode) -> float:
+    if node.kind == "resource":
+        return float(RESOURCE_H)
+    return float(NODE_H + LINE_H * len(node.lines))
 
 
 def _port(p: Placed, rank: int, count: int) -> float:
@@ -284,40 +283,43 @@ def _port(p: Placed, rank: int, count: int) -> float:
     return p.y + p.height * 0.2 + span * rank / (count - 1)
 
 
-def _column_height(members: list[str], size: dict[str, float]) -> float:
-    return sum(size[i] for i in members) + ROW_GAP * max(len(members) - 1, 0)
+def boxes_overlap(where: Layout, *, gap: float = 0.0) -> list[tuple[str, str]]:
+    """The pairs of boxes closer than ``gap`` to each other (overlapping ones included): none in a readable
+    picture."""
+    boxes = sorted(where.placed.values(), key=lambda p: (p.x, p.y))
+    found = []
+    for index, a in enumerate(boxes):
+        for b in boxes[index + 1 :]:
+            if b.x >= a.x + NODE_W + gap:
+                break
+            if a.y < b.y + b.height + gap and b.y < a.y + a.height + gap:
+                found.append((a.node.id, b.node.id))
+    return found
 
 
-def _column_centres(members: list[str], size: dict[str, float], tallest: float) -> dict[str, float]:
-    """Vertical centres of a column's members, the column centred against the tallest one."""
-    y = MARGIN + (tallest - _column_height(members, size)) / 2
-    centres = {}
-    for i in members:
-        centres[i] = y + size[i] / 2
-        y += size[i] + ROW_GAP
-    return centres
+def edge_crossings(where: Layout) -> int:
+    """How many times two edges' drawn ways cross (each way as the polyline through its points; edges that share
+    an end are not counted crossing there)."""
+    ways = [(key, list(pairwise(points))) for key, points in sorted(where.routes.items()) if len(points) >= 2]
+    count = 0
+    for index, ((a_key, a_segments)) in enumerate(ways):
+        for b_key, b_segments in ways[index + 1 :]:
+            if set(a_key) & set(b_key):
+                continue
+            count += sum(1 for p in a_segments for q in b_segments if _segments_cross(p, q))
+    return count
 
 
-def _order_rows(
-    columns: dict[int, list[str]], neighbours: dict[str, set[str]], size: dict[str, float], tallest: float
-) -> dict[int, list[str]]:
-    """Order each column by the mean height of its neighbours in the columns beside it, sweeping right and
-    back a few times (ties: by id, so the same graph always gives the same picture)."""
-    order = {c: sorted(members) for c, members in sorted(columns.items())}
-    position: dict[str, float] = {}
-    for members in order.values():
-        position.update(_column_centres(members, size, tallest))
-    keys = sorted(order)
-    for sweep in range(8):
-        for c in keys if sweep % 2 == 0 else list(reversed(keys)):
+def _segments_cross(p: tuple[tuple[float, float], ...], q: tuple[tuple[float, float], ...]) -> bool:
+    (ax, ay), (bx, by) = p
+    (cx, cy), (dx, dy) = q
 
-            def barycenter(i: str) -> tuple[float, str]:
-                near = [position[n] for n in neighbours[i]]
-                return (sum(near) / len(near) if near else position[i], i)
+    def side(ox: float, oy: float, px: float, py: float, qx: float, qy: float) -> float:
+        return (px - ox) * (qy - oy) - (py - oy) * (qx - ox)
 
-            order[c] = sorted(order[c], key=barycenter)
-            position.update(_column_centres(order[c], size, tallest))
-    return order
+    d1, d2 = side(cx, cy, dx, dy, ax, ay), side(cx, cy, dx, dy, bx, by)
+    d3, d4 = side(ax, ay, bx, by, cx, cy), side(ax, ay, bx, by, dx, dy)
+    return d1 * d2 < 0 and d3 * d4 < 0
 
 
 def _edge_style(edge: Edge, impact: Impact) -> tuple[str, str, float, str]:
@@ -362,8 +364,8 @@ def _edge_path(edge: Edge, points: list[tuple[float, float]], back: bool, source
         dip = 50 + abs(x2 - x1) / 12
         return f"M {x1:.1f} {y1:.1f} C {x1:.1f} {y1 + dip:.1f}, {x2:.1f} {y2 + dip:.1f}, {x2:.1f} {y2:.1f}"
     d = [f"M {x1:.1f} {y1:.1f}"]
-    for index, ((ax, ay), (bx, by)) in enumerate(pairwise(points)):
-        if index % 2 == 1:  # through a lane: straight
+    for (ax, ay), (bx, by) in pairwise(points):
+        if ay == by:  # through a lane: straight
             d.append(f"L {bx:.1f} {by:.1f}")
         else:
             bend = max((bx - ax) / 2, 20)
@@ -400,13 +402,14 @@ def _node_svg(p: Placed, impact: Impact) -> str:
         lines.append("not registered in the catalog")
     if node.detail:
         lines.append(node.detail)
+    lines += node.lines
     halo = ""
     if node.id in impact.dependents:
         classes.append("node-impacted")
         lines.append("depends on a critical service")
         halo = (
             f'<rect class="impact-outline" x="{p.x - 5:.1f}" y="{p.y - 5:.1f}" width="{NODE_W + 10}" '
-            f'height="{NODE_H + 10}" rx="9" fill="none" stroke="{IMPACT_COLOUR}" stroke-width="3" '
+            f'height="{p.height + 10}" rx="9" fill="none" stroke="{IMPACT_COLOUR}" stroke-width="3" '
             f'stroke-dasharray="8 4"/>'
         )
     dash = ' stroke-dasharray="5 4"' if not node.registered else ""
@@ -416,12 +419,17 @@ def _node_svg(p: Placed, impact: Impact) -> str:
         second = "not registered"
     body = (
         f"<title>{e('; '.join(lines))}</title>{halo}"
-        f'<rect x="{p.x:.1f}" y="{p.y:.1f}" width="{NODE_W}" height="{NODE_H}" rx="6" fill="{fill}" '
+        f'<rect x="{p.x:.1f}" y="{p.y:.1f}" width="{NODE_W}" height="{p.height}" rx="6" fill="{fill}" '
         f'stroke="{stroke}" stroke-width="{width}"{dash}/>'
         f'<text x="{p.x + 10:.1f}" y="{p.y + 22:.1f}" font-size="13" font-weight="600" fill="#1f2933">'
         f"{e(_clip(node.label, 24))}</text>"
         f'<text class="node-status" x="{p.x + 10:.1f}" y="{p.y + 41:.1f}" font-size="11" fill="{stroke}">'
         f"{e(_clip(second, 30))}</text>"
+        + "".join(
+            f'<text class="node-line" x="{p.x + 10:.1f}" y="{p.y + 41 + LINE_H * (k + 1):.1f}" font-size="10.5" '
+            f'fill="#4a5868">{e(_clip(line, 32))}</text>'
+            for k, line in enumerate(node.lines)
+        )
     )
     if node.url:
         body = f'<a href="{e(node.url)}">{body}</a>'
@@ -439,6 +447,8 @@ def _legend(width: int) -> tuple[str, int]:
     """The key to the picture, wrapped to ``width``; and its height."""
     items: list[tuple[int, str, str]] = []  # (swatch width, swatch markup at x=0, label)
     for status, (fill, stroke, symbol) in STATUS_STYLE.items():
+        if status == "warning":  # boxes are services: a warning process makes its service degraded
+            continue
         items.append(
             (18, f'<rect width="18" height="14" rx="3" fill="{fill}" stroke="{stroke}"/>', f"{symbol} {status}")
         )

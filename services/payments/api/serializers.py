@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from services.kit.serializers import AmountField, AmountInputField, CurrencyField, CurrencyInputField, StrictSerializer
-from services.payments.models import Payment
+from services.payments.models import Payment, PaymentStatus
 
 
 class PaymentCreateSerializer(StrictSerializer):
@@ -97,3 +97,25 @@ class PaymentSerializer(serializers.ModelSerializer):
 
     def get_ledger_transaction(self, obj: Payment) -> str | None:
         return obj.ledger_transaction or None
+
+
+class CurrencyTotalSerializer(serializers.Serializer):
+    currency = serializers.CharField(help_text="ISO 4217 code.")
+    count = serializers.IntegerField()
+    amount = serializers.IntegerField(help_text="The sum, in the currency's minor units.")
+
+
+class StatusTotalSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=PaymentStatus.choices)
+    count = serializers.IntegerField(help_text="Payments in this status, every currency.")
+    amounts = CurrencyTotalSerializer(many=True, help_text="Count and sum per currency (only those seen).")
+
+
+class PaymentStatsSerializer(serializers.Serializer):
+    """Payments created in the window, by their status now."""
+
+    window = serializers.ChoiceField(choices=["1h", "24h"])
+    since = serializers.DateTimeField(help_text="Start of the window (included).")
+    until = serializers.DateTimeField(help_text="End of the window (excluded): when the stats were read.")
+    count = serializers.IntegerField(help_text="Payments created in the window.")
+    statuses = StatusTotalSerializer(many=True, help_text="Every status, in life-cycle order, zeros included.")

@@ -8,10 +8,16 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from services.kit.canonical_urls import id_segment
 from services.kit.pagination import IdCursor
 from services.kit.schema import api_operation
 from services.payments import errors, idempotency, selectors, services
-from services.payments.api.serializers import PaymentCreateSerializer, PaymentSerializer, create_input_fast
+from services.payments.api.serializers import (
+    PaymentCreateSerializer,
+    PaymentSerializer,
+    PaymentStatsSerializer,
+    create_input_fast,
+)
 from services.payments.filtersets import PaymentFilterSet
 from services.payments.models import Payment
 
@@ -80,7 +86,7 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     serializer_class = PaymentSerializer
     filterset_class = PaymentFilterSet
     pagination_class = IdCursor
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = id_segment("stats")  # payments/stats is the stats endpoint, never an id
 
     def get_object(self) -> Payment:
         return selectors.payment_get(self.kwargs["pk"])
@@ -139,6 +145,44 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
                 data = serializer.validated_data
             _, body = services.payment_create(client_id=request.user.client_id, claim=held, **data)
         return Response(body, status=status.HTTP_201_CREATED)
+
+    @api_operation(
+        summary="Payments in the last hour or day, by status",
+        description="Counts and sums (per currency, in minor units) of the payments created in the window, "
+        "grouped by their status now. Needs `payments:read`; an unknown window is `400 invalid_window`.",
+        errors=[errors.InvalidStatsWindow],
+        parameters=[
+            OpenApiParameter("window", str, enum=list(selectors.STATS_WINDOWS), default="1h", description="1h or 24h.")
+        ],
+        responses={200: PaymentStatsSerializer},
+        examples=[
+            OpenApiExample(
+                "The last hour",
+                response_only=True,
+                value={
+                    "window": "1h",
+                    "since": "2026-12-05T01:00:00Z",
+                    "until": "2026-12-05T02:00:00Z",
+                    "count": 3,
+                    "statuses": [
+                        {"status": "created", "count": 0, "amounts": []},
+                        {
+                            "status": "settled",
+                            "count": 3,
+                            "amounts": [
+                                {"currency": "EUR", "count": 2, "amount": 4000},
+                                {"currency": "USD", "count": 1, "amount": 700},
+                            ],
+                        },
+                    ],
+                },
+            )
+        ],
+    )
+    @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
+    def stats(self, request: Request) -> Response:
+        found = selectors.payment_stats(window=request.query_params.get("window", "1h"))
+        return Response(PaymentStatsSerializer(found).data)
 
     @api_operation(
         summary="Cancel a payment",

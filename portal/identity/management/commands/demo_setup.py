@@ -19,9 +19,9 @@ DEMO_ADMIN = "admin"
 DEMO_CLIENT = "demo-client"
 # Each service's own machine identity for the calls it makes (<SERVICE>_CLIENT_ID / _SECRET in its environment):
 # every process registers in the catalog and heartbeats (audience portal, scope catalog:register); payments also
-# holds and settles in the ledger.
+# holds and settles in the ledger; the portal's home reads the payments stats (docs/home.md).
 SERVICE_CLIENTS = {
-    "portal": {"audiences": ["portal"], "scopes": ["catalog:register"]},
+    "portal": {"audiences": ["payments", "portal"], "scopes": ["catalog:register", "payments:read"]},
     "ledger": {"audiences": ["portal"], "scopes": ["catalog:register"]},
     "payments": {"audiences": ["ledger", "portal"], "scopes": ["catalog:register", "ledger:read", "ledger:write"]},
 }
