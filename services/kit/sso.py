@@ -293,7 +293,7 @@ class SessionRefresh(oidc_middleware.SessionRefresh):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and breakglass_expired(user):
             with transaction.atomic():
-                type(user).objects.filter(pk=user.pk).update(is_active=False)
+                get_user_model().objects.filter(pk=user.pk).update(is_active=False)
                 audit_record(
                     "auth.breakglass.expired",
                     object_type="user",
