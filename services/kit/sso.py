@@ -67,7 +67,8 @@ def role_rules() -> dict[str, list[str]]:
 
 class SignInRefused(Exception):
     """A sign-in this service will not complete: ``reason`` is stable (``no_role``, ``inactive``, ``bad_state``,
-    ``code_refused``, ``bad_token``, ``portal_unreachable``, ``portal_error``, ``bad_request``)."""
+    ``code_refused``, ``bad_token``, ``portal_unreachable``, ``portal_error``, ``bad_request``, ``refused``,
+    ``not_configured``)."""
 
     def __init__(self, reason: str, detail: str, *, status: int = 403, actor: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -211,7 +212,12 @@ class SSOCallbackView(oidc_views.OIDCAuthenticationCallbackView):
         error = request.GET.get("error")
         try:
             if error:
-                super().get(request)  # forgets the state, logs the user out
+                states = request.session.get("oidc_states", {})
+                if request.GET.get("state") in states:  # forget it: a state is good for one answer
+                    del states[request.GET["state"]]
+                    request.session.modified = True
+                if request.user.is_authenticated:
+                    auth.logout(request)
                 if error == "login_required":
                     # A silent refresh: the person is no longer signed in at the portal. Sign in again there.
                     log.info("sso.session_ended")
@@ -233,6 +239,11 @@ class SSOCallbackView(oidc_views.OIDCAuthenticationCallbackView):
             _refusal_record(request, refused)
             return _refused_page(request, refused)
         return response
+
+    def login_failure(self) -> HttpResponse:
+        # The library redirects to the login page, which would start the sign-in again (a loop when the refusal
+        # repeats, e.g. a locked-out address): say so instead.
+        raise SignInRefused("refused", "This service did not accept the sign-in.", status=403)
 
     def login_success(self) -> HttpResponse:
         request = self.request
