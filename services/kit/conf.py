@@ -469,7 +469,6 @@ class SSOSettings:
     OIDC_OP_TOKEN_ENDPOINT: str
     OIDC_OP_USER_ENDPOINT: str
     OIDC_OP_JWKS_ENDPOINT: str
-    OIDC_OP_LOGOUT_ENDPOINT: str
     OIDC_RP_SIGN_ALGO: str
     OIDC_RP_SCOPES: str
     OIDC_USE_PKCE: bool
@@ -510,7 +509,6 @@ def sso_client_settings(*, service: str, roles: str, kit: KitSettings) -> SSOSet
         OIDC_OP_TOKEN_ENDPOINT=f"{internal}/o/token",
         OIDC_OP_USER_ENDPOINT=f"{internal}/o/userinfo",
         OIDC_OP_JWKS_ENDPOINT=f"{internal}/o/jwks",
-        OIDC_OP_LOGOUT_ENDPOINT=f"{public}/o/logout",
         OIDC_RP_SIGN_ALGO="RS256",
         OIDC_RP_SCOPES="openid profile email",
         OIDC_USE_PKCE=True,
