@@ -212,7 +212,7 @@ OAUTH2_PROVIDER = {
     "OIDC_RP_INITIATED_LOGOUT_STRICT_REDIRECT_URIS": True,
     # The OAuth 2.0 Security BCP (RFC 9700) now rather than at the library's 4.0: no implicit or password grant,
     # S256 only, no tokens in query strings, ``iss`` in the authorization response, tokens stored hashed,
-    # refresh-token replay detected; the deploy check makes any backsliding an error.
+    # refresh-token replay detected; `check --deploy` reports any backsliding.
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
     "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
     "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
