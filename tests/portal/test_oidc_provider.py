@@ -190,3 +190,37 @@ def test_a_code_cannot_be_exchanged_without_its_verifier(application):
 
     assert token.status_code == 400
     assert token.json()["error"] == "invalid_grant"
+
+
+def test_expired_sign_in_codes_and_tokens_are_cleared_and_live_ones_kept(application):
+    import datetime as dt
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model, get_grant_model
+
+    from portal.identity.oidc import sso_tokens_clear
+
+    # given a person's codes and tokens, one of each expired and one of each alive
+    person = user_with_role("viewer")
+    now = timezone.now()
+    AccessToken, Grant = get_access_token_model(), get_grant_model()
+    for n, expires in enumerate([now - dt.timedelta(minutes=1), now + dt.timedelta(minutes=5)]):
+        AccessToken.objects.create(user=person, application=application, token=f"t{n}", expires=expires, scope="openid")
+        Grant.objects.create(
+            user=person,
+            application=application,
+            code=f"c{n}",
+            expires=expires,
+            redirect_uri=REDIRECT,
+            scope="openid",
+            code_challenge="x" * 43,
+            code_challenge_method="S256",
+        )
+
+    # when the hourly clean-up runs
+    remaining = sso_tokens_clear()
+
+    # then only the live ones are left
+    assert remaining == 0
+    assert AccessToken.objects.count() == 1
+    assert Grant.objects.get().code == "c1"
