@@ -156,6 +156,16 @@ def test_viewer_signs_in_once_and_reads_the_payments_admin_without_editing(
     _open_payments_admin(page, sso_stack, f"/admin/payments/currencylimit/{rule}/change/")
     expect(page.locator("h1")).to_have_text("View currency limit")
     assert page.locator("input[name=_save]").count() == 0
+    # and the server refuses a change posted anyway (with a valid CSRF token), leaving the rule as it was
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "atrium_payments_csrftoken")
+    posted = page.context.request.post(
+        f"{sso_stack.payments_url}/admin/payments/currencylimit/{rule}/change/",
+        form={"currency": "EUR", "max_amount": "1", "enabled": "on", "csrfmiddlewaretoken": csrf},
+        headers={"Referer": f"{sso_stack.payments_url}/admin/"},
+    )
+    assert posted.status == 403
+    assert posted.json()["code"] == "permission_denied"  # the admin's refusal, not a CSRF failure
+    assert sso_stack.payments_sql("SELECT max_amount FROM payments_currency_limit WHERE id = %s", [rule]) == [(500000,)]
     # and what is secret (stored idempotent answers) is not even readable
     response = page.goto(f"{sso_stack.payments_url}/admin/payments/idempotencykey/")
     assert response is not None
