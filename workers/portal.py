@@ -37,7 +37,7 @@ def jobs_prune() -> dict[str, Any]:
     return prune()
 
 
-@app.task(name="portal.sso_tokens_clear", ignore_result=True)
+@app.task(name="portal.sso_tokens_clear", ignore_result=True, housekeeping=True)
 def sso_tokens_clear() -> int:
     """Delete people's expired sign-in codes and tokens (docs/sso.md)."""
     from portal.identity.oidc import sso_tokens_clear as clear
