@@ -56,6 +56,10 @@ def process_env(
     for service, own in (creds or {}).get("services", {}).items():
         env[f"{service.upper()}_CLIENT_ID"] = own["client_id"]
         env[f"{service.upper()}_CLIENT_SECRET"] = own["client_secret"]
+    # Each service admin's sign-in client at the portal (docs/sso.md).
+    for service, own in (creds or {}).get("sso", {}).items():
+        env[f"{service.upper()}_OIDC_CLIENT_ID"] = own["client_id"]
+        env[f"{service.upper()}_OIDC_CLIENT_SECRET"] = own["client_secret"]
     # Where each service is reached: what the others call, and what it registers in the catalog.
     for name, url in urls.items():
         env.setdefault(f"{name.upper()}_URL", url)

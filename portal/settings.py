@@ -4,6 +4,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from services.kit.conf import env, kit_settings
+from services.kit.keys import private_pem_read
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -21,6 +22,7 @@ kit = kit_settings(
         "portal.trace",
         # The periodic schedule in the database (docs/jobs.md, "Schedule"): beat's DatabaseScheduler, the admin.
         "django_celery_beat",
+        "oauth2_provider",  # people's sign-in to every service admin: OpenID Connect provider (docs/sso.md)
     ],
     celery_imports=["workers.portal", "workers.audit"],
 )
@@ -174,6 +176,59 @@ ATRIUM_AUDIENCE_SCOPES = {
 }
 
 LOGIN_URL = "admin:login"
+
+# OpenID Connect provider for people (django-oauth-toolkit; docs/sso.md): authorization code with PKCE (required),
+# ID tokens signed RS256 with OIDC_PRIVATE_KEY (PEM) or OIDC_PRIVATE_KEY_FILE — required in production; dev and
+# test generate an RSA key once under var/keys/ (the kit's one key loader, services/kit/keys.py).
+OIDC_PRIVATE_KEY = env.str("OIDC_PRIVATE_KEY", default="", multiline=True)
+OIDC_PRIVATE_KEY_FILE = env.str("OIDC_PRIVATE_KEY_FILE", default="")
+OAUTH2_PROVIDER = {
+    "OIDC_ENABLED": True,
+    "PKCE_REQUIRED": True,
+    # Production without a key: empty, and the system check identity.E002 refuses to start.
+    "OIDC_RSA_PRIVATE_KEY": private_pem_read(
+        pem=OIDC_PRIVATE_KEY,
+        filename=OIDC_PRIVATE_KEY_FILE,
+        environment=ATRIUM_ENV,
+        dev_path=ATRIUM_VAR_DIR / "keys" / "oidc-signing-rsa.pem",
+        names=("OIDC_PRIVATE_KEY", "OIDC_PRIVATE_KEY_FILE"),
+        kind="rsa",
+    ).decode()
+    if OIDC_PRIVATE_KEY or OIDC_PRIVATE_KEY_FILE or ATRIUM_ENV != "production"
+    else "",
+    # The issuer (the ID token's ``iss``): the portal's public URL; empty: derived from the request.
+    "OIDC_ISS_ENDPOINT": env.str("OIDC_ISSUER", default=""),
+    "OAUTH2_VALIDATOR_CLASS": "portal.identity.oidc.AtriumOIDCValidator",
+    "SCOPES": {
+        "openid": "Sign in with your portal identity",
+        "profile": "Your username, name and portal roles",
+        "email": "Your e-mail address",
+    },
+    "DEFAULT_SCOPES": ["openid"],
+    # Services' sign-ins are short: a refresh re-asks the portal (docs/sso.md) instead of a long-lived token.
+    "ACCESS_TOKEN_EXPIRE_SECONDS": 300,
+    "ID_TOKEN_EXPIRE_SECONDS": 300,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"] if ATRIUM_ENV == "production" else ["http", "https"],
+    "ALLOWED_SCHEMES": ["https"] if ATRIUM_ENV == "production" else ["http", "https"],
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+    "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,
+    "OIDC_RP_INITIATED_LOGOUT_STRICT_REDIRECT_URIS": True,
+    # The OAuth 2.0 Security BCP (RFC 9700) now rather than at the library's 4.0: no implicit or password grant,
+    # S256 only, no tokens in query strings, ``iss`` in the authorization response, tokens stored hashed,
+    # refresh-token replay detected; `check --deploy` reports any backsliding.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": ATRIUM_ENV == "production",
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+}
 # Secrets shown once must never ride in a (signed, not encrypted) cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 

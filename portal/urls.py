@@ -1,4 +1,4 @@
-"""Portal URLs: admin, identity (token endpoint, JWKS), portal API, health, metrics, docs."""
+"""Portal URLs: admin, identity (token endpoint, JWKS, OpenID Connect provider), portal API, health, metrics, docs."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -37,6 +37,8 @@ urlpatterns = [
     path("admin/", include("portal.home.urls")),  # the home replaces the admin's index (its model list below)
     path("admin/", admin.site.urls),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
+    # People's sign-in (OpenID Connect provider, docs/sso.md): /.well-known/openid-configuration and /o/...
+    path("", include("portal.identity.oidc_urls")),
     path(".well-known/atrium-revocations.json", revocations_view, name="revocations"),
     path("api/v1/", include(api_v1)),
     path("api/v2/", include(api_v2)),

@@ -17,6 +17,8 @@ BEAT_SCHEDULE = {
     "portal.catalog_health_roll_up": {"task": "portal.catalog_health_roll_up", "schedule": 3600.0},
     # Job dashboard: tasks and events past JOBS_RETENTION_DAYS, chart counts past JOBS_AGGREGATE_DAYS.
     "portal.jobs_prune": {"task": "portal.jobs_prune", "schedule": 3600.0},
+    # Single sign-on: people's expired sign-in codes and tokens (each service re-checks sessions every 5 minutes).
+    "portal.sso_tokens_clear": {"task": "portal.sso_tokens_clear", "schedule": 3600.0},
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
     # Outbox retention: published rows past ATRIUM_OUTBOX_RETENTION_DAYS, in each service's database.

@@ -35,3 +35,11 @@ def jobs_prune() -> dict[str, Any]:
     from portal.jobs.retention import jobs_prune as prune
 
     return prune()
+
+
+@app.task(name="portal.sso_tokens_clear", ignore_result=True, housekeeping=True)
+def sso_tokens_clear() -> int:
+    """Delete people's expired sign-in codes and tokens (docs/sso.md)."""
+    from portal.identity.oidc import sso_tokens_clear as clear
+
+    return clear()

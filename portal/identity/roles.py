@@ -7,8 +7,9 @@ rules when they migrate, through the ``post_migrate`` sync.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Any
+
+from services.kit.roles import permission_keys_granted
 
 ROLE_ADMIN = "admin"
 ROLE_OPERATOR = "operator"
@@ -40,14 +41,7 @@ ROLES = tuple(ROLE_RULES)
 
 def role_permission_keys(role: str, all_keys: list[str]) -> set[str]:
     """The ``app_label.codename`` keys ``role`` grants out of ``all_keys``."""
-    keys: set[str] = set()
-    for rule in ROLE_RULES[role]:
-        if not rule.startswith("!"):
-            keys.update(k for k in all_keys if fnmatchcase(k, rule))
-    for rule in ROLE_RULES[role]:
-        if rule.startswith("!"):
-            keys.difference_update(k for k in all_keys if fnmatchcase(k, rule[1:]))
-    return keys
+    return permission_keys_granted(ROLE_RULES[role], all_keys)
 
 
 def roles_sync(apps: Any = None) -> None:

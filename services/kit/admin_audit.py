@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import router, transaction
 from django.utils import translation
 
-from services.kit.audit import audit_record, current_request_var
+from services.kit.audit import actor_of, audit_record, current_request_var
 
 if TYPE_CHECKING:
     from django.contrib.admin.models import LogEntry
@@ -51,7 +51,7 @@ def admin_entry_record(entry: LogEntry) -> str:
         f"{settings.ATRIUM_SERVICE}.admin.{_KINDS.get(entry.action_flag, 'change')}",
         object_type=f"{content_type.app_label}.{content_type.model}" if content_type else "",
         object_id=entry.object_id or "",
-        actor={"type": "user", "id": str(user.pk), "display": username},
+        actor=actor_of(user, current_request_var.get()),
         metadata={
             "change_message": change_message,
             "admin_user": username,

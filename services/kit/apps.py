@@ -16,9 +16,11 @@ class KitConfig(AppConfig):
             celery_app,
             checks,
             schema,
+            sso,
         )
 
         admin_audit.connect()
+        sso.connect()
         # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT or ATRIUM_OTEL_FILE asks for it (nothing at all otherwise):
         # here, before a WSGI handler loads the middleware and before a worker forks its pool.
         from services.kit.telemetry import telemetry_setup

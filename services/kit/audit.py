@@ -30,6 +30,10 @@ from services.kit.telemetry import telemetry_enabled, trace_parent
 
 current_request_var: ContextVar[HttpRequest | None] = ContextVar("atrium_current_request", default=None)
 
+# A person signed in through the portal (services/kit/sso.py): their portal id (``sub``) is kept in the session,
+# and events name them by it, so one person has one actor id in every service's events and the portal's.
+SSO_SUB_SESSION_KEY = "atrium_sso_sub"
+
 OUTCOMES = ("success", "failure")
 ACTOR_TYPES = ("user", "client", "system")
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -62,14 +66,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def actor_of(user: Any) -> dict[str, str]:
-    """The actor for a request's ``user``: a machine client, a portal user, or the system."""
+def actor_of(user: Any, request: HttpRequest | None = None) -> dict[str, str]:
+    """The actor for a request's ``user``: a machine client, a user, or the system. A person signed in through
+    the portal is named by their portal id (the session's ``sub``), not this service's row id."""
     if user is None or not getattr(user, "is_authenticated", False):
         return {"type": "system", "id": "anonymous", "display": "anonymous"}
     client_id = getattr(user, "client_id", None)
     if client_id:
         return {"type": "client", "id": str(client_id), "display": str(client_id)}
-    return {"type": "user", "id": str(user.pk), "display": user.get_username()}
+    session = getattr(request, "session", None) if request is not None else None
+    sub = session.get(SSO_SUB_SESSION_KEY) if session is not None and getattr(request, "user", None) == user else None
+    return {"type": "user", "id": str(sub or user.pk), "display": user.get_username()}
 
 
 def source_ip_of(request: HttpRequest) -> str:
@@ -85,7 +92,7 @@ def audit_context(request: HttpRequest | None = None, actor: dict[str, str] | No
     """Who, from where, under which request id: the part of an event shared by every event of one request."""
     request = request if request is not None else current_request_var.get()
     if actor is None:
-        actor = actor_of(getattr(request, "user", None)) if request is not None else None
+        actor = actor_of(getattr(request, "user", None), request) if request is not None else None
         if actor is None or (actor["type"] == "system" and request is None):
             actor = {"type": "system", "id": settings.ATRIUM_SERVICE, "display": settings.ATRIUM_SERVICE}
     if actor.get("type") not in ACTOR_TYPES:

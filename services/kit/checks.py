@@ -43,4 +43,15 @@ def check_production_wiring(app_configs: Any, **kwargs: Any) -> list[checks.Chec
                 id="atrium.E003",
             )
         )
+    if getattr(settings, "ATRIUM_SSO_ROLES", "") and not (
+        settings.OIDC_RP_CLIENT_ID and settings.OIDC_OP_TOKEN_ENDPOINT.startswith("https://")
+    ):
+        errors.append(
+            checks.Warning(
+                "This admin does not sign people in through the portal: only break-glass accounts can log in.",
+                hint="Set <SERVICE>_OIDC_CLIENT_ID, <SERVICE>_OIDC_CLIENT_SECRET and ATRIUM_SSO_URL "
+                "(https://<portal>); see docs/sso.md.",
+                id="atrium.W010",
+            )
+        )
     return errors

@@ -458,6 +458,85 @@ def kit_settings(
     return KitSettings(**settings)
 
 
+_AXES_MIDDLEWARE = "axes.middleware.AxesMiddleware"
+
+
+@dataclass(frozen=True)
+class SSOSettings:
+    """A service admin's sign-in through the portal (services/kit/sso.py, docs/sso.md): mozilla-django-oidc's
+    settings, the service's cookie names and its role mapping. A service's settings module assigns each field by
+    name (``OIDC_RP_CLIENT_ID = sso.OIDC_RP_CLIENT_ID``)."""
+
+    OIDC_RP_CLIENT_ID: str
+    OIDC_RP_CLIENT_SECRET: str
+    OIDC_OP_AUTHORIZATION_ENDPOINT: str
+    OIDC_OP_TOKEN_ENDPOINT: str
+    OIDC_OP_USER_ENDPOINT: str
+    OIDC_OP_JWKS_ENDPOINT: str
+    OIDC_RP_SIGN_ALGO: str
+    OIDC_RP_SCOPES: str
+    OIDC_USE_PKCE: bool
+    OIDC_TIMEOUT: float
+    OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS: int
+    OIDC_AUTHENTICATION_CALLBACK_URL: str
+    LOGIN_REDIRECT_URL: str
+    LOGIN_REDIRECT_URL_FAILURE: str
+    LOGOUT_REDIRECT_URL: str
+    SESSION_COOKIE_NAME: str
+    CSRF_COOKIE_NAME: str
+    ATRIUM_SSO_ROLES: str
+    ATRIUM_SSO_BREAKGLASS_MINUTES: int
+    AUTHENTICATION_BACKENDS: list[str]
+    MIDDLEWARE: list[str]
+
+
+def sso_client_settings(*, service: str, roles: str, kit: KitSettings) -> SSOSettings:
+    """A service admin signs people in at the portal (OpenID Connect, authorization code + PKCE).
+
+    ``<SERVICE>_OIDC_CLIENT_ID`` / ``_SECRET`` are the service's client at the portal (``make up``'s
+    ``demo_setup`` creates them); without them the admin keeps Django's own login form (tests, a service run
+    alone), and production warns (``atrium.W010``). ``ATRIUM_SSO_URL`` is the portal as browsers reach it
+    (default ``ATRIUM_PORTAL_URL``; https in production, or ``atrium.W010``); ``ATRIUM_SSO_INTERNAL_URL`` as
+    this process reaches it (default: the same). ``ATRIUM_SSO_REFRESH_SECONDS`` (300): a signed-in session is
+    re-checked at the portal this often, so a logout there (or a role taken away) ends it within that time.
+    ``roles``: the dotted path of the service's ``ROLE_RULES`` (portal role → its permissions).
+    """
+    public = (env.str("ATRIUM_SSO_URL", default="") or kit.ATRIUM_PORTAL_URL).rstrip("/")
+    internal = (env.str("ATRIUM_SSO_INTERNAL_URL", default="") or public).rstrip("/")
+    refresh = env.int("ATRIUM_SSO_REFRESH_SECONDS", default=300)
+    if refresh < 1:
+        raise ImproperlyConfigured("ATRIUM_SSO_REFRESH_SECONDS must be positive")
+    return SSOSettings(
+        OIDC_RP_CLIENT_ID=env.str(f"{service.upper()}_OIDC_CLIENT_ID", default=""),
+        OIDC_RP_CLIENT_SECRET=env.str(f"{service.upper()}_OIDC_CLIENT_SECRET", default=""),
+        OIDC_OP_AUTHORIZATION_ENDPOINT=f"{public}/o/authorize",
+        OIDC_OP_TOKEN_ENDPOINT=f"{internal}/o/token",
+        OIDC_OP_USER_ENDPOINT=f"{internal}/o/userinfo",
+        OIDC_OP_JWKS_ENDPOINT=f"{internal}/o/jwks",
+        OIDC_RP_SIGN_ALGO="RS256",
+        OIDC_RP_SCOPES="openid profile email",
+        OIDC_USE_PKCE=True,
+        OIDC_TIMEOUT=env.float("ATRIUM_SSO_TIMEOUT", default=5.0),
+        OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS=refresh,
+        OIDC_AUTHENTICATION_CALLBACK_URL="oidc_authentication_callback",
+        LOGIN_REDIRECT_URL="/admin/",
+        LOGIN_REDIRECT_URL_FAILURE="/admin/login/",
+        LOGOUT_REDIRECT_URL="/admin/",
+        # Every service runs on the portal's host in dev (cookies do not keep ports apart): its own cookie names.
+        SESSION_COOKIE_NAME=f"atrium_{service}_session",
+        CSRF_COOKIE_NAME=f"atrium_{service}_csrftoken",
+        ATRIUM_SSO_ROLES=roles,
+        ATRIUM_SSO_BREAKGLASS_MINUTES=env.int("ATRIUM_SSO_BREAKGLASS_MINUTES", default=60),
+        AUTHENTICATION_BACKENDS=[*kit.AUTHENTICATION_BACKENDS, "services.kit.sso.SSOBackend"],
+        # After the session and authentication middleware: re-checks the sign-in at the portal, ends break-glass.
+        MIDDLEWARE=[
+            *(m for m in kit.MIDDLEWARE if m != _AXES_MIDDLEWARE),
+            "services.kit.sso.SessionRefresh",
+            _AXES_MIDDLEWARE,  # still last
+        ],
+    )
+
+
 LOCKOUT_PARAMETERS = ("username", "ip_address")
 
 

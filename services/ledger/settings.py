@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.kit.conf import env, kit_settings
+from services.kit.conf import env, kit_settings, sso_client_settings
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -13,6 +13,9 @@ kit = kit_settings(
     apps=["services.ledger"],
     celery_imports=["workers.ledger"],
 )
+# People sign in to this admin at the portal (OpenID Connect; services/kit/sso.py, docs/sso.md); the portal's
+# roles map to this service's permissions in services/ledger/roles.py.
+sso = sso_client_settings(service="ledger", roles="services.ledger.roles.ROLE_RULES", kit=kit)
 
 # Shared by every process (services/kit/conf.py: KitSettings), each by name.
 ATRIUM_SERVICE = kit.ATRIUM_SERVICE
@@ -22,7 +25,7 @@ DEBUG = kit.DEBUG
 SECRET_KEY = kit.SECRET_KEY
 ALLOWED_HOSTS = kit.ALLOWED_HOSTS
 INSTALLED_APPS = kit.INSTALLED_APPS
-MIDDLEWARE = kit.MIDDLEWARE
+MIDDLEWARE = sso.MIDDLEWARE  # the kit's, then the sign-in refresh (below)
 ROOT_URLCONF = kit.ROOT_URLCONF
 WSGI_APPLICATION = kit.WSGI_APPLICATION
 TEMPLATES = kit.TEMPLATES
@@ -96,7 +99,7 @@ SECURE_HSTS_PRELOAD = kit.SECURE_HSTS_PRELOAD
 SESSION_COOKIE_SECURE = kit.SESSION_COOKIE_SECURE
 CSRF_COOKIE_SECURE = kit.CSRF_COOKIE_SECURE
 CSRF_TRUSTED_ORIGINS = kit.CSRF_TRUSTED_ORIGINS
-AUTHENTICATION_BACKENDS = kit.AUTHENTICATION_BACKENDS
+AUTHENTICATION_BACKENDS = sso.AUTHENTICATION_BACKENDS  # the kit's, then the portal sign-in (below)
 AXES_ENABLED = kit.AXES_ENABLED
 AXES_HANDLER = kit.AXES_HANDLER
 AXES_FAILURE_LIMIT = kit.AXES_FAILURE_LIMIT
@@ -109,6 +112,27 @@ ATRIUM_PROXY_COUNT = kit.ATRIUM_PROXY_COUNT
 AXES_DISABLE_ACCESS_LOG = kit.AXES_DISABLE_ACCESS_LOG
 AXES_ENABLE_ADMIN = kit.AXES_ENABLE_ADMIN
 AXES_VERBOSE = kit.AXES_VERBOSE
+
+# Sign-in through the portal (services/kit/conf.py: SSOSettings), each by name.
+OIDC_RP_CLIENT_ID = sso.OIDC_RP_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = sso.OIDC_RP_CLIENT_SECRET
+OIDC_OP_AUTHORIZATION_ENDPOINT = sso.OIDC_OP_AUTHORIZATION_ENDPOINT
+OIDC_OP_TOKEN_ENDPOINT = sso.OIDC_OP_TOKEN_ENDPOINT
+OIDC_OP_USER_ENDPOINT = sso.OIDC_OP_USER_ENDPOINT
+OIDC_OP_JWKS_ENDPOINT = sso.OIDC_OP_JWKS_ENDPOINT
+OIDC_RP_SIGN_ALGO = sso.OIDC_RP_SIGN_ALGO
+OIDC_RP_SCOPES = sso.OIDC_RP_SCOPES
+OIDC_USE_PKCE = sso.OIDC_USE_PKCE
+OIDC_TIMEOUT = sso.OIDC_TIMEOUT
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = sso.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS
+OIDC_AUTHENTICATION_CALLBACK_URL = sso.OIDC_AUTHENTICATION_CALLBACK_URL
+LOGIN_REDIRECT_URL = sso.LOGIN_REDIRECT_URL
+LOGIN_REDIRECT_URL_FAILURE = sso.LOGIN_REDIRECT_URL_FAILURE
+LOGOUT_REDIRECT_URL = sso.LOGOUT_REDIRECT_URL
+SESSION_COOKIE_NAME = sso.SESSION_COOKIE_NAME
+CSRF_COOKIE_NAME = sso.CSRF_COOKIE_NAME
+ATRIUM_SSO_ROLES = sso.ATRIUM_SSO_ROLES
+ATRIUM_SSO_BREAKGLASS_MINUTES = sso.ATRIUM_SSO_BREAKGLASS_MINUTES
 
 # Request body limits (413 payload_too_large above them, chunked bodies included): 1 MiB for every route (an
 # account or a transaction is a few KB), 8 MiB for POST transactions/batch (1,000 transactions of up to ~8 KB).

@@ -1,10 +1,6 @@
-from django.contrib import admin
-
 from services.kit.urls import service_urlpatterns
 
 urlpatterns = service_urlpatterns(api="services.ledger.api.urls")
-
-admin.site.site_header = "Atrium ledger"
 
 # Django's error views (paths outside DRF): the kit's problem+json ones, the same in every root URLconf.
 from services.kit.errors import handler400, handler403, handler404, handler500  # noqa: E402, F401

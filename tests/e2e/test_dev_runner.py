@@ -77,10 +77,17 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             response = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
             assert response.status_code == 200, (name, response.text)
         creds = json.loads((tmp_path / "var" / "dev-credentials.json").read_text())
-        assert set(creds) == {"admin", "client", "urls", "services"}
+        assert set(creds) == {"admin", "client", "urls", "services", "sso"}
         assert creds["urls"]["ledger"] == f"http://127.0.0.1:{ports['ledger']}"
         assert creds["admin"]["password"] in output
         assert creds["client"]["client_secret"] in output
+
+        # and each service admin signs people in at the portal with its own client (docs/sso.md)
+        for service in ("ledger", "payments"):
+            login = httpx.get(f"{creds['urls'][service]}/oidc/authenticate", timeout=10)
+            assert login.status_code == 302, login.text
+            assert login.headers["location"].startswith(f"{creds['urls']['portal']}/o/authorize?")
+            assert f"client_id={creds['sso'][service]['client_id']}" in login.headers["location"]
 
         # and the demo client can drive the ledger API with a portal token
         token = demo_token(creds, "ledger")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from devtools.infra import REPO_ROOT, venv_env
 from services.kit.conf import KitSettings
@@ -47,6 +47,13 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
+    oidc_key_file = tmp_path / "oidc-signing.pem"
+    if not oidc_key_file.exists():
+        oidc_key_file.write_bytes(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     database_url = current_test_database_url()
     env.update(
         ATRIUM_ENV="production",
@@ -58,6 +65,12 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         REDIS_URL="redis://:password@127.0.0.1:6379/0",
         JWT_JWKS_URL="https://portal.example.com/.well-known/jwks.json",
         JWT_PRIVATE_KEY_FILE=str(key_file),
+        OIDC_PRIVATE_KEY_FILE=str(oidc_key_file),
+        ATRIUM_SSO_URL="https://portal.example.com",
+        LEDGER_OIDC_CLIENT_ID="ledger-admin",
+        LEDGER_OIDC_CLIENT_SECRET="ledger-admin-secret",
+        PAYMENTS_OIDC_CLIENT_ID="payments-admin",
+        PAYMENTS_OIDC_CLIENT_SECRET="payments-admin-secret",
         ATRIUM_VAR_DIR=str(tmp_path / "var"),
     )
     for name, value in overrides.items():
@@ -144,6 +157,51 @@ def test_portal_in_production_without_a_signing_key_fails_its_checks(tmp_path):
     assert "identity.E001" in result.stderr
     assert "JWT_PRIVATE_KEY" in result.stderr
     assert not (tmp_path / "var" / "keys").exists()
+
+
+def test_portal_in_production_without_an_id_token_key_fails_its_checks(tmp_path):
+    # given the portal in production with no key for people's ID tokens
+    env = production_env(tmp_path, OIDC_PRIVATE_KEY_FILE=None, OIDC_PRIVATE_KEY=None)
+
+    # when its checks run
+    result = manage("portal", "check", "--deploy", env=env)
+
+    # then the identity check refuses, naming the settings, and no dev key was generated in its place
+    assert result.returncode != 0
+    assert "identity.E002" in result.stderr
+    assert "OIDC_PRIVATE_KEY" in result.stderr
+    assert not (tmp_path / "var" / "keys").exists()
+
+
+def test_portal_refuses_an_id_token_key_that_is_not_rsa(tmp_path):
+    # given an Ed25519 key where RS256 needs an RSA one
+    env = production_env(tmp_path, OIDC_PRIVATE_KEY_FILE=str(tmp_path / "jwt-signing.pem"))
+
+    # when the portal starts
+    result = manage("portal", "check", "--deploy", env=env)
+
+    # then it refuses, saying what the key must be
+    assert result.returncode != 0
+    assert "OIDC_PRIVATE_KEY must be an RSA private key of at least 2048 bits" in result.stderr
+
+
+@pytest.mark.parametrize("service", ["ledger", "payments"])
+@pytest.mark.parametrize("missing", ["client", "https"])
+def test_service_admin_without_sign_in_through_the_portal_warns_in_production(tmp_path, service, missing):
+    # given a service in production whose admin has no client at the portal, or reaches it without TLS
+    overrides = (
+        {f"{service.upper()}_OIDC_CLIENT_ID": None}
+        if missing == "client"
+        else {"ATRIUM_SSO_URL": "http://portal.example.com"}
+    )
+    env = production_env(tmp_path, **overrides)
+
+    # when the deployment checks run
+    result = manage(service, "check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    # then they warn that only break-glass accounts could log in
+    assert result.returncode != 0
+    assert "atrium.W010" in result.stderr
 
 
 @pytest.mark.django_db

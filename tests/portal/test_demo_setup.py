@@ -151,3 +151,29 @@ def test_each_service_gets_its_own_least_privilege_client(credentials, request_t
     assert request_token({**body, "audience": "ledger"}).status_code != 200
     # a second run keeps them
     assert _demo_setup(credentials)["services"] == saved["services"]
+
+
+def test_each_service_admin_gets_a_sign_in_client_that_survives_a_rerun(tmp_path):
+    from django.contrib.auth.hashers import check_password
+    from oauth2_provider.models import get_application_model
+
+    path = tmp_path / "dev-credentials.json"
+    urls = ["portal=http://127.0.0.1:8000", "ledger=http://127.0.0.1:8001", "payments=http://127.0.0.1:8002"]
+
+    # given a first run
+    call_command("demo_setup", credentials=str(path), url=urls, stdout=StringIO())
+    first = json.loads(path.read_text())["sso"]
+
+    # then ledger and payments each have a confidential code-flow client at the portal, redirecting to their callback
+    assert set(first) == {"ledger", "payments"}
+    Application = get_application_model()
+    payments = Application.objects.get(client_id=first["payments"]["client_id"])
+    assert payments.redirect_uris == "http://127.0.0.1:8002/oidc/callback"
+    assert payments.authorization_grant_type == Application.GRANT_AUTHORIZATION_CODE
+    assert payments.algorithm == Application.RS256_ALGORITHM
+    assert check_password(first["payments"]["client_secret"], payments.client_secret)
+
+    # and a second run keeps the same clients and secrets
+    call_command("demo_setup", credentials=str(path), url=urls, stdout=StringIO())
+    assert json.loads(path.read_text())["sso"] == first
+    assert Application.objects.count() == 2

@@ -1,4 +1,5 @@
-"""Create (or confirm) the demo admin user and demo machine client; write var/dev-credentials.json."""
+"""Create (or confirm) the demo admin user, the demo and services' machine clients and each service admin's
+sign-in client (OpenID Connect, docs/sso.md); write var/dev-credentials.json."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal.identity import services
@@ -25,6 +27,10 @@ SERVICE_CLIENTS = {
     "ledger": {"audiences": ["portal"], "scopes": ["catalog:register"]},
     "payments": {"audiences": ["ledger", "portal"], "scopes": ["catalog:register", "ledger:read", "ledger:write"]},
 }
+
+# Each service admin signs people in at the portal with its own OpenID Connect client (<SERVICE>_OIDC_CLIENT_ID /
+# _SECRET in its environment); its redirect URI is the service's /oidc/callback.
+SSO_SERVICES = ("ledger", "payments")
 
 
 class Command(BaseCommand):
@@ -69,12 +75,20 @@ class Command(BaseCommand):
             )
             service_credentials[service] = {"client_id": own.id, "client_secret": own_secret}
 
-        urls = dict(item.split("=", 1) for item in options["url"])
+        urls = dict(item.split("=", 1) for item in options["url"]) or saved.get("urls", {})
+        sso_credentials = {}
+        for service in SSO_SERVICES:
+            if service in urls:
+                client_id, client_secret = _sso_client_ensure(
+                    service, urls[service], saved.get("sso", {}).get(service, {}).get("client_secret", "")
+                )
+                sso_credentials[service] = {"client_id": client_id, "client_secret": client_secret}
         payload = {
             "admin": {"username": DEMO_ADMIN, "password": password},
             "client": {"client_id": client.id, "client_secret": secret},
             "services": service_credentials,
-            "urls": urls or saved.get("urls", {}),
+            "sso": sso_credentials,
+            "urls": urls,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         # Owner-only from the first byte: the file holds secrets.
@@ -100,3 +114,33 @@ def _client_ensure(
     if not secret or services.secret_hash(secret) != client.secret_hash:
         secret = services.client_rotate_secret(client=client, grace_seconds=0)  # the old one was lost: no grace
     return client, secret
+
+
+def _sso_client_ensure(service: str, url: str, secret: str) -> tuple[str, str]:
+    """The service admin's OpenID Connect client at the portal (confidential, authorization code, RS256, no
+    consent screen: a first-party admin), redirecting to ``url``/oidc/callback; its secret (kept if it still
+    works: the portal stores only its hash)."""
+    from oauth2_provider.models import get_application_model
+
+    Application = get_application_model()
+    name = f"{service}-admin"
+    redirect = f"{url.rstrip('/')}/oidc/callback"
+    app = Application.objects.filter(name=name).first()
+    if app is None or not secret or not check_password(secret, app.client_secret):
+        secret = secrets.token_urlsafe(32)
+    fields = {
+        "client_type": Application.CLIENT_CONFIDENTIAL,
+        "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
+        "redirect_uris": redirect,
+        "post_logout_redirect_uris": f"{url.rstrip('/')}/admin/",
+        "algorithm": Application.RS256_ALGORITHM,
+        "skip_authorization": True,
+        "client_secret": secret,
+    }
+    if app is None:
+        app = Application(name=name, **fields)
+    else:
+        for field, value in fields.items():
+            setattr(app, field, value)
+    app.save()
+    return app.client_id, secret
