@@ -215,7 +215,14 @@ def main(argv: list[str]) -> int:
             else "Atrium started, but not every service answers yet (see logs above).",
             web("portal", f"{urls['portal']}/admin/   (API docs {urls['portal']}/api/docs)"),
             f"  catalog   {urls['portal']}/admin/catalog/overview/" if "portal" in ready else None,
-            *(web(s.name, f"{urls[s.name]}/api/docs") for s in SERVICES if s.name != "portal"),
+            f"  jobs      {urls['portal']}/admin/jobs/   (schedule {urls['portal']}/admin/jobs/schedule/)"
+            if "portal" in ready
+            else None,
+            *(
+                web(s.name, f"{urls[s.name]}/api/docs   (admin {urls[s.name]}/admin/, sign in at the portal)")
+                for s in SERVICES
+                if s.name != "portal"
+            ),
             f"  admin     username={creds['admin']['username']}  password={creds['admin']['password']}",
             f"  client    client_id={creds['client']['client_id']}",
             f"            client_secret={creds['client']['client_secret']}",
