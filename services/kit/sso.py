@@ -68,7 +68,7 @@ def role_rules() -> dict[str, list[str]]:
 class SignInRefused(Exception):
     """A sign-in this service will not complete: ``reason`` is stable (``no_role``, ``inactive``, ``bad_state``,
     ``code_refused``, ``bad_token``, ``portal_unreachable``, ``portal_error``, ``bad_request``, ``refused``,
-    ``not_configured``)."""
+    ``not_configured``, ``local_account``)."""
 
     def __init__(self, reason: str, detail: str, *, status: int = 403, actor: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -127,6 +127,12 @@ def user_sync(*, claims: dict[str, Any], request: HttpRequest | None = None) -> 
         before = sorted(user.groups.filter(name__in=known).values_list("name", flat=True)) if user else []
         if user is not None and not user.is_active:
             raise SignInRefused("inactive", "This account is deactivated in this service.", actor=actor)
+        if username.startswith(BREAKGLASS_PREFIX) or (user is not None and user.has_usable_password()):
+            # A local account (break-glass, or made with a password here) is never taken over by a portal sign-in
+            # that happens to carry its name.
+            raise SignInRefused(
+                "local_account", f"{username} is a local account of this service, not a portal one.", actor=actor
+            )
         if user is None and roles:
             user = User.objects.create_user(username=username, email=str(claims.get("email") or ""))
             user.set_unusable_password()

@@ -139,6 +139,31 @@ def test_a_user_deactivated_here_is_refused_whatever_the_portal_says():
     assert not get_user_model().objects.get(pk=user.pk).is_superuser
 
 
+@pytest.mark.parametrize("local", ["breakglass-0a1b2c", "root"])
+def test_a_portal_sign_in_never_takes_over_a_local_account_of_the_same_name(local: str):
+    # given a local account with a password here (break-glass, or made with createsuperuser)
+    get_user_model().objects.create_superuser(username=local, password="a local secret 42")
+
+    # when a portal person with that name signs in, even as a mere viewer
+    with pytest.raises(SignInRefused) as refused:
+        user_sync(claims=claims(local, "viewer"))
+
+    # then it is refused, and the local account is untouched
+    assert refused.value.reason == "local_account"
+    user = get_user_model().objects.get(username=local)
+    assert user.is_superuser
+    assert user.check_password("a local secret 42")
+    assert not user.groups.exists()
+
+
+def test_a_portal_name_that_looks_like_breakglass_is_refused_even_with_no_local_account():
+    with pytest.raises(SignInRefused) as refused:
+        user_sync(claims=claims("breakglass-fake", "admin"))
+
+    assert refused.value.reason == "local_account"
+    assert not get_user_model().objects.filter(username="breakglass-fake").exists()
+
+
 def test_claims_without_a_user_are_refused():
     with pytest.raises(SignInRefused) as refused:
         user_sync(claims={"sub": "1", "roles": ["admin"]})
