@@ -28,6 +28,7 @@ from portal.home import payments as home_payments
 from portal.home.pages import money
 from portal.jobs.models import Job, JobMinute
 from services.kit import http as kit_http
+from services.kit.queues import QUEUES
 from tests.portal.factories import user_with_role
 from tests.servers import LocalServer, Seen, json_reply
 
@@ -405,11 +406,11 @@ def test_amounts_are_shown_in_major_units_of_their_currency(amount: int, currenc
 @pytest.fixture
 def broker_queues() -> Iterator[redis.Redis]:
     conn = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    conn.delete("ledger", "payments")
+    conn.delete(*QUEUES)  # what earlier tests published on this Redis db would count as backlog
     try:
         yield conn
     finally:
-        conn.delete("ledger", "payments")
+        conn.delete(*QUEUES)
         conn.close()
 
 
