@@ -11,6 +11,7 @@ from typing import Any
 from services.kit.telemetry import outbox_events_link
 from services.webhooks.errors import IngestDeferred
 from services.webhooks.services import messages_ingest
+from services.webhooks.services.retention import attempts_purge as attempts_purge_run
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
 from workers.outbox import outbox_purge_task, outbox_relay_task
@@ -41,3 +42,9 @@ def ingest(events: list[Any]) -> dict[str, int]:
     """
     outbox_events_link(events)  # OpenTelemetry (when on): links to the contexts the events were created in
     return messages_ingest(events).as_dict()
+
+
+@app.task(name="webhooks.attempts_purge", ignore_result=True, housekeeping=True)
+def attempts_purge() -> int:
+    """Delete delivery attempts past WEBHOOKS_ATTEMPT_RETENTION_DAYS (batches on the BRIN index of ``at``)."""
+    return attempts_purge_run()
