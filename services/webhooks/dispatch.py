@@ -36,12 +36,16 @@ import collections
 import contextlib
 import datetime as dt
 import email.utils
+import logging
 import math
+import queue
 import random
+import signal
 import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import aiohttp
@@ -910,9 +914,45 @@ def endpoints_disable(ids: list[str], reason: str, *, failing: bool, after: floa
         connection.close()
 
 
+class _Handoff(QueueHandler):
+    """Passes the record itself (same process: its extras and exception stay for the JSON formatter). When the
+    writer is that far behind (stdout not read), records are dropped, and counted, rather than held."""
+
+    dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            _Handoff.dropped += 1
+
+
+def _logging_off_the_loop() -> QueueListener | None:
+    """Hand log records to a thread that writes them: a slow reader of stdout (a pipe to a supervisor) must not
+    stall every send. Records are stamped (service, request and task ids) here, formatted and written there."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if not handlers:
+        return None
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=100_000)
+    handler = _Handoff(records)
+    for existing in handlers:
+        for log_filter in existing.filters:
+            if log_filter not in handler.filters:
+                handler.addFilter(log_filter)
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    listener = QueueListener(records, *handlers, respect_handler_level=True)
+    listener.start()
+    return listener
+
+
 def dispatch_run(*, once: bool = False, max_seconds: float | None = None, config: DispatchConfig | None = None) -> None:
     """Run a dispatcher in this thread until SIGTERM/SIGINT (or ``once`` idle, or ``max_seconds``)."""
-    import signal
 
     async def main() -> None:
         dispatcher = Dispatcher(config)
@@ -921,7 +961,14 @@ def dispatch_run(*, once: bool = False, max_seconds: float | None = None, config
             loop.add_signal_handler(sig, dispatcher.stop)
         await dispatcher.run(once=once, max_seconds=max_seconds)
 
-    asyncio.run(main())
+    listener = _logging_off_the_loop()
+    try:
+        asyncio.run(main())
+    finally:
+        if listener is not None:
+            listener.stop()  # writes what is queued
+            if _Handoff.dropped:
+                log.warning("webhooks.dispatcher.log_lines_dropped", count=_Handoff.dropped)
 
 
 __all__ = [
