@@ -96,18 +96,23 @@ DISPATCH_ENDPOINTS_SQL = (
 # A delivery is due when pending, its time has come and nobody holds a live lease on it (an expired lease is a
 # dispatcher that died mid-send: its delivery is due again, so no separate sweep is needed).
 # Unordered endpoints: up to ``n`` due deliveries each, soonest first, skipping rows another dispatcher is
-# claiming. Ordered endpoints: only the lowest msg_seq pending delivery, and only when it is due and not leased
-# (leased = in flight): it is picked without SKIP LOCKED semantics reaching past it (the head is chosen first,
-# then locked; a locked or changed head yields nothing this round, never the one after it).
+# claiming. "Due" is written as a row comparison on (endpoint_id, next_attempt_at) so that only the per-endpoint
+# index ``delivery_due_endpoint`` can serve it as a range (a generic plan of this prepared statement could
+# otherwise walk the global ``delivery_due`` index past another endpoint's backlog: a slow endpoint's thousands
+# of due rows would slow every other endpoint's claims). Ordered endpoints: only the lowest msg_seq pending
+# delivery, and only when it is due and not leased (leased = in flight): it is picked without SKIP LOCKED
+# semantics reaching past it (the head is chosen first, then locked; a locked or changed head yields nothing
+# this round, never the one after it).
 DISPATCH_CLAIM_SQL = f"""
 WITH free AS (
     SELECT * FROM unnest(%(ids)s::text[], %(slots)s::int[]) AS f(endpoint_id, n)
 ), unordered AS (
     SELECT c.id FROM free CROSS JOIN LATERAL (
         SELECT d.id FROM {_D} d
-        WHERE d.endpoint_id = free.endpoint_id AND d.state = 'pending' AND d.next_attempt_at <= now()
+        WHERE d.endpoint_id = free.endpoint_id AND d.state = 'pending'
+          AND (d.endpoint_id, d.next_attempt_at) <= (free.endpoint_id, now())
           AND (d.leased_until IS NULL OR d.leased_until < now())
-        ORDER BY d.endpoint_id, d.next_attempt_at
+        ORDER BY d.next_attempt_at
         LIMIT free.n
         FOR UPDATE SKIP LOCKED
     ) c
