@@ -42,6 +42,7 @@ import queue
 import random
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import aiohttp
+import httpx
 import psycopg
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
@@ -109,6 +111,7 @@ class DispatchConfig:
     batch_max: int = 1000  # results per write
     grace: float = 5.0  # how long a stop waits for what is in flight
     resolver: Resolver | None = None  # the kit guard's (host, port) → addresses; None: the system's
+    ssl_context: ssl.SSLContext | None = None  # https: the CAs trusted (None: certifi's, as the kit's)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> DispatchConfig:
@@ -533,6 +536,7 @@ class Dispatcher:
         if state.session is None or state.session.closed:
             connector = aiohttp.TCPConnector(
                 limit=state.config.max_in_flight,
+                ssl=self.config.ssl_context or _default_ssl_context(),
                 resolver=PinnedResolver(state),
                 use_dns_cache=False,
                 enable_cleanup_closed=False,
@@ -725,7 +729,7 @@ class Dispatcher:
         state.send_seconds += (elapsed - state.send_seconds) * 0.1
         state.in_flight -= 1
         self._tasks.pop(claimed.delivery_id, None)
-        if not state.disabled:
+        if not state.disabled and not self._stop.is_set():  # a stop sends nothing new
             self._start_sends(state)
         if state.saturated and len(state.queue) <= state.depth() // 2:
             self._wake.set()
@@ -875,6 +879,17 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[b
             return bytes(data), True
         data += chunk
     return bytes(data), response.content.at_eof()
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """One verifying context for every session (certifi's CAs, as the kit's outbound client)."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
 
 
 def _allow_listed(address: Any, allow: Iterable[str]) -> bool:
