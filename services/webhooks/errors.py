@@ -78,3 +78,11 @@ class PublicKeyNotFound(WebhooksError):
     code = "public_key_not_found"
     status = 404
     title = "Endpoint does not sign with Ed25519 (v1a)"
+
+
+# What ``webhooks.ingest`` raises: a plain exception whose args are strings (JSON-safe across Celery's result
+# backend and the job dashboard).
+
+
+class IngestDeferred(Exception):
+    """The webhooks database is away or busy: nothing of the batch was judged; the task is retried later."""

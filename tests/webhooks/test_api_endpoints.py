@@ -66,23 +66,27 @@ def test_an_endpoint_is_created_with_a_generated_secret_that_is_never_shown_and_
     assert body["stats"] == {"attempts": 0, "succeeded": 0, "success_rate": None}
     # the secret is nowhere in the answer, and stored encrypted
     assert "whsec_" not in response.content.decode()
-    assert "secret" not in body and "signing_key" not in body
+    assert "secret" not in body
+    assert "signing_key" not in body
     stored = Endpoint.objects.get(id=body["id"])
     assert not stored.secret.startswith("whsec_")
     plain = secrets.decrypt(stored.secret)
-    assert plain.startswith("whsec_") and len(base64.b64decode(plain[6:])) == 32
+    assert plain.startswith("whsec_")
+    assert len(base64.b64decode(plain[6:])) == 32
     # audited, the secret left out
     [event] = audits("webhooks.endpoint.created")
     assert event["outcome"] == "success"
     assert event["object"] == {"type": "endpoint", "id": body["id"]}
     assert event["actor"]["id"] == "cli_test"
     assert event["metadata"]["url"] == PUBLIC_URL
-    assert plain not in json.dumps(event) and stored.secret not in json.dumps(event)
+    assert plain not in json.dumps(event)
+    assert stored.secret not in json.dumps(event)
 
 
 def test_defaults(api):
     body = created(api)
-    assert body["channels"] == [] and body["rate_limit"] is None
+    assert body["channels"] == []
+    assert body["rate_limit"] is None
     assert (body["max_in_flight"], body["ordered"], body["metadata"], body["description"]) == (10, False, {}, "")
 
 
@@ -244,7 +248,8 @@ def test_list_is_newest_first_and_pages_with_a_cursor(api):
     assert first.status_code == 200
     page = first.json()
     assert [e["id"] for e in page["results"]] == ids[::-1][:2]
-    assert page["previous"] is None and page["next"]
+    assert page["previous"] is None
+    assert page["next"]
     assert [e["id"] for e in api.all("endpoints", limit=2)] == ids[::-1]
     assert_problem(api.get("endpoints", cursor="garbage"), 400, "invalid_cursor")
 
@@ -271,7 +276,8 @@ def test_an_endpoint_shows_its_success_rate_of_the_last_24_hours(api):
     listed = {e["id"]: e for e in api.get("endpoints").json()["results"]}
 
     assert one["stats"] == {"attempts": 5, "succeeded": 3, "success_rate": 0.6}
-    assert one["last_error"] == "timeout" and one["last_success_at"]
+    assert one["last_error"] == "timeout"
+    assert one["last_success_at"]
     assert listed[endpoint["id"]]["stats"] == one["stats"]
     assert listed[other["id"]]["stats"] == {"attempts": 0, "succeeded": 0, "success_rate": None}
 
@@ -286,7 +292,9 @@ def test_an_unknown_endpoint_is_404_on_every_route(api):
     assert_problem(api.get(f"endpoints/{missing}/secret"), 404, "endpoint_not_found")
     assert_problem(api.post(f"endpoints/{missing}/secret/rotate", {}), 404, "endpoint_not_found")
     assert_problem(api.get(f"endpoints/{missing}/public-key"), 404, "endpoint_not_found")
-    assert_problem(api.post(f"endpoints/{missing}/recover", {"since": "2026-01-01T00:00:00Z"}), 404, "endpoint_not_found")
+    assert_problem(
+        api.post(f"endpoints/{missing}/recover", {"since": "2026-01-01T00:00:00Z"}), 404, "endpoint_not_found"
+    )
     # the refused writes are on record
     refused = [e for e in OutboxEvent.objects.filter(topic="audit") if e.payload["outcome"] == "failure"]
     assert {e.payload["action"] for e in refused} == {
@@ -375,7 +383,8 @@ def test_delete(api):
     assert not Endpoint.objects.filter(id=endpoint["id"]).exists()
     assert_problem(api.get(f"endpoints/{endpoint['id']}"), 404, "endpoint_not_found")
     [event] = audits("webhooks.endpoint.deleted")
-    assert event["object"]["id"] == endpoint["id"] and event["metadata"]["url"] == PUBLIC_URL
+    assert event["object"]["id"] == endpoint["id"]
+    assert event["metadata"]["url"] == PUBLIC_URL
 
 
 # ------------------------------------------------------------------------------------------------ secrets
@@ -406,7 +415,8 @@ def test_the_secret_read_is_audited_and_verifies_what_the_service_signs_with_sta
     with pytest.raises(WebhookVerificationError):
         Webhook(secrets.secret_new()).verify(payload, _signed(stored, body=payload))
     [event] = audits("webhooks.endpoint.secret_read")
-    assert event["object"]["id"] == endpoint["id"] and event["actor"]["id"] == "cli_test"
+    assert event["object"]["id"] == endpoint["id"]
+    assert event["actor"]["id"] == "cli_test"
     assert stored not in json.dumps(event)
 
 
@@ -427,7 +437,8 @@ def test_rotation_keeps_the_old_secret_signing_during_the_overlap(api):
     expires = dt.datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
     assert dt.timedelta(minutes=59) < expires - timezone.now() <= dt.timedelta(hours=1)
     shown = api.get(f"endpoints/{endpoint['id']}/secret").json()
-    assert shown["previous_secret"] == old and shown["secret"] != old
+    assert shown["previous_secret"] == old
+    assert shown["secret"] != old
     # a delivery now carries both signatures, and a receiver holding either secret verifies it
     stored = Endpoint.objects.get(id=endpoint["id"])
     payload = b'{"type":"payment.settled","timestamp":"2026-12-04T09:31:00Z","data":{}}'
@@ -446,7 +457,8 @@ def test_rotation_keeps_the_old_secret_signing_during_the_overlap(api):
     Webhook(shown["secret"]).verify(payload, headers)
     [event] = audits("webhooks.endpoint.secret_rotated")
     assert event["metadata"]["overlap_seconds"] == 3600
-    assert old not in json.dumps(event) and shown["secret"] not in json.dumps(event)
+    assert old not in json.dumps(event)
+    assert shown["secret"] not in json.dumps(event)
 
 
 def test_rotation_defaults_to_24_hours_takes_a_callers_secret_and_zero_overlap_drops_the_old_one(api):

@@ -60,8 +60,10 @@ def test_the_catalog_lists_every_seeded_type_with_schema_and_example(api):
     one = api.get("event-types/payment.settled")
     assert one.status_code == 200
     body = one.json()
-    assert body["schema"]["type"] == "object" and body["example"]["id"].startswith("pay_")
-    assert body["archived"] is False and body["description"]
+    assert body["schema"]["type"] == "object"
+    assert body["example"]["id"].startswith("pay_")
+    assert body["archived"] is False
+    assert body["description"]
 
 
 def test_an_unknown_event_type_is_404(api):
@@ -90,13 +92,21 @@ def test_a_message_is_accepted_fanned_out_to_matching_endpoints_and_audited(api,
         "order-1-settled",
         ["acc_A", "acc_B"],
     )
-    assert message["data"] == data and message["object_id"] == data["id"]
-    assert message["source"] == "cli_test" and message["request_id"] == response.headers["X-Request-ID"]
+    assert message["data"] == data
+    assert message["object_id"] == data["id"]
+    assert message["source"] == "cli_test"
+    assert message["request_id"] == response.headers["X-Request-ID"]
     stored = Message.objects.get(id=message["id"])
-    assert json.loads(stored.body) == {"type": "payment.settled", "timestamp": json.loads(stored.body)["timestamp"], "data": data}
+    assert json.loads(stored.body) == {
+        "type": "payment.settled",
+        "timestamp": json.loads(stored.body)["timestamp"],
+        "data": data,
+    }
     targets = set(Delivery.objects.filter(message_id=message["id"]).values_list("endpoint_id", flat=True))
     assert targets == {everything.id, payments.id}
-    assert other_channel.id not in targets and ledger.id not in targets and disabled.id not in targets
+    assert other_channel.id not in targets
+    assert ledger.id not in targets
+    assert disabled.id not in targets
     [event] = audits("webhooks.message.created")
     assert event["object"] == {"type": "message", "id": message["id"]}
     assert event["metadata"]["type"] == "payment.settled"
@@ -108,7 +118,8 @@ def test_the_same_event_id_creates_nothing_new(api, endpoint_make):
     again = sent(api, event_id="evt-same")
 
     assert again["id"] == first["id"]
-    assert Message.objects.count() == 1 and Delivery.objects.count() == 1
+    assert Message.objects.count() == 1
+    assert Delivery.objects.count() == 1
 
 
 def test_occurred_at_is_the_body_timestamp(api):
@@ -210,7 +221,9 @@ def test_a_message_shows_its_deliveries(api, endpoint_make):
     one = endpoint_make(event_types=["payment.*"])
     two = endpoint_make(event_types=["*"])
     message = sent(api)
-    Delivery.objects.filter(endpoint=two).update(state=DeliveryState.FAILED, attempts=8, last_status=500, last_error="status")
+    Delivery.objects.filter(endpoint=two).update(
+        state=DeliveryState.FAILED, attempts=8, last_status=500, last_error="status"
+    )
 
     body = api.get(f"messages/{message['id']}").json()
 
@@ -239,10 +252,13 @@ def test_resend_makes_a_failed_delivery_pending_now_with_a_fresh_schedule_marked
     assert response.status_code == 202, response.content
     assert (response.json()["state"], response.json()["attempts"]) == ("pending", 0)
     delivery = Delivery.objects.get(endpoint=endpoint)
-    assert delivery.state == "pending" and delivery.attempts == 0 and delivery.next_attempt_at <= timezone.now()
+    assert delivery.state == "pending"
+    assert delivery.attempts == 0
+    assert delivery.next_attempt_at <= timezone.now()
     assert delivery.trigger == "manual"
     [event] = audits("webhooks.message.resent")
-    assert event["object"]["id"] == message["id"] and event["metadata"]["endpoint"] == endpoint.id
+    assert event["object"]["id"] == message["id"]
+    assert event["metadata"]["endpoint"] == endpoint.id
     assert event["changes"]["delivery_state"] == ["failed", "pending"]
 
 

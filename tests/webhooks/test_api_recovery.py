@@ -73,7 +73,9 @@ def failed_deliveries(endpoint: Endpoint, ages_hours: list[float], state: str = 
     return out
 
 
-def test_a_recovery_is_queued_then_resends_every_failed_delivery_in_the_window(api, endpoint_make, recoveries_sent):
+def test_a_recovery_is_queued_then_resends_every_failed_delivery_in_the_window(
+    api, endpoint_make, recoveries_sent, django_capture_on_commit_callbacks
+):
     endpoint = endpoint_make(event_types=["payment.*"])
     other = endpoint_make(event_types=["payment.*"])
     old = failed_deliveries(endpoint, [30])  # before the window
@@ -82,13 +84,15 @@ def test_a_recovery_is_queued_then_resends_every_failed_delivery_in_the_window(a
     elsewhere = failed_deliveries(other, [3])
     since = (timezone.now() - dt.timedelta(hours=20)).isoformat()
 
-    response = api.post(f"endpoints/{endpoint.id}/recover", {"since": since})
+    with django_capture_on_commit_callbacks(execute=True):  # the task is sent once the request committed
+        response = api.post(f"endpoints/{endpoint.id}/recover", {"since": since})
 
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["id"].startswith("rcv_")
     assert (body["endpoint"], body["state"], body["recovered"]) == (endpoint.id, "queued", 0)
-    assert body["requested_by"]["id"] == "cli_test" and body["until"]
+    assert body["requested_by"]["id"] == "cli_test"
+    assert body["until"]
     assert recoveries_sent() == [body["id"]]
     [requested] = audits("webhooks.recovery.requested")
     assert requested["object"] == {"type": "recovery", "id": body["id"]}
@@ -99,7 +103,8 @@ def test_a_recovery_is_queued_then_resends_every_failed_delivery_in_the_window(a
     assert result["finished"] is True
     assert {d.id for d in Delivery.objects.filter(state="pending")} == {d.id for d in inside}
     for delivery in Delivery.objects.filter(id__in=[d.id for d in inside]):
-        assert delivery.attempts == 0 and delivery.next_attempt_at <= timezone.now()
+        assert delivery.attempts == 0
+        assert delivery.next_attempt_at <= timezone.now()
         assert delivery.trigger == "recovery"
     assert Delivery.objects.get(id=old[0].id).state == "failed"
     assert Delivery.objects.get(id=succeeded[0].id).state == "succeeded"
@@ -125,12 +130,15 @@ def test_until_bounds_the_window(api, endpoint_make, recoveries_sent):
     assert Delivery.objects.filter(state="pending").count() == 2
 
 
-def test_a_recovery_works_in_bounded_batches_and_resumes_after_a_crash(api, endpoint_make, recoveries_sent, settings):
+def test_a_recovery_works_in_bounded_batches_and_resumes_after_a_crash(
+    api, endpoint_make, recoveries_sent, settings, django_capture_on_commit_callbacks
+):
     endpoint = endpoint_make()
     deliveries = failed_deliveries(endpoint, [9, 8, 7, 6, 5])
-    recovery = api.post(
-        f"endpoints/{endpoint.id}/recover", {"since": (timezone.now() - dt.timedelta(hours=10)).isoformat()}
-    ).json()
+    with django_capture_on_commit_callbacks(execute=True):
+        recovery = api.post(
+            f"endpoints/{endpoint.id}/recover", {"since": (timezone.now() - dt.timedelta(hours=10)).isoformat()}
+        ).json()
     settings.WEBHOOKS_RECOVERY_BATCH = 2
 
     # the first run does two and asks for another run
@@ -167,7 +175,8 @@ def test_a_recovery_works_in_bounded_batches_and_resumes_after_a_crash(api, endp
 def test_a_bad_window_is_refused_and_audited(api, endpoint_make, recoveries_sent, body, status, code):
     endpoint = endpoint_make()
     assert_problem(api.post(f"endpoints/{endpoint.id}/recover", body), status, code)
-    assert Recovery.objects.count() == 0 and recoveries_sent() == []
+    assert Recovery.objects.count() == 0
+    assert recoveries_sent() == []
     assert audits("webhooks.recovery.requested", "failure")[0]["metadata"]["code"] == code
 
 

@@ -102,7 +102,9 @@ RECOVERY = {
     "created_at": "2026-12-04T10:00:00.000000Z",
     "updated_at": "2026-12-04T10:00:00.000000Z",
 }
-recover = OpenApiExample("Everything that failed since yesterday", value={"since": "2026-12-03T00:00:00Z"}, request_only=True)
+recover = OpenApiExample(
+    "Everything that failed since yesterday", value={"since": "2026-12-03T00:00:00Z"}, request_only=True
+)
 recovery_queued = OpenApiExample("The recovery, queued", value=RECOVERY, response_only=True, status_codes=["202"])
 recovery = OpenApiExample(
     "A finished recovery",
@@ -157,7 +159,9 @@ DELIVERY = {
     "updated_at": "2026-12-04T09:31:00.480000Z",
 }
 message = OpenApiExample("A message", value=MESSAGE, response_only=True)
-message_detail = OpenApiExample("A message and its deliveries", value=MESSAGE | {"deliveries": [DELIVERY]}, response_only=True)
+message_detail = OpenApiExample(
+    "A message and its deliveries", value=MESSAGE | {"deliveries": [DELIVERY]}, response_only=True
+)
 message_create = OpenApiExample(
     "An event of your own type",
     value={

@@ -119,7 +119,10 @@ class EndpointViewSet(
         instance = args[0] if args else None
         if instance is not None:
             items = list(instance) if kwargs.get("many") else [instance]
-            kwargs["context"] = {**self.get_serializer_context(), "stats": selectors.endpoint_stats([e.id for e in items])}
+            kwargs["context"] = {
+                **self.get_serializer_context(),
+                "stats": selectors.endpoint_stats([e.id for e in items]),
+            }
         return super().get_serializer(*args, **kwargs)
 
     def _answer(self, endpoint: Endpoint, code: int = status.HTTP_200_OK) -> Response:
@@ -439,4 +442,3 @@ class RecoveryView(APIView):
     )
     def get(self, request: Request, pk: str) -> Response:
         return Response(RecoverySerializer(selectors.recovery_get(pk)).data)
-

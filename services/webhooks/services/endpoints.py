@@ -52,9 +52,7 @@ def url_check(url: str) -> str:
             f"url refused: {reasons.get(refused.error, refused.error)}.", extra={"reason": refused.error}
         ) from refused
     if settings.ATRIUM_ENV == "production" and target.url.scheme != "https":
-        listed = any(
-            target.address.version == net.version and target.address in net for net in allow_networks(allow)
-        )
+        listed = any(target.address.version == net.version and target.address in net for net in allow_networks(allow))
         if not listed:
             raise EndpointUrlNotAllowed(
                 "url refused: https is required (only allow-listed addresses may use http).",

@@ -14,7 +14,9 @@ from services.kit.outbox import outbox_put
 from services.webhooks.errors import WebhooksError
 
 
-def refusal_record(action: str, *, object_type: str, object_id: str = "", code: str, detail: str, **metadata: Any) -> str:
+def refusal_record(
+    action: str, *, object_type: str, object_id: str = "", code: str, detail: str, **metadata: Any
+) -> str:
     """Record the refusal of ``action`` (outcome ``failure``; ``metadata.code`` and ``detail``); its event id."""
     event = audit_event(
         action,

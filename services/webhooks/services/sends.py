@@ -21,7 +21,7 @@ from services.webhooks.services.refusals import refusal_recorded
 def message_send(
     *,
     source: str,
-    type: str,  # noqa: A002  (the API's field name)
+    type: str,
     data: Any,
     channels: list[str] | None = None,
     event_id: str | None = None,
@@ -30,17 +30,16 @@ def message_send(
     """A message from an API caller (``source``: its client id): created and fanned out, or the one already made
     for the same ``event_id``; a refusal (unknown type, data not valid against the type's schema) on record."""
     with refusal_recorded("webhooks.message.created", object_type="message", type=type, event_id=event_id or ""):
-        return messages_create(
+        message, _ = messages_create(
             type=type, data=data, channels=channels, event_id=event_id, occurred_at=occurred_at, source=source
         )
+    return message
 
 
 def message_resend(*, message_id: str, endpoint_id: str) -> Delivery:
     """Send a message to an endpoint again, now: its delivery (made if there was none) is pending again with a
     fresh retry schedule, its next attempts marked ``manual``."""
-    with refusal_recorded(
-        "webhooks.message.resent", object_type="message", object_id=message_id, endpoint=endpoint_id
-    ):
+    with refusal_recorded("webhooks.message.resent", object_type="message", object_id=message_id, endpoint=endpoint_id):
         with transaction.atomic():
             message = Message.objects.filter(id=message_id).first()
             if message is None:
