@@ -319,10 +319,11 @@ class EventTypeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     serializer_class = EventTypeSerializer
     pagination_class = NameCursor
     filter_backends: list[Any] = []
+    lookup_field = "name"
     lookup_value_regex = r"[^/]+"
 
     def get_object(self) -> Any:
-        return selectors.event_type_get(self.kwargs["pk"])
+        return selectors.event_type_get(self.kwargs["name"])
 
 
 # ---------------------------------------------------------------------------------------------------------
