@@ -79,6 +79,7 @@ def test_an_endpoint_is_created_with_a_generated_secret_that_is_never_shown_and_
     assert event["object"] == {"type": "endpoint", "id": body["id"]}
     assert event["actor"]["id"] == "cli_test"
     assert event["metadata"]["url"] == PUBLIC_URL
+    assert event["metadata"]["secret_given"] is False
     assert plain not in json.dumps(event)
     assert stored.secret not in json.dumps(event)
 
@@ -95,7 +96,9 @@ def test_a_callers_secret_of_24_to_64_bytes_is_kept(api, size):
     secret = "whsec_" + base64.b64encode(bytes(range(size))).decode()
     body = created(api, secret=secret)
     assert secrets.decrypt(Endpoint.objects.get(id=body["id"]).secret) == secret
-    assert secret not in json.dumps(audits("webhooks.endpoint.created"))
+    [event] = audits("webhooks.endpoint.created")
+    assert event["metadata"]["secret_given"] is True
+    assert secret not in json.dumps(event)
 
 
 @pytest.mark.parametrize(
