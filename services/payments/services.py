@@ -338,6 +338,8 @@ def payment_park_raw(
         if not rows:
             return False
         amount, currency, source, destination, description, metadata, txn, hold_status, history, created, rid = rows[0]
+        # (Django's cursor hands jsonb back as text: decoded, so the event's data is the API's JSON, not strings)
+        metadata, history = _json_value(metadata), _json_value(history)
         data = {
             "id": payment_id,
             "status": PaymentStatus.FAILED.value,
@@ -386,6 +388,16 @@ def payment_park_raw(
             event["task_id"] = context["task_id"]
         outbox_put_many([(EVENTS_TOPIC, event), ("audit", audit)])
     return True
+
+
+def _json_value(value: Any) -> Any:
+    """A jsonb column read through Django's cursor (text) as its JSON value; the text itself if not JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _apply(payment: Payment, to: str, fields: dict[str, Any], *, actor: dict[str, str] | None = WORKER) -> None:

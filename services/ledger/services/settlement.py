@@ -39,7 +39,7 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None, rea
                 raise TransactionNotFound(f"No transaction {transaction_id}.")
             if txn.status != TransactionStatus.PENDING:
                 raise TransactionNotPending(f"Transaction {txn.id} is {txn.status}, not pending.")
-            postings = list(txn.postings.all())
+            postings = list(txn.postings.order_by("id"))  # as the API lists them (its answer, its event)
             accounts = bulk.accounts_lock({p.account_id for p in postings})
             if post:
                 for account in accounts.values():
