@@ -57,3 +57,10 @@ def recover(recovery_id: str) -> dict[str, Any]:
     if not finished:
         services.recover_send(recovery_id)
     return {"recovery": recovery_id, "finished": finished}
+
+
+@app.task(name="webhooks.recoveries_resume", housekeeping=True)
+def recoveries_resume() -> list[str]:
+    """Send ``webhooks.recover`` again for recoveries whose message was lost (queued or running, no batch for a
+    minute): a recovery requested while the broker was away still runs."""
+    return services.recoveries_resume()

@@ -286,4 +286,3 @@ class RecoverySerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
-
