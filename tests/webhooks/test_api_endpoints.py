@@ -150,6 +150,7 @@ def test_a_bad_callers_secret_is_refused_and_the_refusal_audited(api, secret):
         ("javascript:alert(1)", "invalid_url"),
         ("http://exa mple.com/", "invalid_url"),
         ("not a url", "invalid_url"),
+        ("https://atrium-test.invalid/hook", "dns"),  # RFC 6761: never resolves
     ],
 )
 def test_a_url_the_guard_refuses_is_422_with_the_reason_and_audited(api, settings, url, reason):
