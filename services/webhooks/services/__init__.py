@@ -29,10 +29,12 @@ from services.webhooks.services.messages import (
 )
 from services.webhooks.services.recoveries import recover_send, recoveries_resume, recovery_request, recovery_step
 from services.webhooks.services.refusals import refusal_record
+from services.webhooks.services.rekey import RekeyResult, secrets_rekey
 from services.webhooks.services.sends import message_resend, message_send
 
 __all__ = [
     "IngestResult",
+    "RekeyResult",
     "endpoint_create",
     "endpoint_delete",
     "endpoint_disable",
@@ -50,4 +52,5 @@ __all__ = [
     "recovery_request",
     "recovery_step",
     "refusal_record",
+    "secrets_rekey",
 ]
