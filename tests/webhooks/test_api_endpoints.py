@@ -208,7 +208,8 @@ def test_a_pattern_that_matches_no_known_type_is_422(api, patterns):
 
 
 @pytest.mark.parametrize(
-    "patterns", [[], ["Payment.settled"], ["payment."], ["*.settled"], ["payment.**"], [""], "payment.*", [7]]
+    "patterns",
+    [[], ["Payment.settled"], ["payment."], ["payment"], ["*.settled"], ["payment.**"], [""], "payment.*", [7]],
 )
 def test_a_malformed_pattern_list_is_a_validation_error_and_audited(api, patterns):
     assert_problem(create(api, event_types=patterns), 400, "validation_error")
