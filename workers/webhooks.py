@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.kit.telemetry import outbox_events_link
-from services.webhooks.errors import IngestDeferred
+from services.webhooks import services
+from services.webhooks.errors import IngestDeferred, IngestEventsFailed
 from services.webhooks.services import messages_ingest
 from services.webhooks.services.retention import attempts_purge as attempts_purge_run
 from workers.celery import app
@@ -37,11 +38,40 @@ def ingest(events: list[Any]) -> dict[str, int]:
     Idempotent on the event id (a redelivered batch creates nothing), so late acks are safe: a worker killed
     mid-batch leaves it to be run again. Each event is handled under the request id it carries (its log lines,
     the job's links to requests and objects). An unreadable event or one of an unknown type is dropped with a
-    log line; one that makes the write fail is isolated and dropped alone: neither stops the others. With the
+    log line; one that makes the write fail is isolated and dropped alone (the task then fails with
+    :class:`IngestEventsFailed`, for the job dashboard): neither stops the others. With the
     database away, the whole batch is retried later, with backoff, as often as it takes.
     """
     outbox_events_link(events)  # OpenTelemetry (when on): links to the contexts the events were created in
-    return messages_ingest(events).as_dict()
+    result = messages_ingest(events)
+    if result.failed:
+        raise IngestEventsFailed(
+            f"{result.failed} event(s) failed and were dropped, {len(result.created)} message(s) created: "
+            + "; ".join(result.reasons[:5])
+        )
+    return result.as_dict()
+
+
+# ------------------------------------------------------------------------------------------------ api: recovery
+
+
+@app.task(name="webhooks.recover", acks_late=True)
+def recover(recovery_id: str) -> dict[str, Any]:
+    """Recover an endpoint's failed deliveries (``POST /api/v1/endpoints/{id}/recover``) one bounded batch at a
+    time (``WEBHOOKS_RECOVERY_BATCH``): each run commits one batch with the recovery's cursor, then sends itself
+    again until none is left. A worker killed mid-batch lost nothing: its message comes back (late ack) and the
+    run resumes after the last committed batch."""
+    finished = services.recovery_step(recovery_id=recovery_id)
+    if not finished:
+        services.recover_send(recovery_id)
+    return {"recovery": recovery_id, "finished": finished}
+
+
+@app.task(name="webhooks.recoveries_resume", housekeeping=True)
+def recoveries_resume() -> list[str]:
+    """Send ``webhooks.recover`` again for recoveries whose message was lost (queued or running, no batch for a
+    minute): a recovery requested while the broker was away still runs."""
+    return services.recoveries_resume()
 
 
 @app.task(name="webhooks.attempts_purge", ignore_result=True, housekeeping=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.kit.errors import DomainError
+from services.kit.metadata import InvalidMetadata as KitInvalidMetadata
 
 
 class WebhooksError(DomainError):
@@ -54,9 +55,40 @@ class EndpointDisabled(WebhooksError):
     title = "Endpoint is disabled"
 
 
+class InvalidSecret(WebhooksError):
+    code = "invalid_secret"
+    title = "Secret must be whsec_ and the base64 of 24 to 64 bytes"
+
+
+class InvalidMetadata(KitInvalidMetadata, WebhooksError):
+    """The kit's metadata limits (``services.kit.metadata``)."""
+
+
+class EndpointNotSubscribed(WebhooksError):
+    code = "endpoint_not_subscribed"
+    title = "The endpoint's filter does not take this message"
+
+
+class InvalidRecoveryWindow(WebhooksError):
+    code = "invalid_recovery_window"
+    title = "Recovery window must start before it ends, not in the future"
+
+
+class PublicKeyNotFound(WebhooksError):
+    code = "public_key_not_found"
+    status = 404
+    title = "Endpoint does not sign with Ed25519 (v1a)"
+
+
 # What ``webhooks.ingest`` raises: a plain exception whose args are strings (JSON-safe across Celery's result
 # backend and the job dashboard).
 
 
 class IngestDeferred(Exception):
     """The webhooks database is away or busy: nothing of the batch was judged; the task is retried later."""
+
+
+class IngestEventsFailed(Exception):
+    """Events of a batch made the write fail and were dropped (isolated: the others went in). The task fails with
+    it after the batch's work is committed, so that the job dashboard's failures list it; running it again
+    changes nothing."""
