@@ -484,6 +484,7 @@ def test_a_resent_delivery_attempt_carries_its_trigger_then_goes_back_to_schedul
     assert Delivery.objects.get(message=message).trigger == "scheduled"
 
 
+@pytest.mark.slow
 def test_the_command_stops_cleanly_on_sigterm_finishing_what_is_in_flight(receiver):
     """``manage.py webhooks_dispatch`` as a process: SIGTERM lets the send in flight finish and be written, lets go
     of the lease of what it had claimed ahead (sent at once by the next dispatcher), and exits 0."""
