@@ -198,7 +198,6 @@ class Delivery(models.Model):
             models.CheckConstraint(condition=Q(state__in=DeliveryState.values), name="delivery_state_valid"),
         ]
         indexes = [
-            models.Index(fields=["next_attempt_at"], name="delivery_due", condition=Q(state="pending")),
             models.Index(fields=["endpoint", "state", "msg_seq"], name="delivery_endpoint_state"),
             # The dispatcher's claim per endpoint: its due deliveries, soonest first.
             models.Index(

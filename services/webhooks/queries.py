@@ -151,10 +151,10 @@ DISPATCH_ENDPOINTS_SQL = (
 # A delivery is due when pending, its time has come and nobody holds a live lease on it (an expired lease is a
 # dispatcher that died mid-send: its delivery is due again, so no separate sweep is needed).
 # Unordered endpoints: up to ``n`` due deliveries each, soonest first, skipping rows another dispatcher is
-# claiming. "Due" is written as a row comparison on (endpoint_id, next_attempt_at) so that only the per-endpoint
-# index ``delivery_due_endpoint`` can serve it as a range (a generic plan of this prepared statement could
-# otherwise walk the global ``delivery_due`` index past another endpoint's backlog: a slow endpoint's thousands
-# of due rows would slow every other endpoint's claims). Ordered endpoints: only the lowest msg_seq pending
+# claiming, along the per-endpoint index ``delivery_due_endpoint`` ("due" as a row comparison on (endpoint_id,
+# next_attempt_at): a range of that index only). An index on due time alone would let the planner walk another
+# endpoint's backlog (a slow endpoint's thousands of due rows) on every claim of a healthy one: migration 0004
+# dropped the global one. Ordered endpoints: only the lowest msg_seq pending
 # delivery, and only when it is due and not leased (leased = in flight): it is picked without SKIP LOCKED
 # semantics reaching past it (the head is chosen first, then locked; a locked or changed head yields nothing
 # this round, never the one after it).
