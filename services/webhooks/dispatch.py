@@ -83,6 +83,9 @@ SSRF_BLOCKED = "ssrf_blocked"
 STATUS = "status"
 
 RESPONSE_MAX_BYTES = 4096
+# The breaker: after this many connection failures in a row (connect, dns, tls) an endpoint's claims are held.
+BREAKER_AFTER = 5
+BREAKER_MAX_SECONDS = 30.0
 USER_AGENT = "Atrium-Webhooks/1"
 CHANNEL = "webhooks_due"
 TRIGGER_SCHEDULED = "scheduled"
@@ -109,6 +112,7 @@ class DispatchConfig:
     lease_extra: float = 30.0
     claim_max: int = 500  # per endpoint and claim
     batch_max: int = 1000  # results per write
+    write_linger: float = 0.005  # seconds a write waits for more results to join it
     grace: float = 5.0  # how long a stop waits for what is in flight
     resolver: Resolver | None = None  # the kit guard's (host, port) → addresses; None: the system's
     ssl_context: ssl.SSLContext | None = None  # https: the CAs trusted (None: certifi's, as the kit's)
@@ -309,6 +313,8 @@ class EndpointState:
     in_flight: int = 0  # being sent
     queue: collections.deque[Claimed] = field(default_factory=collections.deque)  # claimed, waiting for a slot
     send_seconds: float = 1.0  # a moving average of how long a send takes
+    refused_in_row: int = 0  # connection failures since the last answer
+    held_until: float = 0.0  # the breaker: no claims before this (monotonic)
 
     def depth(self) -> int:
         """How many deliveries to hold (sending and claimed ahead): about a second's worth of sends, at least
@@ -618,7 +624,11 @@ class Dispatcher:
             if state.disabled:
                 continue
             held = state.in_flight + len(state.queue)
-            if state.config.ordered:
+            if state.held_until > now:
+                self._next_due = min(self._next_due, state.held_until)
+                continue
+            if state.config.ordered or state.refused_in_row >= BREAKER_AFTER:
+                # ordered: one at a time; a breaker that has just let go: one probe until an answer comes
                 free = 0 if held else 1
             else:
                 # up to max_in_flight sending and as many claimed ahead: a freed slot is filled at once, not
@@ -727,6 +737,15 @@ class Dispatcher:
         elapsed = time.monotonic() - started
         duration_ms = int(elapsed * 1000)
         state.send_seconds += (elapsed - state.send_seconds) * 0.1
+        if error in (CONNECT, DNS_ERROR, TLS):
+            state.refused_in_row += 1
+            if state.refused_in_row >= BREAKER_AFTER:
+                # a dead endpoint fails at once and would cycle its slots as fast as a healthy one: hold its
+                # claims (1 s, doubling to 30 s), then probe with one delivery; its deliveries stay due meanwhile
+                hold = min(BREAKER_MAX_SECONDS, 2.0 ** min(state.refused_in_row - BREAKER_AFTER, 5))
+                state.held_until = time.monotonic() + hold
+        elif error != SSRF_BLOCKED:
+            state.refused_in_row, state.held_until = 0, 0.0
         state.in_flight -= 1
         self._tasks.pop(claimed.delivery_id, None)
         if not state.disabled and not self._stop.is_set():  # a stop sends nothing new
@@ -768,7 +787,15 @@ class Dispatcher:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self.config.batch_max and not self._results.empty():
+            # a few ms for more outcomes to join: fewer, fuller transactions (each is 3 statements and a commit)
+            lingered = False
+            while len(batch) < self.config.batch_max:
+                if self._results.empty():
+                    if lingered or self.config.write_linger <= 0 or self._stop.is_set():
+                        break
+                    lingered = True
+                    await asyncio.sleep(self.config.write_linger)
+                    continue
                 item = self._results.get_nowait()
                 if item is None:
                     done = True

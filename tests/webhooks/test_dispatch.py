@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import Webhook
 
 from services.kit.models import OutboxEvent
 from services.webhooks.dispatch import DispatchConfig, next_attempt_delay, retry_after_seconds
-from services.webhooks.models import Delivery, Endpoint
+from services.webhooks.models import Attempt, Delivery, Endpoint
 from services.webhooks.secrets import encrypt as secret_encrypt
 from services.webhooks.secrets import secret_new
 from tests.harness import base_env, current_test_database_url
@@ -514,3 +514,25 @@ def test_the_command_stops_cleanly_on_sigterm_finishing_what_is_in_flight(receiv
     assert [d.state for d in states] == ["succeeded", "pending", "pending"]
     assert all(d.leased_until is None for d in states)
     assert len(server.requests) == 1
+
+
+def test_a_dead_endpoint_is_held_by_the_breaker_not_cycled(receiver):
+    """Connections refused five times in a row hold the endpoint's claims (1 s, doubling), then one probe: a dead
+    endpoint does not burn its retries (or the dispatcher) at the speed of a refused connect. The deliveries stay
+    pending, due, and the endpoint beside it gets everything."""
+    dead = receiver()
+    dead.stop()
+    healthy = receiver()
+    gone, _ = endpoint_new(dead.url)
+    fine, _ = endpoint_new(healthy.url)
+    for _ in range(40):
+        message_make([gone, fine])
+
+    with dispatching(replace(FAST, schedule=(0, 0.05, 0.05, 0.05, 0.05))):
+        wait_for(lambda: len(healthy.requests) == 40)
+        time.sleep(1.5)
+
+    attempts = Attempt.objects.filter(endpoint_id=gone.id)
+    assert 5 <= attempts.count() <= 40  # without the breaker: 200 (40 x 5) within a second
+    assert set(attempts.values_list("error", flat=True)) == {"connect"}
+    assert Delivery.objects.filter(endpoint=gone, state="pending").count() >= 30
