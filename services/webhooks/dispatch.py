@@ -7,7 +7,11 @@
   ``FOR UPDATE SKIP LOCKED`` and a lease (``timeout + 30 s``), never more per endpoint than its free in-flight
   slots and its token bucket (``rate_limit`` messages/s) allow. An ordered endpoint gets only its lowest
   ``msg_seq`` pending delivery, and only while none of its is in flight: the next waits until the previous one
-  succeeded or was given up. An expired lease (a dispatcher killed mid-send) makes a delivery due again:
+  succeeded or was given up. Each endpoint holds about a second's worth of claimed deliveries ahead of its
+  free slots (2 to 20 rounds of ``max_in_flight``), so a freed slot is filled without a round trip to the
+  database. A breaker holds the claims of an endpoint whose connections failed 5 times in a row (1 s,
+  doubling to 30 s, then one probe): a dead endpoint's deliveries stay due instead of cycling at the speed of a
+  refused connect. An expired lease (a dispatcher killed mid-send) makes a delivery due again:
   nothing is lost, and no sweep is needed (at-least-once: receivers dedupe on ``webhook-id``).
 * **sends** (a task per attempt): one aiohttp ``ClientSession`` per endpoint (keep-alive, connector limit =
   ``max_in_flight``, no redirects, no proxies from the environment, ``WEBHOOKS_TIMEOUT_SECONDS`` for the whole
