@@ -9,8 +9,8 @@ and prints one line per delivery::
 
 A delivery that fails verification is answered ``401`` and printed ``NOT VERIFIED`` with the reason, so it shows up
 as a failed attempt in the webhooks admin; a ``webhook-id`` seen before (a retry, a resend) is marked ``again``:
-receivers deduplicate on it (docs/webhooks.md). ``GET /deliveries?object=pay_…`` answers the deliveries it
-received (the last 1,000) as JSON; ``GET /health`` answers ``ok``.
+receivers deduplicate on it (docs/webhooks.md). ``GET /webhooks?object=pay_…`` (or ``/deliveries``) answers the
+deliveries it received (the last 1,000) as JSON; ``GET /health`` answers ``ok``.
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ def app_make(receiver: Receiver) -> Any:
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/webhooks", deliver)
     app.router.add_post("/", deliver)
+    app.router.add_get("/webhooks", deliveries)
     app.router.add_get("/deliveries", deliveries)
     app.router.add_get("/health", health)
     return app
