@@ -31,9 +31,20 @@ SETTINGS = {
     "portal": "portal.settings",
     "ledger": "services.ledger.settings",
     "payments": "services.payments.settings",
+    "webhooks": "services.webhooks.settings",
 }
-WSGI = {"portal": "portal.wsgi", "ledger": "services.ledger.wsgi", "payments": "services.payments.wsgi"}
-MANAGE = {"portal": "manage.py", "ledger": "services/ledger/manage.py", "payments": "services/payments/manage.py"}
+WSGI = {
+    "portal": "portal.wsgi",
+    "ledger": "services.ledger.wsgi",
+    "payments": "services.payments.wsgi",
+    "webhooks": "services.webhooks.wsgi",
+}
+MANAGE = {
+    "portal": "manage.py",
+    "ledger": "services/ledger/manage.py",
+    "payments": "services/payments/manage.py",
+    "webhooks": "services/webhooks/manage.py",
+}
 
 
 def database_server_url() -> str:
@@ -57,7 +68,13 @@ def current_test_database_url() -> str:
 
 def base_env(service: str, database_url: str, **extra: str) -> dict[str, str]:
     env = venv_env(dict(os.environ))
-    for name in ("DATABASE_URL", "PORTAL_DATABASE_URL", "LEDGER_DATABASE_URL", "PAYMENTS_DATABASE_URL"):
+    for name in (
+        "DATABASE_URL",
+        "PORTAL_DATABASE_URL",
+        "LEDGER_DATABASE_URL",
+        "PAYMENTS_DATABASE_URL",
+        "WEBHOOKS_DATABASE_URL",
+    ):
         env.pop(name, None)
     env.update(
         ATRIUM_ENV="test",
