@@ -27,6 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from services.kit.errors import DomainError
 from services.webhooks import selectors, services
@@ -186,7 +187,7 @@ class EndpointAdmin(ActionAdmin):
     @admin.display(description="state", ordering="enabled")
     def state(self, obj: Endpoint) -> str:
         if obj.enabled:
-            return format_html('<span class="wh-enabled" style="color: #1a7f37">enabled</span>')
+            return mark_safe('<span class="wh-enabled" style="color: #1a7f37">enabled</span>')
         return format_html(
             '<span class="wh-disabled" style="color: #b42318">disabled</span>: {}', obj.disabled_reason or "—"
         )
@@ -195,7 +196,7 @@ class EndpointAdmin(ActionAdmin):
     def success_rate(self, obj: Endpoint) -> str:
         total = getattr(obj, "attempts_24h", None)
         if not total:
-            return format_html('<span class="wh-rate" title="no attempts in the last 24 hours">—</span>')
+            return mark_safe('<span class="wh-rate" title="no attempts in the last 24 hours">—</span>')
         ok = obj.succeeded_24h  # type: ignore[attr-defined]
         rate = 100 * ok / total
         colour = "#1a7f37" if rate >= 99 else "#9a6700" if rate >= 90 else "#b42318"
@@ -291,6 +292,16 @@ class EndpointAdmin(ActionAdmin):
         if not request.user.has_perm("webhooks.change_endpoint"):
             actions.pop("enable_selected", None)
         return actions
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # An action posted by someone it is not offered to is refused outright (Django would just ignore it).
+        if (
+            request.method == "POST"
+            and request.POST.get("action")
+            and request.POST["action"] not in self.get_actions(request)
+        ):
+            raise PermissionDenied
+        return super().changelist_view(request, extra_context)
 
     def disable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "webhooks.change_endpoint")
