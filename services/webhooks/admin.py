@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -305,7 +306,7 @@ class EndpointAdmin(ActionAdmin):
 
     def disable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "webhooks.change_endpoint")
-        endpoint = get_object_or_404(Endpoint, pk=object_id)
+        endpoint = get_object_or_404(Endpoint, pk=unquote(object_id))
         form = DisableForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             reason = form.cleaned_data["reason"]
@@ -327,7 +328,7 @@ class EndpointAdmin(ActionAdmin):
 
     def enable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "webhooks.change_endpoint")
-        endpoint = get_object_or_404(Endpoint, pk=object_id)
+        endpoint = get_object_or_404(Endpoint, pk=unquote(object_id))
         if request.method == "POST":
             try:
                 services.endpoint_enable(endpoint_id=endpoint.pk)
@@ -347,7 +348,7 @@ class EndpointAdmin(ActionAdmin):
 
     def recover_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "webhooks.add_recovery")
-        endpoint = get_object_or_404(Endpoint, pk=object_id)
+        endpoint = get_object_or_404(Endpoint, pk=unquote(object_id))
         initial = {"since": (timezone.now() - dt.timedelta(hours=24)).replace(microsecond=0)}
         form = RecoverForm(request.POST if request.method == "POST" else None, initial=initial)
         if request.method == "POST" and form.is_valid():
@@ -492,7 +493,7 @@ class MessageAdmin(ActionAdmin):
 
     def resend_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "webhooks.resend_message")
-        message = get_object_or_404(Message, pk=object_id)
+        message = get_object_or_404(Message, pk=unquote(object_id))
         form = ResendForm(request.POST if request.method == "POST" else None, choices=self._choices(message))
         if request.method == "POST" and form.is_valid():
             endpoint_id = form.cleaned_data["endpoint"]
