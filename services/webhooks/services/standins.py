@@ -1,4 +1,5 @@
-"""Webhooks writes: every change in its transaction, with its audit event."""
+"""Thin stand-ins for the endpoint, resend and recovery writes (the admin helper's module; delete it when the api
+helper's services land)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def message_resend(*, message_id: str, endpoint_id: str) -> Delivery:
                 "attempts": 0,
                 "next_attempt_at": now,
                 "leased_until": None,
+                "trigger": "manual",
                 "updated_at": now,
             },
         )
