@@ -36,6 +36,7 @@ import httpx
 
 from devtools.infra import REPO_ROOT
 from devtools.state import state_read, var_dir_get
+from devtools.webhook_receiver import secret_file
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{n} {what}" for what, n in counter.most_common()) or "none"
 
 
-def placeholders(stack: Stack, made: Made) -> dict[str, str]:
+def placeholders(stack: Stack, made: Made, var_dir: Path | None = None) -> dict[str, str]:
     """Values for ``{payment}`` and ``{task}``: what this run made, else the newest the stack has."""
     values: dict[str, str] = {}
     payment = made.settled_id
@@ -255,20 +256,17 @@ def placeholders(stack: Stack, made: Made) -> dict[str, str]:
     if results:
         values["task"] = results[0]["task_id"]
     if "webhooks" in stack.urls:
-        values |= _webhooks_values(stack, payment)
+        values |= _webhooks_values(stack, payment, var_dir)
     return values
 
 
-def _webhooks_values(stack: Stack, payment: str | None) -> dict[str, str]:
-    """``{endpoint}``: the demo receiver's endpoint (else the first); ``{message}``: the payment's settled message
-    (else the newest)."""
+def _webhooks_values(stack: Stack, payment: str | None, var_dir: Path | None) -> dict[str, str]:
+    """``{endpoint}``: the demo receiver's endpoint (``make up`` wrote it beside the receiver's secret);
+    ``{message}``: the payment's settled message (else the newest)."""
     values: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        values["endpoint"] = str(json.loads(secret_file(var_dir or var_dir_get()).read_text())["endpoint"])
     webhooks = stack.api("webhooks")
-    listed = webhooks.get("/api/v1/endpoints", params={"limit": 100})
-    endpoints = listed.json().get("results", []) if listed.status_code == 200 else []
-    demo = [e for e in endpoints if (e.get("metadata") or {}).get("demo") == "receiver"]
-    if demo or endpoints:
-        values["endpoint"] = (demo or endpoints)[0]["id"]
     query = {"object_id": payment, "type": "payment.settled", "limit": 1} if payment else {"limit": 1}
     found = webhooks.get("/api/v1/messages", params=query)
     messages = found.json().get("results", []) if found.status_code == 200 else []
@@ -400,7 +398,7 @@ def main(argv: list[str]) -> int:
     stack = Stack(creds)
     try:
         made = payments_make(stack, count=args.payments, seed=args.seed, settle_timeout=args.settle_timeout)
-        values = placeholders(stack, made)
+        values = placeholders(stack, made, var_dir)
     finally:
         stack.close()
     targets, outcomes = [], {}
