@@ -212,10 +212,10 @@ class EndpointAdmin(ActionAdmin):
 
     @admin.display(description="last error")
     def last_error_shown(self, obj: Endpoint) -> str:
-        if not obj.last_error and obj.last_status is None:
+        if not obj.last_error:  # the last attempt succeeded (or there was none)
             return "—"
         status = f"HTTP {obj.last_status}" if obj.last_status is not None else ""
-        return " · ".join(part for part in (obj.last_error, status) if part) or "—"
+        return " · ".join(part for part in (obj.last_error, status) if part)
 
     @admin.display(description="last success", ordering="last_success_at")
     def last_success_shown(self, obj: Endpoint) -> str:
@@ -231,7 +231,7 @@ class EndpointAdmin(ActionAdmin):
 
     @admin.display(description="recent deliveries")
     def recent_deliveries(self, obj: Endpoint) -> str:
-        deliveries = selectors.endpoint_deliveries(obj.pk)
+        deliveries = selectors.endpoint_deliveries(obj.pk, limit=20)
         if not deliveries:
             return "none yet"
         rows = format_html_join(
@@ -551,6 +551,7 @@ class AttemptAdmin(ReadOnlyAdmin):
         "response_excerpt",
     ]
     list_filter = [StatusClassFilter, "error", "trigger"]
+    list_per_page = 25
     search_fields = ["=message_id", "=endpoint_id", "=request_id"]
     show_full_result_count = False
     date_hierarchy = "at"
