@@ -66,7 +66,12 @@ SHOTS: tuple[Shot, ...] = (
         "webhooks-endpoint", "/admin/webhooks/endpoint/{endpoint}/change/", "An endpoint and its deliveries", "webhooks"
     ),
     Shot("webhooks-message", "/admin/webhooks/message/{message}/change/", "A message and its deliveries", "webhooks"),
-    Shot("webhooks-attempts", "/admin/webhooks/attempt/", "The attempt log with the answers", "webhooks"),
+    Shot(
+        "webhooks-attempts",
+        "/admin/webhooks/attempt/?endpoint_id={endpoint}",
+        "The attempt log: the demo receiver's answers",
+        "webhooks",
+    ),
 )
 
 MAX_PAYMENTS = 2000
