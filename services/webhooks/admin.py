@@ -598,7 +598,11 @@ class AttemptAdmin(ReadOnlyAdmin):
     @admin.display(description="response")
     def response_excerpt(self, obj: Attempt) -> str:
         text = obj.response_body.replace("\n", " ")
-        return text if len(text) <= RESPONSE_EXCERPT else text[: RESPONSE_EXCERPT - 1] + "…"
+        text = text if len(text) <= RESPONSE_EXCERPT else text[: RESPONSE_EXCERPT - 1] + "…"
+        return format_html(
+            '<span style="display: inline-block; min-width: 200px; font-size: 11px; word-break: break-all">{}</span>',
+            text or "—",
+        )
 
     @admin.display(description="response body (first 4 KiB)")
     def response_shown(self, obj: Attempt) -> str:
