@@ -585,7 +585,10 @@ class AttemptAdmin(ReadOnlyAdmin):
 
     @admin.display(description="endpoint", ordering="endpoint_id")
     def endpoint_shown(self, obj: Attempt) -> str:
-        return _id_link("endpoint", obj.endpoint_id)
+        # Its end only (the whole id in the tooltip and on the attempt's page): the answer needs the width.
+        short = f"…{obj.endpoint_id[-6:]}" if len(obj.endpoint_id) > 8 else obj.endpoint_id
+        url = reverse("admin:webhooks_endpoint_change", args=[quote(obj.endpoint_id)])
+        return format_html('<a href="{}" title="{}" style="font-size: 11px">{}</a>', url, obj.endpoint_id, short)
 
     @admin.display(description="message", ordering="message_id")
     def message_shown(self, obj: Attempt) -> str:
@@ -600,7 +603,7 @@ class AttemptAdmin(ReadOnlyAdmin):
         text = obj.response_body.replace("\n", " ")
         text = text if len(text) <= RESPONSE_EXCERPT else text[: RESPONSE_EXCERPT - 1] + "…"
         return format_html(
-            '<span style="font-size: 11px; word-break: break-all">{}</span>',
+            '<span style="display: inline-block; min-width: 240px; font-size: 11px; word-break: break-all">{}</span>',
             text or "—",
         )
 
