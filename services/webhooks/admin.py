@@ -603,7 +603,7 @@ class AttemptAdmin(ReadOnlyAdmin):
         text = obj.response_body.replace("\n", " ")
         text = text if len(text) <= RESPONSE_EXCERPT else text[: RESPONSE_EXCERPT - 1] + "…"
         return format_html(
-            '<span style="display: inline-block; min-width: 240px; font-size: 11px; word-break: break-all">{}</span>',
+            '<span style="display: inline-block; min-width: 170px; font-size: 11px; word-break: break-all">{}</span>',
             text or "—",
         )
 
