@@ -145,7 +145,6 @@ def test_your_first_payment_runs_as_printed_and_the_payment_settles(stack: tuple
 
     # and the trace page it printed answers the admin with the payment's way to settled
     admin = admin_session(creds)
-    trace_url = lines[-1]
 
     def traced() -> bool:
         page = admin.get(trace_url)
