@@ -9,9 +9,8 @@ from rest_framework import serializers
 
 from services.kit.serializers import StrictSerializer
 from services.kit.timestamps import UTCTimestampField
-from services.webhooks.models import Attempt, Delivery, Endpoint, EventType, Message, Recovery
+from services.webhooks.models import EVENT_PATTERN_REGEX, Attempt, Delivery, Endpoint, EventType, Message, Recovery
 
-EVENT_TYPE_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"
 MAX_PATTERNS = 100
 MAX_CHANNELS = 100
 CHANNEL_MAX_LENGTH = 128
@@ -30,7 +29,7 @@ class StringField(serializers.CharField):
 
 def _patterns(**kwargs: Any) -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.RegexField(EVENT_TYPE_PATTERN, max_length=100),
+        child=serializers.RegexField(EVENT_PATTERN_REGEX, max_length=100),
         allow_empty=False,
         max_length=MAX_PATTERNS,
         help_text="Event types this endpoint receives: exact names (`payment.settled`), a prefix wildcard "
@@ -286,4 +285,3 @@ class RecoverySerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
-

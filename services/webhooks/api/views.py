@@ -67,9 +67,10 @@ class SeqCursor(CursorPagination):
 
 
 class AttemptCursor(CursorPagination):
-    """Newest first by time (ties by id)."""
+    """Newest first by id (attempts are numbered as their results are written): the primary key's index, where
+    ordering by ``at`` would sort the whole log (``at`` has a BRIN index, for retention and time ranges)."""
 
-    ordering = ("-at", "-id")
+    ordering = "-id"
 
 
 class NameCursor(CursorPagination):
