@@ -141,8 +141,8 @@ def test_each_service_gets_its_own_least_privilege_client(credentials, request_t
     portal = MachineClient.objects.get(id=saved["services"]["portal"]["client_id"])
     assert (portal.name, portal.allowed_audiences, portal.allowed_scopes) == (
         "portal-service",
-        ["payments", "portal"],
-        ["catalog:register", "payments:read"],
+        ["payments", "portal", "webhooks"],
+        ["catalog:register", "payments:read", "webhooks:read"],  # the home's payments stats, the trace's webhooks
     )
     body = {"grant_type": "client_credentials", **saved["services"]["portal"]}
     assert request_token({**body, "audience": "portal"}).status_code == 200
