@@ -147,21 +147,21 @@ def test_each_service_gets_its_own_least_privilege_client(credentials, request_t
     body = {"grant_type": "client_credentials", **saved["services"]["webhooks"]}
     assert request_token({**body, "audience": "portal"}).status_code == 200
     assert request_token({**body, "audience": "webhooks"}).status_code != 200
-    # the portal registers itself, reads the payments stats for its home and a payment's webhook messages for its
+    # the portal registers itself, reads the payments stats for its home and a payment's webhook messages for the
     # trace; it cannot write payments or webhooks
     portal = MachineClient.objects.get(id=saved["services"]["portal"]["client_id"])
     assert (portal.name, portal.allowed_audiences, portal.allowed_scopes) == (
         "portal-service",
         ["payments", "portal", "webhooks"],
-        ["catalog:register", "payments:read", "webhooks:read"],  # the home's payments stats, the trace's webhooks
+        ["catalog:register", "payments:read", "webhooks:read"],
     )
     body = {"grant_type": "client_credentials", **saved["services"]["portal"]}
     assert request_token({**body, "audience": "portal"}).status_code == 200
     assert request_token({**body, "audience": "payments"}).status_code == 200
-    assert request_token({**body, "audience": "payments", "scope": "payments:write"}).status_code != 200
-    assert request_token({**body, "audience": "ledger"}).status_code != 200
     assert request_token({**body, "audience": "webhooks"}).status_code == 200
+    assert request_token({**body, "audience": "payments", "scope": "payments:write"}).status_code != 200
     assert request_token({**body, "audience": "webhooks", "scope": "webhooks:write"}).status_code != 200
+    assert request_token({**body, "audience": "ledger"}).status_code != 200
     # a second run keeps them
     assert _demo_setup(credentials)["services"] == saved["services"]
 

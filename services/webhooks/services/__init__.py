@@ -8,10 +8,13 @@ from services.webhooks.services.messages import (
     messages_create,
     messages_ingest,
 )
+from services.webhooks.services.rekey import RekeyResult, secrets_rekey
 
 __all__ = [
     "IngestResult",
+    "RekeyResult",
     "message_body",
     "messages_create",
     "messages_ingest",
+    "secrets_rekey",
 ]
