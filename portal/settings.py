@@ -56,7 +56,15 @@ WHITENOISE_AUTOREFRESH = kit.WHITENOISE_AUTOREFRESH
 DATA_UPLOAD_MAX_MEMORY_SIZE = kit.DATA_UPLOAD_MAX_MEMORY_SIZE
 ATRIUM_MAX_BODY_BYTES = kit.ATRIUM_MAX_BODY_BYTES
 ATRIUM_MAX_JSON_DEPTH = kit.ATRIUM_MAX_JSON_DEPTH
-SPECTACULAR_SETTINGS = kit.SPECTACULAR_SETTINGS
+# One OpenAPI enum per choice set: the trace's webhooks block has a "state" of its own beside the jobs' states.
+SPECTACULAR_SETTINGS = {
+    **kit.SPECTACULAR_SETTINGS,
+    "ENUM_NAME_OVERRIDES": {
+        **kit.SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),
+        "StateEnum": "portal.jobs.models.JobState",
+        "TraceWebhooksStateEnum": ["ok", "unavailable", "none"],
+    },
+}
 JWT_ISSUER = kit.JWT_ISSUER
 JWT_AUDIENCE = kit.JWT_AUDIENCE
 JWT_JWKS_URL = kit.JWT_JWKS_URL
