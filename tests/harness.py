@@ -31,9 +31,20 @@ SETTINGS = {
     "portal": "portal.settings",
     "ledger": "services.ledger.settings",
     "payments": "services.payments.settings",
+    "webhooks": "services.webhooks.settings",
 }
-WSGI = {"portal": "portal.wsgi", "ledger": "services.ledger.wsgi", "payments": "services.payments.wsgi"}
-MANAGE = {"portal": "manage.py", "ledger": "services/ledger/manage.py", "payments": "services/payments/manage.py"}
+WSGI = {
+    "portal": "portal.wsgi",
+    "ledger": "services.ledger.wsgi",
+    "payments": "services.payments.wsgi",
+    "webhooks": "services.webhooks.wsgi",
+}
+MANAGE = {
+    "portal": "manage.py",
+    "ledger": "services/ledger/manage.py",
+    "payments": "services/payments/manage.py",
+    "webhooks": "services/webhooks/manage.py",
+}
 
 
 def database_server_url() -> str:
@@ -57,7 +68,13 @@ def current_test_database_url() -> str:
 
 def base_env(service: str, database_url: str, **extra: str) -> dict[str, str]:
     env = venv_env(dict(os.environ))
-    for name in ("DATABASE_URL", "PORTAL_DATABASE_URL", "LEDGER_DATABASE_URL", "PAYMENTS_DATABASE_URL"):
+    for name in (
+        "DATABASE_URL",
+        "PORTAL_DATABASE_URL",
+        "LEDGER_DATABASE_URL",
+        "PAYMENTS_DATABASE_URL",
+        "WEBHOOKS_DATABASE_URL",
+    ):
         env.pop(name, None)
     env.update(
         ATRIUM_ENV="test",
@@ -241,6 +258,26 @@ class ProcessHarness:
         )
         self.processes.append(process)
         return process.start().wait_ready()
+
+    def command(
+        self,
+        service: str,
+        *args: str,
+        database_url: str,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> AtriumProcess:
+        """Run ``manage.py <args>`` of ``service`` as a long-lived process (an outbox relay, the webhooks
+        dispatcher), started, not waited for: the caller knows what ready means for it."""
+        name = name or f"{service}-{args[0]}"
+        process = AtriumProcess(
+            name=name,
+            cmd=[sys.executable, MANAGE[service], *args],
+            env=base_env(service, database_url, **(env or {})),
+            log_path=self.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log",
+        )
+        self.processes.append(process)
+        return process.start()
 
     def jobs_monitor(
         self, stream: str, *, name: str = "jobs-monitor", consumer: str = "e2e", batch: int = 200
