@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from services.kit.carry import acting_for
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.payments import idempotency
 from services.payments.errors import PaymentParked, PaymentProcessingError
+from services.payments.models import PUBLIC_STATUSES
 from services.payments.processing import advance
 from services.payments.processing import drain as drain_run
 from services.payments.processing import sweep as sweep_run
@@ -87,27 +88,30 @@ def idempotency_purge() -> int:
 
 @app.task(name="payments.domain_event", acks_late=True, ignore_result=True)
 def domain_event(events: list[Any]) -> int:
-    """Receives the ``payment.<status>`` domain events the outbox relays (topic ``events``).
+    """Retired: the payments' domain events are relayed to ``webhooks.ingest`` now (``ATRIUM_OUTBOX_TOPICS``).
 
-    Until the webhooks service subscribes to them, they are logged here so that delivery (at least once,
-    gapless ``service_seq``) is observable end to end.
+    Only messages a relay published here before that switch still arrive; they are forwarded to the webhooks
+    service as one ``webhooks.ingest`` task, in the contract's shape (the public types only, with their
+    ``channels``), so an upgrade loses none. A malformed item is forwarded as it is: the ingest isolates it.
+    Returns how many were forwarded.
     """
-    from services.kit.outbox import event_expand
+    forwarded = [item for item in (_upgraded(item) for item in events) if item is not None]
+    if forwarded:
+        app.send_task("webhooks.ingest", args=[forwarded])
+    log.info("payments.domain_event_forwarded", received=len(events), forwarded=len(forwarded))
+    return len(forwarded)
 
-    delivered = 0
-    for item in events:
-        try:
-            event = event_expand(item)
-        except Exception as exc:  # one malformed event is logged, never the reason the others are not delivered
-            log.error("payments.domain_event_malformed", error=f"{type(exc).__name__}: {exc}"[:300])
-            continue
-        data = event.get("data") if isinstance(event, dict) else None
-        payment_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else ""
-        # Each event is handled under the request that caused it (its log line says so) and the job is linked
-        # to it: the rule every consumer of events gets from the kit.
-        with acting_for(event.get("request_id") if isinstance(event, dict) else None, object_id=payment_id):
-            log.info(
-                "payments.domain_event", type=event.get("type"), event_id=event.get("id"), seq=event.get("service_seq")
-            )
-        delivered += 1
-    return delivered
+
+def _upgraded(item: Any) -> Any:
+    """A relayed ``[id, service, seq, payload]`` of before the switch in today's shape; None for an internal step
+    (``payment.screening``, ``payment.processing``: never published now)."""
+    try:
+        payload = json.loads(item[3])
+        data = payload["data"]
+    except Exception:
+        return item
+    if payload.get("type") not in {f"payment.{status}" for status in PUBLIC_STATUSES}:
+        return None
+    payload.setdefault("channels", [data.get("source_account"), data.get("destination_account")])
+    payload.setdefault("request_id", "")
+    return [*item[:3], json.dumps(payload, separators=(",", ":"), ensure_ascii=False)]

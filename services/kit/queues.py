@@ -6,9 +6,15 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-QUEUES = ("portal", "audit", "ledger", "payments")
+QUEUES = ("portal", "audit", "ledger", "payments", "webhooks")
 # Queue → the service whose settings and database its worker runs with.
-QUEUE_SERVICES = {"portal": "portal", "audit": "portal", "ledger": "ledger", "payments": "payments"}
+QUEUE_SERVICES = {
+    "portal": "portal",
+    "audit": "portal",
+    "ledger": "ledger",
+    "payments": "payments",
+    "webhooks": "webhooks",
+}
 
 
 def service_queues(service: str) -> list[str]:

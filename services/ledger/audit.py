@@ -32,6 +32,7 @@ from typing import Any
 from services.kit.audit import audit_context, audit_event
 from services.kit.db import Pipeline, WriteTransaction
 from services.kit.outbox import outbox_copy, outbox_put_many
+from services.ledger import events
 
 TOPIC = "audit"
 
@@ -54,15 +55,27 @@ def refusal_metadata(error: Any, **extra: Any) -> dict[str, Any]:
     return {"code": getattr(error, "code", "error"), "detail": str(getattr(error, "detail", error)), **extra}
 
 
-def queue_events(pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
+def _rows(bodies: list[dict[str, Any]], domain: list[dict[str, Any]] | None) -> list[tuple[str, dict[str, Any]]]:
+    rows = [(TOPIC, body) for body in bodies]
+    if domain:
+        rows.extend((events.TOPIC, event) for event in domain)
+    return rows
+
+
+def queue_events(
+    pipeline: Pipeline, tx: WriteTransaction, bodies: list[dict[str, Any]], domain: list[dict[str, Any]] | None = None
+) -> list[str]:
     """Queue the INSERT of every event body on ``pipeline`` (the write's transaction, no extra round trip; the
-    kit's one array INSERT); wake the relay once after commit. Return the event ids."""
-    return outbox_put_many([(TOPIC, body) for body in bodies], pipeline=pipeline, tx=tx)
+    kit's one array INSERT), with the write's domain events (``domain``, topic ``events``: :mod:`.events`) in
+    the same statement; wake the relay once after commit. Return the event ids."""
+    return outbox_put_many(_rows(bodies, domain), pipeline=pipeline, tx=tx)
 
 
-def copy_events(raw_cursor: Any, tx: WriteTransaction, bodies: list[dict[str, Any]]) -> list[str]:
+def copy_events(
+    raw_cursor: Any, tx: WriteTransaction, bodies: list[dict[str, Any]], domain: list[dict[str, Any]] | None = None
+) -> list[str]:
     """The same rows with the kit's COPY (large batches, already on the COPY path); wake the relay after commit."""
-    return outbox_copy(raw_cursor, [(TOPIC, body) for body in bodies], tx=tx)
+    return outbox_copy(raw_cursor, _rows(bodies, domain), tx=tx)
 
 
 def record_after_rollback(bodies: list[dict[str, Any]]) -> list[str]:

@@ -30,6 +30,9 @@ class PaymentStatus(models.TextChoices):
 
 TERMINAL = frozenset({PaymentStatus.SETTLED, PaymentStatus.REJECTED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
 CANCELABLE = frozenset({PaymentStatus.CREATED, PaymentStatus.SCREENING})
+# The statuses published as ``payment.<status>`` domain events (the webhooks catalog); screening and processing
+# are internal steps (audited, never published).
+PUBLIC_STATUSES = frozenset({"created", "settled", "failed", "rejected", "canceled"})
 
 
 class HoldStatus(models.TextChoices):

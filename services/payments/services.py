@@ -3,8 +3,9 @@
 Every status change — a worker's batch (:func:`transition_many`) or a cancel (:func:`payment_cancel`) — is
 one transaction that locks the payments, checks each is still in the status the caller expects (a
 compare-and-set, so a cancel and a worker, or two workers, never both win), records the change in
-``status_history``, and writes the ``payment.<status>`` domain event (topic ``events``) and the audit event
-(``payments.payment.<status>``) of each to the outbox.
+``status_history``, and writes the audit event (``payments.payment.<status>``) of each to the outbox, and the
+``payment.<status>`` domain event (topic ``events``, for the webhooks service) of each public status: created,
+settled, failed, rejected, canceled (not the internal screening and processing).
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from services.payments.errors import (
     UnsupportedCurrency,
 )
 from services.payments.ledger import ledger
-from services.payments.models import CANCELABLE, MAX_AMOUNT, Payment, PaymentStatus
+from services.payments.models import CANCELABLE, MAX_AMOUNT, PUBLIC_STATUSES, Payment, PaymentStatus
 
 log = get_logger(__name__)
 
 WORKER = {"type": "system", "id": "payments-worker", "display": "payments worker"}
+# The outbox topic of the domain events (relayed to ``webhooks.ingest``: ``ATRIUM_OUTBOX_TOPICS``).
+EVENTS_TOPIC = "events"
 FAILURE_STATUSES = frozenset({PaymentStatus.REJECTED, PaymentStatus.FAILED})
 
 
@@ -95,17 +98,19 @@ def _check_accounts(source: str, destination: str, currency: str) -> None:
 
 
 def domain_event(payment: Payment, event_type: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``payment.<status>`` event: what a subscriber (webhooks) needs without calling back, and the request
-    that caused it (``request_id``; ``task_id``: the job that wrote it, when a worker did)."""
+    """The ``payment.<status>`` event the webhooks service turns into a message (``docs/webhooks-events.md``):
+    the payment as the API returns it (``data``), the accounts it touches (``channels``: an endpoint may
+    subscribe to one account's payments), and the request that caused it (``request_id``; ``task_id``: the job
+    that wrote it, when a worker did)."""
     event: dict[str, Any] = {
         "type": event_type,
         "occurred_at": isoformat(payment.updated_at),
         "data": payment_body(payment),
+        "channels": [payment.source_account, payment.destination_account],
+        "request_id": context["request_id"] if context is not None else (payment.request_id or ""),
     }
-    if context is not None:
-        event["request_id"] = context["request_id"]
-        if context.get("task_id"):
-            event["task_id"] = context["task_id"]
+    if context is not None and context.get("task_id"):
+        event["task_id"] = context["task_id"]
     return event
 
 
@@ -114,7 +119,8 @@ def _events(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The domain event and the audit event of the payment's current status, as outbox ``(topic, payload)``.
     ``own_request``: the worker moved it (in a batch): the events carry the request id the payment was created
-    with, not the batch's, and the batch job's id beside it."""
+    with, not the batch's, and the batch job's id beside it. The internal steps (``screening``, ``processing``)
+    are audited but have no domain event: only :data:`PUBLIC_STATUSES` are published to the webhooks service."""
     if own_request and payment.request_id:
         context = {**context, "request_id": payment.request_id}
     status = str(payment.status)
@@ -138,7 +144,9 @@ def _events(
         metadata=metadata,
         context=context,
     )
-    return [("events", domain_event(payment, f"payment.{status}", context)), ("audit", audit)]
+    if status not in PUBLIC_STATUSES:
+        return [("audit", audit)]
+    return [(EVENTS_TOPIC, domain_event(payment, f"payment.{status}", context)), ("audit", audit)]
 
 
 def _record(payment: Payment, previous: str | None, *, actor: dict[str, str] | None) -> None:
@@ -330,6 +338,8 @@ def payment_park_raw(
         if not rows:
             return False
         amount, currency, source, destination, description, metadata, txn, hold_status, history, created, rid = rows[0]
+        # (Django's cursor hands jsonb back as text: decoded, so the event's data is the API's JSON, not strings)
+        metadata, history = _json_value(metadata), _json_value(history)
         data = {
             "id": payment_id,
             "status": PaymentStatus.FAILED.value,
@@ -371,12 +381,23 @@ def payment_park_raw(
             "type": "payment.failed",
             "occurred_at": isoformat(now),
             "data": data,
+            "channels": [source, destination],
             "request_id": audit["request_id"],
         }
         if context.get("task_id"):
             event["task_id"] = context["task_id"]
-        outbox_put_many([("events", event), ("audit", audit)])
+        outbox_put_many([(EVENTS_TOPIC, event), ("audit", audit)])
     return True
+
+
+def _json_value(value: Any) -> Any:
+    """A jsonb column read through Django's cursor (text) as its JSON value; the text itself if not JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _apply(payment: Payment, to: str, fields: dict[str, Any], *, actor: dict[str, str] | None = WORKER) -> None:

@@ -178,5 +178,5 @@ PAYMENTS_PROCESSING_ATTEMPTS = env.int("PAYMENTS_PROCESSING_ATTEMPTS", default=3
 # Reconciliation against the ledger: payments created in this window (ending a minute ago).
 PAYMENTS_RECONCILE_WINDOW_HOURS = env.int("PAYMENTS_RECONCILE_WINDOW_HOURS", default=48)
 
-# Outbox topics: audit events to the portal; payment domain events (payment.<status>) to their consumer.
-ATRIUM_OUTBOX_TOPICS = {"audit": "audit.ingest", "events": "payments.domain_event"}
+# Outbox topics: audit events to the portal; payment domain events (payment.<status>) to the webhooks service.
+ATRIUM_OUTBOX_TOPICS = {"audit": "audit.ingest", "events": "webhooks.ingest"}

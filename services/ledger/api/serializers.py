@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from services.kit.context import request_id_clean
 from services.kit.serializers import AmountField, AmountInputField, CurrencyField, MinorUnitsField, StrictSerializer
+from services.ledger.bodies import postings_of, transaction_body
 from services.ledger.models import MAX_AMOUNT, Account, AccountStatus, Direction, NormalBalance, Posting, Transaction
 from services.ledger.services.transactions import PostingInput, TransactionInput
 
@@ -118,40 +119,12 @@ class TransactionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(PostingSerializer(many=True))
     def get_postings(self, obj: Transaction) -> list[dict[str, Any]]:
-        return [{"account": p.account_id, "direction": p.direction, "amount": p.amount} for p in _postings(obj)]
+        return [{"account": p.account_id, "direction": p.direction, "amount": p.amount} for p in postings_of(obj)]
 
     def to_representation(self, obj: Transaction) -> dict[str, Any]:
         # The hot path of every write: built directly (same fields and formats as the
         # declared ModelSerializer, which still drives the OpenAPI schema) at a tenth of the cost.
-        return {
-            "id": obj.id,
-            "reference": obj.reference,
-            "status": obj.status,
-            "currency": obj.currency,
-            "postings": self.get_postings(obj),
-            "description": obj.description,
-            "metadata": obj.metadata,
-            "request_id": obj.request_id,
-            "created_at": _iso(obj.created_at),
-            "posted_at": _iso(obj.posted_at),
-            "voided_at": _iso(obj.voided_at),
-            "expires_at": _iso(obj.expires_at),
-        }
-
-
-def _postings(obj: Transaction) -> list[Posting]:
-    postings = getattr(obj, "postings_list", None)
-    if postings is None:
-        postings = sorted(obj.postings.all(), key=lambda p: p.id)
-    return postings
-
-
-def _iso(value: datetime | None) -> str | None:
-    """DRF's DateTimeField output: ISO 8601 in UTC with a trailing Z."""
-    if value is None:
-        return None
-    text = value.astimezone(dt.UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+        return transaction_body(obj)
 
 
 class PostingInputSerializer(StrictSerializer):

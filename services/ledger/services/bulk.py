@@ -133,8 +133,10 @@ def write(
     postings: list[Posting],
     now: datetime,
     events: list[dict[str, Any]] | None = None,
+    domain: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write the new balances and rows and their audit events, and commit. A few transactions: the UPDATE,
+    """Write the new balances and rows and their audit events (and ``domain``: the domain events of the
+    transactions posted or voided, :mod:`services.ledger.events`), and commit. A few transactions: the UPDATE,
     two multi-row INSERTs, the audit events' INSERT and the COMMIT in one round trip. Many: COPY after the
     UPDATE (binding thousands of INSERT parameters cost more CPU than PostgreSQL spends storing them; COPY
     cannot be pipelined), then the events' COPY and the COMMIT.
@@ -142,7 +144,7 @@ def write(
     pipeline = Pipeline()
     accounts_write(pipeline, accounts, now)
     if not transactions:
-        ledger_audit.queue_events(pipeline, tx, events or [])
+        ledger_audit.queue_events(pipeline, tx, events or [], domain)
         tx.commit(pipeline)
         pipeline.run()
         return
@@ -155,7 +157,7 @@ def write(
             queries.postings_insert(len(postings)),
             [value for p in postings for value in queries.posting_row(p)],
         )
-        ledger_audit.queue_events(pipeline, tx, events or [])
+        ledger_audit.queue_events(pipeline, tx, events or [], domain)
         tx.commit(pipeline)
         pipeline.run()
         return
@@ -168,7 +170,7 @@ def write(
         with raw.copy(queries.POSTINGS_COPY) as copy:
             for p in postings:
                 copy.write_row(queries.posting_row(p))
-        ledger_audit.copy_events(raw, tx, events or [])
+        ledger_audit.copy_events(raw, tx, events or [], domain)
     commit = Pipeline()
     tx.commit(commit)
     commit.run()

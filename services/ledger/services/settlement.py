@@ -15,6 +15,7 @@ from services.kit.batches import batch_isolate
 from services.kit.db import WriteTransaction, database_transient
 from services.kit.logs import get_logger
 from services.ledger import audit as ledger_audit
+from services.ledger import events as ledger_events
 from services.ledger.errors import (
     AccountClosed,
     AccountFrozen,
@@ -38,7 +39,7 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None, rea
                 raise TransactionNotFound(f"No transaction {transaction_id}.")
             if txn.status != TransactionStatus.PENDING:
                 raise TransactionNotPending(f"Transaction {txn.id} is {txn.status}, not pending.")
-            postings = list(txn.postings.all())
+            postings = list(txn.postings.order_by("id"))  # as the API lists them (its answer, its event)
             accounts = bulk.accounts_lock({p.account_id for p in postings})
             if post:
                 for account in accounts.values():
@@ -53,6 +54,10 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None, rea
                 if post:
                     bulk.amount_apply(account, p.direction, p.amount, pending=False)
             txn.status = TransactionStatus.POSTED if post else TransactionStatus.VOIDED
+            if post:
+                txn.posted_at = when
+            else:
+                txn.voided_at = when
             txn.postings_list = postings  # type: ignore[attr-defined]
             event = audit_event(
                 action,
@@ -60,11 +65,8 @@ def _settle(transaction_id: str, *, post: bool, now: datetime | None = None, rea
                 object_id=txn.id,
                 metadata={**ledger_audit.transaction_metadata(txn), **({"reason": reason} if reason else {})},
             )
-            bulk.write(tx, list(accounts.values()), [], [], when, [event])
-            if post:
-                txn.posted_at = when
-            else:
-                txn.voided_at = when
+            domain = [ledger_events.transaction_event(txn, event)]
+            bulk.write(tx, list(accounts.values()), [], [], when, [event], domain)
             txn.save(update_fields=["status", "posted_at", "voided_at"])
             txn.postings_list = postings  # type: ignore[attr-defined]
             return txn
@@ -170,6 +172,7 @@ def _settle_batch(items: list[tuple[str, str]], post: bool) -> list[SettleResult
             results: list[SettleResult] = []
             settled: list[Transaction] = []
             events: list[dict[str, Any]] = []
+            domain: list[dict[str, Any]] = []
             seen: dict[str, SettleResult] = {}
             for index, (transaction_id, request_id) in enumerate(items):
                 if transaction_id in seen:  # the same id twice: the same answer
@@ -192,20 +195,23 @@ def _settle_batch(items: list[tuple[str, str]], post: bool) -> list[SettleResult
                     txn = result.transaction
                     txn.postings_list = postings[transaction_id]  # type: ignore[attr-defined]
                     settled.append(txn)
-                    events.append(
-                        audit_event(
-                            action,
-                            object_type="transaction",
-                            object_id=txn.id,
-                            metadata=ledger_audit.transaction_metadata(txn),
-                            context=context,
-                            request_id=request_id,
-                        )
+                    audit = audit_event(
+                        action,
+                        object_type="transaction",
+                        object_id=txn.id,
+                        metadata=ledger_audit.transaction_metadata(txn),
+                        context=context,
+                        request_id=request_id,
                     )
+                    events.append(audit)
+                    # The domain event shows the transaction as it is once written (the rows are updated below).
+                    txn.status = target
+                    setattr(txn, "posted_at" if post else "voided_at", when)
+                    domain.append(ledger_events.transaction_event(txn, audit))
                 seen[transaction_id] = result
                 results.append(result)
             touched = {p.account_id for t in settled for p in postings[t.id]}
-            bulk.write(tx, [a for a in accounts.values() if a.id in touched], [], [], when, events)
+            bulk.write(tx, [a for a in accounts.values() if a.id in touched], [], [], when, events, domain)
             if settled:
                 stamp = {"posted_at": when} if post else {"voided_at": when}
                 Transaction.objects.filter(id__in=[t.id for t in settled]).update(status=target, **stamp)

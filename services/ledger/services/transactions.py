@@ -4,8 +4,9 @@ Every transaction write follows one path (:func:`transactions_create`): validate
 needs no database, take an advisory lock per reference (so concurrent creations of
 one reference serialize), lock every account involved in id order (no deadlocks),
 check and apply the whole batch in memory, then write it with three statements
-(one UPDATE of the accounts, one INSERT of transactions, one of postings; COPY for
-large batches: :func:`services.ledger.services.bulk.write`). Statements that do not
+(one UPDATE of the accounts, one INSERT of transactions, one of postings, one of the outbox's
+audit events and ``ledger.transaction.posted`` domain events; COPY for large batches:
+:func:`services.ledger.services.bulk.write`). Statements that do not
 depend on each other's results are pipelined, so a single transfer costs three network
 round trips (locks and lookups, writes, COMMIT) and holds its account locks for two of them.
 PostgreSQL's constraints and triggers are the second line of defence.
@@ -30,6 +31,7 @@ from services.kit.ids import id_new
 from services.kit.logs import get_logger
 from services.kit.metadata import metadata_check
 from services.ledger import audit as ledger_audit
+from services.ledger import events as ledger_events
 from services.ledger import queries
 from services.ledger.errors import (
     AccountClosed,
@@ -201,14 +203,17 @@ def _create_batch(items: list[TransactionInput], atomic: bool) -> list[ItemResul
                 extra={"results": [bulk.result_as_dict(r) for r in final]},
             )
         context = audit_context()
-        events = [
-            ledger_audit.created_event(r.transaction, context, now, items[r.index].request_id)
-            if r.status == "created"
-            else _refused_create_event(r.error, items[r.index], context)
-            for r in final
-            if r.status != "exists"
-        ]
-        bulk.write(tx, list(touched.values()), new_transactions, new_postings, now, events)
+        events: list[dict[str, Any]] = []
+        domain: list[dict[str, Any]] = []  # ledger.transaction.posted of each created posted (not pending) one
+        for r in final:
+            if r.status == "created":
+                audit = ledger_audit.created_event(r.transaction, context, now, items[r.index].request_id)
+                events.append(audit)
+                if r.transaction.status == TransactionStatus.POSTED:
+                    domain.append(ledger_events.transaction_event(r.transaction, audit))
+            elif r.status != "exists":
+                events.append(_refused_create_event(r.error, items[r.index], context))
+        bulk.write(tx, list(touched.values()), new_transactions, new_postings, now, events, domain)
     if len(new_transactions) == 1:
         txn = new_transactions[0]
         log.info("ledger.transaction_created", transaction_id=txn.id, reference=txn.reference, status=txn.status)
