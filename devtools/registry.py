@@ -38,6 +38,7 @@ SERVICES: tuple[Service, ...] = (
     Service("portal", "portal.settings", "manage.py", 0),
     Service("ledger", "services.ledger.settings", "services/ledger/manage.py", 1),
     Service("payments", "services.payments.settings", "services/payments/manage.py", 2),
+    Service("webhooks", "services.webhooks.settings", "services/webhooks/manage.py", 3),
 )
 
 

@@ -20,6 +20,7 @@ SUITES: list[tuple[str, str, list[str]]] = [
     ("portal", "portal.settings", ["tests/portal", "tests/audit", "tests/e2e"]),
     ("ledger", "services.ledger.settings", ["tests/kit", "tests/ledger"]),
     ("payments", "services.payments.settings", ["tests/payments"]),
+    ("webhooks", "services.webhooks.settings", ["tests/webhooks"]),
 ]
 
 

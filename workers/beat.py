@@ -21,10 +21,12 @@ BEAT_SCHEDULE = {
     "portal.sso_tokens_clear": {"task": "portal.sso_tokens_clear", "schedule": 3600.0},
     "ledger.outbox_relay": {"task": "ledger.outbox_relay", "schedule": 15.0},
     "payments.outbox_relay": {"task": "payments.outbox_relay", "schedule": 15.0},
+    "webhooks.outbox_relay": {"task": "webhooks.outbox_relay", "schedule": 15.0},
     # Outbox retention: published rows past ATRIUM_OUTBOX_RETENTION_DAYS, in each service's database.
     "portal.outbox_purge": {"task": "portal.outbox_purge", "schedule": 3600.0},
     "ledger.outbox_purge": {"task": "ledger.outbox_purge", "schedule": 3600.0},
     "payments.outbox_purge": {"task": "payments.outbox_purge", "schedule": 3600.0},
+    "webhooks.outbox_purge": {"task": "webhooks.outbox_purge", "schedule": 3600.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
     "audit.archive": {"task": "audit.archive", "schedule": 3600.0},  # a no-op unless AUDIT_ARCHIVE_AUTOMATIC
     # Payments: resume lost work, reconcile with the ledger, forget idempotency keys after 24 h.

@@ -19,7 +19,7 @@ from devtools.infra import REPO_ROOT, venv_env
 from services.kit.conf import KitSettings
 from tests.harness import MANAGE, current_test_database_url
 
-SERVICES = ("portal", "ledger", "payments")
+SERVICES = ("portal", "ledger", "payments", "webhooks")
 # Inherited settings that would make the subprocess judge this test run's configuration, not ours.
 _INHERITED_PREFIXES = ("ATRIUM_", "DJANGO_", "JWT_", "CELERY_", "SECURE_", "PROMETHEUS_")
 _INHERITED_NAMES = {
@@ -62,6 +62,7 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         LEDGER_DATABASE_URL=database_url,
         PORTAL_DATABASE_URL=database_url,
         PAYMENTS_DATABASE_URL=database_url,
+        WEBHOOKS_DATABASE_URL=database_url,
         REDIS_URL="redis://:password@127.0.0.1:6379/0",
         JWT_JWKS_URL="https://portal.example.com/.well-known/jwks.json",
         JWT_PRIVATE_KEY_FILE=str(key_file),
@@ -71,6 +72,9 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         LEDGER_OIDC_CLIENT_SECRET="ledger-admin-secret",
         PAYMENTS_OIDC_CLIENT_ID="payments-admin",
         PAYMENTS_OIDC_CLIENT_SECRET="payments-admin-secret",
+        WEBHOOKS_OIDC_CLIENT_ID="webhooks-admin",
+        WEBHOOKS_OIDC_CLIENT_SECRET="webhooks-admin-secret",
+        WEBHOOKS_SECRET_KEYS="Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtb2Yta2V5ISE=",
         ATRIUM_VAR_DIR=str(tmp_path / "var"),
     )
     for name, value in overrides.items():
@@ -185,7 +189,7 @@ def test_portal_refuses_an_id_token_key_that_is_not_rsa(tmp_path):
     assert "OIDC_PRIVATE_KEY must be an RSA private key of at least 2048 bits" in result.stderr
 
 
-@pytest.mark.parametrize("service", ["ledger", "payments"])
+@pytest.mark.parametrize("service", ["ledger", "payments", "webhooks"])
 @pytest.mark.parametrize("missing", ["client", "https"])
 def test_service_admin_without_sign_in_through_the_portal_warns_in_production(tmp_path, service, missing):
     # given a service in production whose admin has no client at the portal, or reaches it without TLS
@@ -235,6 +239,7 @@ SETTINGS_MODULES = {
     "portal": REPO_ROOT / "portal" / "settings.py",
     "ledger": REPO_ROOT / "services" / "ledger" / "settings.py",
     "payments": REPO_ROOT / "services" / "payments" / "settings.py",
+    "webhooks": REPO_ROOT / "services" / "webhooks" / "settings.py",
 }
 
 

@@ -1,0 +1,1 @@
+"""The webhooks API: serializers, views, URLs."""

@@ -1,0 +1,54 @@
+"""Webhooks domain errors, each with a stable code (listed in docs/errors.md)."""
+
+from __future__ import annotations
+
+from services.kit.errors import DomainError
+
+
+class WebhooksError(DomainError):
+    status = 422
+
+
+class UnknownEventType(WebhooksError):
+    code = "unknown_event_type"
+    title = "Unknown event type"
+
+
+class InvalidPayload(WebhooksError):
+    code = "invalid_payload"
+    title = "Data not valid against the event type's schema"
+
+
+class EndpointUrlNotAllowed(WebhooksError):
+    code = "endpoint_url_not_allowed"
+    title = "Endpoint URL not allowed"
+
+
+class EndpointNotFound(WebhooksError):
+    code = "endpoint_not_found"
+    status = 404
+    title = "Endpoint not found"
+
+
+class MessageNotFound(WebhooksError):
+    code = "message_not_found"
+    status = 404
+    title = "Message not found"
+
+
+class EventTypeNotFound(WebhooksError):
+    code = "event_type_not_found"
+    status = 404
+    title = "Event type not found"
+
+
+class RecoveryNotFound(WebhooksError):
+    code = "recovery_not_found"
+    status = 404
+    title = "Recovery not found"
+
+
+class EndpointDisabled(WebhooksError):
+    code = "endpoint_disabled"
+    status = 409
+    title = "Endpoint is disabled"
