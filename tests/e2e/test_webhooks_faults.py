@@ -180,7 +180,7 @@ def test_sigkill_of_the_worker_then_of_the_dispatcher_mid_burst_loses_nothing(ha
 
 
 def test_an_ordered_endpoint_failing_30_percent_at_random_gets_200_messages_in_order(harness, live_portal):
-    hooks = webhooks_stack(harness, live_portal, extra_env={"WEBHOOKS_RETRY_SCHEDULE": "[0" + ", 0.2" * 40 + "]"})
+    hooks = webhooks_stack(harness, live_portal, extra_env={"WEBHOOKS_RETRY_SCHEDULE": "0" + ",0.2" * 40})
     source = outbox_source(harness)
     with Receivers() as receivers:
         _endpoint(hooks, receivers, "ordered", ordered=True, behaviour={"fail_rate": 0.3, "seed": 19})

@@ -25,7 +25,7 @@ from tests.harness import AtriumProcess, ProcessHarness
 from tests.webhook_events import outbox_write, payment_event  # noqa: F401  (re-exported for the tests)
 
 # Attempts every second or so: a receiver down for 20 s gets every message within seconds of coming back.
-QUICK_SCHEDULE = "[0, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]"
+QUICK_SCHEDULE = "0,1,1,2,2,3,3,3,3,3,3,3,3,3,3,3"
 
 
 def webhooks_env(**extra: str) -> dict[str, str]:
