@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 from bench.ledger import percentile
-from tests.e2e.webhooks_stack import OutboxSource, WebhooksStack, outbox_source, payment_event, webhooks_stack
+from tests.e2e.webhooks_stack import (
+    OutboxSource,
+    WebhooksStack,
+    dispatcher_wait,
+    outbox_source,
+    payment_event,
+    webhooks_stack,
+)
 from tests.harness import AtriumProcess
 from tests.webhook_receivers import Delivery, Receivers, secret_new
 
@@ -167,6 +174,8 @@ def test_sigkill_of_the_worker_then_of_the_dispatcher_mid_burst_loses_nothing(ha
             process.start()
             if victim == "worker":
                 process.wait_ready(60)
+            else:
+                dispatcher_wait(process)
             took = _wait_objects(receivers, "sink", set(ids), 240)
             every = receivers.deliveries("sink")
             assert all(d.verified is True for d in every)

@@ -94,9 +94,20 @@ class WebhooksStack:
             name=f"webhooks-dispatcher-{len(self.dispatchers)}",
         )
         self.dispatchers.append(process)
-        time.sleep(1.0)
+        return dispatcher_wait(process)
+
+
+def dispatcher_wait(process: AtriumProcess, settle: float = 4.0) -> AtriumProcess:
+    """Wait until the dispatcher logs that it started (an event ending in ``started``), or has stayed alive for
+    ``settle`` seconds (Django is up: a bad command or setting would have made it exit by then)."""
+    began = time.monotonic()
+    while time.monotonic() - began < settle:
         process._check_alive()
-        return process
+        if any(str(r.get("event", "")).endswith("started") for r in process.log_records()):
+            return process
+        time.sleep(0.1)
+    process._check_alive()
+    return process
 
 
 def webhooks_stack(
