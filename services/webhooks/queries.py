@@ -1,0 +1,177 @@
+"""The webhooks app's raw SQL: every statement sent as text where one set-based statement earns its keep.
+
+Depends on the models only (and the kit), so every module of the app imports it and none imports another for SQL.
+Each part is a marked section owned by the module that uses it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+
+from services.kit.db import execute as db_execute
+from services.webhooks.models import Attempt, Delivery, Endpoint, Message
+
+# ---------------------------------------------------------------------------------------------------------
+# The dispatcher's SQL (services/webhooks/dispatch.py; owner: the dispatcher). Claims take due deliveries with
+# FOR UPDATE SKIP LOCKED and a lease; results are written in batches (attempts by one INSERT … unnest, deliveries
+# by one UPDATE … FROM unnest, the endpoints' stats likewise). These run on the dispatcher's own psycopg
+# AsyncConnection (autocommit; a transaction where several statements must land together), except the disable
+# and the retention purge, which run on Django's connection.
+
+_D = Delivery._meta.db_table
+_M = Message._meta.db_table
+_E = Endpoint._meta.db_table
+_A = Attempt._meta.db_table
+# Resends and recoveries mark the delivery they reset (``Delivery.trigger``, the api's): its next attempt carries
+# that trigger, and the delivery goes back to ``scheduled`` with that attempt's result.
+_TRIGGER = "d.trigger" if any(f.name == "trigger" for f in Delivery._meta.get_fields()) else "'scheduled'"
+_TRIGGER_RESET = ", trigger = 'scheduled'" if _TRIGGER == "d.trigger" else ""
+
+# Every enabled endpoint, with what the dispatcher needs to send to it (secrets still encrypted).
+DISPATCH_ENDPOINTS_SQL = (
+    "SELECT id, url, max_in_flight, rate_limit, ordered, secret, previous_secret, previous_secret_expires_at, "  # noqa: S608
+    f"signing_key, v1a, updated_at FROM {_E} WHERE enabled"
+)
+
+# A delivery is due when pending, its time has come and nobody holds a live lease on it (an expired lease is a
+# dispatcher that died mid-send: its delivery is due again, so no separate sweep is needed).
+# Unordered endpoints: up to ``n`` due deliveries each, soonest first, skipping rows another dispatcher is
+# claiming. Ordered endpoints: only the lowest msg_seq pending delivery, and only when it is due and not leased
+# (leased = in flight): it is picked without SKIP LOCKED semantics reaching past it (the head is chosen first,
+# then locked; a locked or changed head yields nothing this round, never the one after it).
+DISPATCH_CLAIM_SQL = f"""
+WITH free AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(slots)s::int[]) AS f(endpoint_id, n)
+), unordered AS (
+    SELECT c.id FROM free CROSS JOIN LATERAL (
+        SELECT d.id FROM {_D} d
+        WHERE d.endpoint_id = free.endpoint_id AND d.state = 'pending' AND d.next_attempt_at <= now()
+          AND (d.leased_until IS NULL OR d.leased_until < now())
+        ORDER BY d.next_attempt_at
+        LIMIT free.n
+        FOR UPDATE SKIP LOCKED
+    ) c
+), heads AS (
+    SELECT h.id FROM unnest(%(ordered)s::text[]) AS o(endpoint_id) CROSS JOIN LATERAL (
+        SELECT d.id FROM {_D} d WHERE d.endpoint_id = o.endpoint_id AND d.state = 'pending'
+        ORDER BY d.msg_seq LIMIT 1
+    ) h
+), ordered AS (
+    SELECT d.id FROM {_D} d
+    WHERE d.id IN (SELECT id FROM heads) AND d.state = 'pending' AND d.next_attempt_at <= now()
+      AND (d.leased_until IS NULL OR d.leased_until < now())
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM unordered UNION ALL SELECT id FROM ordered
+)
+UPDATE {_D} d SET leased_until = now() + make_interval(secs => %(lease)s)
+FROM picked, {_M} m
+WHERE d.id = picked.id AND m.id = d.message_id
+RETURNING d.id, d.endpoint_id, d.message_id, d.attempts, m.body, m.request_id, {_TRIGGER}
+"""  # noqa: S608
+
+DISPATCH_ATTEMPTS_SQL = f"""
+INSERT INTO {_A} (delivery_id, message_id, endpoint_id, number, at, duration_ms, status_code, response_body, error,
+                  trigger, request_id)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::int[],
+                     %s::text[], %s::text[], %s::text[], %s::text[])
+"""  # noqa: S608
+
+# A delivery another hand ended meanwhile (canceled, or succeeded through another dispatcher) keeps its state.
+DISPATCH_DELIVERIES_SQL = f"""
+UPDATE {_D} d SET state = v.state, attempts = GREATEST(d.attempts, v.attempts), next_attempt_at = v.next_attempt_at,
+    leased_until = NULL, last_status = v.last_status, last_error = v.last_error,
+    succeeded_at = COALESCE(v.succeeded_at, d.succeeded_at), updated_at = now(){_TRIGGER_RESET}
+FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::text[], %s::timestamptz[])
+    AS v(id, state, attempts, next_attempt_at, last_status, last_error, succeeded_at)
+WHERE d.id = v.id AND d.state = 'pending'
+"""  # noqa: S608
+
+# Per endpoint of a batch: its latest success, its first failure after that success (or in the batch when
+# none), the last answer's status and the last error. ``first_failure_at`` is the first failure after the last
+# success: a success clears it. Returns the endpoints that have only failed for ``disable_after`` seconds.
+DISPATCH_ENDPOINT_STATS_SQL = f"""
+UPDATE {_E} e SET
+    last_success_at = COALESCE(v.success_at, e.last_success_at),
+    first_failure_at = CASE WHEN v.success_at IS NOT NULL THEN v.failure_at
+                            ELSE COALESCE(e.first_failure_at, v.failure_at) END,
+    last_status = v.last_status,
+    last_error = CASE WHEN v.last_error = '' THEN e.last_error ELSE v.last_error END
+FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[], %s::text[])
+    AS v(id, success_at, failure_at, last_status, last_error)
+WHERE e.id = v.id
+RETURNING e.id, (e.enabled AND e.first_failure_at IS NOT NULL
+                 AND e.first_failure_at <= now() - make_interval(secs => %s)) AS failing
+"""  # noqa: S608
+
+# Disable (Django's connection, with the audit event in the same transaction): only endpoints still enabled.
+# ``failing`` re-checks the condition, so a success that landed meanwhile keeps the endpoint on.
+DISPATCH_DISABLE_SQL = f"""
+UPDATE {_E} SET enabled = false, disabled_reason = %(reason)s, disabled_at = now(), updated_at = now()
+WHERE id = ANY(%(ids)s::text[]) AND enabled
+  AND (NOT %(failing)s OR (first_failure_at IS NOT NULL
+                           AND first_failure_at <= now() - make_interval(secs => %(after)s)))
+RETURNING id, url, first_failure_at, last_error
+"""  # noqa: S608
+
+# A dispatcher that stops lets go of the leases of what it did not send (another one sends them at once).
+DISPATCH_RELEASE_SQL = f"UPDATE {_D} SET leased_until = NULL WHERE id = ANY(%s::bigint[]) AND state = 'pending'"  # noqa: S608
+
+# Retention: attempts older than a cutoff, a batch at a time (the BRIN index on ``at`` finds them).
+ATTEMPTS_PURGE_SQL = f"DELETE FROM {_A} WHERE id IN (SELECT id FROM {_A} WHERE at < %s LIMIT %s)"  # noqa: S608
+
+
+async def dispatch_endpoints(conn: Any) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(DISPATCH_ENDPOINTS_SQL)
+    return await cursor.fetchall()
+
+
+async def dispatch_claim(
+    conn: Any, slots: dict[str, int], ordered: list[str], lease_seconds: float
+) -> list[tuple[Any, ...]]:
+    """Claim due deliveries: up to ``slots[endpoint]`` for unordered endpoints, the head for ``ordered`` ones.
+    Rows: (delivery id, endpoint id, message id, attempts so far, body, request id, trigger)."""
+    params = {
+        "ids": list(slots),
+        "slots": list(slots.values()),
+        "ordered": ordered,
+        "lease": float(lease_seconds),
+    }
+    cursor = await conn.execute(DISPATCH_CLAIM_SQL, params)
+    return await cursor.fetchall()
+
+
+async def dispatch_results(
+    conn: Any,
+    attempts: list[list[Any]],
+    deliveries: list[list[Any]],
+    endpoints: list[list[Any]],
+    disable_after: float,
+) -> list[str]:
+    """Write one batch of results in one transaction (columns as lists, in the statements' order); return the
+    endpoints due for the failing disable."""
+    async with conn.transaction():
+        await conn.execute(DISPATCH_ATTEMPTS_SQL, attempts)
+        await conn.execute(DISPATCH_DELIVERIES_SQL, deliveries)
+        cursor = await conn.execute(DISPATCH_ENDPOINT_STATS_SQL, [*endpoints, float(disable_after)])
+        rows = await cursor.fetchall()
+    return [row[0] for row in rows if row[1]]
+
+
+async def dispatch_release(conn: Any, delivery_ids: list[int]) -> None:
+    if delivery_ids:
+        await conn.execute(DISPATCH_RELEASE_SQL, [delivery_ids])
+
+
+def endpoints_disable(ids: list[str], reason: str, *, failing: bool, after: float) -> list[tuple[Any, ...]]:
+    """Disable ``ids`` (Django's connection, in the caller's transaction); rows of those that were disabled."""
+    return db_execute(DISPATCH_DISABLE_SQL, {"ids": ids, "reason": reason, "failing": failing, "after": float(after)})
+
+
+def attempts_purge_batch(cutoff: Any, batch: int) -> int:
+    """Delete up to ``batch`` attempts older than ``cutoff`` (Django's connection); how many went."""
+    with connection.cursor() as cursor:
+        cursor.execute(ATTEMPTS_PURGE_SQL, [cutoff, batch])
+        return int(cursor.rowcount)
