@@ -6,6 +6,12 @@ turn events into messages, and do the service's housekeeping.
 
 from __future__ import annotations
 
+from typing import Any
+
+from services.kit.telemetry import outbox_events_link
+from services.webhooks.errors import IngestDeferred
+from services.webhooks.services import messages_ingest
+from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
 from workers.outbox import outbox_purge_task, outbox_relay_task
 
@@ -14,3 +20,24 @@ probe = probe_task("webhooks")
 noop = noop_task("webhooks")
 outbox_relay = outbox_relay_task("webhooks")
 outbox_purge = outbox_purge_task("webhooks")
+
+
+@app.task(
+    name="webhooks.ingest",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=None,
+    autoretry_for=(IngestDeferred,),
+)
+def ingest(events: list[Any]) -> dict[str, int]:
+    """The domain events payments and the ledger relay from their outboxes (topic ``events``) become messages,
+    fanned out to the endpoints that want them (``services.webhooks.services.messages``).
+
+    Idempotent on the event id (a redelivered batch creates nothing), so late acks are safe: a worker killed
+    mid-batch leaves it to be run again. Each event is handled under the request id it carries (its log lines,
+    the job's links to requests and objects). An unreadable event or one of an unknown type is dropped with a
+    log line; one that makes the write fail is isolated and dropped alone: neither stops the others. With the
+    database away, the whole batch is retried later, with backoff, as often as it takes.
+    """
+    outbox_events_link(events)  # OpenTelemetry (when on): links to the contexts the events were created in
+    return messages_ingest(events).as_dict()

@@ -52,3 +52,11 @@ class EndpointDisabled(WebhooksError):
     code = "endpoint_disabled"
     status = 409
     title = "Endpoint is disabled"
+
+
+# What ``webhooks.ingest`` raises: a plain exception whose args are strings (JSON-safe across Celery's result
+# backend and the job dashboard).
+
+
+class IngestDeferred(Exception):
+    """The webhooks database is away or busy: nothing of the batch was judged; the task is retried later."""

@@ -160,6 +160,12 @@ class DeliveryState(models.TextChoices):
     CANCELED = "canceled"
 
 
+class AttemptTrigger(models.TextChoices):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    RECOVERY = "recovery"
+
+
 class Delivery(models.Model):
     """One message to one endpoint: pending until a 2xx, the last attempt, or a cancel."""
 
@@ -173,6 +179,12 @@ class Delivery(models.Model):
     leased_until = models.DateTimeField(null=True, blank=True, help_text="A dispatcher is sending it until then.")
     last_status = models.IntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=40, blank=True, default="")
+    trigger = models.CharField(
+        max_length=10,
+        choices=AttemptTrigger.choices,
+        default=AttemptTrigger.SCHEDULED,
+        help_text="What its next attempt is (manual: a resend; recovery): the dispatcher writes it on the attempt.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     succeeded_at = models.DateTimeField(null=True, blank=True)
@@ -188,6 +200,10 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["next_attempt_at"], name="delivery_due", condition=Q(state="pending")),
             models.Index(fields=["endpoint", "state", "msg_seq"], name="delivery_endpoint_state"),
+            # The dispatcher's claim per endpoint: its due deliveries, soonest first.
+            models.Index(
+                fields=["endpoint", "next_attempt_at"], name="delivery_due_endpoint", condition=Q(state="pending")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -202,12 +218,6 @@ class AttemptError(models.TextChoices):
     TLS = "tls"
     SSRF_BLOCKED = "ssrf_blocked"
     STATUS = "status"
-
-
-class AttemptTrigger(models.TextChoices):
-    SCHEDULED = "scheduled"
-    MANUAL = "manual"
-    RECOVERY = "recovery"
 
 
 class Attempt(models.Model):
