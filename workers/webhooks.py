@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.kit.telemetry import outbox_events_link
+from services.webhooks import services
 from services.webhooks.errors import IngestDeferred
 from services.webhooks.services import messages_ingest
 from workers.celery import app
@@ -41,3 +42,18 @@ def ingest(events: list[Any]) -> dict[str, int]:
     """
     outbox_events_link(events)  # OpenTelemetry (when on): links to the contexts the events were created in
     return messages_ingest(events).as_dict()
+
+
+# ------------------------------------------------------------------------------------------------ api: recovery
+
+
+@app.task(name="webhooks.recover", acks_late=True)
+def recover(recovery_id: str) -> dict[str, Any]:
+    """Recover an endpoint's failed deliveries (``POST /api/v1/endpoints/{id}/recover``) one bounded batch at a
+    time (``WEBHOOKS_RECOVERY_BATCH``): each run commits one batch with the recovery's cursor, then sends itself
+    again until none is left. A worker killed mid-batch lost nothing: its message comes back (late ack) and the
+    run resumes after the last committed batch."""
+    finished = services.recovery_step(recovery_id=recovery_id)
+    if not finished:
+        services.recover_send(recovery_id)
+    return {"recovery": recovery_id, "finished": finished}

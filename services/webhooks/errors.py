@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.kit.errors import DomainError
+from services.kit.metadata import InvalidMetadata as KitInvalidMetadata
 
 
 class WebhooksError(DomainError):
@@ -52,6 +53,31 @@ class EndpointDisabled(WebhooksError):
     code = "endpoint_disabled"
     status = 409
     title = "Endpoint is disabled"
+
+
+class InvalidSecret(WebhooksError):
+    code = "invalid_secret"
+    title = "Secret must be whsec_ and the base64 of 24 to 64 bytes"
+
+
+class InvalidMetadata(KitInvalidMetadata, WebhooksError):
+    """The kit's metadata limits (``services.kit.metadata``)."""
+
+
+class EndpointNotSubscribed(WebhooksError):
+    code = "endpoint_not_subscribed"
+    title = "The endpoint's filter does not take this message"
+
+
+class InvalidRecoveryWindow(WebhooksError):
+    code = "invalid_recovery_window"
+    title = "Recovery window must start before it ends, not in the future"
+
+
+class PublicKeyNotFound(WebhooksError):
+    code = "public_key_not_found"
+    status = 404
+    title = "Endpoint does not sign with Ed25519 (v1a)"
 
 
 # What ``webhooks.ingest`` raises: a plain exception whose args are strings (JSON-safe across Celery's result

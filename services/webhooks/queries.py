@@ -5,6 +5,7 @@ imports another for SQL. Sections: ingest (core), the API's writes (api), the di
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
@@ -71,6 +72,60 @@ FROM created AS m ORDER BY m.seq
 
 # The messages of the given event ids (what a redelivery or a repeated POST finds).
 MESSAGES_BY_EVENT_ID = f"SELECT event_id, id FROM {MESSAGE_TABLE} WHERE event_id = ANY(%s::text[])"  # noqa: S608
+
+
+# ------------------------------------------------------------------------------------------------- api
+# Resend and recovery (services/webhooks/services/sends.py, recoveries.py).
+
+# The first message created at or after an instant: a recovery's cursor starts just before it (messages are
+# created in seq order, so the recovery skips what came before its window along the message_created index).
+FIRST_SEQ_SINCE_SQL = f"SELECT min(seq) FROM {MESSAGE_TABLE} WHERE created_at >= %(since)s"  # noqa: S608
+
+# One batch of a recovery: the endpoint's next failed deliveries after the cursor (in message order, along the
+# (endpoint, state, msg_seq) index) whose messages were created in the window, made pending now with a fresh
+# schedule, their next attempt marked "recovery". The UPDATE re-checks the state under the row lock, so a delivery
+# resent meanwhile is left alone. Returns how many were made pending and the last message seq looked at.
+RECOVER_BATCH_SQL = f"""
+WITH picked AS (
+    SELECT d.id, d.msg_seq
+    FROM {DELIVERY_TABLE} d
+    JOIN {MESSAGE_TABLE} m ON m.id = d.message_id
+    WHERE d.endpoint_id = %(endpoint)s AND d.state = 'failed' AND d.msg_seq > %(after)s
+      AND m.created_at >= %(since)s AND m.created_at < %(until)s
+    ORDER BY d.msg_seq
+    LIMIT %(limit)s
+), made AS (
+    UPDATE {DELIVERY_TABLE} d
+    SET state = 'pending', attempts = 0, next_attempt_at = %(now)s, leased_until = NULL, trigger = 'recovery',
+        updated_at = %(now)s
+    FROM picked
+    WHERE d.id = picked.id AND d.state = 'failed'
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM made), (SELECT max(msg_seq) FROM picked), (SELECT count(*) FROM picked)
+"""  # noqa: S608  (table names from the models, the rest parameters)
+
+
+def notify_due() -> None:
+    """Wake the dispatchers (``LISTEN webhooks_due``) when the current transaction commits."""
+    db_execute(NOTIFY_DUE, [])
+
+
+def first_seq_since(since: dt.datetime) -> int | None:
+    """The seq of the first message created at or after ``since`` (None: none yet)."""
+    return db_execute(FIRST_SEQ_SINCE_SQL, {"since": since})[0][0]
+
+
+def deliveries_recover(
+    *, endpoint_id: str, after_seq: int, since: dt.datetime, until: dt.datetime, limit: int, now: dt.datetime
+) -> tuple[int, int | None, int]:
+    """Make up to ``limit`` failed deliveries of the endpoint pending (see :data:`RECOVER_BATCH_SQL`); return how
+    many were, the last message seq picked (None: none) and how many were picked."""
+    made, last_seq, picked = db_execute(
+        RECOVER_BATCH_SQL,
+        {"endpoint": endpoint_id, "after": after_seq, "since": since, "until": until, "limit": limit, "now": now},
+    )[0]
+    return int(made), last_seq, int(picked)
 
 
 # -------------------------------------------------------------------------------------------- dispatcher

@@ -142,6 +142,9 @@ ATRIUM_SSO_BREAKGLASS_MINUTES = sso.ATRIUM_SSO_BREAKGLASS_MINUTES
 
 # Request body limit (413 payload_too_large above it): a message's data is at most 256 KiB of JSON.
 ATRIUM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ATRIUM_MAX_BODY_BYTES", default=256 * 1024)
+# POST /api/v1/messages has its own limit (the messages views' max_body_setting): 256 KiB, refused with 413.
+WEBHOOKS_MAX_MESSAGE_BYTES = env.int("WEBHOOKS_MAX_MESSAGE_BYTES", default=256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(ATRIUM_MAX_BODY_BYTES, WEBHOOKS_MAX_MESSAGE_BYTES)
 
 # Endpoint secrets are encrypted at rest with these Fernet keys (comma-separated; the first encrypts, every one
 # decrypts: rotate by putting a new key first, running `manage.py webhooks_rekey`, then dropping the old one).
