@@ -288,6 +288,9 @@ JOBS_PRUNE_SECONDS = env.float("JOBS_PRUNE_SECONDS", default=240.0)
 JOBS_RETRY_MAX = env.int("JOBS_RETRY_MAX", default=500)
 # The payments service, as the home reads it (GET /api/v1/payments/stats, with the portal's machine identity).
 PAYMENTS_URL = env.str("PAYMENTS_URL", default="http://127.0.0.1:8002")
+# The webhooks service, as the trace reads it (a payment's messages and their attempts, with the portal's machine
+# identity: audience webhooks, scope webhooks:read).
+WEBHOOKS_URL = env.str("WEBHOOKS_URL", default="http://127.0.0.1:8003")
 # The home asks for the last hour's payments at every refresh, for the last day's (a day of rows) at most this often.
 HOME_PAYMENTS_DAY_SECONDS = env.int("HOME_PAYMENTS_DAY_SECONDS", default=60)
 # How often the catalog pages refresh their live region (seconds; ?refresh=N on a page overrides it).

@@ -6,7 +6,9 @@ an object id (``pay_…``, ``txn_…``, ``acc_…``, a catalog slug: any id an a
 batch job reported carrying) — resolved to the request ids that touched it; else a request id. The timeline holds
 the audit events of those requests (every service's), the jobs published under them and the batch jobs that
 carried them, ordered by time with the gap since the previous entry; the objects touched, with their last known
-status; and what is still pending. Everything is bounded (:data:`MAX_EVENTS`, :data:`MAX_JOBS`,
+status; what is still pending; and the webhook messages of the payments and transactions touched, with their
+deliveries and attempts, read from the webhooks service (:mod:`portal.trace.webhooks`; the trace renders without
+them, saying why, when webhooks is away). Everything is bounded (:data:`MAX_EVENTS`, :data:`MAX_JOBS`,
 :data:`MAX_REQUESTS`), with a flag saying so when a bound cut something off.
 
 The API (``portal.trace.api``) and the admin page (``portal.trace.views``) both call :func:`trace_of`.
@@ -25,6 +27,7 @@ from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR, ROLE_OPERATOR, user_
 from portal.jobs import selectors as jobs
 from portal.jobs.models import FINAL_STATES, Job, LinkKind
 from portal.trace.errors import TraceIdInvalid, TraceNotFound
+from portal.trace.webhooks import WebhookReport, webhook_messages
 from services.kit.auth import ClientPrincipal
 
 MAX_EVENTS = 1000  # audit events in one trace
@@ -112,6 +115,8 @@ class Trace:
     jobs: int
     pending: bool  # a job not finished, or an object whose last status is not final
     truncated: dict[str, bool] = field(default_factory=dict)  # events, jobs, request_ids
+    # the webhook messages of the payments and transactions touched, from the webhooks service (or why not)
+    webhooks: WebhookReport = field(default_factory=lambda: WebhookReport(state="none"))
 
     @property
     def started_at(self) -> dt.datetime | None:
@@ -318,6 +323,9 @@ def trace_of(value: str, *, viewer: TraceViewer) -> Trace:
         # a viewer learns which objects were touched (ids jobs carry anyway), not their audited statuses
         objects = [TraceObject(type=o.type, id=o.id, status="", pending=False, last_at=None) for o in objects]
     pending = any(e.pending for e in timed if e.kind == "job") or bool(pending_objects and viewer.audit)
+    # (ids, types, states and status codes of the deliveries, never payloads: a viewer sees them as the webhooks
+    # admin shows them to one)
+    webhooks = webhook_messages([o.id for o in objects])
     return Trace(
         query=value,
         kind=kind,
@@ -329,4 +337,5 @@ def trace_of(value: str, *, viewer: TraceViewer) -> Trace:
         jobs=len(job_rows),
         pending=pending,
         truncated=truncated if viewer.audit else {**truncated, "events": False},
+        webhooks=webhooks,
     )

@@ -75,6 +75,46 @@ class TraceTruncatedSerializer(serializers.Serializer):
     request_ids = serializers.BooleanField()
 
 
+class WebhookDeliverySerializer(serializers.Serializer):
+    endpoint = serializers.CharField(help_text="The endpoint's id (ep_…).")
+    state = serializers.CharField(help_text="pending, succeeded, failed or canceled.")
+    attempts = serializers.IntegerField(allow_null=True)
+    last_status = serializers.IntegerField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField(allow_null=True)
+    at = serializers.DateTimeField(allow_null=True)
+    endpoint = serializers.CharField()
+    status_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(help_text="'' on success, or timeout, connect, dns, tls, ssrf_blocked, status.")
+    duration_ms = serializers.FloatField(allow_null=True)
+    trigger = serializers.CharField(help_text="scheduled, manual or recovery.")
+
+
+class WebhookMessageSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The message id (msg_…): the webhook-id header of its deliveries.")
+    type = serializers.CharField()
+    object_id = serializers.CharField()
+    request_id = serializers.CharField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    pending = serializers.BooleanField(help_text="A delivery still to be made or retried.")
+    deliveries = WebhookDeliverySerializer(many=True)
+    attempts = WebhookAttemptSerializer(many=True)
+
+
+class TraceWebhooksSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["ok", "unavailable", "none"],
+        help_text="ok: read from the webhooks service; unavailable: it could not be read (detail says why); none: "
+        "the trace touched no payment or transaction.",
+    )
+    detail = serializers.CharField()
+    truncated = serializers.BooleanField()
+    messages = WebhookMessageSerializer(many=True)
+
+
 class TraceSerializer(serializers.Serializer):
     id = serializers.CharField(source="query")
     kind = serializers.ChoiceField(choices=["request", "object", "job"])
@@ -89,6 +129,9 @@ class TraceSerializer(serializers.Serializer):
     limits = serializers.SerializerMethodField()
     objects = TraceObjectSerializer(many=True)
     timeline = TraceEntrySerializer(many=True, source="entries")
+    webhooks = TraceWebhooksSerializer(
+        help_text="The webhook messages of the payments and transactions touched, with their deliveries and attempts."
+    )
 
     def get_counts(self, trace: Trace) -> dict[str, int]:
         return {"events": trace.events, "jobs": trace.jobs}

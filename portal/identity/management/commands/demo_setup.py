@@ -21,9 +21,13 @@ DEMO_ADMIN = "admin"
 DEMO_CLIENT = "demo-client"
 # Each service's own machine identity for the calls it makes (<SERVICE>_CLIENT_ID / _SECRET in its environment):
 # every process registers in the catalog and heartbeats (audience portal, scope catalog:register); payments also
-# holds and settles in the ledger; the portal's home reads the payments stats (docs/home.md).
+# holds and settles in the ledger; the portal's home reads the payments stats (docs/home.md) and its trace a
+# payment's webhook messages (docs/trace.md).
 SERVICE_CLIENTS = {
-    "portal": {"audiences": ["payments", "portal"], "scopes": ["catalog:register", "payments:read"]},
+    "portal": {
+        "audiences": ["payments", "portal", "webhooks"],
+        "scopes": ["catalog:register", "payments:read", "webhooks:read"],
+    },
     "ledger": {"audiences": ["portal"], "scopes": ["catalog:register"]},
     "payments": {"audiences": ["ledger", "portal"], "scopes": ["catalog:register", "ledger:read", "ledger:write"]},
 }
