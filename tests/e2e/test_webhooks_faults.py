@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import redis
 
 from bench.ledger import percentile
 from tests.e2e.webhooks_stack import (
@@ -34,6 +35,17 @@ from tests.webhook_receivers import Delivery, Receivers, secret_new
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SOURCE, DESTINATION = "acc_fault_source", "acc_fault_destination"
+
+
+@pytest.fixture(autouse=True)
+def _broker_clean(settings: Any) -> Any:
+    """An empty ``webhooks`` queue and no unacknowledged messages on this run's Redis database, before and after:
+    a batch a killed worker held (here or in an earlier test) would otherwise come back into another test."""
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    broker.delete("webhooks", "unacked", "unacked_index")
+    yield
+    broker.delete("webhooks", "unacked", "unacked_index")
+    broker.close()
 
 
 def _endpoint(hooks: WebhooksStack, receivers: Receivers, name: str, **fields: Any) -> str:
@@ -153,38 +165,69 @@ def _kill(process: AtriumProcess) -> None:
     process.proc.wait(10)
 
 
-def test_sigkill_of_the_worker_then_of_the_dispatcher_mid_burst_loses_nothing(harness, live_portal):
+def _kill_when_unacked(process: AtriumProcess, broker: redis.Redis, limit: float = 3.0) -> int:
+    """SIGKILL the worker as soon as it holds an unacknowledged task (kombu's ``unacked`` hash; this test's Redis
+    database is its own), or after ``limit`` seconds; return how many it held when it died."""
+    deadline = time.monotonic() + limit
+    while not broker.hlen("unacked") and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    _kill(process)
+    return int(broker.hlen("unacked"))
+
+
+def test_sigkill_of_the_worker_then_of_the_dispatcher_mid_burst_loses_nothing(harness, live_portal, settings):
     # A killed worker's unacknowledged ingest batches come back after the visibility timeout (kombu looks for
     # them on its own schedule, ~100 s at worst); a killed dispatcher's leases expire after timeout + 30 s.
     hooks = webhooks_stack(harness, live_portal, extra_env={"CELERY_VISIBILITY_TIMEOUT": "10"})
     source = outbox_source(harness)
+    broker = redis.Redis.from_url(settings.REDIS_URL)
     with Receivers() as receivers:
         _endpoint(hooks, receivers, "sink")
         report = {}
+        written: list[str] = []
         for victim in ("worker", "dispatcher"):
             ids: list[str] = []
             producer = threading.Thread(target=_produce, args=(source, 200, 2.5, ids))
+            if victim == "dispatcher":
+                receivers.set("sink", delay=0.3)  # its 10 slots always busy: the kill leaves leases behind
             producer.start()
             time.sleep(1.0)
-            process = hooks.workers[0] if victim == "worker" else hooks.dispatchers[0]
-            _kill(process)
+            if victim == "worker":
+                process = hooks.workers[0]
+                in_hand = _kill_when_unacked(process, broker)
+            else:
+                process = hooks.dispatchers[0]
+                _kill(process)
+                in_hand = hooks.sql(
+                    "SELECT count(*) FROM webhooks_delivery WHERE state = 'pending' AND leased_until > now()"
+                )[0][0]
             killed_after = len(ids)
             producer.join(30)
             assert len(ids) == 500
+            written += ids
             process.start()
             if victim == "worker":
                 process.wait_ready(60)
             else:
                 dispatcher_wait(process)
+                receivers.set("sink", delay=0)
             took = _wait_objects(receivers, "sink", set(ids), 240)
+            # and the service knows it: nothing left pending (a lease the kill left expires, and is sent again)
+            settled_at = time.monotonic()
+            while hooks.pending():
+                assert time.monotonic() - settled_at < 120, f"{hooks.pending()} deliveries still pending"
+                time.sleep(0.5)
             every = receivers.deliveries("sink")
             assert all(d.verified is True for d in every)
             report[victim] = {
-                "written_before_kill": killed_after,
+                "service_settled_s_later": round(time.monotonic() - settled_at, 1),
+                "events_written_at_kill": killed_after,
+                ("unacked_ingest_batches_at_kill" if victim == "worker" else "leased_deliveries_at_kill"): in_hand,
                 "all_500_delivered_s_after_burst": round(took, 1),
                 "duplicates": _duplicates([d for d in every if d.object_id in set(ids)]),
             }
-        assert hooks.message_count() == 1000, "one message per event: redelivered batches create nothing"
+        ours = hooks.sql("SELECT count(*) FROM webhooks_message WHERE object_id = ANY(%s)", [written])[0][0]
+        assert (ours, hooks.message_count()) == (1000, 1000), "one message per event: a redelivery creates none"
         print(f"\nSIGKILL mid-burst: {report}")
 
 
