@@ -36,13 +36,15 @@ import httpx
 
 from devtools.infra import REPO_ROOT
 from devtools.state import state_read, var_dir_get
+from devtools.webhook_receiver import secret_file
 
 
 @dataclass(frozen=True)
 class Shot:
     name: str  # the file: <out>/<name>.png
-    path: str  # on the portal; {payment} and {task} are filled in
+    path: str  # on the service; {payment}, {task}, {endpoint} and {message} are filled in
     shows: str
+    service: str = "portal"  # a service admin signs the demo admin in through the portal (docs/sso.md)
 
 
 # The pages of the docs, in the order they are taken. Edit freely: a page not built yet is reported missing.
@@ -59,6 +61,17 @@ SHOTS: tuple[Shot, ...] = (
     Shot("jobs-failures", "/admin/jobs/failures/", "Failures grouped by exception"),
     Shot("trace", "/admin/trace/?q={payment}", "The trace of a payment across services"),
     Shot("audit-list", "/admin/audit/auditevent/", "The audit trail's events"),
+    Shot("webhooks-endpoints", "/admin/webhooks/endpoint/", "Webhook endpoints: success rate, last error", "webhooks"),
+    Shot(
+        "webhooks-endpoint", "/admin/webhooks/endpoint/{endpoint}/change/", "An endpoint and its deliveries", "webhooks"
+    ),
+    Shot("webhooks-message", "/admin/webhooks/message/{message}/change/", "A message and its deliveries", "webhooks"),
+    Shot(
+        "webhooks-attempts",
+        "/admin/webhooks/attempt/?endpoint_id={endpoint}",
+        "The attempt log: the demo receiver's answers",
+        "webhooks",
+    ),
 )
 
 MAX_PAYMENTS = 2000
@@ -231,7 +244,7 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{n} {what}" for what, n in counter.most_common()) or "none"
 
 
-def placeholders(stack: Stack, made: Made) -> dict[str, str]:
+def placeholders(stack: Stack, made: Made, var_dir: Path | None = None) -> dict[str, str]:
     """Values for ``{payment}`` and ``{task}``: what this run made, else the newest the stack has."""
     values: dict[str, str] = {}
     payment = made.settled_id
@@ -247,6 +260,23 @@ def placeholders(stack: Stack, made: Made) -> dict[str, str]:
     results = jobs.json().get("results", []) if jobs.status_code == 200 else []
     if results:
         values["task"] = results[0]["task_id"]
+    if "webhooks" in stack.urls:
+        values |= _webhooks_values(stack, payment, var_dir)
+    return values
+
+
+def _webhooks_values(stack: Stack, payment: str | None, var_dir: Path | None) -> dict[str, str]:
+    """``{endpoint}``: the demo receiver's endpoint (``make up`` wrote it beside the receiver's secret);
+    ``{message}``: the payment's settled message (else the newest)."""
+    values: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        values["endpoint"] = str(json.loads(secret_file(var_dir or var_dir_get()).read_text())["endpoint"])
+    webhooks = stack.api("webhooks")
+    query = {"object_id": payment, "type": "payment.settled", "limit": 1} if payment else {"limit": 1}
+    found = webhooks.get("/api/v1/messages", params=query)
+    messages = found.json().get("results", []) if found.status_code == 200 else []
+    if messages:
+        values["message"] = messages[0]["id"]
     return values
 
 
@@ -275,6 +305,7 @@ def capture(creds: dict[str, Any], targets: list[tuple[Shot, str]], out: Path) -
     from playwright.sync_api import sync_playwright
 
     portal = creds["urls"]["portal"]
+    urls: dict[str, str] = creds["urls"]
     outcomes: dict[str, str] = {}
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -291,7 +322,11 @@ def capture(creds: dict[str, Any], targets: list[tuple[Shot, str]], out: Path) -
             page.press("input[name=password]", "Enter")
             page.wait_for_url(lambda url: "/login/" not in url)
             for shot, path in targets:
-                response = page.goto(f"{portal}{path}")
+                base = urls.get(shot.service)
+                if base is None:
+                    outcomes[shot.name] = f"missing ({shot.service} is not running)"
+                    continue
+                response = page.goto(f"{base}{path}")  # a service admin signs in at the portal: redirects
                 status = response.status if response is not None else 0
                 if "/login/" in page.url:
                     outcomes[shot.name] = "error: sent to the login page"
@@ -361,19 +396,20 @@ def main(argv: list[str]) -> int:
         print(f"atrium screenshots: would make {args.payments} payments through {creds['urls']['payments']}")
         print(f"atrium screenshots: would log in to {portal}/admin/ as {creds['admin']['username']} and save:")
         for shot in shots:
-            print(f"  {shot.name:<17} {portal}{shot.path}  ->  {args.out / (shot.name + '.png')}")
+            base = creds["urls"].get(shot.service, portal)
+            print(f"  {shot.name:<18} {base}{shot.path}  ->  {args.out / (shot.name + '.png')}")
         return 0
 
     stack = Stack(creds)
     try:
         made = payments_make(stack, count=args.payments, seed=args.seed, settle_timeout=args.settle_timeout)
-        values = placeholders(stack, made)
+        values = placeholders(stack, made, var_dir)
     finally:
         stack.close()
     targets, outcomes = [], {}
     for shot, path in shots_resolve(shots, values):
         if path is None:
-            outcomes[shot.name] = "skipped: nothing to show (no payment or job to fill its path)"
+            outcomes[shot.name] = "skipped: nothing to show (no payment, job, endpoint or message to fill its path)"
         else:
             targets.append((shot, path))
     outcomes |= capture(creds, targets, args.out)
@@ -383,5 +419,5 @@ def main(argv: list[str]) -> int:
         failed |= outcome.startswith("error") or (
             args.strict and (not outcome.startswith("saved") or "wider" in outcome)
         )
-        print(f"  {shot.name:<17} {outcome}")
+        print(f"  {shot.name:<18} {outcome}")
     return 1 if failed else 0

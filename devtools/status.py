@@ -12,11 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from devtools.infra import REPO_ROOT, database_url_with_name
+from devtools.infra import database_url_with_name
 from devtools.ports import port_problem
 from devtools.registry import SERVICES, service_ports
 from devtools.state import pid_alive, state_read, var_dir_get
-from devtools.supervisor import procfile_read
+from devtools.up import procfile_entries
 
 
 def _shown(url: str) -> str:
@@ -39,7 +39,7 @@ def _health(url: str) -> str:
 def main(argv: list[str]) -> int:
     var_dir = var_dir_get()
     state = state_read(var_dir)
-    names = [entry.name for entry in procfile_read(REPO_ROOT / "Procfile")]
+    names = [entry.name for entry in procfile_entries()]
     width = max(len(n) for n in names)
     web = {s.name for s in SERVICES}
     out: list[str] = []

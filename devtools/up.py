@@ -19,7 +19,9 @@ from devtools.infra import REPO_ROOT, database_create, database_url_with_name, i
 from devtools.ports import port_problem
 from devtools.registry import SERVICES, service_ports
 from devtools.state import state_read, state_remove, state_write, var_dir_get
-from devtools.supervisor import Supervisor, procfile_read
+from devtools.supervisor import ProcfileEntry, Supervisor, procfile_read
+from devtools.webhook_receiver import PORT_VAR as RECEIVER_PORT_VAR
+from devtools.webhook_receiver import receiver_port, receiver_url, secret_file
 
 
 def service_env(infra_urls: dict[str, str], base: dict[str, str]) -> dict[str, str]:
@@ -67,7 +69,33 @@ def process_env(
     # Every service runs on this machine's loopback: the portal may poll their health URLs there (and only
     # there: other inside addresses stay refused by the kit's outbound guard).
     env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
+    # The demo webhook receiver (Procfile.dev) listens there too: the webhooks service may deliver to loopback in
+    # this environment only (its SSRF guard refuses it anywhere else unless allow-listed, docs/webhooks.md).
+    env.setdefault("WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.1/32")
+    env[RECEIVER_PORT_VAR] = str(receiver_port(env))
     return env
+
+
+def procfile_entries() -> list[ProcfileEntry]:
+    """Every process ``make up`` runs: the Procfile's (production's too), then ``Procfile.dev``'s (dev only: the
+    demo webhook receiver)."""
+    entries = procfile_read(REPO_ROOT / "Procfile")
+    dev = REPO_ROOT / "Procfile.dev"
+    return entries + (procfile_read(dev) if dev.exists() else [])
+
+
+def webhooks_demo(env: dict[str, str], var_dir: Path) -> str | None:
+    """Subscribe the demo receiver to ``payment.*`` (idempotent: a re-run keeps its endpoint and secret) and hand it
+    the secret in ``var/webhook-receiver.json``; the receiver's URL, or None without a webhooks service."""
+    service = next((s for s in SERVICES if s.name == "webhooks"), None)
+    if service is None:
+        return None
+    url = receiver_url(env)
+    _run(
+        [sys.executable, service.manage, "webhooks_demo_receiver", f"--url={url}", f"--secret={secret_file(var_dir)}"],
+        env | {"DJANGO_SETTINGS_MODULE": service.settings},
+    )
+    return url
 
 
 def service_urls(env: dict[str, str]) -> dict[str, str]:
@@ -124,7 +152,7 @@ def preflight(var_dir: Path, env: dict[str, str]) -> str | None:
     if running is not None:
         return f"`make up` is already running from {var_dir} (pid {running['pid']}); stop it first (Ctrl-C there)"
     host = env.get("BIND_HOST") or "127.0.0.1"
-    for port in service_ports(env).values():
+    for port in [*service_ports(env).values(), receiver_port(env)]:
         problem = port_problem(port, host)
         if problem:
             return problem
@@ -179,10 +207,11 @@ def main(argv: list[str]) -> int:
         )
         creds = json.loads(credentials.read_text())
         env = process_env(database_url=infra.database_url, redis_url=infra.redis_url, creds=creds, base=base)
+        receiver = webhooks_demo(env, var_dir)
 
         # Every Procfile process in a session of its own, restarted when it exits (devtools/supervisor.py):
         # a Ctrl-C (or SIGTERM) reaches only this runner, which stops them all, then the embedded servers.
-        supervisor = Supervisor(procfile_read(REPO_ROOT / "Procfile"), env, cwd=REPO_ROOT)
+        supervisor = Supervisor(procfile_entries(), env, cwd=REPO_ROOT)
 
         def processes_changed() -> None:
             state_write(var_dir, {**state, "processes": supervisor.pids()})
@@ -223,6 +252,9 @@ def main(argv: list[str]) -> int:
                 for s in SERVICES
                 if s.name != "portal"
             ),
+            f"  receiver  {receiver}   (demo: subscribed to payment.*, logs each delivery it verifies)"
+            if receiver
+            else None,
             f"  admin     username={creds['admin']['username']}  password={creds['admin']['password']}",
             f"  client    client_id={creds['client']['client_id']}",
             f"            client_secret={creds['client']['client_secret']}",

@@ -56,7 +56,15 @@ WHITENOISE_AUTOREFRESH = kit.WHITENOISE_AUTOREFRESH
 DATA_UPLOAD_MAX_MEMORY_SIZE = kit.DATA_UPLOAD_MAX_MEMORY_SIZE
 ATRIUM_MAX_BODY_BYTES = kit.ATRIUM_MAX_BODY_BYTES
 ATRIUM_MAX_JSON_DEPTH = kit.ATRIUM_MAX_JSON_DEPTH
-SPECTACULAR_SETTINGS = kit.SPECTACULAR_SETTINGS
+# One OpenAPI enum per choice set: the trace's webhooks block has a "state" of its own beside the jobs' states.
+SPECTACULAR_SETTINGS = {
+    **kit.SPECTACULAR_SETTINGS,
+    "ENUM_NAME_OVERRIDES": {
+        **kit.SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),
+        "StateEnum": "portal.jobs.models.JobState",
+        "TraceWebhooksStateEnum": ["ok", "unavailable", "none"],
+    },
+}
 JWT_ISSUER = kit.JWT_ISSUER
 JWT_AUDIENCE = kit.JWT_AUDIENCE
 JWT_JWKS_URL = kit.JWT_JWKS_URL
@@ -297,13 +305,13 @@ HOME_PAYMENTS_DAY_SECONDS = env.int("HOME_PAYMENTS_DAY_SECONDS", default=60)
 CATALOG_PAGE_REFRESH_SECONDS = env.int("CATALOG_PAGE_REFRESH_SECONDS", default=5)
 
 # Origins whose pages may call the token endpoint from a browser: the services' API docs (/api/docs), whose
-# "Authorize" gets a token from a client id and secret (docs/api.md). Default: the ledger's and payments' URLs
-# (`make up` sets LEDGER_URL and PAYMENTS_URL).
+# "Authorize" gets a token from a client id and secret (docs/api.md). Default: the ledger's, payments' and webhooks'
+# URLs (`make up` sets LEDGER_URL, PAYMENTS_URL and WEBHOOKS_URL).
 ATRIUM_TOKEN_CORS_ORIGINS = env.list(
     "ATRIUM_TOKEN_CORS_ORIGINS",
     default=[
         f"{url.scheme}://{url.netloc}"
-        for url in (urlsplit(env.str(f"{name}_URL", default="")) for name in ("LEDGER", "PAYMENTS"))
+        for url in (urlsplit(env.str(f"{name}_URL", default="")) for name in ("LEDGER", "PAYMENTS", "WEBHOOKS"))
         if url.scheme and url.netloc
     ],
 )

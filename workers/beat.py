@@ -36,6 +36,8 @@ BEAT_SCHEDULE = {
         "schedule": float(os.environ.get("PAYMENTS_RECONCILE_SECONDS", 600)),
     },
     "payments.idempotency_purge": {"task": "payments.idempotency_purge", "schedule": 3600.0},
+    # Webhooks: recoveries whose webhooks.recover message was lost are sent again.
+    "webhooks.recoveries_resume": {"task": "webhooks.recoveries_resume", "schedule": 60.0},
 }
 
 # Tasks run every minute or more often: Celery's INFO lines about them (sent, received, succeeded) are DEBUG.

@@ -10,7 +10,7 @@ from typing import Any
 
 from services.kit.telemetry import outbox_events_link
 from services.webhooks import services
-from services.webhooks.errors import IngestDeferred
+from services.webhooks.errors import IngestDeferred, IngestEventsFailed
 from services.webhooks.services import messages_ingest
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
@@ -37,11 +37,18 @@ def ingest(events: list[Any]) -> dict[str, int]:
     Idempotent on the event id (a redelivered batch creates nothing), so late acks are safe: a worker killed
     mid-batch leaves it to be run again. Each event is handled under the request id it carries (its log lines,
     the job's links to requests and objects). An unreadable event or one of an unknown type is dropped with a
-    log line; one that makes the write fail is isolated and dropped alone: neither stops the others. With the
+    log line; one that makes the write fail is isolated and dropped alone (the task then fails with
+    :class:`IngestEventsFailed`, for the job dashboard): neither stops the others. With the
     database away, the whole batch is retried later, with backoff, as often as it takes.
     """
     outbox_events_link(events)  # OpenTelemetry (when on): links to the contexts the events were created in
-    return messages_ingest(events).as_dict()
+    result = messages_ingest(events)
+    if result.failed:
+        raise IngestEventsFailed(
+            f"{result.failed} event(s) failed and were dropped, {len(result.created)} message(s) created: "
+            + "; ".join(result.reasons[:5])
+        )
+    return result.as_dict()
 
 
 # ------------------------------------------------------------------------------------------------ api: recovery
@@ -57,3 +64,10 @@ def recover(recovery_id: str) -> dict[str, Any]:
     if not finished:
         services.recover_send(recovery_id)
     return {"recovery": recovery_id, "finished": finished}
+
+
+@app.task(name="webhooks.recoveries_resume", housekeeping=True)
+def recoveries_resume() -> list[str]:
+    """Send ``webhooks.recover`` again for recoveries whose message was lost (queued or running, no batch for a
+    minute): a recovery requested while the broker was away still runs."""
+    return services.recoveries_resume()

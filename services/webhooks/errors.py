@@ -86,3 +86,9 @@ class PublicKeyNotFound(WebhooksError):
 
 class IngestDeferred(Exception):
     """The webhooks database is away or busy: nothing of the batch was judged; the task is retried later."""
+
+
+class IngestEventsFailed(Exception):
+    """Events of a batch made the write fail and were dropped (isolated: the others went in). The task fails with
+    it after the batch's work is committed, so that the job dashboard's failures list it; running it again
+    changes nothing."""

@@ -39,21 +39,21 @@ ENDPOINT_MATCHES = (
     " OR (right(p.pattern, 2) = '.*' AND starts_with(m.type, left(p.pattern, -1))))"
 )
 
-# Messages in, one statement: rows whose event_id exists already are skipped (a redelivered event creates
-# nothing); the new ones are fanned out to every endpoint that wants them, due now. Returns, per new message,
-# its id, seq and how many deliveries it got.
+# Messages in, one statement (the batch as one JSON array of rows: no per-value escaping of array literals on
+# the client): rows whose event_id exists already are skipped (a redelivered event creates nothing); the new ones
+# are fanned out to every endpoint that wants them, due now. Returns, per new message, its id, seq and how many
+# deliveries it got.
 MESSAGES_INGEST = f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        %(ids)s::text[], %(event_ids)s::text[], %(types)s::text[], %(channels)s::text[],
-        %(bodies)s::text[], %(occurred_at)s::timestamptz[], %(sources)s::text[], %(request_ids)s::text[],
-        %(object_ids)s::text[]
-    ) WITH ORDINALITY AS i(id, event_id, type, channels, body, occurred_at, source, request_id, object_id, n)
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS i(
+        n integer, id text, event_id text, type text, channels varchar(128)[], body text, occurred_at timestamptz,
+        source text, request_id text, object_id text
+    )
 ), created AS (
     INSERT INTO {MESSAGE_TABLE}
         (id, event_id, type, channels, payload, body, occurred_at, source, request_id, object_id, created_at)
-    SELECT id, event_id, type, ARRAY(SELECT jsonb_array_elements_text(channels::jsonb))::varchar(128)[],
-           (body::jsonb) -> 'data', body, occurred_at, source, request_id, object_id, %(now)s
+    SELECT id, event_id, type, channels, (body::jsonb) -> 'data', body, occurred_at, source, request_id, object_id,
+           %(now)s
     FROM input ORDER BY n
     ON CONFLICT (event_id) DO NOTHING
     RETURNING id, seq, type, channels

@@ -22,12 +22,13 @@ from tests.harness import wait_until
 
 
 def port_base() -> int:
-    """A port whose next two are free too (portal, ledger, payments)."""
+    """A port whose next three are free too (portal, ledger, payments, webhooks), and the demo webhook receiver's
+    (base + 9)."""
     for _ in range(50):
         base = free_port()
-        if base < 65000 and not any(port_taken(base + n) for n in range(3)):
+        if base < 65000 and not any(port_taken(base + n) for n in (0, 1, 2, 3, 9)):
             return base
-    raise AssertionError("no three free ports in a row")
+    raise AssertionError("no free port base (base to base + 3, and base + 9)")
 
 
 def dev_env(var_dir: Path, base: int) -> dict[str, str]:

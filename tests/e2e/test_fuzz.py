@@ -97,7 +97,11 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _seed(
-    portal: AtriumProcess, ledger: AtriumProcess, payments: AtriumProcess, tokens: dict[str, str]
+    portal: AtriumProcess,
+    ledger: AtriumProcess,
+    payments: AtriumProcess,
+    webhooks: AtriumProcess,
+    tokens: dict[str, str],
 ) -> dict[str, dict[str, dict[str, str]]]:
     """Resources for the fuzzer to work on, and the path parameters that name them, per service."""
 
@@ -172,6 +176,18 @@ def _seed(
         "/api/v1/payments",
         {"amount": 100, "currency": "EUR", "source_account": world["id"], "destination_account": shop["id"]},
     )
+    endpoint = call(
+        webhooks,
+        "webhooks",
+        "POST",
+        "/api/v1/endpoints",
+        {"url": "http://127.0.0.1:9/fuzzed", "event_types": ["payment.*"], "v1a": True},
+    )
+    example = call(webhooks, "webhooks", "GET", "/api/v1/event-types/payment.created")["example"]
+    message = call(webhooks, "webhooks", "POST", "/api/v1/messages", {"type": "payment.created", "data": example})
+    recovery = call(
+        webhooks, "webhooks", "POST", f"/api/v1/endpoints/{endpoint['id']}/recover", {"since": "2026-01-01T00:00:00Z"}
+    )
     return {
         "portal": {
             r"^/api/v1/catalog/services/\{slug\}/instances/\{instance\}": {
@@ -190,9 +206,16 @@ def _seed(
             r"^/api/v1/transactions/\{id\}": {"path.id": hold["id"]},
         },
         "payments": {r"^/api/v1/payments/\{id\}": {"path.id": payment["id"]}},
+        "webhooks": {
+            r"^/api/v1/endpoints/\{id\}": {"path.id": endpoint["id"]},
+            r"^/api/v1/messages/\{id\}": {"path.id": message["id"]},
+            r"^/api/v1/event-types/\{name\}": {"path.name": "payment.settled"},
+            r"^/api/v1/recoveries/\{id\}": {"path.id": recovery["id"]},
+        },
     }
 
 
+@pytest.mark.timeout(900)  # four services, each fuzzed for a minute or two
 def test_every_service_answers_a_seeded_fuzz_without_a_5xx_and_as_its_schema_says(
     harness: ProcessHarness, live_portal: AtriumProcess, get_token: Callable[..., str]
 ):
@@ -217,12 +240,14 @@ def test_every_service_answers_a_seeded_fuzz_without_a_5xx_and_as_its_schema_say
             "PAYMENTS_CLIENT_SECRET": service_secret,
         },
     )
+    # (endpoint URLs on loopback are allow-listed, as make up does for its demo receiver; nothing is delivered)
+    webhooks = harness.web("webhooks", env={**common, "WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.1/32"})
     # (the portal's diagnostics ping waits for a portal worker: one runs, so a ping is answered, not a 504)
     harness.worker("portal", database_url=current_test_database_url())
-    targets = {"portal": live_portal, "ledger": ledger, "payments": payments}
+    targets = {"portal": live_portal, "ledger": ledger, "payments": payments, "webhooks": webhooks}
 
     tokens = {name: get_token(client.id, secret, name) for name in targets}
-    fixed = _seed(live_portal, ledger, payments, tokens)
+    fixed = _seed(live_portal, ledger, payments, webhooks, tokens)
 
     # when Schemathesis fuzzes each one's schema
     results = {

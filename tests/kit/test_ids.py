@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from services.kit.ids import ID_PATTERN, id_is_valid, id_new
+from services.kit.ids import ID_PATTERN, _encode_130, id_is_valid, id_new
 
 
 def test_new_id_has_the_prefix_and_26_crockford_characters():
@@ -53,6 +53,27 @@ def test_time_part_encodes_the_creation_millisecond():
     for char in value[4:14]:
         millis = millis * 32 + alphabet.index(char)
     assert before <= millis <= after
+
+
+def _reference(value: int, length: int) -> str:
+    """Crockford base32, one character at a time (the generator's first, plain spelling)."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    chars = []
+    for _ in range(length):
+        value, rem = divmod(value, 32)
+        chars.append(alphabet[rem])
+    return "".join(reversed(chars))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_fast_encoding_is_the_plain_one(seed):
+    import random
+
+    rng = random.Random(seed)
+    edges = [(0, 0), ((1 << 50) - 1, (1 << 80) - 1), (1, 1), (1 << 49, 1 << 79), (1_764_900_000_000, 0)]
+    pairs = edges + [(rng.getrandbits(50), rng.getrandbits(80)) for _ in range(2000)]
+    for millis, rand in pairs:
+        assert _encode_130((millis << 80) | rand) == _reference(millis, 10) + _reference(rand, 16)
 
 
 @pytest.mark.parametrize("prefix", ["", "a", "Acc", "ACC", "ac1", "acc_", "toolongpx", "a-c", "acc\n", "ác"])

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import importlib
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 import redis
 from django.db import connections
@@ -28,6 +31,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 OUTBOX = OutboxEvent._meta.db_table
 KEYS = {"type", "occurred_at", "data", "channels", "request_id"}
+
+
+@functools.cache
+def catalog_validator(event_type: str) -> jsonschema.Draft202012Validator:
+    """The JSON Schema the webhooks service's catalog seeds for ``event_type`` (its data migration)."""
+    seeded = importlib.import_module("services.webhooks.migrations.0002_event_types")
+    schema = {name: schema for name, _, schema, _ in seeded.event_types()}[event_type]
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
 @pytest.fixture
@@ -54,6 +65,8 @@ def clear() -> None:
 def assert_shape(event: dict[str, Any], api: LedgerAPI, request_id: str) -> None:
     """The contract's keys only; data is the transaction exactly as ``GET /transactions/{id}`` answers now."""
     assert set(event) - {"task_id"} == KEYS
+    # and valid against the webhooks catalog's schema of its type (what POST /api/v1/messages checks)
+    catalog_validator(event["type"]).validate(event["data"])
     body = api.get(f"transactions/{event['data']['id']}").json()
     assert event["data"] == body
     assert event["channels"] == list(dict.fromkeys(p["account"] for p in body["postings"]))
@@ -241,12 +254,8 @@ def test_the_relay_publishes_them_to_webhooks_ingest_on_the_webhooks_queue(
     finally:
         broker.delete("webhooks")
 
-    assert [m["headers"]["task"] for m in messages] == ["webhooks.ingest"]
-    (args, _, _) = json.loads(base64.b64decode(messages[0]["body"]))
-    (event,) = [event_expand(item) for item in args[0]]
-    assert (event["type"], event["service"], event["data"]["id"]) == (
-        "ledger.transaction.posted",
-        "ledger",
-        response.json()["id"],
-    )
+    assert {m["headers"]["task"] for m in messages} == {"webhooks.ingest"}
+    published = [event_expand(item) for m in messages for item in json.loads(base64.b64decode(m["body"]))[0][0]]
+    (event,) = [e for e in published if e.get("data", {}).get("id") == response.json()["id"]]
+    assert (event["type"], event["service"]) == ("ledger.transaction.posted", "ledger")
     assert event["request_id"] == response["X-Request-ID"]

@@ -8,9 +8,12 @@ what a relay published to it before the switch."""
 from __future__ import annotations
 
 import base64
+import functools
+import importlib
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 import redis
 
@@ -25,6 +28,16 @@ from tests.payments.test_processing import create
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("payments_env")]
 
 KEYS = {"type", "occurred_at", "data", "channels", "request_id"}
+
+
+@functools.cache
+def catalog_validator(event_type: str) -> jsonschema.Draft202012Validator:
+    """The JSON Schema the webhooks service's catalog seeds for ``event_type`` (its data migration)."""
+    seeded = importlib.import_module("services.webhooks.migrations.0002_event_types")
+    schema = {name: schema for name, _, schema, _ in seeded.event_types()}[event_type]
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
 PUBLIC = {"payment.created", "payment.settled", "payment.failed", "payment.rejected", "payment.canceled"}
 
 
@@ -36,6 +49,8 @@ def domain(payment_id: str) -> list[dict[str, Any]]:
 def assert_shape(event: dict[str, Any], api: PaymentsAPI, request_id: str) -> None:
     """The contract's keys; data is the payment as ``GET /payments/{id}`` answered at that step."""
     assert set(event) - {"task_id"} == KEYS
+    # and valid against the webhooks catalog's schema of its type (what POST /api/v1/messages checks)
+    catalog_validator(event["type"]).validate(event["data"])
     data = event["data"]
     assert event["type"] == f"payment.{data['status']}"
     assert event["type"] in PUBLIC
@@ -155,16 +170,13 @@ def test_the_relay_publishes_them_to_webhooks_ingest_on_the_webhooks_queue(
 
     try:
         relay_run()
-        (batch,) = queued(broker, "webhooks.ingest")
+        published = [event_expand(item) for batch in queued(broker, "webhooks.ingest") for item in batch]
     finally:
         broker.delete("webhooks")
 
-    (event,) = [event_expand(item) for item in batch]
-    assert (event["type"], event["service"], event["data"]["id"]) == (
-        "payment.created",
-        "payments",
-        response.json()["id"],
-    )
+    (event,) = [e for e in published if e.get("data", {}).get("id") == response.json()["id"]]
+    assert (event["type"], event["service"]) == ("payment.created", "payments")
+    assert event["data"] == response.json()
     assert event["request_id"] == response["X-Request-ID"]
     assert event["channels"] == [source, destination]
 

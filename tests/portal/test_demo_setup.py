@@ -116,7 +116,7 @@ def test_refuses_to_run_in_production(credentials, settings):
 def test_each_service_gets_its_own_least_privilege_client(credentials, request_token):
     saved = _demo_setup(credentials)
 
-    assert sorted(saved["services"]) == ["ledger", "payments", "portal"]
+    assert sorted(saved["services"]) == ["ledger", "payments", "portal", "webhooks"]
     payments = saved["services"]["payments"]
     client = MachineClient.objects.get(id=payments["client_id"])
     assert client.name == "payments-service"
@@ -137,17 +137,30 @@ def test_each_service_gets_its_own_least_privilege_client(credentials, request_t
     body = {"grant_type": "client_credentials", **saved["services"]["ledger"]}
     assert request_token({**body, "audience": "portal"}).status_code == 200
     assert request_token({**body, "audience": "ledger"}).status_code != 200
-    # the portal registers itself and reads the payments stats for its home; it cannot write payments
+    # so may the webhooks service (it calls no other service: events reach it through the outboxes)
+    webhooks = MachineClient.objects.get(id=saved["services"]["webhooks"]["client_id"])
+    assert (webhooks.name, webhooks.allowed_audiences, webhooks.allowed_scopes) == (
+        "webhooks-service",
+        ["portal"],
+        ["catalog:register"],
+    )
+    body = {"grant_type": "client_credentials", **saved["services"]["webhooks"]}
+    assert request_token({**body, "audience": "portal"}).status_code == 200
+    assert request_token({**body, "audience": "webhooks"}).status_code != 200
+    # the portal registers itself, reads the payments stats for its home and a payment's webhook messages for the
+    # trace; it cannot write payments or webhooks
     portal = MachineClient.objects.get(id=saved["services"]["portal"]["client_id"])
     assert (portal.name, portal.allowed_audiences, portal.allowed_scopes) == (
         "portal-service",
-        ["payments", "portal"],
-        ["catalog:register", "payments:read"],
+        ["payments", "portal", "webhooks"],
+        ["catalog:register", "payments:read", "webhooks:read"],
     )
     body = {"grant_type": "client_credentials", **saved["services"]["portal"]}
     assert request_token({**body, "audience": "portal"}).status_code == 200
     assert request_token({**body, "audience": "payments"}).status_code == 200
+    assert request_token({**body, "audience": "webhooks"}).status_code == 200
     assert request_token({**body, "audience": "payments", "scope": "payments:write"}).status_code != 200
+    assert request_token({**body, "audience": "webhooks", "scope": "webhooks:write"}).status_code != 200
     assert request_token({**body, "audience": "ledger"}).status_code != 200
     # a second run keeps them
     assert _demo_setup(credentials)["services"] == saved["services"]
@@ -158,22 +171,29 @@ def test_each_service_admin_gets_a_sign_in_client_that_survives_a_rerun(tmp_path
     from oauth2_provider.models import get_application_model
 
     path = tmp_path / "dev-credentials.json"
-    urls = ["portal=http://127.0.0.1:8000", "ledger=http://127.0.0.1:8001", "payments=http://127.0.0.1:8002"]
+    urls = [
+        "portal=http://127.0.0.1:8000",
+        "ledger=http://127.0.0.1:8001",
+        "payments=http://127.0.0.1:8002",
+        "webhooks=http://127.0.0.1:8003",
+    ]
 
     # given a first run
     call_command("demo_setup", credentials=str(path), url=urls, stdout=StringIO())
     first = json.loads(path.read_text())["sso"]
 
-    # then ledger and payments each have a confidential code-flow client at the portal, redirecting to their callback
-    assert set(first) == {"ledger", "payments"}
+    # then each service admin has a confidential code-flow client at the portal, redirecting to its callback
+    assert set(first) == {"ledger", "payments", "webhooks"}
     Application = get_application_model()
     payments = Application.objects.get(client_id=first["payments"]["client_id"])
     assert payments.redirect_uris == "http://127.0.0.1:8002/oidc/callback"
     assert payments.authorization_grant_type == Application.GRANT_AUTHORIZATION_CODE
     assert payments.algorithm == Application.RS256_ALGORITHM
     assert check_password(first["payments"]["client_secret"], payments.client_secret)
+    webhooks = Application.objects.get(client_id=first["webhooks"]["client_id"])
+    assert webhooks.redirect_uris == "http://127.0.0.1:8003/oidc/callback"
 
     # and a second run keeps the same clients and secrets
     call_command("demo_setup", credentials=str(path), url=urls, stdout=StringIO())
     assert json.loads(path.read_text())["sso"] == first
-    assert Application.objects.count() == 2
+    assert Application.objects.count() == 3

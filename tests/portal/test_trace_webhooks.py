@@ -28,14 +28,14 @@ PORTAL_CLIENT, PORTAL_SECRET = "cli_portal_trace", "portal-trace-secret"
 
 
 def message(msg_id: str, event_type: str, object_id: str, created_at: str, request_id: str) -> dict[str, Any]:
-    """A message as ``GET /api/v1/messages`` lists it (contract19: Message)."""
+    """A message as ``GET /api/v1/messages`` lists it (the webhooks API's MessageSerializer)."""
     return {
         "id": msg_id,
         "event_id": f"evt_{msg_id}",
         "type": event_type,
         "channels": ["acc_src", "acc_dst"],
-        "payload": {"id": object_id, "amount": 1500, "secret_note": "not for the trace"},
-        "occurred_at": created_at,
+        "data": {"id": object_id, "amount": 1500, "secret_note": "not for the trace"},
+        "timestamp": created_at,
         "source": "payments" if object_id.startswith("pay_") else "ledger",
         "request_id": request_id,
         "object_id": object_id,
@@ -64,8 +64,12 @@ class Webhooks:
                     "endpoint": "ep_b",
                     "state": "pending",
                     "attempts": 2,
-                    "last_status": 500,
                     "next_attempt_at": "2026-12-01T10:05:02Z",
+                    "last_status": 500,
+                    "last_error": "status",
+                    "succeeded_at": None,
+                    "created_at": "2026-12-01T10:00:01.700000Z",
+                    "updated_at": "2026-12-01T10:00:07Z",
                 },
             ],
             "msg_posted": [],
@@ -180,7 +184,7 @@ def test_the_trace_of_a_request_lists_its_payment_s_and_transaction_s_messages_w
     ]
     assert settled["attempts"][1]["duration_ms"] == 15000.0
     assert found["messages"][1]["deliveries"] == []
-    assert "payload" not in settled  # the trace shows what happened, not what was sent
+    assert "data" not in settled  # the trace shows what happened, not what was sent
     assert "response_body" not in settled["attempts"][0]
     # asked with the portal's machine identity: one list per object, then each message and its attempts
     paths = [urllib.parse.urlsplit(s.path) for s in webhooks.api.calls()]

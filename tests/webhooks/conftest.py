@@ -7,18 +7,33 @@ HTTP receivers over real sockets, as in production.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.test import Client
 
 from services.webhooks import secrets
-from services.webhooks.models import Endpoint
+from services.webhooks.models import Endpoint, EventType
 from tests.tokens import JWKSServer, SigningKey
 
 WEBHOOKS_SCOPES = "webhooks:read webhooks:write"
+_SEED = importlib.import_module("services.webhooks.migrations.0002_event_types")
+
+
+@pytest.fixture(autouse=True)
+def _event_types_seeded(request: pytest.FixtureRequest) -> None:
+    """Every test with the database finds the migrations' event-type catalog: a transactional test's flush
+    (``django_db(transaction=True)``) empties every table, migration data included, for the tests after it."""
+    uses_db = request.node.get_closest_marker("django_db") is not None
+    if not uses_db and not {"db", "transactional_db", "live_server"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("db")
+    if not EventType.objects.exists():
+        _SEED.seed(apps, None)
 
 
 class WebhooksAPI:

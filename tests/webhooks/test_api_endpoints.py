@@ -79,6 +79,7 @@ def test_an_endpoint_is_created_with_a_generated_secret_that_is_never_shown_and_
     assert event["object"] == {"type": "endpoint", "id": body["id"]}
     assert event["actor"]["id"] == "cli_test"
     assert event["metadata"]["url"] == PUBLIC_URL
+    assert event["metadata"]["secret_given"] is False
     assert plain not in json.dumps(event)
     assert stored.secret not in json.dumps(event)
 
@@ -95,7 +96,9 @@ def test_a_callers_secret_of_24_to_64_bytes_is_kept(api, size):
     secret = "whsec_" + base64.b64encode(bytes(range(size))).decode()
     body = created(api, secret=secret)
     assert secrets.decrypt(Endpoint.objects.get(id=body["id"]).secret) == secret
-    assert secret not in json.dumps(audits("webhooks.endpoint.created"))
+    [event] = audits("webhooks.endpoint.created")
+    assert event["metadata"]["secret_given"] is True
+    assert secret not in json.dumps(event)
 
 
 @pytest.mark.parametrize(
@@ -147,6 +150,7 @@ def test_a_bad_callers_secret_is_refused_and_the_refusal_audited(api, secret):
         ("javascript:alert(1)", "invalid_url"),
         ("http://exa mple.com/", "invalid_url"),
         ("not a url", "invalid_url"),
+        ("https://atrium-test.invalid/hook", "dns"),  # RFC 6761: never resolves
     ],
 )
 def test_a_url_the_guard_refuses_is_422_with_the_reason_and_audited(api, settings, url, reason):
@@ -204,7 +208,8 @@ def test_a_pattern_that_matches_no_known_type_is_422(api, patterns):
 
 
 @pytest.mark.parametrize(
-    "patterns", [[], ["Payment.settled"], ["payment."], ["*.settled"], ["payment.**"], [""], "payment.*", [7]]
+    "patterns",
+    [[], ["Payment.settled"], ["payment."], ["payment"], ["*.settled"], ["payment.**"], [""], "payment.*", [7]],
 )
 def test_a_malformed_pattern_list_is_a_validation_error_and_audited(api, patterns):
     assert_problem(create(api, event_types=patterns), 400, "validation_error")

@@ -20,6 +20,7 @@ from services.webhooks.models import Delivery, DeliveryState, Endpoint, Message,
 from tests.problems import assert_problem
 from tests.webhooks.conftest import WebhooksAPI
 from workers.webhooks import recover
+from workers.webhooks import recoveries_resume as resume
 
 pytestmark = pytest.mark.django_db
 
@@ -202,3 +203,23 @@ def test_an_unknown_recovery_is_404_and_reading_needs_only_read(api, endpoint_ma
 
 def test_an_unknown_recovery_task_finishes_at_once():
     assert recover.apply(args=["rcv_00000000000000000000000000"]).get()["finished"] is True
+
+
+def test_a_recovery_whose_message_was_lost_is_sent_again_by_beat(api, endpoint_make, recoveries_sent):
+    # given a recovery requested while nothing reached the broker (no commit hook ran), and a finished one
+    endpoint = endpoint_make()
+    lost = api.post(f"endpoints/{endpoint.id}/recover", {"since": "2026-01-01T00:00:00Z"}).json()
+    finished = api.post(f"endpoints/{endpoint.id}/recover", {"since": "2026-01-01T00:00:00Z"}).json()
+    services.recovery_step(recovery_id=finished["id"])
+    assert recoveries_sent() == []
+
+    # when beat's task runs: at first the lost one is too recent to be called lost
+    assert resume.apply().get() == []
+    Recovery.objects.update(updated_at=timezone.now() - dt.timedelta(minutes=5))
+    resent = resume.apply().get()
+
+    # then only the unfinished one is sent again, and it runs
+    assert resent == [lost["id"]]
+    assert recoveries_sent() == [lost["id"]]
+    assert recover.apply(args=[lost["id"]]).get()["finished"] is True
+    assert Recovery.objects.get(id=lost["id"]).state == "done"

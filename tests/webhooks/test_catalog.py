@@ -54,7 +54,7 @@ def test_the_seven_types_are_seeded_with_valid_schemas_and_examples() -> None:
 @pytest.mark.django_db
 def test_schemas_name_the_fields_payments_and_the_ledger_send() -> None:
     payment = _returned_dict_keys(REPO / "services/payments/bodies.py", "payment_body")
-    transaction = _returned_dict_keys(REPO / "services/ledger/api/serializers.py", "to_representation")
+    transaction = _returned_dict_keys(REPO / "services/ledger/bodies.py", "transaction_body")
     for event_type in EventType.objects.filter(name__in=TYPES):
         expected = payment if event_type.name.startswith("payment.") else transaction
         assert set(event_type.schema["required"]) == expected, event_type.name

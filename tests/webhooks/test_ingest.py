@@ -16,7 +16,7 @@ from django.db import connection
 
 from services.kit.models import OutboxEvent
 from services.kit.outbox import isoformat
-from services.webhooks.errors import InvalidPayload, UnknownEventType
+from services.webhooks.errors import IngestEventsFailed, InvalidPayload, UnknownEventType
 from services.webhooks.models import Delivery, Endpoint, EventType, Message
 from services.webhooks.services import messages_create, messages_ingest
 from workers.webhooks import ingest as ingest_task
@@ -196,6 +196,19 @@ def test_the_task_ingests_a_relayed_batch(endpoint_make: Callable[..., Endpoint]
         events[0]["request_id"],
         events[1]["request_id"],
     }
+
+
+def test_the_task_fails_visibly_when_an_event_was_poisoned(endpoint_make: Callable[..., Endpoint]) -> None:
+    endpoint_make(event_types=["*"])
+    good, poisoned = payment_event(), payment_event()
+    poisoned["data"]["description"] = "\x00"
+
+    outcome = ingest_task.apply(args=[[relayed(good), relayed(poisoned)]])
+
+    assert isinstance(outcome.result, IngestEventsFailed)
+    assert "1 event(s) failed and were dropped, 1 message(s) created" in str(outcome.result)
+    assert poisoned["id"] in str(outcome.result)
+    assert list(Message.objects.values_list("event_id", flat=True)) == [good["id"]]
 
 
 @pytest.mark.django_db(transaction=True)

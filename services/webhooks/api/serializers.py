@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from services.kit.serializers import StrictSerializer
-from services.webhooks.models import Attempt, Delivery, Endpoint, EventType, Message, Recovery
+from services.kit.timestamps import UTCTimestampField
+from services.webhooks.models import EVENT_PATTERN_REGEX, Attempt, Delivery, Endpoint, EventType, Message, Recovery
 
-EVENT_TYPE_PATTERN = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"
 MAX_PATTERNS = 100
 MAX_CHANNELS = 100
 CHANNEL_MAX_LENGTH = 128
@@ -30,7 +29,7 @@ class StringField(serializers.CharField):
 
 def _patterns(**kwargs: Any) -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.RegexField(EVENT_TYPE_PATTERN, max_length=100),
+        child=serializers.RegexField(EVENT_PATTERN_REGEX, max_length=100),
         allow_empty=False,
         max_length=MAX_PATTERNS,
         help_text="Event types this endpoint receives: exact names (`payment.settled`), a prefix wildcard "
@@ -183,7 +182,7 @@ class MessageCreateSerializer(StrictSerializer):
         required=False,
         help_text="Your id of the event: the same id again creates nothing new (answers the first message).",
     )
-    occurred_at = serializers.DateTimeField(required=False, help_text="The body's `timestamp`; default now.")
+    occurred_at = UTCTimestampField(required=False, help_text="The body's `timestamp`; default now.")
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -265,8 +264,8 @@ class AttemptSerializer(serializers.ModelSerializer):
 
 
 class RecoverSerializer(StrictSerializer):
-    since = serializers.DateTimeField(help_text="Recover the messages created at or after this instant.")
-    until = serializers.DateTimeField(required=False, allow_null=True, help_text="And before this one; default now.")
+    since = UTCTimestampField(help_text="Recover the messages created at or after this instant.")
+    until = UTCTimestampField(required=False, allow_null=True, help_text="And before this one; default now.")
 
 
 class RecoverySerializer(serializers.ModelSerializer):
@@ -286,7 +285,3 @@ class RecoverySerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
-
-
-def utc(value: dt.datetime | None) -> dt.datetime | None:
-    return value.astimezone(dt.UTC) if value is not None else None

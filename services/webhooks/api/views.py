@@ -67,9 +67,10 @@ class SeqCursor(CursorPagination):
 
 
 class AttemptCursor(CursorPagination):
-    """Newest first by time (ties by id)."""
+    """Newest first by id (attempts are numbered as their results are written): the primary key's index, where
+    ordering by ``at`` would sort the whole log (``at`` has a BRIN index, for retention and time ranges)."""
 
-    ordering = ("-at", "-id")
+    ordering = "-id"
 
 
 class NameCursor(CursorPagination):
@@ -319,10 +320,11 @@ class EventTypeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     serializer_class = EventTypeSerializer
     pagination_class = NameCursor
     filter_backends: list[Any] = []
+    lookup_field = "name"
     lookup_value_regex = r"[^/]+"
 
     def get_object(self) -> Any:
-        return selectors.event_type_get(self.kwargs["pk"])
+        return selectors.event_type_get(self.kwargs["name"])
 
 
 # ---------------------------------------------------------------------------------------------------------

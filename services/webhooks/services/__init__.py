@@ -7,7 +7,8 @@ inside an app"). Callers use this package's names (``from services.webhooks impo
   ``endpoint_disable``, ``endpoint_secret_read``, ``endpoint_secret_rotate``;
 * :mod:`.sends` (api) — ``message_send`` (``POST /api/v1/messages``: ``messages_create`` with its refusals on
   record), ``message_resend``;
-* :mod:`.recoveries` (api) — ``recovery_request``, ``recovery_step`` (the ``webhooks.recover`` task), ``recover_send``;
+* :mod:`.recoveries` (api) — ``recovery_request``, ``recovery_step`` (the ``webhooks.recover`` task), ``recover_send``,
+  ``recoveries_resume`` (beat: recoveries whose message was lost);
 * :mod:`.refusals` (api) — refusals on record (a ``failure`` audit event after the rollback).
 """
 
@@ -26,12 +27,14 @@ from services.webhooks.services.messages import (
     messages_create,
     messages_ingest,
 )
-from services.webhooks.services.recoveries import recover_send, recovery_request, recovery_step
+from services.webhooks.services.recoveries import recover_send, recoveries_resume, recovery_request, recovery_step
 from services.webhooks.services.refusals import refusal_record
+from services.webhooks.services.rekey import RekeyResult, secrets_rekey
 from services.webhooks.services.sends import message_resend, message_send
 
 __all__ = [
     "IngestResult",
+    "RekeyResult",
     "endpoint_create",
     "endpoint_delete",
     "endpoint_disable",
@@ -45,7 +48,9 @@ __all__ = [
     "messages_create",
     "messages_ingest",
     "recover_send",
+    "recoveries_resume",
     "recovery_request",
     "recovery_step",
     "refusal_record",
+    "secrets_rekey",
 ]

@@ -129,7 +129,8 @@ def endpoint_create(
         url = url_check(url)
         event_types = event_types_check(event_types)
         metadata = metadata_check(metadata or {}, error=InvalidMetadata)
-        secret = secret_check(secret) if secret is not None else secrets.secret_new()
+        given = secret is not None
+        plain = secret_check(secret) if secret is not None else secrets.secret_new()
         now = timezone.now()
         endpoint = Endpoint(
             url=url,
@@ -140,7 +141,7 @@ def endpoint_create(
             max_in_flight=max_in_flight,
             ordered=ordered,
             metadata=metadata,
-            secret=secrets.encrypt(secret),
+            secret=secrets.encrypt(plain),
             v1a=v1a,
             signing_key=secrets.encrypt(secrets.signing_key_new()) if v1a else "",
             created_at=now,
@@ -152,7 +153,7 @@ def endpoint_create(
                 "webhooks.endpoint.created",
                 object_type="endpoint",
                 object_id=endpoint.id,
-                metadata={**_terms(endpoint), "secret_given": secret is not None},
+                metadata={**_terms(endpoint), "secret_given": given},
             )
     log.info("webhooks.endpoint_created", endpoint_id=endpoint.id)
     return endpoint

@@ -166,21 +166,22 @@ def _write(messages: Sequence[MessageIn], now: dt.datetime) -> tuple[list[tuple[
     dispatchers when a delivery was made. Returns ``(id, seq, deliveries)`` per new message, and the event ids
     that were messages already."""
     db_execute(queries.INGEST_XACT_LOCK, [queries.INGEST_LOCK])
-    rows = db_execute(
-        queries.MESSAGES_INGEST,
+    rows = [
         {
-            "ids": [m.id for m in messages],
-            "event_ids": [m.event_id for m in messages],
-            "types": [m.type for m in messages],
-            "channels": [json.dumps(list(m.channels)) for m in messages],
-            "bodies": [m.body for m in messages],
-            "occurred_at": [m.occurred_at for m in messages],
-            "sources": [m.source for m in messages],
-            "request_ids": [m.request_id for m in messages],
-            "object_ids": [m.object_id for m in messages],
-            "now": now,
-        },
-    )
+            "n": n,
+            "id": m.id,
+            "event_id": m.event_id,
+            "type": m.type,
+            "channels": m.channels,
+            "body": m.body,
+            "occurred_at": isoformat(m.occurred_at),
+            "source": m.source,
+            "request_id": m.request_id,
+            "object_id": m.object_id,
+        }
+        for n, m in enumerate(messages)
+    ]
+    rows = db_execute(queries.MESSAGES_INGEST, {"rows": json.dumps(rows, ensure_ascii=False), "now": now})
     created = [(str(row[0]), int(row[1]), int(row[2])) for row in rows]
     if any(count for _, _, count in created):
         db_execute(queries.NOTIFY_DUE, [])

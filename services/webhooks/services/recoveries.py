@@ -132,3 +132,23 @@ def recovery_step(*, recovery_id: str, batch: int | None = None) -> bool:
         if made:
             queries.notify_due()
     return finished
+
+
+RESUME_AFTER_SECONDS = 60.0
+
+
+def recoveries_resume(*, stale_seconds: float = RESUME_AFTER_SECONDS, limit: int = 100) -> list[str]:
+    """Send ``webhooks.recover`` again for recoveries still ``queued`` or ``running`` whose last batch is older than
+    ``stale_seconds``: their message was lost (the broker was away when it was requested, or a worker lost it).
+    Running one twice is safe: each batch locks the recovery and goes on from its committed cursor."""
+    cutoff = timezone.now() - dt.timedelta(seconds=stale_seconds)
+    stale = list(
+        Recovery.objects.filter(state__in=[RecoveryState.QUEUED, RecoveryState.RUNNING], updated_at__lt=cutoff)
+        .order_by("updated_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    for recovery_id in stale:
+        recover_send(recovery_id)
+    if stale:
+        log.info("webhooks.recoveries_resumed", recoveries=stale)
+    return stale

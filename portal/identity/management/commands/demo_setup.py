@@ -30,11 +30,12 @@ SERVICE_CLIENTS = {
     },
     "ledger": {"audiences": ["portal"], "scopes": ["catalog:register"]},
     "payments": {"audiences": ["ledger", "portal"], "scopes": ["catalog:register", "ledger:read", "ledger:write"]},
+    "webhooks": {"audiences": ["portal"], "scopes": ["catalog:register"]},
 }
 
 # Each service admin signs people in at the portal with its own OpenID Connect client (<SERVICE>_OIDC_CLIENT_ID /
 # _SECRET in its environment); its redirect URI is the service's /oidc/callback.
-SSO_SERVICES = ("ledger", "payments")
+SSO_SERVICES = ("ledger", "payments", "webhooks")
 
 
 class Command(BaseCommand):
