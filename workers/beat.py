@@ -27,6 +27,9 @@ BEAT_SCHEDULE = {
     "ledger.outbox_purge": {"task": "ledger.outbox_purge", "schedule": 3600.0},
     "payments.outbox_purge": {"task": "payments.outbox_purge", "schedule": 3600.0},
     "webhooks.outbox_purge": {"task": "webhooks.outbox_purge", "schedule": 3600.0},
+    # Webhooks: delivery attempts past WEBHOOKS_ATTEMPT_RETENTION_DAYS (expired leases need no sweep: claims
+    # treat them as due).
+    "webhooks.attempts_purge": {"task": "webhooks.attempts_purge", "schedule": 3600.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
     "audit.archive": {"task": "audit.archive", "schedule": 3600.0},  # a no-op unless AUDIT_ARCHIVE_AUTOMATIC
     # Payments: resume lost work, reconcile with the ledger, forget idempotency keys after 24 h.

@@ -12,6 +12,7 @@ from services.kit.telemetry import outbox_events_link
 from services.webhooks import services
 from services.webhooks.errors import IngestDeferred, IngestEventsFailed
 from services.webhooks.services import messages_ingest
+from services.webhooks.services.retention import attempts_purge as attempts_purge_run
 from workers.celery import app
 from workers.diagnostics import noop_task, ping_task, probe_task
 from workers.outbox import outbox_purge_task, outbox_relay_task
@@ -71,3 +72,9 @@ def recoveries_resume() -> list[str]:
     """Send ``webhooks.recover`` again for recoveries whose message was lost (queued or running, no batch for a
     minute): a recovery requested while the broker was away still runs."""
     return services.recoveries_resume()
+
+
+@app.task(name="webhooks.attempts_purge", ignore_result=True, housekeeping=True)
+def attempts_purge() -> int:
+    """Delete delivery attempts past WEBHOOKS_ATTEMPT_RETENTION_DAYS (batches on the BRIN index of ``at``)."""
+    return attempts_purge_run()

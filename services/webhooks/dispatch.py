@@ -32,18 +32,25 @@ what is in flight finish (a few seconds at most), writes the results, and lets g
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import email.utils
+import logging
 import math
+import queue
 import random
+import signal
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import aiohttp
+import httpx
 import psycopg
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
@@ -104,6 +111,7 @@ class DispatchConfig:
     batch_max: int = 1000  # results per write
     grace: float = 5.0  # how long a stop waits for what is in flight
     resolver: Resolver | None = None  # the kit guard's (host, port) → addresses; None: the system's
+    ssl_context: ssl.SSLContext | None = None  # https: the CAs trusted (None: certifi's, as the kit's)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> DispatchConfig:
@@ -298,7 +306,17 @@ class PinnedResolver(AbstractResolver):
 class EndpointState:
     config: EndpointConfig
     session: aiohttp.ClientSession | None = None
-    in_flight: int = 0
+    in_flight: int = 0  # being sent
+    queue: collections.deque[Claimed] = field(default_factory=collections.deque)  # claimed, waiting for a slot
+    send_seconds: float = 1.0  # a moving average of how long a send takes
+
+    def depth(self) -> int:
+        """How many deliveries to hold (sending and claimed ahead): about a second's worth of sends, at least
+        two rounds of the in-flight limit, at most 20 (a claimed delivery waits for a slot at most a second or
+        one send's time, well within its lease)."""
+        rounds = min(max(1.0 / max(self.send_seconds, 0.001), 2.0), 20.0)
+        return int(self.config.max_in_flight * rounds)
+
     bucket: TokenBucket | None = None
     saturated: bool = False
     disabled: bool = False
@@ -346,6 +364,10 @@ class Dispatcher:
         self.endpoints: dict[str, EndpointState] = {}
         self.sent = 0
         self.succeeded = 0
+        self.claims = 0
+        self.claim_seconds = 0.0
+        self.writes = 0
+        self.write_seconds = 0.0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue()
@@ -386,7 +408,15 @@ class Dispatcher:
                     break
         finally:
             await self._shutdown(listener, writer)
-        log.info("webhooks.dispatcher.stopped", sent=self.sent, succeeded=self.succeeded)
+        log.info(
+            "webhooks.dispatcher.stopped",
+            sent=self.sent,
+            succeeded=self.succeeded,
+            claims=self.claims,
+            claim_ms=round(self.claim_seconds * 1000 / max(self.claims, 1), 2),
+            writes=self.writes,
+            write_ms=round(self.write_seconds * 1000 / max(self.writes, 1), 2),
+        )
 
     async def _wait(self) -> None:
         now = time.monotonic()
@@ -413,6 +443,10 @@ class Dispatcher:
             if pending:
                 await asyncio.wait(pending)
         unsent = list(self._tasks)
+        for state in self.endpoints.values():
+            unsent.extend(c.delivery_id for c in state.queue)
+            self._unwritten -= len(state.queue)
+            state.queue.clear()
         await self._results.put(None)
         await writer
         if unsent and self._result_conn is not None:
@@ -476,6 +510,10 @@ class Dispatcher:
             if ep_id not in seen:
                 state = self.endpoints[ep_id]
                 state.disabled = True
+                if state.queue:  # claimed, not sent: let go of them (sent when the endpoint is enabled again)
+                    await queries.dispatch_release(self._claim_conn, [c.delivery_id for c in state.queue])
+                    self._unwritten -= len(state.queue)
+                    state.queue.clear()
                 if state.in_flight == 0:
                     self._session_retire(state)
                     del self.endpoints[ep_id]
@@ -498,6 +536,7 @@ class Dispatcher:
         if state.session is None or state.session.closed:
             connector = aiohttp.TCPConnector(
                 limit=state.config.max_in_flight,
+                ssl=self.config.ssl_context or _default_ssl_context(),
                 resolver=PinnedResolver(state),
                 use_dns_cache=False,
                 enable_cleanup_closed=False,
@@ -578,7 +617,13 @@ class Dispatcher:
         for ep_id, state in self.endpoints.items():
             if state.disabled:
                 continue
-            free = 1 - min(state.in_flight, 1) if state.config.ordered else state.config.max_in_flight - state.in_flight
+            held = state.in_flight + len(state.queue)
+            if state.config.ordered:
+                free = 0 if held else 1
+            else:
+                # up to max_in_flight sending and as many claimed ahead: a freed slot is filled at once, not
+                # after a round trip to the database (the lease covers the wait: at most one send's time)
+                free = state.depth() - held
             if free <= 0:
                 continue
             if state.bucket is not None:
@@ -592,6 +637,7 @@ class Dispatcher:
                 slots[ep_id] = min(free, self.config.claim_max)
         if not slots and not ordered:
             return 0
+        started = time.monotonic()
         try:
             rows = await queries.dispatch_claim(
                 self._claim_conn, slots, ordered, self.config.timeout + self.config.lease_extra
@@ -600,16 +646,20 @@ class Dispatcher:
             log.warning("webhooks.dispatcher.claim_failed", error=type(exc).__name__)
             await self._reconnect_claims()
             return 0
+        self.claims += 1
+        self.claim_seconds += time.monotonic() - started
         got: dict[str, int] = {}
         for delivery_id, ep_id, message_id, attempts, body, request_id, trigger in rows:
             state = self.endpoints[ep_id]
             got[ep_id] = got.get(ep_id, 0) + 1
-            state.in_flight += 1
             if state.bucket is not None:
                 state.bucket.take(1)
-            claimed = Claimed(delivery_id, ep_id, message_id, attempts, body.encode(), request_id or "", trigger)
             self._unwritten += 1
-            self._tasks[delivery_id] = asyncio.create_task(self._send(state, claimed))
+            state.queue.append(
+                Claimed(delivery_id, ep_id, message_id, attempts, body.encode(), request_id or "", trigger)
+            )
+        for ep_id in got:
+            self._start_sends(self.endpoints[ep_id])
         for ep_id, n in slots.items():
             state = self.endpoints[ep_id]
             state.saturated = got.get(ep_id, 0) >= n
@@ -618,6 +668,13 @@ class Dispatcher:
         for ep_id in ordered:
             self.endpoints[ep_id].saturated = False
         return len(rows)
+
+    def _start_sends(self, state: EndpointState) -> None:
+        """Send what the endpoint has claimed, as far as its in-flight limit allows."""
+        while state.queue and state.in_flight < state.config.max_in_flight:
+            claimed = state.queue.popleft()
+            state.in_flight += 1
+            self._tasks[claimed.delivery_id] = asyncio.create_task(self._send(state, claimed))
 
     async def _reconnect_claims(self) -> None:
         await asyncio.sleep(0.5)
@@ -667,10 +724,14 @@ class Dispatcher:
         except Exception as exc:
             error = error_kind(exc)
             status = None
-        duration_ms = int((time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        duration_ms = int(elapsed * 1000)
+        state.send_seconds += (elapsed - state.send_seconds) * 0.1
         state.in_flight -= 1
         self._tasks.pop(claimed.delivery_id, None)
-        if state.saturated:
+        if not state.disabled and not self._stop.is_set():  # a stop sends nothing new
+            self._start_sends(state)
+        if state.saturated and len(state.queue) <= state.depth() // 2:
             self._wake.set()
         self.sent += 1
         log.info(
@@ -774,9 +835,12 @@ class Dispatcher:
         for attempt in range(5):
             try:
                 assert self._result_conn is not None
+                started = time.monotonic()
                 failing = await queries.dispatch_results(
                     self._result_conn, attempts, deliveries, endpoint_columns, self.config.disable_after
                 )
+                self.writes += 1
+                self.write_seconds += time.monotonic() - started
                 break
             except psycopg.Error as exc:
                 log.warning("webhooks.dispatcher.write_failed", error=type(exc).__name__, attempt=attempt + 1)
@@ -817,6 +881,17 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[b
     return bytes(data), response.content.at_eof()
 
 
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """One verifying context for every session (certifi's CAs, as the kit's outbound client)."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
+
+
 def _allow_listed(address: Any, allow: Iterable[str]) -> bool:
     return any(address.version == net.version and address in net for net in allow_networks(allow))
 
@@ -854,9 +929,45 @@ def endpoints_disable(ids: list[str], reason: str, *, failing: bool, after: floa
         connection.close()
 
 
+class _Handoff(QueueHandler):
+    """Passes the record itself (same process: its extras and exception stay for the JSON formatter). When the
+    writer is that far behind (stdout not read), records are dropped, and counted, rather than held."""
+
+    dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            _Handoff.dropped += 1
+
+
+def _logging_off_the_loop() -> QueueListener | None:
+    """Hand log records to a thread that writes them: a slow reader of stdout (a pipe to a supervisor) must not
+    stall every send. Records are stamped (service, request and task ids) here, formatted and written there."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if not handlers:
+        return None
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=100_000)
+    handler = _Handoff(records)
+    for existing in handlers:
+        for log_filter in existing.filters:
+            if log_filter not in handler.filters:
+                handler.addFilter(log_filter)
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    listener = QueueListener(records, *handlers, respect_handler_level=True)
+    listener.start()
+    return listener
+
+
 def dispatch_run(*, once: bool = False, max_seconds: float | None = None, config: DispatchConfig | None = None) -> None:
     """Run a dispatcher in this thread until SIGTERM/SIGINT (or ``once`` idle, or ``max_seconds``)."""
-    import signal
 
     async def main() -> None:
         dispatcher = Dispatcher(config)
@@ -865,7 +976,14 @@ def dispatch_run(*, once: bool = False, max_seconds: float | None = None, config
             loop.add_signal_handler(sig, dispatcher.stop)
         await dispatcher.run(once=once, max_seconds=max_seconds)
 
-    asyncio.run(main())
+    listener = _logging_off_the_loop()
+    try:
+        asyncio.run(main())
+    finally:
+        if listener is not None:
+            listener.stop()  # writes what is queued
+            if _Handoff.dropped:
+                log.warning("webhooks.dispatcher.log_lines_dropped", count=_Handoff.dropped)
 
 
 __all__ = [

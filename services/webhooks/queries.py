@@ -141,8 +141,6 @@ _E = Endpoint._meta.db_table
 _A = Attempt._meta.db_table
 # Resends and recoveries mark the delivery they reset (``Delivery.trigger``, the api's): its next attempt carries
 # that trigger, and the delivery goes back to ``scheduled`` with that attempt's result.
-_TRIGGER = "d.trigger" if any(f.name == "trigger" for f in Delivery._meta.get_fields()) else "'scheduled'"
-_TRIGGER_RESET = ", trigger = 'scheduled'" if _TRIGGER == "d.trigger" else ""
 
 # Every enabled endpoint, with what the dispatcher needs to send to it (secrets still encrypted).
 DISPATCH_ENDPOINTS_SQL = (
@@ -153,16 +151,21 @@ DISPATCH_ENDPOINTS_SQL = (
 # A delivery is due when pending, its time has come and nobody holds a live lease on it (an expired lease is a
 # dispatcher that died mid-send: its delivery is due again, so no separate sweep is needed).
 # Unordered endpoints: up to ``n`` due deliveries each, soonest first, skipping rows another dispatcher is
-# claiming. Ordered endpoints: only the lowest msg_seq pending delivery, and only when it is due and not leased
-# (leased = in flight): it is picked without SKIP LOCKED semantics reaching past it (the head is chosen first,
-# then locked; a locked or changed head yields nothing this round, never the one after it).
+# claiming. "Due" is written as a row comparison on (endpoint_id, next_attempt_at) so that only the per-endpoint
+# index ``delivery_due_endpoint`` can serve it as a range (a generic plan of this prepared statement could
+# otherwise walk the global ``delivery_due`` index past another endpoint's backlog: a slow endpoint's thousands
+# of due rows would slow every other endpoint's claims). Ordered endpoints: only the lowest msg_seq pending
+# delivery, and only when it is due and not leased (leased = in flight): it is picked without SKIP LOCKED
+# semantics reaching past it (the head is chosen first, then locked; a locked or changed head yields nothing
+# this round, never the one after it).
 DISPATCH_CLAIM_SQL = f"""
 WITH free AS (
     SELECT * FROM unnest(%(ids)s::text[], %(slots)s::int[]) AS f(endpoint_id, n)
 ), unordered AS (
     SELECT c.id FROM free CROSS JOIN LATERAL (
         SELECT d.id FROM {_D} d
-        WHERE d.endpoint_id = free.endpoint_id AND d.state = 'pending' AND d.next_attempt_at <= now()
+        WHERE d.endpoint_id = free.endpoint_id AND d.state = 'pending'
+          AND (d.endpoint_id, d.next_attempt_at) <= (free.endpoint_id, now())
           AND (d.leased_until IS NULL OR d.leased_until < now())
         ORDER BY d.next_attempt_at
         LIMIT free.n
@@ -171,20 +174,20 @@ WITH free AS (
 ), heads AS (
     SELECT h.id FROM unnest(%(ordered)s::text[]) AS o(endpoint_id) CROSS JOIN LATERAL (
         SELECT d.id FROM {_D} d WHERE d.endpoint_id = o.endpoint_id AND d.state = 'pending'
-        ORDER BY d.msg_seq LIMIT 1
+        ORDER BY d.endpoint_id, d.state, d.msg_seq LIMIT 1
     ) h
 ), ordered AS (
     SELECT d.id FROM {_D} d
-    WHERE d.id IN (SELECT id FROM heads) AND d.state = 'pending' AND d.next_attempt_at <= now()
+    WHERE d.id = ANY(ARRAY(SELECT id FROM heads)) AND d.state = 'pending' AND d.next_attempt_at <= now()
       AND (d.leased_until IS NULL OR d.leased_until < now())
     FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT id FROM unordered UNION ALL SELECT id FROM ordered
 )
 UPDATE {_D} d SET leased_until = now() + make_interval(secs => %(lease)s)
-FROM picked, {_M} m
-WHERE d.id = picked.id AND m.id = d.message_id
-RETURNING d.id, d.endpoint_id, d.message_id, d.attempts, m.body, m.request_id, {_TRIGGER}
+WHERE d.id = ANY(ARRAY(SELECT id FROM unordered UNION ALL SELECT id FROM ordered))
+RETURNING d.id, d.endpoint_id, d.message_id, d.attempts,
+    (SELECT m.body FROM {_M} m WHERE m.id = d.message_id),
+    (SELECT m.request_id FROM {_M} m WHERE m.id = d.message_id),
+    d.trigger
 """  # noqa: S608
 
 DISPATCH_ATTEMPTS_SQL = f"""
@@ -198,7 +201,7 @@ SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timest
 DISPATCH_DELIVERIES_SQL = f"""
 UPDATE {_D} d SET state = v.state, attempts = GREATEST(d.attempts, v.attempts), next_attempt_at = v.next_attempt_at,
     leased_until = NULL, last_status = v.last_status, last_error = v.last_error,
-    succeeded_at = COALESCE(v.succeeded_at, d.succeeded_at), updated_at = now(){_TRIGGER_RESET}
+    succeeded_at = COALESCE(v.succeeded_at, d.succeeded_at), updated_at = now(), trigger = 'scheduled'
 FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::text[], %s::timestamptz[])
     AS v(id, state, attempts, next_attempt_at, last_status, last_error, succeeded_at)
 WHERE d.id = v.id AND d.state = 'pending'

@@ -9,9 +9,13 @@ import datetime as dt
 import itertools
 import json
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,6 +28,7 @@ from services.webhooks.dispatch import DispatchConfig, next_attempt_delay, retry
 from services.webhooks.models import Delivery, Endpoint
 from services.webhooks.secrets import encrypt as secret_encrypt
 from services.webhooks.secrets import secret_new
+from tests.harness import base_env, current_test_database_url
 from tests.servers import LocalServer, Seen
 from tests.webhooks.dispatching import (
     FAST,
@@ -460,3 +465,52 @@ def test_the_retry_schedule_with_jitter_and_retry_after():
     assert next_attempt_delay(1, config, retry_after=100, rng=rng) >= 100
     assert next_attempt_delay(1, config, retry_after=10**6, rng=rng) == 3600
     assert next_attempt_delay(2, config, retry_after=1, rng=rng) >= 240  # the schedule, when it is later
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Triggers and the process
+
+
+def test_a_resent_delivery_attempt_carries_its_trigger_then_goes_back_to_scheduled(receiver):
+    server = receiver()
+    endpoint, _ = endpoint_new(server.url)
+    message = message_make([endpoint])
+    Delivery.objects.filter(message=message).update(trigger="manual")
+
+    dispatch_once()
+
+    [attempt] = attempts_of(endpoint)
+    assert attempt.trigger == "manual"
+    assert Delivery.objects.get(message=message).trigger == "scheduled"
+
+
+@pytest.mark.slow
+def test_the_command_stops_cleanly_on_sigterm_finishing_what_is_in_flight(receiver):
+    """``manage.py webhooks_dispatch`` as a process: SIGTERM lets the send in flight finish and be written, lets go
+    of the lease of what it had claimed ahead (sent at once by the next dispatcher), and exits 0."""
+    slow = Concurrency(2.0)
+    server = receiver(slow)
+    endpoint, _ = endpoint_new(server.url, max_in_flight=1)
+    messages = [message_make([endpoint]) for _ in range(3)]
+    env = base_env("webhooks", current_test_database_url(), WEBHOOKS_ALLOWED_NETWORKS="127.0.0.0/8")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "services/webhooks/manage.py", "webhooks_dispatch"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(server.requests) == 1, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    states = [Delivery.objects.get(message=m) for m in messages]
+    assert [d.state for d in states] == ["succeeded", "pending", "pending"]
+    assert all(d.leased_until is None for d in states)
+    assert len(server.requests) == 1
