@@ -29,6 +29,13 @@ settled payment (from /proc: each process with its children, PostgreSQL's and Re
 ``var/bench-payments/``; spans of every instrumentation, all sampled), to measure what tracing costs:
 ``python -m bench.payments --rates 200 --otel`` against the same command without it (docs/observability.md).
 
+``--webhooks`` adds the webhooks service (its database, web process, a worker, the dispatcher) and one endpoint
+subscribed to ``payment.*`` on a local receiver (``tests/webhook_receivers.py``, its own process, verifying one
+delivery in ten): every payment's events are delivered. Each step then also reports how many of its payments'
+events had not arrived when the payments had settled, how many seconds later all had, and their p99 from the
+event's time to its arrival; a step counts as sustained only if all arrived within the drain time
+(issue #19: ≥ 250 settled/s with webhooks on).
+
 Targets on the 2-core machine: ≥ 200 settled payments/s sustained, p99 create → settled < 2 s at 100/s.
 """
 
@@ -154,7 +161,14 @@ class Tokens(Jwks):
 
 def _clean_env() -> dict[str, str]:
     env = venv_env(dict(os.environ))
-    for name in ("DATABASE_URL", "PORTAL_DATABASE_URL", "LEDGER_DATABASE_URL", "PAYMENTS_DATABASE_URL", "DEBUG"):
+    for name in (
+        "DATABASE_URL",
+        "PORTAL_DATABASE_URL",
+        "LEDGER_DATABASE_URL",
+        "PAYMENTS_DATABASE_URL",
+        "WEBHOOKS_DATABASE_URL",
+        "DEBUG",
+    ):
         env.pop(name, None)
     return env
 
@@ -199,6 +213,7 @@ def manage(settings: str, env: dict[str, str], *args: str) -> None:
     script = {
         "services.ledger.settings": "services/ledger/manage.py",
         "services.payments.settings": "services/payments/manage.py",
+        "services.webhooks.settings": "services/webhooks/manage.py",
     }
     done = subprocess.run(  # noqa: S603  (fixed arguments)
         [sys.executable, script.get(settings, "manage.py"), *args],
@@ -436,6 +451,72 @@ def audit_wait(url: dict[str, str], base: int, limit: float) -> tuple[int, float
     return behind, time.monotonic() - began if behind > 0 else 0.0
 
 
+PUBLIC_PAYMENT_EVENTS = ("created", "settled", "failed", "rejected", "canceled")
+
+
+def webhooks_start(system: System, run_id: str, tokens: Tokens) -> Any:
+    """The webhooks service's processes (web, one worker, the dispatcher), a receiver in its own process and one
+    endpoint on it subscribed to ``payment.*``; return the receivers (``tests.webhook_receivers.Receivers``)."""
+    from tests.webhook_receivers import Receivers, secret_new
+
+    bindir = Path(sys.executable).parent
+    port = free_port()
+    web = system.start(
+        "webhooks-web",
+        [str(bindir / "gunicorn"), "services.webhooks.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        DJANGO_SETTINGS_MODULE="services.webhooks.settings",
+    )
+    wait_ready(f"http://127.0.0.1:{port}", web)
+    system.start(
+        "webhooks-worker",
+        worker_cmd(str(bindir / "celery"), "webhooks", 1, f"bench-webhooks-{run_id}@%h"),
+        DJANGO_SETTINGS_MODULE="services.webhooks.settings",
+    )
+    system.start(
+        "webhooks-dispatcher",
+        [sys.executable, "services/webhooks/manage.py", "webhooks_dispatch"],
+        DJANGO_SETTINGS_MODULE="services.webhooks.settings",
+    )
+    receivers = Receivers(process=True)
+    secret = secret_new()
+    target = receivers.add("sink", secret=secret, verify_every=10)
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/endpoints",
+        json={"url": target, "event_types": ["payment.*"], "secret": secret, "description": "bench.payments sink"},
+        headers={"Authorization": f"Bearer {tokens.token('webhooks')}"},
+        timeout=30,
+    )
+    if response.status_code != 201:
+        receivers.close()
+        raise RuntimeError(f"webhooks endpoint: {response.status_code} {response.text}")
+    return receivers
+
+
+def webhooks_wait(receivers: Any, payments_url: str, ids: list[str], limit: float) -> tuple[int, float, float]:
+    """How many of the payments' public events (one per public status in their history) had not reached the
+    receiver when the payments had settled, how many seconds later all had (-1: not within ``limit``), and the
+    p99 seconds from each event's time to its first arrival."""
+    with psycopg.connect(payments_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, status_history FROM payments_payment WHERE id = ANY(%s)", [ids]).fetchall()
+    expected = {(f"payment.{h['status']}", pid) for pid, history in rows for h in history}
+    expected = {(kind, pid) for kind, pid in expected if kind.removeprefix("payment.") in PUBLIC_PAYMENT_EVENTS}
+    began = time.monotonic()
+    behind: int | None = None
+    while True:
+        first: dict[tuple[str, str | None], Any] = {}
+        for delivery in receivers.successes("sink"):
+            first.setdefault((delivery.type, delivery.object_id), delivery)
+        missing = len(expected - first.keys())
+        behind = missing if behind is None else behind
+        lags = [first[k].lag for k in expected if k in first and first[k].lag is not None]
+        p99 = percentile(lags, 0.99)
+        if not missing:
+            return behind, (time.monotonic() - began if behind else 0.0), p99
+        if time.monotonic() - began > limit:
+            return behind, -1.0, p99
+        time.sleep(0.25)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.payments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="50,100,150,200,250", help="offered payments/s, in order")
@@ -449,6 +530,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--keep-databases", action="store_true", help="leave the databases (and --otel's spans) for inspection"
     )
     parser.add_argument(
+        "--webhooks", action="store_true", help="the webhooks service on: every payment's events delivered"
+    )
+    parser.add_argument(
         "--otel", action="store_true", help="OpenTelemetry on in every process (a file exporter; see the docstring)"
     )
     return parser.parse_args(argv)
@@ -458,10 +542,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     run_id = uuid.uuid4().hex[:8]
-    names = {k: f"atrium_bench_pay_{run_id}_{k}" for k in ("ledger", "payments", "portal")}
+    names = {
+        k: f"atrium_bench_pay_{run_id}_{k}"
+        for k in ("ledger", "payments", "portal", *(("webhooks",) if args.webhooks else ()))
+    }
     infra: Infra | None = None
     system: System | None = None
     tokens: Tokens | None = None
+    receivers: Any = None
     created: list[str] = []
     failed = False
     try:
@@ -485,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
             LEDGER_DATABASE_URL=url["ledger"],
             PAYMENTS_DATABASE_URL=url["payments"],
             PORTAL_DATABASE_URL=url["portal"],
+            WEBHOOKS_DATABASE_URL=url.get("webhooks", ""),
+            WEBHOOKS_ALLOWED_NETWORKS="127.0.0.1/32",
             PAYMENTS_CLIENT_ID=SERVICE_CLIENT,
             PAYMENTS_CLIENT_SECRET="bench",
             AUDIT_SIGNING_KEY_FILE="",
@@ -504,7 +594,16 @@ def main(argv: list[str] | None = None) -> int:
             env["ATRIUM_OTEL_FILE"] = str(otel_file)
             print(f"OpenTelemetry on: spans to {otel_file}", flush=True)
         print("migrating…", flush=True)
-        for settings in ("services.ledger.settings", "services.payments.settings", "portal.settings"):
+        if args.webhooks:
+            from cryptography.fernet import Fernet
+
+            env["WEBHOOKS_SECRET_KEYS"] = Fernet.generate_key().decode()
+        for settings in (
+            "services.ledger.settings",
+            "services.payments.settings",
+            "portal.settings",
+            *(("services.webhooks.settings",) if args.webhooks else ()),
+        ):
             manage(settings, env, "migrate", "--noinput", "-v", "0")
         system = System(env)
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -580,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, "manage.py", "jobs_monitor", "--consumer", f"bench-{run_id}"],
                 DJANGO_SETTINGS_MODULE="portal.settings",
             )
+        if args.webhooks:
+            receivers = webhooks_start(system, run_id, tokens)
         sources, destinations = ledger_accounts(ledger_url, tokens.token("ledger"))
         token = tokens.token("payments", "cli_bench_merchant")
         print("warming up…", flush=True)
@@ -590,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(
             f"{'offered/s':>9} {'created':>8} {'achieved/s':>10} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'unsettled':>9} {'other':>5} {'machine busy':>12} {'audit behind':>12} {'audit +s':>8}",
+            f"{'unsettled':>9} {'other':>5} {'machine busy':>12} {'audit behind':>12} {'audit +s':>8}"
+            + (f" {'hooks behind':>12} {'hooks +s':>8} {'hook p99':>8}" if args.webhooks else ""),
             flush=True,
         )
         audit_base = 0 if args.no_audit else audit_lag(url)
@@ -617,12 +719,18 @@ def main(argv: list[str] | None = None) -> int:
             p99 = percentile(values, 0.99) * 1000 if values else float("nan")
             busy = (busy1 - busy0) / max(1, total1 - total0)
             behind, catch_up = (0, 0.0) if args.no_audit else audit_wait(url, audit_base, args.drain)
+            hooks_behind, hooks_catch_up, hooks_p99 = (
+                webhooks_wait(receivers, url["payments"], step.ids, args.drain) if args.webhooks else (0, 0.0, 0.0)
+            )
             cpu1 = cpu_by_part(system)
             cpu_rows.append((rate, len(values), cpu_delta(cpu0, cpu1)))
-            results.append((rate, step, settled_rate, p50, p99, unsettled, other, catch_up >= 0))
+            results.append(
+                (rate, step, settled_rate, p50, p99, unsettled, other, catch_up >= 0 and hooks_catch_up >= 0)
+            )
             print(
                 f"{rate:9.0f} {step.created:8d} {step.created / step.seconds:10.1f} {settled_rate:9.1f} {p50:8.0f} "
-                f"{p99:8.0f} {unsettled:9d} {other:5d} {busy:11.0%} {behind:12d} {catch_up:8.1f}",
+                f"{p99:8.0f} {unsettled:9d} {other:5d} {busy:11.0%} {behind:12d} {catch_up:8.1f}"
+                + (f" {hooks_behind:12d} {hooks_catch_up:8.1f} {hooks_p99 * 1000:8.0f}" if args.webhooks else ""),
                 flush=True,
             )
             failed |= step.failed_creates > 0 or other > 0
@@ -659,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'embedded' if infra.embedded_redis else 'external'}; ledger and payments gunicorn "
             f"{args.web_workers}x2 each, {args.workers} payments worker(s) x {args.concurrency}, relays, "
             f"{'no audit worker' if args.no_audit else '1 audit worker and the job monitor'}"
+            f"{'; webhooks on (web, 1 worker, the dispatcher; payment.* to one receiver)' if args.webhooks else ''}"
             f"{', OpenTelemetry on (file exporter)' if args.otel else ''}"
         )
         if otel_file is not None:
@@ -684,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 1 if failed else 0
     finally:
+        if receivers is not None:
+            receivers.close()
         if system is not None:
             system.stop()
             spans_file = system.env.get("ATRIUM_OTEL_FILE")

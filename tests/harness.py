@@ -259,6 +259,26 @@ class ProcessHarness:
         self.processes.append(process)
         return process.start().wait_ready()
 
+    def command(
+        self,
+        service: str,
+        *args: str,
+        database_url: str,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> AtriumProcess:
+        """Run ``manage.py <args>`` of ``service`` as a long-lived process (an outbox relay, the webhooks
+        dispatcher), started, not waited for: the caller knows what ready means for it."""
+        name = name or f"{service}-{args[0]}"
+        process = AtriumProcess(
+            name=name,
+            cmd=[sys.executable, MANAGE[service], *args],
+            env=base_env(service, database_url, **(env or {})),
+            log_path=self.log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log",
+        )
+        self.processes.append(process)
+        return process.start()
+
     def jobs_monitor(
         self, stream: str, *, name: str = "jobs-monitor", consumer: str = "e2e", batch: int = 200
     ) -> AtriumProcess:
