@@ -64,6 +64,7 @@ import httpx
 import jwt
 import psycopg
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.ledger import Jwks, LeanClient, machine_ticks, percentile
 from devtools.infra import (
@@ -586,6 +587,10 @@ def main(argv: list[str] | None = None) -> int:
             JWT_PRIVATE_KEY=tokens.key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ).decode(),
+            # ...and an OIDC key (ID tokens, RS256): production's check identity.E002 refuses to start without one.
+            OIDC_PRIVATE_KEY=rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            .decode(),
         )
         otel_file: Path | None = None
         if args.otel:
