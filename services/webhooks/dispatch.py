@@ -22,7 +22,7 @@
   with it alone: DNS rebinding cannot move a connection), with the Host header and TLS SNI the name. A
   refused target is attempt error ``ssrf_blocked``, and no connection is made.
 * **results** (one coroutine): attempts, deliveries and endpoint statistics written in batches, one
-  transaction each (``queries.dispatch_results``). Outcomes: a 2xx in time succeeds; anything else fails and
+  statement each (``queries.dispatch_results``). Outcomes: a 2xx in time succeeds; anything else fails and
   is retried on ``WEBHOOKS_RETRY_SCHEDULE`` (attempt n waits item n-1, ±``WEBHOOKS_RETRY_JITTER``), ``429``
   and ``503`` no sooner than their ``Retry-After`` (capped at ``WEBHOOKS_RETRY_AFTER_MAX_SECONDS``); after the
   last attempt the delivery is ``failed``. ``410`` disables the endpoint at once (reason ``gone``); an endpoint
@@ -791,7 +791,7 @@ class Dispatcher:
             if first is None:
                 break
             batch = [first]
-            # a few ms for more outcomes to join: fewer, fuller transactions (each is 3 statements and a commit)
+            # a few ms for more outcomes to join: fewer, fuller writes (one statement each)
             lingered = False
             while len(batch) < self.config.batch_max:
                 if self._results.empty():

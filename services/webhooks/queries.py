@@ -190,27 +190,28 @@ RETURNING d.id, d.endpoint_id, d.message_id, d.attempts,
     d.trigger
 """  # noqa: S608
 
-DISPATCH_ATTEMPTS_SQL = f"""
-INSERT INTO {_A} (delivery_id, message_id, endpoint_id, number, at, duration_ms, status_code, response_body, error,
-                  trigger, request_id)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::int[],
-                     %s::text[], %s::text[], %s::text[], %s::text[])
-"""  # noqa: S608
-
-# A delivery another hand ended meanwhile (canceled, or succeeded through another dispatcher) keeps its state.
-DISPATCH_DELIVERIES_SQL = f"""
-UPDATE {_D} d SET state = v.state, attempts = GREATEST(d.attempts, v.attempts), next_attempt_at = v.next_attempt_at,
-    leased_until = NULL, last_status = v.last_status, last_error = v.last_error,
-    succeeded_at = COALESCE(v.succeeded_at, d.succeeded_at), updated_at = now(), trigger = 'scheduled'
-FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::text[], %s::timestamptz[])
-    AS v(id, state, attempts, next_attempt_at, last_status, last_error, succeeded_at)
-WHERE d.id = v.id AND d.state = 'pending'
-"""  # noqa: S608
-
-# Per endpoint of a batch: its latest success, its first failure after that success (or in the batch when
-# none), the last answer's status and the last error. ``first_failure_at`` is the first failure after the last
-# success: a success clears it. Returns the endpoints that have only failed for ``disable_after`` seconds.
-DISPATCH_ENDPOINT_STATS_SQL = f"""
+# One batch of results, one statement (autocommit: atomic on its own, one round trip instead of BEGIN, three
+# statements and COMMIT): the attempt rows (INSERT … unnest), the deliveries (UPDATE … FROM unnest; a delivery
+# another hand ended meanwhile — canceled, or succeeded through another dispatcher — keeps its state), and per
+# endpoint of the batch its latest success, its first failure after that success (or in the batch when none),
+# the last answer's status and the last error. ``first_failure_at`` is the first failure after the last success:
+# a success clears it. Data-modifying CTEs always run to completion, read or not. Returns the endpoints that have
+# only failed for ``disable_after`` seconds.
+DISPATCH_RESULTS_SQL = f"""
+WITH attempts AS (
+    INSERT INTO {_A} (delivery_id, message_id, endpoint_id, number, at, duration_ms, status_code, response_body,
+                      error, trigger, request_id)
+    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::int[],
+                         %s::text[], %s::text[], %s::text[], %s::text[])
+), deliveries AS (
+    UPDATE {_D} d SET state = v.state, attempts = GREATEST(d.attempts, v.attempts),
+        next_attempt_at = v.next_attempt_at, leased_until = NULL, last_status = v.last_status,
+        last_error = v.last_error, succeeded_at = COALESCE(v.succeeded_at, d.succeeded_at), updated_at = now(),
+        trigger = 'scheduled'
+    FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::timestamptz[], %s::int[], %s::text[], %s::timestamptz[])
+        AS v(id, state, attempts, next_attempt_at, last_status, last_error, succeeded_at)
+    WHERE d.id = v.id AND d.state = 'pending'
+)
 UPDATE {_E} e SET
     last_success_at = COALESCE(v.success_at, e.last_success_at),
     first_failure_at = CASE WHEN v.success_at IS NOT NULL THEN v.failure_at
@@ -268,13 +269,10 @@ async def dispatch_results(
     endpoints: list[list[Any]],
     disable_after: float,
 ) -> list[str]:
-    """Write one batch of results in one transaction (columns as lists, in the statements' order); return the
-    endpoints due for the failing disable."""
-    async with conn.transaction():
-        await conn.execute(DISPATCH_ATTEMPTS_SQL, attempts)
-        await conn.execute(DISPATCH_DELIVERIES_SQL, deliveries)
-        cursor = await conn.execute(DISPATCH_ENDPOINT_STATS_SQL, [*endpoints, float(disable_after)])
-        rows = await cursor.fetchall()
+    """Write one batch of results in one statement (:data:`DISPATCH_RESULTS_SQL`; columns as lists, in its order)
+    on an autocommit connection; return the endpoints due for the failing disable."""
+    cursor = await conn.execute(DISPATCH_RESULTS_SQL, [*attempts, *deliveries, *endpoints, float(disable_after)])
+    rows = await cursor.fetchall()
     return [row[0] for row in rows if row[1]]
 
 
