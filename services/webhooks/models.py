@@ -170,8 +170,10 @@ class Delivery(models.Model):
     """One message to one endpoint: pending until a 2xx, the last attempt, or a cancel."""
 
     id = models.BigAutoField(primary_key=True)
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deliveries")
+    # No single-column indexes: delivery_unique (message, endpoint) and delivery_endpoint_state (endpoint, …)
+    # lead with these columns (every write of a delivery maintains each index it has).
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     msg_seq = models.BigIntegerField(help_text="The message's seq (ordered endpoints go by it).")
     state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING)
     attempts = models.IntegerField(default=0)
@@ -223,7 +225,10 @@ class Attempt(models.Model):
     """One HTTP request of a delivery, as it went (kept WEBHOOKS_ATTEMPT_RETENTION_DAYS)."""
 
     id = models.BigAutoField(primary_key=True)
-    delivery = models.ForeignKey(Delivery, on_delete=models.DO_NOTHING, db_constraint=False, related_name="attempt_log")
+    # Not indexed: attempts are read by endpoint or message (and time), never by delivery.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="attempt_log"
+    )
     message_id = models.CharField(max_length=40)
     endpoint_id = models.CharField(max_length=40)
     number = models.IntegerField(help_text="1 for the first attempt of the delivery.")
