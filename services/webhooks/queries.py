@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connection
 
 from services.kit.db import execute as db_execute
-from services.webhooks.models import Attempt, Delivery, Endpoint, Message
+from services.webhooks.models import Attempt, Delivery, Endpoint, EventType, Message
 
 MESSAGE_TABLE = Message._meta.db_table
 DELIVERY_TABLE = Delivery._meta.db_table
@@ -69,6 +69,10 @@ WITH input AS (
 SELECT m.id, m.seq, (SELECT count(*) FROM fanned AS f WHERE f.message_id = m.id)
 FROM created AS m ORDER BY m.seq
 """  # noqa: S608  (table names from the models, the rest parameters)
+
+# The catalog's live type names, which every ingest batch checks its events against (raw: a quarter of the ORM's
+# CPU for the same rows, once per task).
+KNOWN_TYPES_SQL = f"SELECT name FROM {EventType._meta.db_table} WHERE NOT archived"  # noqa: S608
 
 # The messages of the given event ids (what a redelivery or a repeated POST finds).
 MESSAGES_BY_EVENT_ID = f"SELECT event_id, id FROM {MESSAGE_TABLE} WHERE event_id = ANY(%s::text[])"  # noqa: S608

@@ -127,7 +127,7 @@ def _instant(value: Any) -> dt.datetime:
 
 
 def _known_types() -> set[str]:
-    return set(EventType.objects.filter(archived=False).values_list("name", flat=True))
+    return {row[0] for row in db_execute(queries.KNOWN_TYPES_SQL, [])}
 
 
 def _event_read(event: Any, known: set[str]) -> MessageIn:
