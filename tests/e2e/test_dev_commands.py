@@ -130,7 +130,7 @@ def test_manage_names_the_processes_it_knows():
     )
 
     assert done.returncode == 2
-    assert "unknown process 'wallet' (one of: portal, ledger, payments)" in done.stderr
+    assert "unknown process 'wallet' (one of: portal, ledger, payments, webhooks)" in done.stderr
 
 
 def test_make_up_on_a_taken_port_stops_at_once_with_one_line_naming_it(tmp_path: Path):

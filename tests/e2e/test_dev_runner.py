@@ -140,6 +140,10 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             "relay-ledger",
             "relay-payments",
             "jobs-monitor",
+            "webhooks",
+            "worker-webhooks",
+            "relay-webhooks",
+            "dispatcher-webhooks",
         }
         live: set[str] = set()
         edge: dict = {}

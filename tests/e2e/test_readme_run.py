@@ -65,15 +65,15 @@ def credentials(tmp_path: Path, port: int) -> Path:
     return tmp_path
 
 
-def test_the_first_payment_section_is_six_shell_blocks_at_their_readme_lines():
+def test_the_first_payment_section_is_seven_shell_blocks_at_their_readme_lines():
     # given the repository's README
     lines = README.read_text().split("\n")
 
     # when its walkthrough is extracted
     section = readme_section("first-payment")
 
-    # then it is the six shell blocks, each at the README line it starts on, and the script keeps those lines
-    assert len(section.blocks) == 6
+    # then it is the seven shell blocks, each at the README line it starts on, and the script keeps those lines
+    assert len(section.blocks) == 7
     script = section.script().split("\n")
     for block in section.blocks:
         assert lines[block.first_line - 2] in ("```sh", "```bash")

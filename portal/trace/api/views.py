@@ -93,6 +93,41 @@ _EXAMPLE = OpenApiExample(
                 "linked": True,
             },
         ],
+        "webhooks": {
+            "state": "ok",
+            "detail": "",
+            "truncated": False,
+            "messages": [
+                {
+                    "id": "msg_01m91tj5f0x6d2c7k9q3w8e4rt",
+                    "type": "payment.settled",
+                    "object_id": "pay_01m91tj5ev42na01t62vyy23q9",
+                    "request_id": "req_01m91tj5evb16g3wrkrk6xt9rh",
+                    "created_at": "2026-12-04T09:31:00.420000Z",
+                    "pending": False,
+                    "deliveries": [
+                        {
+                            "endpoint": "ep_01m91s0a2b3c4d5e6f7g8h9j0k",
+                            "state": "succeeded",
+                            "attempts": 1,
+                            "last_status": 200,
+                            "next_attempt_at": None,
+                        }
+                    ],
+                    "attempts": [
+                        {
+                            "number": 1,
+                            "at": "2026-12-04T09:31:00.430000Z",
+                            "endpoint": "ep_01m91s0a2b3c4d5e6f7g8h9j0k",
+                            "status_code": 200,
+                            "error": "",
+                            "duration_ms": 4.2,
+                            "trigger": "scheduled",
+                        }
+                    ],
+                }
+            ],
+        },
     },
     response_only=True,
 )
