@@ -2,7 +2,8 @@
 
 Each suite is one pytest run with one ``DJANGO_SETTINGS_MODULE`` (a Django process has
 exactly one). Arguments are passed to pytest; paths select the suites they belong to.
-``ATRIUM_SKIP_SLOW=1`` skips tests marked ``slow`` (fault and load tests).
+``ATRIUM_SKIP_SLOW=1`` skips tests marked ``slow`` (fault and load tests); ``ATRIUM_SKIP_DEPLOY=1`` skips those
+marked ``deploy`` (building the image, the fleet rehearsal), which CI runs once, in its external pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ SUITES: list[tuple[str, str, list[str]]] = [
     ("ledger", "services.ledger.settings", ["tests/kit", "tests/ledger"]),
     ("payments", "services.payments.settings", ["tests/payments"]),
     ("webhooks", "services.webhooks.settings", ["tests/webhooks"]),
+    # The deployment artefacts (image, Helm chart) and the fleet rehearsal (deploy/, devtools/fleet.py).
+    ("deploy", "portal.settings", ["tests/deploy"]),
 ]
 
 
@@ -91,8 +94,9 @@ def main(args: list[str]) -> int:
             )
             # Tests run their services on loopback: the outbound guard may reach it (a test can still say otherwise).
             env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
-            if os.environ.get("ATRIUM_SKIP_SLOW"):
-                options = [*options, "-m", "not slow"]
+            skipped_marks = [m for m, var in (("slow", "ATRIUM_SKIP_SLOW"), ("deploy", "ATRIUM_SKIP_DEPLOY")) if os.environ.get(var)]
+            if skipped_marks:
+                options = [*options, "-m", " and ".join(f"not {m}" for m in skipped_marks)]
             junit = var_dir / f"junit-{name}.xml"
             junit.unlink(missing_ok=True)
             cmd = [sys.executable, "-m", "pytest", f"--ds={settings_module}", f"--junitxml={junit}", *options, *paths]
