@@ -27,6 +27,12 @@ SUITES: list[tuple[str, str, list[str]]] = [
 ]
 
 
+def _service(settings_module: str) -> str:
+    """The service whose settings a suite runs (``services.ledger.settings`` → ``ledger``)."""
+    parts = settings_module.split(".")
+    return parts[1] if parts[0] == "services" else parts[0]
+
+
 def _lint() -> bool:
     ruff = str(Path(sys.executable).parent / "ruff")
     ok = True
@@ -90,7 +96,8 @@ def main(args: list[str]) -> int:
                 REDIS_URL=infra.redis_url,
                 DJANGO_SETTINGS_MODULE=settings_module,
                 PYTHONUNBUFFERED="1",
-                **{f"{name.upper()}_DATABASE_URL": infra.service_database_url(f"atrium_{name}")},
+                # The suite's own database, under the name its settings read (the deploy suite runs the portal's).
+                **{f"{_service(settings_module).upper()}_DATABASE_URL": infra.service_database_url(f"atrium_{name}")},
             )
             # Tests run their services on loopback: the outbound guard may reach it (a test can still say otherwise).
             env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
