@@ -255,7 +255,6 @@ def test_a_worker_given_sigterm_finishes_its_running_task_then_exits(harness):
     assert waiting.get(timeout=20)["outcome"] == "succeed"
 
 
-@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_an_idle_worker_given_sigterm_exits_at_once(harness):
     # given a real worker with nothing to do
