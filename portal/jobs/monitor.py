@@ -111,11 +111,22 @@ class Monitor:
         """Read, record and acknowledge one batch; return how many entries it held."""
         now = time.monotonic()
         entries: list[tuple[Any, dict[Any, Any]]] = []
-        if now - self._last_claim > 30:
-            self._last_claim = now
-            entries = self._claim()
-        if not entries:
-            entries = self._read()
+        try:
+            if now - self._last_claim > 30:
+                self._last_claim = now
+                entries = self._claim()
+            if not entries:
+                entries = self._read()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream and its group are gone: Redis restarted without persistence, or was flushed. Processes
+            # append to a new stream (XADD makes it); the group is made again from its first entry, so what they
+            # wrote since is recorded (docs/deploy.md, "What Atrium keeps in Redis").
+            log.warning("jobs.monitor_group_recreated", stream=stream())
+            group_ensure(self.client)
+            self.backlog = False
+            return 0
         if entries:
             done = record(entries)
             self.client.xack(stream(), GROUP, *[sid for sid, _ in entries])

@@ -218,3 +218,24 @@ def test_with_the_database_away_nothing_is_parked_and_the_batch_stays_to_be_read
         connection.close()
     assert not DeadLetter.objects.exists()
     assert not Job.objects.exists()
+
+
+def test_the_monitor_makes_its_group_again_when_redis_lost_the_stream(settings, stream):
+    # given a monitor reading its group, with one batch recorded
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    group_ensure(client)
+    client.xadd(stream, {"b": json.dumps([good("before")])})
+    monitor = Monitor(consumer="restart-test", batch=5, block_ms=10, client=client)
+    while monitor.step():
+        pass
+
+    # when Redis loses the stream and its group (a restart without persistence), then processes append again
+    client.delete(stream)
+    client.xadd(stream, {"b": json.dumps([good("after-1")])})
+    client.xadd(stream, {"b": json.dumps([good("after-2")])})
+    for _ in range(3):
+        monitor.step()
+
+    # then the group is there again and what was appended since is recorded, nothing left pending
+    assert set(Job.objects.values_list("task_id", flat=True)) == {"before", "after-1", "after-2"}
+    assert client.xpending(stream, GROUP)["pending"] == 0
