@@ -11,8 +11,6 @@ class AuditConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.audit.metrics import AuditCollector
-        from services.kit.metrics import REGISTRY
+        from services.kit.metrics import collector_register
 
-        # With PROMETHEUS_MULTIPROC_DIR the kit serves only the processes' shared files (REGISTRY is None).
-        if REGISTRY is not None:
-            REGISTRY.register(AuditCollector())
+        collector_register(AuditCollector())

@@ -11,8 +11,6 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         from portal.jobs.metrics import JobsCollector
-        from services.kit.metrics import REGISTRY
+        from services.kit.metrics import collector_register
 
-        # With PROMETHEUS_MULTIPROC_DIR the kit serves only the processes' shared files (REGISTRY is None).
-        if REGISTRY is not None:
-            REGISTRY.register(JobsCollector())
+        collector_register(JobsCollector())

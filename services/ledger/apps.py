@@ -8,8 +8,7 @@ class LedgerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from services.kit.metrics import REGISTRY
+        from services.kit.metrics import collector_register
         from services.ledger.integrity import IntegrityCollector
 
-        if REGISTRY is not None:
-            REGISTRY.register(IntegrityCollector())
+        collector_register(IntegrityCollector())

@@ -8,11 +8,10 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from services.kit.metrics import REGISTRY
+        from services.kit.metrics import collector_register
         from services.payments import checks  # noqa: F401  (system checks)
         from services.payments.metrics import ProcessingCollector
         from services.payments.reconcile import ReconciliationCollector
 
-        if REGISTRY is not None:
-            REGISTRY.register(ReconciliationCollector())
-            REGISTRY.register(ProcessingCollector())
+        collector_register(ReconciliationCollector())
+        collector_register(ProcessingCollector())

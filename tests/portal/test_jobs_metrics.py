@@ -104,3 +104,29 @@ def test_cumulative_buckets_tolerate_arrays_of_another_length():
     assert cumulative_buckets([1], (0.1, 1.0)) == [("0.1", 1), ("1.0", 1), ("+Inf", 1)]
     assert cumulative_buckets([], (0.1,)) == [("0.1", 0), ("+Inf", 0)]
     assert cumulative_buckets([1, 1, 1, 1], (0.1, 1.0)) == [("0.1", 1), ("1.0", 2), ("+Inf", 4)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("multiprocess", [False, True], ids=["one-process", "multiprocess-dir"])
+def test_a_served_portal_exports_queue_depths_with_or_without_a_multiprocess_directory(harness, tmp_path, multiprocess):
+    # given a portal under gunicorn (with PROMETHEUS_MULTIPROC_DIR: several workers share request counters in
+    # files; the scrape-time collectors must be served all the same) and two messages waiting in the audit queue
+    import httpx
+
+    from tests.harness import current_test_database_url
+    from workers.celery import app
+
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)} if multiprocess else {}
+    portal = harness.web("portal", database_url=current_test_database_url(), env=env)
+    with app.connection_for_write() as connection:
+        connection.default_channel.client.delete("audit")
+    for _ in range(2):
+        app.send_task("audit.noop")
+
+    # when Prometheus scrapes it
+    text = httpx.get(f"{portal.url}/metrics", timeout=10).text
+
+    # then the queue depths and the request counters are both there
+    assert _sample(text, "atrium_jobs_queue_depth", 'queue="audit"') == 2
+    assert "atrium_http_requests_total{" in text
+    assert "atrium_audit_" in text
