@@ -117,7 +117,17 @@ hosts. Web pods add their own pod IP (kubelet probes and Prometheus address pods
 {{- $_ := set $data "ATRIUM_TOKEN_URL" (printf "%s/api/v1/auth/token" $portal) -}}
 {{- $_ := set $data "ATRIUM_SSO_INTERNAL_URL" $portal -}}
 {{- if .Values.ingress.enabled -}}
+{{- /* Browsers: the admin sign-in redirects to the portal's public host; the services' API docs (their own hosts)
+may call the portal's token endpoint; logins are throttled by the client's address, behind the Ingress's hops. */ -}}
 {{- $_ := set $data "ATRIUM_SSO_URL" (printf "https://%s" (include "atrium.ingressHost" (dict "root" $root "service" "portal"))) -}}
+{{- $origins := list -}}
+{{- range $service := keys .Values.services | sortAlpha -}}
+{{- if ne $service "portal" -}}
+{{- $origins = append $origins (printf "https://%s" (include "atrium.ingressHost" (dict "root" $root "service" $service))) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $data "ATRIUM_TOKEN_CORS_ORIGINS" (join "," $origins) -}}
+{{- $_ := set $data "ATRIUM_PROXY_COUNT" (toString .Values.ingress.proxyCount) -}}
 {{- end -}}
 {{- range $key, $value := .Values.config -}}
 {{- $_ := set $data $key (toString $value) -}}
