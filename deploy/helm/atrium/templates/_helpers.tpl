@@ -129,6 +129,11 @@ may call the portal's token endpoint; logins are throttled by the client's addre
 {{- $_ := set $data "ATRIUM_TOKEN_CORS_ORIGINS" (join "," $origins) -}}
 {{- $_ := set $data "ATRIUM_PROXY_COUNT" (toString .Values.ingress.proxyCount) -}}
 {{- end -}}
+{{- range $key := list "CELERY_TASK_TIME_LIMIT" "CELERY_TASK_SOFT_TIME_LIMIT" "CELERY_VISIBILITY_TIMEOUT" "CELERY_WORKER_CONCURRENCY" -}}
+{{- if hasKey $root.Values.config $key -}}
+{{- fail (printf "config.%s: set it through celery.* (time limits) or workers.<queue>.concurrency, which the workers' grace periods are checked against" $key) -}}
+{{- end -}}
+{{- end -}}
 {{- range $key, $value := .Values.config -}}
 {{- $_ := set $data $key (toString $value) -}}
 {{- end -}}
