@@ -115,10 +115,11 @@ hosts. Web pods add their own pod IP (kubelet probes and Prometheus address pods
 {{- $_ := set $data "ATRIUM_PORTAL_URL" $portal -}}
 {{- $_ := set $data "JWT_JWKS_URL" (printf "%s/.well-known/jwks.json" $portal) -}}
 {{- $_ := set $data "ATRIUM_TOKEN_URL" (printf "%s/api/v1/auth/token" $portal) -}}
-{{- $_ := set $data "ATRIUM_SSO_INTERNAL_URL" $portal -}}
 {{- if .Values.ingress.enabled -}}
-{{- /* Browsers: the admin sign-in redirects to the portal's public host; the services' API docs (their own hosts)
-may call the portal's token endpoint; logins are throttled by the client's address, behind the Ingress's hops. */ -}}
+{{- /* Browsers: the admin sign-in (OpenID Connect) goes to the portal's public HTTPS host, and so does the services'
+code-for-token exchange (ATRIUM_SSO_INTERNAL_URL unset: the client secret never crosses the pod network in clear
+text; the kit warns, atrium.W010, otherwise); the services' API docs (their own hosts) may call the portal's token
+endpoint; logins are throttled by the client's address, behind the Ingress's hops. */ -}}
 {{- $_ := set $data "ATRIUM_SSO_URL" (printf "https://%s" (include "atrium.ingressHost" (dict "root" $root "service" "portal"))) -}}
 {{- $origins := list -}}
 {{- range $service := keys .Values.services | sortAlpha -}}
