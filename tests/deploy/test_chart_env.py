@@ -27,7 +27,14 @@ from tests.harness import MANAGE, AtriumProcess, current_test_database_url, wait
 
 POD_IP = "10.244.3.17"
 # What the operator's Secret (existingSecret) holds: nothing of it is in the chart.
-_SECRET_NAMES = ("SECRET_KEY", "REDIS_URL", "JWT_PRIVATE_KEY", "OIDC_PRIVATE_KEY", "WEBHOOKS_SECRET_KEYS")
+_SECRET_NAMES = (
+    "SECRET_KEY",
+    "REDIS_URL",
+    "JWT_PRIVATE_KEY",
+    "OIDC_PRIVATE_KEY",
+    "AUDIT_SIGNING_KEY",
+    "WEBHOOKS_SECRET_KEYS",
+)
 # Variables of this test run that would make the subprocess judge our configuration instead of the chart's.
 _INHERITED = re.compile(r"^(ATRIUM_|DJANGO_|JWT_|CELERY_|SECURE_|OIDC_|AUDIT_|WEB_)|DATABASE_URL$|_URL$")
 _INHERITED_NAMES = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "TEST_DATABASE_NAME", "STATIC_ROOT", "LOG_LEVEL"}
@@ -49,10 +56,13 @@ def operator_secret() -> dict[str, str]:
         "REDIS_URL": "redis://:a-redis-password@redis-master.redis.svc:6379/0",
         "JWT_PRIVATE_KEY": _pem(ed25519.Ed25519PrivateKey.generate()),
         "OIDC_PRIVATE_KEY": _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "AUDIT_SIGNING_KEY": _pem(ed25519.Ed25519PrivateKey.generate()),
         "WEBHOOKS_SECRET_KEYS": "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtb2Yta2V5ISE=",
     }
     for service in MANAGE:
         secret[f"{service.upper()}_DATABASE_URL"] = database_url
+        secret[f"{service.upper()}_CLIENT_ID"] = f"svc_{service}"  # its machine identity at the portal
+        secret[f"{service.upper()}_CLIENT_SECRET"] = secrets.token_urlsafe(32)
         if service != "portal":
             secret[f"{service.upper()}_OIDC_CLIENT_ID"] = f"{service}-admin"
             secret[f"{service.upper()}_OIDC_CLIENT_SECRET"] = f"{service}-admin-secret"
