@@ -448,6 +448,46 @@ _CEL_CHECKS = {
 }
 
 
+# The redis scaler's trigger metadata in KEDA 2.20.2 (pkg/scalers/redis_scaler.go's `keda:"name=…, order=…"` tags:
+# names read from triggerMetadata, and `<name>FromEnv` for those also read from the container's environment), with
+# the type each is parsed as. KEDA ignores any other key (a misspelt listLength silently means the default, 5), so
+# one is refused here as KEDA_CHECK_UNEXPECTED_SCALERS_PARAMS=enabled would report it. Passwords never go in
+# metadata (the object is readable by anyone who can list ScaledObjects): a TriggerAuthentication carries them.
+_REDIS_INTEGERS = {"listLength", "activationListLength", "databaseIndex"}
+_REDIS_BOOLEANS = {"enableTLS", "unsafeSsl"}
+_REDIS_FROM_ENV = {"address", "addresses", "host", "hosts", "port", "ports", "username", "password"}
+_REDIS_FROM_ENV |= {"sentinelMaster", "sentinelPassword", "sentinelUsername"}
+REDIS_SCALER_PARAMETERS = frozenset(
+    {"listName", "address", "addresses", "host", "hosts", "port", "ports", "username", "sentinelMaster"}
+    | {"sentinelUsername"}
+    | _REDIS_INTEGERS
+    | _REDIS_BOOLEANS
+    | {f"{name}FromEnv" for name in _REDIS_FROM_ENV}
+)
+_REDIS_SECRETS = {"password", "sentinelPassword"}
+
+
+def _redis_triggers(manifest: dict[str, Any]) -> list[str]:
+    problems = []
+    for index, trigger in enumerate((manifest.get("spec") or {}).get("triggers") or []):
+        if not isinstance(trigger, dict) or trigger.get("type") != "redis":
+            continue
+        where = f"spec.triggers.{index}.metadata"
+        metadata = trigger.get("metadata") if isinstance(trigger.get("metadata"), dict) else {}
+        for key, value in metadata.items():
+            if key in _REDIS_SECRETS:
+                problems.append(f"{where}.{key}: a secret in plain metadata (use a TriggerAuthentication)")
+            elif key not in REDIS_SCALER_PARAMETERS:
+                problems.append(f"{where}.{key}: not a parameter of KEDA {KEDA_VERSION}'s redis scaler")
+            elif key in _REDIS_INTEGERS and not re.fullmatch(r"-?\d+", str(value)):
+                problems.append(f"{where}.{key}: {value!r} is not an integer")
+            elif key in _REDIS_BOOLEANS and str(value).lower() not in {"true", "false"}:
+                problems.append(f"{where}.{key}: {value!r} is not true or false")
+        if "listName" not in metadata:
+            problems.append(f"{where}: no listName")
+    return problems
+
+
 @cache
 def _metadata_registry(k8s_version: str) -> Any:
     from kubernetes_validate.utils import all_versions, major_minor, schema_contents
@@ -477,6 +517,8 @@ def crd_problems(manifest: dict[str, Any], k8s_version: str = K8S_VERSIONS[-1]) 
             problems.append(f"the CRD's rule {rule!r} is not checked here: add it to devtools/chart.py _CEL_CHECKS")
         else:
             problems += check(manifest)
+    if manifest.get("kind") == "ScaledObject":
+        problems += _redis_triggers(manifest)
     return problems
 
 
