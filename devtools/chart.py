@@ -36,6 +36,17 @@ EXAMPLE_VALUES = ("values-small.yaml", "values-large.yaml")
 KEDA_VERSION = "2.20.2"
 KEDA_CRD_DIR = REPO_ROOT / "deploy" / "vendor" / "keda" / KEDA_VERSION
 KEDA_CRD_FILES = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
+PROMETHEUS_OPERATOR_VERSION = "0.93.0"
+PROMETHEUS_OPERATOR_CRD_DIR = REPO_ROOT / "deploy" / "vendor" / "prometheus-operator" / PROMETHEUS_OPERATOR_VERSION
+PROMETHEUS_OPERATOR_CRD_FILES = ("monitoring.coreos.com_servicemonitors.yaml",)
+# API group → (what it is, its CRD files): the custom resources the chart renders, checked against these.
+VENDORED_CRDS = {
+    "keda.sh": (f"KEDA {KEDA_VERSION}", [KEDA_CRD_DIR / name for name in KEDA_CRD_FILES]),
+    "monitoring.coreos.com": (
+        f"Prometheus Operator {PROMETHEUS_OPERATOR_VERSION}",
+        [PROMETHEUS_OPERATOR_CRD_DIR / name for name in PROMETHEUS_OPERATOR_CRD_FILES],
+    ),
+}
 # Kubernetes minor versions every manifest is validated against: the oldest one still in managed providers'
 # extended support and the newest kubernetes-validate bundles (1.37). The chart's kubeVersion floor is older
 # still; a team on an older cluster adds its version here.
@@ -237,8 +248,9 @@ def validate(manifests: Iterable[dict[str, Any]], k8s_versions: Sequence[str] = 
 
     Built-in kinds: kubernetes-validate's strict schemas for each of ``k8s_versions`` (an unknown field, a wrong
     type or a missing required field is refused; a kind or apiVersion the version does not serve is refused too),
-    plus the object-name, label and selector rules the schemas cannot state. KEDA's kinds: the vendored CRDs'
-    schemas, closed as the API server closes them. Any other custom kind is refused: nothing could check it.
+    plus the object-name, label and selector rules the schemas cannot state. KEDA's and the Prometheus Operator's
+    kinds: the vendored CRDs' schemas, closed as the API server closes them. Any other custom kind is refused:
+    nothing could check it.
     """
     import kubernetes_validate
 
@@ -250,11 +262,9 @@ def validate(manifests: Iterable[dict[str, Any]], k8s_versions: Sequence[str] = 
         label = name_of(manifest)
         problems += [f"{label}: {problem}" for problem in _metadata_problems(manifest)]
         group = manifest["apiVersion"].rpartition("/")[0]
-        if group == "keda.sh":
-            problems += [f"{label} (KEDA {KEDA_VERSION} CRD): {p}" for p in crd_problems(manifest, k8s_versions[-1])]
-            continue
-        if group == "monitoring.coreos.com":
-            problems += [f"{label}: {p}" for p in _service_monitor_problems(manifest)]
+        if group in VENDORED_CRDS:
+            source = VENDORED_CRDS[group][0]
+            problems += [f"{label} ({source} CRD): {p}" for p in crd_problems(manifest, k8s_versions[-1])]
             continue
         for version in k8s_versions:
             try:
@@ -326,43 +336,7 @@ def _metadata_problems(manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-# ServiceMonitor (Prometheus Operator) has no CRD vendored here: its shape is checked by hand, for what the chart uses.
-_SERVICE_MONITOR_KEYS = {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels"}
-_SERVICE_MONITOR_ENDPOINT_KEYS = {
-    "port",
-    "targetPort",
-    "path",
-    "scheme",
-    "interval",
-    "scrapeTimeout",
-    "honorLabels",
-    "relabelings",
-    "metricRelabelings",
-    "params",
-    "tlsConfig",
-}
-
-
-def _service_monitor_problems(manifest: dict[str, Any]) -> list[str]:
-    if manifest["apiVersion"] != "monitoring.coreos.com/v1" or manifest["kind"] != "ServiceMonitor":
-        return [f"{manifest['apiVersion']} {manifest['kind']}: no schema to check it against"]
-    spec = manifest.get("spec")
-    if not isinstance(spec, dict):
-        return ["spec is missing"]
-    problems = [f"spec.{key}: unknown field" for key in sorted(set(spec) - _SERVICE_MONITOR_KEYS)]
-    if not isinstance(spec.get("selector"), dict):
-        problems.append("spec.selector is missing")
-    endpoints = spec.get("endpoints")
-    if not isinstance(endpoints, list) or not endpoints:
-        problems.append("spec.endpoints is missing")
-    else:
-        for index, endpoint in enumerate(endpoints):
-            unknown = set(endpoint) - _SERVICE_MONITOR_ENDPOINT_KEYS if isinstance(endpoint, dict) else {"(not a map)"}
-            problems += [f"spec.endpoints.{index}.{key}: unknown field" for key in sorted(unknown)]
-    return problems
-
-
-# --- KEDA: custom resources against their CRD ---------------------------------------------------------------------
+# --- custom resources (KEDA, Prometheus Operator) against their CRDs -----------------------------------------------
 
 
 def _closed(schema: Any) -> Any:
@@ -398,8 +372,8 @@ def _closed(schema: Any) -> Any:
 def _crds() -> dict[tuple[str, str], tuple[dict[str, Any], list[str]]]:
     """``(apiVersion, kind)`` → (the served version's closed schema, its CEL rules) for each vendored CRD."""
     crds: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
-    for file in KEDA_CRD_FILES:
-        crd = yaml.safe_load((KEDA_CRD_DIR / file).read_text())
+    for file in [file for _, files in VENDORED_CRDS.values() for file in files]:
+        crd = yaml.safe_load(file.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if not version.get("served"):
@@ -499,12 +473,12 @@ def _metadata_registry(k8s_version: str) -> Any:
 
 
 def crd_problems(manifest: dict[str, Any], k8s_version: str = K8S_VERSIONS[-1]) -> list[str]:
-    """Problems with a KEDA object against its vendored CRD (its metadata against Kubernetes' ObjectMeta)."""
+    """Problems with a custom resource against its vendored CRD (its metadata against Kubernetes' ObjectMeta)."""
     import jsonschema
 
     found = _crds().get((manifest.get("apiVersion"), manifest.get("kind")))
     if found is None:
-        return [f"{manifest.get('apiVersion')} {manifest.get('kind')} is not served by the vendored KEDA CRDs"]
+        return [f"{manifest.get('apiVersion')} {manifest.get('kind')} is not served by the vendored CRDs"]
     schema, rules = found
     validator = jsonschema.Draft202012Validator(schema, registry=_metadata_registry(k8s_version))
     problems = [

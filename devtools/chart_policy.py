@@ -396,6 +396,32 @@ def web_services_problems(manifests: Iterable[Manifest]) -> list[str]:
     return problems
 
 
+def service_monitor_problems(manifests: Iterable[Manifest]) -> list[str]:
+    """A ServiceMonitor (when rendered) selects every web Service, in its namespace, by a port each of them names."""
+    manifests = list(manifests)
+    monitors = [m for m in manifests if m.get("kind") == "ServiceMonitor"]
+    web_pods = [pod for pod in pod_templates(manifests) if pod.component == "web"]
+    services = [
+        m
+        for m in manifests
+        if m.get("kind") == "Service"
+        and any(selector_matches((m.get("spec") or {}).get("selector"), pod.labels) for pod in web_pods)
+    ]
+    problems = []
+    for monitor in monitors:
+        spec = monitor.get("spec") or {}
+        namespaces = (spec.get("namespaceSelector") or {}).get("matchNames")
+        if namespaces is not None and (monitor["metadata"].get("namespace") or NAMESPACE) not in namespaces:
+            problems.append(f"{name_of(monitor)}: namespaceSelector leaves out the release's namespace")
+        ports = {endpoint.get("port") for endpoint in spec.get("endpoints") or []}
+        for service in services:
+            if not selector_matches(spec.get("selector"), service["metadata"].get("labels") or {}):
+                problems.append(f"{name_of(monitor)} does not select {name_of(service)}")
+            elif not ports & {port.get("name") for port in service["spec"].get("ports") or []}:
+                problems.append(f"{name_of(monitor)}: {name_of(service)} has no port named {sorted(map(str, ports))}")
+    return problems
+
+
 # --- NetworkPolicies ------------------------------------------------------------------------------------------------
 
 
@@ -556,6 +582,7 @@ CHECKS: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "migrations": migrations_problems,
     "processes": processes_problems,
     "web services": web_services_problems,
+    "service monitor": service_monitor_problems,
     "network": network_problems,
 }
 

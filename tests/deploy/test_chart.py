@@ -196,7 +196,7 @@ def test_keda_objects_validate_against_the_crds(rendered, label):
         (lambda so: so["spec"]["triggers"][0]["metadata"].update(password="hunter2"), "a secret in plain metadata"),
         (lambda so: so["spec"]["triggers"][0]["metadata"].update(databaseIndex="zero"), "not an integer"),
         (lambda so: so["metadata"].update(labelz={}), "'labelz' was unexpected"),
-        (lambda so: so.update(apiVersion="keda.sh/v2"), "not served by the vendored KEDA CRDs"),
+        (lambda so: so.update(apiVersion="keda.sh/v2"), "not served by the vendored CRDs"),
     ],
     ids=[
         "integer-list-length",
@@ -216,6 +216,34 @@ def test_crd_validation_refuses_a_broken_scaled_object(manifests, change, expect
     change(scaled)
     problems = chart.validate([scaled])
     assert any(expected in p for p in problems), problems
+
+
+def test_vendored_prometheus_operator_crd_is_the_one_its_source_names():
+    directory = chart.PROMETHEUS_OPERATOR_CRD_DIR
+    source = (directory / "SOURCE.md").read_text()
+    assert f"`v{chart.PROMETHEUS_OPERATOR_VERSION}`" in source
+    for file in (*chart.PROMETHEUS_OPERATOR_CRD_FILES, "LICENSE", "NOTICE"):
+        [digest] = re.findall(rf"\| `{re.escape(file)}` \|[^|]*\| `([0-9a-f]{{64}})` \|", source)
+        assert hashlib.sha256((directory / file).read_bytes()).hexdigest() == digest
+
+
+def test_service_monitor_validates_against_its_crd_and_selects_every_web_service(rendered):
+    # given the large install, which turns the ServiceMonitor on
+    [monitor] = [m for m in rendered["large"] if m["kind"] == "ServiceMonitor"]
+    assert chart.validate([monitor]) == []
+    assert policy.service_monitor_problems(rendered["large"]) == []
+
+    # then a broken one is refused by the CRD, and one that misses the Services by the policy
+    typo = copy.deepcopy(monitor)
+    typo["spec"]["endpoints"][0]["scrape_timeout"] = typo["spec"]["endpoints"][0].pop("scrapeTimeout")
+    assert any("'scrape_timeout' was unexpected" in p for p in chart.validate([typo]))
+    bad_interval = copy.deepcopy(monitor)
+    bad_interval["spec"]["endpoints"][0]["interval"] = "30 seconds"
+    assert any("spec.endpoints.0.interval" in p for p in chart.validate([bad_interval]))
+    misses = copy.deepcopy(rendered["large"])
+    [monitor] = [m for m in misses if m["kind"] == "ServiceMonitor"]
+    monitor["spec"]["selector"]["matchLabels"][policy.COMPONENT] = "worker"
+    assert len(policy.service_monitor_problems(misses)) == 4
 
 
 def test_crd_validation_refuses_a_broken_trigger_authentication(manifests):
