@@ -115,9 +115,25 @@ hosts. Web pods add their own pod IP (kubelet probes and Prometheus address pods
 {{- $_ := set $data "ATRIUM_PORTAL_URL" $portal -}}
 {{- $_ := set $data "JWT_JWKS_URL" (printf "%s/.well-known/jwks.json" $portal) -}}
 {{- $_ := set $data "ATRIUM_TOKEN_URL" (printf "%s/api/v1/auth/token" $portal) -}}
-{{- $_ := set $data "ATRIUM_SSO_INTERNAL_URL" $portal -}}
 {{- if .Values.ingress.enabled -}}
+{{- /* Browsers: the admin sign-in (OpenID Connect) goes to the portal's public HTTPS host, and so does the services'
+code-for-token exchange (ATRIUM_SSO_INTERNAL_URL unset: the client secret never crosses the pod network in clear
+text; the kit warns, atrium.W010, otherwise); the services' API docs (their own hosts) may call the portal's token
+endpoint; logins are throttled by the client's address, behind the Ingress's hops. */ -}}
 {{- $_ := set $data "ATRIUM_SSO_URL" (printf "https://%s" (include "atrium.ingressHost" (dict "root" $root "service" "portal"))) -}}
+{{- $origins := list -}}
+{{- range $service := keys .Values.services | sortAlpha -}}
+{{- if ne $service "portal" -}}
+{{- $origins = append $origins (printf "https://%s" (include "atrium.ingressHost" (dict "root" $root "service" $service))) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $data "ATRIUM_TOKEN_CORS_ORIGINS" (join "," $origins) -}}
+{{- $_ := set $data "ATRIUM_PROXY_COUNT" (toString .Values.ingress.proxyCount) -}}
+{{- end -}}
+{{- range $key := list "CELERY_TASK_TIME_LIMIT" "CELERY_TASK_SOFT_TIME_LIMIT" "CELERY_VISIBILITY_TIMEOUT" "CELERY_WORKER_CONCURRENCY" -}}
+{{- if hasKey $root.Values.config $key -}}
+{{- fail (printf "config.%s: set it through celery.* (time limits) or workers.<queue>.concurrency, which the workers' grace periods are checked against" $key) -}}
+{{- end -}}
 {{- end -}}
 {{- range $key, $value := .Values.config -}}
 {{- $_ := set $data $key (toString $value) -}}
