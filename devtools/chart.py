@@ -280,6 +280,7 @@ def validate(manifests: Iterable[dict[str, Any]], k8s_versions: Sequence[str] = 
 # The API server's rules for names and labels (k8s.io/apimachinery/pkg/util/validation), which no OpenAPI schema has.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_LABEL = re.compile(r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # Kinds whose names must be DNS-1035 labels (they become DNS names themselves).
@@ -322,8 +323,20 @@ def _metadata_problems(manifest: dict[str, Any]) -> list[str]:
     for key in metadata.get("annotations") or {}:
         problems += [f"metadata.annotations: {p}" for p in _key_problems(str(key))]
     spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    if manifest["kind"] == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
     template = spec.get("template") if isinstance(spec.get("template"), dict) else None
     if template is not None:
+        names = []
+        for kind in ("initContainers", "containers"):
+            for index, container in enumerate((template.get("spec") or {}).get(kind) or []):
+                names.append(container.get("name"))
+                if not isinstance(container.get("image"), str) or not container["image"].strip():
+                    problems.append(f"spec.template.spec.{kind}.{index}.image: required (empty or missing)")
+                if not isinstance(container.get("name"), str) or not _DNS_1123_LABEL.match(container["name"]):
+                    problems.append(f"spec.template.spec.{kind}.{index}.name: not a DNS-1123 label")
+        if len(names) != len(set(names)):
+            problems.append("spec.template.spec: two containers share a name")
         pod_labels = (template.get("metadata") or {}).get("labels") or {}
         problems += _labels_problems(pod_labels, "spec.template.metadata.labels")
         selector = spec.get("selector")
@@ -507,7 +520,12 @@ def _check(values_sets: Sequence[tuple[str, list[Path]]]) -> int:
         print(f"DRIFT {problem}")
         failures += 1
     for label, files in values_sets:
-        manifests = render(values_files=files)
+        try:
+            manifests = render(values_files=files)
+        except Exception as error:  # the chart refused the values (values.schema.json, a template's `fail`)
+            print(f"FAIL [{label}] render: {str(error).strip()}")
+            failures += 1
+            continue
         problems = [f"lint: {p}" for p in lint(values_files=files)]
         problems += [f"schema: {p}" for p in validate(manifests)]
         problems += [f"policy: {p}" for p in policy(manifests, values_merged(values_files=files))]
@@ -516,7 +534,8 @@ def _check(values_sets: Sequence[tuple[str, list[Path]]]) -> int:
         failures += len(problems)
         print(
             f"{'ok  ' if not problems else 'FAIL'} [{label}] {len(manifests)} manifests, lint, Kubernetes "
-            f"{' and '.join(K8S_VERSIONS)} (strict), KEDA {KEDA_VERSION} CRDs, policies: {len(problems)} problem(s)"
+            f"{' and '.join(K8S_VERSIONS)} (strict), {' and '.join(v[0] for v in VENDORED_CRDS.values())} CRDs, "
+            f"policies: {len(problems)} problem(s)"
         )
     return 1 if failures else 0
 
@@ -539,8 +558,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "render":
         sources = render_sources(values_files=args.values, release=args.release, namespace=args.namespace)
-        for template, manifest in sources:
-            sys.stdout.write(f"---\n# Source: {template}\n{yaml.safe_dump(manifest, sort_keys=False)}")
+        try:
+            for template, manifest in sources:
+                sys.stdout.write(f"---\n# Source: {template}\n{yaml.safe_dump(manifest, sort_keys=False)}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `… render | head`
+            sys.stdout = None  # type: ignore[assignment]  (nothing left to flush at exit)
         return 0
     if args.values:
         return _check([(", ".join(map(str, args.values)), args.values)])

@@ -141,8 +141,9 @@ def deployment_with(manifests, change):
         (lambda m: m["metadata"]["labels"].update({"atrium.dev/part-of": "ledger service"}), "not a valid label value"),
         (lambda m: m["spec"]["selector"]["matchLabels"].update(extra="x"), "selector does not match"),
         (lambda m: m["metadata"].update(name="Atrium_Ledger"), "not a DNS subdomain"),
+        (lambda m: container(m).update(image=""), "image: required"),
     ],
-    ids=["unknown-field", "wrong-type", "missing-required", "api-not-served", "label", "selector", "name"],
+    ids=["unknown-field", "wrong-type", "missing-required", "api-not-served", "label", "selector", "name", "image"],
 )
 def test_schema_validation_refuses_a_broken_manifest(manifests, change, expected):
     ledger = deployment_with(manifests, change)
@@ -419,8 +420,23 @@ def test_grace_policy_reports_a_task_limit_above_the_grace(manifests):
         assert any("task time limit 600" in p for p in policy.grace_problems(raised))
 
 
+def test_a_tasks_own_time_limit_counts_for_its_queue(manifests, tmp_path, monkeypatch):
+    # given a ledger task declaring a 900 s hard limit of its own (above the workers' 300 s and their grace)
+    source = '@app.task(name="ledger.rebuild", time_limit=900)\ndef rebuild():\n    pass\n'
+    (tmp_path / "ledger.py").write_text(f"from workers.celery import app\n\n\n{source}")
+    assert policy.task_time_limits(tmp_path) == {"ledger": 900}
+    monkeypatch.setattr(policy, "task_time_limits", lambda: {"ledger": 900})
+
+    # then only the ledger worker is reported
+    grace = find(manifests, "Deployment", "atrium-worker-ledger")["spec"]["template"]["spec"]
+    assert policy.grace_problems(manifests) == [
+        f"Deployment/atrium-worker-ledger: terminationGracePeriodSeconds {grace['terminationGracePeriodSeconds']}"
+        " <= task time limit 900"
+    ]
+
+
 def test_the_chart_refuses_a_grace_shorter_than_the_task_limit():
-    with pytest.raises(Exception, match=r"must exceed celery\.taskTimeLimit"):
+    with pytest.raises(Exception, match=r"terminationGracePeriodSeconds \(200\) must exceed"):
         chart.render({"workers": {"payments": {"terminationGracePeriodSeconds": 200}}})
 
 
