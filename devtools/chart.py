@@ -36,6 +36,17 @@ EXAMPLE_VALUES = ("values-small.yaml", "values-large.yaml")
 KEDA_VERSION = "2.20.2"
 KEDA_CRD_DIR = REPO_ROOT / "deploy" / "vendor" / "keda" / KEDA_VERSION
 KEDA_CRD_FILES = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
+PROMETHEUS_OPERATOR_VERSION = "0.93.0"
+PROMETHEUS_OPERATOR_CRD_DIR = REPO_ROOT / "deploy" / "vendor" / "prometheus-operator" / PROMETHEUS_OPERATOR_VERSION
+PROMETHEUS_OPERATOR_CRD_FILES = ("monitoring.coreos.com_servicemonitors.yaml",)
+# API group → (what it is, its CRD files): the custom resources the chart renders, checked against these.
+VENDORED_CRDS = {
+    "keda.sh": (f"KEDA {KEDA_VERSION}", [KEDA_CRD_DIR / name for name in KEDA_CRD_FILES]),
+    "monitoring.coreos.com": (
+        f"Prometheus Operator {PROMETHEUS_OPERATOR_VERSION}",
+        [PROMETHEUS_OPERATOR_CRD_DIR / name for name in PROMETHEUS_OPERATOR_CRD_FILES],
+    ),
+}
 # Kubernetes minor versions every manifest is validated against: the oldest one still in managed providers'
 # extended support and the newest kubernetes-validate bundles (1.37). The chart's kubeVersion floor is older
 # still; a team on an older cluster adds its version here.
@@ -237,8 +248,9 @@ def validate(manifests: Iterable[dict[str, Any]], k8s_versions: Sequence[str] = 
 
     Built-in kinds: kubernetes-validate's strict schemas for each of ``k8s_versions`` (an unknown field, a wrong
     type or a missing required field is refused; a kind or apiVersion the version does not serve is refused too),
-    plus the object-name, label and selector rules the schemas cannot state. KEDA's kinds: the vendored CRDs'
-    schemas, closed as the API server closes them. Any other custom kind is refused: nothing could check it.
+    plus the object-name, label and selector rules the schemas cannot state. KEDA's and the Prometheus Operator's
+    kinds: the vendored CRDs' schemas, closed as the API server closes them. Any other custom kind is refused:
+    nothing could check it.
     """
     import kubernetes_validate
 
@@ -250,11 +262,9 @@ def validate(manifests: Iterable[dict[str, Any]], k8s_versions: Sequence[str] = 
         label = name_of(manifest)
         problems += [f"{label}: {problem}" for problem in _metadata_problems(manifest)]
         group = manifest["apiVersion"].rpartition("/")[0]
-        if group == "keda.sh":
-            problems += [f"{label} (KEDA {KEDA_VERSION} CRD): {p}" for p in crd_problems(manifest, k8s_versions[-1])]
-            continue
-        if group == "monitoring.coreos.com":
-            problems += [f"{label}: {p}" for p in _service_monitor_problems(manifest)]
+        if group in VENDORED_CRDS:
+            source = VENDORED_CRDS[group][0]
+            problems += [f"{label} ({source} CRD): {p}" for p in crd_problems(manifest, k8s_versions[-1])]
             continue
         for version in k8s_versions:
             try:
@@ -270,6 +280,7 @@ def validate(manifests: Iterable[dict[str, Any]], k8s_versions: Sequence[str] = 
 # The API server's rules for names and labels (k8s.io/apimachinery/pkg/util/validation), which no OpenAPI schema has.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_LABEL = re.compile(r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # Kinds whose names must be DNS-1035 labels (they become DNS names themselves).
@@ -312,8 +323,20 @@ def _metadata_problems(manifest: dict[str, Any]) -> list[str]:
     for key in metadata.get("annotations") or {}:
         problems += [f"metadata.annotations: {p}" for p in _key_problems(str(key))]
     spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    if manifest["kind"] == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
     template = spec.get("template") if isinstance(spec.get("template"), dict) else None
     if template is not None:
+        names = []
+        for kind in ("initContainers", "containers"):
+            for index, container in enumerate((template.get("spec") or {}).get(kind) or []):
+                names.append(container.get("name"))
+                if not isinstance(container.get("image"), str) or not container["image"].strip():
+                    problems.append(f"spec.template.spec.{kind}.{index}.image: required (empty or missing)")
+                if not isinstance(container.get("name"), str) or not _DNS_1123_LABEL.match(container["name"]):
+                    problems.append(f"spec.template.spec.{kind}.{index}.name: not a DNS-1123 label")
+        if len(names) != len(set(names)):
+            problems.append("spec.template.spec: two containers share a name")
         pod_labels = (template.get("metadata") or {}).get("labels") or {}
         problems += _labels_problems(pod_labels, "spec.template.metadata.labels")
         selector = spec.get("selector")
@@ -326,43 +349,7 @@ def _metadata_problems(manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-# ServiceMonitor (Prometheus Operator) has no CRD vendored here: its shape is checked by hand, for what the chart uses.
-_SERVICE_MONITOR_KEYS = {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels"}
-_SERVICE_MONITOR_ENDPOINT_KEYS = {
-    "port",
-    "targetPort",
-    "path",
-    "scheme",
-    "interval",
-    "scrapeTimeout",
-    "honorLabels",
-    "relabelings",
-    "metricRelabelings",
-    "params",
-    "tlsConfig",
-}
-
-
-def _service_monitor_problems(manifest: dict[str, Any]) -> list[str]:
-    if manifest["apiVersion"] != "monitoring.coreos.com/v1" or manifest["kind"] != "ServiceMonitor":
-        return [f"{manifest['apiVersion']} {manifest['kind']}: no schema to check it against"]
-    spec = manifest.get("spec")
-    if not isinstance(spec, dict):
-        return ["spec is missing"]
-    problems = [f"spec.{key}: unknown field" for key in sorted(set(spec) - _SERVICE_MONITOR_KEYS)]
-    if not isinstance(spec.get("selector"), dict):
-        problems.append("spec.selector is missing")
-    endpoints = spec.get("endpoints")
-    if not isinstance(endpoints, list) or not endpoints:
-        problems.append("spec.endpoints is missing")
-    else:
-        for index, endpoint in enumerate(endpoints):
-            unknown = set(endpoint) - _SERVICE_MONITOR_ENDPOINT_KEYS if isinstance(endpoint, dict) else {"(not a map)"}
-            problems += [f"spec.endpoints.{index}.{key}: unknown field" for key in sorted(unknown)]
-    return problems
-
-
-# --- KEDA: custom resources against their CRD ---------------------------------------------------------------------
+# --- custom resources (KEDA, Prometheus Operator) against their CRDs -----------------------------------------------
 
 
 def _closed(schema: Any) -> Any:
@@ -398,8 +385,8 @@ def _closed(schema: Any) -> Any:
 def _crds() -> dict[tuple[str, str], tuple[dict[str, Any], list[str]]]:
     """``(apiVersion, kind)`` → (the served version's closed schema, its CEL rules) for each vendored CRD."""
     crds: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
-    for file in KEDA_CRD_FILES:
-        crd = yaml.safe_load((KEDA_CRD_DIR / file).read_text())
+    for file in [file for _, files in VENDORED_CRDS.values() for file in files]:
+        crd = yaml.safe_load(file.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if not version.get("served"):
@@ -448,6 +435,46 @@ _CEL_CHECKS = {
 }
 
 
+# The redis scaler's trigger metadata in KEDA 2.20.2 (pkg/scalers/redis_scaler.go's `keda:"name=…, order=…"` tags:
+# names read from triggerMetadata, and `<name>FromEnv` for those also read from the container's environment), with
+# the type each is parsed as. KEDA ignores any other key (a misspelt listLength silently means the default, 5), so
+# one is refused here as KEDA_CHECK_UNEXPECTED_SCALERS_PARAMS=enabled would report it. Passwords never go in
+# metadata (the object is readable by anyone who can list ScaledObjects): a TriggerAuthentication carries them.
+_REDIS_INTEGERS = {"listLength", "activationListLength", "databaseIndex"}
+_REDIS_BOOLEANS = {"enableTLS", "unsafeSsl"}
+_REDIS_FROM_ENV = {"address", "addresses", "host", "hosts", "port", "ports", "username", "password"}
+_REDIS_FROM_ENV |= {"sentinelMaster", "sentinelPassword", "sentinelUsername"}
+REDIS_SCALER_PARAMETERS = frozenset(
+    {"listName", "address", "addresses", "host", "hosts", "port", "ports", "username", "sentinelMaster"}
+    | {"sentinelUsername"}
+    | _REDIS_INTEGERS
+    | _REDIS_BOOLEANS
+    | {f"{name}FromEnv" for name in _REDIS_FROM_ENV}
+)
+_REDIS_SECRETS = {"password", "sentinelPassword"}
+
+
+def _redis_triggers(manifest: dict[str, Any]) -> list[str]:
+    problems = []
+    for index, trigger in enumerate((manifest.get("spec") or {}).get("triggers") or []):
+        if not isinstance(trigger, dict) or trigger.get("type") != "redis":
+            continue
+        where = f"spec.triggers.{index}.metadata"
+        metadata = trigger.get("metadata") if isinstance(trigger.get("metadata"), dict) else {}
+        for key, value in metadata.items():
+            if key in _REDIS_SECRETS:
+                problems.append(f"{where}.{key}: a secret in plain metadata (use a TriggerAuthentication)")
+            elif key not in REDIS_SCALER_PARAMETERS:
+                problems.append(f"{where}.{key}: not a parameter of KEDA {KEDA_VERSION}'s redis scaler")
+            elif key in _REDIS_INTEGERS and not re.fullmatch(r"-?\d+", str(value)):
+                problems.append(f"{where}.{key}: {value!r} is not an integer")
+            elif key in _REDIS_BOOLEANS and str(value).lower() not in {"true", "false"}:
+                problems.append(f"{where}.{key}: {value!r} is not true or false")
+        if "listName" not in metadata:
+            problems.append(f"{where}: no listName")
+    return problems
+
+
 @cache
 def _metadata_registry(k8s_version: str) -> Any:
     from kubernetes_validate.utils import all_versions, major_minor, schema_contents
@@ -459,12 +486,12 @@ def _metadata_registry(k8s_version: str) -> Any:
 
 
 def crd_problems(manifest: dict[str, Any], k8s_version: str = K8S_VERSIONS[-1]) -> list[str]:
-    """Problems with a KEDA object against its vendored CRD (its metadata against Kubernetes' ObjectMeta)."""
+    """Problems with a custom resource against its vendored CRD (its metadata against Kubernetes' ObjectMeta)."""
     import jsonschema
 
     found = _crds().get((manifest.get("apiVersion"), manifest.get("kind")))
     if found is None:
-        return [f"{manifest.get('apiVersion')} {manifest.get('kind')} is not served by the vendored KEDA CRDs"]
+        return [f"{manifest.get('apiVersion')} {manifest.get('kind')} is not served by the vendored CRDs"]
     schema, rules = found
     validator = jsonschema.Draft202012Validator(schema, registry=_metadata_registry(k8s_version))
     problems = [
@@ -477,6 +504,8 @@ def crd_problems(manifest: dict[str, Any], k8s_version: str = K8S_VERSIONS[-1]) 
             problems.append(f"the CRD's rule {rule!r} is not checked here: add it to devtools/chart.py _CEL_CHECKS")
         else:
             problems += check(manifest)
+    if manifest.get("kind") == "ScaledObject":
+        problems += _redis_triggers(manifest)
     return problems
 
 
@@ -491,7 +520,12 @@ def _check(values_sets: Sequence[tuple[str, list[Path]]]) -> int:
         print(f"DRIFT {problem}")
         failures += 1
     for label, files in values_sets:
-        manifests = render(values_files=files)
+        try:
+            manifests = render(values_files=files)
+        except Exception as error:  # the chart refused the values (values.schema.json, a template's `fail`)
+            print(f"FAIL [{label}] render: {str(error).strip()}")
+            failures += 1
+            continue
         problems = [f"lint: {p}" for p in lint(values_files=files)]
         problems += [f"schema: {p}" for p in validate(manifests)]
         problems += [f"policy: {p}" for p in policy(manifests, values_merged(values_files=files))]
@@ -500,7 +534,8 @@ def _check(values_sets: Sequence[tuple[str, list[Path]]]) -> int:
         failures += len(problems)
         print(
             f"{'ok  ' if not problems else 'FAIL'} [{label}] {len(manifests)} manifests, lint, Kubernetes "
-            f"{' and '.join(K8S_VERSIONS)} (strict), KEDA {KEDA_VERSION} CRDs, policies: {len(problems)} problem(s)"
+            f"{' and '.join(K8S_VERSIONS)} (strict), {' and '.join(v[0] for v in VENDORED_CRDS.values())} CRDs, "
+            f"policies: {len(problems)} problem(s)"
         )
     return 1 if failures else 0
 
@@ -523,8 +558,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "render":
         sources = render_sources(values_files=args.values, release=args.release, namespace=args.namespace)
-        for template, manifest in sources:
-            sys.stdout.write(f"---\n# Source: {template}\n{yaml.safe_dump(manifest, sort_keys=False)}")
+        try:
+            for template, manifest in sources:
+                sys.stdout.write(f"---\n# Source: {template}\n{yaml.safe_dump(manifest, sort_keys=False)}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `… render | head`
+            sys.stdout = None  # type: ignore[assignment]  (nothing left to flush at exit)
         return 0
     if args.values:
         return _check([(", ".join(map(str, args.values)), args.values)])

@@ -8,9 +8,11 @@ Each check returns its problems as lines (empty when the manifests comply); ``po
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from devtools.chart import NAMESPACE, REPO_ROOT, dependencies_read, name_of
@@ -215,18 +217,37 @@ def task_time_limit(container: dict[str, Any], manifests: Iterable[Manifest]) ->
     return int(value) if value else kit_default("CELERY_TASK_TIME_LIMIT")
 
 
+def task_time_limits(workers_dir: Path = REPO_ROOT / "workers") -> dict[str, int]:
+    """Queue → the longest ``time_limit`` a task of that queue declares itself (``@app.task(name="<queue>.…",
+    time_limit=N)`` in workers/*.py; a task's name prefix is its queue), read from the source without importing it."""
+    limits: dict[str, int] = {}
+    for path in sorted(workers_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "task"):
+                continue
+            keywords = {k.arg: k.value for k in node.keywords if k.arg}
+            name, limit = keywords.get("name"), keywords.get("time_limit")
+            if isinstance(name, ast.Constant) and isinstance(limit, ast.Constant) and isinstance(limit.value, int):
+                queue = str(name.value).split(".", 1)[0]
+                limits[queue] = max(limits.get(queue, 0), limit.value)
+    return limits
+
+
 def grace_problems(manifests: Iterable[Manifest]) -> list[str]:
-    """Every worker's terminationGracePeriodSeconds exceeds its Celery hard time limit, so a SIGTERM'd worker
+    """Every worker's terminationGracePeriodSeconds exceeds the longest Celery hard time limit of its queue (the
+    environment's, or a task's own ``time_limit``), so a SIGTERM'd worker
     finishes the tasks it holds (warm shutdown) before the kubelet's SIGKILL; the broker's visibility timeout exceeds
     it too, or late-acked tasks would be redelivered while still running."""
     manifests = list(manifests)
+    own_limits = task_time_limits()
     problems = []
     for pod in pod_templates(manifests):
         if pod.component != "worker":
             continue
         grace = pod.spec.get("terminationGracePeriodSeconds", 30)
+        queue = pod.labels.get(PROCESS, "").removeprefix("worker_")
         for _, container in pod.containers():
-            limit = task_time_limit(container, manifests)
+            limit = max(task_time_limit(container, manifests), own_limits.get(queue, 0))
             if not grace > limit:
                 problems.append(f"{pod.name}: terminationGracePeriodSeconds {grace} <= task time limit {limit}")
             visibility = container_env(container, manifests).get("CELERY_VISIBILITY_TIMEOUT")
@@ -396,6 +417,32 @@ def web_services_problems(manifests: Iterable[Manifest]) -> list[str]:
     return problems
 
 
+def service_monitor_problems(manifests: Iterable[Manifest]) -> list[str]:
+    """A ServiceMonitor (when rendered) selects every web Service, in its namespace, by a port each of them names."""
+    manifests = list(manifests)
+    monitors = [m for m in manifests if m.get("kind") == "ServiceMonitor"]
+    web_pods = [pod for pod in pod_templates(manifests) if pod.component == "web"]
+    services = [
+        m
+        for m in manifests
+        if m.get("kind") == "Service"
+        and any(selector_matches((m.get("spec") or {}).get("selector"), pod.labels) for pod in web_pods)
+    ]
+    problems = []
+    for monitor in monitors:
+        spec = monitor.get("spec") or {}
+        namespaces = (spec.get("namespaceSelector") or {}).get("matchNames")
+        if namespaces is not None and (monitor["metadata"].get("namespace") or NAMESPACE) not in namespaces:
+            problems.append(f"{name_of(monitor)}: namespaceSelector leaves out the release's namespace")
+        ports = {endpoint.get("port") for endpoint in spec.get("endpoints") or []}
+        for service in services:
+            if not selector_matches(spec.get("selector"), service["metadata"].get("labels") or {}):
+                problems.append(f"{name_of(monitor)} does not select {name_of(service)}")
+            elif not ports & {port.get("name") for port in service["spec"].get("ports") or []}:
+                problems.append(f"{name_of(monitor)}: {name_of(service)} has no port named {sorted(map(str, ports))}")
+    return problems
+
+
 # --- NetworkPolicies ------------------------------------------------------------------------------------------------
 
 
@@ -556,6 +603,7 @@ CHECKS: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "migrations": migrations_problems,
     "processes": processes_problems,
     "web services": web_services_problems,
+    "service monitor": service_monitor_problems,
     "network": network_problems,
 }
 
