@@ -417,6 +417,56 @@ def web_services_problems(manifests: Iterable[Manifest]) -> list[str]:
     return problems
 
 
+def _floor_replicas(workload: Manifest, manifests: list[Manifest]) -> int | None:
+    """The fewest replicas a workload runs: its HPA's or ScaledObject's minimum, else its replicas (default 1)."""
+    for scaler in manifests:
+        if scaler.get("kind") in {"HorizontalPodAutoscaler", "ScaledObject"} and _targets(scaler, workload):
+            spec = scaler.get("spec") or {}
+            return spec.get("minReplicas" if scaler["kind"] == "HorizontalPodAutoscaler" else "minReplicaCount", 1)
+    replicas = (workload.get("spec") or {}).get("replicas", 1)
+    return replicas if isinstance(replicas, int) else None
+
+
+def scaling_problems(manifests: Iterable[Manifest]) -> list[str]:
+    """An HPA scales a Deployment that leaves ``replicas`` to it, between a minimum <= its maximum, on CPU; a
+    PodDisruptionBudget leaves a pod evictable at the workload's fewest replicas (else a node drain hangs)."""
+    manifests = list(manifests)
+    workloads = {(m["kind"], m["metadata"]["name"]): m for m in manifests if m.get("kind") in POD_KINDS}
+    problems = []
+    for hpa in (m for m in manifests if m.get("kind") == "HorizontalPodAutoscaler"):
+        spec = hpa.get("spec") or {}
+        ref = spec.get("scaleTargetRef") or {}
+        target = workloads.get((ref.get("kind"), ref.get("name")))
+        if target is None:
+            problems.append(f"{name_of(hpa)} scales {ref.get('kind')}/{ref.get('name')}, which is not rendered")
+            continue
+        if "replicas" in (target.get("spec") or {}):
+            problems.append(f"{name_of(hpa)}: {name_of(target)} sets replicas (every upgrade would reset the HPA's)")
+        if not spec.get("minReplicas", 1) <= spec.get("maxReplicas", 0):
+            problems.append(f"{name_of(hpa)}: minReplicas {spec.get('minReplicas')} > maxReplicas")
+        resources = {(m.get("resource") or {}).get("name") for m in spec.get("metrics") or []}
+        if "cpu" not in resources:
+            problems.append(f"{name_of(hpa)}: no CPU metric")
+    for pdb in (m for m in manifests if m.get("kind") == "PodDisruptionBudget"):
+        spec = pdb.get("spec") or {}
+        selected = [w for w in workloads.values() if selector_matches(spec.get("selector"), _template_labels(w))]
+        for workload in selected:
+            floor = _floor_replicas(workload, manifests)
+            min_available, max_unavailable = spec.get("minAvailable"), spec.get("maxUnavailable")
+            if isinstance(min_available, int) and floor is not None and min_available >= floor:
+                problems.append(
+                    f"{name_of(pdb)}: minAvailable {min_available} >= {name_of(workload)}'s {floor} replica(s): "
+                    "no pod may ever be evicted"
+                )
+            if max_unavailable in (0, "0%"):
+                problems.append(f"{name_of(pdb)}: maxUnavailable 0: no pod may ever be evicted")
+    return problems
+
+
+def _template_labels(workload: Manifest) -> dict[str, str]:
+    return (((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+
+
 def service_monitor_problems(manifests: Iterable[Manifest]) -> list[str]:
     """A ServiceMonitor (when rendered) selects every web Service, in its namespace, by a port each of them names."""
     manifests = list(manifests)
@@ -604,6 +654,7 @@ CHECKS: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "processes": processes_problems,
     "web services": web_services_problems,
     "service monitor": service_monitor_problems,
+    "scaling": scaling_problems,
     "network": network_problems,
 }
 

@@ -475,6 +475,36 @@ def test_a_service_selector_must_not_reach_the_workers(manifests):
     assert "atrium-worker-payments" in problems[0]
 
 
+def test_hpas_and_disruption_budgets_leave_room_to_scale_and_drain(rendered):
+    # given the large install: CPU HPAs on every web Deployment, PDBs with minAvailable 2
+    large = rendered["large"]
+    hpas = [m for m in large if m["kind"] == "HorizontalPodAutoscaler"]
+    assert {m["spec"]["scaleTargetRef"]["name"] for m in hpas} == {
+        f"atrium-{service}" for service in chart.dependencies_read()["services"]
+    }
+    assert policy.scaling_problems(large) == []
+
+    # then a Deployment that states replicas under an HPA, an HPA with min > max, a PDB no drain can satisfy
+    copied, ledger = broken(large, "Deployment", "atrium-ledger")
+    ledger["spec"]["replicas"] = 3
+    find(copied, "HorizontalPodAutoscaler", "atrium-payments")["spec"]["minReplicas"] = 20
+    find(copied, "PodDisruptionBudget", "atrium-portal")["spec"]["minAvailable"] = 3
+    problems = policy.scaling_problems(copied)
+    assert len(problems) == 3, problems
+    assert "Deployment/atrium-ledger sets replicas" in problems[0]
+    assert "minReplicas 20 > maxReplicas" in problems[1]
+    assert "PodDisruptionBudget/atrium-portal: minAvailable 3 >=" in problems[2]
+
+    # and without an HPA, replicas are the floor: a single replica with minAvailable 1 never drains
+    copied, pdb = broken(rendered["small"], "PodDisruptionBudget", "atrium-ledger")
+    pdb["spec"] = {"minAvailable": 1, "selector": pdb["spec"]["selector"]}
+    assert find(copied, "Deployment", "atrium-ledger")["spec"]["replicas"] == 1
+    assert policy.scaling_problems(copied) == [
+        "PodDisruptionBudget/atrium-ledger: minAvailable 1 >= Deployment/atrium-ledger's 1 replica(s): "
+        "no pod may ever be evicted"
+    ]
+
+
 # --- NetworkPolicies and the dependency graph ------------------------------------------------------------------------
 
 
