@@ -1,4 +1,4 @@
-.PHONY: up test test-fast lint format
+.PHONY: up test test-fast lint format chart-check
 
 ## Bring the whole system up (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set).
 up:
@@ -17,3 +17,8 @@ lint:
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+## The Helm chart offline: dependency drift, render (Helm's engine), lint, Kubernetes schemas (strict, two versions),
+## KEDA's CRDs and the policies, for values.yaml, values-small.yaml and values-large.yaml (devtools/chart.py).
+chart-check:
+	.venv/bin/python -m devtools.chart check
