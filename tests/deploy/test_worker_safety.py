@@ -195,20 +195,74 @@ def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     return render(values)
 
 
+def _workers(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each queue's worker Deployment in the rendered chart."""
+    return {
+        m["metadata"]["labels"]["atrium.dev/process"].removeprefix("worker_"): m
+        for m in manifests
+        if m.get("kind") == "Deployment" and m["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+    }
+
+
+def pod_celery_env(manifests: list[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, str]:
+    """The CELERY_* environment a worker pod gets: its ConfigMaps (envFrom), then its container's own values."""
+    config_maps = {m["metadata"]["name"]: m.get("data") or {} for m in manifests if m.get("kind") == "ConfigMap"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            env.update(config_maps[source["configMapRef"]["name"]])
+    env.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+    return {k: v for k, v in env.items() if k in ("CELERY_TASK_TIME_LIMIT", "CELERY_TASK_SOFT_TIME_LIMIT",
+                                                 "CELERY_VISIBILITY_TIMEOUT")}  # fmt: skip
+
+
+def chart_limits(manifests: list[dict[str, Any]]) -> dict[str, int]:
+    """Each queue's longest hard time limit as its worker pods run: the worker processes started with the pod's
+    CELERY_* environment (an operator's ``celery.taskTimeLimit`` included)."""
+    limits = {}
+    for queue, deployment in _workers(manifests).items():
+        limits[queue] = queue_hard_limits(**pod_celery_env(manifests, deployment))[queue]
+    return limits
+
+
 def test_every_worker_deployment_outlasts_its_queues_longest_task():
     # given the chart rendered with its default values
     manifests = _render()
+    limits = chart_limits(manifests)
 
-    # then each queue has a worker Deployment whose termination grace covers its longest task
-    assert grace_shortfalls(manifests, queue_hard_limits()) == []
+    # then each queue has a worker Deployment whose termination grace covers its longest task (audit's archive too)
+    assert limits == {"portal": 300, "audit": 1800, "ledger": 300, "payments": 300, "webhooks": 300}
+    assert grace_shortfalls(manifests, limits) == []
+    # and the pods' visibility timeout outlasts every task they run
+    for queue, deployment in _workers(manifests).items():
+        config = service_celery(QUEUE_SERVICES[queue], **pod_celery_env(manifests, deployment))
+        assert visibility_shortfalls(config) == [], queue
+
+
+def test_longer_task_limits_are_covered_by_longer_graces():
+    # given an operator who lets tasks run 600 s and gives the workers 630 s to stop
+    grace = {queue: {"terminationGracePeriodSeconds": 630} for queue in ("portal", "ledger", "payments", "webhooks")}
+    manifests = _render({"celery": {"taskTimeLimit": 600, "taskSoftTimeLimit": 570}, "workers": grace})
+
+    # then the pods run their tasks under 600 s, and every grace still covers its queue
+    limits = chart_limits(manifests)
+    assert limits["payments"] == 600
+    assert limits["audit"] == 1800
+    assert grace_shortfalls(manifests, limits) == []
 
 
 def test_a_worker_grace_shorter_than_its_task_limit_is_caught():
-    # given the payments worker's grace cut to 60 s (its tasks may run 300 s)
-    manifests = _render({"workers": {"payments": {"terminationGracePeriodSeconds": 60}}})
+    from helm_python.errors import HelmRenderError
 
-    # then it, and only it, is reported
-    shortfalls = grace_shortfalls(manifests, queue_hard_limits())
+    # given the payments worker's grace cut to 60 s (its tasks may run 300 s): the chart refuses to render it
+    with pytest.raises(HelmRenderError, match=r"workers\.payments\.terminationGracePeriodSeconds \(60\)"):
+        _render({"workers": {"payments": {"terminationGracePeriodSeconds": 60}}})
+
+    # and when a rendered manifest is patched to 60 s afterwards (an overlay), the check names it, and only it
+    manifests = _render()
+    _workers(manifests)["payments"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 60
+    shortfalls = grace_shortfalls(manifests, chart_limits(manifests))
     assert len(shortfalls) == 1
     assert "payments" in shortfalls[0]
     assert "terminationGracePeriodSeconds 60 " in shortfalls[0]
