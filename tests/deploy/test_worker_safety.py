@@ -304,22 +304,32 @@ def test_a_worker_given_sigterm_finishes_its_running_task_then_exits(harness):
     assert running.get(timeout=5) == {"outcome": "succeed", "retries": 0, "service": "portal"}
     assert stopped_after >= 2, f"exited {stopped_after:.1f} s after SIGTERM: did it wait for the task?"
     assert worker.output().count("Task portal.probe[" + running.id + "] succeeded") == 1
-    # and the waiting one was not taken with it: still queued, a new worker runs it
+    # and the waiting one was not taken with it (prefetch 1): still queued, a new worker runs it
     assert waiting.state == "PENDING"
     harness.worker("portal", database_url=current_test_database_url())
     assert waiting.get(timeout=20)["outcome"] == "succeed"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_an_idle_worker_given_sigterm_exits_at_once(harness):
-    # given a real worker with nothing to do
+def test_an_idle_worker_given_sigterm_exits_at_once_and_hands_back_what_it_held(harness):
+    # given a real worker with nothing to run, holding a task due in 8 s (a countdown: kept, unacknowledged, in the
+    # worker that received it until then)
     worker = harness.worker("portal", database_url=current_test_database_url())
+    later = app.send_task("portal.probe", kwargs={"outcome": "succeed"}, countdown=8)
+    wait_until(lambda: f"Task portal.probe[{later.id}] received" in worker.output(), 10, "the worker to hold it")
 
     # when it is sent SIGTERM
     sent = time.monotonic()
     os.kill(worker.proc.pid, signal.SIGTERM)
     code = worker.proc.wait(30)
 
-    # then it exits cleanly without waiting out any grace
+    # then it exits cleanly without waiting for the task's time, giving it back to the queue
     assert code == 0, worker.output()[-3000:]
-    assert time.monotonic() - sent < 10
+    assert time.monotonic() - sent < 6
+    assert "Restoring 1 unacknowledged message(s)" in worker.output()
+    assert later.state == "PENDING"
+    # and a new worker runs it, once
+    successor = harness.worker("portal", database_url=current_test_database_url())
+    assert later.get(timeout=20)["outcome"] == "succeed"
+    assert successor.output().count(f"Task portal.probe[{later.id}] succeeded") == 1
