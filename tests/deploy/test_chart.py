@@ -125,6 +125,15 @@ def test_every_manifest_validates_strictly_against_two_kubernetes_versions(rende
     assert chart.validate(rendered[label], k8s_versions=chart.K8S_VERSIONS) == []
 
 
+def test_the_oldest_kubernetes_the_chart_admits_is_validated_too(manifests):
+    # Chart.yaml's kubeVersion (">=1.29.0-0") promises that floor: its schemas must accept the chart as well
+    kube_version = yaml.safe_load((chart.CHART_DIR / "Chart.yaml").read_text())["kubeVersion"]
+    floor = re.fullmatch(r">=\s*(\d+\.\d+)(\.\d+)?(-0)?", kube_version.strip())
+    assert floor, kube_version
+    assert tuple(map(int, floor.group(1).split("."))) <= tuple(map(int, chart.K8S_VERSIONS[0].split(".")))
+    assert chart.validate(manifests, k8s_versions=[floor.group(1)]) == []
+
+
 def deployment_with(manifests, change):
     _, ledger = broken(manifests, "Deployment", "atrium-ledger")
     change(ledger)
