@@ -256,6 +256,38 @@ def test_service_monitor_validates_against_its_crd_and_selects_every_web_service
     assert len(policy.service_monitor_problems(misses)) == 4
 
 
+def test_crd_schemas_are_closed_as_the_api_server_closes_them():
+    # given a structural schema with each of the API server's extensions
+    import jsonschema
+
+    schema = chart._closed(
+        {
+            "type": "object",
+            "properties": {
+                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "port": {"x-kubernetes-int-or-string": True},
+                "note": {"type": "string", "nullable": True},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        }
+    )
+
+    def valid(instance):
+        return jsonschema.Draft202012Validator(schema).is_valid(instance)
+
+    # then undeclared fields are unknown, except under preserve-unknown-fields or a declared map
+    assert valid({"spec": {"size": 1}, "free": {"anything": [1]}, "labels": {"a": "b"}})
+    assert not valid({"spec": {"size": 1, "colour": "red"}})
+    assert not valid({"extra": 1})
+    # int-or-string takes either, nothing else; nullable takes null, others do not
+    assert valid({"port": 80})
+    assert valid({"port": "http"})
+    assert not valid({"port": True})
+    assert valid({"note": None})
+    assert not valid({"spec": None})
+
+
 def test_crd_validation_refuses_a_broken_trigger_authentication(manifests):
     [auth] = copy.deepcopy([m for m in manifests if m["kind"] == "TriggerAuthentication"])
     assert chart.validate([auth]) == []
