@@ -94,7 +94,9 @@ def main(args: list[str]) -> int:
             )
             # Tests run their services on loopback: the outbound guard may reach it (a test can still say otherwise).
             env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
-            skipped_marks = [m for m, var in (("slow", "ATRIUM_SKIP_SLOW"), ("deploy", "ATRIUM_SKIP_DEPLOY")) if os.environ.get(var)]
+            skipped_marks = [
+                m for m, var in (("slow", "ATRIUM_SKIP_SLOW"), ("deploy", "ATRIUM_SKIP_DEPLOY")) if os.environ.get(var)
+            ]
             if skipped_marks:
                 options = [*options, "-m", " and ".join(f"not {m}" for m in skipped_marks)]
             junit = var_dir / f"junit-{name}.xml"

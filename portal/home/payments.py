@@ -12,15 +12,13 @@ asks for the day's with ``HOME_PAYMENTS_DAY_SECONDS``, 60, and for the hour's fr
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import httpx
-from django.conf import settings
 
 from services.kit.errors import DomainError
-from services.kit.http import ServiceClient, default_credentials
+from services.kit.http import ServiceClient, shared_client
 
 AUDIENCE = "payments"
 STATS_PATH = "/api/v1/payments/stats"
@@ -35,38 +33,14 @@ class PaymentsUnavailable(Exception):
         self.reason = reason
 
 
-_clients: dict[tuple[str, ...], ServiceClient] = {}
 _answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # (base URL, window) -> (when, document)
-_lock = threading.Lock()
 
 
 def _client() -> ServiceClient:
     """One client per process (per URL and identity: tests change them), so the token is cached between pages."""
-    credentials = default_credentials()
-    if credentials is None:
-        raise PaymentsUnavailable(
-            "the portal has no machine credentials (PORTAL_CLIENT_ID / PORTAL_CLIENT_SECRET and ATRIUM_TOKEN_URL)"
-        )
-    base_url = settings.PAYMENTS_URL
-    if not base_url:
-        raise PaymentsUnavailable("PAYMENTS_URL is not set")
-    key = (base_url, credentials.token_url, credentials.client_id, credentials.client_secret)
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            try:
-                client = ServiceClient(
-                    base_url=base_url,
-                    audience=AUDIENCE,
-                    credentials=credentials,
-                    timeout=TIMEOUT_SECONDS,
-                    connect_timeout=TIMEOUT_SECONDS,
-                    retries=0,
-                )
-            except httpx.InvalidURL as exc:
-                raise PaymentsUnavailable(f"PAYMENTS_URL is not a URL ({exc})") from exc
-            _clients[key] = client
-        return client
+    return shared_client(
+        url_setting="PAYMENTS_URL", audience=AUDIENCE, timeout=TIMEOUT_SECONDS, unavailable=PaymentsUnavailable
+    )
 
 
 def payments_stats(*, window: str, max_age: float = 0) -> dict[str, Any]:

@@ -12,16 +12,14 @@ status codes, errors and times — never the payloads or the receivers' answers.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from django.conf import settings
 
 from services.kit.errors import DomainError
-from services.kit.http import ServiceClient, default_credentials
+from services.kit.http import ServiceClient, shared_client
 
 AUDIENCE = "webhooks"
 MESSAGES_PATH = "/api/v1/messages"
@@ -90,37 +88,11 @@ class WebhookReport:
     truncated: bool = False
 
 
-_clients: dict[tuple[str, ...], ServiceClient] = {}
-_lock = threading.Lock()
-
-
 def _client() -> ServiceClient:
     """One client per process (per URL and identity: tests change them), so the token is cached between traces."""
-    credentials = default_credentials()
-    if credentials is None:
-        raise WebhooksUnavailable(
-            "the portal has no machine credentials (PORTAL_CLIENT_ID / PORTAL_CLIENT_SECRET and ATRIUM_TOKEN_URL)"
-        )
-    base_url = settings.WEBHOOKS_URL
-    if not base_url:
-        raise WebhooksUnavailable("WEBHOOKS_URL is not set")
-    key = (base_url, credentials.token_url, credentials.client_id, credentials.client_secret)
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            try:
-                client = ServiceClient(
-                    base_url=base_url,
-                    audience=AUDIENCE,
-                    credentials=credentials,
-                    timeout=TIMEOUT_SECONDS,
-                    connect_timeout=TIMEOUT_SECONDS,
-                    retries=0,
-                )
-            except httpx.InvalidURL as exc:
-                raise WebhooksUnavailable(f"WEBHOOKS_URL is not a URL ({exc})") from exc
-            _clients[key] = client
-        return client
+    return shared_client(
+        url_setting="WEBHOOKS_URL", audience=AUDIENCE, timeout=TIMEOUT_SECONDS, unavailable=WebhooksUnavailable
+    )
 
 
 class _Reader:

@@ -254,3 +254,45 @@ class ServiceClient:
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("POST", path, **kwargs)
+
+
+_shared_clients: dict[tuple[str, ...], ServiceClient] = {}
+_shared_clients_lock = threading.Lock()
+
+
+def shared_client(
+    *, url_setting: str, audience: str, timeout: float, unavailable: type[Exception], retries: int = 0
+) -> ServiceClient:
+    """One :class:`ServiceClient` per process for the upstream at ``settings.<url_setting>``, called with this
+    process's machine identity (:func:`default_credentials`), so its token is cached between requests.
+
+    The client is kept per URL and identity (tests change them). Whatever stops a client from being made is raised
+    as ``unavailable(reason)``, in words for a page: no credentials, the setting unset, or not a URL.
+    """
+    credentials = default_credentials()
+    if credentials is None:
+        prefix = settings.ATRIUM_SERVICE.upper()
+        raise unavailable(
+            f"this process has no machine credentials ({prefix}_CLIENT_ID / {prefix}_CLIENT_SECRET, or ATRIUM_CLIENT_ID"
+            " / ATRIUM_CLIENT_SECRET, and ATRIUM_TOKEN_URL)"
+        )
+    base_url = getattr(settings, url_setting, "")
+    if not base_url:
+        raise unavailable(f"{url_setting} is not set")
+    key = (base_url, audience, credentials.token_url, credentials.client_id, credentials.client_secret)
+    with _shared_clients_lock:
+        client = _shared_clients.get(key)
+        if client is None:
+            try:
+                client = ServiceClient(
+                    base_url=base_url,
+                    audience=audience,
+                    credentials=credentials,
+                    timeout=timeout,
+                    connect_timeout=timeout,
+                    retries=retries,
+                )
+            except httpx.InvalidURL as exc:
+                raise unavailable(f"{url_setting} is not a URL ({exc})") from exc
+            _shared_clients[key] = client
+        return client

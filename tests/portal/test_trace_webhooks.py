@@ -141,10 +141,10 @@ def webhooks(local_server: Callable[..., LocalServer], settings: Any, flow: None
     settings.ATRIUM_TOKEN_URL = found.tokens.url + "/api/v1/auth/token"
     settings.ATRIUM_CLIENT_ID, settings.ATRIUM_CLIENT_SECRET = PORTAL_CLIENT, PORTAL_SECRET
     kit_http._breakers.clear()
-    trace_webhooks._clients.clear()
+    kit_http._shared_clients.clear()
     yield found
     kit_http._breakers.clear()
-    trace_webhooks._clients.clear()
+    kit_http._shared_clients.clear()
 
 
 def logged_in(role: str) -> Client:

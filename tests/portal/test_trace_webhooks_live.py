@@ -16,7 +16,6 @@ import httpx
 import pytest
 from django.test import Client
 
-from portal.trace import webhooks as trace_webhooks
 from services.kit import http as kit_http
 from tests.harness import AtriumProcess, ProcessHarness
 from tests.portal.factories import user_with_role
@@ -96,14 +95,14 @@ def test_a_payment_s_trace_shows_its_message_and_pending_delivery_from_the_real_
     settings.ATRIUM_TOKEN_URL = tokens.url + "/api/v1/auth/token"
     settings.ATRIUM_CLIENT_ID, settings.ATRIUM_CLIENT_SECRET = PORTAL_CLIENT, PORTAL_SECRET
     kit_http._breakers.clear()
-    trace_webhooks._clients.clear()
+    kit_http._shared_clients.clear()
     client = Client()
     client.force_login(user_with_role("operator"))
     try:
         response = client.get("/api/v1/trace/pay_1")
         page = client.get("/admin/trace/", {"q": "pay_1"})
     finally:
-        trace_webhooks._clients.clear()
+        kit_http._shared_clients.clear()
 
     assert response.status_code == 200, response.content
     found = response.json()["webhooks"]
