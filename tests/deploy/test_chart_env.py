@@ -15,17 +15,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from django.conf import settings
 
 from devtools.chart import render
-from devtools.infra import REPO_ROOT, venv_env
-from tests.harness import MANAGE, current_test_database_url
+from devtools.infra import REPO_ROOT, free_port, venv_env
+from tests.harness import MANAGE, AtriumProcess, current_test_database_url, wait_until
 
 POD_IP = "10.244.3.17"
 # What the operator's Secret (existingSecret) holds: nothing of it is in the chart.
-_SECRET_NAMES = ("SECRET_KEY", "REDIS_URL", "JWT_PRIVATE_KEY", "OIDC_PRIVATE_KEY", "WEBHOOKS_SECRET_KEYS")
+_SECRET_NAMES = (
+    "SECRET_KEY",
+    "REDIS_URL",
+    "JWT_PRIVATE_KEY",
+    "OIDC_PRIVATE_KEY",
+    "AUDIT_SIGNING_KEY",
+    "WEBHOOKS_SECRET_KEYS",
+)
 # Variables of this test run that would make the subprocess judge our configuration instead of the chart's.
 _INHERITED = re.compile(r"^(ATRIUM_|DJANGO_|JWT_|CELERY_|SECURE_|OIDC_|AUDIT_|WEB_)|DATABASE_URL$|_URL$")
 _INHERITED_NAMES = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "TEST_DATABASE_NAME", "STATIC_ROOT", "LOG_LEVEL"}
@@ -47,10 +56,13 @@ def operator_secret() -> dict[str, str]:
         "REDIS_URL": "redis://:a-redis-password@redis-master.redis.svc:6379/0",
         "JWT_PRIVATE_KEY": _pem(ed25519.Ed25519PrivateKey.generate()),
         "OIDC_PRIVATE_KEY": _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "AUDIT_SIGNING_KEY": _pem(ed25519.Ed25519PrivateKey.generate()),
         "WEBHOOKS_SECRET_KEYS": "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtb2Yta2V5ISE=",
     }
     for service in MANAGE:
         secret[f"{service.upper()}_DATABASE_URL"] = database_url
+        secret[f"{service.upper()}_CLIENT_ID"] = f"svc_{service}"  # its machine identity at the portal
+        secret[f"{service.upper()}_CLIENT_SECRET"] = secrets.token_urlsafe(32)
         if service != "portal":
             secret[f"{service.upper()}_OIDC_CLIENT_ID"] = f"{service}-admin"
             secret[f"{service.upper()}_OIDC_CLIENT_SECRET"] = f"{service}-admin-secret"
@@ -157,3 +169,55 @@ def test_a_missing_secret_value_fails_the_check(tmp_path):
     assert code != 0
     assert "Set REDIS_URL" in output
     assert not ids  # it stopped at the settings, before any check ran
+
+
+def procfile_command(name: str) -> str:
+    """The Procfile line called ``name`` (what the image's entrypoint runs for ``args: [name]``)."""
+    for line in (REPO_ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Procfile line {name}")
+
+
+@pytest.mark.django_db
+def test_a_web_pod_answers_probes_by_pod_ip_and_in_cluster_calls_by_service_name(harness, tmp_path):
+    # given the ledger's Procfile process running with exactly its pod's environment (its pod IP is loopback here,
+    # its port a free one, its database a fresh migrated one, the broker this test run's Redis)
+    manifests = render(INGRESS)
+    secret = {**operator_secret(), "LEDGER_DATABASE_URL": harness.service_database("ledger")}
+    environment = container_environment(manifests, "Deployment", "atrium-ledger", secret)
+    port = free_port()
+    environment.update(BIND_HOST="127.0.0.1", LEDGER_PORT=str(port), REDIS_URL=settings.REDIS_URL)
+    environment["ALLOWED_HOSTS"] = environment["ALLOWED_HOSTS"].replace(POD_IP, "127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if not _INHERITED.search(k) and k not in _INHERITED_NAMES}
+    env.update(environment, ATRIUM_VAR_DIR=str(tmp_path))
+    ledger = AtriumProcess(
+        name="ledger-pod",
+        cmd=["/bin/sh", "-c", f"exec env {procfile_command('ledger')}"],
+        env=venv_env(env),
+        log_path=tmp_path / "ledger-pod.log",
+        url=f"http://127.0.0.1:{port}",
+    )
+    harness.processes.append(ledger)
+    ledger.start()
+
+    # when kubelet probes it (Host: the pod's IP), Prometheus scrapes it, and payments calls it by its Service name
+    wait_until(lambda: _status(ledger.url, "/health/live") == 200, 60, "the ledger's liveness")
+    ready = _status(ledger.url, "/health/ready")
+    metrics = _status(ledger.url, "/metrics")
+    in_cluster = _status(ledger.url, "/api/v1/accounts", host=f"atrium-ledger.atrium.svc:{port}")
+    stranger = _status(ledger.url, "/api/v1/accounts", host="ledger.attacker.example")
+
+    # then the probes and the scrape pass, the in-cluster call reaches the API in plain HTTP (asks for a token, no
+    # redirect to HTTPS), and a host the chart did not name is refused
+    assert (ready, metrics) == (200, 200), ledger.output()[-3000:]
+    assert in_cluster == 401, ledger.output()[-3000:]
+    assert stranger == 400
+
+
+def _status(base_url: str, path: str, host: str | None = None) -> int | None:
+    headers = {"Host": host} if host else {}
+    try:
+        return httpx.get(f"{base_url}{path}", headers=headers, timeout=5, follow_redirects=False).status_code
+    except httpx.HTTPError:
+        return None
