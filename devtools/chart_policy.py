@@ -131,6 +131,13 @@ def probes_problems(manifests: Iterable[Manifest]) -> list[str]:
             if kind != "containers":
                 continue
             where = f"{pod.name} container {container.get('name')}"
+            declared = {p.get("name") for p in container.get("ports") or []} | {
+                p.get("containerPort") for p in container.get("ports") or []
+            }
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                port = ((container.get(probe) or {}).get("httpGet") or {}).get("port")
+                if port is not None and port not in declared:
+                    problems.append(f"{where}: {probe} probes port {port!r}, which the container does not declare")
             if pod.component == "web":
                 for probe, path in (("readinessProbe", HEALTH_READY), ("livenessProbe", HEALTH_LIVE)):
                     actual = ((container.get(probe) or {}).get("httpGet") or {}).get("path")
@@ -409,6 +416,18 @@ def web_services_problems(manifests: Iterable[Manifest]) -> list[str]:
             ]
             if not owners:
                 problems.append(f"{web.name}: no {kind} selects its pods")
+            declared = {
+                p.get(key)
+                for _, c in web.containers()
+                for p in c.get("ports") or []
+                for key in ("name", "containerPort")
+            }
+            for service in (o for o in owners if o["kind"] == "Service"):
+                for port in service["spec"].get("ports") or []:
+                    if port.get("targetPort", port.get("port")) not in declared:
+                        problems.append(
+                            f"{name_of(service)}: targetPort {port.get('targetPort')!r} is no port of {web.name}"
+                        )
             for owner in owners:
                 selector = owner["spec"]["selector"]
                 others = [p.name for p in pods if p is not web and selector_matches(selector, p.labels)]

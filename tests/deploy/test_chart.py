@@ -350,6 +350,20 @@ def test_probe_policy_reports_a_missing_probe(manifests, process, change, expect
     assert all(expected in p for p in problems), problems
 
 
+def test_probes_and_services_must_reach_a_declared_port(manifests):
+    copied, ledger = broken(manifests, "Deployment", "atrium-ledger")
+    container(ledger)["readinessProbe"]["httpGet"]["port"] = "web"
+    assert policy.probes_problems(copied) == [
+        "Deployment/atrium-ledger container ledger: readinessProbe probes port 'web', "
+        "which the container does not declare"
+    ]
+    copied, service = broken(manifests, "Service", "atrium-ledger")
+    service["spec"]["ports"][0]["targetPort"] = 8000
+    assert policy.web_services_problems(copied) == [
+        "Service/atrium-ledger: targetPort 8000 is no port of Deployment/atrium-ledger"
+    ]
+
+
 def test_jobs_need_a_deadline_instead_of_probes(manifests):
     copied, job = broken(manifests, "Job", "atrium-migrate-ledger")
     assert "livenessProbe" not in container(job)
