@@ -479,7 +479,16 @@ def test_a_tasks_own_time_limit_counts_for_its_queue(manifests, tmp_path, monkey
     # given a ledger task declaring a 900 s hard limit of its own (above the workers' 300 s and their grace)
     source = '@app.task(name="ledger.rebuild", time_limit=900)\ndef rebuild():\n    pass\n'
     (tmp_path / "ledger.py").write_text(f"from workers.celery import app\n\n\n{source}")
-    assert policy.task_time_limits(tmp_path) == {"ledger": 900}
+    # and an audit task whose limit is a module constant (as workers/audit.py writes it)
+    source = 'ARCHIVE_TIME_LIMIT = 30 * 60\n\n\n@app.task(name="audit.archive", time_limit=ARCHIVE_TIME_LIMIT)\n'
+    (tmp_path / "audit.py").write_text(f"{source}def archive():\n    pass\n")
+    assert policy.task_time_limits(tmp_path) == {"ledger": 900, "audit": 1800}
+    # a limit it cannot read is an error, not a pass
+    (tmp_path / "payments.py").write_text(
+        '@app.task(name="payments.x", time_limit=settings.LIMIT)\ndef x():\n    pass\n'
+    )
+    with pytest.raises(ValueError, match=r"payments\.x's time_limit"):
+        policy.task_time_limits(tmp_path)
     monkeypatch.setattr(policy, "task_time_limits", lambda: {"ledger": 900})
 
     # then only the ledger worker is reported
