@@ -131,6 +131,13 @@ def probes_problems(manifests: Iterable[Manifest]) -> list[str]:
             if kind != "containers":
                 continue
             where = f"{pod.name} container {container.get('name')}"
+            declared = {p.get("name") for p in container.get("ports") or []} | {
+                p.get("containerPort") for p in container.get("ports") or []
+            }
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                port = ((container.get(probe) or {}).get("httpGet") or {}).get("port")
+                if port is not None and port not in declared:
+                    problems.append(f"{where}: {probe} probes port {port!r}, which the container does not declare")
             if pod.component == "web":
                 for probe, path in (("readinessProbe", HEALTH_READY), ("livenessProbe", HEALTH_LIVE)):
                     actual = ((container.get(probe) or {}).get("httpGet") or {}).get("path")
@@ -217,19 +224,48 @@ def task_time_limit(container: dict[str, Any], manifests: Iterable[Manifest]) ->
     return int(value) if value else kit_default("CELERY_TASK_TIME_LIMIT")
 
 
+def _constant(node: ast.expr, names: dict[str, int]) -> int | None:
+    """An integer expression of literals and module constants (``30 * 60``, ``LIMIT + 60``), or None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult | ast.FloorDiv):
+        left, right = _constant(node.left, names), _constant(node.right, names)
+        if left is None or right is None or (isinstance(node.op, ast.FloorDiv) and right == 0):
+            return None
+        return {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.FloorDiv: int.__floordiv__}[
+            type(node.op)
+        ](left, right)
+    return None
+
+
 def task_time_limits(workers_dir: Path = REPO_ROOT / "workers") -> dict[str, int]:
     """Queue → the longest ``time_limit`` a task of that queue declares itself (``@app.task(name="<queue>.…",
-    time_limit=N)`` in workers/*.py; a task's name prefix is its queue), read from the source without importing it."""
+    time_limit=N)`` in workers/*.py, N a literal or a module constant; a task's name prefix is its queue), read from
+    the source without importing it. Raises ValueError for a limit it cannot read (so the check cannot pass blind)."""
     limits: dict[str, int] = {}
     for path in sorted(workers_dir.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        module = ast.parse(path.read_text())
+        names: dict[str, int] = {}
+        for statement in module.body:
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                target = statement.targets[0]
+                value = _constant(statement.value, names)
+                if isinstance(target, ast.Name) and value is not None:
+                    names[target.id] = value
+        for node in ast.walk(module):
             if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "task"):
                 continue
             keywords = {k.arg: k.value for k in node.keywords if k.arg}
             name, limit = keywords.get("name"), keywords.get("time_limit")
-            if isinstance(name, ast.Constant) and isinstance(limit, ast.Constant) and isinstance(limit.value, int):
-                queue = str(name.value).split(".", 1)[0]
-                limits[queue] = max(limits.get(queue, 0), limit.value)
+            if limit is None or not isinstance(name, ast.Constant):
+                continue
+            seconds = _constant(limit, names)
+            if seconds is None:
+                raise ValueError(f"{path.name}: task {name.value}'s time_limit is not a constant this check can read")
+            queue = str(name.value).split(".", 1)[0]
+            limits[queue] = max(limits.get(queue, 0), seconds)
     return limits
 
 
@@ -239,8 +275,12 @@ def grace_problems(manifests: Iterable[Manifest]) -> list[str]:
     finishes the tasks it holds (warm shutdown) before the kubelet's SIGKILL; the broker's visibility timeout exceeds
     it too, or late-acked tasks would be redelivered while still running."""
     manifests = list(manifests)
-    own_limits = task_time_limits()
     problems = []
+    try:
+        own_limits = task_time_limits()
+    except ValueError as unreadable:
+        own_limits = {}
+        problems.append(str(unreadable))
     for pod in pod_templates(manifests):
         if pod.component != "worker":
             continue
@@ -409,6 +449,18 @@ def web_services_problems(manifests: Iterable[Manifest]) -> list[str]:
             ]
             if not owners:
                 problems.append(f"{web.name}: no {kind} selects its pods")
+            declared = {
+                p.get(key)
+                for _, c in web.containers()
+                for p in c.get("ports") or []
+                for key in ("name", "containerPort")
+            }
+            for service in (o for o in owners if o["kind"] == "Service"):
+                for port in service["spec"].get("ports") or []:
+                    if port.get("targetPort", port.get("port")) not in declared:
+                        problems.append(
+                            f"{name_of(service)}: targetPort {port.get('targetPort')!r} is no port of {web.name}"
+                        )
             for owner in owners:
                 selector = owner["spec"]["selector"]
                 others = [p.name for p in pods if p is not web and selector_matches(selector, p.labels)]

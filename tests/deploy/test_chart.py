@@ -125,6 +125,15 @@ def test_every_manifest_validates_strictly_against_two_kubernetes_versions(rende
     assert chart.validate(rendered[label], k8s_versions=chart.K8S_VERSIONS) == []
 
 
+def test_the_oldest_kubernetes_the_chart_admits_is_validated_too(manifests):
+    # Chart.yaml's kubeVersion (">=1.29.0-0") promises that floor: its schemas must accept the chart as well
+    kube_version = yaml.safe_load((chart.CHART_DIR / "Chart.yaml").read_text())["kubeVersion"]
+    floor = re.fullmatch(r">=\s*(\d+\.\d+)(\.\d+)?(-0)?", kube_version.strip())
+    assert floor, kube_version
+    assert tuple(map(int, floor.group(1).split("."))) <= tuple(map(int, chart.K8S_VERSIONS[0].split(".")))
+    assert chart.validate(manifests, k8s_versions=[floor.group(1)]) == []
+
+
 def deployment_with(manifests, change):
     _, ledger = broken(manifests, "Deployment", "atrium-ledger")
     change(ledger)
@@ -247,6 +256,38 @@ def test_service_monitor_validates_against_its_crd_and_selects_every_web_service
     assert len(policy.service_monitor_problems(misses)) == 4
 
 
+def test_crd_schemas_are_closed_as_the_api_server_closes_them():
+    # given a structural schema with each of the API server's extensions
+    import jsonschema
+
+    schema = chart._closed(
+        {
+            "type": "object",
+            "properties": {
+                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "port": {"x-kubernetes-int-or-string": True},
+                "note": {"type": "string", "nullable": True},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        }
+    )
+
+    def valid(instance):
+        return jsonschema.Draft202012Validator(schema).is_valid(instance)
+
+    # then undeclared fields are unknown, except under preserve-unknown-fields or a declared map
+    assert valid({"spec": {"size": 1}, "free": {"anything": [1]}, "labels": {"a": "b"}})
+    assert not valid({"spec": {"size": 1, "colour": "red"}})
+    assert not valid({"extra": 1})
+    # int-or-string takes either, nothing else; nullable takes null, others do not
+    assert valid({"port": 80})
+    assert valid({"port": "http"})
+    assert not valid({"port": True})
+    assert valid({"note": None})
+    assert not valid({"spec": None})
+
+
 def test_crd_validation_refuses_a_broken_trigger_authentication(manifests):
     [auth] = copy.deepcopy([m for m in manifests if m["kind"] == "TriggerAuthentication"])
     assert chart.validate([auth]) == []
@@ -307,6 +348,20 @@ def test_probe_policy_reports_a_missing_probe(manifests, process, change, expect
     problems = policy.probes_problems(copied)
     assert problems
     assert all(expected in p for p in problems), problems
+
+
+def test_probes_and_services_must_reach_a_declared_port(manifests):
+    copied, ledger = broken(manifests, "Deployment", "atrium-ledger")
+    container(ledger)["readinessProbe"]["httpGet"]["port"] = "web"
+    assert policy.probes_problems(copied) == [
+        "Deployment/atrium-ledger container ledger: readinessProbe probes port 'web', "
+        "which the container does not declare"
+    ]
+    copied, service = broken(manifests, "Service", "atrium-ledger")
+    service["spec"]["ports"][0]["targetPort"] = 8000
+    assert policy.web_services_problems(copied) == [
+        "Service/atrium-ledger: targetPort 8000 is no port of Deployment/atrium-ledger"
+    ]
 
 
 def test_jobs_need_a_deadline_instead_of_probes(manifests):
@@ -424,7 +479,16 @@ def test_a_tasks_own_time_limit_counts_for_its_queue(manifests, tmp_path, monkey
     # given a ledger task declaring a 900 s hard limit of its own (above the workers' 300 s and their grace)
     source = '@app.task(name="ledger.rebuild", time_limit=900)\ndef rebuild():\n    pass\n'
     (tmp_path / "ledger.py").write_text(f"from workers.celery import app\n\n\n{source}")
-    assert policy.task_time_limits(tmp_path) == {"ledger": 900}
+    # and an audit task whose limit is a module constant (as workers/audit.py writes it)
+    source = 'ARCHIVE_TIME_LIMIT = 30 * 60\n\n\n@app.task(name="audit.archive", time_limit=ARCHIVE_TIME_LIMIT)\n'
+    (tmp_path / "audit.py").write_text(f"{source}def archive():\n    pass\n")
+    assert policy.task_time_limits(tmp_path) == {"ledger": 900, "audit": 1800}
+    # a limit it cannot read is an error, not a pass
+    (tmp_path / "payments.py").write_text(
+        '@app.task(name="payments.x", time_limit=settings.LIMIT)\ndef x():\n    pass\n'
+    )
+    with pytest.raises(ValueError, match=r"payments\.x's time_limit"):
+        policy.task_time_limits(tmp_path)
     monkeypatch.setattr(policy, "task_time_limits", lambda: {"ledger": 900})
 
     # then only the ledger worker is reported
