@@ -140,7 +140,9 @@ class Claim(list[str]):
     """The ids of the payments one claim leased (a list, as callers use it), with the owner token holding their
     leases and when they were set."""
 
-    def __init__(self, ids: Iterable[str] = (), *, owner: str, leased_at: float) -> None:
+    def __init__(self, ids: Iterable[str] = (), *, owner: str = "", leased_at: float = 0.0) -> None:
+        # (defaults: code that copies a list as ``type(value)(items)`` — Django's lookups — makes one without an
+        # owner, which run() never takes for a claim)
         super().__init__(ids)
         self.owner = owner
         self.leased_at = leased_at  # time.monotonic() just before the claim was sent: the leases end after that
@@ -230,7 +232,7 @@ def run(ids: list[str]) -> BatchResult:
     ``payments.process``, which tries it alone with backoff and parks it at ``PAYMENTS_PROCESSING_ATTEMPTS``
     (:func:`advance`); the rest go on.
     """
-    claimed = ids if isinstance(ids, Claim) else claim(ids=list(ids), limit=max(1, len(ids)))
+    claimed = ids if isinstance(ids, Claim) and ids.owner else claim(ids=list(ids), limit=max(1, len(ids)))
     lease = Lease(claimed)
     result = BatchResult()
     if telemetry_enabled():
