@@ -48,9 +48,9 @@ retry them.
 
 :func:`drain` is what the ``payments.drain`` task runs: claim and run batches until nothing is due, in at most
 ``PAYMENTS_DRAINERS`` workers at once. New payments wake it (:func:`services.payments.services.kick`, one
-message per ``PAYMENTS_KICK_DELAY`` per web process, not one per payment). :func:`sweep` (beat) claims and
-runs payments untouched for ``PAYMENTS_STALE_SECONDS`` whose work was lost. :func:`advance` runs one payment
-(the ``payments.process`` task, and tests).
+message per ``PAYMENTS_KICK_DELAY`` per web process, not one per payment). :func:`sweep` (beat, every 5 s)
+claims and runs payments whose lease ran out, and those untouched for ``PAYMENTS_STALE_SECONDS`` whose work was
+lost. :func:`advance` runs one payment (the ``payments.process`` task, and tests).
 """
 
 from __future__ import annotations
