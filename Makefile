@@ -1,4 +1,4 @@
-.PHONY: up test test-fast lint format
+.PHONY: up test test-fast lint format image
 
 ## Bring the whole system up (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set).
 up:
@@ -17,3 +17,8 @@ lint:
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+## The OCI image for every process, without any registry (devtools/image.py): localhost/atrium:<version> in podman
+## and var/image/atrium-<version>.oci.tar. ARGS="--force" rebuilds even when nothing changed.
+image:
+	./bin/atrium image $(ARGS)
