@@ -204,13 +204,15 @@ def debian_rootfs(cache: Path, epoch: int) -> Path:
 # -- 2. Wheels ---------------------------------------------------------------------------------------------------
 
 
-def wheelhouse(cache: Path) -> Path:
-    """A directory of wheels for the runtime requirements (and pip itself, to install them)."""
+def wheelhouse(cache: Path, python: Path, debian_key: str) -> Path:
+    """A directory of wheels for the runtime requirements (and pip itself, to install them), resolved for the
+    image's Python (``python``: Debian's, run from the unpacked root filesystem; its 3.11.2 needs what the host's
+    3.11 may not, e.g. ``async-timeout`` for redis), built here for any package PyPI has no wheel of."""
     constraints = (REPO_ROOT / "constraints.txt").read_bytes()
     pip_version = subprocess.run(
         [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=True
     ).stdout.split()[1]
-    key = _digest(RUNTIME_REQUIREMENTS.read_bytes(), constraints, sys.version, sys.platform, pip_version)
+    key = _digest(RUNTIME_REQUIREMENTS.read_bytes(), constraints, debian_key, pip_version)
     wheels = cache / f"wheels-{key}"
     if wheels.is_dir():
         _log(f"wheels: cached ({wheels.name}, {len(list(wheels.glob('*.whl')))} wheels)")
@@ -218,7 +220,7 @@ def wheelhouse(cache: Path) -> Path:
     _log("wheels: pip wheel -r deploy/image/requirements.txt -c constraints.txt ...")
     partial = cache / f"wheels-{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check", "--quiet"]
     _run([*pip, "wheel", "--wheel-dir", str(partial), "-r", str(RUNTIME_REQUIREMENTS), "-c", "constraints.txt"],
          cwd=REPO_ROOT)  # fmt: skip
     _run([*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(partial), f"pip=={pip_version}"])
@@ -252,11 +254,15 @@ def _user_add(rootfs: Path) -> None:
         f.write("atrium:!:0:0:99999:7:::\n")
 
 
-def rootfs_build(rootfs: Path, debian: Path, wheels: Path, files: list[str], epoch: int) -> None:
-    """Debian, the venv and the app in ``rootfs``, ready to be cut into layers."""
+def rootfs_extract(rootfs: Path, debian: Path) -> None:
+    """Debian's root filesystem unpacked in ``rootfs``, with the ``atrium`` user."""
     rootfs.mkdir(parents=True)
     _run(["tar", "--extract", "--numeric-owner", "--preserve-permissions", "-f", str(debian), "-C", str(rootfs)])
     _user_add(rootfs)
+
+
+def rootfs_install(rootfs: Path, wheels: Path, files: list[str], epoch: int) -> None:
+    """The venv and the app installed in the unpacked ``rootfs``, ready to be cut into layers."""
     build = rootfs / "tmp" / "build"
     shutil.copytree(wheels, build / "wheels")
     shutil.copy(RUNTIME_REQUIREMENTS, build / "requirements.txt")
@@ -495,7 +501,12 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
     reference = f"localhost/{IMAGE_NAME}:{version}"
     archive = IMAGE_DIR / f"{IMAGE_NAME}-{version}.oci.tar"
     debian = debian_rootfs(cache, epoch)
-    wheels = wheelhouse(cache)
+    work = IMAGE_DIR / "build"
+    if work.exists():
+        _run(["rm", "-rf", "--one-file-system", str(work)])
+    rootfs = work / "rootfs"
+    rootfs_extract(rootfs, debian)
+    wheels = wheelhouse(cache, rootfs / "usr" / "bin" / "python3", debian.stem)
     files = app_files()
     hasher = hashlib.sha256()
     for name in files:
@@ -516,15 +527,12 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
             "org.opencontainers.image.description": "Atrium: every process (web, workers, relays, beat, monitor)",
             "dev.atrium.inputs": inputs,
         }
-        work = IMAGE_DIR / "build"
-        if work.exists():
-            _run(["rm", "-rf", "--one-file-system", str(work)])
-        rootfs_build(work / "rootfs", debian, wheels, files, epoch)
-        _, size = oci_layout_write(work / "oci", work / "rootfs", reference_tag=version, labels=labels, epoch=epoch)
+        rootfs_install(rootfs, wheels, files, epoch)
+        _, size = oci_layout_write(work / "oci", rootfs, reference_tag=version, labels=labels, epoch=epoch)
         _archive_write(work / "oci", archive, epoch)
         archive.with_suffix(".json").write_text(json.dumps({"size": size, "inputs": inputs}))
         stamp.write_text(inputs)
-        _run(["rm", "-rf", "--one-file-system", str(work)])
+    _run(["rm", "-rf", "--one-file-system", str(work)])
     image_id = ""
     if load:
         existing = _podman_image_id(reference)
