@@ -204,7 +204,7 @@ def debian_rootfs(cache: Path, epoch: int) -> Path:
 # -- 2. Wheels ---------------------------------------------------------------------------------------------------
 
 
-def wheelhouse(cache: Path, python: Path, debian_key: str) -> Path:
+def wheelhouse(cache: Path, python: Callable[[], Path], debian_key: str) -> Path:
     """A directory of wheels for the runtime requirements (and pip itself, to install them), resolved for the
     image's Python (``python``: Debian's, run from the unpacked root filesystem; its 3.11.2 needs what the host's
     3.11 may not, e.g. ``async-timeout`` for redis), built here for any package PyPI has no wheel of."""
@@ -220,7 +220,7 @@ def wheelhouse(cache: Path, python: Path, debian_key: str) -> Path:
     _log("wheels: pip wheel -r deploy/image/requirements.txt -c constraints.txt ...")
     partial = cache / f"wheels-{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check", "--quiet"]
+    pip = [sys.executable, "-m", "pip", "--python", str(python()), "--disable-pip-version-check", "--quiet"]
     _run([*pip, "wheel", "--wheel-dir", str(partial), "-r", str(RUNTIME_REQUIREMENTS), "-c", "constraints.txt"],
          cwd=REPO_ROOT)  # fmt: skip
     _run([*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(partial), f"pip=={pip_version}"])
@@ -291,6 +291,7 @@ def rootfs_install(rootfs: Path, wheels: Path, files: list[str], epoch: int) -> 
                       "STATIC_ROOT": f"/app/static/{service.name}"}  # fmt: skip
         command = [f"{VENV}/bin/python", f"/app/{service.manage}", "collectstatic", "--noinput", "--verbosity=0"]
         _inside(rootfs, ["/bin/sh", "-c", 'cd /app && exec "$@"', "sh", *command], static_env)
+    _static_dedupe(rootfs / "app" / "static")
     shutil.rmtree(build)
     for name in _EMPTY_DIRS:
         path = rootfs / name
@@ -298,6 +299,21 @@ def rootfs_install(rootfs: Path, wheels: Path, files: list[str], epoch: int) -> 
             for child in path.iterdir():
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     (rootfs / "tmp").chmod(0o1777)
+
+
+def _static_dedupe(static: Path) -> None:
+    """Every service collects the admin's and the API docs' files: identical files become hard links (one copy in
+    the layer instead of four)."""
+    first: dict[tuple[str, int], Path] = {}
+    for directory, _, names in sorted(os.walk(static)):
+        for name in sorted(names):
+            path = Path(directory) / name
+            key = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
+            if key in first:
+                path.unlink()
+                os.link(first[key], path)
+            else:
+                first[key] = path
 
 
 # -- 4. Layers and the OCI image ---------------------------------------------------------------------------------
@@ -505,8 +521,13 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
     if work.exists():
         _run(["rm", "-rf", "--one-file-system", str(work)])
     rootfs = work / "rootfs"
-    rootfs_extract(rootfs, debian)
-    wheels = wheelhouse(cache, rootfs / "usr" / "bin" / "python3", debian.stem)
+
+    def debian_python() -> Path:
+        if not rootfs.exists():
+            rootfs_extract(rootfs, debian)
+        return rootfs / "usr" / "bin" / "python3"
+
+    wheels = wheelhouse(cache, debian_python, debian.stem)
     files = app_files()
     hasher = hashlib.sha256()
     for name in files:
@@ -527,12 +548,14 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
             "org.opencontainers.image.description": "Atrium: every process (web, workers, relays, beat, monitor)",
             "dev.atrium.inputs": inputs,
         }
+        debian_python()
         rootfs_install(rootfs, wheels, files, epoch)
         _, size = oci_layout_write(work / "oci", rootfs, reference_tag=version, labels=labels, epoch=epoch)
         _archive_write(work / "oci", archive, epoch)
         archive.with_suffix(".json").write_text(json.dumps({"size": size, "inputs": inputs}))
         stamp.write_text(inputs)
-    _run(["rm", "-rf", "--one-file-system", str(work)])
+    if work.exists():
+        _run(["rm", "-rf", "--one-file-system", str(work)])
     image_id = ""
     if load:
         existing = _podman_image_id(reference)
