@@ -90,11 +90,18 @@ def main(args: list[str]) -> int:
                 REDIS_URL=infra.redis_url,
                 DJANGO_SETTINGS_MODULE=settings_module,
                 PYTHONUNBUFFERED="1",
-                **{f"{name.upper()}_DATABASE_URL": infra.service_database_url(f"atrium_{name}")},
+                # The settings' service (the deploy suite runs the portal's settings on a database of its own).
+                **{
+                    f"{settings_module.split('.')[-2].upper()}_DATABASE_URL": infra.service_database_url(
+                        f"atrium_{name}"
+                    )
+                },
             )
             # Tests run their services on loopback: the outbound guard may reach it (a test can still say otherwise).
             env.setdefault("ATRIUM_OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
-            skipped_marks = [m for m, var in (("slow", "ATRIUM_SKIP_SLOW"), ("deploy", "ATRIUM_SKIP_DEPLOY")) if os.environ.get(var)]
+            skipped_marks = [
+                m for m, var in (("slow", "ATRIUM_SKIP_SLOW"), ("deploy", "ATRIUM_SKIP_DEPLOY")) if os.environ.get(var)
+            ]
             if skipped_marks:
                 options = [*options, "-m", " and ".join(f"not {m}" for m in skipped_marks)]
             junit = var_dir / f"junit-{name}.xml"
