@@ -486,7 +486,7 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", *args], capture_output=True, text=True, check=check)
 
 
-def _podman_image_id(reference: str) -> str | None:
+def podman_image_id(reference: str) -> str | None:
     done = podman("image", "inspect", "--format", "{{.Id}}", reference, check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
@@ -499,7 +499,7 @@ def podman_load(archive: Path, reference: str) -> str:
         podman("tag", loaded, reference)
         if not loaded.startswith("sha256:") and re.fullmatch(r"[0-9a-f]{64}", loaded) is None:
             podman("untag", loaded, loaded, check=False)
-    image_id = _podman_image_id(reference)
+    image_id = podman_image_id(reference)
     if image_id is None:
         raise RuntimeError(f"podman load {archive} did not give {reference}: {done.stdout} {done.stderr}")
     return image_id
@@ -558,7 +558,7 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
         _run(["rm", "-rf", "--one-file-system", str(work)])
     image_id = ""
     if load:
-        existing = _podman_image_id(reference)
+        existing = podman_image_id(reference)
         if existing is not None and reused:
             image_id = existing
         else:
