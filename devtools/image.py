@@ -565,6 +565,8 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
             if existing is not None:
                 podman("untag", reference, check=False)
             image_id = podman_load(archive, reference)
+            if existing is not None and existing != image_id:
+                podman("rmi", existing, check=False)  # the previous build of this version, now untagged
     seconds = time.monotonic() - started
     return Image(reference, image_id, archive, version, reused, size, archive.stat().st_size, seconds)
 

@@ -155,6 +155,30 @@ def test_check_deploy_passes_inside_the_container_and_fails_without_a_required_s
     assert "atrium.E003" in failed.stderr
 
 
+def test_a_worker_from_the_image_starts_on_the_read_only_root(
+    podman_env: dict[str, str], image: Image, ledger: tuple[str, str], ledger_env: dict[str, str]
+):
+    # given the ledger's database migrated (the ledger fixture) and the ledger queue's worker started from the image
+    name = f"atrium-test-worker-{uuid.uuid4().hex[:8]}"
+    started = podman(
+        podman_env, "run", "--detach", f"--name={name}", *RUN_OPTIONS, *_env_args(ledger_env), image.reference,
+        "worker_ledger", "--concurrency=1",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        # then Celery comes up (nothing it writes is outside /tmp) and stays up
+        def ready() -> str | None:
+            out = podman(podman_env, "logs", name).stdout
+            return out if "ready." in out else None
+
+        logs = wait_until(ready, timeout=60, what="the worker's ready line")
+        assert '"event": "ledger@' in logs
+        state = podman(podman_env, "inspect", "--format", "{{.State.Running}}", name)
+        assert state.stdout.strip() == "true"
+    finally:
+        podman(podman_env, "rm", "--force", "--time=5", name)
+
+
 def test_container_runs_as_10001_with_a_read_only_root_and_no_compilers(
     podman_env: dict[str, str], ledger: tuple[str, str]
 ):
