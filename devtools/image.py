@@ -181,13 +181,16 @@ def _mmdebstrap_version() -> str:
     return done.stdout.strip()
 
 
-def debian_rootfs(cache: Path, epoch: int) -> Path:
-    """The Debian root filesystem as a tarball, made by mmdebstrap once per set of inputs."""
+def debian_rootfs(cache: Path, epoch: int) -> tuple[Path, int]:
+    """The Debian root filesystem as a tarball, made by mmdebstrap once per set of inputs, and the
+    ``SOURCE_DATE_EPOCH`` it was made with (the Debian and venv layers' mtimes are clamped to it, so that they keep
+    their digests from one commit to the next: an upgrade pulls the app layer only)."""
     key = _digest(SUITE, *SOURCES, *PACKAGES, *DPKG_OPTIONS, _mmdebstrap_version())
     tarball = cache / f"debian-{SUITE}-{key}.tar"
-    if tarball.exists():
+    stamp = tarball.with_suffix(".epoch")
+    if tarball.exists() and stamp.exists():
         _log(f"Debian {SUITE} root filesystem: cached ({tarball.name})")
-        return tarball
+        return tarball, int(stamp.read_text())
     _log(f"Debian {SUITE} root filesystem: mmdebstrap --variant=minbase --include={','.join(PACKAGES)} ...")
     partial = tarball.with_suffix(".partial.tar")
     cmd = ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
@@ -197,8 +200,9 @@ def debian_rootfs(cache: Path, epoch: int) -> Path:
         env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)},
         stdin=subprocess.DEVNULL,  # mmdebstrap reads sources from a non-terminal stdin
     )
+    stamp.write_text(str(epoch))
     partial.rename(tarball)
-    return tarball
+    return tarball, epoch
 
 
 # -- 2. Wheels ---------------------------------------------------------------------------------------------------
@@ -404,16 +408,17 @@ def _json(value: object) -> bytes:
 
 
 def oci_layout_write(
-    layout: Path, rootfs: Path, *, reference_tag: str, labels: dict[str, str], epoch: int
+    layout: Path, rootfs: Path, *, reference_tag: str, labels: dict[str, str], epoch: int, base_epoch: int
 ) -> tuple[str, int]:
-    """The OCI image layout in ``layout``: layers, config, manifest, index. Returns (config digest, tar bytes)."""
+    """The OCI image layout in ``layout``: layers, config, manifest, index. Returns (config digest, tar bytes).
+    The app layer's mtimes are clamped to ``epoch`` (the commit's), Debian's and the venv's to ``base_epoch``."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     layers = {}
     for name, paths in _layer_paths(rootfs).items():
         started = time.monotonic()
-        layers[name] = layer_write(rootfs, paths, blobs, epoch)
+        layers[name] = layer_write(rootfs, paths, blobs, epoch if name == "app" else base_epoch)
         _log(f"layer {name}: {layers[name].tar_size / 1e6:.1f} MB, gzip {layers[name].size / 1e6:.1f} MB "
              f"({time.monotonic() - started:.0f} s)")  # fmt: skip
     config = {
@@ -479,6 +484,14 @@ def _archive_write(layout: Path, archive: Path, epoch: int) -> None:
     partial.rename(archive)
 
 
+def _archives_prune(keep: int) -> None:
+    """Only the ``keep`` newest archives stay in var/image (each is ~130 MB)."""
+    archives = sorted(IMAGE_DIR.glob(f"{IMAGE_NAME}-*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in archives[keep:]:
+        for suffix in (".tar", ".inputs", ".json"):
+            old.with_suffix(suffix).unlink(missing_ok=True)
+
+
 # -- podman ------------------------------------------------------------------------------------------------------
 
 
@@ -516,7 +529,7 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
     version, epoch = image_version(), source_date_epoch()
     reference = f"localhost/{IMAGE_NAME}:{version}"
     archive = IMAGE_DIR / f"{IMAGE_NAME}-{version}.oci.tar"
-    debian = debian_rootfs(cache, epoch)
+    debian, base_epoch = debian_rootfs(cache, epoch)
     work = IMAGE_DIR / "build"
     if work.exists():
         _run(["rm", "-rf", "--one-file-system", str(work)])
@@ -532,7 +545,9 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
     hasher = hashlib.sha256()
     for name in files:
         hasher.update(name.encode() + b"\0" + (REPO_ROOT / name).read_bytes() + b"\0")
-    inputs = _digest(debian.name, wheels.name, hasher.hexdigest(), Path(__file__).read_bytes(), str(epoch), version)
+    inputs = _digest(
+        debian.name, str(base_epoch), wheels.name, hasher.hexdigest(), Path(__file__).read_bytes(), str(epoch), version
+    )
     stamp = archive.with_suffix(".inputs")
     reused = not force and archive.exists() and stamp.exists() and stamp.read_text().strip() == inputs
     if reused:
@@ -550,10 +565,13 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
         }
         debian_python()
         rootfs_install(rootfs, wheels, files, epoch)
-        _, size = oci_layout_write(work / "oci", rootfs, reference_tag=version, labels=labels, epoch=epoch)
+        _, size = oci_layout_write(
+            work / "oci", rootfs, reference_tag=version, labels=labels, epoch=epoch, base_epoch=base_epoch
+        )
         _archive_write(work / "oci", archive, epoch)
         archive.with_suffix(".json").write_text(json.dumps({"size": size, "inputs": inputs}))
         stamp.write_text(inputs)
+        _archives_prune(keep=3)
     if work.exists():
         _run(["rm", "-rf", "--one-file-system", str(work)])
     image_id = ""
