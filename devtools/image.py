@@ -184,7 +184,7 @@ def _mmdebstrap_version() -> str:
 def debian_rootfs(cache: Path, epoch: int) -> tuple[Path, int]:
     """The Debian root filesystem as a tarball, made by mmdebstrap once per set of inputs, and the
     ``SOURCE_DATE_EPOCH`` it was made with (the Debian and venv layers' mtimes are clamped to it, so that they keep
-    their digests from one commit to the next: an upgrade pulls the app layer only)."""
+    their digests from one commit to the next)."""
     key = _digest(SUITE, *SOURCES, *PACKAGES, *DPKG_OPTIONS, _mmdebstrap_version())
     tarball = cache / f"debian-{SUITE}-{key}.tar"
     stamp = tarball.with_suffix(".epoch")
@@ -408,17 +408,17 @@ def _json(value: object) -> bytes:
 
 
 def oci_layout_write(
-    layout: Path, rootfs: Path, *, reference_tag: str, labels: dict[str, str], epoch: int, base_epoch: int
+    layout: Path, rootfs: Path, *, reference_tag: str, labels: dict[str, str], epoch: int, layer_epochs: dict[str, int]
 ) -> tuple[str, int]:
     """The OCI image layout in ``layout``: layers, config, manifest, index. Returns (config digest, tar bytes).
-    The app layer's mtimes are clamped to ``epoch`` (the commit's), Debian's and the venv's to ``base_epoch``."""
+    ``epoch`` is the image's creation time; each layer's mtimes are clamped to its own ``layer_epochs`` entry."""
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     layers = {}
     for name, paths in _layer_paths(rootfs).items():
         started = time.monotonic()
-        layers[name] = layer_write(rootfs, paths, blobs, epoch if name == "app" else base_epoch)
+        layers[name] = layer_write(rootfs, paths, blobs, layer_epochs[name])
         _log(f"layer {name}: {layers[name].tar_size / 1e6:.1f} MB, gzip {layers[name].size / 1e6:.1f} MB "
              f"({time.monotonic() - started:.0f} s)")  # fmt: skip
     config = {
@@ -565,8 +565,12 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
         }
         debian_python()
         rootfs_install(rootfs, wheels, files, epoch)
+        # Debian and the venv: the Debian snapshot's time; the app: the last commit that changed its files. A layer
+        # keeps its digest until its own inputs change, so an upgrade pulls only what changed.
+        app_epoch = int(_git("log", "-1", "--format=%ct", "--", *APP_PATHS) or epoch)
+        layer_epochs = {"debian": base_epoch, "venv": base_epoch, "app": app_epoch}
         _, size = oci_layout_write(
-            work / "oci", rootfs, reference_tag=version, labels=labels, epoch=epoch, base_epoch=base_epoch
+            work / "oci", rootfs, reference_tag=version, labels=labels, epoch=epoch, layer_epochs=layer_epochs
         )
         _archive_write(work / "oci", archive, epoch)
         archive.with_suffix(".json").write_text(json.dumps({"size": size, "inputs": inputs}))
