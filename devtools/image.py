@@ -10,10 +10,11 @@ Steps (each cached under ``var/image/cache``, keyed by its inputs, so a rebuild 
    ``--no-index`` (pip runs from its wheel and is not left in the image); the app's runtime files copied to ``/app``;
    ``compileall`` (unchecked-hash .pyc: nothing is written at run time); ``collectstatic`` per service into
    ``/app/static/<service>``; user ``atrium`` (uid/gid 10001).
-4. Three layers (Debian, venv, app), written as sorted tars with owners and mtimes normalised (mtimes clamped to
-   ``SOURCE_DATE_EPOCH``, the last commit's time) and gzip without timestamps; an OCI image config with the
-   ``org.opencontainers.image.*`` labels; the OCI layout archived at ``var/image/atrium-<version>.oci.tar``
-   and loaded into podman's local store as ``localhost/atrium:<version>``.
+4. Three layers (Debian, venv, app), written as sorted tars with numeric owners, mtimes clamped (Debian and venv:
+   to the Debian snapshot's ``SOURCE_DATE_EPOCH``; the app: to the last commit that changed its files) and gzip
+   without timestamps, so a layer keeps its digest until its own inputs change; an OCI image config (created: the
+   last commit's time) with the ``org.opencontainers.image.*`` labels; the OCI layout archived at
+   ``var/image/atrium-<version>.oci.tar`` and loaded into podman's local store as ``localhost/atrium:<version>``.
 
 The image runs as 10001 with a read-only root and a writable ``/tmp`` (``HOME=/tmp``, ``ATRIUM_VAR_DIR=/tmp/atrium``,
 ``PYTHONDONTWRITEBYTECODE=1``); ``/app/deploy/image/entrypoint <procfile-name>`` selects the process
