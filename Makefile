@@ -1,4 +1,4 @@
-.PHONY: up test test-fast lint format chart-check
+.PHONY: up test test-fast lint format chart-check image
 
 ## Bring the whole system up (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set).
 up:
@@ -22,3 +22,8 @@ format:
 ## KEDA's CRDs and the policies, for values.yaml, values-small.yaml and values-large.yaml (devtools/chart.py).
 chart-check:
 	.venv/bin/python -m devtools.chart check
+
+## The OCI image for every process, without any registry (devtools/image.py): localhost/atrium:<version> in podman
+## and var/image/atrium-<version>.oci.tar. ARGS="--force" rebuilds even when nothing changed.
+image:
+	./bin/atrium image $(ARGS)

@@ -1,17 +1,17 @@
-"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status | screenshots``."""
+"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status | screenshots | image``."""
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("up", "test", "manage", "status", "screenshots")
+COMMANDS = ("up", "test", "manage", "status", "screenshots", "image")
 
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(
             "usage: python -m devtools up | test [pytest args] | manage <process> <command> [args] | status"
-            " | screenshots [options]",
+            " | screenshots [options] | image [--force]",
             file=sys.stderr,
         )
         return 2
@@ -24,6 +24,8 @@ def main() -> int:
         from devtools.manage import main as run
     elif command == "status":
         from devtools.status import main as run
+    elif command == "image":
+        from devtools.image import main as run
     else:
         from devtools.screenshots import main as run
     return run(rest)
