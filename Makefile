@@ -21,7 +21,7 @@ format:
 ## The Helm chart offline: dependency drift, render (Helm's engine), lint, Kubernetes schemas (strict, two versions),
 ## KEDA's CRDs and the policies, for values.yaml, values-small.yaml and values-large.yaml (devtools/chart.py).
 chart-check:
-	.venv/bin/python -m devtools.chart check
+	./bin/atrium chart check
 
 ## The OCI image for every process, without any registry (devtools/image.py): localhost/atrium:<version> in podman
 ## and var/image/atrium-<version>.oci.tar. ARGS="--force" rebuilds even when nothing changed.

@@ -1,17 +1,18 @@
-"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status | screenshots | image``."""
+"""``python -m devtools up | test [pytest args] | manage <process> <command> [args] | status | screenshots | image
+| chart sync|check|render``."""
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("up", "test", "manage", "status", "screenshots", "image")
+COMMANDS = ("up", "test", "manage", "status", "screenshots", "image", "chart")
 
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(
             "usage: python -m devtools up | test [pytest args] | manage <process> <command> [args] | status"
-            " | screenshots [options] | image [--force]",
+            " | screenshots [options] | image [--force] | chart sync|check|render",
             file=sys.stderr,
         )
         return 2
@@ -26,6 +27,8 @@ def main() -> int:
         from devtools.status import main as run
     elif command == "image":
         from devtools.image import main as run
+    elif command == "chart":
+        from devtools.chart import main as run
     else:
         from devtools.screenshots import main as run
     return run(rest)
