@@ -1,4 +1,4 @@
-.PHONY: up test test-fast lint format
+.PHONY: up test test-fast lint format fleet
 
 ## Bring the whole system up (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set).
 up:
@@ -17,3 +17,8 @@ lint:
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+## The fleet rehearsal: two instances of each service behind HAProxy, rolling upgrades, a node lost, a worker added,
+## the webhooks service stopped, under 100 payments/s (devtools/fleet.py). Options: make fleet ARGS="--short".
+fleet:
+	.venv/bin/python -m devtools.fleet $(ARGS)

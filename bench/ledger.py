@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
+from devtools.loadkit import percentile
 from devtools.processes import process_group_stop
 from services.kit.conf import web_layout
 from services.kit.ids import id_new
@@ -127,15 +128,6 @@ class Result:
     @property
     def rate(self) -> float:
         return self.outcome.transfers / self.wall if self.wall else 0.0
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (``fraction`` in 0..1) of ``values``; 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def run_threads(parts: list[list[Any]], work: Callable[[int, list[Any], Outcome], None]) -> tuple[float, Outcome]:
