@@ -61,7 +61,7 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
-from devtools.loadkit import percentile
+from devtools.loadkit import machine_ticks, percentile
 from devtools.processes import process_group_stop
 from services.kit.conf import web_layout
 from services.kit.ids import id_new
@@ -196,13 +196,6 @@ def _children(pid: int) -> list[int]:
 def tree_cpu(pid: int) -> dict[int, float]:
     """CPU seconds of ``pid`` and its children, by pid."""
     return {p: _proc_cpu(p) for p in [pid, *_children(pid)]}
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all cores, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ PostgreSQL and Redis are external when ``DATABASE_URL``/``REDIS_URL`` are set (t
 at the end unless ``--keep``; the Redis database of ``REDIS_URL`` is the fleet's broker), otherwise embedded
 (``devtools.infra``). Every process is a Procfile line, as in production (``ATRIUM_ENV=production``):
 
-* two instances of each web service (portal, ledger, payments, webhooks: gunicorn, ``--web-workers`` x 2 threads)
+* two instances of each web service (portal, ledger, payments, webhooks: gunicorn, ``--web-workers`` x ``--web-threads``)
   behind HAProxy (``devtools/haproxy.py``): one frontend per service is its address, which every other process
   uses (``LEDGER_URL``, the portal's JWKS and token URLs, the catalog) — a Kubernetes Service;
 * two payments and two ledger Celery workers (separate nodes), the portal, audit and webhooks workers, beat,
@@ -66,7 +66,7 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
-from devtools.loadkit import broker_purge, cpu_by_session, cpu_delta, ledger_accounts, percentile
+from devtools.loadkit import broker_purge, cpu_by_session, cpu_delta, ledger_accounts, machine_ticks, percentile
 from devtools.processes import process_group_stop
 from devtools.registry import SERVICES, service_get
 from devtools.state import var_dir_get
@@ -261,6 +261,8 @@ class Phase:
     end: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
     cpu: dict[int, tuple[str, float]] = field(default_factory=dict)
+    ticks: tuple[int, int] = (0, 0)
+    lb: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Rehearsal:
@@ -297,6 +299,10 @@ class Rehearsal:
     def phase(self, name: str) -> Phase:
         phase = Phase(name, start=time.time())
         phase.cpu = self.cpu()
+        phase.ticks = machine_ticks()
+        if self.haproxy is not None:
+            self.haproxy.clear_maxima()
+            phase.lb = self.haproxy.backend_counters()
         self.phases.append(phase)
         log(f"phase {name}")
         return phase
@@ -309,6 +315,16 @@ class Rehearsal:
         phase.facts["cores_busy"] = {k: round(v / seconds, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
         phase.facts["cores_busy_fleet"] = round(sum(used.values()) / seconds, 2)
         phase.facts["machine_load_1m"] = round(os.getloadavg()[0], 1)
+        busy, total = machine_ticks()
+        phase.facts["machine_busy"] = round((busy - phase.ticks[0]) / max(1, total - phase.ticks[1]), 2)
+        if self.haproxy is not None:
+            lb = {}
+            for service, now in self.haproxy.backend_counters().items():
+                then = phase.lb.get(service, {})
+                row = {k: now[k] - then.get(k, 0) for k in HAProxy.COUNTERS}
+                row.update({k: now[k] for k in HAProxy.MAXIMA})
+                lb[service] = {k: v for k, v in row.items() if v}
+            phase.facts["haproxy"] = lb
 
     def cpu(self) -> dict[int, tuple[str, float]]:
         """CPU seconds so far of every process of the fleet, by part (a Procfile name), PostgreSQL and Redis."""
@@ -367,7 +383,7 @@ class Rehearsal:
             BIND_HOST="127.0.0.1",
             REDIS_URL=self.infra.redis_url,
             WEB_CONCURRENCY=str(args.web_workers),
-            WEB_THREADS="2",
+            WEB_THREADS=str(args.web_threads),
             PYTHONUNBUFFERED="1",
             LOG_LEVEL="WARNING",
             JOBS_STREAM=f"atrium:jobs:fleet-{self.run_id}",
@@ -409,7 +425,12 @@ class Rehearsal:
         webs = [fleet.add(f"{service}-{n}", service, service=service) for service in WEB for n in (1, 2)]
         self.haproxy = HAProxy(
             [
-                Backend(s, self.fronts[s], {i.name: i.port or 0 for i in self.web(s)}, maxconn=2 * args.web_workers)
+                Backend(
+                    s,
+                    self.fronts[s],
+                    {i.name: i.port or 0 for i in self.web(s)},
+                    maxconn=args.web_workers * args.web_threads,
+                )
                 for s in WEB
             ],
             self.dir,
@@ -834,7 +855,12 @@ def print_report(result: dict[str, Any]) -> None:
             print(f"{'':>20}   failed by kind: {row['failed_by_kind']}")
         if row.get("cores_busy"):
             top = ", ".join(f"{k} {v}" for k, v in list(row["cores_busy"].items())[:7])
-            print(f"{'':>20}   cores busy: fleet {row['cores_busy_fleet']} ({top}); load {row['machine_load_1m']}")
+            print(
+                f"{'':>20}   cores busy: fleet {row['cores_busy_fleet']} ({top}); machine "
+                f"{row['machine_busy']:.0%} busy, load {row['machine_load_1m']}"
+            )
+            lb = "; ".join(f"{k}: {v}" for k, v in row.get("haproxy", {}).items() if v)
+            print(f"{'':>20}   haproxy: {lb}")
         if "down_after_s" in row:
             print(
                 f"{'':>20}   {' and '.join(row['killed'])} killed: HAProxy DOWN after {row['down_after_s']} s, "
@@ -868,7 +894,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--isolation", type=float, default=30.0, help="seconds with the webhooks service stopped")
     parser.add_argument("--settle", type=float, default=None, help="pause between steps (seconds)")
     parser.add_argument("--drain", type=float, default=90.0, help="seconds to wait for every payment to be final")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per instance (2 threads each)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per instance")
+    parser.add_argument("--web-threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
     parser.add_argument("--worker-concurrency", type=int, default=1, help="processes per payments worker")
     parser.add_argument("--accounts", type=int, default=40, help="source and destination accounts each")
     parser.add_argument("--database-prefix", default="fleet", help="the fleet's databases: <prefix>_<service>")

@@ -21,6 +21,8 @@ The choices (docs/deploy.md, "Fleet rehearsal", says why):
   payments service's ledger batches are tens of KB): a request is retried only if it fits in a buffer;
 * ``http-reuse safe`` (the default, written out): idle server connections are shared between client
   connections, but a client's first request never goes on a reused one, so it can always be retried;
+* ``slowstart 3s``: an instance back from a restart gets its share (and its ``maxconn``) ramped up over 3 s, while
+  its code warms up (Kubernetes' ``minReadySeconds`` plays a similar part for a rollout);
 * ``balance roundrobin`` (as kube-proxy spreads a Service's connections): not ``leastconn``, which sends every
   retry back to a dead server that still counts as UP, since it holds no connections;
 * ``maxconn`` per server = the instance's gunicorn workers x threads: requests beyond what it can serve at once wait
@@ -87,7 +89,7 @@ def haproxy_config(backends: list[Backend], socket_path: Path, host: str = "127.
         "    http-check expect status 200",
         f"    default-server check inter {CHECK_INTER_MS}ms fastinter {CHECK_FASTINTER_MS}ms "
         f"downinter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE} "
-        "observe layer4 error-limit 1 on-error mark-down",
+        "observe layer4 error-limit 1 on-error mark-down slowstart 3s",
         "",
     ]
     for backend in backends:
@@ -168,6 +170,23 @@ class HAProxy:
             row = dict(zip(header, line.split(","), strict=False))
             rows[(row.get("pxname", ""), row.get("svname", ""))] = row
         return rows
+
+    COUNTERS = ("wretr", "wredis", "econ", "eresp", "hrsp_5xx", "dreq")
+    MAXIMA = ("qmax", "qtime", "ctime", "rtime", "ttime")
+
+    def backend_counters(self) -> dict[str, dict[str, int]]:
+        """Service → its backend's cumulative counters (``wretr`` retries, ``wredis`` redispatches, ``econ``
+        connection errors, ``eresp`` response errors, ``hrsp_5xx``) and, since the last :meth:`clear_maxima`,
+        ``qmax`` (most requests queued at once) and the average ms of the last 1024 requests: ``qtime`` in the
+        queue, ``ctime`` connecting, ``rtime`` to the response, ``ttime`` in all."""
+        found: dict[str, dict[str, int]] = {}
+        for (proxy, server), row in self.stats().items():
+            if server == "BACKEND" and proxy.endswith("_pods"):
+                found[proxy.removesuffix("_pods")] = {k: int(row.get(k) or 0) for k in self.COUNTERS + self.MAXIMA}
+        return found
+
+    def clear_maxima(self) -> None:
+        self.command("clear counters")
 
     def server_status(self, service: str, server: str) -> str:
         """UP, DOWN, DRAIN, MAINT, or with a transition (``UP 1/2``, ``DOWN 1/2``)."""

@@ -30,7 +30,7 @@ class _Pod:
 
     def __init__(self, name: str) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = "HTTP/1.0"  # one request per connection: closed means gone
 
             def do_GET(self) -> None:
                 body = name.encode()
