@@ -9,9 +9,9 @@ PostgreSQL and Redis are external when ``DATABASE_URL``/``REDIS_URL`` are set (t
 at the end unless ``--keep``; the Redis database of ``REDIS_URL`` is the fleet's broker), otherwise embedded
 (``devtools.infra``). Every process is a Procfile line, as in production (``ATRIUM_ENV=production``):
 
-* two instances of each web service (portal, ledger, payments, webhooks: gunicorn, ``--web-workers`` x ``--web-threads``)
-  behind HAProxy (``devtools/haproxy.py``): one frontend per service is its address, which every other process
-  uses (``LEDGER_URL``, the portal's JWKS and token URLs, the catalog) — a Kubernetes Service;
+* two instances of each web service (portal, ledger, payments, webhooks: gunicorn, ``--web-workers`` x
+  ``--web-threads``) behind HAProxy (``devtools/haproxy.py``): one frontend per service is its address, which every
+  other process uses (``LEDGER_URL``, the portal's JWKS and token URLs, the catalog) — a Kubernetes Service;
 * two payments and two ledger Celery workers (separate nodes), the portal, audit and webhooks workers, beat,
   the four outbox relays, the job monitor and the webhooks dispatcher.
 
@@ -280,6 +280,7 @@ class Rehearsal:
         self.phases: list[Phase] = []
         self.fronts: dict[str, int] = {}
         self.worker_serial = 0
+        self.lease_seconds = 60.0
 
     # --- helpers ----------------------------------------------------------------------------------------
     def db(self, service: str) -> str:
@@ -296,8 +297,26 @@ class Rehearsal:
         self.load.stdin.write(json.dumps({"payments": payments, "reads": reads}).encode() + b"\n")
         self.load.stdin.flush()
 
-    def phase(self, name: str) -> Phase:
+    def steady(self, timeout: float = 60.0) -> float:
+        """Wait until the payments in flight are about one second's worth (the backlog a phase left is gone), so
+        that each phase starts from a steady state; seconds it took."""
+        began = time.monotonic()
+        calm = 0
+        while time.monotonic() - began < timeout:
+            open_n = self.sql("payments", "SELECT count(*) FROM payments_payment WHERE status = ANY(%s)", [list(OPEN)])
+            calm = calm + 1 if open_n[0][0] <= max(self.args.rate, 20) else 0
+            if calm >= 3:
+                break
+            time.sleep(0.5)
+        waited = time.monotonic() - began
+        if waited > 3:
+            log(f"  steady after {waited:.0f} s")
+        return waited
+
+    def phase(self, name: str, *, steady: bool = True) -> Phase:
+        steady = self.steady() if steady else 0.0
         phase = Phase(name, start=time.time())
+        phase.facts["steady_wait_s"] = round(steady, 1)
         phase.cpu = self.cpu()
         phase.ticks = machine_ticks()
         if self.haproxy is not None:
@@ -420,6 +439,15 @@ class Rehearsal:
             env[f"{service.upper()}_CLIENT_SECRET"] = own["client_secret"]
         self.env = env
         self.urls = urls
+        self.lease_seconds = float(
+            manage(
+                "payments",
+                env,
+                "shell",
+                "-c",
+                "from django.conf import settings; print(settings.PAYMENTS_LEASE_SECONDS)",
+            ).split()[-1]
+        )
 
         self.fleet = fleet = Fleet(env, self.dir)
         webs = [fleet.add(f"{service}-{n}", service, service=service) for service in WEB for n in (1, 2)]
@@ -536,6 +564,15 @@ class Rehearsal:
         time.sleep(self.args.settle)
         ledger = self.web("ledger")[-1]
         worker = next(i for i in reversed(self.fleet.instances.values()) if i.entry.name == "worker_payments")
+        # The payments a worker holds a lease on right now (either worker's: which batch is whose is not visible).
+        leased = [
+            row[0]
+            for row in self.sql(
+                "payments",
+                "SELECT id FROM payments_payment WHERE status = ANY(%s) AND lease_until > now()",
+                [list(OPEN)],
+            )
+        ]
         killed_at = time.time()
         began = time.monotonic()
         self.fleet.kill(ledger)
@@ -553,6 +590,7 @@ class Rehearsal:
         phase.facts.update(
             killed=[ledger.name, worker.name],
             killed_at=killed_at,
+            leased_at_kill=leased,
             down_after_s=round(down_after, 3) if down_after is not None else None,
             haproxy_states=status_seen,
         )
@@ -570,16 +608,17 @@ class Rehearsal:
     def scale_out(self) -> None:
         assert self.fleet is not None
         args = self.args
+        self.steady()
         self.rates(args.scale_rate, args.reads)
         time.sleep(args.settle)  # the new rate's backlog settles in
-        before = self.phase("scale-out:2-workers")
+        before = self.phase("scale-out:2-workers", steady=False)
         time.sleep(args.scale_window)
         self.close(before)
         third = self.payments_worker()
         self.fleet.start(third)
         log(f"  {third.name} joins")
         time.sleep(args.settle)  # the new worker starts (a few seconds of CPU)
-        after = self.phase("scale-out:3-workers")
+        after = self.phase("scale-out:3-workers", steady=False)
         time.sleep(args.scale_window)
         self.close(after)
         self.rates(args.rate, args.reads)
@@ -590,13 +629,14 @@ class Rehearsal:
 
     def isolation(self) -> None:
         assert self.fleet is not None
-        phase = self.phase("isolation")
+        self.steady()
         stopped = [*self.web("webhooks")]
         stopped += [self.fleet.instances[n] for n in ("worker_webhooks", "dispatcher_webhooks", "relay_webhooks")]
         for instance in stopped:
             self.fleet.terminate(instance, 30)
+        log("  webhooks stopped: " + ", ".join(i.name for i in stopped))
+        phase = self.phase("isolation")  # measured from when the webhooks service is gone
         phase.facts["stopped"] = [i.name for i in stopped]
-        phase.start = time.time()  # measured from when the webhooks service is gone
         time.sleep(self.args.isolation)
         self.close(phase)
 
@@ -631,8 +671,14 @@ class Rehearsal:
             settled_at = (
                 dt.datetime.fromisoformat(settled[0]["at"].replace("Z", "+00:00")).timestamp() if settled else None
             )
+            final_at = (
+                dt.datetime.fromisoformat(history[-1]["at"].replace("Z", "+00:00")).timestamp()
+                if history and status in FINAL
+                else None
+            )
             payments[payment_id] = {
                 "status": status,
+                "final_at": final_at,
                 "created": float(created),
                 "settled_at": settled_at,
                 "settled_times": len(settled),
@@ -698,6 +744,13 @@ class Rehearsal:
                 late = [r["t"] + r["d"] - killed_at for r in requests if r["e"] and r["t"] + r["d"] >= killed_at]
                 late = [x for x in late if x <= phase.end - killed_at]
                 row["last_failure_after_s"] = round(max(late), 3) if late else 0.0
+                leased = phase.facts.get("leased_at_kill") or []
+                finals = [payments[i]["final_at"] for i in leased if i in payments]
+                row["leased_at_kill"] = len(leased)
+                row["leased_unfinished"] = sum(1 for f in finals if f is None) + len(leased) - len(finals)
+                row["leased_final_after_s"] = (
+                    round(max(f for f in finals if f is not None) - killed_at, 2) if any(finals) else None
+                )
             phases_out.append(row)
         every = list(payments.values())
         totals = {
@@ -743,6 +796,14 @@ class Rehearsal:
                 last,
                 f"≤ {ROUTE_BOUND}",
                 last is not None and last <= ROUTE_BOUND,
+            )
+            lease = self.lease_seconds
+            after = loss.get("leased_final_after_s")
+            target(
+                "node loss: payments leased at the kill final after (s)",
+                after,
+                f"< the lease ({lease} s), all final",
+                loss.get("leased_unfinished", 1) == 0 and (after is None or after < lease),
             )
             target("node loss: lost payments", loss["lost"], "0", loss["lost"] == 0)
             target("node loss: double-settled", loss["double_settled"], "0", loss["double_settled"] == 0)
@@ -864,7 +925,9 @@ def print_report(result: dict[str, Any]) -> None:
         if "down_after_s" in row:
             print(
                 f"{'':>20}   {' and '.join(row['killed'])} killed: HAProxy DOWN after {row['down_after_s']} s, "
-                f"last failed request {row['last_failure_after_s']} s after the kill"
+                f"last failed request {row['last_failure_after_s']} s after the kill; {row['leased_at_kill']} "
+                f"payments leased at the kill, all final {row['leased_final_after_s']} s after it "
+                f"({row['leased_unfinished']} not)"
             )
     totals = result["totals"]
     print(
