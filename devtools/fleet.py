@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
@@ -180,6 +181,12 @@ class Fleet:
         for instance in reversed(list(self.instances.values())):
             if instance.proc is not None:
                 process_group_stop(instance.proc, 20)
+
+
+def _owner_pid(owner: str | None) -> int | None:
+    """The process id in a payments lease owner token (``node:pid:random``)."""
+    parts = (owner or "").split(":")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def tail(instance: Instance, chars: int = 3000) -> str:
@@ -564,15 +571,7 @@ class Rehearsal:
         time.sleep(self.args.settle)
         ledger = self.web("ledger")[-1]
         worker = next(i for i in reversed(self.fleet.instances.values()) if i.entry.name == "worker_payments")
-        # The payments a worker holds a lease on right now (either worker's: which batch is whose is not visible).
-        leased = [
-            row[0]
-            for row in self.sql(
-                "payments",
-                "SELECT id FROM payments_payment WHERE status = ANY(%s) AND lease_until > now()",
-                [list(OPEN)],
-            )
-        ]
+        leased = self.victim_leases(worker, self.args.lease_wait)
         killed_at = time.time()
         began = time.monotonic()
         self.fleet.kill(ledger)
@@ -604,6 +603,31 @@ class Rehearsal:
         phase.facts["replacement"] = replacement.name
         time.sleep(self.args.settle)
         self.close(phase)
+
+    def victim_leases(self, worker: Instance, timeout: float) -> list[str]:
+        """Wait (up to ``timeout``) until ``worker`` holds a lease — its own process's claim, by the ``lease_owner``
+        token ``node:pid:…`` when the payments service keeps one — and return those payments' ids, so that the
+        kill leaves work behind; without owners (or if none comes), the payments any worker holds."""
+        assert worker.proc is not None
+        pids = {worker.proc.pid} | {c.pid for c in psutil.Process(worker.proc.pid).children(recursive=True)}
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.db("payments"), autocommit=True) as conn:
+            try:
+                conn.execute("SELECT lease_owner FROM payments_payment LIMIT 0")
+            except psycopg.errors.UndefinedColumn:
+                rows = conn.execute(
+                    "SELECT id FROM payments_payment WHERE status = ANY(%s) AND lease_until > now()", [list(OPEN)]
+                ).fetchall()
+                return [row[0] for row in rows]
+            while True:
+                rows = conn.execute(
+                    "SELECT id, lease_owner FROM payments_payment WHERE status = ANY(%s) AND lease_until > now()",
+                    [list(OPEN)],
+                ).fetchall()
+                mine = [payment for payment, owner in rows if _owner_pid(owner) in pids]
+                if mine or time.monotonic() > deadline:
+                    return mine or [row[0] for row in rows]
+                time.sleep(0.01)
 
     def scale_out(self) -> None:
         assert self.fleet is not None
@@ -953,6 +977,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=None, help="seconds of load before the baseline")
     parser.add_argument("--baseline", type=float, default=None, help="seconds of the baseline window")
     parser.add_argument("--node-loss", type=float, default=None, help="seconds watched after the SIGKILL")
+    parser.add_argument(
+        "--lease-wait", type=float, default=10.0, help="seconds to wait for the victim worker to hold a lease"
+    )
     parser.add_argument("--scale-window", type=float, default=20.0, help="seconds before and after the third worker")
     parser.add_argument("--isolation", type=float, default=30.0, help="seconds with the webhooks service stopped")
     parser.add_argument("--settle", type=float, default=None, help="pause between steps (seconds)")
