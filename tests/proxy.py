@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,21 @@ class LedgerProxy:
         return response.status_code, out, response.content
 
     # ------------------------------------------------------------------------------------------- rules
+
+    def before_forwarding(self, path: str, action: Callable[[Seen], None]) -> None:
+        """Run ``action`` while a call to ``path`` is in flight (the caller is waiting), then forward the call: a
+        test does something at that exact moment (another worker takes a lease over, or reads it)."""
+
+        def rule(proxy: LedgerProxy, seen: Seen, document: Any) -> Reply | None:
+            if seen.path == path:
+                action(seen)
+            return None
+
+        self.rules.append(rule)
+
+    def delay(self, path: str, seconds: float) -> None:
+        """Calls to ``path`` reach the ledger ``seconds`` late (a slow ledger)."""
+        self.before_forwarding(path, lambda seen: time.sleep(seconds))
 
     def _settle_ids(self, document: Any, action: str) -> set[str]:
         if not isinstance(document, dict) or document.get("action") != action:

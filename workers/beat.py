@@ -32,8 +32,10 @@ BEAT_SCHEDULE = {
     "webhooks.attempts_purge": {"task": "webhooks.attempts_purge", "schedule": 3600.0},
     "audit.sign_head": {"task": "audit.sign_head", "schedule": 60.0},
     "audit.archive": {"task": "audit.archive", "schedule": 3600.0},  # a no-op unless AUDIT_ARCHIVE_AUTOMATIC
-    # Payments: resume lost work, reconcile with the ledger, forget idempotency keys after 24 h.
-    "payments.sweep": {"task": "payments.sweep", "schedule": 15.0},
+    # Payments: resume lost work (at once where a worker died holding a lease: every 5 s bounds how long a killed
+    # worker's payments wait when nothing else runs — PAYMENTS_LEASE_SECONDS + 5 s), reconcile with the ledger,
+    # forget idempotency keys after 24 h.
+    "payments.sweep": {"task": "payments.sweep", "schedule": 5.0},
     "payments.reconcile": {
         "task": "payments.reconcile",
         "schedule": float(os.environ.get("PAYMENTS_RECONCILE_SECONDS", 600)),

@@ -82,6 +82,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         "attempts",
         "next_attempt_at",
         "lease_until",
+        "lease_owner",
         "client_id",
         "request_id",
         "created_at",

@@ -8,7 +8,9 @@ from django.conf import settings
 from django.core import checks
 
 from services.kit.currencies import CURRENCIES
+from services.payments.ledger import call_seconds
 from services.payments.models import MAX_AMOUNT
+from services.payments.processing import LEASE_MARGIN
 
 
 @checks.register(checks.Tags.compatibility)
@@ -45,3 +47,23 @@ def check_amount_limits(app_configs: Any, **kwargs: Any) -> list[checks.CheckMes
     if settings.PAYMENTS_PROCESSING_ATTEMPTS < 1:
         errors.append(checks.Error("PAYMENTS_PROCESSING_ATTEMPTS must be at least 1.", id="payments.E002"))
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_lease_outlasts_a_ledger_call(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A worker renews its lease between steps, never during one: one ledger call with all its tries
+    (``PAYMENTS_LEDGER_TIMEOUT``, ``PAYMENTS_LEDGER_RETRIES``) must end within ``PAYMENTS_LEASE_SECONDS``, or
+    another worker could take over a batch whose worker is alive and waiting for the ledger."""
+    longest = call_seconds()
+    if settings.PAYMENTS_LEASE_SECONDS < longest + LEASE_MARGIN:
+        return [
+            checks.Error(
+                f"PAYMENTS_LEASE_SECONDS ({settings.PAYMENTS_LEASE_SECONDS:g}) is shorter than one ledger call may "
+                f"take ({longest:g} s: {settings.PAYMENTS_LEDGER_RETRIES + 1} tries of PAYMENTS_LEDGER_TIMEOUT "
+                f"{settings.PAYMENTS_LEDGER_TIMEOUT:g} s plus connecting and the waits between them) and "
+                f"{LEASE_MARGIN:g} s: a live worker could lose its lease in the middle of a call.",
+                hint="Lengthen PAYMENTS_LEASE_SECONDS, or shorten PAYMENTS_LEDGER_TIMEOUT or PAYMENTS_LEDGER_RETRIES.",
+                id="payments.E003",
+            )
+        ]
+    return []

@@ -33,6 +33,16 @@ HOLD_LIFETIME = dt.timedelta(days=7)  # the ledger voids a hold nobody posted or
 _ACCOUNT_CACHE_SECONDS = 60.0
 BATCH_MAX = 1000  # items per call to the ledger's batch endpoints (their limit)
 PROCESSING_ERROR = "processing_error"  # an item the ledger (or its answer) failed on: not a refusal
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection to the ledger (the kit client's default)
+BACKOFF_MAX = 1.0  # the longest wait between two tries of one call (also when the ledger asks for more: 429)
+
+
+def call_seconds(*, timeout: float | None = None, retries: int | None = None) -> float:
+    """The longest one ledger call may take: every try connecting and waiting for the answer to their timeouts,
+    and the longest wait between tries. A worker's lease outlasts it (see :mod:`services.payments.processing`)."""
+    timeout = settings.PAYMENTS_LEDGER_TIMEOUT if timeout is None else timeout
+    retries = settings.PAYMENTS_LEDGER_RETRIES if retries is None else retries
+    return (retries + 1) * (CONNECT_TIMEOUT + timeout) + retries * BACKOFF_MAX
 
 
 class LedgerRefused(Exception):
@@ -82,7 +92,9 @@ class Ledger:
             audience="ledger",
             credentials=default_credentials(),
             timeout=settings.PAYMENTS_LEDGER_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT,
             retries=settings.PAYMENTS_LEDGER_RETRIES,
+            backoff_max=BACKOFF_MAX,
         )
         self._accounts: dict[str, tuple[dict[str, Any], float]] = {}
         self._lock = threading.Lock()
@@ -150,22 +162,31 @@ class Ledger:
             body["request_id"] = request_id
         return body
 
-    def holds(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def holds(
+        self, bodies: list[dict[str, Any]], *, before_call: Callable[[], None] | None = None
+    ) -> list[dict[str, Any]]:
         """Create (or find again) many holds in one call to ``/transactions/batch`` (not atomic: each item has its
-        own result ``{index, status: created|exists|error, id?, code?, detail?}``, in the order given)."""
+        own result ``{index, status: created|exists|error, id?, code?, detail?}``, in the order given).
+        ``before_call`` runs before each HTTP call (a split batch makes several): the worker keeps its lease."""
         results: list[dict[str, Any]] = []
         for start in range(0, len(bodies), BATCH_MAX):
             chunk = bodies[start : start + BATCH_MAX]
-            results.extend(self._batch("/api/v1/transactions/batch", chunk, lambda c: {"transactions": c}))
+            results.extend(self._batch("/api/v1/transactions/batch", chunk, lambda c: {"transactions": c}, before_call))
         return results
 
     def settle_many(
-        self, transaction_ids: list[str], *, post: bool, request_ids: list[str] | None = None
+        self,
+        transaction_ids: list[str],
+        *,
+        post: bool,
+        request_ids: list[str] | None = None,
+        before_call: Callable[[], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Post (or void) many holds in one call to ``/transactions/batch/settle``; one result per id, in order:
         ``{index, status: posted|voided|error, id?, code?, detail?}``. Already posted (voided) is success.
         ``request_ids`` (same order; "" for none): each item's own request id (its payment's), sent as
-        ``{"id", "request_id"}`` so the ledger's audit event of that item carries it."""
+        ``{"id", "request_id"}`` so the ledger's audit event of that item carries it. ``before_call`` as for
+        :meth:`holds`."""
         if request_ids is not None and len(request_ids) != len(transaction_ids):
             raise ValueError("settle_many: request_ids must have one entry per transaction id")
         items: list[Any] = (
@@ -181,11 +202,22 @@ class Ledger:
         for start in range(0, len(items), BATCH_MAX):
             chunk = items[start : start + BATCH_MAX]
             results.extend(
-                self._batch("/api/v1/transactions/batch/settle", chunk, lambda c: {"action": action, "transactions": c})
+                self._batch(
+                    "/api/v1/transactions/batch/settle",
+                    chunk,
+                    lambda c: {"action": action, "transactions": c},
+                    before_call,
+                )
             )
         return results
 
-    def _batch(self, path: str, items: list[Any], body: Callable[[list[Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+    def _batch(
+        self,
+        path: str,
+        items: list[Any],
+        body: Callable[[list[Any]], dict[str, Any]],
+        before_call: Callable[[], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """One call to a batch endpoint: one result per item, in order.
 
         A whole call that the ledger refuses (a 4xx for the request, not for an item) or fails (a 500, or an answer
@@ -205,9 +237,14 @@ class Ledger:
                 {"index": 0, "status": "error", "code": PROCESSING_ERROR, "detail": str(exc)[:500], "unexpected": True}
             ]
 
+        def call(part: Any) -> list[dict[str, Any]]:
+            if before_call is not None:
+                before_call()
+            return self._batch_call(path, list(part), body)
+
         results = batch_isolate(
             items,
-            lambda part: self._batch_call(path, list(part), body),
+            call,
             item_error=lambda exc: isinstance(exc, LedgerRefused | LedgerFailed),
             alone=alone,
             merge=lambda left, right: left + right,

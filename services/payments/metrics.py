@@ -2,7 +2,8 @@
 worker that parks a payment is not the process Prometheus scrapes.
 
 ``atrium_payments_processing_errors_total`` counts unexpected errors met by a payment processed alone;
-``atrium_payments_parked_total`` the payments given up on (``failed`` with ``processing_error``).
+``atrium_payments_parked_total`` the payments given up on (``failed`` with ``processing_error``);
+``atrium_payments_leases_lost_total`` the payments a worker found its lease on taken over by another.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ KEY = "atrium:payments:counters"
 COUNTERS = {
     "processing_errors": "Unexpected errors met by a payment processed alone (each is retried, then parked).",
     "parked": "Payments parked as failed with processing_error after repeated unexpected errors.",
+    "leases_lost": "Payments whose lease a worker found taken over by another (it had stalled past the lease): "
+    "it stopped touching them.",
 }
 
 
@@ -29,11 +32,11 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
-def incr(name: str) -> None:
-    """Add one to a counter (a Redis outage loses the count, never the work: it is logged)."""
+def incr(name: str, amount: int = 1) -> None:
+    """Add ``amount`` to a counter (a Redis outage loses the count, never the work: it is logged)."""
     try:
         client = _client()
-        client.hincrby(KEY, name, 1)
+        client.hincrby(KEY, name, amount)
         client.close()
     except redis.RedisError as exc:
         log.warning("payments.counter_lost", counter=name, error=str(exc))

@@ -72,6 +72,14 @@ class Payment(models.Model):
     )
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting retry is due.")
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker is on it until then.")
+    lease_owner = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Which worker holds the lease (node:pid:claim): only it may renew the lease or write the payment "
+        "while it lasts.",
+    )
     request_id = models.CharField(max_length=128, blank=True, default="")
     trace_parent = models.CharField(
         max_length=55,

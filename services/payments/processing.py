@@ -21,9 +21,25 @@ the drain that took it.
 
 It is safe to run any number of times, at any moment, in any number of workers at once — which is what late
 acknowledgement, redelivery after a worker is killed, and the sweeper amount to: a lease left by a killed
-worker simply expires; a hold that exists is found again, a posted hold is reported posted again, so a run
-that dies after the ledger answered but before the payments were saved is finished by the next run, never
+worker expires and is taken over; a hold that exists is found again, a posted hold is reported posted again, so
+a run that dies after the ledger answered but before the payments were saved is finished by the next run, never
 done twice.
+
+**Leases.** A claim leases its payments for ``PAYMENTS_LEASE_SECONDS`` (15 s) under an owner token of its own,
+``lease_owner`` = ``node:pid:random`` (the worker's host — a pod's name — and process, shown in the admin; the
+random part makes every claim's token unique). Leases are timed by the database's clock. The run keeps them
+(:class:`Lease`): before each step, and before each call to the ledger, it renews them — one ``UPDATE`` for the
+batch, compare-and-set on the owner — when what is left of them might not cover the longest step, one ledger
+call with all its tries (:func:`services.payments.ledger.call_seconds`, bounded below the lease by the system
+check ``payments.E003``). So a live worker never loses a lease in the middle of a call, and on the hot path (a
+batch takes a fraction of a second) no renewal is sent at all. A worker that finds a lease taken over (it
+stalled past it) drops those payments from the run, and every write it makes is compare-and-set on the owner
+too (:func:`services.payments.services.transition_many`, :func:`services.payments.queries.rows_write`, the
+release): it never touches them again, the new owner carries them. A killed worker's leases simply run out, at
+most ``PAYMENTS_LEASE_SECONDS`` after the kill: the next drain's claim takes them at once (its claims take
+expired leases first: oldest change first), and when nothing else runs the sweeper (beat, every 5 s) takes
+every expired lease without waiting for ``PAYMENTS_STALE_SECONDS``. A lease is released (both columns cleared)
+when its run ends, so an expired one always means a worker that died or stalled.
 
 While the ledger is unreachable the payments stay ``processing`` with ``next_attempt_at`` set (exponential
 backoff with full jitter; claims skip them until then) up to ``PAYMENTS_MAX_ATTEMPTS`` attempts, after which
@@ -32,16 +48,20 @@ retry them.
 
 :func:`drain` is what the ``payments.drain`` task runs: claim and run batches until nothing is due, in at most
 ``PAYMENTS_DRAINERS`` workers at once. New payments wake it (:func:`services.payments.services.kick`, one
-message per ``PAYMENTS_KICK_DELAY`` per web process, not one per payment). :func:`sweep` (beat) claims and
-runs payments untouched for ``PAYMENTS_STALE_SECONDS`` whose work was lost. :func:`advance` runs one payment
-(the ``payments.process`` task, and tests).
+message per ``PAYMENTS_KICK_DELAY`` per web process, not one per payment). :func:`sweep` (beat, every 5 s)
+claims and runs payments whose lease ran out, and those untouched for ``PAYMENTS_STALE_SECONDS`` whose work was
+lost. :func:`advance` runs one payment (the ``payments.process`` task, and tests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import secrets
+import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +77,15 @@ from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.kit.telemetry import batch_links_add, telemetry_enabled
 from services.payments import metrics, queries, services
-from services.payments.ledger import HOLD_LIFETIME, PROCESSING_ERROR, Ledger, ledger
+from services.payments.ledger import HOLD_LIFETIME, PROCESSING_ERROR, Ledger, call_seconds, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
 from services.payments.screening import accounts_lock, screen_many
 
 log = get_logger(__name__)
 
 OPEN = (PaymentStatus.CREATED, PaymentStatus.SCREENING, PaymentStatus.PROCESSING)
+LEASE_MARGIN = 1.0  # seconds of a lease kept in hand beyond the longest step (statements, scheduling)
+_NODE = socket.gethostname()[:80]
 
 
 def _payment_error(exc: Exception) -> bool:
@@ -103,18 +125,77 @@ def backoff(attempt: int) -> float:
     return max(0.05, random.uniform(cap / 2, cap))  # noqa: S311  (jitter, not cryptography)
 
 
-def claim(
-    *, limit: int | None = None, ids: list[str] | None = None, stale_before: dt.datetime | None = None
-) -> list[str]:
-    """Lease up to ``limit`` payments with work to do that nobody holds, oldest change first; return their ids.
+def lease_owner_new() -> str:
+    """A new claim's owner token: ``node:pid:random``."""
+    return f"{_NODE}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def lease_renew_after() -> float:
+    """Seconds after a lease was set past which a step may not start without renewing it: what is left must
+    cover the longest step (one ledger call, all its tries) and the margin."""
+    return settings.PAYMENTS_LEASE_SECONDS - call_seconds() - LEASE_MARGIN
+
+
+class Claim(list[str]):
+    """The ids of the payments one claim leased (a list, as callers use it), with the owner token holding their
+    leases and when they were set."""
+
+    def __init__(self, ids: Iterable[str] = (), *, owner: str = "", leased_at: float = 0.0) -> None:
+        # (defaults: code that copies a list as ``type(value)(items)`` — Django's lookups — makes one without an
+        # owner, which run() never takes for a claim)
+        super().__init__(ids)
+        self.owner = owner
+        self.leased_at = leased_at  # time.monotonic() just before the claim was sent: the leases end after that
+
+
+class Lease:
+    """A claim's leases while a run carries its payments: kept between the steps, lost ones dropped (see the
+    module docstring)."""
+
+    def __init__(self, claimed: Claim) -> None:
+        self.owner = claimed.owner
+        self.claimed = list(claimed)
+        self.held = set(claimed)
+        self.since = claimed.leased_at
+
+    def keep(self) -> None:
+        """Before a step: renew the leases if what is left of them might not cover it."""
+        if self.held and time.monotonic() - self.since > lease_renew_after():
+            self.renew()
+
+    def renew(self) -> set[str]:
+        """Extend the leases this claim still holds (one statement); drop and return the ones taken over."""
+        started = time.monotonic()
+        rows = db_execute(queries.LEASE_RENEW_SQL, [settings.PAYMENTS_LEASE_SECONDS, sorted(self.held), self.owner])
+        kept = {row[0] for row in rows}
+        lost = self.held - kept
+        self.held, self.since = kept, started
+        if lost:
+            log.warning("payments.lease_lost", owner=self.owner, count=len(lost), payment_ids=sorted(lost)[:20])
+            metrics.incr("leases_lost", len(lost))
+        return lost
+
+    def holding(self, payments: Iterable[Payment]) -> list[Payment]:
+        """Those of ``payments`` whose lease this claim still holds."""
+        return [p for p in payments if p.id in self.held]
+
+    def release(self) -> None:
+        """Let go of the leases (those still this claim's: one taken over is the new owner's)."""
+        _lease_release(self.claimed, self.owner)
+
+
+def claim(*, limit: int | None = None, ids: list[str] | None = None, stale_before: dt.datetime | None = None) -> Claim:
+    """Lease up to ``limit`` payments with work to do that nobody holds (or whose lease ran out), oldest change
+    first, under a new owner token; return their ids (a :class:`Claim`).
 
     By default only payments whose retry is due; with ``ids``, those payments whatever their retry time;
-    with ``stale_before``, only payments untouched since then (the sweeper).
+    with ``stale_before``, only payments untouched since then — or whose lease ran out (the sweeper).
     """
-    now = timezone.now()
+    owner = lease_owner_new()
     params: dict[str, Any] = {
-        "now": now,
-        "until": now + dt.timedelta(seconds=settings.PAYMENTS_LEASE_SECONDS),
+        "now": timezone.now(),
+        "lease": settings.PAYMENTS_LEASE_SECONDS,
+        "owner": owner,
         "limit": limit or settings.PAYMENTS_BATCH,
     }
     extra = ""
@@ -127,17 +208,22 @@ def claim(
             # A payment that met an unexpected error is processed alone, by payments.process (see run()).
             extra += " AND processing_errors = 0"
     if stale_before is not None:
-        extra += " AND updated_at < %(stale)s"
+        # (a lease is released when its run ends: one left to run out is a worker that died or stalled)
+        extra += " AND (updated_at < %(stale)s OR lease_until IS NOT NULL)"
         params["stale"] = stale_before
-    return [row[0] for row in db_execute(queries.CLAIM_SQL.replace("{extra}", extra), params)]
+    leased_at = time.monotonic()
+    rows = db_execute(queries.CLAIM_SQL.replace("{extra}", extra), params)
+    return Claim((row[0] for row in rows), owner=owner, leased_at=leased_at)
 
 
-def _lease_release(ids: list[str]) -> None:
-    db_execute(queries.LEASE_RELEASE_SQL, [ids])
+def _lease_release(ids: list[str], owner: str) -> None:
+    if ids:
+        db_execute(queries.LEASE_RELEASE_SQL, [list(ids), owner])
 
 
 def run(ids: list[str]) -> BatchResult:
-    """Take the claimed payments ``ids`` as far as they can go now (see the module docstring); release the
+    """Take the claimed payments ``ids`` (a :class:`Claim`; other ids are claimed first, and those another worker
+    holds are left out) as far as they can go now (see the module docstring), keeping their leases; release the
     leases at the end, whatever happens.
 
     One payment never stops the others: an unexpected error (not a refusal, which fails its payment alone, and
@@ -146,13 +232,15 @@ def run(ids: list[str]) -> BatchResult:
     ``payments.process``, which tries it alone with backoff and parks it at ``PAYMENTS_PROCESSING_ATTEMPTS``
     (:func:`advance`); the rest go on.
     """
+    claimed = ids if isinstance(ids, Claim) and ids.owner else claim(ids=list(ids), limit=max(1, len(ids)))
+    lease = Lease(claimed)
     result = BatchResult()
     if telemetry_enabled():
-        _batch_link(ids)
+        _batch_link(claimed)
     try:
-        _run_isolating(ids, result)
+        _run_isolating(claimed, lease, result)
     finally:
-        _lease_release(ids)
+        lease.release()
     for payment_id, delay in result.suspects.items():
         services.process_send(payment_id, countdown=delay)
     return result
@@ -165,10 +253,12 @@ def _batch_link(ids: list[str]) -> None:
     batch_links_add((payment_id, parent, request_id) for payment_id, parent, request_id in rows)
 
 
-def _run_isolating(ids: list[str], result: BatchResult) -> None:
+def _run_isolating(ids: list[str], lease: Lease, result: BatchResult) -> None:
     """:func:`_run`, isolating a poisoned payment (:func:`services.kit.batches.batch_isolate`)."""
 
     def alone(payment_id: str, exc: Exception) -> None:
+        if payment_id not in lease.held:
+            return  # another worker carries it now
         outcome = _processing_error(payment_id, exc, may_park=False)
         result.suspects[payment_id] = outcome.retry_in or 0.0
         result.statuses[payment_id] = outcome.status
@@ -176,7 +266,7 @@ def _run_isolating(ids: list[str], result: BatchResult) -> None:
 
     batch_isolate(
         ids,
-        lambda part: _run(list(part), result),
+        lambda part: _run(list(part), lease, result),
         item_error=_payment_error,
         alone=alone,
         merge=lambda left, right: None,
@@ -188,24 +278,29 @@ def _run_isolating(ids: list[str], result: BatchResult) -> None:
             alone(payment_id, exc)
 
 
-def _run(ids: list[str], result: BatchResult) -> None:
-    """The work of :func:`run` for ``ids``, without isolation or the leases."""
-    payments = {p.id: p for p in Payment.objects.filter(id__in=ids)}
+def _run(ids: list[str], lease: Lease, result: BatchResult) -> None:
+    """The work of :func:`run` for ``ids``, without isolation; ``lease`` kept before each step, and every write
+    compare-and-set on it."""
+    lease.keep()
+    payments = {p.id: p for p in Payment.objects.filter(id__in=[i for i in ids if i in lease.held])}
     before = {p.id: (str(p.status), str(p.hold_status)) for p in payments.values()}
 
     created = [p.id for p in payments.values() if p.status == PaymentStatus.CREATED]
-    services.transition_many({i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING, known=payments)
-    _screen([p for p in payments.values() if p.status == PaymentStatus.SCREENING], payments)
+    services.transition_many(
+        {i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING, known=payments, owner=lease.owner
+    )
+    lease.keep()
+    _screen(lease.holding(p for p in payments.values() if p.status == PaymentStatus.SCREENING), payments, lease)
     processing = [p for p in payments.values() if p.status == PaymentStatus.PROCESSING]
     if processing:
-        _process(processing, payments, result)
+        _process(processing, payments, result, lease)
     releasing = [
         p
         for p in payments.values()
         if p.status not in OPEN and p.status != PaymentStatus.SETTLED and p.hold_status == HoldStatus.PENDING
     ]
     if releasing:
-        _release_holds(releasing, result)
+        _release_holds(releasing, result, lease)
     for payment in payments.values():
         result.statuses[payment.id] = str(payment.status)
         if before.get(payment.id) != (str(payment.status), str(payment.hold_status)):
@@ -217,13 +312,17 @@ def _run(ids: list[str], result: BatchResult) -> None:
     )
 
 
-def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:
+def _screen(screening: list[Payment], payments: dict[str, Payment], lease: Lease) -> None:
     """Screening and its verdicts in one transaction, holding a lock per source account (in order)."""
     if not screening:
         return
     with transaction.atomic():
         rows = db_execute(queries.LOCK_SQL, [sorted(p.id for p in screening)])
-        locked = [payments[i] for i, status in rows if status == PaymentStatus.SCREENING == str(payments[i].status)]
+        locked = [
+            payments[i]
+            for i, status, owner in rows
+            if status == PaymentStatus.SCREENING == str(payments[i].status) and owner == lease.owner
+        ]
         if not locked:
             return
         accounts_lock(p.source_account for p in locked)
@@ -234,8 +333,12 @@ def _screen(screening: list[Payment], payments: dict[str, Payment]) -> None:
             for p in locked
             if not verdicts[p.id].passed
         }
-        services.transition_many(passed, [PaymentStatus.SCREENING], PaymentStatus.PROCESSING, known=payments)
-        services.transition_many(rejected, [PaymentStatus.SCREENING], PaymentStatus.REJECTED, known=payments)
+        services.transition_many(
+            passed, [PaymentStatus.SCREENING], PaymentStatus.PROCESSING, known=payments, owner=lease.owner
+        )
+        services.transition_many(
+            rejected, [PaymentStatus.SCREENING], PaymentStatus.REJECTED, known=payments, owner=lease.owner
+        )
     if rejected:
         log.info("payments.rejected", count=len(rejected), codes=sorted({c["failure_code"] for c in rejected.values()}))
 
@@ -286,9 +389,12 @@ def _refusal(item: dict[str, Any]) -> dict[str, Any]:
     return {"failure_code": code, "failure_message": (str(item.get("detail") or "") or code)[:500]}
 
 
-def _process(processing: list[Payment], payments: dict[str, Payment], result: BatchResult) -> None:
+def _process(processing: list[Payment], payments: dict[str, Payment], result: BatchResult, lease: Lease) -> None:
     """Holds, postings and the final transitions of the batch's ``processing`` payments."""
     gateway = ledger()
+    lease.keep()
+    processing = lease.holding(processing)
+    by_id = {p.id: p for p in processing}
     failed: dict[str, dict[str, Any]] = {}
     settled: list[Payment] = []
     waiting: list[Payment] = []
@@ -298,7 +404,8 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
     try:
         need_hold = [p for p in processing if p.hold_status == HoldStatus.NONE or not p.ledger_transaction]
         if need_hold:
-            for payment, item in zip(need_hold, gateway.holds([hold_body(p) for p in need_hold]), strict=True):
+            items = gateway.holds([hold_body(p) for p in need_hold], before_call=lease.keep)
+            for payment, item in zip(need_hold, items, strict=True):
                 if item["status"] in ("created", "exists"):
                     payment.ledger_transaction, payment.hold_status = item["id"], HoldStatus.PENDING
                 elif _unexpected(item):
@@ -306,6 +413,8 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
                     result.item_errors[payment.id] = LedgerItemFailed(item)
                 else:
                     failed[payment.id] = _refusal(item)
+        lease.keep()
+        processing = lease.holding(processing)  # (a worker that stalled past its lease stops here)
         to_post = [
             p
             for p in processing
@@ -315,7 +424,10 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         settled.extend(p for p in processing if p.id not in failed and p.hold_status == HoldStatus.POSTED)
         if to_post:
             items = gateway.settle_many(
-                [p.ledger_transaction for p in to_post], post=True, request_ids=[p.request_id for p in to_post]
+                [p.ledger_transaction for p in to_post],
+                post=True,
+                request_ids=[p.request_id for p in to_post],
+                before_call=lease.keep,
             )
             for payment, item in zip(to_post, items, strict=True):
                 if _unexpected(item):
@@ -344,8 +456,8 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         decided = {p.id for p in settled} | set(failed) | set(result.item_errors)
         waiting = [p for p in processing if p.id not in decided]
 
-    queries.rows_write(stuck)  # leased and processing: what the ledger did for them (a pending hold) is kept
-    by_id = {p.id: p for p in processing}
+    # leased and processing: what the ledger did for them (a pending hold) is kept
+    queries.rows_write(stuck, owner=lease.owner)
     services.transition_many(
         {
             p.id: {
@@ -358,6 +470,7 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         [PaymentStatus.PROCESSING],
         PaymentStatus.SETTLED,
         known=payments,
+        owner=lease.owner,
     )
     services.transition_many(
         {
@@ -372,15 +485,18 @@ def _process(processing: list[Payment], payments: dict[str, Payment], result: Ba
         [PaymentStatus.PROCESSING],
         PaymentStatus.FAILED,
         known=payments,
+        owner=lease.owner,
     )
     if failed:
         log.info("payments.failed", count=len(failed), codes=sorted({f["failure_code"] for f in failed.values()}))
     if waiting:
         assert unavailable is not None
-        _wait(waiting, unavailable, payments, result)
+        _wait(waiting, unavailable, payments, result, lease)
 
 
-def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], result: BatchResult) -> None:
+def _wait(
+    waiting: list[Payment], exc: Exception, payments: dict[str, Payment], result: BatchResult, lease: Lease
+) -> None:
     """The ledger is unavailable: count the attempt and set when to retry, or fail those out of attempts."""
     now = timezone.now()
     exhausted: dict[str, dict[str, Any]] = {}
@@ -405,8 +521,15 @@ def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], 
         )
         result.waits[payment.id] = delay
         later.append(payment)
-    queries.rows_write(later)  # leased and processing (not cancelable): nobody else writes them meanwhile
-    services.transition_many(exhausted, [PaymentStatus.PROCESSING], PaymentStatus.FAILED, known=payments)
+    # leased and processing (not cancelable): nobody else writes them meanwhile — unless the lease was taken over
+    written = set(queries.rows_write(later, owner=lease.owner))
+    for payment in later:
+        if payment.id not in written:
+            result.waits.pop(payment.id, None)  # the new owner decides when it is tried again
+    later = [p for p in later if p.id in written]
+    services.transition_many(
+        exhausted, [PaymentStatus.PROCESSING], PaymentStatus.FAILED, known=payments, owner=lease.owner
+    )
     if exhausted:
         log.warning("payments.retries_exhausted", count=len(exhausted))
     if later:
@@ -418,11 +541,20 @@ def _wait(waiting: list[Payment], exc: Exception, payments: dict[str, Payment], 
         )
 
 
-def _release_holds(releasing: list[Payment], result: BatchResult) -> None:
-    """Void the holds of payments that ended without settling (one call); wait and retry if the ledger is away."""
+def _release_holds(releasing: list[Payment], result: BatchResult, lease: Lease | None) -> None:
+    """Void the holds of payments that ended without settling (one call); wait and retry if the ledger is away.
+    With ``lease`` (a batch's), only those whose lease it still holds, and their rows compare-and-set on it."""
+    if lease is not None:
+        lease.keep()
+        releasing = lease.holding(releasing)
+        if not releasing:
+            return
     try:
         items = ledger().settle_many(
-            [p.ledger_transaction for p in releasing], post=False, request_ids=[p.request_id for p in releasing]
+            [p.ledger_transaction for p in releasing],
+            post=False,
+            request_ids=[p.request_id for p in releasing],
+            before_call=lease.keep if lease is not None else None,
         )
     except UpstreamUnavailable as exc:
         now = timezone.now()
@@ -446,7 +578,7 @@ def _release_holds(releasing: list[Payment], result: BatchResult) -> None:
                 log.error("payments.hold_release_refused", payment_id=payment.id, code=item.get("code"))
                 payment.hold_status = HoldStatus.NONE
             payment.updated_at = now
-    queries.rows_write(releasing)
+    queries.rows_write(releasing, owner=lease.owner if lease is not None else None)
 
 
 def _describe(exc: Exception) -> str:
@@ -515,7 +647,7 @@ def _hold_release_now(payment_id: str) -> None:
                 return
             payment.ledger_transaction, payment.hold_status = hold["id"], HoldStatus.PENDING
         if payment.hold_status == HoldStatus.PENDING:
-            _release_holds([payment], BatchResult())
+            _release_holds([payment], BatchResult(), None)
     except Exception as exc:
         if not _payment_error(exc):
             raise
@@ -528,13 +660,15 @@ def advance(payment_id: str) -> Outcome:
 
     An unexpected error is counted on the payment (:func:`_processing_error`): the outcome says when to try
     again, or that the payment was parked."""
-    if not claim(ids=[payment_id], limit=1):
+    claimed = claim(ids=[payment_id], limit=1)
+    if not claimed:
         current = Payment.objects.filter(id=payment_id).values_list("status", flat=True).first()
         return Outcome(current or "missing", busy=current in OPEN)
+    lease = Lease(claimed)
     result = BatchResult()
     try:
         try:
-            _run([payment_id], result)
+            _run(claimed, lease, result)
         except Exception as exc:
             if not _payment_error(exc):
                 raise
@@ -542,7 +676,7 @@ def advance(payment_id: str) -> Outcome:
         if payment_id in result.item_errors:
             return _processing_error(payment_id, result.item_errors[payment_id], may_park=True)
     finally:
-        _lease_release([payment_id])
+        lease.release()
     status = result.statuses.get(payment_id) or "missing"
     return Outcome(status, retry_in=result.waits.get(payment_id) if status in OPEN else None)
 
@@ -644,7 +778,8 @@ def _schedule_retry() -> None:
 
 def sweep(*, limit: int = 500) -> dict[str, int]:
     """Claim and run payments with work to do that nobody touched for ``PAYMENTS_STALE_SECONDS`` (their
-    message or worker was lost), including final ones whose hold is still to be voided; return counts."""
+    message or worker was lost), including final ones whose hold is still to be voided, and — at once — those
+    whose lease ran out (their worker died holding them); return counts."""
     stale = timezone.now() - dt.timedelta(seconds=settings.PAYMENTS_STALE_SECONDS)
     ids = claim(limit=limit, stale_before=stale)
     if not ids:
@@ -655,10 +790,10 @@ def sweep(*, limit: int = 500) -> dict[str, int]:
     # Payments processed alone whose payments.process message was lost: hand them over again.
     suspects = [payment_id for payment_id, _, errors in rows if errors]
     if suspects:
-        _lease_release(suspects)
+        _lease_release(suspects, ids.owner)
         for payment_id in suspects:
             services.process_send(payment_id)
-        ids = [i for i in ids if i not in set(suspects)]
+        ids = Claim([i for i in ids if i not in set(suspects)], owner=ids.owner, leased_at=ids.leased_at)
         before = {i: before[i] for i in ids}
     run(ids)
     resumed = sum(1 for s in before.values() if s in OPEN)

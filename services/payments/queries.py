@@ -30,8 +30,9 @@ _MUTABLE = (
     ("attempts", "integer"),
     ("processing_errors", "integer"),
     ("next_attempt_at", "timestamptz"),
-    ("lease_until", "timestamptz"),
 )
+# (Not the lease: only claims, renewals and releases write ``lease_until`` and ``lease_owner`` — a row written back
+# as a run loaded it would undo the renewals made since.)
 _TRANSITION_SQL = (
     "UPDATE payments_payment AS p SET "  # noqa: S608  (column names from _MUTABLE only)
     + ", ".join(f"{name} = v.{name}" + ("::jsonb" if kind == "jsonb" else "") for name, kind in _MUTABLE)
@@ -41,15 +42,19 @@ _TRANSITION_SQL = (
     + ", ".join(name for name, _ in _MUTABLE)
     + ") WHERE p.id = v.id"
 )
+# The same, compare-and-set on the lease: a worker that lost a payment's lease to another writes nothing to it.
+_TRANSITION_OWNED_SQL = _TRANSITION_SQL + " AND p.lease_owner = %s"
 
-LOCK_SQL = "SELECT id, status FROM payments_payment WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+# Status changes lock the rows and read their status and lease owner again under the lock.
+LOCK_SQL = "SELECT id, status, lease_owner FROM payments_payment WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
 
 
-def rows_write(payments: list[Payment]) -> None:
-    """Write the payments' mutable columns (status, history, hold, failure, attempts, lease) with one UPDATE.
-    No events: callers that change the status use ``services.transition_many``."""
+def rows_write(payments: list[Payment], *, owner: str | None = None) -> list[str]:
+    """Write the payments' mutable columns (status, history, hold, failure, attempts) with one UPDATE; with
+    ``owner``, only the rows whose lease it still holds. Return the ids written. No events: callers that change
+    the status use ``services.transition_many``."""
     if not payments:
-        return
+        return []
     columns: list[list[Any]] = [[p.id for p in payments]]
     for name, kind in _MUTABLE:
         values = [getattr(p, name) for p in payments]
@@ -58,7 +63,10 @@ def rows_write(payments: list[Payment]) -> None:
         elif kind == "text":
             values = [None if v is None else str(v) for v in values]  # choices enums as their values
         columns.append(values)
-    db_execute(_TRANSITION_SQL, columns)
+    if owner is None:
+        db_execute(_TRANSITION_SQL, columns)
+        return [p.id for p in payments]
+    return [row[0] for row in db_execute(_TRANSITION_OWNED_SQL + " RETURNING p.id", [*columns, owner])]
 
 
 def drain_running() -> bool:
@@ -77,15 +85,27 @@ OPEN_SQL = "('created', 'screening', 'processing')"
 # What a worker may have to do: an open payment, or a final one whose hold is still to be voided. The same
 # predicate as the partial index ``payment_open``, so claims read that index only.
 WORK_SQL = f"(status IN {OPEN_SQL} OR hold_status = 'pending')"
+# Leases are timed by the database's clock (``now()``), the one clock every worker shares: a node whose clock is
+# off can neither shorten another's lease nor keep one past its time. ``lease_owner`` names the claim (see
+# processing.lease_owner_new); renewals, writes and the release compare-and-set on it.
 CLAIM_SQL = (
-    "UPDATE payments_payment SET lease_until = %(until)s WHERE id IN ("  # noqa: S608  (constants only)
+    "UPDATE payments_payment SET lease_until = now() + make_interval(secs => %(lease)s::float8),"  # noqa: S608  (constants)
+    " lease_owner = %(owner)s WHERE id IN ("
     f" SELECT id FROM payments_payment WHERE {WORK_SQL}"
-    "  AND (lease_until IS NULL OR lease_until < %(now)s) {extra}"
+    "  AND (lease_until IS NULL OR lease_until < now()) {extra}"
     "  ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
     ") RETURNING id"
 )
 NEXT_DUE_SQL = f"SELECT min(next_attempt_at) FROM payments_payment WHERE {WORK_SQL} AND next_attempt_at > now()"  # noqa: S608
-LEASE_RELEASE_SQL = "UPDATE payments_payment SET lease_until = NULL WHERE id = ANY(%s::text[])"
+# Extend the leases this owner still holds (expired or not: nobody took them meanwhile); the ids it lost are
+# those not returned.
+LEASE_RENEW_SQL = (
+    "UPDATE payments_payment SET lease_until = now() + make_interval(secs => %s::float8)"
+    " WHERE id = ANY(%s::text[]) AND lease_owner = %s RETURNING id"
+)
+LEASE_RELEASE_SQL = (
+    "UPDATE payments_payment SET lease_until = NULL, lease_owner = '' WHERE id = ANY(%s::text[]) AND lease_owner = %s"
+)
 # A payment that met an unexpected error: counted (payments.process retries it alone, then parks it).
 PROCESSING_ERROR_COUNT_SQL = (
     "UPDATE payments_payment SET processing_errors = processing_errors + 1, updated_at = now()"

@@ -420,6 +420,7 @@ def transition_many(
     *,
     actor: dict[str, str] | None = WORKER,
     known: dict[str, Payment] | None = None,
+    owner: str | None = None,
 ) -> list[Payment]:
     """Move many payments from one of ``expected`` to ``to`` in one transaction: lock them (in id order), keep
     those still in an expected status, set each one's fields (``changes``: payment id → fields), write them
@@ -428,7 +429,9 @@ def transition_many(
     transaction (screening does).
 
     ``known`` are the payments as the caller loaded them (a worker holding their leases): only their status
-    is read again under the lock, and one whose status changed since is left alone.
+    is read again under the lock, and one whose status changed since is left alone. With ``owner`` (the worker's
+    lease, see :mod:`services.payments.processing`), a payment whose lease another worker has taken over since is
+    left alone too: a worker that lost a lease never writes that payment.
 
     This is the worker's path: each payment's events carry the request id it was created with (the batch job's
     own id is kept beside it as ``task_id``), so that request id finds every step of its payment.
@@ -438,15 +441,18 @@ def transition_many(
     expected = {str(s) for s in expected}
     with transaction.atomic(savepoint=False):
         if known is None:
-            payments = list(
-                Payment.objects.select_for_update().filter(id__in=list(changes), status__in=expected).order_by("id")
-            )
+            locked = Payment.objects.select_for_update().filter(id__in=list(changes), status__in=expected)
+            if owner is not None:
+                locked = locked.filter(lease_owner=owner)
+            payments = list(locked.order_by("id"))
         else:
             rows = db_execute(queries.LOCK_SQL, [sorted(changes)])
             payments = [
                 known[payment_id]
-                for payment_id, status in rows
-                if status in expected and str(known[payment_id].status) == status
+                for payment_id, status, lease_owner in rows
+                if status in expected
+                and str(known[payment_id].status) == status
+                and (owner is None or lease_owner == owner)
             ]
         if not payments:
             return []

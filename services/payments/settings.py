@@ -137,8 +137,12 @@ ATRIUM_SSO_BREAKGLASS_MINUTES = sso.ATRIUM_SSO_BREAKGLASS_MINUTES
 
 # The ledger, reached over HTTP with this service's own machine credentials (PAYMENTS_CLIENT_ID / _SECRET).
 LEDGER_URL = env.str("LEDGER_URL", default="http://127.0.0.1:8001")
-PAYMENTS_LEDGER_TIMEOUT = env.float("PAYMENTS_LEDGER_TIMEOUT", default=5.0)
-PAYMENTS_LEDGER_RETRIES = env.int("PAYMENTS_LEDGER_RETRIES", default=2)  # within one attempt; attempts below
+# One ledger call (services/payments/ledger.py: call_seconds) — every try timing out, with the waits between
+# them — must end well within PAYMENTS_LEASE_SECONDS, or a live worker could lose its lease in the middle of it
+# (system check payments.E003). A call that fails after its retries is not lost: the payments wait and are
+# tried again (PAYMENTS_RETRY_*).
+PAYMENTS_LEDGER_TIMEOUT = env.float("PAYMENTS_LEDGER_TIMEOUT", default=3.0)
+PAYMENTS_LEDGER_RETRIES = env.int("PAYMENTS_LEDGER_RETRIES", default=1)  # within one attempt; attempts below
 # Request body limit (413 payload_too_large above it, chunked bodies included): a payment is at most ~170 KB of
 # JSON (metadata at its limits, every character escaped); 256 KiB leaves room and refuses anything larger.
 ATRIUM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ATRIUM_MAX_BODY_BYTES", default=256 * 1024)
@@ -155,9 +159,11 @@ PAYMENTS_MAX_AMOUNTS = env.dict("PAYMENTS_MAX_AMOUNTS", cast={"value": int}, def
 # Idempotency keys: kept this long; an in-flight key whose request died is taken over after the lock.
 PAYMENTS_IDEMPOTENCY_TTL_HOURS = env.int("PAYMENTS_IDEMPOTENCY_TTL_HOURS", default=24)
 PAYMENTS_IDEMPOTENCY_LOCK_SECONDS = env.int("PAYMENTS_IDEMPOTENCY_LOCK_SECONDS", default=60)
-# Processing: a worker leases a payment while it works on it; attempts that meet an unavailable ledger are
-# retried with exponential backoff and jitter (base doubling up to the max), then the payment fails.
-PAYMENTS_LEASE_SECONDS = env.int("PAYMENTS_LEASE_SECONDS", default=60)
+# Processing: a worker leases a payment while it works on it, renewing the lease between the steps of a batch;
+# a killed worker's payments are taken over when its lease runs out (by the next drain, or the sweeper within
+# its 5 s). Attempts that meet an unavailable ledger are retried with exponential backoff and jitter (base
+# doubling up to the max), then the payment fails.
+PAYMENTS_LEASE_SECONDS = env.float("PAYMENTS_LEASE_SECONDS", default=15.0)
 PAYMENTS_MAX_ATTEMPTS = env.int("PAYMENTS_MAX_ATTEMPTS", default=40)
 PAYMENTS_RETRY_BASE_SECONDS = env.float("PAYMENTS_RETRY_BASE_SECONDS", default=1.0)
 PAYMENTS_RETRY_MAX_SECONDS = env.float("PAYMENTS_RETRY_MAX_SECONDS", default=60.0)
@@ -170,7 +176,8 @@ PAYMENTS_DRAIN_SECONDS = env.float("PAYMENTS_DRAIN_SECONDS", default=20.0)
 PAYMENTS_KICK_DELAY = env.float("PAYMENTS_KICK_DELAY", default=0.1)
 # After a batch smaller than PAYMENTS_BATCH a drain waits this long before its next claim, so that batches gather.
 PAYMENTS_DRAIN_GATHER = env.float("PAYMENTS_DRAIN_GATHER", default=0.1)
-# The sweeper resumes open payments untouched for this long whose worker is gone (no lease, no retry due).
+# The sweeper resumes open payments untouched for this long whose worker is gone (no lease, no retry due), and
+# at once those whose lease ran out (a worker died holding them).
 PAYMENTS_STALE_SECONDS = env.int("PAYMENTS_STALE_SECONDS", default=30)
 # A payment that meets an unexpected error in a batch is taken out of it and processed alone (payments.process),
 # with backoff; after this many unexpected errors it is parked: failed with processing_error, its hold voided.

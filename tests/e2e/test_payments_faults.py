@@ -1,5 +1,6 @@
 """Faults in the payments path, every part its own process (see ``payments_stack``): the ledger stopped and
-started again in the middle of a run, and payments workers killed with SIGKILL while they work.
+started again in the middle of a run, payments workers killed with SIGKILL while they work, and one killed while
+it holds a batch, whose payments must not wait the old 60 s lease.
 
 After the fault each test waits, bounded, for every payment to end, then checks the money: one ledger
 transaction per payment, posted if and only if the payment settled, no hold left pending, balances that
@@ -8,6 +9,7 @@ add up, and a reconciliation without mismatches.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ import pytest
 
 from tests.e2e.payments_stack import PaymentsStack, payments_stack
 from tests.harness import AtriumProcess
+from tests.proxy import LedgerProxy
 from workers.celery import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -86,7 +89,7 @@ def _count(stack: PaymentsStack, *statuses: str) -> int:
 
 
 def _sweep_soon() -> None:
-    """What beat does every 15 s (there is no beat in the stack): fire and forget."""
+    """What beat does every 5 s (there is no beat in the stack): fire and forget."""
     app.send_task("payments.sweep")
 
 
@@ -270,7 +273,6 @@ def test_workers_killed_with_sigkill_mid_run_every_payment_ends_once(harness, li
             **QUICK_RETRIES,
             "CELERY_VISIBILITY_TIMEOUT": "15",
             "PAYMENTS_STALE_SECONDS": "3",
-            "PAYMENTS_LEASE_SECONDS": "5",
         },
     )
     # A killed worker's unacknowledged tasks may be redelivered 15 s later, but kombu only looks for them
@@ -304,3 +306,115 @@ def test_workers_killed_with_sigkill_mid_run_every_payment_ends_once(harness, li
         f"({[k['unfinished'] for k in kills]}; leases held at each kill {[k['leased'] for k in kills]}); "
         f"after the kills {killed_at}; all ended {finished - started:.1f} s after the first payment"
     )
+
+
+# --- a worker killed while it holds a batch ------------------------------------------------------------------
+
+LEASE_SECONDS = 15.0  # PAYMENTS_LEASE_SECONDS' default, which this test runs with
+SLOW_HOLDS = 2.0  # every hold call reaches the ledger this late (under PAYMENTS_LEDGER_TIMEOUT's 3 s)
+
+
+def _lease_holders(stack: PaymentsStack) -> dict[str, list[str]]:
+    """Live leases by owner token (``node:pid:random``)."""
+    rows = stack.payments_sql(
+        "SELECT lease_owner, array_agg(id) FROM payments_payment WHERE lease_until > now() GROUP BY lease_owner"
+    )
+    return {owner: ids for owner, ids in rows}
+
+
+def _holder_worker(stack: PaymentsStack, owner: str) -> AtriumProcess | None:
+    """The payments worker whose process (a prefork child: its process group is the worker's) holds ``owner``."""
+    try:
+        group = os.getpgid(int(owner.split(":")[1]))
+    except (ProcessLookupError, ValueError, IndexError):
+        return None
+    return next((w for w in stack.workers if w.proc is not None and w.proc.pid == group), None)
+
+
+def test_a_worker_killed_holding_a_batch_its_payments_settle_once_within_the_lease(harness, live_portal):
+    # given two payments workers, a slow ledger (so a kill lands while a worker waits for its holds) and a steady
+    # trickle of payments; PAYMENTS_STALE_SECONDS so long that only the lease running out can free the batch
+    made: dict[str, LedgerProxy] = {}
+
+    def via(url: str) -> str:
+        made["proxy"] = LedgerProxy(url)
+        return made["proxy"].url
+
+    stack = payments_stack(
+        harness, live_portal, workers=2, ledger_via=via, extra_env={"PAYMENTS_STALE_SECONDS": "3600"}
+    )
+    proxy = made["proxy"]
+    try:
+        proxy.delay("/api/v1/transactions/batch", SLOW_HOLDS)
+        funded = {stack.funded(FUNDS): FUNDS for _ in range(4)}
+        destinations = [stack.account() for _ in range(2)]
+        plan = _plan(120, list(funded), destinations, "lease")
+        background = ThreadPoolExecutor(1)
+        creator = background.submit(_create_paced, stack, plan, per_second=5)
+
+        # when a worker holds a batch (waiting for the ledger's answer to its holds), its whole worker is killed
+        def holding() -> tuple[str, list[str], AtriumProcess] | None:
+            for owner, ids in _lease_holders(stack).items():
+                worker = _holder_worker(stack, owner)
+                if worker is not None and len(ids) >= 3:
+                    return owner, ids, worker
+            return None
+
+        stack.wait_until(lambda: _count(stack, "settled") >= 5, 60, "processing to begin", every=0.1)
+        found = None
+        deadline = time.monotonic() + 60
+        while found is None:
+            assert time.monotonic() < deadline, "no worker was seen holding a batch"
+            found = holding()
+            time.sleep(0.05)
+        owner, _, victim = found
+        assert victim.proc is not None
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        killed_at = time.time()
+        victim.proc.wait(10)
+        batch = [
+            row[0] for row in stack.payments_sql("SELECT id FROM payments_payment WHERE lease_owner = %s", [owner])
+        ]
+        assert batch, "the killed worker held no lease"
+        left_open = _count(stack, "created", "screening", "processing")
+
+        # then: beat's sweeper as in production (every 5 s), the load goes on; every payment ends, settled once
+        next_sweep = time.monotonic()
+        while not creator.done() or _count(stack, *TERMINAL) < len(plan):
+            assert time.time() - killed_at < 120, f"not every payment ended 120 s after the kill: {stack.statuses()}"
+            if time.monotonic() >= next_sweep:
+                _sweep_soon()
+                next_sweep = time.monotonic() + 5
+            time.sleep(0.25)
+        ids = creator.result(timeout=10)
+        background.shutdown()
+        assert stack.statuses() == {"settled": len(plan)}, stack.statuses()
+        _check_the_money(stack, ids, funded, destinations)
+
+        # the killed worker's batch settled within the lease (and a sweep or a drain) of the kill, not 60 s later
+        settled_at = {
+            pid: dt.datetime.fromisoformat(history[-1]["at"]).timestamp()
+            for pid, history in stack.payments_sql(
+                "SELECT id, status_history FROM payments_payment WHERE id = ANY(%s)", [batch]
+            )
+        }
+        waited = sorted(at - killed_at for at in settled_at.values())
+        assert waited[-1] < LEASE_SECONDS + 10, f"the killed worker's payments waited {waited} s after the kill"
+        print(
+            f"\nkilled {victim.name} (pid group {victim.proc.pid}) holding {len(batch)} payments under {owner}; "
+            f"{left_open} open at the kill; they settled {waited[0]:.1f} to {waited[-1]:.1f} s after it "
+            f"(lease {LEASE_SECONDS:g} s; the old lease was 60 s); all {len(plan)} settled, each once"
+        )
+    finally:
+        proxy.stop()
+
+
+def _create_paced(stack: PaymentsStack, plan: list[Planned], *, per_second: float) -> list[str]:
+    """Create the planned payments one after the other at about ``per_second`` (a steady trickle)."""
+    started = time.monotonic()
+    deadline = started + 120 + len(plan) / per_second
+    ids = []
+    for n, planned in enumerate(plan):
+        ids.append(_create(stack, planned, deadline))
+        time.sleep(max(0.0, started + (n + 1) / per_second - time.monotonic()))
+    return ids
