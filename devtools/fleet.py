@@ -547,7 +547,7 @@ class Rehearsal:
         steps = []
         for service in services:
             for instance in self.web(service):
-                step: dict[str, Any] = {"instance": instance.name}
+                step: dict[str, Any] = {"instance": instance.name, "began": time.time()}
                 began = time.monotonic()
                 # The endpoint goes: no new requests (health checks go on), then the in-flight ones finish.
                 self.haproxy.server_state(service, instance.name, "drain")
@@ -560,9 +560,13 @@ class Rehearsal:
                 self.haproxy.server_state(service, instance.name, "ready")
                 step["up_s"] = round(self.haproxy.wait_status(service, instance.name, "UP", 20), 2)
                 step["total_s"] = round(time.monotonic() - began, 2)
+                step["ended"] = time.time()
+                # Paced like a Deployment's minReadySeconds: the next instance goes once the new one has served a
+                # few seconds and the backlog its restart caused is gone.
+                time.sleep(self.args.settle)
+                step["steady_s"] = round(self.steady(30), 1)
                 log(f"  {instance.name}: {step}")
                 steps.append(step)
-                time.sleep(self.args.settle)
         phase.facts["steps"] = steps
         self.close(phase)
 
@@ -777,6 +781,15 @@ class Rehearsal:
                 row["leased_final_after_s"] = (
                     round(max(f for f in finals if f is not None) - killed_at, 2) if any(finals) else None
                 )
+            for step in row.get("steps", []):
+                # The payments created while this instance was out or coming back: which restart costs what.
+                during = sorted(
+                    p["settled_at"] - p["created"]
+                    for p in mine_payments
+                    if p is not None and p["settled_at"] is not None and step["began"] <= p["created"] < step["ended"]
+                )
+                step["p99_s"] = round(percentile(during, 0.99), 3) if during else None
+                step["max_s"] = round(during[-1], 3) if during else None
             phases_out.append(row)
         every = list(payments.values())
         totals = {
@@ -942,6 +955,11 @@ def print_report(result: dict[str, Any]) -> None:
         print(" ".join(cells))
         if row["failed_by_kind"]:
             print(f"{'':>20}   failed by kind: {row['failed_by_kind']}")
+        for step in row.get("steps", []):
+            print(
+                f"{'':>20}   {step['instance']}: drained {step['drained_s']} s, stopped {step['stopped_s']} s, ready "
+                f"{step['ready_s']} s, UP {step['up_s']} s; payments created meanwhile: p99 {step['p99_s']} s"
+            )
         if row.get("cores_busy"):
             top = ", ".join(f"{k} {v}" for k, v in list(row["cores_busy"].items())[:7])
             print(

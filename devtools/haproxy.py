@@ -34,8 +34,10 @@ The choices (docs/deploy.md, "Fleet rehearsal", says why):
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +115,9 @@ class HAProxy:
     def __init__(self, backends: list[Backend], directory: Path) -> None:
         self.backends = backends
         self.directory = directory
-        self.socket_path = directory / "haproxy.sock"
+        # A Unix socket's path is limited to ~107 bytes: a short directory of its own, not the (deep) log directory.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="atrium-haproxy-"))
+        self.socket_path = self.socket_dir / "admin.sock"
         self.config_path = directory / "haproxy.cfg"
         self.log_path = directory / "haproxy.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -143,6 +147,7 @@ class HAProxy:
     def stop(self) -> None:
         if self.proc is not None:
             process_group_stop(self.proc, 5)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def command(self, text: str) -> str:
         """One runtime API command; its answer."""

@@ -146,7 +146,7 @@ def test_short_rehearsal_rolling_upgrade_and_sigkill(tmp_path: Path) -> None:
         timeout=420,
         check=False,
     )
-    output = done.stdout[-6000:] + done.stderr[-3000:]
+    output = done.stdout[-8000:] + done.stderr[-4000:]
     assert report.exists(), output
     result = json.loads(report.read_text())
     phases = {p["phase"]: p for p in result["phases"]}
