@@ -1,4 +1,4 @@
-.PHONY: up test test-fast lint format chart-check image
+.PHONY: up test test-fast lint format chart-check image fleet
 
 ## Bring the whole system up (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set).
 up:
@@ -27,3 +27,8 @@ chart-check:
 ## and var/image/atrium-<version>.oci.tar. ARGS="--force" rebuilds even when nothing changed.
 image:
 	./bin/atrium image $(ARGS)
+
+## The fleet rehearsal: two instances of each service behind HAProxy, rolling upgrades, a node lost, a worker added,
+## the webhooks service stopped, under 100 payments/s (devtools/fleet.py). Options: make fleet ARGS="--short".
+fleet:
+	./bin/atrium fleet $(ARGS)

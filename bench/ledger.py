@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
+from devtools.loadkit import machine_ticks, percentile
 from devtools.processes import process_group_stop
 from services.kit.conf import web_layout
 from services.kit.ids import id_new
@@ -129,15 +130,6 @@ class Result:
         return self.outcome.transfers / self.wall if self.wall else 0.0
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (``fraction`` in 0..1) of ``values``; 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 def run_threads(parts: list[list[Any]], work: Callable[[int, list[Any], Outcome], None]) -> tuple[float, Outcome]:
     """Run ``work(index, part, outcome)`` for every part in its own thread; return wall time and merged outcome."""
     outcomes = [Outcome() for _ in parts]
@@ -204,13 +196,6 @@ def _children(pid: int) -> list[int]:
 def tree_cpu(pid: int) -> dict[int, float]:
     """CPU seconds of ``pid`` and its children, by pid."""
     return {p: _proc_cpu(p) for p in [pid, *_children(pid)]}
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all cores, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
 
 
 @contextlib.contextmanager

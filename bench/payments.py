@@ -77,13 +77,14 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
+from devtools.loadkit import broker_purge, cpu_delta, ledger_accounts
+from devtools.loadkit import process_cpu as _process_cpu
 from devtools.processes import process_group_stop
 
 TARGET_SUSTAINED = 200.0
 TARGET_P99_AT_100 = 2.0
 LOG_DIR = REPO_ROOT / "var" / "bench-payments"
 SERVICE_CLIENT = "cli_payments_bench"
-ACCOUNTS = 40  # source and destination accounts (random distinct pairs): little lock contention
 
 
 class Tokens(Jwks):
@@ -245,32 +246,6 @@ def wait_ready(url: str, process: Process, timeout: float = 60) -> None:
     raise TimeoutError(f"{process.name} not ready:\n{process.tail()}")
 
 
-def ledger_accounts(url: str, token: str) -> tuple[list[str], list[str]]:
-    """Funded source accounts and empty destination accounts in the live ledger."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-
-        def account(**fields: Any) -> str:
-            body = {"name": f"bench-{uuid.uuid4().hex[:6]}", "currency": "EUR", "normal_balance": "credit", **fields}
-            response = http.post("/api/v1/accounts", json=body)
-            response.raise_for_status()
-            return response.json()["id"]
-
-        funding = account(allow_negative=True)
-        sources, destinations = [account() for _ in range(ACCOUNTS)], [account() for _ in range(ACCOUNTS)]
-        for source in sources:
-            http.post(
-                "/api/v1/transactions",
-                json={
-                    "reference": f"fund-{uuid.uuid4().hex}",
-                    "postings": [
-                        {"account": funding, "direction": "debit", "amount": 10**15},
-                        {"account": source, "direction": "credit", "amount": 10**15},
-                    ],
-                },
-            ).raise_for_status()
-    return sources, destinations
-
-
 @dataclass
 class Step:
     rate: float
@@ -358,25 +333,6 @@ def settle_times(payments_url: str, ids: list[str], drain: float) -> tuple[dict[
     return latencies, other
 
 
-def _process_cpu() -> dict[int, tuple[int, int, str, float]]:
-    """pid → (session id, uid, command name, CPU seconds) of every process, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found: dict[int, tuple[int, int, str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            uid = entry.stat().st_uid
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        # fields[3] is the session id; utime and stime are fields 14 and 15 of the full line
-        found[int(entry.name)] = (int(fields[3]), uid, name, (int(fields[11]) + int(fields[12])) / tick)
-    return found
-
-
 def cpu_by_part(system: System) -> dict[int, tuple[str, float]]:
     """pid → (part, CPU seconds used so far) of every process of each part of the system (each part is its own
     session: the process and its children), of PostgreSQL and Redis (their server processes, whoever started
@@ -399,32 +355,6 @@ def cpu_by_part(system: System) -> dict[int, tuple[str, float]]:
             continue
         found[pid] = (part, seconds)
     return found
-
-
-def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-    """CPU seconds by part between two snapshots. A process that ended in between (a recycled web worker, a
-    PostgreSQL backend) is missing from the second: what it used in between is not counted."""
-    totals: dict[str, float] = {}
-    for pid, (part, seconds) in after.items():
-        totals[part] = totals.get(part, 0.0) + seconds - before.get(pid, (part, 0.0))[1]
-    return totals
-
-
-def broker_purge(redis_url: str) -> int:
-    """Empty Atrium's queues in the bench's Redis database (and the messages taken but not acknowledged). An
-    earlier run stopped with audit batches still queued would otherwise feed them, with its own sequence
-    numbers, to this run's audit worker. Return how many keys were deleted."""
-    import redis
-
-    from services.kit.queues import QUEUES
-
-    client = redis.Redis.from_url(redis_url)
-    keys = [k for k in client.scan_iter(count=1000) if k.split(b"\x06\x16")[0].decode(errors="replace") in QUEUES]
-    keys += [k for k in (b"unacked", b"unacked_index", b"unacked_mutex") if client.exists(k)]
-    if keys:
-        client.delete(*keys)
-    client.close()
-    return len(keys)
 
 
 def audit_lag(url: dict[str, str]) -> int:
