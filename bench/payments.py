@@ -77,8 +77,7 @@ from devtools.infra import (
     infra_start,
     venv_env,
 )
-from devtools.loadkit import broker_purge, cpu_delta, ledger_accounts
-from devtools.loadkit import process_cpu as _process_cpu
+from devtools.loadkit import broker_purge, cpu_by_session, cpu_delta, ledger_accounts
 from devtools.processes import process_group_stop
 
 TARGET_SUSTAINED = 200.0
@@ -341,20 +340,7 @@ def cpu_by_part(system: System) -> dict[int, tuple[str, float]]:
         process.proc.pid: process.name.rsplit("-", 1)[0] if process.name[-1].isdigit() else process.name
         for process in system.processes
     }
-    found: dict[int, tuple[str, float]] = {}
-    for pid, (session, _uid, name, seconds) in _process_cpu().items():
-        if session in sessions:
-            part = sessions[session]
-        elif name.startswith(("postgres", "postmaster")):
-            part = "postgresql"
-        elif name.startswith("redis-server"):
-            part = "redis"
-        elif pid == os.getpid():
-            part = "bench client"
-        else:
-            continue
-        found[pid] = (part, seconds)
-    return found
+    return cpu_by_session(sessions, own="bench client")
 
 
 def audit_lag(url: dict[str, str]) -> int:

@@ -51,7 +51,7 @@ import httpx
 import psycopg
 
 from bench.ledger import machine_ticks, percentile
-from bench.payments import System, Tokens, _clean_env, _process_cpu, broker_purge, cpu_by_part, cpu_delta, wait_ready
+from bench.payments import System, Tokens, _clean_env, broker_purge, cpu_by_part, cpu_delta, wait_ready
 from devtools.infra import (
     REPO_ROOT,
     Infra,
@@ -61,6 +61,7 @@ from devtools.infra import (
     free_port,
     infra_start,
 )
+from devtools.loadkit import process_cpu
 from tests.webhook_events import outbox_write, payment_event
 from tests.webhook_receivers import Receivers, closed_port, secret_new
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         def cpu() -> dict[int, tuple[str, float]]:
             snapshot = cpu_by_part(system)
             if receivers is not None and receivers._proc is not None:  # the receivers' process is ours too
-                for pid, (session, _uid, _name, seconds) in _process_cpu().items():
+                for pid, (session, _uid, _name, seconds) in process_cpu().items():
                     if session == receivers._proc.pid or pid == receivers._proc.pid:
                         snapshot[pid] = ("receivers (bench)", seconds)
             return snapshot

@@ -85,9 +85,9 @@ def process_cpu() -> dict[int, tuple[int, int, str, float]]:
     return found
 
 
-def cpu_by_session(sessions: dict[int, str]) -> dict[int, tuple[str, float]]:
+def cpu_by_session(sessions: dict[int, str], *, own: str = "orchestrator") -> dict[int, tuple[str, float]]:
     """pid → (part, CPU seconds used so far) of each named part's processes (``sessions``: session id → part),
-    of PostgreSQL's and Redis's server processes (whoever started them) and of this process."""
+    of PostgreSQL's and Redis's server processes (whoever started them) and of this process (as ``own``)."""
     found: dict[int, tuple[str, float]] = {}
     for pid, (session, _uid, name, seconds) in process_cpu().items():
         if session in sessions:
@@ -97,7 +97,7 @@ def cpu_by_session(sessions: dict[int, str]) -> dict[int, tuple[str, float]]:
         elif name.startswith("redis-server"):
             part = "redis"
         elif pid == os.getpid():
-            part = "orchestrator"
+            part = own
         else:
             continue
         found[pid] = (part, seconds)
