@@ -18,11 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from django.test import Client
 
 from services.kit import auth
+from services.payments import metrics
 from services.payments.ledger import ledger_reset
 from tests.harness import AtriumProcess, ProcessHarness
+from tests.proxy import LedgerProxy
 from tests.servers import LocalServer, Seen, json_reply
 from tests.tokens import JWKSServer, SigningKey
 
@@ -191,3 +194,20 @@ def _kicker_stopped(django_db_setup: None) -> Iterator[None]:
     from services.payments.services import kick
 
     kick.stop()
+
+
+@pytest.fixture
+def proxy(live_ledger: AtriumProcess, settings: Any) -> Iterator[LedgerProxy]:
+    """The payments code reaches the ledger through a proxy the test can make misbehave."""
+    proxy = LedgerProxy(live_ledger.url)
+    settings.LEDGER_URL = proxy.url
+    ledger_reset()
+    yield proxy
+    proxy.stop()
+    ledger_reset()
+
+
+@pytest.fixture
+def counters_cleared(settings: Any) -> None:
+    """The payments counters (kept in Redis, shared by processes) start at zero."""
+    redis.Redis.from_url(settings.REDIS_URL).delete(metrics.KEY)

@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,32 +21,17 @@ from django.utils import timezone
 
 from services.payments import checks as payment_checks
 from services.payments import metrics, processing, queries, services
-from services.payments.ledger import call_seconds, ledger_reset
+from services.payments.ledger import call_seconds
 from services.payments.models import Payment
 from tests.payments.conftest import LedgerAdmin
 from tests.payments.test_processing import create
 from tests.proxy import LedgerProxy
 from tests.servers import Seen
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("payments_env")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("payments_env", "counters_cleared")]
 
 HOLDS = "/api/v1/transactions/batch"
 SETTLE = "/api/v1/transactions/batch/settle"
-
-
-@pytest.fixture
-def proxy(live_ledger, settings) -> Iterator[LedgerProxy]:
-    proxy = LedgerProxy(live_ledger.url)
-    settings.LEDGER_URL = proxy.url
-    ledger_reset()
-    yield proxy
-    proxy.stop()
-    ledger_reset()
-
-
-@pytest.fixture(autouse=True)
-def _counters(settings) -> None:
-    redis.Redis.from_url(settings.REDIS_URL).delete(metrics.KEY)
 
 
 def lease_of(payment_ids: list[str]) -> dict[str, tuple[dt.datetime | None, str]]:

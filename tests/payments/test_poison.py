@@ -13,38 +13,20 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from services.kit.models import OutboxEvent
 from services.payments import metrics, processing
-from services.payments.ledger import ledger_reset
 from services.payments.models import HoldStatus, Payment
 from tests.payments.conftest import LedgerAdmin
 from tests.payments.test_processing import create
 from tests.proxy import LedgerProxy
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("payments_env")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("payments_env", "counters_cleared")]
 
 MAX = 2**63 - 1
-
-
-@pytest.fixture
-def proxy(live_ledger, settings) -> Iterator[LedgerProxy]:
-    """The payments code reaches the ledger through a proxy the test can make misbehave."""
-    proxy = LedgerProxy(live_ledger.url)
-    settings.LEDGER_URL = proxy.url
-    ledger_reset()
-    yield proxy
-    proxy.stop()
-    ledger_reset()
-
-
-@pytest.fixture(autouse=True)
-def _counters(settings) -> None:
-    redis.Redis.from_url(settings.REDIS_URL).delete(metrics.KEY)
 
 
 def counter(settings, name: str) -> int:
