@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.chart import NAMESPACE, REPO_ROOT, dependencies_read, name_of
+from devtools.supervisor import procfile_read
 
 Manifest = dict[str, Any]
 
@@ -383,11 +384,7 @@ def migrations_problems(manifests: Iterable[Manifest], services: Iterable[str] |
 
 def procfile_names() -> set[str]:
     """The process names of the Procfile (what the image's entrypoint runs)."""
-    names = set()
-    for line in (REPO_ROOT / "Procfile").read_text().splitlines():
-        if line and not line.startswith("#") and ":" in line:
-            names.add(line.split(":", 1)[0].strip())
-    return names
+    return {entry.name for entry in procfile_read(REPO_ROOT / "Procfile")}
 
 
 def processes_problems(manifests: Iterable[Manifest]) -> list[str]:
