@@ -4,6 +4,8 @@ environment ``make up`` gives that process (its settings, database, Redis, URLs 
 When ``make up`` runs from this var directory its servers are used; otherwise the embedded ones are started for
 the command and stopped after it (external ones, from ``DATABASE_URL`` / ``REDIS_URL``, are used as they are).
 The command gets this terminal: ``shell``, ``dbshell`` and ``createsuperuser`` are interactive as usual.
+A Node service (``risk``) has no management commands: ``./bin/atrium manage risk migrate`` runs its
+``src/migrate.ts``, anything else is refused with a line saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devtools.infra import REPO_ROOT, Infra, database_create, infra_start
+from devtools.node import node_path, npm_ci
 from devtools.registry import SERVICES, service_get
 from devtools.state import state_read, var_dir_get
 from devtools.up import process_env
@@ -75,6 +78,14 @@ def main(argv: list[str]) -> int:
     except KeyError as exc:
         print(f"atrium manage: {exc.args[0]}\n{USAGE}", file=sys.stderr)
         return 2
+    if not service.is_django and argv[1:] != ["migrate"]:
+        print(
+            f"atrium manage: {service.name} is a {service.runtime} service ({service.directory}), not Django: its one "
+            f"command here is `migrate` (node {service.directory}/src/migrate.ts); for the rest use npm in "
+            f"{service.directory} (README.md)",
+            file=sys.stderr,
+        )
+        return 2
     var_dir = var_dir_get()
     os.environ["ATRIUM_VAR_DIR"] = str(var_dir)
     running = state_read(var_dir)
@@ -91,6 +102,11 @@ def main(argv: list[str]) -> int:
         env = process_env(
             database_url=database_url, redis_url=redis_url, creds=_credentials(var_dir), base=dict(os.environ)
         )
+        if not service.is_django:
+            npm_ci(REPO_ROOT / service.directory, env=env)
+            return subprocess.run(
+                service.migrate_argv(sys.executable, str(node_path(env))), cwd=REPO_ROOT, env=env
+            ).returncode
         env["DJANGO_SETTINGS_MODULE"] = service.settings
         psql = _psql_dir() if embedded_postgres else None
         if psql is not None:

