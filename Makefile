@@ -12,8 +12,10 @@ test:
 test-fast:
 	ATRIUM_SKIP_SLOW=1 ./bin/atrium test $(ARGS)
 
+## Ruff, the import rules, and each Node service's types (tsc --noEmit, after npm ci if its lock changed).
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache \
+	  && .venv/bin/python -c 'import sys; from devtools.test import lint_node; sys.exit(0 if lint_node() else 1)'
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
