@@ -4,7 +4,8 @@ validated against the Kubernetes OpenAPI schemas and KEDA's CRDs, and the chart'
 ``./bin/atrium chart sync | check | render [-f values.yaml]… [--release NAME] [--namespace NS]`` (devtools/chart_cli.py)
 
 - ``sync`` writes the chart's copy of the service dependency graph (``files/dependencies.yaml``, from which the
-  NetworkPolicies are made) from the catalog manifests (``portal/manifest.py``, ``services/*/manifest.py``).
+  NetworkPolicies are made) from the catalog manifests (``portal/manifest.py``, ``services/*/manifest.py`` or
+  ``services/*/manifest.json``).
 - ``check`` fails when that copy differs from the manifests, or when the chart with its default values,
   ``values-small.yaml`` or ``values-large.yaml`` does not render, lint, validate or meet the policies.
 - ``render`` prints the manifests (a YAML stream), for a look or for ``kubectl apply --dry-run=server``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -58,28 +60,28 @@ NAMESPACE = "atrium"
 
 _DEPENDENCIES_HEADER = """\
 # Which Atrium service calls which: copied from the catalog manifests' "dependencies" (portal/manifest.py,
-# services/<service>/manifest.py). Written by `./bin/atrium chart sync`; a test fails when it differs from
+# services/<service>/manifest.py or .json). Written by `./bin/atrium chart sync`; a test fails when it differs from
 # the manifests, so edit the manifests, then sync. The NetworkPolicies are generated from it.
 #
 # Format (YAML, sorted by service name, lists in the manifest's order):
 #   services:
-#     <service>:                  # the manifest's part_of (portal, ledger, payments, webhooks)
+#     <service>:                  # the manifest's part_of (portal, ledger, payments, webhooks, risk)
 #       services: [<service>, …]  # dependencies with {"service": X}: the services this one calls
 #       resources: [<name>, …]    # dependencies with {"resource": X} (postgres, redis): outside the chart
 """
 
 
 def catalog_manifests() -> dict[str, dict[str, Any]]:
-    """Every web service's catalog manifest (``MANIFEST``), by its ``part_of``: the portal's and each
-    ``services/<name>/manifest.py``."""
-    modules = ["portal.manifest"] + [
-        f"services.{path.parent.name}.manifest" for path in sorted((REPO_ROOT / "services").glob("*/manifest.py"))
-    ]
-    manifests: dict[str, dict[str, Any]] = {}
-    for module in modules:
-        manifest = importlib.import_module(module).MANIFEST
-        manifests[manifest["part_of"]] = manifest
-    return manifests
+    """Every web service's catalog manifest, by its ``part_of``: the portal's and each
+    ``services/<name>/manifest.py`` (``MANIFEST``), or ``services/<name>/manifest.json`` for a service in another
+    language (the same fields, language neutral)."""
+    found = [importlib.import_module("portal.manifest").MANIFEST]
+    for directory in sorted(path for path in (REPO_ROOT / "services").iterdir() if path.is_dir()):
+        if (directory / "manifest.py").is_file():
+            found.append(importlib.import_module(f"services.{directory.name}.manifest").MANIFEST)
+        elif (directory / "manifest.json").is_file():
+            found.append(json.loads((directory / "manifest.json").read_text()))
+    return {manifest["part_of"]: manifest for manifest in found}
 
 
 def dependencies_from_manifests(manifests: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
