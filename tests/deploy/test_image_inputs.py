@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devtools.image import DEV_ONLY, REPO_ROOT, app_files, layer_write, runtime_requirements
+from devtools.node import node_version
 from devtools.process import process_command
 from devtools.supervisor import procfile_read
 
@@ -70,7 +71,35 @@ def test_entrypoint_refuses_what_is_not_a_process_with_the_list(argv):
 def test_every_procfile_process_resolves():
     for entry in procfile_read(REPO_ROOT / "Procfile"):
         words, _ = process_command([entry.name], {})
-        assert words[0] in ("gunicorn", "celery", "python"), entry.name
+        assert words[0] in ("gunicorn", "celery", "python") or Path(words[0]).name == "node", entry.name
+
+
+def test_entrypoint_runs_the_risk_service_with_a_real_node_24_first_on_path():
+    # given an environment whose PATH has no node of its own (as the image's: /opt/venv/bin/node is a Python wrapper)
+    words, env = process_command(["risk"], {"PATH": "/usr/sbin:/sbin"})
+
+    # then the node binary itself runs main.ts (a wrapper would not pass the runtime's SIGTERM on), Node 24+, and its
+    # directory leads PATH; no Django static files for it
+    assert words[1:] == ["services/risk/src/main.ts"]
+    node = Path(words[0])
+    assert node.name == "node"
+    with node.open("rb") as binary:
+        assert binary.read(4) == b"\x7fELF"
+    assert (node_version(node) or (0,))[0] >= 24
+    assert env["PATH"].split(os.pathsep)[0] == str(node.parent)
+    assert env["BIND_HOST"] == "0.0.0.0"
+    assert "STATIC_ROOT" not in env
+    assert "DJANGO_SETTINGS_MODULE" not in env
+
+
+def test_entrypoint_manage_risk_migrate_runs_migrate_ts_and_refuses_other_commands():
+    words, env = process_command(["manage", "risk", "migrate"], {"PATH": "/usr/bin"})
+    assert Path(words[0]).name == "node"
+    assert words[1:] == ["services/risk/src/migrate.ts"]
+    assert "DJANGO_SETTINGS_MODULE" not in env
+
+    with pytest.raises(ValueError, match="risk is a node service: its one command is `migrate`"):
+        process_command(["manage", "risk", "shell"], {})
 
 
 def test_entrypoint_points_static_root_at_the_service_s_collected_files(tmp_path):
@@ -91,6 +120,14 @@ def test_app_files_are_the_runtime_files_only():
         assert wanted in files
     assert any(f.startswith("services/ledger/migrations/") for f in files)
     assert not [f for f in files if f.startswith(("tests/", "docs/", "bench/", "devtools/image.py", "devtools/up"))]
+
+    # the Node service: its sources, manifest and lock, never its tests nor a host's node_modules (the image gets its
+    # production node_modules from npm ci --omit=dev)
+    for wanted in ("services/risk/package.json", "services/risk/package-lock.json", "services/risk/manifest.json",
+                   "devtools/node.py"):  # fmt: skip
+        assert wanted in files
+    assert any(f.startswith("services/risk/src/") and f.endswith(".ts") for f in files)
+    assert not [f for f in files if f.startswith(("services/risk/test/", "services/risk/node_modules/"))]
 
 
 def _tree(root: Path, mtime: float, content: bytes = b"print('hi')\n") -> None:
