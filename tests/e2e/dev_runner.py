@@ -31,13 +31,14 @@ class DevRunner:
         for name in list(env):
             if name.endswith("DATABASE_URL") or name in ("REDIS_URL", "DJANGO_SETTINGS_MODULE", "ATRIUM_ENV"):
                 env.pop(name)
-        self.ports = {name: free_port() for name in ("portal", "ledger", "payments", "webhooks", "receiver")}
+        self.ports = {name: free_port() for name in ("portal", "ledger", "payments", "webhooks", "risk", "receiver")}
         env.update(
             ATRIUM_VAR_DIR=str(var_dir),
             PORTAL_PORT=str(self.ports["portal"]),
             LEDGER_PORT=str(self.ports["ledger"]),
             PAYMENTS_PORT=str(self.ports["payments"]),
             WEBHOOKS_PORT=str(self.ports["webhooks"]),
+            RISK_PORT=str(self.ports["risk"]),
             WEBHOOK_RECEIVER_PORT=str(self.ports["receiver"]),
             WEB_CONCURRENCY="1",
             CELERY_WORKER_CONCURRENCY="1",

@@ -22,13 +22,13 @@ from tests.harness import wait_until
 
 
 def port_base() -> int:
-    """A port whose next three are free too (portal, ledger, payments, webhooks), and the demo webhook receiver's
-    (base + 9)."""
+    """A port whose next four are free too (portal, ledger, payments, webhooks, risk), and the demo webhook
+    receiver's (base + 9)."""
     for _ in range(50):
         base = free_port()
-        if base < 65000 and not any(port_taken(base + n) for n in (0, 1, 2, 3, 9)):
+        if base < 65000 and not any(port_taken(base + n) for n in (0, 1, 2, 3, 4, 9)):
             return base
-    raise AssertionError("no free port base (base to base + 3, and base + 9)")
+    raise AssertionError("no free port base (base to base + 4, and base + 9)")
 
 
 def dev_env(var_dir: Path, base: int) -> dict[str, str]:
@@ -130,7 +130,23 @@ def test_manage_names_the_processes_it_knows():
     )
 
     assert done.returncode == 2
-    assert "unknown process 'wallet' (one of: portal, ledger, payments, webhooks)" in done.stderr
+    assert "unknown process 'wallet' (one of: portal, ledger, payments, webhooks, risk)" in done.stderr
+
+
+def test_manage_refuses_a_node_service_s_non_migrate_command_in_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools", "manage", "risk", "shell"],
+        cwd=REPO_ROOT,
+        env=venv_env(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("atrium manage: risk is a node service (services/risk), not Django: its one command")
+    assert "Traceback" not in done.stderr
 
 
 def test_make_up_on_a_taken_port_stops_at_once_with_one_line_naming_it(tmp_path: Path):

@@ -42,12 +42,13 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
     for name in list(env):
         if name.endswith("DATABASE_URL") or name in ("REDIS_URL", "DJANGO_SETTINGS_MODULE", "ATRIUM_ENV"):
             env.pop(name)
-    ports = {"portal": free_port(), "ledger": free_port(), "payments": free_port()}
+    ports = {"portal": free_port(), "ledger": free_port(), "payments": free_port(), "risk": free_port()}
     env.update(
         ATRIUM_VAR_DIR=str(tmp_path / "var"),
         PORTAL_PORT=str(ports["portal"]),
         LEDGER_PORT=str(ports["ledger"]),
         PAYMENTS_PORT=str(ports["payments"]),
+        RISK_PORT=str(ports["risk"]),
         WEB_CONCURRENCY="1",
         CELERY_WORKER_CONCURRENCY="1",
     )
@@ -81,6 +82,8 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         assert creds["urls"]["ledger"] == f"http://127.0.0.1:{ports['ledger']}"
         assert creds["admin"]["password"] in output
         assert creds["client"]["client_secret"] in output
+        assert f"  risk      http://127.0.0.1:{ports['risk']}/api/docs/   (node: services/risk)" in output
+        assert "atrium: migrating risk ..." in output
 
         # and each service admin signs people in at the portal with its own client (docs/sso.md)
         for service in ("ledger", "payments"):
@@ -144,6 +147,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
             "worker-webhooks",
             "relay-webhooks",
             "dispatcher-webhooks",
+            "risk",  # the Node service: its catalog agent registers and heartbeats like the kit's
         }
         live: set[str] = set()
         edge: dict = {}
