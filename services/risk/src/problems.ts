@@ -31,7 +31,7 @@ export function problemSend(request: FastifyRequest, reply: FastifyReply, proble
   if (problem.errors?.length) body.errors = problem.errors;
   Object.assign(body, problem.extra ?? {});
   for (const [name, value] of Object.entries(problem.headers ?? {})) reply.header(name, value);
-  return reply.code(problem.status).type(PROBLEM_CONTENT_TYPE).serializer(JSON.stringify).send(JSON.stringify(body));
+  return reply.code(problem.status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(body));
 }
 
 function decodePointer(instancePath: string): (string | number)[] {
