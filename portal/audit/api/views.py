@@ -30,6 +30,7 @@ from portal.audit import intake, selectors, services
 from portal.audit.api import examples
 from portal.audit.errors import (
     AuditEventNotFound,
+    AuditIngestUnavailable,
     AuditLogEmpty,
     AuditSequenceConflict,
     AuditSequenceGap,
@@ -326,7 +327,13 @@ class AuditIngestView(APIView):
         "409 `audit_sequence_gap` with `expected_seq` and `received_seq`: send from `expected_seq` on). Refused "
         "events are kept in `audit_rejected`. An event the sequencer cannot chain (missing action, bad outcome...) "
         "is parked as a placeholder in its place, so the sequence stays gapless (`parked` counts them).",
-        errors=[AuditServiceMismatch, AuditServiceUnregistered, AuditSequenceConflict, AuditSequenceGap],
+        errors=[
+            AuditServiceMismatch,
+            AuditServiceUnregistered,
+            AuditSequenceConflict,
+            AuditSequenceGap,
+            AuditIngestUnavailable,
+        ],
         examples=[examples.ingest_request, examples.ingest_result, examples.ingest_gap, examples.ingest_conflict],
         request=IngestRequestSerializer,
         responses={200: IngestResultSerializer},

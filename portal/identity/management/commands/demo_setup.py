@@ -35,7 +35,7 @@ SERVICE_CLIENTS = {
         "scopes": ["catalog:register", "ledger:read", "ledger:write", "risk:assess"],
     },
     "webhooks": {"audiences": ["portal"], "scopes": ["catalog:register"]},
-    "risk": {"audiences": ["portal"], "scopes": ["catalog:register", "audit:ingest"]},
+    "risk": {"audiences": ["portal"], "scopes": ["audit:ingest", "catalog:register"]},
 }
 
 # Each service admin signs people in at the portal with its own OpenID Connect client (<SERVICE>_OIDC_CLIENT_ID /
