@@ -68,7 +68,8 @@ def post(client: Client, bearer: str, body: Any, *, raw: bytes | None = None, co
 
 
 def chained(service: str = "risk") -> list[tuple[int, str]]:
-    return list(AuditEvent.objects.filter(service=service).order_by("service_seq").values_list("service_seq", "event_id"))
+    rows = AuditEvent.objects.filter(service=service).order_by("service_seq")
+    return list(rows.values_list("service_seq", "event_id"))
 
 
 def strictly_verified() -> None:
@@ -146,8 +147,8 @@ def test_the_first_event_of_a_service_is_number_1(client, risk):
 @pytest.mark.parametrize(
     ("event", "says"),
     [
-        pytest.param(risk_event(2, id="evt_other"), "already holds the event 'evt_risk_2'", id="same-place-other-id"),
-        pytest.param({**risk_event(3), "id": "evt_risk_1"}, "was recorded as risk sequence 1", id="same-id-other-place"),
+        pytest.param(risk_event(2, id="evt_other"), "already holds the event 'evt_risk_2'", id="place-taken"),
+        pytest.param({**risk_event(3), "id": "evt_risk_1"}, "was recorded as risk sequence 1", id="id-elsewhere"),
     ],
 )
 def test_a_conflicting_event_is_refused_and_kept_aside(client, risk, event, says):
@@ -163,7 +164,8 @@ def test_a_conflicting_event_is_refused_and_kept_aside(client, risk, event, says
     assert body["conflicts"][0]["id"] == event["id"]
     assert chained() == [(1, "evt_risk_1"), (2, "evt_risk_2")]
     (kept,) = AuditRejected.objects.all()
-    assert kept.payload == event and "audit_sequence_conflict" in kept.reason
+    assert kept.payload == event
+    assert "audit_sequence_conflict" in kept.reason
 
 
 @pytest.mark.django_db
@@ -221,7 +223,8 @@ def test_an_event_of_an_unregistered_service_is_refused(client, risk, registered
 
     body = assert_problem(response, 403, "audit_service_unregistered")
     assert body["service"] == "fraud"
-    assert AuditEvent.objects.count() == 0 and AuditRejected.objects.count() == 1
+    assert AuditEvent.objects.count() == 0
+    assert AuditRejected.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -290,7 +293,8 @@ def test_a_body_that_is_not_a_json_document_is_a_problem_and_kept_aside(client, 
 
     assert_problem(response, status, code)
     (kept,) = AuditRejected.objects.all()
-    assert kept.payload["raw"]["raw_bytes"] == len(raw) and code in kept.reason
+    assert kept.payload["raw"]["raw_bytes"] == len(raw)
+    assert code in kept.reason
 
 
 @pytest.mark.django_db
@@ -440,7 +444,8 @@ def test_the_schema_is_public_cacheable_and_describes_what_the_kit_writes(client
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/schema+json")
-    assert "public" in response["Cache-Control"] and "max-age" in response["Cache-Control"]
+    assert "public" in response["Cache-Control"]
+    assert "max-age" in response["Cache-Control"]
     schema = response.json()
     jsonschema.Draft202012Validator.check_schema(schema)
     event_validator = jsonschema.Draft202012Validator(
@@ -505,11 +510,14 @@ def test_a_service_registers_gets_a_token_and_ingests_over_real_http(live_server
 
     # then
     assert first.status_code == 200, first.text
-    assert first.json()["inserted"] == 3 and replay.json()["duplicates"] == 3
-    assert gap.status_code == 409 and gap.headers["content-type"] == "application/problem+json"
+    assert first.json()["inserted"] == 3
+    assert replay.json()["duplicates"] == 3
+    assert gap.status_code == 409
+    assert gap.headers["content-type"] == "application/problem+json"
     assert (gap.json()["code"], gap.json()["expected_seq"], gap.json()["received_seq"]) == ("audit_sequence_gap", 4, 5)
     assert gap.json()["request_id"] == gap.headers["x-request-id"]
-    assert schema.status_code == 200 and schema.json()["$defs"]["event"]["properties"]["service_seq"]["minimum"] == 1
+    assert schema.status_code == 200
+    assert schema.json()["$defs"]["event"]["properties"]["service_seq"]["minimum"] == 1
     assert [n for n, _ in chained()] == [1, 2, 3]
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM audit_rejected")
