@@ -305,6 +305,23 @@ def test_a_body_over_the_limit_is_refused_unread(client, risk, settings):
     assert_problem(post(client, risk["token"], body), 413, "payload_too_large")
 
 
+@pytest.mark.django_db
+def test_the_database_going_away_while_chaining_is_a_503_and_nothing_is_written(client, risk, monkeypatch):
+    from portal.audit import chain
+
+    def away(events: list[Any]) -> None:
+        raise chain.IngestDeferred("the portal database is unavailable: OperationalError: gone")
+
+    monkeypatch.setattr(chain, "ingest", away)
+
+    response = post(client, risk["token"], {"events": [risk_event(1)]})
+
+    assert_problem(response, 503, "database_unavailable")
+    assert AuditEvent.objects.count() == 0
+    monkeypatch.undo()
+    assert post(client, risk["token"], {"events": [risk_event(1)]}).json()["inserted"] == 1
+
+
 # ------------------------------------------------------------------------------------ mixed with the Python relay
 
 
