@@ -56,7 +56,12 @@ export class PortalClient {
 
   /** Send `body` as JSON with a bearer token; the answer whatever its status. Throws `PortalError` when there is no
    * answer (token unavailable, unreachable, timed out — `timeoutMs` covers the whole exchange, body included). */
-  async request(method: string, path: string, body?: unknown, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<PortalAnswer> {
+  async request(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { signal?: AbortSignal; timeoutMs?: number; json?: string } = {},
+  ): Promise<PortalAnswer> {
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
@@ -76,9 +81,10 @@ export class PortalClient {
           authorization: `Bearer ${token}`,
           accept: "application/json",
           "user-agent": this.userAgent,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
+          ...(body === undefined && options.json === undefined ? {} : { "content-type": "application/json" }),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        // `json`: a body already in JSON text (the relay splices stored payloads without parsing them).
+        body: options.json ?? (body === undefined ? undefined : JSON.stringify(body)),
         signal,
         redirect: "error",
       });
