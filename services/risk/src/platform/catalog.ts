@@ -174,6 +174,9 @@ export class CatalogAgent {
     const manifest = this.manifest();
     const answer = await this.call("PUT", this.path, manifest, signal);
     if (answer.status !== 200 && answer.status !== 201) throw refused("registration", answer);
+    if (!answer.body || typeof answer.body !== "object") {
+      throw new PortalError(`registration: HTTP ${answer.status} with a body that is not JSON`, { status: answer.status, code: "portal_bad_answer" });
+    }
     this.version = String(manifest.version ?? "").slice(0, 100);
     this.registered = true;
     this.registrations += 1;
@@ -208,7 +211,7 @@ export class CatalogAgent {
       giveBack(this.callers, counts);
       throw error;
     }
-    if (answer.status === 200) {
+    if (answer.status === 200 && answer.body && typeof answer.body === "object") {
       this.reports += 1;
       return;
     }

@@ -69,6 +69,9 @@ export class PortalClient {
     try {
       token = await this.credentials.tokenFor(this.audience, undefined, signal);
     } catch (error) {
+      if (timeout.aborted) {
+        throw new PortalError(`${method} ${path}: token endpoint: no answer within ${timeoutMs} ms`, { code: "token_unavailable" });
+      }
       if (error instanceof TokenUnavailable) throw new PortalError(error.message, { status: error.status, code: error.code });
       throw new PortalError(`token: ${describe(error)}`, { code: "token_unavailable" });
     }

@@ -266,7 +266,10 @@ export class Relay {
 
   private async batchRead(db: PoolClient): Promise<{ rows: Row[]; first: number; last: number; full: boolean; json: string }> {
     const result = await db.query<Row>(
-      "SELECT o.id, o.service_seq::text AS service_seq, o.payload::text AS payload FROM risk_outbox o, risk_outbox_state s " +
+      // The payload's own copies of the envelope fields (the writer stores whole events) are left out: the row's win.
+      "SELECT o.id, o.service_seq::text AS service_seq, (CASE jsonb_typeof(o.payload) WHEN 'object' " +
+        "THEN o.payload - 'id' - 'service' - 'service_seq' ELSE o.payload END)::text AS payload " +
+        "FROM risk_outbox o, risk_outbox_state s " +
         "WHERE o.service_seq > s.published_seq ORDER BY o.service_seq LIMIT $1",
       [this.batch],
     );
@@ -327,8 +330,8 @@ export class Relay {
   }
 }
 
-/** One stored event as the JSON text the portal ingests: the payload with `id`, `service` and `service_seq` set
- * (appended last, so they win over any copy in the payload), without parsing it. */
+/** One stored event as the JSON text the portal ingests: the payload (without envelope fields) with `id`,
+ * `service` and `service_seq` from the row appended, without parsing it. */
 export function eventJson(row: Row, service: string): string {
   const envelope = `"id":${JSON.stringify(row.id)},"service":${JSON.stringify(service)},"service_seq":${Number(row.service_seq)}`;
   const text = row.payload.trim();
