@@ -44,6 +44,9 @@ export class FakePortal {
   private byPlace = new Map<string, Recorded>();
   private highest = new Map<string, number>();
   ingestRequests = 0;
+  /** The raw bodies of the ingest requests and the number of events in each. */
+  ingestRaw: string[] = [];
+  batchSizes: number[] = [];
   duplicates = 0;
   refusals: { code: string; status: number; detail?: unknown }[] = [];
   /** Fail the next N requests to a path prefix with this status (then answer normally). */
@@ -79,6 +82,32 @@ export class FakePortal {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.sockets) socket.destroy();
     await closed;
+  }
+
+  /** Forget everything recorded (between tests). */
+  reset(): void {
+    this.mode = "ok";
+    this.routeModes.clear();
+    this.failNext.clear();
+    this.services.clear();
+    this.registrations = 0;
+    this.heartbeats = [];
+    this.calls.clear();
+    this.callReports = [];
+    this.events = [];
+    this.byId.clear();
+    this.byPlace.clear();
+    this.highest.clear();
+    this.ingestRequests = 0;
+    this.ingestRaw = [];
+    this.batchSizes = [];
+    this.duplicates = 0;
+    this.refusals = [];
+  }
+
+  /** Register `slug` as owned by `clientId` (what the catalog agent does first). */
+  registerAs(slug: string, clientId = "risk"): void {
+    this.services.set(slug, { manifest: { display_name: slug }, registeredBy: clientId });
   }
 
   /** Forget a service (as a portal restored from an old backup). */
@@ -151,7 +180,10 @@ export class FakePortal {
       if (req.method === "POST" && catalog[2] === "calls") return this.callsReport(res, body);
       if (req.method === "POST" && catalog[3]) return this.heartbeat(res, decodeURIComponent(catalog[3]), body);
     }
-    if (req.method === "POST" && path === "/api/v1/audit/events:ingest") return this.ingest(res, body, caller.clientId);
+    if (req.method === "POST" && path === "/api/v1/audit/events:ingest") {
+      this.ingestRaw.push(raw);
+      return this.ingest(res, body, caller.clientId);
+    }
     return send(res, 404, { code: "not_found", status: 404 });
   }
 
@@ -219,6 +251,7 @@ export class FakePortal {
     };
     const events = (body as { events?: unknown }).events;
     if (!Array.isArray(events) || events.length < 1 || events.length > 1000) return refuse(400, { code: "validation_error" });
+    this.batchSizes.push(events.length);
     for (const [i, e] of events.entries()) {
       const ev = e as Record<string, unknown>;
       if (!ev || typeof ev.id !== "string" || typeof ev.service !== "string" || !Number.isInteger(ev.service_seq)) {
