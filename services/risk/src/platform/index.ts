@@ -3,6 +3,10 @@
 // agent (src/platform/catalog.ts: registration, heartbeats, calls report), both speaking with this process's own
 // machine identity (src/platform/token.ts: RISK_CLIENT_ID / RISK_CLIENT_SECRET at ATRIUM_TOKEN_URL).
 //
+// Wake-up: the outbox writer calls `outboxWritten.notify()` after a commit that wrote events; startBackground points
+// its listener at `relayWake()` (in-process, no LISTEN/NOTIFY: the other instances find the rows on their 0.5 s poll,
+// and only the one holding the relay lock sends anyway).
+//
 // As in the kit: without credentials nothing starts (said once in the log; audit events wait in the outbox, counted
 // by `atrium_risk_outbox_pending`, until a process with credentials relays them); ATRIUM_CATALOG_REGISTER=false
 // turns the agent off, not the relay (the audit guarantee does not depend on the catalog — but the portal accepts a
@@ -12,9 +16,11 @@ import type { FastifyBaseLogger } from "fastify";
 import type { Registry } from "prom-client";
 
 import type { Config } from "../config.ts";
+import { registry as serviceRegistry } from "../metrics.ts";
+import { outboxWritten } from "../outbox.ts";
 import { CatalogAgent, SLUG, packageVersion, webManifest } from "./catalog.ts";
 import { PortalClient } from "./http.ts";
-import { Relay } from "./relay.ts";
+import { Relay, relayWake } from "./relay.ts";
 import { ClientCredentials } from "./token.ts";
 
 export { relayWake } from "./relay.ts";
@@ -26,7 +32,7 @@ export interface BackgroundContext {
   log: FastifyBaseLogger;
   /** client id → verified calls since the last report (auth increments it, ideally with `callerCount`). */
   callers: Map<string, number>;
-  /** Where `atrium_risk_outbox_pending` goes (default: prom-client's default registry). */
+  /** Where `atrium_risk_outbox_pending` is (default: the service's registry, src/metrics.ts, which declares it). */
   registry?: Registry;
 }
 
@@ -50,7 +56,9 @@ export async function startBackground(ctx: BackgroundContext): Promise<Backgroun
   const credentials = new ClientCredentials({ tokenUrl: config.tokenUrl, clientId: config.clientId, clientSecret: config.clientSecret });
   const portal = (timeoutMs: number): PortalClient =>
     new PortalClient({ baseUrl: config.portalUrl, credentials, timeoutMs, userAgent: `atrium-risk/${version}` });
-  const relay = new Relay({ pool: ctx.pool, client: portal(10_000), log, registry: ctx.registry }).start();
+  const relay = new Relay({ pool: ctx.pool, client: portal(10_000), log, registry: ctx.registry ?? serviceRegistry }).start();
+  // The outbox writer (src/outbox.ts) tells after each commit that wrote events: the relay sends them at once.
+  outboxWritten.listener = relayWake;
   let agent: CatalogAgent | undefined;
   if (config.catalogRegister) {
     const interval = Number(process.env.ATRIUM_CATALOG_HEARTBEAT_SECONDS || 10);
@@ -70,6 +78,7 @@ export async function startBackground(ctx: BackgroundContext): Promise<Backgroun
     relay,
     agent,
     async stop(timeoutMs = 5_000) {
+      if (outboxWritten.listener === relayWake) outboxWritten.listener = null;
       await Promise.all([agent?.stop(), relay.stop(timeoutMs)]);
     },
   };

@@ -103,6 +103,8 @@ export class FakePortal {
     this.batchSizes = [];
     this.duplicates = 0;
     this.refusals = [];
+    this.tokensIssued = 0;
+    this.tokenForms = [];
   }
 
   /** Register `slug` as owned by `clientId` (what the catalog agent does first). */
