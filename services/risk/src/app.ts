@@ -1,6 +1,6 @@
 // buildApp: the Fastify application (routes, validation, problem details, request ids, logs, metrics, docs).
 import { randomBytes, randomUUID } from "node:crypto";
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { Ajv } from "ajv";
@@ -79,7 +79,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     routerOptions: { maxParamLength: 200 },
   });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? bodyAjv : queryAjv).compile(schema));
-  app.setErrorHandler(errorHandler);
+  // A path no route claims answers 404/405/308 even when its body could not be parsed.
+  app.setErrorHandler((error, request, reply) => (request.is404 ? routeMiss(request, reply) : errorHandler(error as FastifyError, request, reply)));
   metricsBind(pool);
 
   // JSON bodies: our own parser so that every failure has the kit's code.
@@ -137,7 +138,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     }
   });
 
-  app.setNotFoundHandler((request, reply) => {
+  function routeMiss(request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const [path, query] = splitUrl(request.url);
     if (path.length > 1 && path.endsWith("/") && methodsFor(path.slice(0, -1)).size) {
       return reply.code(308).header("Location", path.slice(0, -1) + query).send();
@@ -147,7 +148,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       return problemSend(request, reply, { status: 405, code: "method_not_allowed", title: "Method not allowed", detail: `Method "${request.method}" not allowed.`, headers: { Allow: [...methods].sort().join(", ") } });
     }
     return problemSend(request, reply, { status: 404, code: "not_found", title: "Not found", detail: "No such resource or path." });
-  });
+  }
+  app.setNotFoundHandler(routeMiss);
 
   await app.register(swagger, {
     openapi: {

@@ -42,11 +42,21 @@ export interface Auth {
 }
 
 export function authCreate(options: AuthOptions): Auth {
-  const keySet = options.keySet ?? createRemoteJWKSet(new URL(options.jwksUrl), {
+  const remote = options.keySet ?? createRemoteJWKSet(new URL(options.jwksUrl), {
     timeoutDuration: 2000,
     cooldownDuration: 5000, // an unknown kid refetches at most this often
     cacheMaxAge: 300_000,
   });
+  // "EdDSA" and "Ed25519" name the same signature (RFC 9864): a key published under one name verifies a token
+  // whose header uses the other.
+  const keySet: JWTVerifyGetKey = async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (error) {
+      if (!(error instanceof joseErrors.JWKSNoMatchingKey) || !ALGORITHMS.includes(String(header.alg))) throw error;
+      return remote({ ...header, alg: header.alg === "EdDSA" ? "Ed25519" : "EdDSA" }, token);
+    }
+  };
   const challenge = { "WWW-Authenticate": `Bearer realm="${options.audience}"` };
 
   async function verify(token: string): Promise<Principal> {
