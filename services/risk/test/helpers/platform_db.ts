@@ -19,10 +19,11 @@ async function databaseEnsure(url: string): Promise<void> {
     await probe.end().catch(() => {});
     if ((error as { code?: string }).code !== "3D000") throw error; // anything but "database does not exist"
   }
-  const target = new URL(url);
-  const name = decodeURIComponent(target.pathname.slice(1));
-  target.pathname = "/postgres";
-  const admin = new pg.Client({ connectionString: target.toString() });
+  // Not `new URL`: libpq forms such as postgresql://postgres@/atrium_risk?host=/socket/dir are no WHATWG URL.
+  const match = /^(postgres(?:ql)?:\/\/[^/]*\/)([^?]*)(.*)$/.exec(url);
+  if (!match) throw new Error(`RISK_DATABASE_URL names no database: ${url}`);
+  const name = decodeURIComponent(match[2]);
+  const admin = new pg.Client({ connectionString: `${match[1]}postgres${match[3]}` });
   await admin.connect();
   try {
     await admin.query(`CREATE DATABASE "${name.replaceAll('"', '""')}"`);
