@@ -170,7 +170,7 @@ describe("Relay", () => {
     const started = Date.now();
     await relay.stop(800);
     const took = Date.now() - started;
-    assert.ok(took < 1_300, `stop took ${took} ms`);
+    assert.ok(took < 2_000, `stop took ${took} ms`);
   });
 
   test("unregistered service (403): retried, and at once when told (the agent registered)", async () => {
