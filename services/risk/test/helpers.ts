@@ -115,6 +115,7 @@ export async function harness(): Promise<Harness> {
     close: async () => {
       await app.close();
       await pool.end();
+      jwks.server.closeAllConnections();
       await new Promise((resolve) => jwks.server.close(resolve));
     },
   };

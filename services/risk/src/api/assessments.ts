@@ -7,7 +7,7 @@ import { pageEnvelope, PAGE_SIZE } from "../pagination.ts";
 import { assess, type PaymentInput } from "../services.ts";
 import { assessmentGet, assessmentsPage } from "../selectors.ts";
 import { auditContextOf, fullUrl } from "./context.ts";
-import { ASSESS_BODY, ASSESSMENT, BATCH_MAX, PAGE_QUERY, pageOf } from "./schemas.ts";
+import { ASSESS_BODY, ASSESSMENT, BATCH_MAX, PAGE_QUERY, pageOf, problems } from "./schemas.ts";
 
 export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): void {
   app.post("/api/v1/assessments", {
@@ -20,6 +20,7 @@ export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): 
       body: ASSESS_BODY,
       response: {
         200: { description: "The assessment(s).", anyOf: [ASSESSMENT, { type: "object", required: ["assessments"], properties: { assessments: { type: "array", items: ASSESSMENT } } }] },
+        ...problems("write"),
       },
     },
   }, async (request) => {
@@ -48,7 +49,7 @@ export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): 
           decision: { type: "string", enum: ["allow", "review", "deny"] },
         },
       },
-      response: { 200: pageOf(ASSESSMENT) },
+      response: { 200: pageOf(ASSESSMENT), ...problems("read") },
     },
   }, async (request) => {
     const query = request.query as { limit?: number; cursor?: string; payment_id?: string; decision?: string };
@@ -63,7 +64,7 @@ export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): 
       tags: ["assessments"],
       security: [{ bearer: [] }],
       params: { type: "object", properties: { id: { type: "string" } } },
-      response: { 200: ASSESSMENT },
+      response: { 200: ASSESSMENT, ...problems("read") },
     },
   }, async (request) => assessmentGet(pool, (request.params as { id: string }).id));
 }

@@ -95,9 +95,54 @@ export function pageOf(item: object) {
 
 export const PAGE_QUERY = {
   limit: { type: "integer", minimum: 1, maximum: 200, description: "Page size (default 50)." },
-  cursor: { type: "string", maxLength: 500, description: "A cursor from `next` or `previous`." },
+  cursor: { type: "string", maxLength: 500, pattern: "^[A-Za-z0-9_-]+={0,2}$", description: "A cursor from `next` or `previous` (opaque)." },
 } as const;
 
 export const PROBLEM = {
   description: "An RFC 9457 problem document (application/problem+json); `code` is stable (docs/errors.md).",
 } as const;
+
+const PROBLEM_SCHEMA = {
+  type: "object",
+  description: "An RFC 9457 problem document (application/problem+json). Branch on `code`: it is stable.",
+  required: ["type", "title", "status", "detail", "code"],
+  properties: {
+    type: { type: "string", description: "`urn:atrium:problem:<code>`." },
+    title: { type: "string" },
+    status: { type: "integer" },
+    detail: { type: "string" },
+    code: { type: "string" },
+    instance: { type: "string", description: "The request's path." },
+    request_id: { type: "string", description: "The request id (X-Request-ID)." },
+    errors: {
+      type: "array",
+      description: "validation_error: one per field.",
+      items: {
+        type: "object",
+        required: ["pointer", "code", "detail"],
+        properties: { field: { type: ["string", "null"] }, pointer: { type: "string" }, code: { type: "string" }, detail: { type: "string" } },
+      },
+    },
+  },
+} as const;
+
+const PROBLEM_WHEN: Record<number, string> = {
+  400: "Malformed JSON (`malformed_json`) or invalid fields (`validation_error` with `errors`), a bad cursor (`invalid_cursor`)",
+  401: "No token, or an invalid or expired one (`not_authenticated`, `invalid_token`, `token_expired`, `token_revoked`)",
+  403: "The token is for another service or lacks the scope (`invalid_audience`, `insufficient_scope`)",
+  404: "No such resource (`not_found`)",
+  405: "Method not allowed (`method_not_allowed`)",
+  412: "If-Match names another version than the current one (`version_mismatch`)",
+  413: "Request body too large (`payload_too_large`)",
+  415: "The body is not application/json (`unsupported_media_type`)",
+  503: "The database or the portal's signing keys are unavailable (`database_unavailable`, `jwks_unavailable`); retry",
+};
+
+/** The problem responses an operation may answer (reads: 400 401 403 404 405 503; writes add 413 415). */
+export function problems(kind: "read" | "write", ...more: number[]): Record<number, object> {
+  const statuses = [400, 401, 403, 404, 405, 503, ...(kind === "write" ? [413, 415] : []), ...more];
+  return Object.fromEntries(statuses.map((status) => [status, {
+    description: PROBLEM_WHEN[status],
+    content: { "application/problem+json": { schema: PROBLEM_SCHEMA } },
+  }]));
+}
