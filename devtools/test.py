@@ -21,7 +21,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from devtools.infra import REPO_ROOT, Infra, database_create, database_drop, infra_start, venv_env
 from devtools.node import node_env, node_path, npm_argv, npm_ci
@@ -96,12 +96,15 @@ def node_suite(service: Service, infra: Infra, env: dict[str, str], junit: Path)
     database_drop(infra.database_url, database)
     database_create(infra.database_url, database)
     url = infra.service_database_url(database)
+    parts = urlsplit(url)
+    socket_dir = parse_qs(parts.query).get("host")
+    if socket_dir and not parts.hostname:
+        # The embedded server's libpq form, postgresql://postgres@/db?host=/socket/dir, has an empty authority that
+        # WHATWG URL parsers (Node's `new URL`) refuse; with a placeholder host it is the same libpq URL (host= in the
+        # query wins, in node-postgres too) and parses everywhere. PGHOST/PGDATABASE say it to any other client.
+        url = urlunsplit((parts.scheme, parts.netloc + "localhost", parts.path, parts.query, parts.fragment))
+        env = {**env, "PGHOST": socket_dir[0], "PGDATABASE": database, "PGUSER": parts.username or "postgres"}
     env = node_env({**env, service.database_url_var: url})
-    # libpq's form of the embedded server (postgresql://postgres@/db?host=/socket/dir): node-postgres reads host= from
-    # the query too; PGHOST/PGDATABASE say the same for any client that does not.
-    socket_dir = parse_qs(urlsplit(url).query).get("host")
-    if socket_dir:
-        env.update(PGHOST=socket_dir[0], PGDATABASE=database, PGUSER=urlsplit(url).username or "postgres")
     cmd = node_test_argv(package_dir, node_path(env), junit)
     print(f"\natrium test: suite {service.name} (node, database {database}): {' '.join(cmd[1:])}", flush=True)
     try:
