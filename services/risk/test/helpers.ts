@@ -108,7 +108,7 @@ export async function harness(): Promise<Harness> {
     app, pool, keys, jwks, callers, token,
     auth: async (options = {}) => ({ authorization: `Bearer ${await token(options)}` }),
     reset: async () => {
-      await pool.query("TRUNCATE risk_assessment, risk_outbox");
+      await pool.query("TRUNCATE risk_assessment, risk_outbox, risk_velocity_bucket");
       await pool.query("UPDATE risk_outbox_state SET last_seq = 0, published_seq = 0");
       await pool.query("DELETE FROM risk_rules_version WHERE version > 1");
     },
