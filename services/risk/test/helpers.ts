@@ -13,14 +13,24 @@ import type { FastifyInstance } from "fastify";
 export const DATABASE_URL = process.env.RISK_DATABASE_URL || "postgresql://postgres@127.0.0.1:5432/atrium_risk_test";
 export const ISSUER = "atrium-portal";
 
+/** `url` with its database name replaced (libpq URLs such as `postgresql://postgres@/db?host=/socket` are not
+ * WHATWG URLs, so this is done on the text). */
+export function databaseUrlWith(url: string, name: string): string {
+  const match = /^(postgres(?:ql)?:\/\/[^/?]*)(?:\/([^?]*))?(\?.*)?$/.exec(url);
+  if (!match) throw new Error(`not a postgres URL: ${url}`);
+  return `${match[1]}/${name}${match[3] ?? ""}`;
+}
+
+export function databaseName(url: string): string {
+  const match = /^postgres(?:ql)?:\/\/[^/?]*\/([^?]*)/.exec(url);
+  return decodeURIComponent(match?.[1] ?? "");
+}
+
 /** Drop and create the database RISK_DATABASE_URL names, then migrate it. */
 export async function databaseFresh(url = DATABASE_URL): Promise<void> {
-  const target = new URL(url);
-  const name = decodeURIComponent(target.pathname.slice(1));
+  const name = databaseName(url);
   if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`refusing to recreate database ${JSON.stringify(name)}`);
-  const admin = new URL(url);
-  admin.pathname = "/postgres";
-  const client = new pg.Client({ connectionString: admin.toString() });
+  const client = new pg.Client({ connectionString: databaseUrlWith(url, "postgres") });
   await client.connect();
   try {
     await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
