@@ -166,7 +166,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   await app.register(swaggerUi, { routePrefix: "/api/docs", uiConfig: { url: "/api/schema" } as Record<string, unknown> });
   app.get("/api/schema", { schema: { hide: true } }, async () => app.swagger());
 
-  const auth = authCreate({ jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, callers, keySet: options.keySet });
+  const auth = authCreate({ jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, callers, ownClientId: config.clientId, keySet: options.keySet });
   healthRoutes(app, pool);
   assessmentRoutes(app, pool, auth);
   rulesRoutes(app, pool, auth);

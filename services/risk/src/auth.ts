@@ -8,6 +8,7 @@ import {
   InsufficientScope, InvalidAudience, InvalidToken, JwksUnavailable, NotAuthenticated, TokenExpired, TokenRevoked,
 } from "./errors.ts";
 import type { Actor } from "./outbox.ts";
+import { callerCount } from "./platform/catalog.ts";
 
 export const ALGORITHMS = ["EdDSA", "Ed25519"];
 
@@ -31,6 +32,8 @@ export interface AuthOptions {
   issuer: string;
   audience: string;
   callers: Map<string, number>;
+  /** This process's own client id: its calls to itself are no catalog edge. */
+  ownClientId?: string;
   /** For tests: a key set instead of the URL. */
   keySet?: JWTVerifyGetKey;
 }
@@ -94,7 +97,7 @@ export function authCreate(options: AuthOptions): Auth {
       throw new TokenRevoked(`Token no longer valid: its client ${what}.`, { headers: challenge });
     }
     const clientId = String(claims.sub);
-    options.callers.set(clientId, (options.callers.get(clientId) ?? 0) + 1);
+    callerCount(options.callers, clientId, options.ownClientId ?? "");
     return { clientId, scopes: new Set(String(claims.scope ?? "").split(" ").filter(Boolean)), claims };
   }
 
