@@ -12,7 +12,7 @@ import { rulesRoutes } from "./api/rules.ts";
 import { authCreate, type Auth } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Pool } from "./db.ts";
-import { MalformedJson } from "./errors.ts";
+import { InvalidCharacters, JsonTooDeep, MalformedJson } from "./errors.ts";
 import { httpLatency, metricsBind } from "./metrics.ts";
 import { errorHandler, problemSend } from "./problems.ts";
 
@@ -88,14 +88,16 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
     const text = body as string;
     if (text.trim() === "") return done(new MalformedJson("The body is empty."), undefined);
+    let parsed: unknown;
     try {
-      done(null, JSON.parse(text, (_key, value) => {
-        if (typeof value === "string" && value.includes("\u0000")) throw new MalformedJson("The body holds a NUL character.");
-        return value;
-      }));
+      parsed = JSON.parse(text);
     } catch (error) {
-      done(error instanceof MalformedJson ? error : new MalformedJson(`The body is not JSON: ${(error as Error).message}`.slice(0, 200)), undefined);
+      const tooDeep = error instanceof RangeError;
+      return done(tooDeep ? new JsonTooDeep("The body nests deeper than the parser allows.") : new MalformedJson(`The body is not JSON: ${(error as Error).message}`.slice(0, 200)), undefined);
     }
+    const bad = badCharacters(parsed, 0);
+    if (bad) return done(bad, undefined);
+    done(null, parsed);
   });
 
   // Known routes, for 308 (trailing slash), 405 (wrong method) and 404.
@@ -118,6 +120,15 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     reply.header("X-Request-ID", String(request.id));
     reply.header("traceparent", request.traceparent);
     const [path, query] = splitUrl(request.url);
+    if (query) {
+      let decoded = "";
+      try {
+        decoded = decodeURIComponent(query.replace(/\+/g, " "));
+      } catch {
+        throw new InvalidCharacters("The query string is not valid percent-encoded UTF-8.");
+      }
+      if (textBad(decoded)) throw new InvalidCharacters("The query string holds a NUL character or an unpaired surrogate.");
+    }
     if (path === "/api/docs/" || path === "/api/schema/") return reply.code(308).header("Location", path.slice(0, -1) + query).send();
   });
 
@@ -172,6 +183,26 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   rulesRoutes(app, pool, auth);
   await app.ready();
   return { app, auth };
+}
+
+const UNPAIRED_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const MAX_DEPTH = 64;
+
+function textBad(value: string): boolean {
+  return value.includes("\u0000") || UNPAIRED_SURROGATE.test(value);
+}
+
+/** A NUL or an unpaired surrogate anywhere in the body (keys too), or nesting past MAX_DEPTH: the kit's codes. */
+function badCharacters(value: unknown, depth: number): Error | null {
+  if (typeof value === "string") return textBad(value) ? new InvalidCharacters("The body holds a NUL character or an unpaired surrogate.") : null;
+  if (value === null || typeof value !== "object") return null;
+  if (depth >= MAX_DEPTH) return new JsonTooDeep(`The body nests deeper than ${MAX_DEPTH} levels.`);
+  for (const [key, item] of Object.entries(value)) {
+    if (textBad(key)) return new InvalidCharacters("The body holds a NUL character or an unpaired surrogate.");
+    const bad = badCharacters(item, depth + 1);
+    if (bad) return bad;
+  }
+  return null;
 }
 
 function splitUrl(url: string): [string, string] {
