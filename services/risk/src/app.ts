@@ -12,7 +12,7 @@ import { rulesRoutes } from "./api/rules.ts";
 import { authCreate, type Auth } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Pool } from "./db.ts";
-import { InvalidCharacters, JsonTooDeep, MalformedJson } from "./errors.ts";
+import { InvalidCharacters, JsonTooDeep, MalformedJson, UnsupportedMediaType } from "./errors.ts";
 import { httpLatency, metricsBind } from "./metrics.ts";
 import { errorHandler, problemSend } from "./problems.ts";
 
@@ -77,6 +77,14 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     trustProxy: false,
     return503OnClosing: true,
     routerOptions: { maxParamLength: 200 },
+    // Requests Node's HTTP parser refuses (a bad Content-Length, request line or header) are problems too.
+    clientErrorHandler: (error, socket) => {
+      if (!socket.writable) return socket.destroy(error);
+      const tooLarge = (error as { code?: string }).code === "HPE_HEADER_OVERFLOW";
+      const [status, code, title] = tooLarge ? [431, "header_too_large", "Header fields too large"] : [400, "bad_request", "Bad request"];
+      const body = JSON.stringify({ type: `urn:atrium:problem:${code}`, title, status, detail: tooLarge ? "The header fields are too large." : "The request could not be parsed.", code });
+      socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
   });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? bodyAjv : queryAjv).compile(schema));
   // A path no route claims answers 404/405/308 even when its body could not be parsed.
@@ -128,6 +136,10 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
         throw new InvalidCharacters("The query string is not valid percent-encoded UTF-8.");
       }
       if (textBad(decoded)) throw new InvalidCharacters("The query string holds a NUL character or an unpaired surrogate.");
+    }
+    const encoding = request.headers["content-encoding"];
+    if (encoding !== undefined && String(encoding).trim().toLowerCase() !== "identity") {
+      throw new UnsupportedMediaType(`Content-Encoding "${String(encoding).slice(0, 40)}" is not supported: send the body unencoded.`);
     }
     if (path === "/api/docs/" || path === "/api/schema/") return reply.code(308).header("Location", path.slice(0, -1) + query).send();
   });

@@ -103,6 +103,11 @@ describe("bad input answers problem details, never a 500", () => {
     }
   });
 
+  test("a Content-Encoding the service does not decode: 415", async () => {
+    problem(await post(JSON.stringify(payment()), { "content-encoding": "gzip" }), 415, "unsupported_media_type");
+    assert.equal((await post(JSON.stringify(payment()), { "content-encoding": "identity" })).statusCode, 200);
+  });
+
   test("a body over the limit: 413 payload_too_large", async () => {
     const body = problem(await post(JSON.stringify({ payments: [payment({ client_id: "x".repeat(3 * 1024 * 1024) })] })), 413, "payload_too_large");
     assert.equal(typeof body.max_body_bytes, "number");
