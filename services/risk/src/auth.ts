@@ -5,7 +5,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import {
-  InsufficientScope, InvalidAudience, InvalidToken, JwksUnavailable, NotAuthenticated, TokenExpired, TokenRevoked,
+  InsufficientScope, InvalidAudience, InvalidToken, JwksUnavailable, NotAuthenticated, RevocationsUnavailable, TokenExpired, TokenRevoked,
 } from "./errors.ts";
 import type { Actor } from "./outbox.ts";
 import { callerCount } from "./platform/catalog.ts";
@@ -18,7 +18,8 @@ export interface Principal {
   claims: JWTPayload;
 }
 
-/** Revocations (src/platform sets `check`): a reason ("revoked", "rotated") to refuse the claims, or null. */
+/** Revocations (src/main.ts points `check` at a RevocationWatcher, src/revocations.ts): a reason to refuse the
+ * claims ("revoked", "rotated", or "unavailable" before a first list was had), or null. Off by default (tests). */
 export const revocations: { check: (claims: JWTPayload) => string | null } = { check: () => null };
 
 declare module "fastify" {
@@ -92,6 +93,7 @@ export function authCreate(options: AuthOptions): Auth {
     if (typeof claims.aud !== "string") throw new InvalidToken("A token must name exactly one audience.", { headers: challenge });
     if (claims.aud !== options.audience) throw new InvalidAudience(`Token is not valid for the '${options.audience}' service.`);
     const reason = revocations.check(claims);
+    if (reason === "unavailable") throw new RevocationsUnavailable("The list of revoked clients could not be obtained yet; try again shortly.");
     if (reason !== null) {
       const what = reason === "revoked" ? "was revoked" : "obtained it with a secret that was rotated out";
       throw new TokenRevoked(`Token no longer valid: its client ${what}.`, { headers: challenge });

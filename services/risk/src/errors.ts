@@ -54,6 +54,7 @@ export const PayloadTooLarge = kind(413, "payload_too_large", "Request body too 
 export const UnsupportedMediaType = kind(415, "unsupported_media_type", "Unsupported media type");
 export const DatabaseUnavailable = kind(503, "database_unavailable", "Database unavailable");
 export const JwksUnavailable = kind(503, "jwks_unavailable", "Signing keys unavailable");
+export const RevocationsUnavailable = kind(503, "revocations_unavailable", "Revocation list unavailable");
 
 /** One field error, named like the Python services do: `payments[0].amount` and `#/payments/0/amount`. */
 export function fieldError(path: (string | number)[], code: string, detail: string): FieldError {
