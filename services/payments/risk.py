@@ -218,18 +218,21 @@ class Risk:
         *,
         failures: dict[str, Exception] | None = None,
         before_call: Callable[[], None] | None = None,
+        suspect: bool = False,
     ) -> dict[str, Assessment]:
         """Assess the payments in one call (per ``BATCH_MAX``): payment id → its assessment.
 
         A payment the risk service refused or failed on alone is left out, its error (:class:`RiskItemFailed`)
         put in ``failures``. Raises :class:`~services.kit.http.UpstreamUnavailable` when risk is away (see the
-        module docstring). ``before_call`` runs before each HTTP call (a split batch makes several)."""
+        module docstring). ``before_call`` runs before each HTTP call (a split batch makes several). ``suspect``:
+        the payments are processed alone because risk failed on them before, among others it assessed — one that
+        fails alone again is its own failure, not risk's."""
         items = [assessment_item(p) for p in payments]
         found: dict[str, Assessment] = {}
         for start in range(0, len(items), BATCH_MAX):
             chunk = items[start : start + BATCH_MAX]
             for payment_id, outcome in zip(
-                (i["payment_id"] for i in chunk), self._batch(chunk, before_call), strict=True
+                (i["payment_id"] for i in chunk), self._batch(chunk, before_call, suspect), strict=True
             ):
                 if isinstance(outcome, Assessment):
                     found[payment_id] = outcome
@@ -239,7 +242,7 @@ class Risk:
         return found
 
     def _batch(
-        self, items: list[dict[str, Any]], before_call: Callable[[], None] | None
+        self, items: list[dict[str, Any]], before_call: Callable[[], None] | None, suspect: bool = False
     ) -> list[Assessment | RiskItemFailed]:
         def call(part: Sequence[dict[str, Any]]) -> list[Assessment | RiskItemFailed]:
             if before_call is not None:
@@ -260,7 +263,7 @@ class Risk:
             event="payments.risk_batch_split",
         )
         failed = [r for r in results if isinstance(r, RiskItemFailed)]
-        if results and len(failed) == len(results) and (len(results) > 1 or not failed[0].refused):
+        if results and len(failed) == len(results) and (len(results) > 1 or not (failed[0].refused or suspect)):
             # Not one payment could be assessed (or the only one failed without being refused): risk is failing,
             # not an item — the payments wait (PAYMENTS_RISK_FALLBACK), none is blamed.
             raise UpstreamUnavailable(f"risk failed on every payment of the batch ({len(items)}): {results[0]}")
