@@ -56,6 +56,7 @@ class RiskStandIn:
         self.batches: list[list[str]] = []  # the payment ids of each assessments call, in order
         self.bodies: list[Any] = []
         self.lock = threading.Lock()
+        self.on_call: Any = None  # called with the payment ids of each call before it is answered (tests)
         self.server: LocalServer | None = None
         self.port = 0
         self.start()
@@ -114,6 +115,8 @@ class RiskStandIn:
         with self.lock:
             self.batches.append(ids)
             self.bodies.append(body)
+        if self.on_call is not None:
+            self.on_call(ids)
         if self.mode == "hang":
             time.sleep(self.hang_seconds)
             return None

@@ -122,6 +122,29 @@ def test_one_call_per_batch_decides_allow_review_and_deny(
     assert counter(settings, "risk_decisions:review") == 1
 
 
+def test_risk_is_called_holding_no_screening_lock(stand_in: RiskStandIn, pair):
+    from django.db import connections
+
+    seen: list[tuple[int, list[str]]] = []
+
+    def look(ids: list[str]) -> None:
+        # (this runs in the stand-in's thread: a database connection of its own, outside the worker's transaction)
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()")
+            advisory = cursor.fetchone()[0]
+            cursor.execute("SELECT id FROM payments_payment WHERE id = ANY(%s) FOR UPDATE NOWAIT", [ids])
+            seen.append((advisory, sorted(row[0] for row in cursor.fetchall())))
+        connections["default"].close()
+
+    stand_in.on_call = look
+    payments = batch(pair, 100, 200)
+
+    stored = carry(payments)
+
+    assert seen == [(0, sorted(p.id for p in payments))]  # no account lock held, the rows free to lock
+    assert {p.status for p in stored.values()} == {"settled"}
+
+
 def test_a_review_payment_is_not_claimed_retried_or_swept(stand_in: RiskStandIn, pair):
     (review,) = batch(pair, REVIEW_FROM)
     carry([review])
