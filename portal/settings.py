@@ -53,8 +53,10 @@ STATIC_ROOT = kit.STATIC_ROOT
 STORAGES = kit.STORAGES
 WHITENOISE_USE_FINDERS = kit.WHITENOISE_USE_FINDERS
 WHITENOISE_AUTOREFRESH = kit.WHITENOISE_AUTOREFRESH
-DATA_UPLOAD_MAX_MEMORY_SIZE = kit.DATA_UPLOAD_MAX_MEMORY_SIZE
 ATRIUM_MAX_BODY_BYTES = kit.ATRIUM_MAX_BODY_BYTES
+# POST /api/v1/audit/events:ingest has its own limit (its view's max_body_setting): 1,000 events of ~8 KB.
+AUDIT_INGEST_MAX_BODY_BYTES = env.int("AUDIT_INGEST_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(kit.DATA_UPLOAD_MAX_MEMORY_SIZE, AUDIT_INGEST_MAX_BODY_BYTES)
 ATRIUM_MAX_JSON_DEPTH = kit.ATRIUM_MAX_JSON_DEPTH
 # One OpenAPI enum per choice set: the trace's webhooks block has a "state" of its own beside the jobs' states.
 SPECTACULAR_SETTINGS = {
@@ -174,6 +176,7 @@ ATRIUM_AUDIENCE_SCOPES = {
         "portal:write",
         "catalog:register",
         "audit:read",
+        "audit:ingest",  # POST /api/v1/audit/events:ingest: a service's audit events over HTTP (docs/audit.md)
         "jobs:read",
         "jobs:write",
         "identity:manage",
@@ -181,6 +184,7 @@ ATRIUM_AUDIENCE_SCOPES = {
     "ledger": ["ledger:read", "ledger:write"],
     "payments": ["payments:read", "payments:write"],
     "webhooks": ["webhooks:read", "webhooks:write"],
+    "risk": ["risk:read", "risk:assess", "risk:write"],
 }
 
 LOGIN_URL = "admin:login"

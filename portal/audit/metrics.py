@@ -6,8 +6,8 @@
 - ``atrium_audit_events_parked_total{service}``: events parked in their place (placeholders chained as
   ``audit.event.parked``, see :mod:`portal.audit.parked`) in the live log — archival moving old ones out shows
   as a counter reset;
-- ``atrium_audit_events_rejected_total``: items kept aside in ``audit_rejected`` (no place of their own, or a
-  place another event holds; never deleted).
+- ``atrium_audit_events_rejected_total``: items kept aside in ``audit_rejected`` (no place of their own, a
+  place another event holds, or refused at the HTTP ingest door: :mod:`portal.audit.intake`; never deleted).
 
 Counted in the database, so every portal process reports the same numbers whichever worker parked the events.
 A failure to read never fails the scrape: the family is left out and logged.

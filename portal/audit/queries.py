@@ -54,6 +54,17 @@ SERVICE_PLACES_TAKEN = (
     "SELECT service, service_seq FROM audit_event WHERE (service, service_seq) IN "
     "(SELECT * FROM unnest(%s::text[], %s::bigint[]))"
 )
+# HTTP ingest (intake.py), under the sequencer lock: where these ids were recorded, who holds these places, and
+# each service's highest recorded number (one backward probe of the (service, service_seq) index per service).
+PLACES_OF_IDS = "SELECT event_id, service, service_seq FROM audit_event WHERE event_id = ANY(%s)"
+IDS_AT_PLACES = (
+    "SELECT service, service_seq, event_id FROM audit_event WHERE (service, service_seq) IN "
+    "(SELECT * FROM unnest(%s::text[], %s::bigint[]))"
+)
+SERVICE_SEQ_HIGHEST = (
+    "SELECT s.service, (SELECT max(e.service_seq) FROM audit_event e WHERE e.service = s.service) "
+    "FROM unnest(%s::text[]) AS s(service)"
+)
 EVENT_COLUMNS = (
     "seq, event_id, service, service_seq, occurred_at, recorded_at, actor_type, actor_id, actor_display, action, "
     "outcome, object_type, object_id, request_id, source_ip, user_agent, changes, metadata, canonical, leaf_hash, "

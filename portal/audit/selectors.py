@@ -25,6 +25,7 @@ from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import NodeSource, frontier_root, node_lookup
 from portal.audit.errors import AuditEventNotFound, EventNotSigned, InvalidFilter
 from portal.audit.models import AuditChainState, AuditEvent, AuditHead
+from portal.catalog.models import Service
 from services.kit.timestamps import timestamp_parse
 
 T = TypeVar("T")
@@ -426,3 +427,9 @@ def event_proof_check(*, event: AuditEvent, body: dict[str, Any] | None) -> Even
         return proof
     proof.problems.extend(verifier.check_proof(document, pem))
     return proof
+
+
+def service_owners(slugs: list[str]) -> dict[str, str]:
+    """The machine client that registered each of these catalog services (``registered_by``; "" for a service no
+    client registered, e.g. imported from YAML); a slug not in the catalog is absent. The catalog's owner rule."""
+    return dict(Service.objects.filter(slug__in=slugs).values_list("slug", "registered_by"))

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from portal.audit import archive, chain, heads
+from portal.audit import archive, chain, heads, intake
 from portal.audit.errors import AuditLogEmpty
 from portal.audit.models import AuditArchive, AuditHead
 from portal.audit.selectors import head_latest
@@ -71,6 +71,18 @@ def head_sign_now() -> tuple[AuditHead, bool]:
 def event_ingest(*, events: list[Any]) -> chain.IngestResult:
     """Chain a batch of events from a service's outbox (see :func:`portal.audit.chain.ingest`)."""
     return chain.ingest(events)
+
+
+def events_ingest_http(*, body: Any, client_id: str) -> intake.IntakeResult:
+    """``POST /api/v1/audit/events:ingest``: check the envelope, the caller's identity and each service's sequence,
+    then chain (see :mod:`portal.audit.intake`). A refusal raises its problem after keeping the events aside."""
+    events = intake.envelope_check(body, client_id=client_id)
+    return intake.events_ingest(events, client_id=client_id)
+
+
+def body_refused_keep(*, raw: bytes, code: str, detail: str, client_id: str | None) -> None:
+    """Keep a body the parser refused (not JSON, too deep...) in ``audit_rejected``: nothing sent is lost."""
+    intake.raw_keep(raw, code=code, detail=detail, client_id=client_id)
 
 
 def head_sign() -> AuditHead | None:

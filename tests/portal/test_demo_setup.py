@@ -116,13 +116,13 @@ def test_refuses_to_run_in_production(credentials, settings):
 def test_each_service_gets_its_own_least_privilege_client(credentials, request_token):
     saved = _demo_setup(credentials)
 
-    assert sorted(saved["services"]) == ["ledger", "payments", "portal", "webhooks"]
+    assert sorted(saved["services"]) == ["ledger", "payments", "portal", "risk", "webhooks"]
     payments = saved["services"]["payments"]
     client = MachineClient.objects.get(id=payments["client_id"])
     assert client.name == "payments-service"
     assert (client.allowed_audiences, client.allowed_scopes) == (
-        ["ledger", "portal"],
-        ["catalog:register", "ledger:read", "ledger:write"],
+        ["ledger", "portal", "risk"],
+        ["catalog:register", "ledger:read", "ledger:write", "risk:assess"],
     )
     body = {"grant_type": "client_credentials", **payments}
     assert request_token({**body, "audience": "ledger"}).status_code == 200
@@ -162,6 +162,21 @@ def test_each_service_gets_its_own_least_privilege_client(credentials, request_t
     assert request_token({**body, "audience": "payments", "scope": "payments:write"}).status_code != 200
     assert request_token({**body, "audience": "webhooks", "scope": "webhooks:write"}).status_code != 200
     assert request_token({**body, "audience": "ledger"}).status_code != 200
+    # payments asks the risk service to assess payments, and no more of it
+    body = {"grant_type": "client_credentials", **payments}
+    assert request_token({**body, "audience": "risk", "scope": "risk:assess"}).status_code == 200
+    assert request_token({**body, "audience": "risk", "scope": "risk:write"}).status_code != 200
+    # the risk service (Node) registers itself and sends its audit events over HTTP; it calls nothing else
+    risk = MachineClient.objects.get(id=saved["services"]["risk"]["client_id"])
+    assert (risk.name, risk.allowed_audiences, risk.allowed_scopes) == (
+        "risk-service",
+        ["portal"],
+        ["audit:ingest", "catalog:register"],
+    )
+    body = {"grant_type": "client_credentials", **saved["services"]["risk"]}
+    assert request_token({**body, "audience": "portal", "scope": "catalog:register audit:ingest"}).status_code == 200
+    assert request_token({**body, "audience": "portal", "scope": "audit:read"}).status_code != 200
+    assert request_token({**body, "audience": "payments"}).status_code != 200
     # a second run keeps them
     assert _demo_setup(credentials)["services"] == saved["services"]
 

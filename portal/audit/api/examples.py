@@ -75,3 +75,85 @@ export_csv = OpenApiExample(
     response_only=True,
     media_type="text/csv",
 )
+
+RISK_EVENT = {
+    "id": "evt_01m9a2c7q0x3vd5hkbm4r8t6ye",
+    "service": "risk",
+    "service_seq": 42,
+    "occurred_at": "2026-12-05T10:12:03.114000Z",
+    "action": "risk.rules.updated",
+    "outcome": "success",
+    "actor": {"type": "user", "id": "7", "display": "alice"},
+    "object": {"type": "risk_rules", "id": "risk"},
+    "request_id": "req_01m9a2c7pzb1e0w3fq6v5n2k8d",
+    "source_ip": "10.0.4.21",
+    "user_agent": "Mozilla/5.0",
+    "changes": {"thresholds.review": [50, 60]},
+    "metadata": {"version": 3},
+}
+ingest_request = OpenApiExample(
+    "Two events of the risk service", value={"events": [RISK_EVENT, RISK_EVENT | {
+        "id": "evt_01m9a2c7r4m6s0b8tq1d2f5g7h", "service_seq": 43, "action": "risk.assessment.decided",
+        "actor": {"type": "client", "id": "cli_01m91tj5evb16g3wrkrk6xt9rh", "display": "payments-service"},
+        "object": {"type": "payment", "id": "pay_01m91tj5ev42na01t62vyy23q9"}, "changes": {},
+        "metadata": {"assessment_id": "rsk_01m9a2c7r4", "score": 10, "decision": "allow",
+                     "reasons": ["new_payee"], "rules_version": 3},
+    }]},
+    request_only=True,
+)  # fmt: skip
+ingest_result = OpenApiExample(
+    "Chained",
+    value={"inserted": 2, "duplicates": 0, "parked": 0, "first_seq": 1843, "last_seq": 1844},
+    response_only=True,
+)
+ingest_gap = OpenApiExample(
+    "A gap in the service's sequence",
+    value={
+        "type": "urn:atrium:problem:audit_sequence_gap",
+        "title": "Gap in the service's audit sequence",
+        "status": 409,
+        "detail": "risk's audit sequence continues at 42, but the next event sent is 44: send the events from 42 on, "
+        "in order.",
+        "code": "audit_sequence_gap",
+        "instance": "/api/v1/audit/events:ingest",
+        "request_id": "req_01m9a2c7pzb1e0w3fq6v5n2k8d",
+        "service": "risk",
+        "expected_seq": 42,
+        "received_seq": 44,
+    },
+    response_only=True,
+    status_codes=["409"],
+)
+ingest_conflict = OpenApiExample(
+    "A place held by another event",
+    value={
+        "type": "urn:atrium:problem:audit_sequence_conflict",
+        "title": "Audit sequence conflict",
+        "status": 409,
+        "detail": "risk sequence 42 already holds the event 'evt_01m9a2c7q0x3vd5hkbm4r8t6ye', not 'evt_01m9b…'.",
+        "code": "audit_sequence_conflict",
+        "instance": "/api/v1/audit/events:ingest",
+        "request_id": "req_01m9a2c7pzb1e0w3fq6v5n2k8d",
+        "conflicts": [
+            {"index": 0, "id": "evt_01m9b…", "service": "risk", "service_seq": 42,
+             "recorded_id": "evt_01m9a2c7q0x3vd5hkbm4r8t6ye"},
+        ],
+    },
+    response_only=True,
+    status_codes=["409"],
+)  # fmt: skip
+schema = OpenApiExample(
+    "The schema (abridged)",
+    value={
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:atrium:audit:schema:1",
+        "type": "object",
+        "required": ["events"],
+        "properties": {
+            "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": "#/$defs/event"}}
+        },
+        "$defs": {"event": {"type": "object", "required": ["id", "service", "service_seq", "…"], "…": "…"}},
+    },
+    response_only=True,
+    media_type="application/schema+json",
+)

@@ -1,15 +1,17 @@
-"""The audit trail's REST API: search, detail, inclusion proofs, signed heads, public key, export.
+"""The audit trail's REST API: search, detail, inclusion proofs, signed heads, public key, export; and for services
+in any language, ingest over HTTP (scope ``audit:ingest``) and the events' JSON Schema (public).
 
 Views parse, call :mod:`portal.audit.selectors` (reads) and :mod:`portal.audit.services` (writes), and serialize.
 No GET signs a head: a proof is against the latest signed head (``POST heads/`` signs one now).
 
-Everything here needs the auditor role (admins included) or, for machine clients, the scope
+Everything here but ingest and the schema needs the auditor role (admins included) or, for machine clients, the scope
 ``audit:read``; every read is itself audited. Lists use keyset (cursor) pagination on ``seq`` and never
 count the table.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
@@ -17,18 +19,31 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError, PermissionDenied, UnsupportedMediaType
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.audit import selectors, services
+from portal.audit import intake, selectors, services
 from portal.audit.api import examples
-from portal.audit.errors import AuditEventNotFound, AuditLogEmpty, EventNotSigned, InvalidFilter
+from portal.audit.errors import (
+    AuditEventNotFound,
+    AuditIngestUnavailable,
+    AuditLogEmpty,
+    AuditSequenceConflict,
+    AuditSequenceGap,
+    AuditServiceMismatch,
+    AuditServiceUnregistered,
+    EventNotSigned,
+    InvalidFilter,
+)
+from portal.audit.event_schema import audit_schema
 from portal.audit.heads import head_as_dict, public_key_pem
 from portal.audit.models import AuditEvent
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
+from services.kit.auth import ClientPrincipal, HasScope
 from services.kit.pagination import CursorPagination
 from services.kit.schema import api_operation
 
@@ -258,4 +273,103 @@ class AuditExportView(APIView):
                 selectors.event_export_jsonl(queryset=queryset), content_type="application/x-ndjson"
             )
         response["Content-Disposition"] = f'attachment; filename="atrium-audit-{stamp}.{kind}"'
+        return response
+
+
+class IngestRequestSerializer(serializers.Serializer):
+    """The ingest request (documentation only: the body is checked by portal/audit/intake.py)."""
+
+    events = serializers.ListField(
+        child=serializers.DictField(), min_length=1, max_length=intake.MAX_EVENTS,
+        help_text="Audit events of the caller's own services, each in the published schema "
+        "(GET /api/v1/audit/schema, $defs.event).",
+    )  # fmt: skip
+
+
+class IngestResultSerializer(serializers.Serializer):
+    inserted = serializers.IntegerField(help_text="Events chained (placeholders of parked ones included).")
+    duplicates = serializers.IntegerField(help_text="Events already recorded at the same place: not written again.")
+    parked = serializers.IntegerField(help_text="Events chained as placeholders (malformed payloads).")
+    first_seq = serializers.IntegerField(allow_null=True, help_text="Global chain seq of the first event written.")
+    last_seq = serializers.IntegerField(allow_null=True, help_text="Global chain seq of the last event written.")
+
+
+class MachineClientsOnly(BasePermission):
+    """Only a machine client with the view's scopes (a service); people ingest nothing."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.user, ClientPrincipal):
+            return HasScope().has_permission(request, view)
+        if not request.user or not request.user.is_authenticated:
+            return False
+        raise PermissionDenied(
+            "Audit events are ingested by services: a machine client's token with the scope audit:ingest.",
+            code="insufficient_scope",
+        )
+
+
+class AuditIngestView(APIView):
+    """A service's audit events over HTTP: the language-neutral path to the sequencer (docs/audit.md)."""
+
+    permission_classes = [MachineClientsOnly]
+    required_scopes = {"*": {"audit:ingest"}}
+    max_body_setting = "AUDIT_INGEST_MAX_BODY_BYTES"
+
+    @api_operation(
+        summary="Ingest audit events",
+        description="A service's audit events, from its transactional outbox, in its `service_seq` order: "
+        '`{"events": [...]}`, 1 to 1,000 events in the published schema (`GET /api/v1/audit/schema`). Needs a '
+        "machine client's token for audience `portal` with the scope `audit:ingest`, and every event's `service` "
+        "must be the catalog service that client registered. Idempotent on event id: a batch sent again answers "
+        "200 with its events counted as `duplicates`. Checked in this order, the whole request refused on the "
+        "first failure: the envelope (400 `validation_error`), the identity (403 `audit_service_mismatch`, "
+        "`audit_service_unregistered`), the sequence under the sequencer's lock (409 `audit_sequence_conflict`; "
+        "409 `audit_sequence_gap` with `expected_seq` and `received_seq`: send from `expected_seq` on). Refused "
+        "events are kept in `audit_rejected`. An event the sequencer cannot chain (missing action, bad outcome...) "
+        "is parked as a placeholder in its place, so the sequence stays gapless (`parked` counts them).",
+        errors=[
+            AuditServiceMismatch,
+            AuditServiceUnregistered,
+            AuditSequenceConflict,
+            AuditSequenceGap,
+            AuditIngestUnavailable,
+        ],
+        examples=[examples.ingest_request, examples.ingest_result, examples.ingest_gap, examples.ingest_conflict],
+        request=IngestRequestSerializer,
+        responses={200: IngestResultSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        client_id = request.user.client_id
+        raw = request.body  # read first: a body the parser refuses is kept aside as it arrived
+        try:
+            body = request.data
+        except (ParseError, UnsupportedMediaType) as exc:
+            code = exc.get_codes()
+            services.body_refused_keep(
+                raw=raw, code=code if isinstance(code, str) else "malformed_request", detail=str(exc.detail),
+                client_id=client_id,
+            )  # fmt: skip
+            raise
+        result = services.events_ingest_http(body=body, client_id=client_id)
+        return Response(result.as_dict())
+
+
+class AuditSchemaView(APIView):
+    """The JSON Schema of an audit event and of the ingest request. Public: any service's build may fetch it."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @api_operation(
+        summary="Get the audit event schema",
+        description="A JSON Schema (2020-12) document: the ingest request body, and one audit event in "
+        "`$defs.event` (what the sequencer chains; optional fields as the Python kit writes them). Public and "
+        "cacheable (an hour).",
+        examples=[examples.schema],
+        responses={(200, "application/schema+json"): OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        body = json.dumps(audit_schema(), indent=1, ensure_ascii=False)
+        response = HttpResponse(body, content_type="application/schema+json")
+        response["Cache-Control"] = "public, max-age=3600"
         return response

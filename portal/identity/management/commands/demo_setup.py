@@ -22,15 +22,20 @@ DEMO_CLIENT = "demo-client"
 # Each service's own machine identity for the calls it makes (<SERVICE>_CLIENT_ID / _SECRET in its environment):
 # every process registers in the catalog and heartbeats (audience portal, scope catalog:register); payments also
 # holds and settles in the ledger; the portal's home reads the payments stats (docs/home.md) and its trace a
-# payment's webhook messages (docs/trace.md).
+# payment's webhook messages (docs/trace.md); payments asks the risk service to assess payments; risk (a Node
+# service) relays its audit events to the portal over HTTP (POST /api/v1/audit/events:ingest, docs/audit.md).
 SERVICE_CLIENTS = {
     "portal": {
         "audiences": ["payments", "portal", "webhooks"],
         "scopes": ["catalog:register", "payments:read", "webhooks:read"],
     },
     "ledger": {"audiences": ["portal"], "scopes": ["catalog:register"]},
-    "payments": {"audiences": ["ledger", "portal"], "scopes": ["catalog:register", "ledger:read", "ledger:write"]},
+    "payments": {
+        "audiences": ["ledger", "portal", "risk"],
+        "scopes": ["catalog:register", "ledger:read", "ledger:write", "risk:assess"],
+    },
     "webhooks": {"audiences": ["portal"], "scopes": ["catalog:register"]},
+    "risk": {"audiences": ["portal"], "scopes": ["audit:ingest", "catalog:register"]},
 }
 
 # Each service admin signs people in at the portal with its own OpenID Connect client (<SERVICE>_OIDC_CLIENT_ID /

@@ -1,0 +1,70 @@
+// POST/GET /api/v1/assessments, GET /api/v1/assessments/{id}.
+import type { FastifyInstance } from "fastify";
+import type { Auth } from "../auth.ts";
+import type { Pool } from "../db.ts";
+import { assessmentSeconds } from "../metrics.ts";
+import { pageEnvelope, PAGE_SIZE } from "../pagination.ts";
+import { assess, type PaymentInput } from "../services.ts";
+import { assessmentGet, assessmentsPage } from "../selectors.ts";
+import { auditContextOf, fullUrl } from "./context.ts";
+import { ASSESS_BODY, ASSESSMENT, BATCH_MAX, PAGE_QUERY, pageOf, problems } from "./schemas.ts";
+
+export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): void {
+  app.post("/api/v1/assessments", {
+    preHandler: auth.requireScope("risk:assess"),
+    schema: {
+      summary: "Assess a payment or a batch",
+      description: `Scores one payment, or a batch of 1 to ${BATCH_MAX} ({"payments": [...]}, answered in the same order as {"assessments": [...]}). Idempotent on payment_id: a payment assessed before gets its stored assessment. Scope risk:assess.`,
+      tags: ["assessments"],
+      security: [{ bearer: [] }],
+      body: ASSESS_BODY,
+      response: {
+        200: { description: "The assessment(s).", anyOf: [ASSESSMENT, { type: "object", required: ["assessments"], properties: { assessments: { type: "array", items: ASSESSMENT } } }] },
+        ...problems("write"),
+      },
+    },
+  }, async (request) => {
+    const body = request.body as PaymentInput | { payments: PaymentInput[] };
+    const batch = "payments" in body;
+    const payments = batch ? body.payments : [body];
+    const started = performance.now();
+    const results = await assess(pool, payments, auditContextOf(request));
+    assessmentSeconds.observe((performance.now() - started) / 1000);
+    return batch ? { assessments: results } : results[0];
+  });
+
+  app.get("/api/v1/assessments", {
+    preHandler: auth.requireScope("risk:read"),
+    schema: {
+      summary: "List assessments",
+      description: "Newest first, cursor-paged. Scope risk:read.",
+      tags: ["assessments"],
+      security: [{ bearer: [] }],
+      querystring: {
+        type: "object",
+        additionalProperties: false,
+        properties: {
+          ...PAGE_QUERY,
+          payment_id: { type: "string", maxLength: 64, pattern: "^[^\\u0000]*$" },
+          decision: { type: "string", enum: ["allow", "review", "deny"] },
+        },
+      },
+      response: { 200: pageOf(ASSESSMENT), ...problems("read") },
+    },
+  }, async (request) => {
+    const query = request.query as { limit?: number; cursor?: string; payment_id?: string; decision?: string };
+    const page = await assessmentsPage(pool, { payment_id: query.payment_id, decision: query.decision }, query.cursor, query.limit ?? PAGE_SIZE);
+    return pageEnvelope(page, fullUrl(request));
+  });
+
+  app.get("/api/v1/assessments/:id", {
+    preHandler: auth.requireScope("risk:read"),
+    schema: {
+      summary: "Get an assessment",
+      tags: ["assessments"],
+      security: [{ bearer: [] }],
+      params: { type: "object", properties: { id: { type: "string" } } },
+      response: { 200: ASSESSMENT, ...problems("read") },
+    },
+  }, async (request) => assessmentGet(pool, (request.params as { id: string }).id));
+}

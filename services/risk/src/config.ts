@@ -1,0 +1,72 @@
+// Settings of the risk service, read once from the environment (the same names as the Python services).
+
+export type AtriumEnv = "dev" | "test" | "production";
+
+export interface Config {
+  env: AtriumEnv;
+  /** The risk database (libpq URL; `?host=/socket/dir` works). */
+  databaseUrl: string;
+  bindHost: string;
+  port: number;
+  /** How other processes reach this one: http://host:port. */
+  serviceUrl: string;
+  portalUrl: string;
+  tokenUrl: string;
+  jwksUrl: string;
+  jwtIssuer: string;
+  jwtAudience: string;
+  clientId: string;
+  clientSecret: string;
+  catalogRegister: boolean;
+  logFormat: string;
+  logLevel: string;
+  /** Largest request body accepted, in bytes (413 `payload_too_large` beyond). */
+  bodyLimit: number;
+  /** Connections in the pg pool. */
+  poolSize: number;
+}
+
+function flag(value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value.trim() === "") return fallback;
+  return ["1", "true", "yes", "on"].includes(value.trim().toLowerCase());
+}
+
+function integer(value: string | undefined, fallback: number, name: string): number {
+  if (value === undefined || value.trim() === "") return fallback;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`);
+  return parsed;
+}
+
+function stripSlash(url: string): string {
+  return url.replace(/\/+$/, "");
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const atriumEnv = (env.ATRIUM_ENV ?? "dev") as AtriumEnv;
+  if (!["dev", "test", "production"].includes(atriumEnv)) throw new Error(`ATRIUM_ENV must be dev, test or production, got ${atriumEnv}`);
+  const base = integer(env.ATRIUM_PORT_BASE, 8000, "ATRIUM_PORT_BASE");
+  const port = integer(env.RISK_PORT, base + 4, "RISK_PORT");
+  const bindHost = env.BIND_HOST || "127.0.0.1";
+  const portalUrl = stripSlash(env.ATRIUM_PORTAL_URL || `http://127.0.0.1:${base}`);
+  const advertisedHost = bindHost === "0.0.0.0" || bindHost === "::" ? "127.0.0.1" : bindHost;
+  return {
+    env: atriumEnv,
+    databaseUrl: env.RISK_DATABASE_URL || "postgresql://postgres@127.0.0.1:5432/atrium_risk",
+    bindHost,
+    port,
+    serviceUrl: stripSlash(env.RISK_SERVICE_URL || env.RISK_URL || `http://${advertisedHost}:${port}`),
+    portalUrl,
+    tokenUrl: env.ATRIUM_TOKEN_URL || `${portalUrl}/api/v1/auth/token`,
+    jwksUrl: env.JWT_JWKS_URL || `${portalUrl}/.well-known/jwks.json`,
+    jwtIssuer: env.JWT_ISSUER || "atrium-portal",
+    jwtAudience: "risk",
+    clientId: env.RISK_CLIENT_ID || "",
+    clientSecret: env.RISK_CLIENT_SECRET || "",
+    catalogRegister: flag(env.ATRIUM_CATALOG_REGISTER, true),
+    logFormat: env.ATRIUM_LOG_FORMAT || "json",
+    logLevel: env.RISK_LOG_LEVEL || env.LOG_LEVEL || "info",
+    bodyLimit: integer(env.RISK_BODY_LIMIT, 2 * 1024 * 1024, "RISK_BODY_LIMIT"),
+    poolSize: integer(env.RISK_DB_POOL_SIZE, 10, "RISK_DB_POOL_SIZE"),
+  };
+}
