@@ -122,7 +122,7 @@ export class RevocationWatcher {
       this.lastSuccess = Date.now();
     } catch (error) {
       const now = Date.now();
-      if (!this.loaded || now - this.lastStaleLog > STALE_LOG_MS) {
+      if (now - this.lastStaleLog > STALE_LOG_MS) {
         this.lastStaleLog = now;
         this.log?.warn({ url: this.url, error: String((error as Error).message).slice(0, 200), loaded: this.loaded, since_success_ms: this.lastSuccess ? now - this.lastSuccess : null }, this.loaded ? "revocations.stale" : "revocations.unavailable");
       }
