@@ -43,8 +43,9 @@ AUDIT_SCOPE = "audit:read"
 # The object type of the trace's own lookup records (``trace.viewed``, object id = the id looked up): never what an
 # id resolves to, or tracing a request id would make it an "object" of the next lookup.
 LOOKUP_OBJECT_TYPE = "trace"
-# An object's last status that is not final: payments on their way, ledger holds not yet posted or voided.
-PENDING_STATUSES = frozenset({"created", "screening", "processing", "pending"})
+# An object's last status that is not final: payments on their way (or waiting for review), ledger holds not yet
+# posted or voided.
+PENDING_STATUSES = frozenset({"created", "screening", "review", "processing", "pending"})
 
 
 @dataclass(frozen=True)

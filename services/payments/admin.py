@@ -1,5 +1,7 @@
 """Payments admin: screening rules are edited here (every change audited); payments and idempotency keys
-are read-only, since they change only through the API and the workers' state machine."""
+are read-only, since they change only through the API and the workers' state machine — and the operators' own
+decisions: canceling, and approving or rejecting a payment in review (list actions, and the payment's page), each
+through the same service function as the API (audited with the person as the actor)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,13 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from services.kit.errors import DomainError
@@ -23,6 +30,18 @@ from services.payments.models import (
     Payment,
     VelocityLimit,
 )
+
+REVIEW_PERMISSION = "payments.change_payment"  # as for cancel: the operator role (services/payments/roles.py)
+_REVIEW_ACTIONS = ("cancel_selected", "approve_selected", "reject_selected")
+
+
+class ReviewForm(forms.Form):
+    reason = forms.CharField(
+        max_length=services.REVIEW_REASON_MAX,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why (optional): kept in the audit trail; a rejection's failure message.",
+    )
 
 
 class SelectorAdmin(admin.ModelAdmin):
@@ -58,10 +77,12 @@ class PaymentAdmin(ReadOnlyAdmin):
         "source_account",
         "destination_account",
         "failure_code",
+        "risk_decision",
+        "risk_score",
         "created_at",
         "updated_at",
     ]
-    list_filter = ["status", "currency", "hold_status", "failure_code"]
+    list_filter = ["status", "risk_decision", "currency", "hold_status", "failure_code"]
     search_fields = ["id", "source_account", "destination_account", "ledger_transaction", "request_id"]
     show_full_result_count = False
     date_hierarchy = "created_at"
@@ -78,6 +99,10 @@ class PaymentAdmin(ReadOnlyAdmin):
         "hold_status",
         "failure_code",
         "failure_message",
+        "risk_decision",
+        "risk_score",
+        "risk_assessment_id",
+        "risk_reasons",
         "history",
         "attempts",
         "next_attempt_at",
@@ -89,13 +114,81 @@ class PaymentAdmin(ReadOnlyAdmin):
         "updated_at",
     ]
     readonly_fields = fields
-    actions = ["cancel_selected"]
+    actions = list(_REVIEW_ACTIONS)
+    change_form_template = "admin/payments/payment/change_form.html"
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
-        if not request.user.has_perm("payments.change_payment"):
-            actions.pop("cancel_selected", None)
+        if not request.user.has_perm(REVIEW_PERMISSION):
+            for name in _REVIEW_ACTIONS:
+                actions.pop(name, None)
         return actions
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # An action posted by someone it is not offered to is refused outright (Django would just ignore it).
+        if (
+            request.method == "POST"
+            and request.POST.get("action")
+            and request.POST["action"] not in self.get_actions(request)
+        ):
+            raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {"can_review": request.user.has_perm(REVIEW_PERMISSION)}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<path:object_id>/review/<str:decision>/",
+                self.admin_site.admin_view(self.review_view),
+                name="payments_review",
+            )
+        ]
+        return own + super().get_urls()
+
+    def review_view(self, request: HttpRequest, object_id: str, decision: str) -> HttpResponse:
+        """Approve or reject one payment in review: a form (an optional reason), POSTed."""
+        if not request.user.has_perm(REVIEW_PERMISSION):
+            raise PermissionDenied
+        if decision not in services.REVIEW_DECISIONS:
+            raise PermissionDenied
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        payment = get_object_or_404(Payment, pk=unquote(object_id))
+        back = reverse("admin:payments_payment_change", args=[payment.pk])
+        form = ReviewForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.payment_review_decide(
+                    payment_id=payment.pk, decision=decision, reason=form.cleaned_data["reason"]
+                )
+            except DomainError as exc:
+                self.message_user(request, f"{exc.title}: {exc.detail or exc.code} ({exc.code})", messages.ERROR)
+            else:
+                done = "Approved: it goes on to the ledger." if decision == "approve" else "Rejected."
+                self.message_user(request, f"{payment.pk}: {done}", messages.SUCCESS)
+            return HttpResponseRedirect(back)
+        action = "Approve" if decision == "approve" else "Reject"
+        note = (
+            "Approving lets the payment go on: held and settled in the ledger."
+            if decision == "approve"
+            else "Rejecting ends the payment: rejected, risk_review_rejected."
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": payment,
+            "title": f"{action} payment {payment.pk}",
+            "form": form,
+            "action": action,
+            "note": note,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/payments/payment/review.html", context)
 
     @admin.display(description="metadata")
     def metadata_json(self, obj: Payment) -> str:
@@ -105,7 +198,29 @@ class PaymentAdmin(ReadOnlyAdmin):
     def history(self, obj: Payment) -> str:
         return format_html("<pre>{}</pre>", "\n".join(f"{h['at']}  {h['status']}" for h in obj.status_history))
 
-    @admin.action(description="Cancel selected payments (created or screening only)")
+    @admin.action(description="Approve selected payments in review (they go on to the ledger)")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        self._decide_selected(request, queryset, "approve")
+
+    @admin.action(description="Reject selected payments in review")
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
+        self._decide_selected(request, queryset, "reject")
+
+    def _decide_selected(self, request: HttpRequest, queryset: QuerySet[Payment], decision: str) -> None:
+        done, refused = 0, []
+        for payment_id in queryset.values_list("id", flat=True)[:500]:
+            try:
+                services.payment_review_decide(payment_id=payment_id, decision=decision)
+                done += 1
+            except DomainError as exc:
+                refused.append(f"{payment_id}: {exc.code}")
+        verb = "Approved" if decision == "approve" else "Rejected"
+        if done:
+            self.message_user(request, f"{verb} {done} payment(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, f"Not {verb.lower()}: " + "; ".join(refused[:20]), messages.WARNING)
+
+    @admin.action(description="Cancel selected payments (created, screening or review only)")
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Payment]) -> None:
         canceled, refused = 0, []
         for payment_id in queryset.values_list("id", flat=True)[:500]:

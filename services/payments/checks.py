@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core import checks
 
 from services.kit.currencies import CURRENCIES
+from services.payments import risk
 from services.payments.ledger import call_seconds
 from services.payments.models import MAX_AMOUNT
 from services.payments.processing import LEASE_MARGIN
@@ -67,3 +68,41 @@ def check_lease_outlasts_a_ledger_call(app_configs: Any, **kwargs: Any) -> list[
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.compatibility)
+def check_risk_settings(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``PAYMENTS_RISK_FALLBACK`` is one of hold, allow, deny; the risk call's timeout and retries make sense and,
+    with ``RISK_URL`` set, one call (every try) ends within ``PAYMENTS_LEASE_SECONDS``."""
+    errors: list[checks.CheckMessage] = []
+    fallback = settings.PAYMENTS_RISK_FALLBACK
+    if fallback not in risk.FALLBACKS:
+        errors.append(
+            checks.Error(
+                f"PAYMENTS_RISK_FALLBACK is {fallback!r}; it must be one of {', '.join(risk.FALLBACKS)}: what "
+                "screening does with payments while the risk service cannot be reached.",
+                hint="hold (the default): they wait in screening and are retried when risk returns; allow: the "
+                "admin's screening rules only; deny: rejected with risk_unavailable.",
+                id="payments.E004",
+            )
+        )
+    if not settings.PAYMENTS_RISK_TIMEOUT > 0 or settings.PAYMENTS_RISK_RETRIES < 0:
+        errors.append(
+            checks.Error(
+                f"PAYMENTS_RISK_TIMEOUT must be positive and PAYMENTS_RISK_RETRIES at least 0 (they are "
+                f"{settings.PAYMENTS_RISK_TIMEOUT!r} and {settings.PAYMENTS_RISK_RETRIES!r}).",
+                id="payments.E006",
+            )
+        )
+    elif settings.RISK_URL and settings.PAYMENTS_LEASE_SECONDS < risk.call_seconds() + LEASE_MARGIN:
+        errors.append(
+            checks.Error(
+                f"PAYMENTS_LEASE_SECONDS ({settings.PAYMENTS_LEASE_SECONDS:g}) is shorter than one risk call may "
+                f"take ({risk.call_seconds():g} s: {settings.PAYMENTS_RISK_RETRIES + 1} tries of "
+                f"PAYMENTS_RISK_TIMEOUT {settings.PAYMENTS_RISK_TIMEOUT:g} s plus connecting and the waits between "
+                f"them) and {LEASE_MARGIN:g} s: a live worker could lose its lease in the middle of a call.",
+                hint="Lengthen PAYMENTS_LEASE_SECONDS, or shorten PAYMENTS_RISK_TIMEOUT or PAYMENTS_RISK_RETRIES.",
+                id="payments.E005",
+            )
+        )
+    return errors

@@ -56,6 +56,12 @@ class PaymentNotCancelable(PaymentError):
     title = "Payment can no longer be canceled"
 
 
+class PaymentNotInReview(PaymentError):
+    code = "payment_not_in_review"
+    status = 409
+    title = "Payment is not waiting for review"
+
+
 class IdempotencyKeyReused(PaymentError):
     code = "idempotency_key_reused"
     status = 422

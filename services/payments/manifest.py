@@ -22,9 +22,11 @@ MANIFEST = {
     "lifecycle": "production",
     "queues": service_queues("payments"),
     "tags": ["money", "payments"],
-    # Holds and settles in the ledger; the portal signs tokens and keeps the catalog and audit trail.
+    # Holds and settles in the ledger; screens with the risk service (when RISK_URL is set); the portal signs
+    # tokens and keeps the catalog and audit trail.
     "dependencies": [
         {"service": "ledger"},
+        {"service": "risk"},
         {"service": "portal"},
         {"resource": "postgres"},
         {"resource": "redis"},

@@ -4,6 +4,11 @@ worker that parks a payment is not the process Prometheus scrapes.
 ``atrium_payments_processing_errors_total`` counts unexpected errors met by a payment processed alone;
 ``atrium_payments_parked_total`` the payments given up on (``failed`` with ``processing_error``);
 ``atrium_payments_leases_lost_total`` the payments a worker found its lease on taken over by another.
+
+Risk screening (:mod:`services.payments.risk`): ``atrium_payments_risk_call_seconds`` (histogram of the calls to
+the risk service, by ``outcome``: ok, unavailable, failed, refused), ``atrium_payments_risk_decisions_total``
+(payments assessed, by ``decision``) and ``atrium_payments_risk_fallbacks_total`` (payments screened while risk
+was away, by the ``fallback`` applied: hold, allow, deny).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterator
 
 import redis
 from django.conf import settings
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from services.kit.logs import get_logger
@@ -26,6 +31,19 @@ COUNTERS = {
     "leases_lost": "Payments whose lease a worker found taken over by another (it had stalled past the lease): "
     "it stopped touching them.",
 }
+
+
+# Labelled counters: Redis field "<name>:<label value>".
+LABELLED = {
+    "risk_decisions": ("decision", ("allow", "review", "deny"), "Payments the risk service assessed, by decision."),
+    "risk_fallbacks": (
+        "fallback",
+        ("hold", "allow", "deny"),
+        "Payments screened while the risk service was away, by the PAYMENTS_RISK_FALLBACK applied.",
+    ),
+}
+RISK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RISK_OUTCOMES = ("ok", "unavailable", "failed", "refused")
 
 
 def _client() -> redis.Redis:
@@ -42,10 +60,62 @@ def incr(name: str, amount: int = 1) -> None:
         log.warning("payments.counter_lost", counter=name, error=str(exc))
 
 
+def incr_many(amounts: dict[str, int]) -> None:
+    """Add to several counters in one round trip (e.g. ``{"risk_decisions:allow": 180, …}``)."""
+    amounts = {name: n for name, n in amounts.items() if n}
+    if not amounts:
+        return
+    try:
+        client = _client()
+        pipe = client.pipeline(transaction=False)
+        for name, amount in amounts.items():
+            pipe.hincrby(KEY, name, amount)
+        pipe.execute()
+        client.close()
+    except redis.RedisError as exc:
+        log.warning("payments.counter_lost", counter=",".join(sorted(amounts)), error=str(exc))
+
+
+def observe_risk_call(seconds: float, outcome: str) -> None:
+    """Record one call to the risk service (its duration, every try included) in the latency histogram."""
+    bucket = next((str(b) for b in RISK_BUCKETS if seconds <= b), "+Inf")
+    try:
+        client = _client()
+        pipe = client.pipeline(transaction=False)
+        pipe.hincrby(KEY, f"risk_seconds_bucket:{outcome}:{bucket}", 1)
+        pipe.hincrbyfloat(KEY, f"risk_seconds_sum:{outcome}", seconds)
+        pipe.execute()
+        client.close()
+    except redis.RedisError as exc:
+        log.warning("payments.counter_lost", counter="risk_seconds", error=str(exc))
+
+
+def _risk_families(values: dict[bytes, bytes]) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+    for name, (label, known, help_text) in LABELLED.items():
+        family = CounterMetricFamily(f"atrium_payments_{name}", help_text, labels=[label])
+        for value in known:
+            family.add_metric([value], int(values.get(f"{name}:{value}".encode(), 0) or 0))
+        yield family
+    histogram = HistogramMetricFamily(
+        "atrium_payments_risk_call_seconds",
+        "Calls to the risk service (every try of one call), by outcome: ok, unavailable (risk away: the fallback "
+        "applies), failed (500 or a malformed answer), refused (a 4xx for the batch).",
+        labels=["outcome"],
+    )
+    for outcome in RISK_OUTCOMES:
+        running, buckets = 0, []
+        for bound in (*RISK_BUCKETS, "+Inf"):
+            running += int(values.get(f"risk_seconds_bucket:{outcome}:{bound}".encode(), 0) or 0)
+            buckets.append((str(bound) if bound == "+Inf" else repr(float(bound)), running))
+        total = float(values.get(f"risk_seconds_sum:{outcome}".encode(), 0) or 0)
+        histogram.add_metric([outcome], buckets, total)
+    yield histogram
+
+
 class ProcessingCollector(Collector):
     """The counters above, read from Redis at each scrape."""
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         try:
             client = _client()
             values = client.hgetall(KEY)
@@ -56,3 +126,4 @@ class ProcessingCollector(Collector):
             yield CounterMetricFamily(
                 f"atrium_payments_{name}", help_text, value=int(values.get(name.encode(), 0) or 0)
             )
+        yield from _risk_families(values)

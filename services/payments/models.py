@@ -1,7 +1,11 @@
 """Payments data: payment orders, idempotency keys, and the screening rules edited in the admin.
 
 A payment moves ``created → screening → processing → settled``, or ends ``rejected`` (screening),
-``failed`` (the ledger refused, or retries ran out) or ``canceled``. Every transition is one transaction
+``failed`` (the ledger refused, or retries ran out) or ``canceled``. With risk screening on (``RISK_URL``), a payment
+the risk service marks for review waits in ``review`` (``screening → review``) until an operator approves it
+(``review → processing``) or rejects it (``review → rejected``, ``risk_review_rejected``); it may be canceled
+meanwhile. ``review`` is not work for the workers: no claim, drain or sweep picks it up (it is not in the
+``payment_open`` index's statuses), only a person moves it on. Every transition is one transaction
 (compare-and-set on ``status``, see :mod:`services.payments.processing`) that also writes the
 ``payment.<status>`` domain event and the audit event to the outbox.
 """
@@ -9,7 +13,7 @@ A payment moves ``created → screening → processing → settled``, or ends ``
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import JSONField, Q, Value
 from django.utils import timezone
 
 from services.kit.ids import id_new
@@ -21,6 +25,7 @@ MAX_AMOUNT = 2**63 - 1
 class PaymentStatus(models.TextChoices):
     CREATED = "created"
     SCREENING = "screening"
+    REVIEW = "review"
     PROCESSING = "processing"
     SETTLED = "settled"
     REJECTED = "rejected"
@@ -29,10 +34,21 @@ class PaymentStatus(models.TextChoices):
 
 
 TERMINAL = frozenset({PaymentStatus.SETTLED, PaymentStatus.REJECTED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
-CANCELABLE = frozenset({PaymentStatus.CREATED, PaymentStatus.SCREENING})
-# The statuses published as ``payment.<status>`` domain events (the webhooks catalog); screening and processing
-# are internal steps (audited, never published).
+CANCELABLE = frozenset({PaymentStatus.CREATED, PaymentStatus.SCREENING, PaymentStatus.REVIEW})
+# The statuses published as ``payment.<status>`` domain events (the webhooks catalog); screening, review and
+# processing are internal steps (audited, never published: a review ends in processing → settled, or rejected,
+# which are).
 PUBLIC_STATUSES = frozenset({"created", "settled", "failed", "rejected", "canceled"})
+
+
+class RiskDecision(models.TextChoices):
+    """What the risk service decided for the payment ("": not assessed — risk screening off, or risk was away and
+    ``PAYMENTS_RISK_FALLBACK`` allowed or denied it)."""
+
+    NONE = "", "not assessed"
+    ALLOW = "allow"
+    REVIEW = "review"
+    DENY = "deny"
 
 
 class HoldStatus(models.TextChoices):
@@ -80,6 +96,21 @@ class Payment(models.Model):
         help_text="Which worker holds the lease (node:pid:claim): only it may renew the lease or write the payment "
         "while it lasts.",
     )
+    risk_decision = models.CharField(
+        max_length=8,
+        choices=RiskDecision.choices,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The risk service's decision (blank: not assessed).",
+    )
+    risk_score = models.SmallIntegerField(null=True, blank=True, help_text="The risk score, 0-100.")
+    risk_assessment_id = models.CharField(
+        max_length=40, blank=True, default="", db_default="", help_text="The risk service's assessment (rsk_…)."
+    )
+    risk_reasons = models.JSONField(
+        default=list, db_default=Value([], JSONField()), blank=True, help_text="The codes of the risk reasons."
+    )
     request_id = models.CharField(max_length=128, blank=True, default="")
     trace_parent = models.CharField(
         max_length=55,
@@ -106,7 +137,9 @@ class Payment(models.Model):
             models.Index(fields=["status", "created_at"], name="payment_status"),
             models.Index(fields=["source_account", "created_at"], name="payment_source"),
             models.Index(fields=["destination_account", "created_at"], name="payment_destination"),
-            # The sweeper's work: payments not yet final, and final ones whose hold still has to be voided.
+            # The sweeper's work: payments not yet final, and final ones whose hold still has to be voided. Not
+            # review: it waits for a person, never for a worker (the operators' list of payments in review reads
+            # payment_status).
             models.Index(
                 fields=["updated_at"],
                 name="payment_open",

@@ -6,7 +6,8 @@ go (:func:`run`):
 
 1. ``created → screening``: one transaction for the batch;
 2. screening: one transaction that locks every source account involved, applies the rules in creation order
-   and moves each payment to ``processing`` or ``rejected``;
+   and moves each payment to ``processing`` or ``rejected`` — or, with risk screening on, to ``review`` (see
+   below);
 3. the holds: one call to the ledger's ``/transactions/batch`` (``reference = payment id``; the same body on
    every attempt, so a retry is a replay), then one call to ``/transactions/batch/settle`` posting them;
 4. ``processing → settled`` / ``failed``: one transaction per outcome;
@@ -40,6 +41,28 @@ most ``PAYMENTS_LEASE_SECONDS`` after the kill: the next drain's claim takes the
 expired leases first: oldest change first), and when nothing else runs the sweeper (beat, every 5 s) takes
 every expired lease without waiting for ``PAYMENTS_STALE_SECONDS``. A lease is released (both columns cleared)
 when its run ends, so an expired one always means a worker that died or stalled.
+
+**Risk screening** (``RISK_URL`` set; empty, screening is the admin's rules alone, exactly as before). The risk
+service is asked about the batch's payments in **one** call (:meth:`services.payments.risk.Risk.assess_many`)
+*before* the screening transaction, never inside it: an HTTP call that may take seconds (timeouts, retries) must
+not hold the per-account advisory locks and row locks that every other batch from those accounts waits for. So the
+step runs in two parts: first, without locks, the admin's rules are read and applied to find the payments that
+pass them (only those are sent to risk: a payment the rules reject is never counted in risk's velocity), and risk
+is asked about them; then the usual transaction locks the accounts, applies the rules again — authoritatively —
+and the risk decisions to those that pass: ``allow`` → ``processing``, ``review`` → ``review`` (it waits for an
+operator: :func:`services.payments.services.payment_review_decide`), ``deny`` → ``rejected`` (``risk_denied``,
+the reasons in ``failure_message``). A payment whose outcome under the locks differs from the first read (a rule
+edited meanwhile) is not decided without risk: it stays in screening and is asked about in the next run. Splitting
+the step into two transactions instead (rules, then risk, then verdicts) would leave payments that passed the
+rules uncounted by the velocity rules between the two, or need a status of their own; reading the rules twice
+costs a few grouped queries. When risk cannot be reached (``UpstreamUnavailable``, its circuit open, 5xx, 401/403,
+429, a timeout), ``PAYMENTS_RISK_FALLBACK`` decides for the payments that pass the rules: ``hold`` keeps them in
+``screening`` with ``next_attempt_at`` set (backoff capped at ``RISK_HOLD_MAX_SECONDS``; the attempts are counted
+for the backoff but never run out, and reset when the payment moves on), so they are retried when risk returns —
+the breaker lets a trial call through ``RISK_CIRCUIT_RESET`` seconds after opening, so no payment waits on it
+longer than its own backoff; ``allow`` lets them on (``risk_decision`` blank); ``deny`` rejects them
+(``risk_unavailable``). A payment risk refuses or fails on alone (its batch split down to it) is an unexpected
+error of that payment, handled like a ledger item failure (processed alone, then parked).
 
 While the ledger is unreachable the payments stay ``processing`` with ``next_attempt_at`` set (exponential
 backoff with full jitter; claims skip them until then) up to ``PAYMENTS_MAX_ATTEMPTS`` attempts, after which
@@ -76,7 +99,7 @@ from services.kit.db import execute as db_execute
 from services.kit.http import UpstreamUnavailable
 from services.kit.logs import get_logger
 from services.kit.telemetry import batch_links_add, telemetry_enabled
-from services.payments import metrics, queries, services
+from services.payments import metrics, queries, risk, services
 from services.payments.ledger import HOLD_LIFETIME, PROCESSING_ERROR, Ledger, call_seconds, ledger
 from services.payments.models import HoldStatus, Payment, PaymentStatus
 from services.payments.screening import accounts_lock, screen_many
@@ -85,6 +108,7 @@ log = get_logger(__name__)
 
 OPEN = (PaymentStatus.CREATED, PaymentStatus.SCREENING, PaymentStatus.PROCESSING)
 LEASE_MARGIN = 1.0  # seconds of a lease kept in hand beyond the longest step (statements, scheduling)
+RISK_HOLD_MAX_SECONDS = 30.0  # the longest a payment held in screening (risk away) waits before it is tried again
 _NODE = socket.gethostname()[:80]
 
 
@@ -133,7 +157,7 @@ def lease_owner_new() -> str:
 def lease_renew_after() -> float:
     """Seconds after a lease was set past which a step may not start without renewing it: what is left must
     cover the longest step (one ledger call, all its tries) and the margin."""
-    return settings.PAYMENTS_LEASE_SECONDS - call_seconds() - LEASE_MARGIN
+    return settings.PAYMENTS_LEASE_SECONDS - max(call_seconds(), risk.call_seconds()) - LEASE_MARGIN
 
 
 class Claim(list[str]):
@@ -290,7 +314,7 @@ def _run(ids: list[str], lease: Lease, result: BatchResult) -> None:
         {i: {} for i in created}, [PaymentStatus.CREATED], PaymentStatus.SCREENING, known=payments, owner=lease.owner
     )
     lease.keep()
-    _screen(lease.holding(p for p in payments.values() if p.status == PaymentStatus.SCREENING), payments, lease)
+    _screen(lease.holding(p for p in payments.values() if p.status == PaymentStatus.SCREENING), payments, lease, result)
     processing = [p for p in payments.values() if p.status == PaymentStatus.PROCESSING]
     if processing:
         _process(processing, payments, result, lease)
@@ -312,16 +336,20 @@ def _run(ids: list[str], lease: Lease, result: BatchResult) -> None:
     )
 
 
-def _screen(screening: list[Payment], payments: dict[str, Payment], lease: Lease) -> None:
-    """Screening and its verdicts in one transaction, holding a lock per source account (in order)."""
+def _screen(screening: list[Payment], payments: dict[str, Payment], lease: Lease, result: BatchResult) -> None:
+    """Screening and its verdicts in one transaction, holding a lock per source account (in order); with risk
+    screening on, the risk service's decisions, asked for beforehand in one call (see the module docstring)."""
     if not screening:
         return
+    asked = _risk_ask(screening, lease, result) if risk.enabled() else None
     with transaction.atomic():
         rows = db_execute(queries.LOCK_SQL, [sorted(p.id for p in screening)])
         locked = [
             payments[i]
             for i, status, owner in rows
-            if status == PaymentStatus.SCREENING == str(payments[i].status) and owner == lease.owner
+            if status == PaymentStatus.SCREENING == str(payments[i].status)
+            and owner == lease.owner
+            and i not in result.item_errors
         ]
         if not locked:
             return
@@ -333,14 +361,143 @@ def _screen(screening: list[Payment], payments: dict[str, Payment], lease: Lease
             for p in locked
             if not verdicts[p.id].passed
         }
+        review: dict[str, dict[str, Any]] = {}
+        fell_back: dict[str, int] = {}
+        if asked is not None:
+            passed, review, fell_back = _risk_verdicts(passed, rejected, asked, payments, result, lease)
         services.transition_many(
             passed, [PaymentStatus.SCREENING], PaymentStatus.PROCESSING, known=payments, owner=lease.owner
+        )
+        services.transition_many(
+            review, [PaymentStatus.SCREENING], PaymentStatus.REVIEW, known=payments, owner=lease.owner
         )
         services.transition_many(
             rejected, [PaymentStatus.SCREENING], PaymentStatus.REJECTED, known=payments, owner=lease.owner
         )
     if rejected:
         log.info("payments.rejected", count=len(rejected), codes=sorted({c["failure_code"] for c in rejected.values()}))
+    if review:
+        log.info("payments.review", count=len(review))
+    metrics.incr_many({f"risk_fallbacks:{name}": n for name, n in fell_back.items()})  # (after the locks: Redis)
+
+
+@dataclass
+class _Asked:
+    """What the risk service answered for a screening batch, asked outside the screening transaction."""
+
+    assessments: dict[str, risk.Assessment] = field(default_factory=dict)
+    unavailable: Exception | None = None  # risk could not be asked (UpstreamUnavailable): the fallback applies
+    sent: set[str] = field(default_factory=set)  # the payments it was asked about
+
+
+def _risk_ask(screening: list[Payment], lease: Lease, result: BatchResult) -> _Asked:
+    """Ask the risk service about the batch's payments that pass the admin's rules, in one call, before the
+    screening transaction (never while holding its locks). Which pass is read here without locks: the rules are
+    applied again, authoritatively, under the locks (:func:`_risk_verdicts` handles a payment whose outcome
+    differs). A payment the risk service failed on alone is handed back as an item error (processed alone)."""
+    lease.keep()
+    screening = lease.holding(screening)
+    verdicts = screen_many(screening)
+    # (in creation order, as the rules take them: risk counts velocity in the order it is told)
+    candidates = sorted((p for p in screening if verdicts[p.id].passed), key=lambda p: (p.created_at, p.id))
+    asked = _Asked(sent={p.id for p in candidates})
+    if not candidates:
+        return asked
+    failures: dict[str, Exception] = {}
+    try:
+        asked.assessments = risk.risk().assess_many(
+            candidates,
+            failures=failures,
+            before_call=lease.keep,
+            suspect=all(p.processing_errors for p in candidates),  # payments.process: one risk failed on before
+        )
+    except UpstreamUnavailable as exc:
+        asked.unavailable = exc
+        log.warning("payments.risk_unavailable", count=len(candidates), error=str(exc)[:300])
+    result.item_errors.update(failures)
+    lease.keep()  # (a long call: what is left of the lease must cover the screening transaction)
+    return asked
+
+
+def _risk_verdicts(
+    passed: dict[str, dict[str, Any]],
+    rejected: dict[str, dict[str, Any]],
+    asked: _Asked,
+    payments: dict[str, Payment],
+    result: BatchResult,
+    lease: Lease,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, int]]:
+    """The risk decisions on the payments that passed the admin's rules (under the screening locks): ``allow`` →
+    processing, ``review`` → review, ``deny`` → rejected (``risk_denied``, added to ``rejected``). Without an
+    answer (risk away), ``PAYMENTS_RISK_FALLBACK``: ``hold`` keeps them in screening with a capped backoff that
+    never runs out of attempts, ``allow`` lets them on, ``deny`` rejects them (``risk_unavailable``). Return the
+    payments going to processing, those going to review, and how many payments each fallback took."""
+    onward: dict[str, dict[str, Any]] = {}
+    review: dict[str, dict[str, Any]] = {}
+    held: list[Payment] = []
+    again: list[Payment] = []
+    fallback = settings.PAYMENTS_RISK_FALLBACK
+    fresh = {"attempts": 0, "next_attempt_at": None}  # attempts counted while held are screening's, not the ledger's
+    for payment_id in passed:
+        assessment = asked.assessments.get(payment_id)
+        if assessment is not None:
+            fields = {**fresh, **assessment.fields()}
+            if assessment.decision == "deny":
+                rejected[payment_id] = {
+                    **fields,
+                    "failure_code": "risk_denied",
+                    "failure_message": assessment.explain()[:500],
+                }
+            elif assessment.decision == "review":
+                review[payment_id] = fields
+            else:
+                onward[payment_id] = fields
+        elif payment_id not in asked.sent:
+            # It failed the rules when risk was asked and passes them now (a rule changed meanwhile): asked next time.
+            again.append(payments[payment_id])
+        elif fallback == "allow":
+            onward[payment_id] = dict(fresh)
+        elif fallback == "deny":
+            rejected[payment_id] = {
+                **fresh,
+                "failure_code": "risk_unavailable",
+                "failure_message": f"The risk service could not be reached: {asked.unavailable}"[:500],
+            }
+        else:
+            held.append(payments[payment_id])
+    fell_back = {"hold": len(held), "allow": 0, "deny": 0}
+    if fallback in ("allow", "deny"):
+        fell_back[fallback] = sum(1 for i in passed if i in asked.sent and i not in asked.assessments)
+    _risk_hold(held, again, result, lease)
+    return onward, review, fell_back
+
+
+def _risk_hold(held: list[Payment], again: list[Payment], result: BatchResult, lease: Lease) -> None:
+    """Keep the payments in screening and set when they are tried again (in the screening transaction): ``held``
+    (risk away) after a backoff that grows with their attempts up to ``RISK_HOLD_MAX_SECONDS`` — attempts never
+    run out here, a held payment is never lost — and ``again`` (not asked yet) at once."""
+    now = timezone.now()
+    for payment in held:
+        delay = min(backoff(payment.attempts), RISK_HOLD_MAX_SECONDS)
+        payment.attempts, payment.next_attempt_at, payment.updated_at = (
+            payment.attempts + 1,
+            now + dt.timedelta(seconds=delay),
+            now,
+        )
+        result.waits[payment.id] = delay
+    for payment in again:
+        payment.next_attempt_at, payment.updated_at = now, now
+        result.waits[payment.id] = 0.0
+    written = set(queries.rows_write([*held, *again], owner=lease.owner))
+    for payment in (*held, *again):
+        if payment.id not in written:
+            result.waits.pop(payment.id, None)
+    if held:
+        log.warning(
+            "payments.risk_hold",
+            count=len(held),
+            retry_in=round(min(result.waits.get(p.id, 0.0) for p in held), 2),
+        )
 
 
 def _hold_args(payment: Payment) -> dict[str, Any]:

@@ -30,6 +30,10 @@ _MUTABLE = (
     ("attempts", "integer"),
     ("processing_errors", "integer"),
     ("next_attempt_at", "timestamptz"),
+    ("risk_decision", "text"),
+    ("risk_score", "integer"),
+    ("risk_assessment_id", "text"),
+    ("risk_reasons", "jsonb"),
 )
 # (Not the lease: only claims, renewals and releases write ``lease_until`` and ``lease_owner`` — a row written back
 # as a run loaded it would undo the renewals made since.)

@@ -2,9 +2,9 @@
 (services/kit/roles.py). A person signing in through the portal gets the union of the roles' permissions.
 
 - admin: everything (a superuser here);
-- operator: reviews payments (cancels those not yet processing) and edits the screening rules (currency limits,
-  velocity limits, blocked accounts); unlocks locked-out logins; reads the rest. Retries are the job dashboard's
-  (the portal's operator role), not this admin's;
+- operator: reviews payments (cancels those not yet processing, approves or rejects those in review) and edits
+  the screening rules (currency limits, velocity limits, blocked accounts); unlocks locked-out logins; reads the
+  rest. Retries are the job dashboard's (the portal's operator role), not this admin's;
 - auditor: reads everything;
 - viewer: reads payments and the screening rules, not what is secret — stored idempotent answers (callers'
   bodies), login attempts, users and groups.

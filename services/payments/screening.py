@@ -27,7 +27,7 @@ from django.utils import timezone
 from services.payments import queries
 from services.payments.models import BlockedAccount, CurrencyLimit, Payment, PaymentStatus, VelocityLimit
 
-PASSED = (PaymentStatus.PROCESSING, PaymentStatus.SETTLED)
+PASSED = (PaymentStatus.REVIEW, PaymentStatus.PROCESSING, PaymentStatus.SETTLED)
 
 
 @dataclass

@@ -5,7 +5,13 @@ one transaction that locks the payments, checks each is still in the status the 
 compare-and-set, so a cancel and a worker, or two workers, never both win), records the change in
 ``status_history``, and writes the audit event (``payments.payment.<status>``) of each to the outbox, and the
 ``payment.<status>`` domain event (topic ``events``, for the webhooks service) of each public status: created,
-settled, failed, rejected, canceled (not the internal screening and processing).
+settled, failed, rejected, canceled (not the internal screening, review and processing).
+
+A payment the risk service marked for review waits in ``review`` for an operator: :func:`payment_review_decide`
+approves it (``review → processing``, then the ledger as usual: the drain is kicked) or rejects it (``review →
+rejected``, ``risk_review_rejected``), writing besides the transition's events the decision's own audit event
+(``payments.payment.review_approved`` / ``payments.payment.review_rejected``) with the actor — the person in the
+admin, the machine client in the API — and the reason given.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from services.payments.errors import (
     InvalidMetadata,
     PaymentNotCancelable,
     PaymentNotFound,
+    PaymentNotInReview,
     SameAccount,
     UnsupportedCurrency,
 )
@@ -474,18 +481,76 @@ def transition_many(
 
 
 def payment_cancel(*, payment_id: str) -> Payment:
-    """Cancel a payment still ``created`` or ``screening``; later → ``payment_not_cancelable`` (409)."""
+    """Cancel a payment still ``created``, ``screening`` or ``review``; later → ``payment_not_cancelable`` (409)."""
     with transaction.atomic():
         payment = Payment.objects.select_for_update().filter(id=payment_id).first()
         if payment is None:
             raise PaymentNotFound(f"No payment {payment_id}.")
         if payment.status not in CANCELABLE:
             raise PaymentNotCancelable(
-                f"Payment {payment_id} is {payment.status}; only created or screening payments can be canceled.",
+                f"Payment {payment_id} is {payment.status}; only created, screening or review payments can be "
+                "canceled.",
                 extra={"payment_status": payment.status},
             )
         _apply(payment, PaymentStatus.CANCELED, {"lease_until": None, "next_attempt_at": None}, actor=None)
     log.info("payments.canceled", payment_id=payment_id)
+    return payment
+
+
+REVIEW_DECISIONS = {
+    "approve": (PaymentStatus.PROCESSING, "review_approved"),
+    "reject": (PaymentStatus.REJECTED, "review_rejected"),
+}
+REVIEW_REASON_MAX = 500
+
+
+def payment_review_decide(*, payment_id: str, decision: str, reason: str = "") -> Payment:
+    """An operator's decision on a payment in ``review``: ``approve`` → ``processing`` (the workers hold and settle
+    it: the drain is kicked), ``reject`` → ``rejected`` with ``risk_review_rejected`` (the reason, if any, as its
+    ``failure_message``). One transaction: the row locked, compare-and-set on ``review``, the transition's audit and
+    domain events and the decision's audit event, all with the actor of the current request (audit_context).
+    Not in review (already decided, canceled, never reviewed) → ``payment_not_in_review`` (409, with its status);
+    unknown → ``payment_not_found``."""
+    to, verb = REVIEW_DECISIONS[decision]
+    reason = (reason or "").strip()[:REVIEW_REASON_MAX]
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(id=payment_id).first()
+        if payment is None:
+            raise PaymentNotFound(f"No payment {payment_id}.")
+        if payment.status != PaymentStatus.REVIEW:
+            raise PaymentNotInReview(
+                f"Payment {payment_id} is {payment.status}, not waiting for review: only a payment in review can be "
+                f"{'approved' if decision == 'approve' else 'rejected'}.",
+                extra={"payment_status": payment.status},
+            )
+        fields: dict[str, Any] = {"next_attempt_at": None}
+        if to == PaymentStatus.REJECTED:
+            fields["failure_code"] = "risk_review_rejected"
+            fields["failure_message"] = (
+                f"Rejected in review: {reason}" if reason else "Rejected by an operator in review."
+            )[:500]
+        context = audit_context()
+        decided = audit_event(
+            f"payments.payment.{verb}",
+            object_type="payment",
+            object_id=payment.id,
+            changes={"status": [PaymentStatus.REVIEW.value, to.value]},
+            metadata={
+                "reason": reason,
+                "risk_decision": payment.risk_decision,
+                "risk_score": payment.risk_score,
+                "risk_assessment_id": payment.risk_assessment_id,
+                "risk_reasons": list(payment.risk_reasons or []),
+                "amount": payment.amount,
+                "currency": payment.currency,
+            },
+            context=context,
+        )
+        _apply(payment, to, fields, actor=context["actor"])
+        outbox_put_many([("audit", decided)])
+        if to == PaymentStatus.PROCESSING:
+            transaction.on_commit(kick)
+    log.info(f"payments.{verb}", payment_id=payment_id)
     return payment
 
 

@@ -143,6 +143,16 @@ LEDGER_URL = env.str("LEDGER_URL", default="http://127.0.0.1:8001")
 # tried again (PAYMENTS_RETRY_*).
 PAYMENTS_LEDGER_TIMEOUT = env.float("PAYMENTS_LEDGER_TIMEOUT", default=3.0)
 PAYMENTS_LEDGER_RETRIES = env.int("PAYMENTS_LEDGER_RETRIES", default=1)  # within one attempt; attempts below
+# The risk service (services/risk, docs/payments.md "Risk screening"), called once per screening batch with this
+# service's machine credentials (audience risk). Empty: no risk screening, the admin's rules only (as before it
+# existed). While risk cannot be reached PAYMENTS_RISK_FALLBACK decides: hold (the payments wait in screening and
+# are tried again, never lost), allow (the admin's rules only) or deny (rejected, risk_unavailable); any other
+# value is refused at start (system check payments.E004). One risk call (every try) must end within the lease
+# (payments.E005).
+RISK_URL = env.str("RISK_URL", default="")
+PAYMENTS_RISK_FALLBACK = env.str("PAYMENTS_RISK_FALLBACK", default="hold")
+PAYMENTS_RISK_TIMEOUT = env.float("PAYMENTS_RISK_TIMEOUT", default=2.0)
+PAYMENTS_RISK_RETRIES = env.int("PAYMENTS_RISK_RETRIES", default=1)
 # Request body limit (413 payload_too_large above it, chunked bodies included): a payment is at most ~170 KB of
 # JSON (metadata at its limits, every character escaped); 256 KiB leaves room and refuses anything larger.
 ATRIUM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ATRIUM_MAX_BODY_BYTES", default=256 * 1024)

@@ -16,7 +16,7 @@ from tests.tokens import JWKSServer, SigningKey
 
 pytestmark = pytest.mark.django_db
 
-STATUSES = ["created", "screening", "processing", "settled", "rejected", "failed", "canceled"]
+STATUSES = ["created", "screening", "review", "processing", "settled", "rejected", "failed", "canceled"]
 
 
 def _payment(*, amount: int, currency: str = "EUR", status: str = "settled", age: dt.timedelta) -> Payment:

@@ -64,6 +64,13 @@ def create_input_fast(data: Any) -> dict[str, Any] | None:
     }
 
 
+class ReviewDecisionSerializer(StrictSerializer):
+    """The optional body of an approve or a reject: why (kept in the audit trail; a rejection's
+    ``failure_message``)."""
+
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
 class StatusChangeSerializer(serializers.Serializer):
     status = serializers.CharField()
     at = serializers.CharField()

@@ -16,6 +16,7 @@ from services.payments.api.serializers import (
     PaymentCreateSerializer,
     PaymentSerializer,
     PaymentStatsSerializer,
+    ReviewDecisionSerializer,
     create_input_fast,
 )
 from services.payments.filtersets import PaymentFilterSet
@@ -64,6 +65,30 @@ _CREATED = _PAYMENT | {
 _PAYMENT_EXAMPLE = OpenApiExample("A settled payment", value=_PAYMENT, response_only=True)
 
 
+_REVIEWED = _CREATED | {
+    "status": "review",
+    "status_history": [
+        *_PAYMENT["status_history"][:2],
+        {"status": "review", "at": "2026-12-04T09:31:00.160000Z"},
+    ],
+    "updated_at": "2026-12-04T09:31:00.160000Z",
+}
+_REVIEW_ERRORS = [errors.PaymentNotFound, errors.PaymentNotInReview]
+
+
+def _review_request(verb: str, reason: str) -> OpenApiExample:
+    return OpenApiExample(f"{verb} with a reason", value={"reason": reason}, request_only=True)
+
+
+def _decide(request: Request, pk: str, decision: str) -> Response:
+    serializer = ReviewDecisionSerializer(data=request.data if request.data else {})
+    serializer.is_valid(raise_exception=True)
+    payment = services.payment_review_decide(
+        payment_id=pk, decision=decision, reason=serializer.validated_data.get("reason", "")
+    )
+    return Response(PaymentSerializer(payment).data)
+
+
 @extend_schema_view(
     list=api_operation(
         summary="List payments",
@@ -74,7 +99,8 @@ _PAYMENT_EXAMPLE = OpenApiExample("A settled payment", value=_PAYMENT, response_
     retrieve=api_operation(
         summary="Get a payment",
         description="A payment and its status history. Poll it (or its trace page) to see it settle: `created` "
-        "→ `screening` → `processing` → `settled`, or `review`, `failed`, `canceled` with a `failure_code`.",
+        "→ `screening` → `processing` → `settled`; or `rejected` or `failed` with a `failure_code`, or "
+        "`canceled`. With risk screening on, a payment may wait in `review` for an operator (approve or reject it).",
         errors=[errors.PaymentNotFound],
         examples=[_PAYMENT_EXAMPLE],
     ),
@@ -186,7 +212,7 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     @api_operation(
         summary="Cancel a payment",
-        description="Cancels a payment that is still `created` or `screening`; later it is too late (409 "
+        description="Cancels a payment that is still `created`, `screening` or `review`; later it is too late (409 "
         "`payment_not_cancelable`).",
         errors=[errors.PaymentNotFound, errors.PaymentNotCancelable],
         examples=[
@@ -202,3 +228,66 @@ class PaymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         return Response(PaymentSerializer(services.payment_cancel(payment_id=pk)).data)
+
+    @api_operation(
+        summary="Approve a payment in review",
+        description="The risk service marked the payment for review; approving it lets it go on to the ledger "
+        '(`review` → `processing` → `settled`). Optional body `{"reason": …}` (at most 500 characters), kept in '
+        "the audit trail (`payments.payment.review_approved`, with the caller as the actor). A payment not in "
+        "`review` — already approved or rejected, canceled, never reviewed — is `409 payment_not_in_review` with "
+        "its `payment_status`.",
+        errors=_REVIEW_ERRORS,
+        examples=[
+            _review_request("Approve", "Known customer, invoice checked"),
+            OpenApiExample(
+                "The payment, approved",
+                value=_REVIEWED
+                | {
+                    "status": "processing",
+                    "status_history": [
+                        *_REVIEWED["status_history"],
+                        {"status": "processing", "at": "2026-12-04T09:40:12.000000Z"},
+                    ],
+                    "updated_at": "2026-12-04T09:40:12.000000Z",
+                },
+                response_only=True,
+            ),
+        ],
+        request=ReviewDecisionSerializer,
+        responses={200: PaymentSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        return _decide(request, pk, "approve")
+
+    @api_operation(
+        summary="Reject a payment in review",
+        description="The risk service marked the payment for review; rejecting it ends it `rejected` with "
+        "`failure_code` `risk_review_rejected` (and the reason, if given, in `failure_message`). Optional body "
+        '`{"reason": …}` (at most 500 characters), kept in the audit trail (`payments.payment.review_rejected`, '
+        "with the caller as the actor). A payment not in `review` is `409 payment_not_in_review`.",
+        errors=_REVIEW_ERRORS,
+        examples=[
+            _review_request("Reject", "Payee not known to the customer"),
+            OpenApiExample(
+                "The payment, rejected",
+                value=_REVIEWED
+                | {
+                    "status": "rejected",
+                    "failure_code": "risk_review_rejected",
+                    "failure_message": "Rejected in review: Payee not known to the customer",
+                    "status_history": [
+                        *_REVIEWED["status_history"],
+                        {"status": "rejected", "at": "2026-12-04T09:40:12.000000Z"},
+                    ],
+                    "updated_at": "2026-12-04T09:40:12.000000Z",
+                },
+                response_only=True,
+            ),
+        ],
+        request=ReviewDecisionSerializer,
+        responses={200: PaymentSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str) -> Response:
+        return _decide(request, pk, "reject")

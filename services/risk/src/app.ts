@@ -12,7 +12,7 @@ import { rulesRoutes } from "./api/rules.ts";
 import { authCreate, type Auth } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Pool } from "./db.ts";
-import { MalformedJson } from "./errors.ts";
+import { InvalidCharacters, JsonTooDeep, MalformedJson, UnsupportedMediaType } from "./errors.ts";
 import { httpLatency, metricsBind } from "./metrics.ts";
 import { errorHandler, problemSend } from "./problems.ts";
 
@@ -77,6 +77,14 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     trustProxy: false,
     return503OnClosing: true,
     routerOptions: { maxParamLength: 200 },
+    // Requests Node's HTTP parser refuses (a bad Content-Length, request line or header) are problems too.
+    clientErrorHandler: (error, socket) => {
+      if (!socket.writable) return socket.destroy(error);
+      const tooLarge = (error as { code?: string }).code === "HPE_HEADER_OVERFLOW";
+      const [status, code, title] = tooLarge ? [431, "header_too_large", "Header fields too large"] : [400, "bad_request", "Bad request"];
+      const body = JSON.stringify({ type: `urn:atrium:problem:${code}`, title, status, detail: tooLarge ? "The header fields are too large." : "The request could not be parsed.", code });
+      socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    },
   });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === "body" ? bodyAjv : queryAjv).compile(schema));
   // A path no route claims answers 404/405/308 even when its body could not be parsed.
@@ -88,14 +96,16 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
     const text = body as string;
     if (text.trim() === "") return done(new MalformedJson("The body is empty."), undefined);
+    let parsed: unknown;
     try {
-      done(null, JSON.parse(text, (_key, value) => {
-        if (typeof value === "string" && value.includes("\u0000")) throw new MalformedJson("The body holds a NUL character.");
-        return value;
-      }));
+      parsed = JSON.parse(text);
     } catch (error) {
-      done(error instanceof MalformedJson ? error : new MalformedJson(`The body is not JSON: ${(error as Error).message}`.slice(0, 200)), undefined);
+      const tooDeep = error instanceof RangeError;
+      return done(tooDeep ? new JsonTooDeep("The body nests deeper than the parser allows.") : new MalformedJson(`The body is not JSON: ${(error as Error).message}`.slice(0, 200)), undefined);
     }
+    const bad = badCharacters(parsed, 0);
+    if (bad) return done(bad, undefined);
+    done(null, parsed);
   });
 
   // Known routes, for 308 (trailing slash), 405 (wrong method) and 404.
@@ -118,6 +128,19 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     reply.header("X-Request-ID", String(request.id));
     reply.header("traceparent", request.traceparent);
     const [path, query] = splitUrl(request.url);
+    if (query) {
+      let decoded = "";
+      try {
+        decoded = decodeURIComponent(query.replace(/\+/g, " "));
+      } catch {
+        throw new InvalidCharacters("The query string is not valid percent-encoded UTF-8.");
+      }
+      if (textBad(decoded)) throw new InvalidCharacters("The query string holds a NUL character or an unpaired surrogate.");
+    }
+    const encoding = request.headers["content-encoding"];
+    if (encoding !== undefined && String(encoding).trim().toLowerCase() !== "identity") {
+      throw new UnsupportedMediaType(`Content-Encoding "${String(encoding).slice(0, 40)}" is not supported: send the body unencoded.`);
+    }
     if (path === "/api/docs/" || path === "/api/schema/") return reply.code(308).header("Location", path.slice(0, -1) + query).send();
   });
 
@@ -166,12 +189,32 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   await app.register(swaggerUi, { routePrefix: "/api/docs", uiConfig: { url: "/api/schema" } as Record<string, unknown> });
   app.get("/api/schema", { schema: { hide: true } }, async () => app.swagger());
 
-  const auth = authCreate({ jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, callers, keySet: options.keySet });
+  const auth = authCreate({ jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, callers, ownClientId: config.clientId, keySet: options.keySet });
   healthRoutes(app, pool);
   assessmentRoutes(app, pool, auth);
   rulesRoutes(app, pool, auth);
   await app.ready();
   return { app, auth };
+}
+
+const UNPAIRED_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const MAX_DEPTH = 64;
+
+function textBad(value: string): boolean {
+  return value.includes("\u0000") || UNPAIRED_SURROGATE.test(value);
+}
+
+/** A NUL or an unpaired surrogate anywhere in the body (keys too), or nesting past MAX_DEPTH: the kit's codes. */
+function badCharacters(value: unknown, depth: number): Error | null {
+  if (typeof value === "string") return textBad(value) ? new InvalidCharacters("The body holds a NUL character or an unpaired surrogate.") : null;
+  if (value === null || typeof value !== "object") return null;
+  if (depth >= MAX_DEPTH) return new JsonTooDeep(`The body nests deeper than ${MAX_DEPTH} levels.`);
+  for (const [key, item] of Object.entries(value)) {
+    if (textBad(key)) return new InvalidCharacters("The body holds a NUL character or an unpaired surrogate.");
+    const bad = badCharacters(item, depth + 1);
+    if (bad) return bad;
+  }
+  return null;
 }
 
 function splitUrl(url: string): [string, string] {

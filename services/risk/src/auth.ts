@@ -5,9 +5,10 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import {
-  InsufficientScope, InvalidAudience, InvalidToken, JwksUnavailable, NotAuthenticated, TokenExpired, TokenRevoked,
+  InsufficientScope, InvalidAudience, InvalidToken, JwksUnavailable, NotAuthenticated, RevocationsUnavailable, TokenExpired, TokenRevoked,
 } from "./errors.ts";
 import type { Actor } from "./outbox.ts";
+import { callerCount } from "./platform/catalog.ts";
 
 export const ALGORITHMS = ["EdDSA", "Ed25519"];
 
@@ -17,7 +18,8 @@ export interface Principal {
   claims: JWTPayload;
 }
 
-/** Revocations (src/platform sets `check`): a reason ("revoked", "rotated") to refuse the claims, or null. */
+/** Revocations (src/main.ts points `check` at a RevocationWatcher, src/revocations.ts): a reason to refuse the
+ * claims ("revoked", "rotated", or "unavailable" before a first list was had), or null. Off by default (tests). */
 export const revocations: { check: (claims: JWTPayload) => string | null } = { check: () => null };
 
 declare module "fastify" {
@@ -31,6 +33,8 @@ export interface AuthOptions {
   issuer: string;
   audience: string;
   callers: Map<string, number>;
+  /** This process's own client id: its calls to itself are no catalog edge. */
+  ownClientId?: string;
   /** For tests: a key set instead of the URL. */
   keySet?: JWTVerifyGetKey;
 }
@@ -89,12 +93,13 @@ export function authCreate(options: AuthOptions): Auth {
     if (typeof claims.aud !== "string") throw new InvalidToken("A token must name exactly one audience.", { headers: challenge });
     if (claims.aud !== options.audience) throw new InvalidAudience(`Token is not valid for the '${options.audience}' service.`);
     const reason = revocations.check(claims);
+    if (reason === "unavailable") throw new RevocationsUnavailable("The list of revoked clients could not be obtained yet; try again shortly.");
     if (reason !== null) {
       const what = reason === "revoked" ? "was revoked" : "obtained it with a secret that was rotated out";
       throw new TokenRevoked(`Token no longer valid: its client ${what}.`, { headers: challenge });
     }
     const clientId = String(claims.sub);
-    options.callers.set(clientId, (options.callers.get(clientId) ?? 0) + 1);
+    callerCount(options.callers, clientId, options.ownClientId ?? "");
     return { clientId, scopes: new Set(String(claims.scope ?? "").split(" ").filter(Boolean)), claims };
   }
 

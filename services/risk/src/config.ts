@@ -15,6 +15,9 @@ export interface Config {
   jwksUrl: string;
   jwtIssuer: string;
   jwtAudience: string;
+  /** The portal's revocation list (default: atrium-revocations.json beside the JWKS); "" turns the check off. */
+  revocationsUrl: string;
+  revocationsPollSeconds: number;
   clientId: string;
   clientSecret: string;
   catalogRegister: boolean;
@@ -61,6 +64,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     jwksUrl: env.JWT_JWKS_URL || `${portalUrl}/.well-known/jwks.json`,
     jwtIssuer: env.JWT_ISSUER || "atrium-portal",
     jwtAudience: "risk",
+    revocationsUrl: env.JWT_REVOCATIONS_URL ?? new URL("atrium-revocations.json", env.JWT_JWKS_URL || `${portalUrl}/.well-known/jwks.json`).toString(),
+    revocationsPollSeconds: Number(env.JWT_REVOCATIONS_POLL_SECONDS || 2) > 0 ? Number(env.JWT_REVOCATIONS_POLL_SECONDS || 2) : 2,
     clientId: env.RISK_CLIENT_ID || "",
     clientSecret: env.RISK_CLIENT_SECRET || "",
     catalogRegister: flag(env.ATRIUM_CATALOG_REGISTER, true),

@@ -15,13 +15,17 @@ export function poolCreate(databaseUrl: string, max = 10): pg.Pool {
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30000,
     application_name: "atrium-risk",
+    // Bounded waits: a statement (a lock wait included) past 15 s is cancelled and answered 503.
+    statement_timeout: 15_000,
+    idle_in_transaction_session_timeout: 60_000,
   });
   // An idle client losing its connection (the database restarted) must not crash the process.
   pool.on("error", () => {});
   return pool;
 }
 
-const UNAVAILABLE_SQLSTATES = new Set(["57P01", "57P02", "57P03", "53300", "08000", "08001", "08003", "08004", "08006", "3D000"]);
+// 57014: a statement cancelled by statement_timeout (the database is too slow to answer in time).
+const UNAVAILABLE_SQLSTATES = new Set(["57014", "57P01", "57P02", "57P03", "53300", "08000", "08001", "08003", "08004", "08006", "3D000"]);
 const UNAVAILABLE_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "ETIMEDOUT", "EPIPE", "ENOENT", "EHOSTUNREACH"]);
 
 /** Whether `error` says the database is away (connection refused/lost/timed out, shutting down, too many clients). */

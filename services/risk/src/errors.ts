@@ -38,6 +38,8 @@ function kind(status: number, code: string, title: string): typeof DomainError {
 
 export const ValidationFailed = kind(400, "validation_error", "Invalid input");
 export const MalformedJson = kind(400, "malformed_json", "Malformed JSON");
+export const InvalidCharacters = kind(400, "invalid_characters", "Invalid characters");
+export const JsonTooDeep = kind(400, "json_too_deep", "JSON nested too deeply");
 export const InvalidCursor = kind(400, "invalid_cursor", "Invalid cursor");
 export const NotAuthenticated = kind(401, "not_authenticated", "Authentication required");
 export const InvalidToken = kind(401, "invalid_token", "Invalid token");
@@ -52,6 +54,7 @@ export const PayloadTooLarge = kind(413, "payload_too_large", "Request body too 
 export const UnsupportedMediaType = kind(415, "unsupported_media_type", "Unsupported media type");
 export const DatabaseUnavailable = kind(503, "database_unavailable", "Database unavailable");
 export const JwksUnavailable = kind(503, "jwks_unavailable", "Signing keys unavailable");
+export const RevocationsUnavailable = kind(503, "revocations_unavailable", "Revocation list unavailable");
 
 /** One field error, named like the Python services do: `payments[0].amount` and `#/payments/0/amount`. */
 export function fieldError(path: (string | number)[], code: string, detail: string): FieldError {

@@ -108,8 +108,11 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
   }
   const known = error.code ? FASTIFY_CODES[error.code] : undefined;
   if (known) {
-    const extra = known.code === "payload_too_large" ? { max_body_bytes: request.routeOptions.bodyLimit } : undefined;
-    return problemSend(request, reply, { ...known, extra });
+    if (known.code === "payload_too_large") {
+      const limit = request.routeOptions.bodyLimit;
+      return problemSend(request, reply, { ...known, detail: `The body is over the limit of ${limit} bytes.`, extra: { max_body_bytes: limit } });
+    }
+    return problemSend(request, reply, known);
   }
   if (isUnavailable(error)) {
     request.log.warn({ err: error }, "database.unavailable");

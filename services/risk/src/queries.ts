@@ -44,14 +44,27 @@ export const ASSESSMENTS_INSERT = `INSERT INTO risk_assessment
 
 // The source's history before this call, for a whole batch at once. Denied payments never count.
 //
-// Velocity: for each (distinct source, window lower bound) pair, the count and sum of the source's payments
-// created after the lower bound ($1 sources, $2 lower bounds; answers in input order by `i`).
-export const VELOCITY_TOTALS = `SELECT p.i::int AS i, s.count::int AS count, s.total::text AS total
+// Velocity: for each (source, window lower bound) pair, the count and sum of the source's payments created
+// after the lower bound ($1 sources, $2 lower bounds; answers by `i`, the pair's position): the whole minutes
+// after the bound from risk_velocity_bucket, and the partial minute at the bound from the payments themselves.
+export const VELOCITY_TOTALS = `SELECT p.i::int AS i, (b.count + e.count)::int AS count, (b.total + e.total)::text AS total
   FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS p(source, lower_bound, i)
+  CROSS JOIN LATERAL (
+    SELECT coalesce(sum(v.count), 0) AS count, coalesce(sum(v.amount), 0) AS total FROM risk_velocity_bucket v
+    WHERE v.source_account = p.source AND v.minute > p.lower_bound
+  ) b
   CROSS JOIN LATERAL (
     SELECT count(*) AS count, coalesce(sum(a.amount), 0) AS total FROM risk_assessment a
     WHERE a.source_account = p.source AND a.decision <> 'deny' AND a.payment_created_at > p.lower_bound
-  ) s`;
+      AND a.payment_created_at < date_trunc('minute', p.lower_bound) + interval '1 minute'
+  ) e`;
+
+// Add the payments just assessed (not denied) to their minutes ($1 sources, $2 created_at, $3 amounts).
+export const VELOCITY_ADD = `INSERT INTO risk_velocity_bucket AS v (source_account, minute, count, amount)
+  SELECT source, date_trunc('minute', at), count(*), sum(amount)
+  FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS u(source, at, amount)
+  GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (source_account, minute) DO UPDATE SET count = v.count + excluded.count, amount = v.amount + excluded.amount`;
 
 // New payee: the (source, destination) pairs already paid ($1 sources, $2 destinations).
 export const PAYEES_SEEN = `SELECT p.source, p.destination

@@ -22,6 +22,11 @@ export interface PaymentInput {
 
 /** How far back the outlier rule looks at most: the source's latest payments in the lookback. */
 export const OUTLIER_HISTORY_MAX = 1000;
+/** How long the threshold of a source with a full history is reused (per process). */
+export const OUTLIER_CACHE_MS = 10_000;
+/** …once it has at least this many payments in the lookback (and min_history). */
+export const OUTLIER_CACHE_MIN_HISTORY = 100;
+const outlierCache = new Map<string, { count: number; threshold: number | null; until: number }>();
 const RULES_LOCK = lockKey("rules", "risk");
 
 function lockKey(kind: string, value: string): bigint {
@@ -89,6 +94,14 @@ export async function assess(pool: Pool, inputs: PaymentInput[], context: AuditC
       decided.map(() => current.version),
     ]);
     const assessedAt = new Map<string, string>(inserted.rows.map((r) => [r.payment_id, r.assessed_at]));
+    const counted = fresh.filter((p, index) => decided[index].decision !== "deny" && assessedAt.has(p.input.payment_id));
+    if (counted.length) {
+      await tx.query(q.VELOCITY_ADD, [
+        counted.map((p) => p.input.source_account),
+        counted.map((p) => new Date(p.at).toISOString()),
+        counted.map((p) => String(p.input.amount)),
+      ]);
+    }
     const events: AuditEventInput[] = [];
     fresh.forEach((p, index) => {
       const d = decided[index];
@@ -169,8 +182,25 @@ async function decide(tx: Tx, current: RulesVersion, fresh: Pending[]): Promise<
   const outlier = new Map<string, { count: number; threshold: number | null }>();
   const o = rules.amount_outlier;
   if (o.enabled) {
-    const result = await tx.query(q.OUTLIER_STATS, [sources, o.percentile / 100, o.lookback_days, OUTLIER_HISTORY_MAX]);
-    for (const row of result.rows) outlier.set(row.source, { count: row.count, threshold: row.threshold });
+    const now = Date.now();
+    const missing: string[] = [];
+    for (const source of sources) {
+      const cached = outlierCache.get(`${o.percentile}|${o.lookback_days}|${source}`);
+      if (cached && cached.until > now) outlier.set(source, cached);
+      else missing.push(source);
+    }
+    if (missing.length) {
+      const result = await tx.query(q.OUTLIER_STATS, [missing, o.percentile / 100, o.lookback_days, OUTLIER_HISTORY_MAX]);
+      if (outlierCache.size > 100_000) outlierCache.clear();
+      for (const row of result.rows) {
+        outlier.set(row.source, { count: row.count, threshold: row.threshold });
+        // A source with a long enough history keeps its threshold for a few seconds: a busy account's
+        // percentile moves slowly, and reading up to 1000 of its payments for each call would not.
+        if (row.count >= Math.max(o.min_history, OUTLIER_CACHE_MIN_HISTORY)) {
+          outlierCache.set(`${o.percentile}|${o.lookback_days}|${row.source}`, { count: row.count, threshold: row.threshold, until: now + OUTLIER_CACHE_MS });
+        }
+      }
+    }
   }
 
   // One after the other: the payments of this call that were not denied count for the ones after them.

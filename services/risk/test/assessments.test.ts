@@ -91,6 +91,24 @@ describe("assessments", () => {
     assert.equal((await assess(payment({ source_account: "acc_w" }))).decision, "deny");
   });
 
+  test("velocity windows to the second, across minute buckets; the buckets match the payments", async () => {
+    await rulesSet(rulesOnly((r) => { r.velocity = [{ name: "ninety", window_seconds: 90, max_count: 4, max_amount: 2000, weight: 90 }]; }));
+    const now = Date.now();
+    const at = (secondsAgo: number) => new Date(now - secondsAgo * 1000).toISOString();
+    for (const [secondsAgo, amount] of [[600, 900], [100, 900], [89, 300], [61, 100], [30, 300]]) {
+      assert.equal((await assess(payment({ source_account: "acc_sec", created_at: at(secondsAgo), amount }))).decision, "allow");
+    }
+    // In the 90 s before now: 89, 61 and 30 s ago; 100 s ago is out. With this one, 4 payments: allowed.
+    assert.equal((await assess(payment({ source_account: "acc_sec", created_at: at(0), amount: 1 }))).decision, "allow");
+    assert.deepEqual(codes(await assess(payment({ source_account: "acc_sec", created_at: at(0), amount: 1 }))), ["velocity_count"]);
+    // 95 s ago: 100 s ago is in its window too (and everything assessed after it): 6 payments, 2101.
+    assert.deepEqual(codes(await assess(payment({ source_account: "acc_sec", created_at: at(95), amount: 500 }))), ["velocity_amount", "velocity_count"]);
+    const mismatch = await h.pool.query(`SELECT * FROM (SELECT source_account, date_trunc('minute', payment_created_at) AS minute, count(*)::int AS count, sum(amount) AS amount
+        FROM risk_assessment WHERE decision <> 'deny' GROUP BY 1, 2) a FULL JOIN risk_velocity_bucket b USING (source_account, minute)
+      WHERE a.count IS DISTINCT FROM b.count OR a.amount IS DISTINCT FROM b.amount`);
+    assert.deepEqual(mismatch.rows, []);
+  });
+
   test("velocity amount, and a batch counts its own earlier payments (denied ones do not count)", async () => {
     await rulesSet(rulesOnly((r) => { r.velocity = [{ name: "day", window_seconds: 86400, max_count: null, max_amount: 10_000, weight: 80 }]; }));
     const batch = await assess({ payments: [

@@ -121,3 +121,51 @@ describe("JWT verification", () => {
     }
   });
 });
+
+describe("revocations (atrium-revocations.json beside the JWKS)", () => {
+  test("a revoked client's older tokens and a rotated-out secret's tokens are refused; before a first list, 503", async () => {
+    const { RevocationWatcher, revocationsUrlFor } = await import("../src/revocations.ts");
+    const { revocations } = await import("../src/auth.ts");
+    const watcher = new RevocationWatcher({ url: revocationsUrlFor(h.jwks.url), intervalMs: 50 });
+    revocations.check = (claims) => watcher.refusal(claims);
+    try {
+      await refused(`Bearer ${await h.token({ sub: "cli_early" })}`, 503, "revocations_unavailable");
+      await watcher.refresh();
+      assert.equal(watcher.ready, true);
+      const before = await h.token({ sub: "cli_revoked" });
+      const now = Math.floor(Date.now() / 1000);
+      h.jwks.revocations.cli_revoked = { not_before: now + 1, secret_generation: 0, previous_secret_valid_until: null, until: now + 3600 };
+      h.jwks.revocations.cli_rotated = { not_before: null, secret_generation: 2, previous_secret_valid_until: null, until: now + 3600 };
+      assert.equal((await get(`Bearer ${before}`)).statusCode, 200, "not refused until the list says so");
+      await watcher.refresh();
+      await refused(`Bearer ${before}`, 401, "token_revoked");
+      await refused(`Bearer ${await h.token({ sub: "cli_rotated" })}`, 401, "token_revoked");
+      assert.equal((await get(`Bearer ${await h.token({ sub: "cli_other" })}`)).statusCode, 200);
+      // The list never loosens: an entry dropped from the document (before its until) still refuses.
+      delete h.jwks.revocations.cli_revoked;
+      await watcher.refresh();
+      await refused(`Bearer ${before}`, 401, "token_revoked");
+      // The portal away: the last list is kept.
+      h.jwks.fail(true);
+      await watcher.refresh();
+      await refused(`Bearer ${before}`, 401, "token_revoked");
+      h.jwks.fail(false);
+    } finally {
+      watcher.stop();
+      revocations.check = () => null;
+    }
+  });
+
+  test("entry rules: not_before against iat, secret generations with a grace period", async () => {
+    const { entryRefusal } = await import("../src/revocations.ts");
+    const entry = { not_before: 1000, secret_generation: 0, previous_valid_until: null, until: 9999 };
+    assert.equal(entryRefusal(entry, { iat: 1000 }, 1500), "revoked");
+    assert.equal(entryRefusal(entry, { iat: 1001 }, 1500), null);
+    const rotated = { not_before: null, secret_generation: 3, previous_valid_until: 2000, until: 9999 };
+    assert.equal(entryRefusal(rotated, { sgen: 3 }, 1500), null);
+    assert.equal(entryRefusal(rotated, { sgen: 2 }, 1500), null, "the previous secret within its grace");
+    assert.equal(entryRefusal(rotated, { sgen: 2 }, 2000), "rotated");
+    assert.equal(entryRefusal(rotated, { sgen: 1 }, 1500), "rotated");
+    assert.equal(entryRefusal(rotated, {}, 1500), "rotated");
+  });
+});

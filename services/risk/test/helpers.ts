@@ -10,17 +10,29 @@ import { poolCreate, type Pool } from "../src/db.ts";
 import { migrate } from "../src/migrate.ts";
 import type { FastifyInstance } from "fastify";
 
+export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
 export const DATABASE_URL = process.env.RISK_DATABASE_URL || "postgresql://postgres@127.0.0.1:5432/atrium_risk_test";
 export const ISSUER = "atrium-portal";
 
+/** `url` with its database name replaced (libpq URLs such as `postgresql://postgres@/db?host=/socket` are not
+ * WHATWG URLs, so this is done on the text). */
+export function databaseUrlWith(url: string, name: string): string {
+  const match = /^(postgres(?:ql)?:\/\/[^/?]*)(?:\/([^?]*))?(\?.*)?$/.exec(url);
+  if (!match) throw new Error(`not a postgres URL: ${url}`);
+  return `${match[1]}/${name}${match[3] ?? ""}`;
+}
+
+export function databaseName(url: string): string {
+  const match = /^postgres(?:ql)?:\/\/[^/?]*\/([^?]*)/.exec(url);
+  return decodeURIComponent(match?.[1] ?? "");
+}
+
 /** Drop and create the database RISK_DATABASE_URL names, then migrate it. */
 export async function databaseFresh(url = DATABASE_URL): Promise<void> {
-  const target = new URL(url);
-  const name = decodeURIComponent(target.pathname.slice(1));
+  const name = databaseName(url);
   if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`refusing to recreate database ${JSON.stringify(name)}`);
-  const admin = new URL(url);
-  admin.pathname = "/postgres";
-  const client = new pg.Client({ connectionString: admin.toString() });
+  const client = new pg.Client({ connectionString: databaseUrlWith(url, "postgres") });
   await client.connect();
   try {
     await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
@@ -43,21 +55,31 @@ export async function keysNew(kid: string): Promise<Keys> {
   return { kid, privateKey, jwk };
 }
 
-/** A JWKS document served by a tiny node:http server (real HTTP, like the portal's). */
-export async function jwksServe(keys: Keys[]): Promise<{ url: string; server: Server; fetches: () => number; fail: (on: boolean) => void }> {
+/** The portal's two public key documents served by a tiny node:http server (real HTTP, like the portal's):
+ * the JWKS at /.well-known/jwks.json and the revocation list beside it (`revocations` is what it lists). */
+export async function jwksServe(keys: Keys[]): Promise<{
+  url: string; server: Server; fetches: () => number; fail: (on: boolean) => void; revocations: Record<string, Json>;
+}> {
   let fetches = 0;
   let failing = false;
+  const revocations: Record<string, Json> = {};
   const server = createServer((request, response) => {
-    fetches += 1;
     if (failing) {
       response.writeHead(503).end();
       return;
     }
-    response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: keys.map((k) => k.jwk) }));
+    if (request.url === "/.well-known/jwks.json") {
+      fetches += 1;
+      response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: keys.map((k) => k.jwk) }));
+    } else if (request.url === "/.well-known/atrium-revocations.json") {
+      response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ generated_at: Date.now() / 1000, clients: revocations }));
+    } else {
+      response.writeHead(404).end();
+    }
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}/.well-known/jwks.json`, server, fetches: () => fetches, fail: (on) => { failing = on; } };
+  return { url: `http://127.0.0.1:${port}/.well-known/jwks.json`, server, fetches: () => fetches, fail: (on) => { failing = on; }, revocations };
 }
 
 export interface TokenOptions {
@@ -108,7 +130,7 @@ export async function harness(): Promise<Harness> {
     app, pool, keys, jwks, callers, token,
     auth: async (options = {}) => ({ authorization: `Bearer ${await token(options)}` }),
     reset: async () => {
-      await pool.query("TRUNCATE risk_assessment, risk_outbox");
+      await pool.query("TRUNCATE risk_assessment, risk_outbox, risk_velocity_bucket");
       await pool.query("UPDATE risk_outbox_state SET last_seq = 0, published_seq = 0");
       await pool.query("DELETE FROM risk_rules_version WHERE version > 1");
     },
@@ -120,8 +142,6 @@ export async function harness(): Promise<Harness> {
     },
   };
 }
-
-export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** Outbox events, in service_seq order. */
 export async function outboxEvents(pool: Pool): Promise<Json[]> {

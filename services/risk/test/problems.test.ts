@@ -34,11 +34,26 @@ function hasError(body: Json, field: string, code: string): void {
 
 describe("bad input answers problem details, never a 500", () => {
   test("malformed JSON: 400 malformed_json", async () => {
-    for (const text of ["{", "{\"payment_id\": }", "[1,", "nul", "   ", "\u0000", '{"payment_id": "a\\u0000b"}']) {
+    for (const text of ["{", "{\"payment_id\": }", "[1,", "nul", "   ", "\u0000", "{'a': 1}"]) {
       problem(await post(text), 400, "malformed_json");
     }
     problem(await h.app.inject({ method: "POST", url: "/api/v1/assessments", headers }), 400, "malformed_json");
     problem(await post(Buffer.from([0xff, 0xfe, 0x7b])), 400, "malformed_json");
+  });
+
+  test("NUL characters, unpaired surrogates, deep nesting: 400 invalid_characters, json_too_deep", async () => {
+    problem(await post('{"payment_id": "a\\u0000b"}'), 400, "invalid_characters");
+    problem(await post('{"payment_id": "a\\ud800b"}'), 400, "invalid_characters");
+    problem(await post('{"a\\u0000": 1}'), 400, "invalid_characters");
+    problem(await post("[".repeat(100) + "]".repeat(100)), 400, "json_too_deep");
+    const deep = "[".repeat(200_000) + "]".repeat(200_000);
+    const answer = await post(deep);
+    assert.equal(answer.statusCode, 400);
+    assert.ok(["json_too_deep", "malformed_json"].includes(answer.json().code));
+    const read = await h.auth({ scope: "risk:read" });
+    problem(await h.app.inject({ url: "/api/v1/assessments?payment_id=%00", headers: read }), 400, "invalid_characters");
+    problem(await h.app.inject({ url: "/api/v1/assessments?payment_id=%ED%A0%80", headers: read }), 400, "invalid_characters");
+    problem(await h.app.inject({ url: "/api/v1/assessments?payment_id=%E0%A4%A", headers: read }), 400, "invalid_characters");
   });
 
   test("unknown fields: 400 validation_error, unknown_field, at any depth", async () => {
@@ -66,6 +81,10 @@ describe("bad input answers problem details, never a 500", () => {
     hasError(problem(await post(JSON.stringify(payment({ source_account: "" }))), 400, "validation_error"), "source_account", "blank");
     hasError(problem(await post(JSON.stringify(payment({ created_at: "yesterday" }))), 400, "validation_error"), "created_at", "invalid");
     hasError(problem(await post(JSON.stringify(payment({ created_at: "2026-13-45T99:00:00Z" }))), 400, "validation_error"), "created_at", "invalid");
+    for (const created_at of ["0000-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2024-02-29T23:59:60Z", "9999-12-31T23:59:59Z", new Date(Date.now() + 7200_000).toISOString()]) {
+      hasError(problem(await post(JSON.stringify(payment({ created_at }))), 400, "validation_error"), "created_at", "invalid");
+    }
+    hasError(problem(await post(JSON.stringify({ payments: [payment(), payment({ created_at: "0001-01-01T00:00:00Z" })] })), 400, "validation_error"), "payments[1].created_at", "invalid");
     problem(await post(JSON.stringify([payment()])), 400, "validation_error");
     problem(await post(JSON.stringify("a string")), 400, "validation_error");
   });
@@ -82,6 +101,11 @@ describe("bad input answers problem details, never a 500", () => {
     for (const type of ["text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data; boundary=x"]) {
       problem(await post(body, { "content-type": type }), 415, "unsupported_media_type");
     }
+  });
+
+  test("a Content-Encoding the service does not decode: 415", async () => {
+    problem(await post(JSON.stringify(payment()), { "content-encoding": "gzip" }), 415, "unsupported_media_type");
+    assert.equal((await post(JSON.stringify(payment()), { "content-encoding": "identity" })).statusCode, 200);
   });
 
   test("a body over the limit: 413 payload_too_large", async () => {
@@ -102,7 +126,6 @@ describe("bad input answers problem details, never a 500", () => {
     hasError(problem(await h.app.inject({ url: "/api/v1/assessments?limit=abc", headers: read }), 400, "validation_error"), "limit", "invalid");
     hasError(problem(await h.app.inject({ url: "/api/v1/assessments?decision=maybe", headers: read }), 400, "validation_error"), "decision", "invalid_choice");
     hasError(problem(await h.app.inject({ url: "/api/v1/assessments?colour=red", headers: read }), 400, "validation_error"), "colour", "unknown_field");
-    problem(await h.app.inject({ url: "/api/v1/assessments?payment_id=%00", headers: read }), 400, "validation_error");
   });
 
   test("unknown paths 404, wrong methods 405 with Allow, slashed spellings 308", async () => {

@@ -2,12 +2,26 @@
 import type { FastifyInstance } from "fastify";
 import type { Auth } from "../auth.ts";
 import type { Pool } from "../db.ts";
+import { fieldError, ValidationFailed, type FieldError } from "../errors.ts";
 import { assessmentSeconds } from "../metrics.ts";
 import { pageEnvelope, PAGE_SIZE } from "../pagination.ts";
 import { assess, type PaymentInput } from "../services.ts";
 import { assessmentGet, assessmentsPage } from "../selectors.ts";
 import { auditContextOf, fullUrl } from "./context.ts";
 import { ASSESS_BODY, ASSESSMENT, BATCH_MAX, PAGE_QUERY, pageOf, problems } from "./schemas.ts";
+
+const EARLIEST = Date.parse("2000-01-01T00:00:00Z");
+const FUTURE_SKEW_MS = 3600_000;
+
+/** Why a created_at the schema let through (an RFC 3339 date-time) cannot be used, or null. */
+export function createdAtProblem(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  const at = Date.parse(value);
+  if (Number.isNaN(at)) return "Not a date-time this service can read (a leap second?).";
+  if (at < EARLIEST) return "Before 2000-01-01.";
+  if (at > Date.now() + FUTURE_SKEW_MS) return "More than an hour in the future.";
+  return null;
+}
 
 export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): void {
   app.post("/api/v1/assessments", {
@@ -27,6 +41,12 @@ export function assessmentRoutes(app: FastifyInstance, pool: Pool, auth: Auth): 
     const body = request.body as PaymentInput | { payments: PaymentInput[] };
     const batch = "payments" in body;
     const payments = batch ? body.payments : [body];
+    const errors: FieldError[] = [];
+    payments.forEach((p, index) => {
+      const problem = createdAtProblem(p.created_at);
+      if (problem) errors.push(fieldError(batch ? ["payments", index, "created_at"] : ["created_at"], "invalid", problem));
+    });
+    if (errors.length) throw new ValidationFailed("The request has invalid fields; see errors.", { errors });
     const started = performance.now();
     const results = await assess(pool, payments, auditContextOf(request));
     assessmentSeconds.observe((performance.now() - started) / 1000);

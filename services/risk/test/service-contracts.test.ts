@@ -1,5 +1,7 @@
 // Health, metrics, request ids, traceparent, logs, the OpenAPI document and the docs page.
 import assert from "node:assert/strict";
+import { connect } from "node:net";
+import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { buildApp } from "../src/app.ts";
@@ -98,6 +100,33 @@ describe("service contracts", () => {
     assert.equal(line.request_id, "req-log-test");
     assert.equal(line.status, 404);
     assert.equal(line.path, "/api/v1/nothing");
+  });
+
+  test("requests Node's HTTP parser refuses are problem documents too (real HTTP)", async () => {
+    const config = { ...loadConfig({ RISK_DATABASE_URL: DATABASE_URL, JWT_JWKS_URL: h.jwks.url }), logLevel: "silent" };
+    const { app } = await buildApp({ config, pool: h.pool, callers: new Map(), logger: false });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const raw = (request: string) => new Promise<string>((resolve, reject) => {
+      const socket = connect(port, "127.0.0.1", () => socket.end(request));
+      let answer = "";
+      socket.on("data", (chunk) => { answer += chunk; });
+      socket.on("end", () => resolve(answer));
+      socket.on("error", reject);
+    });
+    try {
+      for (const request of [
+        "POST /api/v1/assessments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n{}",
+        "GET /health/live HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+      ]) {
+        const answer = await raw(request);
+        assert.match(answer, /^HTTP\/1\.1 400 /);
+        assert.match(answer, /Content-Type: application\/problem\+json/i);
+        assert.match(answer, /"code":"bad_request"/);
+      }
+    } finally {
+      await app.close();
+    }
   });
 
   test("OpenAPI at /api/schema (the slashed spelling redirects), Swagger UI at /api/docs", async () => {
