@@ -125,15 +125,17 @@ def payments_stack(
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
     ledger_via: Callable[[str], str] | None = None,
+    risk_url: str | None = None,
 ) -> PaymentsStack:
     """Start the stack for one test (its clients live in the test's portal database, flushed after it).
 
     ``ledger_via`` maps the ledger's URL to the one the payments processes use instead (a fault-injecting proxy).
+    ``risk_url``: payments screens with the risk service there (its identity may then call it).
     """
     own, own_secret = identity.client_create(
         name=f"payments-service-{uuid.uuid4().hex[:6]}",
-        audiences=["ledger", "portal"],
-        scopes=["catalog:register", "ledger:read", "ledger:write"],
+        audiences=["ledger", "portal", *(["risk"] if risk_url else [])],
+        scopes=["catalog:register", "ledger:read", "ledger:write", *(["risk:assess"] if risk_url else [])],
     )
     caller, caller_secret = identity.client_create(
         name=f"e2e-caller-{uuid.uuid4().hex[:6]}",
@@ -153,6 +155,7 @@ def payments_stack(
         "LEDGER_URL": ledger_via(ledger.url or "") if ledger_via else ledger.url or "",
         "PAYMENTS_CLIENT_ID": own.id,
         "PAYMENTS_CLIENT_SECRET": own_secret,
+        **({"RISK_URL": risk_url} if risk_url else {}),
     }
     payments = harness.web("payments", env=env)
     env["PAYMENTS_DATABASE_URL"] = payments.env["PAYMENTS_DATABASE_URL"]
