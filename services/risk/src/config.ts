@@ -41,6 +41,16 @@ function integer(value: string | undefined, fallback: number, name: string): num
   return parsed;
 }
 
+/** pino's level for LOG_LEVEL as every Atrium process reads it (Python's names, any case: WARNING, CRITICAL). */
+export function logLevel(value: string): string {
+  const name = value.trim().toLowerCase();
+  const level = ({ warning: "warn", critical: "fatal", notset: "trace" } as Record<string, string>)[name] ?? name;
+  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(level)) {
+    throw new Error(`LOG_LEVEL must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG (or pino's names), got ${JSON.stringify(value)}`);
+  }
+  return level;
+}
+
 function stripSlash(url: string): string {
   return url.replace(/\/+$/, "");
 }
@@ -70,7 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clientSecret: env.RISK_CLIENT_SECRET || "",
     catalogRegister: flag(env.ATRIUM_CATALOG_REGISTER, true),
     logFormat: env.ATRIUM_LOG_FORMAT || "json",
-    logLevel: env.RISK_LOG_LEVEL || env.LOG_LEVEL || "info",
+    logLevel: logLevel(env.RISK_LOG_LEVEL || env.LOG_LEVEL || "info"),
     bodyLimit: integer(env.RISK_BODY_LIMIT, 2 * 1024 * 1024, "RISK_BODY_LIMIT"),
     poolSize: integer(env.RISK_DB_POOL_SIZE, 10, "RISK_DB_POOL_SIZE"),
   };

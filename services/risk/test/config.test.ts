@@ -1,0 +1,31 @@
+// Settings read from the environment as every Atrium process reads them.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { loadConfig, logLevel } from "../src/config.ts";
+
+test("LOG_LEVEL takes Python's level names in any case, and pino's", () => {
+  assert.equal(logLevel("WARNING"), "warn");
+  assert.equal(logLevel("warning"), "warn");
+  assert.equal(logLevel("CRITICAL"), "fatal");
+  assert.equal(logLevel("INFO"), "info");
+  assert.equal(logLevel(" debug "), "debug");
+  assert.equal(logLevel("trace"), "trace");
+  assert.equal(loadConfig({ LOG_LEVEL: "WARNING" }).logLevel, "warn");
+  assert.equal(loadConfig({ LOG_LEVEL: "ERROR", RISK_LOG_LEVEL: "DEBUG" }).logLevel, "debug");
+});
+
+test("an unknown LOG_LEVEL is refused with a message naming the accepted ones", () => {
+  assert.throws(() => logLevel("loud"), /LOG_LEVEL must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG/);
+  assert.throws(() => loadConfig({ LOG_LEVEL: "7" }), /LOG_LEVEL/);
+});
+
+test("ports and URLs follow ATRIUM_PORT_BASE and the portal's URL unless set", () => {
+  const config = loadConfig({ ATRIUM_PORT_BASE: "8100" });
+  assert.equal(config.port, 8104);
+  assert.equal(config.portalUrl, "http://127.0.0.1:8100");
+  assert.equal(config.jwksUrl, "http://127.0.0.1:8100/.well-known/jwks.json");
+  assert.equal(config.revocationsUrl, "http://127.0.0.1:8100/.well-known/atrium-revocations.json");
+  assert.equal(loadConfig({ RISK_PORT: "9000", BIND_HOST: "0.0.0.0" }).serviceUrl, "http://127.0.0.1:9000");
+  assert.throws(() => loadConfig({ RISK_PORT: "-1" }), /RISK_PORT must be a non-negative integer/);
+  assert.throws(() => loadConfig({ ATRIUM_ENV: "staging" }), /ATRIUM_ENV must be dev, test or production/);
+});
