@@ -36,6 +36,13 @@ events had not arrived when the payments had settled, how many seconds later all
 event's time to its arrival; a step counts as sustained only if all arrived within the drain time
 (issue #19: ≥ 250 settled/s with webhooks on).
 
+``--risk`` screens every payment with the TypeScript risk service (services/risk on Node 24, its own database,
+``PAYMENTS_RISK_FALLBACK=hold``): payments' workers call it once per batch during screening, and its audit events
+reach the portal's trail over HTTP (``POST /api/v1/audit/events:ingest``), so a portal web process runs too (the
+risk service registers in its catalog and relays to it). Each step's audit catch-up then counts the risk
+service's events as well, and the CPU table has the risk service's own row: its CPU per payment
+(issue #21: ≥ 250 settled/s sustained and p99 < 2 s at 100/s with risk screening on).
+
 Targets on the 2-core machine: ≥ 200 settled payments/s sustained, p99 create → settled < 2 s at 100/s.
 """
 
@@ -79,11 +86,19 @@ from devtools.infra import (
 )
 from devtools.loadkit import broker_purge, cpu_by_session, cpu_delta, ledger_accounts
 from devtools.processes import process_group_stop
+from portal.identity.keys import public_jwk
 
 TARGET_SUSTAINED = 200.0
 TARGET_P99_AT_100 = 2.0
+TARGET_SUSTAINED_RISK = 250.0  # issue #21: with risk screening on
 LOG_DIR = REPO_ROOT / "var" / "bench-payments"
 SERVICE_CLIENT = "cli_payments_bench"
+# What the bench's token endpoint grants per audience (beyond <audience>:read/write): the risk service's
+# assessments to payments, and the portal's catalog and audit ingest to the risk service.
+SCOPES = {
+    "risk": "risk:read risk:assess risk:write",
+    "portal": "portal:read catalog:register audit:ingest",
+}
 
 
 class Tokens(Jwks):
@@ -91,6 +106,9 @@ class Tokens(Jwks):
 
     def __init__(self) -> None:
         super().__init__()
+        # The portal's own kid for this key (RFC 7638 thumbprint): with --risk the portal's web process verifies
+        # the tokens the risk service presents with this same key, under its own kid.
+        self.kid = public_jwk(self.key.public_key())["kid"]
         key, kid = self.key, self.kid
         jwks_path = urllib.parse.urlsplit(self.url).path
         document = json.dumps({"keys": [self.jwk()]}).encode()
@@ -125,7 +143,7 @@ class Tokens(Jwks):
                     "sub": form.get("client_id", ""),
                     "iat": now,
                     "exp": now + 3600,
-                    "scope": f"{audience}:read {audience}:write",
+                    "scope": SCOPES.get(audience, f"{audience}:read {audience}:write"),
                 }
                 token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
                 self._reply(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
@@ -349,6 +367,9 @@ def audit_lag(url: dict[str, str]) -> int:
     for service in ("ledger", "payments"):
         with psycopg.connect(url[service], autocommit=True) as conn:
             written += conn.execute("SELECT count(*) FROM kit_outbox_event WHERE topic = 'audit'").fetchone()[0]
+    if "risk" in url:  # the risk service's own outbox (it keeps every event: the relay moves a watermark)
+        with psycopg.connect(url["risk"], autocommit=True) as conn:
+            written += conn.execute("SELECT last_seq FROM risk_outbox_state").fetchone()[0]
     with psycopg.connect(url["portal"], autocommit=True) as conn:
         chained = conn.execute("SELECT count(*) FROM audit_event").fetchone()[0]
     return written - chained
@@ -434,6 +455,76 @@ def webhooks_wait(receivers: Any, payments_url: str, ids: list[str], limit: floa
         time.sleep(0.25)
 
 
+def risk_start(system: System, url: dict[str, str], gunicorn: str) -> None:
+    """The portal's web process (the risk service registers in its catalog and relays its audit events to it) and
+    the risk service on Node 24, its database migrated; payments then screens with it (``RISK_URL``)."""
+    from devtools.node import node_env, node_path, npm_ci
+
+    risk_dir = REPO_ROOT / "services" / "risk"
+    npm_ci(risk_dir)
+    node = node_path()
+    done = subprocess.run(  # noqa: S603  (fixed arguments)
+        [node, "src/migrate.ts"],
+        env=node_env({**system.env, "RISK_DATABASE_URL": url["risk"]}),
+        cwd=risk_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"risk migrate failed:\n{done.stdout}\n{done.stderr}")
+    # The risk service's machine client in the portal's database (the portal refuses tokens of clients it does not
+    # know); the bench's token endpoint mints its tokens.
+    made = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from portal.identity import services; "
+            "client, _ = services.client_create(name='risk-bench', audiences=['portal'], "
+            "scopes=['catalog:register', 'audit:ingest']); print('CLIENT', client.id)",
+        ],
+        env={**system.env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    client_id = next((line.split()[1] for line in made.stdout.splitlines() if line.startswith("CLIENT ")), "")
+    if not client_id:
+        raise RuntimeError(f"risk's machine client:\n{made.stdout}\n{made.stderr}")
+    portal_port, risk_port = free_port(), free_port()
+    portal = system.start(
+        "portal",
+        [gunicorn, "portal.wsgi", "--bind", f"127.0.0.1:{portal_port}", "--workers", "1", "--threads", "4"],
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        # it polls the risk service's health URL (registered in its catalog) on loopback
+        ATRIUM_OUTBOUND_ALLOW_NETWORKS="127.0.0.1/32",
+    )
+    portal_url = f"http://127.0.0.1:{portal_port}"
+    wait_ready(portal_url, portal)
+    risk_url = f"http://127.0.0.1:{risk_port}"
+    risk = system.start(
+        "risk",
+        [node, "services/risk/src/main.ts"],
+        **node_env(
+            {
+                "RISK_DATABASE_URL": url["risk"],
+                "RISK_PORT": str(risk_port),
+                "RISK_URL": risk_url,
+                "ATRIUM_PORTAL_URL": portal_url,
+                "RISK_CLIENT_ID": client_id,
+                "RISK_CLIENT_SECRET": "bench",
+                "ATRIUM_LOG_FORMAT": "json",
+                "PATH": system.env.get("PATH", ""),
+            }
+        ),
+    )
+    wait_ready(risk_url, risk)
+    system.env.update(RISK_URL=risk_url, PAYMENTS_RISK_FALLBACK="hold")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.payments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="50,100,150,200,250", help="offered payments/s, in order")
@@ -450,6 +541,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--webhooks", action="store_true", help="the webhooks service on: every payment's events delivered"
     )
     parser.add_argument(
+        "--risk", action="store_true", help="risk screening on: the Node risk service (and a portal web process)"
+    )
+    parser.add_argument(
         "--otel", action="store_true", help="OpenTelemetry on in every process (a file exporter; see the docstring)"
     )
     return parser.parse_args(argv)
@@ -461,7 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     names = {
         k: f"atrium_bench_pay_{run_id}_{k}"
-        for k in ("ledger", "payments", "portal", *(("webhooks",) if args.webhooks else ()))
+        for k in (
+            "ledger",
+            "payments",
+            "portal",
+            *(("webhooks",) if args.webhooks else ()),
+            *(("risk",) if args.risk else ()),
+        )
     }
     infra: Infra | None = None
     system: System | None = None
@@ -529,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
         system = System(env)
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         celery = str(Path(sys.executable).parent / "celery")
+        if args.risk:
+            risk_start(system, url, gunicorn)
         ledger_port, payments_port = free_port(), free_port()
         layout = ["--workers", str(args.web_workers), "--threads", "2"]
         ledger = system.start(
@@ -680,6 +782,11 @@ def main(argv: list[str] | None = None) -> int:
             default=0.0,
         )
         p99_at_100 = next((r[4] for r in results if r[0] == 100), None)
+        if args.risk:
+            per_step = [
+                f"{row.get('risk', 0.0) * 1000 / max(1, n):.2f} ms at {rate:.0f}/s" for rate, n, row in cpu_rows
+            ]
+            print(f"risk service CPU per settled payment: {', '.join(per_step)}")
         print()
         print("Atrium payments benchmark", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         print(
@@ -689,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.web_workers}x2 each, {args.workers} payments worker(s) x {args.concurrency}, relays, "
             f"{'no audit worker' if args.no_audit else '1 audit worker and the job monitor'}"
             f"{'; webhooks on (web, 1 worker, the dispatcher; payment.* to one receiver)' if args.webhooks else ''}"
+            f"{'; risk screening on (the Node risk service; a portal web process for its trail)' if args.risk else ''}"
             f"{', OpenTelemetry on (file exporter)' if args.otel else ''}"
         )
         if otel_file is not None:
@@ -703,9 +811,10 @@ def main(argv: list[str] | None = None) -> int:
             alive = monitor.proc.poll() is None
             failed |= not alive or not jobs
             print(f"  the job monitor recorded {jobs:,} tasks{'' if alive else ' and EXITED (see its log)'}")
+        target = TARGET_SUSTAINED_RISK if args.risk else TARGET_SUSTAINED
         print(
-            f"sustained: {sustained:.0f} settled payments/s (target ≥ {TARGET_SUSTAINED:.0f}: "
-            f"{'MET' if sustained >= TARGET_SUSTAINED else 'MISSED'})"
+            f"sustained: {sustained:.0f} settled payments/s (target ≥ {target:.0f}: "
+            f"{'MET' if sustained >= target else 'MISSED'})"
         )
         if p99_at_100 is not None:
             print(
