@@ -124,14 +124,19 @@ def risk_restart(harness: ProcessHarness, portal: AtriumProcess, risk: RiskServi
     )
 
 
-def caller_token(portal: AtriumProcess, scopes: list[str]) -> str:
-    """A token for the risk audience from a new client allowed ``scopes``."""
+def caller_token(portal: AtriumProcess, scopes: list[str], audience: str = "risk") -> str:
+    """A token for ``audience`` (the risk service's by default) from a new machine client allowed ``scopes``."""
     client, secret = identity.client_create(
-        name=f"risk-caller-{uuid.uuid4().hex[:6]}", audiences=["risk"], scopes=scopes
+        name=f"e2e-{audience}-caller-{uuid.uuid4().hex[:6]}", audiences=[audience], scopes=scopes
     )
     response = httpx.post(
         f"{portal.url}/api/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": client.id, "client_secret": secret, "audience": "risk"},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client.id,
+            "client_secret": secret,
+            "audience": audience,
+        },
         timeout=10,
     )
     assert response.status_code == 200, response.text

@@ -124,7 +124,7 @@ def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, 
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
     # The catalog: risk registered itself, passes its health check, and payments → risk was observed.
-    reader = caller_token_portal(live_portal)
+    reader = caller_token(live_portal, ["portal:read"], audience="portal")
     catalog = httpx.Client(base_url=live_portal.url or "", headers={"Authorization": f"Bearer {reader}"}, timeout=10)
 
     def edge() -> dict[str, Any] | None:
@@ -144,25 +144,6 @@ def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, 
     assert found["calls"] >= 1
     assert Service.objects.get(slug="risk").registered_by == risk.client_id
     wait_until(lambda: catalog.get("/api/v1/catalog/services/risk").json()["status"] == "passing", 40, "risk passing")
-
-
-def caller_token_portal(portal: Any) -> str:
-    """A portal token allowed to read the catalog."""
-    from portal.identity import services as identity
-
-    client, secret = identity.client_create(name="risk-e2e-reader", audiences=["portal"], scopes=["portal:read"])
-    response = httpx.post(
-        f"{portal.url}/api/v1/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client.id,
-            "client_secret": secret,
-            "audience": "portal",
-        },
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
 
 
 def test_review_rejected_by_an_operator_never_reaches_the_ledger(harness, live_portal):
