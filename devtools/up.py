@@ -255,7 +255,7 @@ def main(argv: list[str]) -> int:
             *(
                 web(s.name, f"{urls[s.name]}/api/docs   (admin {urls[s.name]}/admin/, sign in at the portal)")
                 if s.is_django
-                else web(s.name, f"{urls[s.name]}/api/docs/   ({s.runtime}: {s.directory})")
+                else web(s.name, f"{urls[s.name]}/api/docs   ({s.runtime}: {s.directory})")
                 for s in SERVICES
                 if s.name != "portal"
             ),

@@ -82,7 +82,7 @@ def test_dev_runner_brings_every_service_up_and_ctrl_c_stops_them(tmp_path: Path
         assert creds["urls"]["ledger"] == f"http://127.0.0.1:{ports['ledger']}"
         assert creds["admin"]["password"] in output
         assert creds["client"]["client_secret"] in output
-        assert f"  risk      http://127.0.0.1:{ports['risk']}/api/docs/   (node: services/risk)" in output
+        assert f"  risk      http://127.0.0.1:{ports['risk']}/api/docs   (node: services/risk)" in output
         assert "atrium: migrating risk ..." in output
 
         # and each service admin signs people in at the portal with its own client (docs/sso.md)
