@@ -1283,7 +1283,7 @@ def _kill_and_watch_it_come_back(runner: DevRunner, name: str) -> tuple[int, int
     """SIGKILL the process ``name``; its old and new pid once the supervisor has restarted it. The others must
     keep their pids (the same processes: pid and start time)."""
     before = runner.pids()
-    assert len(before) == 17, before  # the Procfile's 16 processes and Procfile.dev's demo webhook receiver
+    assert len(before) == 18, before  # the Procfile's 17 processes and Procfile.dev's demo webhook receiver
     others = {n: psutil.Process(pid) for n, pid in before.items() if n != name}
     assert all(alive(p) for p in others.values())
     old = before[name]
@@ -1356,7 +1356,7 @@ def test_hostile_make_up_ctrl_c_stops_every_process_it_started(dev_runner: tuple
     # given everything make up started: its processes (and their children) and the embedded servers
     started = runner.processes()
     assert set(runner.pids().values()) <= {p.pid for p in started}
-    assert len(started) > 17 + 2  # the runner, 17 processes, their children, PostgreSQL's and Redis's
+    assert len(started) > 18 + 2  # the runner, 18 processes, their children, PostgreSQL's and Redis's
     names = " ".join(p.name() for p in started)
     assert "postgres" in names
     assert "redis-server" in names

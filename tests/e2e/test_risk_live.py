@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 
 from portal.audit.models import AuditEvent
 from portal.catalog.models import Service
@@ -50,7 +49,7 @@ def _risk_events() -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(service="risk").order_by("service_seq"))
 
 
-def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, live_portal):
+def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, live_portal, tmp_path):
     risk: RiskService = risk_start(harness, live_portal)
     rules_token = caller_token(live_portal, ["risk:read", "risk:write"])
     version = risk_rules(risk, rules_token, DECIDING_RULES)
@@ -120,7 +119,7 @@ def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, 
     assert decisions == {allowed["id"]: "allow", denied["id"]: "deny", review["id"]: "review"}
     approval = AuditEvent.objects.get(action="payments.payment.review_approved", object_id=review["id"])
     assert approval.actor_type == "client"
-    verified, _ = h.audit_verify(settings.AUDIT_HEADS_PATH, "--strict-services")
+    verified, _ = h.audit_verify(str(tmp_path / "heads.jsonl"), "--strict-services")  # this test's heads only
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
     # The catalog: risk registered itself, passes its health check, and payments → risk was observed.

@@ -91,6 +91,7 @@ def test_the_procfile_names_every_atrium_process():
         "ledger",
         "payments",
         "webhooks",
+        "risk",
         "worker_portal",
         "worker_audit",
         "worker_ledger",
