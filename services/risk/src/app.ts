@@ -12,7 +12,8 @@ import { rulesRoutes } from "./api/rules.ts";
 import { authCreate, type Auth } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Pool } from "./db.ts";
-import { InvalidCharacters, JsonTooDeep, MalformedJson, UnsupportedMediaType } from "./errors.ts";
+import { DuplicateKey, InvalidCharacters, JsonTooDeep, MalformedJson, UnsupportedMediaType } from "./errors.ts";
+import { duplicateKey } from "./jsonkeys.ts";
 import { httpLatency, metricsBind } from "./metrics.ts";
 import { errorHandler, problemSend } from "./problems.ts";
 
@@ -105,6 +106,13 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     }
     const bad = badCharacters(parsed, 0);
     if (bad) return done(bad, undefined);
+    const twice = duplicateKey(text);
+    if (twice) {
+      const where = twice.pointer ? `in ${twice.pointer}` : "at the top level";
+      const detail = `Key ${JSON.stringify(twice.key)} appears more than once ${where}; each key may appear once.`;
+      const pointer = `#${twice.pointer}/${twice.key.replace(/~/g, "~0").replace(/\//g, "~1")}`;
+      return done(new DuplicateKey(detail, { errors: [{ field: twice.field, pointer, code: "duplicate_key", detail }] }), undefined);
+    }
     done(null, parsed);
   });
 

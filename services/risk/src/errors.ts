@@ -40,6 +40,7 @@ export const ValidationFailed = kind(400, "validation_error", "Invalid input");
 export const MalformedJson = kind(400, "malformed_json", "Malformed JSON");
 export const InvalidCharacters = kind(400, "invalid_characters", "Invalid characters");
 export const JsonTooDeep = kind(400, "json_too_deep", "JSON nested too deeply");
+export const DuplicateKey = kind(400, "duplicate_key", "Duplicate key");
 export const InvalidCursor = kind(400, "invalid_cursor", "Invalid cursor");
 export const NotAuthenticated = kind(401, "not_authenticated", "Authentication required");
 export const InvalidToken = kind(401, "invalid_token", "Invalid token");

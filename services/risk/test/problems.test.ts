@@ -56,6 +56,26 @@ describe("bad input answers problem details, never a 500", () => {
     problem(await h.app.inject({ url: "/api/v1/assessments?payment_id=%E0%A4%A", headers: read }), 400, "invalid_characters");
   });
 
+  test("a key named twice: 400 duplicate_key with the key and where it is, as the kit answers", async () => {
+    const single = JSON.stringify(payment()).replace('"amount":', '"amount": 5, "amount":');
+    const body = problem(await post(single), 400, "duplicate_key");
+    assert.deepEqual(body.errors, [
+      { field: "amount", pointer: "#/amount", code: "duplicate_key", detail: body.detail },
+    ]);
+    assert.match(body.detail, /Key "amount" appears more than once at the top level/);
+    const second = JSON.stringify(payment()).replace('"currency":"EUR"', '"currency":"EUR","currency":"USD"');
+    const twice = `{"payments": [${JSON.stringify(payment())}, ${second}]}`;
+    hasError(problem(await post(twice), 400, "duplicate_key"), "payments[1].currency", "duplicate_key");
+    const rules = await h.auth({ scope: "risk:write" });
+    const put = await h.app.inject({
+      method: "PUT",
+      url: "/api/v1/rules",
+      headers: { ...rules, "content-type": "application/json" },
+      payload: '{"rules": {}, "rules": {}}',
+    });
+    hasError(problem(put, 400, "duplicate_key"), "rules", "duplicate_key");
+  });
+
   test("unknown fields: 400 validation_error, unknown_field, at any depth", async () => {
     hasError(problem(await post(JSON.stringify(payment({ colour: "red" }))), 400, "validation_error"), "colour", "unknown_field");
     const body = problem(await post(JSON.stringify({ payments: [payment(), payment({ extra: 1 })] })), 400, "validation_error");
