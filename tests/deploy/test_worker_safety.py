@@ -332,4 +332,7 @@ def test_an_idle_worker_given_sigterm_exits_at_once_and_hands_back_what_it_held(
     # and a new worker runs it, once
     successor = harness.worker("portal", database_url=current_test_database_url())
     assert later.get(timeout=20)["outcome"] == "succeed"
-    assert successor.output().count(f"Task portal.probe[{later.id}] succeeded") == 1
+    done = f"Task portal.probe[{later.id}] succeeded"
+    # (the result is stored before the worker logs the success: wait for the line, then count it)
+    wait_until(lambda: done in successor.output(), 10, "the successor's log line")
+    assert successor.output().count(done) == 1

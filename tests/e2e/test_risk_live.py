@@ -20,6 +20,7 @@ from tests.e2e import hostile_audit_jobs as h
 from tests.e2e.payments_stack import PaymentsStack, payments_stack
 from tests.e2e.risk_stack import DECIDING_RULES, RiskService, caller_token, risk_rules, risk_start
 from tests.harness import wait_until
+from workers.celery import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,11 +46,22 @@ def _risk(stack: PaymentsStack, payment_id: str) -> tuple[str, int | None, list[
     return rows[0]  # type: ignore[return-value]
 
 
+def _python_services_chained(stack: PaymentsStack) -> bool:
+    """Whether every audit event the payments and ledger services wrote to their outboxes is in the chain."""
+    for service, sql in (("payments", stack.payments_sql), ("ledger", stack.ledger_sql)):
+        written = sql("SELECT count(*) FROM kit_outbox_event WHERE topic = 'audit'")[0][0]
+        if AuditEvent.objects.filter(service=service).count() < written:
+            return False
+    return True
+
+
 def _risk_events() -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(service="risk").order_by("service_seq"))
 
 
 def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, live_portal, tmp_path):
+    with app.connection_for_write() as conn:  # no stale batches other tests' relays left on the shared broker
+        conn.default_channel.queue_purge("audit")
     risk: RiskService = risk_start(harness, live_portal)
     rules_token = caller_token(live_portal, ["risk:read", "risk:write"])
     version = risk_rules(risk, rules_token, DECIDING_RULES)
@@ -110,6 +122,8 @@ def test_risk_decides_payments_and_its_trail_and_edge_reach_the_portal(harness, 
         )
 
     wait_until(audited, 40, "the risk and payments audit events to be chained")
+    # ...and every audit event the Python services wrote is chained too (none in flight), so the chain is complete
+    wait_until(lambda: _python_services_chained(stack), 40, "the payments and ledger audit events to be chained")
     events = _risk_events()
     assert [e.service_seq for e in events] == list(range(1, len(events) + 1))  # gapless, in order
     rules_event = next(e for e in events if e.action == "risk.rules.updated")
