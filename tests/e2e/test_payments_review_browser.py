@@ -11,18 +11,14 @@ the Approve and Reject buttons, and the review form refuses them (403).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from devtools.infra import REPO_ROOT, free_port
 from tests.e2e.browser import in_thread, log_in, save_screenshot
-from tests.harness import MANAGE, AtriumProcess, ProcessHarness, base_env
+from tests.e2e.service_admin import ServiceAdmin, service_admin_start, sso_application
+from tests.harness import AtriumProcess, ProcessHarness
 from tests.portal.factories import user_with_role
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -47,83 +43,29 @@ print(json.dumps({"approve": made[0], "reject": made[1]}))
 """
 
 
-class Stack:
-    def __init__(self, portal: AtriumProcess, payments: AtriumProcess, database_url: str, ids: dict[str, str]) -> None:
-        self.portal, self.payments, self.database_url, self.ids = portal, payments, database_url, ids
-
-    @property
-    def url(self) -> str:
-        return self.payments.url or ""
-
-    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            cursor = conn.execute(query, params or [])
-            return cursor.fetchall() if cursor.description else []
-
-    def audited(self, action: str) -> list[dict[str, Any]]:
-        rows = self.sql(
-            "SELECT payload FROM kit_outbox_event WHERE topic = 'audit' AND payload->>'action' = %s ORDER BY id",
-            [action],
-        )
-        return [row[0] for row in rows]
-
-
 @pytest.fixture(scope="module")
-def stack(live_portal: AtriumProcess, module_harness: ProcessHarness) -> Stack:
-    database_url = module_harness.service_database("payments")
-    seeded = subprocess.run(
-        [sys.executable, MANAGE["payments"], "shell", "-c", SEED],
-        env=base_env("payments", database_url),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+def stack(live_portal: AtriumProcess, module_harness: ProcessHarness) -> ServiceAdmin:
+    return service_admin_start(
+        "payments", live_portal, module_harness, seed=SEED, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
     )
-    ids = json.loads(seeded.stdout.strip().splitlines()[-1])
-    payments = module_harness.web(
-        "payments",
-        database_url=database_url,
-        port=free_port(),
-        env={
-            "JWT_JWKS_URL": f"{live_portal.url}/.well-known/jwks.json",
-            "ATRIUM_OUTBOX_RELAY": "off",  # the audit events stay in the outbox, where the test reads them
-            "ATRIUM_SSO_URL": live_portal.url or "",
-            "PAYMENTS_OIDC_CLIENT_ID": CLIENT_ID,
-            "PAYMENTS_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        },
-    )
-    return Stack(live_portal, payments, database_url, ids)
 
 
 @pytest.fixture
-def sso_client(stack: Stack, transactional_db: None) -> None:
-    """The payments admin's client at the portal, as ``demo_setup`` makes it."""
-    from oauth2_provider.models import get_application_model
-
-    Application = get_application_model()
-    Application.objects.create(
-        name="payments-admin",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=f"{stack.url}/oidc/callback",
-        algorithm=Application.RS256_ALGORITHM,
-        skip_authorization=True,
-    )
+def sso_client(stack: ServiceAdmin, transactional_db: None) -> None:
+    sso_application(name="payments-admin", client_id=CLIENT_ID, client_secret=CLIENT_SECRET, service_url=stack.url)
 
 
-def _open(page: Page, stack: Stack, path: str) -> None:
+def _open(page: Page, stack: ServiceAdmin, path: str) -> None:
     page.goto(f"{stack.url}{path}")
     assert page.url.startswith(f"{stack.url}{path}"), (page.url, page.content()[:3000])
 
 
 def test_an_operator_approves_and_rejects_payments_in_review_and_a_viewer_cannot(
-    stack: Stack, sso_client: None, browser: Browser, tmp_path: Path
+    stack: ServiceAdmin, sso_client: None, browser: Browser, tmp_path: Path
 ):
     ids = stack.ids
     operator = in_thread(lambda: user_with_role("operator"))
-    page = log_in(browser, stack.portal.url or "", operator.username)
+    page = log_in(browser, stack.portal_url, operator.username)
 
     # the payment's page: in review, with the risk service's score and reasons
     _open(page, stack, f"/admin/payments/payment/{ids['approve']}/change/")
@@ -164,7 +106,7 @@ def test_an_operator_approves_and_rejects_payments_in_review_and_a_viewer_cannot
 
 
 def test_a_viewer_sees_a_payment_in_review_without_the_decision_buttons(
-    stack: Stack, sso_client: None, browser: Browser
+    stack: ServiceAdmin, sso_client: None, browser: Browser
 ):
     waiting = stack.sql(
         "INSERT INTO payments_payment (id, client_id, amount, currency, source_account, destination_account, "
@@ -177,7 +119,7 @@ def test_a_viewer_sees_a_payment_in_review_without_the_decision_buttons(
     )
     assert waiting == [("pay_viewer_browser",)]
     viewer = in_thread(lambda: user_with_role("viewer"))
-    page = log_in(browser, stack.portal.url or "", viewer.username)
+    page = log_in(browser, stack.portal_url, viewer.username)
 
     _open(page, stack, "/admin/payments/payment/pay_viewer_browser/change/")
     expect(page.locator(".field-status")).to_contain_text("Review")

@@ -11,19 +11,14 @@ temporary directory; ``./bin/atrium screenshots`` takes the docs' pictures from 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from devtools.infra import REPO_ROOT, free_port
 from tests.e2e.browser import in_thread, log_in, save_screenshot
-from tests.harness import MANAGE, AtriumProcess, ProcessHarness, base_env
+from tests.e2e.service_admin import ServiceAdmin, service_admin_start, sso_application
+from tests.harness import AtriumProcess, ProcessHarness
 from tests.portal.factories import user_with_role
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -62,84 +57,27 @@ print(json.dumps({"endpoint": good.id, "gone": gone.id, "message": message.id, "
 """
 
 
-class Stack:
-    def __init__(self, portal: AtriumProcess, webhooks: AtriumProcess, database_url: str, ids: dict[str, Any]) -> None:
-        self.portal, self.webhooks, self.database_url, self.ids = portal, webhooks, database_url, ids
-
-    @property
-    def portal_url(self) -> str:
-        return self.portal.url or ""
-
-    @property
-    def url(self) -> str:
-        return self.webhooks.url or ""
-
-    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            cursor = conn.execute(query, params or [])
-            return cursor.fetchall() if cursor.description else []
-
-    def audited(self, action: str) -> list[dict[str, Any]]:
-        rows = self.sql(
-            "SELECT payload FROM kit_outbox_event WHERE topic = 'audit' AND payload->>'action' = %s ORDER BY id",
-            [action],
-        )
-        return [row[0] for row in rows]
-
-
 @pytest.fixture(scope="module")
-def stack(live_portal: AtriumProcess, module_harness: ProcessHarness) -> Stack:
+def stack(live_portal: AtriumProcess, module_harness: ProcessHarness) -> ServiceAdmin:
     """The webhooks service under gunicorn signing people in at the live portal, its database seeded."""
-    database_url = module_harness.service_database("webhooks")
-    seeded = subprocess.run(
-        [sys.executable, MANAGE["webhooks"], "shell", "-c", SEED],
-        env=base_env("webhooks", database_url),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+    return service_admin_start(
+        "webhooks", live_portal, module_harness, seed=SEED, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
     )
-    ids = json.loads(seeded.stdout.strip().splitlines()[-1])
-    webhooks = module_harness.web(
-        "webhooks",
-        database_url=database_url,
-        port=free_port(),
-        env={
-            "JWT_JWKS_URL": f"{live_portal.url}/.well-known/jwks.json",
-            "ATRIUM_OUTBOX_RELAY": "off",  # the audit events stay in the outbox, where the test reads them
-            "ATRIUM_SSO_URL": live_portal.url or "",
-            "WEBHOOKS_OIDC_CLIENT_ID": CLIENT_ID,
-            "WEBHOOKS_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        },
-    )
-    return Stack(live_portal, webhooks, database_url, ids)
 
 
 @pytest.fixture
-def sso_client(stack: Stack, transactional_db: None) -> None:
+def sso_client(stack: ServiceAdmin, transactional_db: None) -> None:
     """The webhooks admin's client at the portal, as ``demo_setup`` makes it."""
-    from oauth2_provider.models import get_application_model
-
-    Application = get_application_model()
-    Application.objects.create(
-        name="webhooks-admin",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=f"{stack.url}/oidc/callback",
-        algorithm=Application.RS256_ALGORITHM,
-        skip_authorization=True,
-    )
+    sso_application(name="webhooks-admin", client_id=CLIENT_ID, client_secret=CLIENT_SECRET, service_url=stack.url)
 
 
-def _open(page: Page, stack: Stack, path: str) -> None:
+def _open(page: Page, stack: ServiceAdmin, path: str) -> None:
     page.goto(f"{stack.url}{path}")
     assert page.url.startswith(f"{stack.url}{path.split('?')[0]}"), (page.url, page.content()[:3000])
 
 
 def test_an_operator_reads_resends_disables_enables_and_recovers(
-    stack: Stack, sso_client: None, browser: Browser, tmp_path: Path
+    stack: ServiceAdmin, sso_client: None, browser: Browser, tmp_path: Path
 ):
     ids = stack.ids
     operator = in_thread(lambda: user_with_role("operator"))
@@ -215,7 +153,7 @@ def test_an_operator_reads_resends_disables_enables_and_recovers(
 
 
 def test_a_viewer_reads_without_a_single_action_and_is_refused_when_posting(
-    stack: Stack, sso_client: None, browser: Browser
+    stack: ServiceAdmin, sso_client: None, browser: Browser
 ):
     ids = stack.ids
     viewer = in_thread(lambda: user_with_role("viewer"))
