@@ -28,6 +28,20 @@ from services.kit.logins import login_unlock
 UNLOCK_PERMISSION = "axes.delete_accessattempt"
 
 
+class OfferedActionsOnly(admin.ModelAdmin):
+    """A list whose actions depend on who is looking (``get_actions``): an action posted by someone it is not
+    offered to is refused (403), where Django would just ignore it. Put it first among an admin's bases."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if (
+            request.method == "POST"
+            and request.POST.get("action")
+            and request.POST["action"] not in self.get_actions(request)
+        ):
+            raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+
 class UnlockForm(forms.Form):
     username = forms.CharField(required=False, max_length=255, strip=True)
     ip_address = forms.GenericIPAddressField(required=False, label="Address", unpack_ipv4=True)

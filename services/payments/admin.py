@@ -21,6 +21,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from services.kit.admin import OfferedActionsOnly
 from services.kit.errors import DomainError
 from services.payments import selectors, services
 from services.payments.models import (
@@ -67,7 +68,7 @@ class ReadOnlyAdmin(SelectorAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(OfferedActionsOnly, ReadOnlyAdmin):
     selector = selectors.payment_list
     list_display = [
         "id",
@@ -123,16 +124,6 @@ class PaymentAdmin(ReadOnlyAdmin):
             for name in _REVIEW_ACTIONS:
                 actions.pop(name, None)
         return actions
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        # An action posted by someone it is not offered to is refused outright (Django would just ignore it).
-        if (
-            request.method == "POST"
-            and request.POST.get("action")
-            and request.POST["action"] not in self.get_actions(request)
-        ):
-            raise PermissionDenied
-        return super().changelist_view(request, extra_context)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from services.kit.admin import OfferedActionsOnly
 from services.kit.errors import DomainError
 from services.webhooks import selectors, services
 from services.webhooks.models import Attempt, Delivery, Endpoint, EventType, Message, Recovery
@@ -150,7 +151,7 @@ class RecoverForm(forms.Form):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(ActionAdmin):
+class EndpointAdmin(OfferedActionsOnly, ActionAdmin):
     selector = selectors.endpoint_admin_list
     change_form_template = "admin/webhooks/endpoint/change_form.html"
     # Narrow enough for 1280 px beside the filters: the id is on the endpoint's page, the URL links to it.
@@ -296,16 +297,6 @@ class EndpointAdmin(ActionAdmin):
         if not request.user.has_perm("webhooks.change_endpoint"):
             actions.pop("enable_selected", None)
         return actions
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        # An action posted by someone it is not offered to is refused outright (Django would just ignore it).
-        if (
-            request.method == "POST"
-            and request.POST.get("action")
-            and request.POST["action"] not in self.get_actions(request)
-        ):
-            raise PermissionDenied
-        return super().changelist_view(request, extra_context)
 
     def disable_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self._require(request, "webhooks.change_endpoint")
