@@ -15,6 +15,10 @@ checked in the same order the service checks them:
 After every step the real PostgreSQL rows must equal the model, the integrity report must be clean,
 and no account without ``allow_negative`` may have a negative ``available``.
 
+Every pool a step draws from is in creation order, never sorted by id: ids are random (ULIDs, uuid4), so a
+sorted pool would hand Hypothesis a different element when it replays a run, and it would report the
+strategy as flaky.
+
 All examples share the test's database transaction; each run works on its own accounts and unique
 references, inside a savepoint that is rolled back when the run ends.
 ``ATRIUM_HYPOTHESIS_EXAMPLES`` raises the number of runs (default 30, 40 steps each).
@@ -171,7 +175,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return model
 
     def _pick_account(self, data: st.DataObject, *, currency: str | None = None, label: str = "account") -> str:
-        pool = sorted(a.id for a in self.accounts.values() if currency is None or a.currency == currency)
+        pool = [a.id for a in self.accounts.values() if currency is None or a.currency == currency]
         return data.draw(st.sampled_from(pool), label=label)
 
     def _pick_pair(self, data: st.DataObject) -> tuple[str, str]:
@@ -181,7 +185,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return source, destination
 
     def _world(self, data: st.DataObject, currency: str) -> str:
-        pool = sorted(a.id for a in self.accounts.values() if a.allow_negative and a.currency == currency)
+        pool = [a.id for a in self.accounts.values() if a.allow_negative and a.currency == currency]
         return data.draw(st.sampled_from(pool), label="world")
 
     def _predict_create(self, item: TransactionInput) -> tuple[type[DomainError] | None, str | None]:
@@ -388,11 +392,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if data.draw(st.integers(min_value=0, max_value=19), label="unknown?") == 19:
             self._expect(TransactionNotFound, fn, transaction_id=f"txn_{uuid.uuid4().hex[:26]}")
             return
-        pending = sorted(t.id for t in self.transactions.values() if t.status == "pending")
+        pending = [t.id for t in self.transactions.values() if t.status == "pending"]
         if pending and data.draw(st.integers(min_value=0, max_value=3), label="any?") < 3:
             txn_id = data.draw(st.sampled_from(pending), label="hold")
         else:
-            txn_id = data.draw(st.sampled_from(sorted(self.transactions)), label="any transaction")
+            txn_id = data.draw(st.sampled_from(list(self.transactions)), label="any transaction")
         model = self.transactions[txn_id]
         expected: type[DomainError] | None = None
         if model.status != "pending":
@@ -447,7 +451,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def replay_same(self, data: st.DataObject) -> None:
         """The same reference and content again: the existing transaction, whatever happened since."""
-        txn = self.transactions[data.draw(st.sampled_from(sorted(self.transactions)), label="replayed")]
+        txn = self.transactions[data.draw(st.sampled_from(list(self.transactions)), label="replayed")]
         item = txn.item
         # A fresh but equal request object, so nothing relies on identity.
         self._submit(replace(item, postings=[replace(p) for p in item.postings], metadata=dict(item.metadata)))
@@ -459,7 +463,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def replay_different(self, data: st.DataObject, change: str) -> None:
         """The same reference with different content: reference_conflict."""
-        item = self.transactions[data.draw(st.sampled_from(sorted(self.transactions)), label="replayed")].item
+        item = self.transactions[data.draw(st.sampled_from(list(self.transactions)), label="replayed")].item
         postings = [replace(p) for p in item.postings]
         if change == "description":
             other = replace(item, postings=postings, description=item.description + " (changed)")
@@ -477,7 +481,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self._submit(other)
 
     def _unused_refused(self) -> list[str]:
-        return sorted({item.reference for item in self.failed} - set(self.references))
+        refused = dict.fromkeys(item.reference for item in self.failed)
+        return [reference for reference in refused if reference not in self.references]
 
     @precondition(lambda self: self._unused_refused())
     @rule(data=st.data(), amount=amounts)
