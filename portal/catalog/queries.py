@@ -23,6 +23,17 @@ def calls_add(*, service_id: int, at: dt.datetime, callers: list[str], counts: l
         cursor.execute(_CALLS_ADD, [service_id, at, at, callers, counts])
 
 
+# pg_advisory_xact_lock(classid, objid) namespace of the catalog's registrations: one per slug at a time.
+_REGISTER_NAMESPACE = 0x0CA7A106
+
+
+def service_register_lock(*, slug: str) -> None:
+    """Take the transaction-scoped lock on registering ``slug``. ``SELECT ... FOR UPDATE`` locks nothing while
+    the slug has no row yet, so without it two first registrations both insert and one fails on the unique key."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_REGISTER_NAMESPACE, slug])
+
+
 _HEARTBEAT = """
 INSERT INTO catalog_instance AS i
     (service_id, instance, host, pid, version, started_at, first_heartbeat, last_heartbeat, heartbeats, status)

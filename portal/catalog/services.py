@@ -147,6 +147,7 @@ def service_register(*, slug: str, manifest: dict[str, Any], client_id: str | No
     """Create or update ``slug`` from ``manifest`` (validated); ``client_id`` is the registering machine client
     (None: a user, e.g. an operator in the API)."""
     with transaction.atomic():
+        queries.service_register_lock(slug=slug)  # first registrations of one slug at once: one creates it
         service = Service.objects.select_for_update().filter(slug=slug).first()
         created = service is None
         if service is None:

@@ -4,12 +4,16 @@ instances; refusals are problems with stable codes (field errors for a bad manif
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
+from portal.catalog.errors import ServiceRegisteredByAnotherClient
 from portal.catalog.models import Dependency, Instance, Service
+from portal.catalog.services import service_register
 from services.kit.models import OutboxEvent
 from tests.portal.factories import machine_client, user_with_role
 from tests.problems import assert_problem
@@ -187,3 +191,57 @@ def test_people_read_the_catalog_by_role(mint_token):
     assert_problem(viewer.get(f"{URL}/nope"), 404, "service_not_found")
     # a viewer may not register
     assert_problem(_put(viewer, "other", MANIFEST), 403, "role_required")
+
+
+# ------------------------------------------------------------------------------------ first registrations at once
+
+
+def _register_at_once(slug: str, client_ids: list[str]) -> list[Any]:
+    """``service_register`` of ``slug`` by each client in its own thread (its own connection), released together;
+    each thread's outcome: its Registration or the exception it raised."""
+    barrier = threading.Barrier(len(client_ids))
+    outcomes: list[Any] = [None] * len(client_ids)
+
+    def register(i: int, client_id: str) -> None:
+        try:
+            barrier.wait(timeout=30)
+            outcomes[i] = service_register(slug=slug, manifest=MANIFEST, client_id=client_id)
+        except Exception as error:  # the outcome is what the test reads
+            outcomes[i] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=register, args=(i, c)) for i, c in enumerate(client_ids)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("attempt", range(3))
+def test_instances_of_one_service_registering_at_once_create_it_once(attempt):
+    # given four instances of one service (one machine client) starting together, before it was ever registered
+    outcomes = _register_at_once(f"racer-{attempt}", ["cli_racer"] * 4)
+
+    # then none failed: one created the service, the others found it with nothing to change; one audit event
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert sorted(o.created for o in outcomes) == [False, False, False, True]
+    assert all(o.changed == {} for o in outcomes if not o.created)
+    assert Service.objects.filter(slug=f"racer-{attempt}").count() == 1
+    assert _audited(f"racer-{attempt}") == ["catalog.service.registered"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_clients_registering_one_new_slug_at_once_one_owns_it_the_other_is_refused():
+    # given two machine clients claiming the same new slug at the same moment
+    outcomes = _register_at_once("contested", ["cli_first", "cli_second"])
+
+    # then one registered it and the other got the 403 problem (not a database error)
+    won = [o for o in outcomes if not isinstance(o, Exception)]
+    lost = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(won) == 1, outcomes
+    assert won[0].created
+    assert [type(o) for o in lost] == [ServiceRegisteredByAnotherClient], outcomes
+    assert Service.objects.get(slug="contested").registered_by == won[0].service.registered_by
