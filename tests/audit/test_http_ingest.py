@@ -241,6 +241,17 @@ def test_a_token_without_the_scope_or_for_another_audience_or_none_is_refused(cl
     assert AuditEvent.objects.count() == 0
 
 
+@pytest.mark.django_db
+def test_the_openapi_document_offers_only_a_machine_clients_token_for_ingest(client):
+    # the portal's OpenAPI: ingest takes a bearer token (or the oauth2 flow with audit:ingest), never the session
+    # cookie that every people-facing operation lists, since a signed-in person is answered 403
+    document = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    ingest_security = document["paths"]["/api/v1/audit/events:ingest"]["post"]["security"]
+    assert ingest_security == [{"oauth2": ["audit:ingest"]}, {"bearerAuth": []}]
+    assert {"cookieAuth": []} in document["paths"]["/api/v1/audit/events"]["get"]["security"]
+
+
 # ------------------------------------------------------------------------------------ malformed bodies
 
 

@@ -337,6 +337,8 @@ class AuditIngestView(APIView):
         examples=[examples.ingest_request, examples.ingest_result, examples.ingest_gap, examples.ingest_conflict],
         request=IngestRequestSerializer,
         responses={200: IngestResultSerializer},
+        # a machine client's bearer token only: a signed-in person is answered 403 (MachineClientsOnly)
+        auth=[{"oauth2": ["audit:ingest"]}, {"bearerAuth": []}],
     )
     def post(self, request: Request) -> Response:
         client_id = request.user.client_id
