@@ -105,12 +105,14 @@ def circuit_breaker_for(name: str, **kwargs: Any) -> CircuitBreaker:
 class ClientCredentials:
     """Fetches and caches access tokens from the portal's token endpoint, per audience."""
 
+    RENEW_AFTER_REFUSAL = 10.0  # seconds: a refused token younger than this is not renewed (see invalidate)
+
     def __init__(self, *, token_url: str, client_id: str, client_secret: str, timeout: float = 5.0) -> None:
         self.token_url = token_url
         self.client_id = client_id
         self.client_secret = client_secret
         self.timeout = timeout
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens: dict[str, tuple[str, float, float]] = {}  # audience -> (token, renew at, fetched at)
         self._lock = threading.Lock()
 
     def token_for(self, audience: str) -> str:
@@ -143,8 +145,24 @@ class ClientCredentials:
             body = response.json()
             # Renew a little before expiry so a token never expires in flight.
             lifetime = max(int(body.get("expires_in", 60)) - 30, 5)
-            self._tokens[audience] = (body["access_token"], time.monotonic() + lifetime)
+            now = time.monotonic()
+            self._tokens[audience] = (body["access_token"], now + lifetime, now)
             return body["access_token"]
+
+    def invalidate(self, audience: str, token: str) -> bool:
+        """An upstream answered 401 to ``token`` (revoked, or signed with a key the portal no longer publishes):
+        forget it, so the next :meth:`token_for` fetches a new one, and return True (worth sending again). A token
+        fetched less than ``RENEW_AFTER_REFUSAL`` seconds ago is kept and False returned: a new one would be
+        refused the same way (a wrong audience, an upstream that trusts another portal), and every call would
+        cost a token request. A newer token another thread fetched meanwhile is kept, and True returned."""
+        with self._lock:
+            cached = self._tokens.get(audience)
+            if cached is None or cached[0] != token:
+                return True
+            if time.monotonic() - cached[2] < self.RENEW_AFTER_REFUSAL:
+                return False
+            del self._tokens[audience]
+            return True
 
 
 def default_credentials() -> ClientCredentials | None:
@@ -217,15 +235,9 @@ class ServiceClient:
         attempts = self.retries + 1 if retryable else 1
         last_error: Exception | None = None
         for attempt in range(attempts):
-            # Token and request are made before the breaker admits the call: a token-endpoint failure
-            # or an unsendable body must not leave a half-open trial in flight forever.
-            if self.audience and self.credentials:
-                send_headers["Authorization"] = f"Bearer {self.credentials.token_for(self.audience)}"
-            outgoing = self._client.build_request(method, path, json=json, params=params, headers=send_headers)
-            self.breaker.before_call()
             response: httpx.Response | None = None
             try:
-                response = self._client.send(outgoing)
+                response = self._send(method, path, json=json, params=params, headers=send_headers)
             except httpx.RequestError as exc:  # transport failures and undecodable responses
                 last_error = exc
                 self.breaker.record_failure()
@@ -248,6 +260,36 @@ class ServiceClient:
             elif response is not None:
                 return response
         raise UpstreamUnavailable(f"{method} {self.base_url}{path} failed after {attempts} attempt(s): {last_error}")
+
+    def _send(
+        self, method: str, path: str, *, json: Any, params: dict[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        """One attempt. A 401 to a cached token (revoked, or signed with a key the portal has since retired) is
+        answered by forgetting that token and sending once more with a fresh one, whatever the method: the upstream
+        refused the request before doing anything. A second 401, or a 401 to a token fetched moments ago, is returned
+        as it is."""
+        response, token = self._send_once(method, path, json=json, params=params, headers=headers)
+        if response.status_code != 401 or token is None or not (self.credentials and self.audience):
+            return response
+        renew = self.credentials.invalidate(self.audience, token)
+        log.warning("http.token_refused", upstream=self.base_url, path=path, audience=self.audience, renewed=renew)
+        if renew:
+            self.breaker.record_success()  # it answered: a half-open trial is over before the next one
+            response, _ = self._send_once(method, path, json=json, params=params, headers=headers)
+        return response
+
+    def _send_once(
+        self, method: str, path: str, *, json: Any, params: dict[str, Any] | None, headers: dict[str, str]
+    ) -> tuple[httpx.Response, str | None]:
+        token = None
+        # Token and request are made before the breaker admits the call: a token-endpoint failure
+        # or an unsendable body must not leave a half-open trial in flight forever.
+        if self.audience and self.credentials:
+            token = self.credentials.token_for(self.audience)
+            headers["Authorization"] = f"Bearer {token}"
+        outgoing = self._client.build_request(method, path, json=json, params=params, headers=headers)
+        self.breaker.before_call()
+        return self._client.send(outgoing), token
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)

@@ -348,6 +348,85 @@ def test_client_credentials_fetch_one_token_per_audience(local_server):
     assert audiences == ["ledger", "payments"]
 
 
+def rotating_token_endpoint(local_server) -> LocalServer:
+    """A token endpoint handing out tok-1, then tok-2, then tok-3..."""
+    issued: list[int] = []
+
+    def respond(seen):
+        issued.append(1)
+        return json_reply(200, {"access_token": f"tok-{len(issued)}", "token_type": "Bearer", "expires_in": 3600})
+
+    return local_server(respond)
+
+
+REFUSED = json_reply(401, {"code": "token_revoked"})
+
+
+@pytest.mark.parametrize(
+    ("method", "reply"), [("GET", OK), ("POST", CREATED)], ids=["get", "post-without-idempotency-key"]
+)
+def test_a_cached_token_refused_with_401_is_renewed_and_the_call_sent_once_more(
+    local_server, make_client, method, reply
+):
+    # given a client whose cached token the upstream stops accepting (revoked, or signed with a retired key)
+    tokens = rotating_token_endpoint(local_server)
+    upstream = local_server(scripted(OK, REFUSED, reply))
+    credentials = ClientCredentials(token_url=f"{tokens.url}/token", client_id="cli_me", client_secret="s3")
+    credentials.RENEW_AFTER_REFUSAL = 0.0  # the cached token counts as old at once
+    client = make_client(upstream.url, audience="ledger", credentials=credentials, retries=0)
+    assert client.get("/api/v1/warm").status_code == 200
+
+    # when the next call is refused with 401
+    response = client.request(method, "/api/v1/next", json={"a": 1} if method == "POST" else None)
+
+    # then a new token was fetched and the same call sent again with it, once (even a POST: a 401 did nothing)
+    assert response.status_code == reply[0]
+    calls = upstream.calls()
+    assert [(c.method, c.headers["authorization"]) for c in calls[1:]] == [
+        (method, "Bearer tok-1"),
+        (method, "Bearer tok-2"),
+    ]
+    assert len(tokens.calls()) == 2
+    # and the new token is the one cached
+    client.get("/api/v1/after")
+    assert upstream.calls()[-1].headers["authorization"] == "Bearer tok-2"
+
+
+def test_a_401_to_the_renewed_token_is_returned_not_renewed_again(local_server, make_client, breaker):
+    # given an upstream that refuses every token
+    tokens = rotating_token_endpoint(local_server)
+    upstream = local_server(scripted(REFUSED))
+    credentials = ClientCredentials(token_url=f"{tokens.url}/token", client_id="cli_me", client_secret="s3")
+    credentials.RENEW_AFTER_REFUSAL = 0.0
+    client = make_client(upstream.url, audience="ledger", credentials=credentials)
+
+    # when a call is made
+    response = client.get("/api/v1/a")
+
+    # then the 401 is the answer after one renewal (no loop, no retry of a 401), and the circuit stays closed
+    assert response.status_code == 401
+    assert [c.headers["authorization"] for c in upstream.calls()] == ["Bearer tok-1", "Bearer tok-2"]
+    assert len(tokens.calls()) == 2
+    assert breaker.state == "closed"
+
+
+def test_a_token_fetched_moments_ago_is_not_renewed_on_401(local_server, make_client):
+    # given an upstream that refuses the client's tokens (say it expects another audience): a new token would be
+    # refused the same way
+    tokens = rotating_token_endpoint(local_server)
+    upstream = local_server(scripted(REFUSED))
+    credentials = ClientCredentials(token_url=f"{tokens.url}/token", client_id="cli_me", client_secret="s3")
+    client = make_client(upstream.url, audience="ledger", credentials=credentials)
+
+    # when three calls are made in a row
+    statuses = [client.get(f"/api/v1/{n}").status_code for n in range(3)]
+
+    # then each got its 401 with the one token, fetched once: refusals do not turn into token requests
+    assert statuses == [401, 401, 401]
+    assert [c.headers["authorization"] for c in upstream.calls()] == ["Bearer tok-1"] * 3
+    assert len(tokens.calls()) == 1
+
+
 def test_client_credentials_refused_raises_token_unavailable_without_calling_upstream(local_server, make_client):
     # given a token endpoint that refuses the credentials
     tokens = local_server(scripted(json_reply(401, {"code": "invalid_client"})))
