@@ -27,6 +27,8 @@ export interface Config {
   bodyLimit: number;
   /** Connections in the pg pool. */
   poolSize: number;
+  /** Published outbox rows are deleted this many days after they were written (the kit's setting, default 7). */
+  outboxRetentionDays: number;
 }
 
 function flag(value: string | undefined, fallback: boolean): boolean {
@@ -38,6 +40,16 @@ function integer(value: string | undefined, fallback: number, name: string): num
   if (value === undefined || value.trim() === "") return fallback;
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`);
+  return parsed;
+}
+
+/** A whole number of at least `minimum` (refused with its name otherwise), or `fallback` when unset. */
+function integerAtLeast(value: string | undefined, fallback: number, name: string, minimum: number): number {
+  if (value === undefined || value.trim() === "") return fallback;
+  const parsed = /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(parsed) || parsed < minimum) {
+    throw new Error(`${name} must be a whole number of at least ${minimum}, got ${JSON.stringify(value)}`);
+  }
   return parsed;
 }
 
@@ -83,5 +95,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: logLevel(env.RISK_LOG_LEVEL || env.LOG_LEVEL || "info"),
     bodyLimit: integer(env.RISK_BODY_LIMIT, 2 * 1024 * 1024, "RISK_BODY_LIMIT"),
     poolSize: integer(env.RISK_DB_POOL_SIZE, 10, "RISK_DB_POOL_SIZE"),
+    outboxRetentionDays: integerAtLeast(env.ATRIUM_OUTBOX_RETENTION_DAYS, 7, "ATRIUM_OUTBOX_RETENTION_DAYS", 1),
   };
 }

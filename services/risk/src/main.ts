@@ -1,6 +1,7 @@
 // The risk service (TypeScript on Node 24, run directly: Node strips the types; `tsc --noEmit` checks them).
 //
-//   node services/risk/src/main.ts        the web server (+ the outbox relay and catalog agent, src/platform)
+//   node services/risk/src/main.ts        the web server (+ the outbox relay and catalog agent, src/platform,
+//                                         and retention, src/retention.ts)
 //   node services/risk/src/migrate.ts     migrations (idempotent, advisory-locked)
 //   npm test  (in services/risk)          node --test against RISK_DATABASE_URL (a database it may wipe)
 //   npx tsc --noEmit -p services/risk     types
@@ -20,12 +21,14 @@
 // - one `risk.assessment.decided` audit event per new assessment, through the outbox, in the same transaction.
 // Environment: RISK_DATABASE_URL, RISK_PORT (ATRIUM_PORT_BASE + 4), BIND_HOST, JWT_JWKS_URL, JWT_ISSUER,
 // ATRIUM_PORTAL_URL, ATRIUM_TOKEN_URL, RISK_CLIENT_ID, RISK_CLIENT_SECRET, ATRIUM_CATALOG_REGISTER, ATRIUM_ENV,
-// JWT_REVOCATIONS_URL (default atrium-revocations.json beside the JWKS; "" off), JWT_REVOCATIONS_POLL_SECONDS (2).
+// JWT_REVOCATIONS_URL (default atrium-revocations.json beside the JWKS; "" off), JWT_REVOCATIONS_POLL_SECONDS (2),
+// ATRIUM_OUTBOX_RETENTION_DAYS (7).
 import { buildApp } from "./app.ts";
 import { loadConfig } from "./config.ts";
 import { poolCreate } from "./db.ts";
 import { revocations as revocationCheck } from "./auth.ts";
 import { startBackground } from "./platform/index.ts";
+import { Retention } from "./retention.ts";
 import { RevocationWatcher } from "./revocations.ts";
 
 const config = loadConfig();
@@ -45,6 +48,8 @@ if (watcher) {
 
 await app.listen({ host: config.bindHost, port: config.port });
 const background = await startBackground({ config, pool, log: app.log, callers });
+// Deletes published outbox rows and old velocity buckets, hourly (src/retention.ts); needs no machine identity.
+const retention = new Retention({ pool, log: app.log, outboxDays: config.outboxRetentionDays }).start();
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {
@@ -56,7 +61,7 @@ async function shutdown(signal: string): Promise<void> {
   try {
     await app.close(); // stop accepting; in-flight requests finish
     watcher?.stop();
-    await background.stop();
+    await Promise.all([background.stop(), retention.stop()]);
     await pool.end();
   } catch (error) {
     app.log.error({ err: error }, "risk.stop_failed");

@@ -29,6 +29,13 @@ export const assessmentSeconds = new client.Histogram({
   registers: [registry],
 });
 
+export const retentionDeleted = new client.Counter({
+  name: "atrium_risk_retention_deleted_total",
+  help: "Rows deleted by retention (src/retention.ts), by table: published outbox rows and velocity minute buckets.",
+  labelNames: ["table"],
+  registers: [registry],
+});
+
 let pendingPool: Pool | null = null;
 
 /** Outbox rows not yet accepted by the portal: read from the database at each scrape. */

@@ -13,6 +13,10 @@ export const OUTBOX_PENDING = "SELECT (last_seq - published_seq)::int AS pending
 
 // ---- locks: one transaction advisory lock per key, taken in the order given (the caller sorts them)
 export const LOCKS_TAKE = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k";
+// A session advisory lock on one connection (retention: one instance at a time), released by its unlock or the
+// connection's end.
+export const SESSION_LOCK_TRY = "SELECT pg_try_advisory_lock($1::bigint) AS ok";
+export const SESSION_UNLOCK = "SELECT pg_advisory_unlock($1::bigint)";
 
 // ---- rules
 const RULES_COLUMNS = `id, version, rules, ${ts("created_at")} AS created_at, created_by`;
@@ -83,3 +87,22 @@ export const OUTLIER_STATS = `SELECT s.source, h.count::int AS count, h.threshol
             AND a.payment_created_at > now() - make_interval(days => $3::int)
           ORDER BY a.payment_created_at DESC LIMIT $4) x
   ) h`;
+
+// ---- retention (src/retention.ts): bounded deletes, each batch a statement (and a transaction) of its own.
+// Published outbox rows older than $3 days with service_seq in [$1, $2]: a range of sequence numbers at a time as the
+// kit's outbox_purge, and never above the watermark read in the same statement (the relay may move it back).
+export const RETENTION_OUTBOX_RANGE = `SELECT min(o.service_seq)::text AS low, (SELECT published_seq FROM risk_outbox_state WHERE singleton)::text AS watermark
+  FROM risk_outbox o`;
+export const RETENTION_OUTBOX_DELETE = `DELETE FROM risk_outbox
+  WHERE service_seq >= $1::bigint AND service_seq <= $2::bigint
+    AND service_seq <= (SELECT published_seq FROM risk_outbox_state WHERE singleton)
+    AND created_at < now() - make_interval(days => $3::int)`;
+// The velocity horizon: now minus the longest window any stored rules version holds or the rules may hold ($1
+// seconds, the validator's bound), plus the margin ($2 seconds). Answers the horizon (RFC 3339) and its seconds.
+export const RETENTION_VELOCITY_HORIZON = `SELECT h.seconds::text AS seconds, ${ts("(now() - make_interval(secs => h.seconds))")} AS horizon
+  FROM (SELECT greatest($1::bigint, coalesce(max((v.rule->>'window_seconds')::bigint), 0)) + $2::bigint AS seconds
+        FROM risk_rules_version r CROSS JOIN LATERAL jsonb_array_elements(r.rules->'velocity') AS v(rule)) h`;
+// Minute buckets before the horizon ($1), oldest first, $2 at most (risk_velocity_bucket_minute, migration 0003).
+export const RETENTION_VELOCITY_DELETE = `DELETE FROM risk_velocity_bucket
+  WHERE (source_account, minute) IN (
+    SELECT source_account, minute FROM risk_velocity_bucket WHERE minute < $1::timestamptz ORDER BY minute LIMIT $2)`;

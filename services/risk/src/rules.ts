@@ -20,7 +20,9 @@ export interface Rules {
 
 /** The largest amount JavaScript numbers carry exactly (2^53 - 1 minor units). */
 export const MAX_AMOUNT = Number.MAX_SAFE_INTEGER;
-const NINETY_DAYS = 90 * 86400;
+/** The longest velocity window rules may hold (retention keeps the minute buckets that long, src/retention.ts). */
+export const WINDOW_MAX_SECONDS = 90 * 86400;
+const NINETY_DAYS = WINDOW_MAX_SECONDS;
 const weight = { type: "integer", minimum: 0, maximum: 100, description: "Points added to the score when the rule is hit." };
 
 export const RULES_SCHEMA = {

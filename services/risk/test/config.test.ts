@@ -29,3 +29,17 @@ test("ports and URLs follow ATRIUM_PORT_BASE and the portal's URL unless set", (
   assert.throws(() => loadConfig({ RISK_PORT: "-1" }), /RISK_PORT must be a non-negative integer/);
   assert.throws(() => loadConfig({ ATRIUM_ENV: "staging" }), /ATRIUM_ENV must be dev, test or production/);
 });
+
+test("ATRIUM_OUTBOX_RETENTION_DAYS: 7 unless set, a whole number of at least 1, anything else refused by name", () => {
+  assert.equal(loadConfig({}).outboxRetentionDays, 7);
+  assert.equal(loadConfig({ ATRIUM_OUTBOX_RETENTION_DAYS: "" }).outboxRetentionDays, 7);
+  assert.equal(loadConfig({ ATRIUM_OUTBOX_RETENTION_DAYS: "30" }).outboxRetentionDays, 30);
+  assert.equal(loadConfig({ ATRIUM_OUTBOX_RETENTION_DAYS: "1" }).outboxRetentionDays, 1);
+  for (const bad of ["0", "-1", "1.5", "7 days", "1e3", "seven", "0x10"]) {
+    assert.throws(
+      () => loadConfig({ ATRIUM_OUTBOX_RETENTION_DAYS: bad }),
+      new RegExp(`ATRIUM_OUTBOX_RETENTION_DAYS must be a whole number of at least 1, got "${bad.replace(/[.+]/g, "\\$&")}"`),
+      bad,
+    );
+  }
+});
