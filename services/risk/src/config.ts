@@ -38,8 +38,8 @@ function flag(value: string | undefined, fallback: boolean): boolean {
 
 function integer(value: string | undefined, fallback: number, name: string): number {
   if (value === undefined || value.trim() === "") return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`);
+  const parsed = /^\s*\d+\s*$/.test(value) ? Number(value) : NaN; // digits only: Number() takes "1e3", "0x10"
+  if (!Number.isSafeInteger(parsed)) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(value)}`);
   return parsed;
 }
 

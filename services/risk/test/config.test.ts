@@ -27,6 +27,9 @@ test("ports and URLs follow ATRIUM_PORT_BASE and the portal's URL unless set", (
   assert.equal(config.revocationsUrl, "http://127.0.0.1:8100/.well-known/atrium-revocations.json");
   assert.equal(loadConfig({ RISK_PORT: "9000", BIND_HOST: "0.0.0.0" }).serviceUrl, "http://127.0.0.1:9000");
   assert.throws(() => loadConfig({ RISK_PORT: "-1" }), /RISK_PORT must be a non-negative integer/);
+  for (const bad of ["1e3", "0x10", "1.5", "-0", "eighty"]) {
+    assert.throws(() => loadConfig({ RISK_BODY_LIMIT: bad }), /RISK_BODY_LIMIT must be a non-negative integer/, bad);
+  }
   assert.throws(() => loadConfig({ ATRIUM_ENV: "staging" }), /ATRIUM_ENV must be dev, test or production/);
 });
 
