@@ -72,7 +72,8 @@ test("ATRIUM_LOG_COLOR=1 colours the level; without it a pipe gets none", () => 
 });
 
 test("production logs JSON lines even when ATRIUM_LOG_FORMAT=console; so does the default", () => {
-  for (const env of [{ ATRIUM_ENV: "production", ATRIUM_LOG_FORMAT: "console" }, { ATRIUM_ENV: "dev" }]) {
+  const envs: Record<string, string>[] = [{ ATRIUM_ENV: "production", ATRIUM_LOG_FORMAT: "console" }, { ATRIUM_ENV: "dev" }];
+  for (const env of envs) {
     const run = logLines(env);
     assert.equal(run.status, 0, run.stderr);
     const records = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
