@@ -21,7 +21,10 @@ export interface Config {
   clientId: string;
   clientSecret: string;
   catalogRegister: boolean;
-  logFormat: string;
+  /** "json" (always in production) or "console": one readable line per event, as the Python services. */
+  logFormat: "json" | "console";
+  /** Console lines: the level in colour (ATRIUM_LOG_COLOR=1/0, else when stdout is a terminal). */
+  logColor: boolean;
   logLevel: string;
   /** Largest request body accepted, in bytes (413 `payload_too_large` beyond). */
   bodyLimit: number;
@@ -63,6 +66,13 @@ export function logLevel(value: string): string {
   return level;
 }
 
+/** ATRIUM_LOG_FORMAT: json or console; console is json in production (as the kit's logging_config). */
+export function logFormat(value: string, env: AtriumEnv): "json" | "console" {
+  const format = value.trim().toLowerCase();
+  if (format !== "json" && format !== "console") throw new Error(`ATRIUM_LOG_FORMAT must be json or console, got ${JSON.stringify(value)}`);
+  return env === "production" ? "json" : format;
+}
+
 function stripSlash(url: string): string {
   return url.replace(/\/+$/, "");
 }
@@ -91,7 +101,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clientId: env.RISK_CLIENT_ID || "",
     clientSecret: env.RISK_CLIENT_SECRET || "",
     catalogRegister: flag(env.ATRIUM_CATALOG_REGISTER, true),
-    logFormat: env.ATRIUM_LOG_FORMAT || "json",
+    logFormat: logFormat(env.ATRIUM_LOG_FORMAT || "json", atriumEnv),
+    logColor: flag(env.ATRIUM_LOG_COLOR, process.stdout.isTTY === true),
     logLevel: logLevel(env.RISK_LOG_LEVEL || env.LOG_LEVEL || "info"),
     bodyLimit: integer(env.RISK_BODY_LIMIT, 2 * 1024 * 1024, "RISK_BODY_LIMIT"),
     poolSize: integer(env.RISK_DB_POOL_SIZE, 10, "RISK_DB_POOL_SIZE"),

@@ -1,6 +1,7 @@
 // The real thing in a real process: `node src/main.ts` against real PostgreSQL, a JWKS server and the fake portal.
 // It registers and heartbeats; rules changed while the portal is stopped are audited, and their events arrive after
-// it returns, in order, with no gap; the calls it served are reported per caller; SIGTERM stops it cleanly.
+// it returns, in order, with no gap; the calls it served are reported per caller; SIGTERM stops it cleanly. It runs
+// with ATRIUM_LOG_FORMAT=console, as `make up` starts it: its lines are readable ones, not JSON.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
@@ -44,6 +45,8 @@ before(async () => {
     env: {
       PATH: process.env.PATH,
       ATRIUM_ENV: "test",
+      ATRIUM_LOG_FORMAT: "console",
+      ATRIUM_LOG_COLOR: "0",
       RISK_DATABASE_URL: DATABASE_URL,
       RISK_PORT: String(port),
       BIND_HOST: "127.0.0.1",
@@ -94,6 +97,12 @@ describe("the risk process", () => {
     assert.equal(portal.heartbeats[0].body.pid, child!.pid);
   });
 
+  test("ATRIUM_LOG_FORMAT=console: one readable line per event, no JSON", async () => {
+    await until(() => output.includes("catalog.registered"), 10_000, "the catalog.registered line");
+    assert.match(output, /^INFO {4}catalog\.registered slug=risk instance=\S+ version=\S+$/m);
+    assert.deepEqual(output.split("\n").filter((line) => line.startsWith("{")), []);
+  });
+
   test("rules changed while the portal is stopped: audited, delivered after it returns, in order, no gap", async () => {
     const before = (await pool.query("SELECT last_seq FROM risk_outbox_state")).rows[0].last_seq as string;
     const first = Number(before);
@@ -138,5 +147,8 @@ describe("the risk process", () => {
     const last = Number((await pool.query("SELECT last_seq FROM risk_outbox_state")).rows[0].last_seq);
     assert.equal(await publishedSeq(pool), last);
     assert.equal(portal.seqs().at(-1), last);
+    await until(() => output.includes("risk.stopped"), 5_000, "the risk.stopped line, logged as the process ends");
+    assert.match(output, /^INFO {4}risk\.stopping signal=SIGTERM$/m);
+    assert.match(output, /^INFO {4}risk\.stopped$/m);
   });
 });
