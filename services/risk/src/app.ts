@@ -14,7 +14,7 @@ import type { Config } from "./config.ts";
 import type { Pool } from "./db.ts";
 import { DuplicateKey, InvalidCharacters, JsonTooDeep, MalformedJson, UnsupportedMediaType } from "./errors.ts";
 import { duplicateKey } from "./jsonkeys.ts";
-import { consoleStream } from "./logformat.ts";
+import { consoleStream, jsonStream, redactFields } from "./logformat.ts";
 import { httpLatency, metricsBind } from "./metrics.ts";
 import { errorHandler, problemSend } from "./problems.ts";
 
@@ -46,8 +46,8 @@ export function loggerOptions(config: Config): FastifyServerOptions["logger"] {
     base: { service: "risk" },
     messageKey: "event",
     timestamp: () => `,"time":"${new Date().toISOString()}"`,
-    formatters: { level: (label: string) => ({ level: label }) },
-    ...(config.logFormat === "console" ? { stream: consoleStream({ colour: config.logColor }) } : {}),
+    formatters: { level: (label: string) => ({ level: label }), log: redactFields }, // secrets never logged
+    stream: config.logFormat === "console" ? consoleStream({ colour: config.logColor }) : jsonStream(),
   };
 }
 

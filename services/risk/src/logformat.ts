@@ -18,6 +18,28 @@ function sensitive(key: string): boolean {
   return SENSITIVE.some((word) => lower.includes(word));
 }
 
+/** A record's fields as the kit's JsonFormatter keeps them (pino's `formatters.log`, every format): a sensitive key's
+ * value, at any depth of plain objects and arrays, becomes "[redacted]"; a field named `level` or `time` becomes
+ * `level_` / `time_` (pino writes its own, and a reader keeps the last of two equal keys). Errors and other class
+ * instances are left to pino's serializers. */
+export function redactFields(record: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record)) {
+    out[key === "level" || key === "time" ? `${key}_` : key] = sensitive(key) ? "[redacted]" : redactValue(value);
+  }
+  return out;
+}
+
+function redactValue(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redactValue);
+  if (value === null || typeof value !== "object") return value;
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [k, sensitive(k) ? "[redacted]" : redactValue(v)]),
+  );
+}
+
 /** JSON as Python's json.dumps writes it (", " and ": " separators), sensitive keys of objects redacted. */
 function pythonJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(pythonJson).join(", ")}]`;
@@ -61,11 +83,20 @@ function writeAll(fd: number, text: string): void {
     try {
       buffer = buffer.subarray(writeSync(fd, buffer));
     } catch (error) {
-      // stdout may be a non-blocking pipe: wait for the reader a moment rather than drop the line.
-      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+      // stdout may be a non-blocking pipe: wait for the reader a moment rather than drop the line. Any other error
+      // (EPIPE: the reader is gone) drops it: a log call must never fail the work that logs.
+      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") return;
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     }
   }
+}
+
+/** pino's destination for JSON lines: each written to `fd` (stdout) at once, in order. pino's default destination
+ * writes asynchronously and, on process.exit, flushes what is queued synchronously while a write may still be in
+ * flight: lines came out of order (and an exit right after a log call could reorder the last ones). */
+export function jsonStream(options: { fd?: number } = {}): { write(chunk: string): void } {
+  const fd = options.fd ?? 1;
+  return { write: (chunk: string): void => writeAll(fd, chunk) };
 }
 
 /** pino's destination for console lines: each JSON line it writes, reformatted, to `fd` (stdout) at once. */

@@ -5,6 +5,9 @@ import { spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import Fastify from "fastify";
+
+import { loggerOptions } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { consoleLine } from "../src/logformat.ts";
 
@@ -95,4 +98,31 @@ test("an ATRIUM_LOG_FORMAT other than json or console is refused at start", () =
   assert.notEqual(run.status, 0);
   assert.equal(run.stdout, "");
   assert.match(run.stderr, /ATRIUM_LOG_FORMAT must be json or console, got "pretty"/);
+});
+
+test("JSON lines redact sensitive keys at any depth, as the kit's JsonFormatter does, and keep a field named level", async () => {
+  const lines: string[] = [];
+  const stream = { write: (line: string) => void lines.push(line) };
+  const options = loggerOptions(loadConfig({ ATRIUM_ENV: "production" })) as Record<string, unknown>;
+  const app = Fastify({ logger: { ...options, stream } });
+  app.log.info(
+    {
+      client_secret: "s3cret",
+      Authorization: "Bearer abc",
+      body: { password: "p4ss", amount: 12, items: [{ api_key: "k1", id: "a" }] },
+      level: "high",
+      err: new Error("kept"),
+    },
+    "risk.something",
+  );
+  await app.close();
+  const record = JSON.parse(lines[0]) as Record<string, any>;
+  assert.equal(record.client_secret, "[redacted]");
+  assert.equal(record.Authorization, "[redacted]");
+  assert.deepEqual(record.body, { password: "[redacted]", amount: 12, items: [{ api_key: "[redacted]", id: "a" }] });
+  assert.equal(record.level, "info");
+  assert.equal(record.level_, "high");
+  assert.equal(record.event, "risk.something");
+  assert.equal(record.err.message, "kept"); // errors still go through pino's serializer
+  assert.doesNotMatch(lines.join(""), /s3cret|p4ss|Bearer abc|"k1"/);
 });
