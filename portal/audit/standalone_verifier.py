@@ -382,12 +382,13 @@ def check_proof(document: dict[str, Any], public_keys: bytes | PublicKeys, *, un
 def check_heads(heads: list[dict[str, Any]], public_keys: bytes | PublicKeys) -> list[str]:
     """Signatures of every head and consistency between consecutive ones (oldest first)."""
     problems: list[str] = []
+    keys = _as_keys(public_keys)  # parsed once, not per head
     try:
         ordered = sorted(heads, key=lambda h: _count(h["tree_size"]))
     except _MALFORMED as exc:
         return [f"the heads document is malformed ({type(exc).__name__}: {_short(str(exc))})"]
     for head in ordered:
-        why = head_signature_problem(head, public_keys)
+        why = head_signature_problem(head, keys)
         if why is not None:
             problems.append(f"head at tree size {head['tree_size']}: {why} (forged head)")
     for older, newer in itertools.pairwise(ordered):
