@@ -248,6 +248,9 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # var/keys/), the append-only JSONL copy of every signed head outside the database, retention.
 AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="", multiline=True)
 AUDIT_SIGNING_KEY_FILE = env.str("AUDIT_SIGNING_KEY_FILE", default="")
+# Public keys (PEM files) of retired audit signing keys: heads and archives they signed still verify. Keep them
+# for as long as the trail must verify, i.e. always (docs/deploy.md, rotation).
+AUDIT_RETIRED_PUBLIC_KEY_FILES = env.list("AUDIT_RETIRED_PUBLIC_KEY_FILES", default=[])
 AUDIT_HEADS_PATH = env.str("AUDIT_HEADS_PATH", default=str(ATRIUM_VAR_DIR / "audit" / "heads.jsonl"))
 # Where signed heads go outside the database: "" = the file above, file:///abs/path.jsonl, or
 # s3://bucket/prefix (production: a bucket with Object Lock, COMPLIANCE mode; see docs/audit.md).

@@ -10,6 +10,7 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from portal.audit import checks  # noqa: F401  (registers system checks)
         from portal.audit.metrics import AuditCollector
         from services.kit.metrics import collector_register
 

@@ -40,7 +40,8 @@ from django.utils import timezone
 from portal.audit import queries
 from portal.audit.chain import node_lookup
 from portal.audit.errors import ArchiveError
-from portal.audit.heads import head_as_dict, public_key_pem
+from portal.audit.heads import head_as_dict
+from portal.audit.keys import UNKNOWN_KEY, trusted_public_keys
 from portal.audit.models import AuditArchive, AuditHead
 from portal.audit.standalone_verifier import (
     ARCHIVE_FORMAT,
@@ -259,7 +260,7 @@ def archive_write(plan: ArchivePlan, directory: Path, *, proofs: bool = True, ba
             out.write(_line({"end": True, "events": count, "body_sha256": body.hexdigest()}))
         with partial.open("rb+") as handle:
             os.fsync(handle.fileno())
-        check = check_archive(partial, public_key_pem(), proofs=proofs)
+        check = check_archive(partial, trusted_public_keys(), proofs=proofs, unknown=UNKNOWN_KEY)
         if check.problems:
             raise ArchiveError(f"the written archive does not verify: {check.problems[0]}")
         partial.replace(final)

@@ -95,6 +95,7 @@ from django.utils import timezone
 from portal.audit import heads as heads_mod
 from portal.audit import queries
 from portal.audit.chain import node_lookup
+from portal.audit.keys import UNKNOWN_KEY, trusted_public_keys
 from portal.audit.models import AuditArchive, AuditChainState, AuditEvent, AuditHead
 from portal.audit.parallel_stream import (
     NO_END,
@@ -110,7 +111,7 @@ from portal.audit.parallel_stream import (
     stream_rows,
 )
 from portal.audit.seal import seals_load
-from portal.audit.standalone_verifier import SEQ_MAX, ZERO_HASH, verify_head_signature
+from portal.audit.standalone_verifier import SEQ_MAX, ZERO_HASH
 
 SERVICE_ANOMALIES_MAX = 10_000  # rows of queries.SERVICE_SEQUENCE (each a gap, however wide, or a bad number)
 SERVICE_GAP_NUMBERS_MAX = 10_000  # missing numbers listed in the report (the count is always exact)
@@ -173,7 +174,7 @@ def _heads_check(state_size: int, problems: list[Problem]) -> Heads:
     The file is read after the database snapshot was taken, so it may hold heads signed since: a correctly
     signed file head at or beyond the snapshot's log size that the snapshot does not show is not a problem.
     """
-    key = heads_mod.public_key_pem()
+    keys = trusted_public_keys()
     db = {h.tree_size: heads_mod.head_as_dict(h) for h in AuditHead.objects.order_by("tree_size")}
     file: dict[int, dict[str, Any]] = {}
     for head in heads_mod.heads_outside_read():
@@ -188,13 +189,18 @@ def _heads_check(state_size: int, problems: list[Problem]) -> Heads:
     to_compare: Heads = {}
     for size in sorted(set(db) | set(file)):
         in_db, in_file = db.get(size), file.get(size)
-        signed = {
-            where: verify_head_signature(head, key) for where, head in (("database", in_db), ("file", in_file)) if head
+        why = {
+            where: heads_mod.head_signature_problem(head, keys)
+            for where, head in (("database", in_db), ("file", in_file))
+            if head
         }
-        for where, valid in signed.items():
-            if not valid:
+        signed = {where: reason is None for where, reason in why.items()}
+        for where, reason in why.items():
+            if reason is not None:
                 problems.append(
-                    Problem(size, "forged head", f"the {where}'s head at tree size {size}: invalid signature")
+                    Problem(
+                        size, "forged head", f"the {where}'s head at tree size {size}: invalid signature ({reason})"
+                    )
                 )
         if in_db is not None and in_file is not None and in_db != in_file:
             fields = sorted(k for k in set(in_db) | set(in_file) if in_db.get(k) != in_file.get(k))
@@ -558,7 +564,7 @@ def _archive_files(archives: list[AuditArchive], directory: Path | None, problem
             problems.append(Problem(archive.first_seq, "modified", f"archive file {path} is not the one written"))
             continue
         paths.append(path)
-    for check in check_archives(paths, heads_mod.public_key_pem()):
+    for check in check_archives(paths, trusted_public_keys(), unknown=UNKNOWN_KEY):
         problems.extend(
             Problem(check.first_seq or 1, "modified", f"archive {check.path.name}: {p}") for p in check.problems
         )

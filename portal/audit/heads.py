@@ -15,11 +15,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import frontier_root
-from portal.audit.keys import key_id, public_key_pem, signing_key
+from portal.audit.keys import UNKNOWN_KEY, key_id, signing_key, trusted_public_keys
+from portal.audit.keys import public_key_pem as public_key_pem  # views and tests import it from here
 from portal.audit.models import AuditChainState, AuditHead
 from portal.audit.sinks import get_sink
-from portal.audit.standalone_verifier import head_message, verify_head_signature
+from portal.audit.standalone_verifier import head_message
 from services.kit.logs import get_logger
 from services.kit.outbox import isoformat
 
@@ -65,6 +67,12 @@ def head_sign(*, force: bool = False) -> AuditHead | None:
     return row
 
 
+def head_signature_problem(head: dict[str, Any], keys: verifier.PublicKeys | None = None) -> str | None:
+    """Why ``head`` is not validly signed (None: it is), by the key its ``key_id`` names among the current and
+    retired keys (``keys``: ``trusted_public_keys()``, loaded once by a caller checking many heads)."""
+    return verifier.head_signature_problem(head, trusted_public_keys() if keys is None else keys, unknown=UNKNOWN_KEY)
+
+
 def heads_outside_put(head: AuditHead | dict[str, Any]) -> None:
     """Store ``head`` in the sink outside the database; raises if the sink refuses or cannot be reached.
 
@@ -103,7 +111,7 @@ def heads_sync(*, full: bool = False) -> int:
     tried; if any failed, the first error is raised afterwards (each is logged).
     """
     sink = get_sink()
-    pem = public_key_pem()
+    keys = trusted_public_keys()
     if full:
         held = sink.sizes_after(-1)
         candidates = AuditHead.objects.order_by("tree_size").iterator()
@@ -123,8 +131,9 @@ def heads_sync(*, full: bool = False) -> int:
             continue
         head = head_as_dict(row)
         try:
-            if not verify_head_signature(head, pem):
-                raise ValueError(f"the database's head at tree size {row.tree_size} has an invalid signature")
+            why = head_signature_problem(head, keys)
+            if why is not None:
+                raise ValueError(f"the database's head at tree size {row.tree_size} has an invalid signature: {why}")
             sink.put(head)
         except Exception as exc:
             log.error("audit.head_sync_failed", sink=sink.describe(), tree_size=row.tree_size, error=str(exc))

@@ -24,6 +24,7 @@ from portal.audit import heads, queries
 from portal.audit import standalone_verifier as verifier
 from portal.audit.chain import NodeSource, frontier_root, node_lookup
 from portal.audit.errors import AuditEventNotFound, EventNotSigned, InvalidFilter
+from portal.audit.keys import UNKNOWN_KEY, trusted_public_keys
 from portal.audit.models import AuditChainState, AuditEvent, AuditHead
 from portal.catalog.models import Service
 from services.kit.timestamps import timestamp_parse
@@ -260,18 +261,18 @@ def head_with_consistency(*, head: AuditHead, nodes: Callable[[int, int], bytes]
     return body
 
 
-def audit_public_key() -> bytes | None:
-    """The portal's audit public key (PEM), or None where the signing key is not configured."""
+def audit_public_keys() -> verifier.PublicKeys | None:
+    """``{key id: PEM}`` of the current and retired audit keys, or None where they are not (all) configured."""
     try:
-        return heads.public_key_pem()
+        return trusted_public_keys()
     except (ImproperlyConfigured, OSError, ValueError):
         return None
 
 
 def head_signature_valid(*, head: AuditHead) -> bool | None:
-    """Does the head's signature verify with the portal's key (None: no key configured here)?"""
-    pem = audit_public_key()
-    return None if pem is None else verifier.verify_head_signature(heads.head_as_dict(head), pem)
+    """Does the head's signature verify with the key it names, current or retired (None: no keys here)?"""
+    keys = audit_public_keys()
+    return None if keys is None else heads.head_signature_problem(heads.head_as_dict(head), keys) is None
 
 
 def with_prefetched_nodes(compute: Callable[[Callable[[int, int], bytes]], T]) -> T:
@@ -319,13 +320,17 @@ def head_status() -> HeadStatus:
     status = HeadStatus(head=head, chain_size=state.size if state else 0)
     if head is None:
         return status
-    pem = audit_public_key()
-    if pem is None:
-        status.problems.append("The audit signing key is not configured here, so the signature cannot be checked.")
+    keys = audit_public_keys()
+    if keys is None:
+        status.problems.append(
+            "The audit keys (AUDIT_SIGNING_KEY, AUDIT_RETIRED_PUBLIC_KEY_FILES) are not configured here, "
+            "so the signature cannot be checked."
+        )
     else:
-        status.signature_ok = verifier.verify_head_signature(heads.head_as_dict(head), pem)
-        if not status.signature_ok:
-            status.problems.append("The head's signature does not verify with the portal's audit key (forged head).")
+        why = heads.head_signature_problem(heads.head_as_dict(head), keys)
+        status.signature_ok = why is None
+        if why is not None:
+            status.problems.append(f"The head's signature does not verify: {why} (forged head).")
     status.chain_ok = _head_matches_chain(head, state, status.problems)
     return status
 
@@ -421,11 +426,14 @@ def event_proof_check(*, event: AuditEvent, body: dict[str, Any] | None) -> Even
         proof.problems.append(f"A Merkle node of the proof is missing ({exc}).")
         return proof
     proof.path = document["proof"]
-    pem = audit_public_key()
-    if pem is None:
-        proof.problems.append("The audit signing key is not configured here, so the head cannot be checked.")
+    keys = audit_public_keys()
+    if keys is None:
+        proof.problems.append(
+            "The audit keys (AUDIT_SIGNING_KEY, AUDIT_RETIRED_PUBLIC_KEY_FILES) are not configured here, "
+            "so the head cannot be checked."
+        )
         return proof
-    proof.problems.extend(verifier.check_proof(document, pem))
+    proof.problems.extend(verifier.check_proof(document, keys, unknown=UNKNOWN_KEY))
     return proof
 
 

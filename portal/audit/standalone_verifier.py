@@ -7,6 +7,11 @@ An outside auditor copies this one file, fetches a proof from the portal
     python -m portal.audit.standalone_verifier proof.json --public-key audit-key.pem
     python standalone_verifier.py proof.json --public-key audit-key.pem   # the copied file works the same
 
+After the signing key was rotated, heads signed by a retired key verify only with that key too: fetch every
+trusted key (``GET /api/v1/audit/public-keys``, one file of PEM blocks, the current key first) and pass that file,
+or repeat ``--public-key``. Each head is checked with the key its ``key_id`` names (SHA-256 of the raw public
+key, first 16 hex digits); a head without one is tried against each key.
+
 It checks that the event's leaf hash is what its canonical JSON hashes to, that the inclusion path
 leads from the leaf to the signed head's root (RFC 6962 / RFC 9162 Merkle tree), and the head's
 Ed25519 signature. With ``--heads heads.json`` (``GET /api/v1/audit/heads``) it also checks each
@@ -289,11 +294,68 @@ def verify_head_signature(head: dict[str, Any], public_key_pem: bytes) -> bool:
     return True
 
 
+PublicKeys = dict[str, bytes]  # key id -> public key PEM: every key a head may be signed by
+
+
+def public_key_id(public_key_pem: bytes) -> str:
+    """A public key's id as heads name it: SHA-256 of the raw Ed25519 public key, first 16 hex digits."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
+    key = load_pem_public_key(public_key_pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return hashlib.sha256(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+
+
+PEM_END = b"-----END PUBLIC KEY-----"
+
+
+def public_keys_load(data: bytes | Sequence[bytes]) -> PublicKeys:
+    """``{key id: PEM}`` of one PEM, a file of several PEM blocks, or a list of either; raises ValueError if one
+    is not an Ed25519 public key."""
+    chunks = [data] if isinstance(data, bytes) else list(data)
+    keys: PublicKeys = {}
+    for chunk in chunks:
+        blocks = [part.strip() + b"\n" + PEM_END + b"\n" for part in chunk.split(PEM_END) if part.strip()]
+        for pem in blocks:
+            keys[public_key_id(pem)] = pem
+    if not keys:
+        raise ValueError("no public key given")
+    return keys
+
+
+def _as_keys(public_keys: bytes | PublicKeys) -> PublicKeys:
+    return public_keys_load(public_keys) if isinstance(public_keys, bytes) else public_keys
+
+
+UNKNOWN_KEY = "none of the public keys given"
+
+
+def head_signature_problem(
+    head: dict[str, Any], public_keys: bytes | PublicKeys, *, unknown: str = UNKNOWN_KEY
+) -> str | None:
+    """Why ``head`` is not validly signed by one of ``public_keys`` (None: it is), picking the key by the head's
+    ``key_id``; a head without one is tried against each key. ``unknown`` says which keys were trusted."""
+    keys = _as_keys(public_keys)
+    key_id = head.get("key_id") if isinstance(head, dict) else None
+    if not key_id:
+        if any(verify_head_signature(head, pem) for pem in keys.values()):
+            return None
+        return "bad signature under every public key given (and the head names no key id)"
+    if not isinstance(key_id, str) or key_id not in keys:
+        shown = key_id if isinstance(key_id, str) and len(key_id) <= 40 else _short(key_id)
+        return f"signed by key {shown}, which is {unknown}"
+    if not verify_head_signature(head, keys[key_id]):
+        return f"bad signature under key {key_id}"
+    return None
+
+
 def _hex(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
-def check_proof(document: dict[str, Any], public_key_pem: bytes) -> list[str]:
+def check_proof(document: dict[str, Any], public_keys: bytes | PublicKeys, *, unknown: str = UNKNOWN_KEY) -> list[str]:
     """Every problem with an inclusion-proof document (empty list: it verifies)."""
     problems: list[str] = []
     try:
@@ -311,21 +373,24 @@ def check_proof(document: dict[str, Any], public_key_pem: bytes) -> list[str]:
             problems.append("the inclusion path does not lead to the head's root hash")
     except (*_MALFORMED, UnicodeError) as exc:
         return [*problems, f"the proof document is malformed ({type(exc).__name__}: {_short(str(exc))})"]
-    if not verify_head_signature(head, public_key_pem):
-        problems.append("the tree head's signature is not valid for this public key (forged head)")
+    why = head_signature_problem(head, public_keys, unknown=unknown)
+    if why is not None:
+        problems.append(f"the tree head's signature is not valid: {why} (forged head)")
     return problems
 
 
-def check_heads(heads: list[dict[str, Any]], public_key_pem: bytes) -> list[str]:
+def check_heads(heads: list[dict[str, Any]], public_keys: bytes | PublicKeys) -> list[str]:
     """Signatures of every head and consistency between consecutive ones (oldest first)."""
     problems: list[str] = []
+    keys = _as_keys(public_keys)  # parsed once, not per head
     try:
         ordered = sorted(heads, key=lambda h: _count(h["tree_size"]))
     except _MALFORMED as exc:
         return [f"the heads document is malformed ({type(exc).__name__}: {_short(str(exc))})"]
     for head in ordered:
-        if not verify_head_signature(head, public_key_pem):
-            problems.append(f"head at tree size {head['tree_size']}: bad signature (forged head)")
+        why = head_signature_problem(head, keys)
+        if why is not None:
+            problems.append(f"head at tree size {head['tree_size']}: {why} (forged head)")
     for older, newer in itertools.pairwise(ordered):
         try:
             path = [_hex(h) for h in newer.get("consistency_proof", [])]
@@ -383,7 +448,9 @@ class ArchiveCheck:
 OUT_OF_RANGE_MAX = 100  # out-of-range events reported per archive (the chain goes on being checked)
 
 
-def check_archive(path: Path, public_key_pem: bytes, *, proofs: bool = True) -> ArchiveCheck:
+def check_archive(
+    path: Path, public_keys: bytes | PublicKeys, *, proofs: bool = True, unknown: str = UNKNOWN_KEY
+) -> ArchiveCheck:
     """Check an ``audit_archive`` file on its own: every event's hashes, the chain from the archive's start,
     the Merkle tree from the start's frontier to the covering head's root, every signed head in the range,
     each event's inclusion proof (unless ``proofs`` is false), the end line (count and body digest), and that
@@ -393,14 +460,18 @@ def check_archive(path: Path, public_key_pem: bytes, *, proofs: bool = True) -> 
     """
     check = ArchiveCheck(path)
     try:
-        _archive_check(check, public_key_pem, proofs)
+        _archive_check(check, _as_keys(public_keys), proofs, unknown)
     except _MALFORMED as exc:  # the header (the lines have their own handling)
         check.problems.append(f"the header is malformed ({type(exc).__name__}: {_short(str(exc))})")
     return check
 
 
-def _archive_check(check: ArchiveCheck, public_key_pem: bytes, proofs: bool) -> None:
+def _archive_check(check: ArchiveCheck, keys: PublicKeys, proofs: bool, unknown: str) -> None:
     problems = check.problems
+
+    def signature_problem(head: dict[str, Any]) -> str | None:
+        return head_signature_problem(head, keys, unknown=unknown)
+
     body = hashlib.sha256()
     with _open_archive(check.path) as handle:
         first_line = handle.readline()  # every head of the range: as long as they are many, never longer
@@ -416,8 +487,9 @@ def _archive_check(check: ArchiveCheck, public_key_pem: bytes, proofs: bool) -> 
         check.header = header
         head, start = header["head"], header["start"]
         covering = _count(head["tree_size"])
-        if not verify_head_signature(head, public_key_pem):
-            problems.append(f"the covering head (tree size {covering}): bad signature (forged head)")
+        covering_why = signature_problem(head)
+        if covering_why is not None:
+            problems.append(f"the covering head (tree size {covering}): {covering_why} (forged head)")
         size = _count(start["tree_size"])
         if covering != check.last_seq or check.first_seq != size + 1:
             problems.append("the header's seq range does not run from the start to the covering head")
@@ -428,8 +500,9 @@ def _archive_check(check: ArchiveCheck, public_key_pem: bytes, proofs: bool) -> 
         prev = _hex(start["last_hash"]) if size else ZERO_HASH
         if size:
             start_head = start.get("head") or {}
-            if not verify_head_signature(start_head, public_key_pem):
-                problems.append(f"the start head (tree size {size}): bad signature (forged head)")
+            start_why = signature_problem(start_head)
+            if start_why is not None:
+                problems.append(f"the start head (tree size {size}): {start_why} (forged head)")
             elif (
                 start_head["tree_size"] != size
                 or frontier_root_hex(start["frontier"]).hex() != start_head["root_hash"]
@@ -437,12 +510,13 @@ def _archive_check(check: ArchiveCheck, public_key_pem: bytes, proofs: bool) -> 
             ):
                 problems.append(f"the start frontier and last hash do not match the signed head at tree size {size}")
         heads = {_count(h["tree_size"]): h for h in header.get("heads", [])}
-        valid = {covering: head} if verify_head_signature(head, public_key_pem) else {}
+        valid = {covering: head} if covering_why is None else {}
         for tree_size, signed in sorted(heads.items()):
-            if verify_head_signature(signed, public_key_pem):
+            why = signature_problem(signed)
+            if why is None:
                 valid[tree_size] = signed
             else:
-                problems.append(f"head at tree size {tree_size}: bad signature (forged head)")
+                problems.append(f"head at tree size {tree_size}: {why} (forged head)")
         # Each event was recorded before the first signed head covering it: (tree size, signed at), in order.
         signed_at = sorted(
             (s, moment) for s, h in valid.items() if (moment := parse_timestamp(h.get("timestamp"))) is not None
@@ -543,9 +617,12 @@ def isoformat_utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def check_archives(paths: Sequence[Path], public_key_pem: bytes, *, proofs: bool = True) -> list[ArchiveCheck]:
+def check_archives(
+    paths: Sequence[Path], public_keys: bytes | PublicKeys, *, proofs: bool = True, unknown: str = UNKNOWN_KEY
+) -> list[ArchiveCheck]:
     """Check each archive and that, in seq order, each one starts where the one before it ends."""
-    checks = sorted((check_archive(p, public_key_pem, proofs=proofs) for p in paths), key=lambda c: c.first_seq)
+    keys = _as_keys(public_keys)
+    checks = sorted((check_archive(p, keys, proofs=proofs, unknown=unknown) for p in paths), key=lambda c: c.first_seq)
     for before, after in itertools.pairwise(checks):
         if before.header and after.header:
             try:
@@ -594,7 +671,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--public-key",
         metavar="PEM",
-        help="the portal's audit public key (GET /api/v1/audit/public-key); needed for every check, not --extract",
+        action="append",
+        default=[],
+        help="the portal's audit public key (GET /api/v1/audit/public-key), or a file of several (GET "
+        "/api/v1/audit/public-keys: the current and retired keys); repeat for several; needed for every check, "
+        "not --extract",
     )
     parser.add_argument("--heads", help="signed heads JSON (GET /api/v1/audit/heads)")
     parser.add_argument(
@@ -614,7 +695,10 @@ def main(argv: list[str] | None = None) -> int:
             "--public-key PEM is required: signatures are checked against the portal's audit public key "
             "(GET /api/v1/audit/public-key), never a key taken from the files being checked"
         )
-    key = Path(args.public_key).read_bytes()
+    try:
+        key = public_keys_load([Path(p).read_bytes() for p in args.public_key])
+    except ValueError as exc:
+        parser.error(f"--public-key: {exc}")
     problems: list[str] = []
     if args.proof:
         document = _document(args.proof, problems)

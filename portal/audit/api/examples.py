@@ -61,6 +61,15 @@ public_key = OpenApiExample(
     response_only=True,
     media_type="application/x-pem-file",
 )
+public_keys = OpenApiExample(
+    "The current key, then one retired key",
+    value=(
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA3q2+7w…\n-----END PUBLIC KEY-----\n"
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAb1d4Kq…\n-----END PUBLIC KEY-----\n"
+    ),
+    response_only=True,
+    media_type="application/x-pem-file",
+)
 export_jsonl = OpenApiExample(
     "JSON Lines",
     value='{"seq": 1842, "id": "evt_01m91tj5evb16g3wrkrk6xt9rh", "action": "payments.payment.settled", …}\n',

@@ -10,5 +10,6 @@ urlpatterns = [
     path("events/<str:event_id>/proof", views.AuditEventProofView.as_view(), name="audit-event-proof"),
     path("heads", views.AuditHeadListView.as_view(), name="audit-head-list"),
     path("public-key", views.AuditPublicKeyView.as_view(), name="audit-public-key"),
+    path("public-keys", views.AuditPublicKeysView.as_view(), name="audit-public-keys"),
     path("export", views.AuditExportView.as_view(), name="audit-export"),
 ]

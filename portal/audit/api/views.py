@@ -41,6 +41,7 @@ from portal.audit.errors import (
 )
 from portal.audit.event_schema import audit_schema
 from portal.audit.heads import head_as_dict, public_key_pem
+from portal.audit.keys import trusted_public_keys
 from portal.audit.models import AuditEvent
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
 from services.kit.auth import ClientPrincipal, HasScope
@@ -233,6 +234,28 @@ class AuditPublicKeyView(APIView):
     )
     def get(self, request: Request) -> HttpResponse:
         return HttpResponse(public_key_pem(), content_type="application/x-pem-file")
+
+
+class AuditPublicKeysView(APIView):
+    """Every Ed25519 public key that verifies signed heads: the current one, then the retired ones. Public."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @api_operation(
+        summary="Get every audit public key (current and retired)",
+        description=(
+            "The current Ed25519 public key, then each retired one (``AUDIT_RETIRED_PUBLIC_KEY_FILES``), as PEM "
+            "blocks in one file: heads signed before a key rotation verify only with the key they name "
+            "(``key_id``: SHA-256 of the raw public key, first 16 hex digits). The standalone verifier takes "
+            "this file as its ``--public-key``. Public: no token needed."
+        ),
+        examples=[examples.public_keys],
+        responses={(200, "application/x-pem-file"): OpenApiTypes.STR},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        pems = b"".join(pem.strip() + b"\n" for pem in trusted_public_keys().values())
+        return HttpResponse(pems, content_type="application/x-pem-file")
 
 
 class _FormatIsOurs(DefaultContentNegotiation):
