@@ -74,3 +74,11 @@ class AuditIngestUnavailable(DomainError):
     code = "database_unavailable"
     status = 503
     title = "Database unavailable"
+
+
+class AuditKeysUnavailable(DomainError):
+    """A retired public key (``AUDIT_RETIRED_PUBLIC_KEY_FILES``) cannot be read: the key list would be incomplete."""
+
+    code = "audit_keys_unavailable"
+    status = 503
+    title = "Audit public keys unavailable"

@@ -27,6 +27,7 @@ from portal.audit.models import AuditArchive, AuditEvent, AuditHead
 from tests.audit.test_archive import grow
 from tests.audit.test_chain import make_event
 from tests.audit.test_verify import SERVICES, build_log, first, rogue, run_command
+from tests.problems import assert_problem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -245,3 +246,21 @@ def test_a_bad_retired_key_file_is_a_problem_on_the_status_not_an_error(settings
     # then the signature is not confirmed and the status says why, without raising
     assert status.signature_ok is False
     assert any("AUDIT_RETIRED_PUBLIC_KEY_FILES" in p for p in status.problems)
+
+
+def test_a_bad_retired_key_file_makes_the_public_keys_endpoint_a_503_problem_not_a_partial_list(
+    settings, tmp_path, client
+):
+    # given a retired key file that is missing, then one that holds no key
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key\n")
+    for path in (tmp_path / "missing.pem", garbage):
+        settings.AUDIT_RETIRED_PUBLIC_KEY_FILES = [str(path)]
+
+        # when an auditor fetches the keys
+        response = client.get("/api/v1/audit/public-keys")
+
+        # then a problem says the list is unavailable (no file path shown), never a 500 or the current key alone
+        problem = assert_problem(response, 503, "audit_keys_unavailable")
+        assert "AUDIT_RETIRED_PUBLIC_KEY_FILES" in problem["detail"]
+        assert str(tmp_path) not in response.content.decode()

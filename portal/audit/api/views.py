@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -31,6 +32,7 @@ from portal.audit.api import examples
 from portal.audit.errors import (
     AuditEventNotFound,
     AuditIngestUnavailable,
+    AuditKeysUnavailable,
     AuditLogEmpty,
     AuditSequenceConflict,
     AuditSequenceGap,
@@ -45,8 +47,11 @@ from portal.audit.keys import trusted_public_keys
 from portal.audit.models import AuditEvent
 from portal.identity.roles import ROLE_ADMIN, ROLE_AUDITOR
 from services.kit.auth import ClientPrincipal, HasScope
+from services.kit.logs import get_logger
 from services.kit.pagination import CursorPagination
 from services.kit.schema import api_operation
+
+log = get_logger(__name__)
 
 AUDITORS = (ROLE_ADMIN, ROLE_AUDITOR)
 READ = {"GET": {"audit:read"}, "*": {"audit:read"}}
@@ -250,11 +255,20 @@ class AuditPublicKeysView(APIView):
             "(``key_id``: SHA-256 of the raw public key, first 16 hex digits). The standalone verifier takes "
             "this file as its ``--public-key``. Public: no token needed."
         ),
+        errors=[AuditKeysUnavailable],
         examples=[examples.public_keys],
         responses={(200, "application/x-pem-file"): OpenApiTypes.STR},
     )
     def get(self, request: Request) -> HttpResponse:
-        pems = b"".join(pem.strip() + b"\n" for pem in trusted_public_keys().values())
+        try:
+            keys = trusted_public_keys()
+        except ImproperlyConfigured as exc:
+            log.error("audit.retired_key_unreadable", error=str(exc)[:500])
+            raise AuditKeysUnavailable(
+                "A retired audit public key could not be read (AUDIT_RETIRED_PUBLIC_KEY_FILES); a partial list would "
+                "make heads signed by it look forged. The portal's `manage.py check` names the file."
+            ) from exc
+        pems = b"".join(pem.strip() + b"\n" for pem in keys.values())
         return HttpResponse(pems, content_type="application/x-pem-file")
 
 
