@@ -369,14 +369,22 @@ def test_concurrent_requests_of_one_service_leave_no_gap_and_no_duplicate(risk, 
     batches = [[risk_event(n) for n in range(10 * k + 1, 10 * k + 11)] for k in range(20)]
     outcomes: dict[str, list[int]] = {"gap": [], "ok": [], "other": []}
     lock = threading.Lock()
+    # The odd sender's first batch (11-20) goes first, so at least one gap is certain however the threads are
+    # scheduled (on a busy machine they may otherwise take turns and never meet); the even one starts after it.
+    first_sent = threading.Event()
 
-    def sender(mine: list[list[dict[str, Any]]]) -> None:
+    def sender(mine: list[list[dict[str, Any]]], wait_for_first: bool) -> None:
+        if wait_for_first:
+            first_sent.wait(timeout=30)
         with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {bearer}"}, timeout=30) as http:
             pending = list(mine)
             for _ in range(400):
                 if not pending:
                     return
-                response = http.post(INGEST, json={"events": pending[0]})
+                try:
+                    response = http.post(INGEST, json={"events": pending[0]})
+                finally:
+                    first_sent.set()
                 with lock:
                     if response.status_code == 200:
                         outcomes["ok"].append(response.json()["inserted"])
@@ -394,7 +402,7 @@ def test_concurrent_requests_of_one_service_leave_no_gap_and_no_duplicate(risk, 
                     ]
 
     even, odd = batches[0::2], batches[1::2]
-    threads = [threading.Thread(target=sender, args=(part,)) for part in (even, odd)]
+    threads = [threading.Thread(target=sender, args=(part, part is even)) for part in (even, odd)]
     for thread in threads:
         thread.start()
     for thread in threads:
