@@ -7,11 +7,11 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.audit.keys import retired_public_keys
+
 
 @checks.register(checks.Tags.security)
 def check_retired_public_keys(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
-    from portal.audit.keys import retired_public_keys
-
     try:
         retired_public_keys()
     except ImproperlyConfigured as exc:
