@@ -24,7 +24,7 @@ from portal.audit.chain_check import verify_log
 from portal.audit.checks import check_retired_public_keys
 from portal.audit.heads import head_sign, heads_file_read
 from portal.audit.models import AuditArchive, AuditEvent, AuditHead
-from tests.audit.test_archive import grow
+from tests.audit.test_archive import _paths, grow  # noqa: F401  (_paths: autouse, the heads file and archive dir)
 from tests.audit.test_chain import make_event
 from tests.audit.test_verify import SERVICES, build_log, first, rogue, run_command
 from tests.problems import assert_problem
@@ -33,10 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _paths(settings, tmp_path):
-    settings.AUDIT_HEADS_PATH = str(tmp_path / "heads.jsonl")
-    settings.AUDIT_ARCHIVE_DIR = str(tmp_path / "archive")
-    settings.ATRIUM_OUTBOX_RELAY = "off"
+def _no_retired_keys(settings):
     settings.AUDIT_RETIRED_PUBLIC_KEY_FILES = []
 
 
