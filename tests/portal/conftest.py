@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
 from tests.portal.helpers import PORTAL_QUEUE, TOKEN_URL, clear_key_caches
@@ -69,3 +71,13 @@ def broker() -> Iterator[redis.Redis]:
     finally:
         conn.delete(PORTAL_QUEUE)
         conn.close()
+
+
+@pytest.fixture
+def migrations_restored(transactional_db: None) -> Iterator[None]:
+    """For a test that migrates an app back to check a data migration: afterwards (pass or fail) every app is
+    migrated forward again, so the transactional tests after it find the schema of the code (a test left the
+    catalog at 0005, and later tests failed on a missing column)."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())

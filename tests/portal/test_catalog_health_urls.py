@@ -229,7 +229,7 @@ def test_a_failing_health_url_keeps_its_status_code_never_its_body(settings, min
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_turns_stored_details_into_classes_and_drops_every_body():
+def test_the_migration_turns_stored_details_into_classes_and_drops_every_body(migrations_restored):
     before, after = [("catalog", "0004_observed_calls")], [("catalog", "0005_health_check_error_class")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)

@@ -299,7 +299,7 @@ def test_a_service_none_of_whose_processes_bears_its_name_has_a_page_too(mint_to
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_gives_existing_entries_their_service_and_role():
+def test_the_migration_gives_existing_entries_their_service_and_role(migrations_restored):
     """Run 0006 and 0007 over rows committed as they were before them (real migrations of real tables)."""
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
